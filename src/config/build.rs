@@ -128,6 +128,9 @@ struct At {
 struct Tbl<'t> {
     t: &'t Table,
     at: At,
+    /// For the entries of an array of tables outside policies
+    /// (`webfilter.rule #2`): named before "missing"/"unknown key" messages.
+    label: Option<String>,
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -218,7 +221,20 @@ fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
 
 impl<'t> Tbl<'t> {
     fn new(t: &'t Table, at: At) -> Self {
-        Tbl { t, at }
+        Tbl { t, at, label: None }
+    }
+
+    /// A table that is entry `index` of the array of tables `name`.
+    fn entry(t: &'t Table, name: &str, index: usize) -> Self {
+        let label = format!("{name} #{index}");
+        Tbl {
+            t,
+            at: At {
+                prefix: format!("{label} "),
+                ..At::default()
+            },
+            label: Some(label),
+        }
     }
 
     fn field(&self, key: &str) -> String {
@@ -238,16 +254,21 @@ impl<'t> Tbl<'t> {
                 continue;
             }
             let field = self.field(key);
+            let (label, shown) = match &self.label {
+                Some(l) => (format!("{l}: "), key.to_string()),
+                None => (String::new(), field.clone()),
+            };
             let hint = match suggest(key, known) {
+                Some(k) if self.label.is_some() => format!(" (did you mean \"{k}\"?)"),
                 Some(k) => format!(" (did you mean \"{}\"?)", self.field(k)),
                 None => String::new(),
             };
             cx.push(
                 &self.at,
-                field.clone(),
+                field,
                 format!(
-                    "unknown key {}{hint}; the keys here are: {}",
-                    quote(&field),
+                    "{label}unknown key {}{hint}; the keys here are: {}",
+                    quote(&shown),
                     known.join(", ")
                 ),
             );
@@ -256,11 +277,11 @@ impl<'t> Tbl<'t> {
 
     fn missing(&self, cx: &mut Cx, key: &str) {
         let field = self.field(key);
-        cx.push(
-            &self.at,
-            field.clone(),
-            format!("missing required key \"{field}\""),
-        );
+        let message = match &self.label {
+            Some(l) => format!("{l}: missing required key \"{key}\""),
+            None => format!("missing required key \"{field}\""),
+        };
+        cx.push(&self.at, field, message);
     }
 
     fn wrong_type(&self, cx: &mut Cx, key: &str, expected: &str, v: &Value) {
@@ -1074,10 +1095,10 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
         p.t.get("scope")
             .is_none_or(|v| matches!(v, Value::Array(a) if a.iter().all(Value::is_table)));
     if scope_tables.len() > MAX_SCOPES_PER_POLICY {
-        p.fail(
-            cx,
-            "scope",
-            format_args!(
+        cx.push(
+            &p.at,
+            "scope".into(),
+            format!(
                 "has {} scopes; the limit is {MAX_SCOPES_PER_POLICY}",
                 thousands(scope_tables.len() as u64)
             ),
@@ -1314,13 +1335,7 @@ fn webfilter(cx: &mut Cx, t: &Table) -> Option<Vec<WebFilterRule>> {
             .is_none_or(|v| matches!(v, Value::Array(a) if a.iter().all(Value::is_table)));
     let mut rules = Vec::new();
     for (index, rt) in w.tables(cx, "rule") {
-        let r = Tbl::new(
-            rt,
-            At {
-                prefix: format!("webfilter.rule #{index} "),
-                ..At::default()
-            },
-        );
+        let r = Tbl::entry(rt, "webfilter.rule", index);
         r.known(cx, WEBFILTER_RULE_KEYS);
         let glob = |key: &str, cx: &mut Cx, check: fn(&str) -> Result<String, String>| match r
             .string(cx, key, false)
@@ -1381,13 +1396,7 @@ fn appcontrol(cx: &mut Cx, t: &Table) -> Option<AppControl> {
             .is_none_or(|v| matches!(v, Value::Array(x) if x.iter().all(Value::is_table)));
     let mut rules = Vec::new();
     for (index, rt) in a.tables(cx, "rule") {
-        let r = Tbl::new(
-            rt,
-            At {
-                prefix: format!("appcontrol.rule #{index} "),
-                ..At::default()
-            },
-        );
+        let r = Tbl::entry(rt, "appcontrol.rule", index);
         r.known(cx, APPCONTROL_RULE_KEYS);
         let name = |key: &str, required: bool, cx: &mut Cx| -> Result<Option<String>, ()> {
             match r.string(cx, key, required) {
