@@ -629,10 +629,9 @@ fn port_range(s: &str) -> Result<PortRange, String> {
 
 /// Builds a `Config` from text, or returns every error found.
 pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    // A bare file name has an empty parent: its relative paths stay relative
+    // to the current directory, which is where the file is.
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut cx = Cx {
         file: path.to_path_buf(),
         base,
