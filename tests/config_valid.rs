@@ -417,3 +417,18 @@ fn line_mutations_of_the_reference_config_never_panic() {
         }
     }
 }
+
+/// Deeply nested arrays and inline tables are refused by the TOML parser's
+/// depth limit instead of overflowing the stack.
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for text in [
+        format!("x = {}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("x = {}1{}", "{a = ".repeat(100_000), "}".repeat(100_000)),
+        "[a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z]\n".repeat(100),
+        format!("[{}]", "a.".repeat(50_000) + "a"),
+    ] {
+        let e = config::parse(&text, Path::new("deep.toml")).unwrap_err();
+        assert!(!e.is_empty());
+    }
+}
