@@ -87,7 +87,7 @@ fn sub_ca_chain_loads_and_root_is_not_sent() {
     let lab = Lab::new();
     let (root, sub, sub_key) = lab.sub_ca("corp");
     chmod600(&sub_key);
-    let ca = load(&sub, &sub_key, &[root.clone()]).unwrap();
+    let ca = load(&sub, &sub_key, std::slice::from_ref(&root)).unwrap();
     assert_eq!(ca.chain().len(), 1);
     assert_eq!(ca.sent_chain().len(), 1, "only the sub-CA is sent");
     assert_eq!(ca.sent_chain()[0], *ca.certificate());
@@ -106,7 +106,7 @@ fn broken_chain_names_the_file() {
     let lab = Lab::new();
     let (_root, sub, sub_key) = lab.sub_ca("corp");
     let (other_root, _) = lab.ec_root("other");
-    let (e, msg) = err(&sub, &sub_key, &[other_root.clone()]);
+    let (e, msg) = err(&sub, &sub_key, std::slice::from_ref(&other_root));
     assert!(
         matches!(e, PkiError::BrokenChain { ref path, .. } if *path == other_root),
         "{msg}"

@@ -137,7 +137,7 @@ fn rsa_ca_chain_verifies() {
 fn sub_ca_chain_verifies_and_excludes_root() {
     let lab = Lab::new();
     let (root, sub, sub_key) = lab.sub_ca("corp");
-    let ca = policy_ca(&sub, &sub_key, &[root.clone()]);
+    let ca = policy_ca(&sub, &sub_key, std::slice::from_ref(&root));
     check_chain(&lab, "sub", &root, ca.clone(), 2);
     // The issuer bytes of the leaf are the sub-CA's subject, multi-OU name intact.
     let upstream = read_pem_certs(&lab.upstream_leaf("sha256")).remove(0);
