@@ -19,7 +19,7 @@ fn pem_of(der: &[u8]) -> String {
 
 /// Writes the issuing CA and every chain certificate (root included) to `out`.
 ///
-/// Files: `00-issuing-ca.crt`, `01-chain.crt`, ... in chain order, then
+/// Files: `00-issuing-ca.crt`, then `NN-intermediate.crt` / `NN-root.crt` in chain order, then
 /// `bundle.pem`. Refuses to overwrite any existing file (checked before
 /// anything is written). Returns the paths written, the bundle last.
 pub fn export_chain(ca: &PolicyCa, out: &Path) -> Result<Vec<PathBuf>, PkiError> {
@@ -30,10 +30,12 @@ pub fn export_chain(ca: &PolicyCa, out: &Path) -> Result<Vec<PathBuf>, PkiError>
         .iter()
         .enumerate()
         .map(|(i, der)| {
-            let name = if i == 0 {
-                "00-issuing-ca.crt".to_string()
-            } else {
-                format!("{i:02}-chain.crt")
+            let self_signed = x509_parser::parse_x509_certificate(der)
+                .is_ok_and(|(_, x)| super::ca::is_self_signed(&x));
+            let name = match (i, self_signed) {
+                (0, _) => "00-issuing-ca.crt".to_string(),
+                (_, true) => format!("{i:02}-root.crt"),
+                (_, false) => format!("{i:02}-intermediate.crt"),
             };
             (out.join(name), pem_of(der))
         })

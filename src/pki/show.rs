@@ -20,6 +20,23 @@ fn hex_colons(bytes: &[u8]) -> String {
         .join(":")
 }
 
+fn signature_name(oid: &str) -> String {
+    let name = match oid {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        "1.3.101.112" => "Ed25519",
+        "1.2.156.10197.1.501" => "SM2-with-SM3",
+        _ => return oid.to_string(),
+    };
+    name.to_string()
+}
+
 /// Describes every certificate in a PEM or DER file, as text.
 pub fn describe_file(path: &Path, now: SystemTime) -> Result<String, PkiError> {
     let certs = keys::read_certs(path, "certificate")?;
@@ -100,7 +117,7 @@ pub fn describe_file(path: &Path, now: SystemTime) -> Result<String, PkiError> {
         let _ = writeln!(
             out,
             "Signature:      {}",
-            x.signature_algorithm.algorithm.to_id_string()
+            signature_name(&x.signature_algorithm.algorithm.to_id_string())
         );
         let _ = writeln!(out, "CA:             {ca_flag}");
         let _ = writeln!(out, "Key usage:      {ku}");
