@@ -243,13 +243,17 @@ fn empty_and_missing_ids_are_refused() {
         &e,
         &["policy #1 scope #1: id \"\" is empty; an id is required"],
     );
+    has(
+        &e,
+        &["policy #1 scope #2: id \"\" is empty; an id is required"],
+    );
     has(&e, &["policy #2: missing required key \"id\""]);
     has(&e, &["policy #2 scope #1: missing required key \"id\""]);
     has(
         &e,
         &["policy \"pol office\": id \"pol office\" contains ' '"],
     );
-    assert_eq!(e.len(), 5, "{e}");
+    assert_eq!(e.len(), 6, "{e}");
 }
 
 #[test]

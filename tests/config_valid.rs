@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tlsinspect::cli::validate::render;
+use tlsinspect::cli::validate::{render, render_report};
 use tlsinspect::config::{
     self, InvalidCertificate, IpsMode, Mode, OnDisable, PassOrBlock, PassOrInspect, PortRange,
     Roots, Verdict,
@@ -261,6 +261,15 @@ fn render_inserts_the_ca_block_of_each_policy() {
     let scope_at = out.find("scope #1 \"sc-web\"").unwrap();
     assert!(policy_at < ca_at && ca_at < scope_at, "{out}");
     assert!(out.contains("  CA key: ECDSA P-256\n"), "{out}");
+    let out = render_report(
+        &c,
+        Some(&ca),
+        &["policy \"pol-office\": CA expires in 30 days".into()],
+    );
+    assert!(
+        out.contains("warnings (1):\n  - policy \"pol-office\": CA expires in 30 days\n"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -90,6 +90,16 @@ fn paths(items: &[std::path::PathBuf]) -> String {
 /// policy with its settings, CA status (from `ca_status`, if given) and scopes,
 /// the quota per scope, per policy and in total, the engines and the warnings.
 pub fn render(cfg: &Config, ca_status: Option<CaStatus<'_>>) -> String {
+    render_report(cfg, ca_status, &[])
+}
+
+/// Like [`render`], with more warnings (e.g. a CA with less than a year left)
+/// listed after the configuration's own.
+pub fn render_report(
+    cfg: &Config,
+    ca_status: Option<CaStatus<'_>>,
+    extra_warnings: &[String],
+) -> String {
     let mut o = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(o, "configuration: {} (valid)", cfg.path.display());
@@ -218,6 +228,7 @@ pub fn render(cfg: &Config, ca_status: Option<CaStatus<'_>>) -> String {
 
     let mut warnings = cfg.warnings();
     warnings.extend(host_warnings(cfg));
+    warnings.extend(extra_warnings.iter().cloned());
     if warnings.is_empty() {
         let _ = writeln!(o, "\nwarnings: none");
     } else {

@@ -974,7 +974,7 @@ fn policies(cx: &mut Cx, top: &Tbl<'_>) -> Option<Vec<Policy>> {
     let mut quotas: Vec<(String, u64)> = Vec::new();
     for (index, t) in tables {
         let (policy, quota, id) = policy(cx, t, index);
-        if let Some(id) = &id {
+        if let Some(id) = id.as_ref().filter(|id| !id.is_empty()) {
             if let Some(first) = first_index.get(id) {
                 cx.push(
                     &At {
@@ -1110,7 +1110,7 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
     for (sindex, st) in scope_tables {
         let (scope, q, sid) = scope(cx, &p.at, st, sindex);
         quota = quota.saturating_add(q);
-        if let Some(sid) = sid {
+        if let Some(sid) = sid.filter(|sid| !sid.is_empty()) {
             if let Some(first) = first_index.get(&sid) {
                 cx.push(
                     &At {

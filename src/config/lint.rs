@@ -186,3 +186,28 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
     }
     w
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(start: u16, end: u16) -> PortRange {
+        PortRange { start, end }
+    }
+
+    #[test]
+    fn adjacent_ranges_cover_a_range_spanning_both() {
+        let outer = merged(&[pr(1024, 65535), pr(0, 1023)]);
+        assert_eq!(outer, vec![(0, 65535)]);
+        assert!(ports_covered(&outer, &[pr(1000, 2000)]));
+        let gap = merged(&[pr(0, 99), pr(101, 200)]);
+        assert!(!ports_covered(&gap, &[pr(50, 150)]));
+        assert!(ports_covered(&gap, &[pr(101, 150), pr(0, 0)]));
+    }
+
+    #[test]
+    fn duplicates_are_counted() {
+        assert_eq!(first_duplicate(&[1, 2, 1, 3, 2, 1]), Some((1, 3)));
+        assert_eq!(first_duplicate(&[1, 2, 3]), None);
+    }
+}
