@@ -349,10 +349,31 @@ action = "deny"
     assert!(out.contains("quota: 7 of 20,000"), "{out}");
 }
 
+/// The operator's path: copy the reference config, make a trial CA where it
+/// points, validate. The CA block shows the trial CA.
 #[test]
-fn binary_validates_the_reference_config() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlsinspect"))
-        .args(["validate", "--config", REFERENCE])
+fn binary_validates_the_reference_config_with_a_trial_ca() {
+    let bin = env!("CARGO_BIN_EXE_tlsinspect");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tlsinspect.toml");
+    std::fs::copy(REFERENCE, &conf).unwrap();
+    let ca_dir = dir.path().join("ca");
+    let out = Command::new(bin)
+        .args(["ca", "trial", "--out"])
+        .arg(&ca_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(ca_dir.join("ca.crt"), ca_dir.join("office-ca.crt")).unwrap();
+    std::fs::rename(ca_dir.join("ca.key"), ca_dir.join("office-ca.key")).unwrap();
+
+    let out = Command::new(bin)
+        .args(["validate", "--config"])
+        .arg(&conf)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -362,8 +383,26 @@ fn binary_validates_the_reference_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stderr.is_empty());
-    assert!(stdout.contains("configuration: configs/tlsinspect.toml (valid)"));
+    assert!(stdout.contains("(valid)"), "{stdout}");
     assert!(stdout.contains("quota: 13 of 20,000"), "{stdout}");
+    assert!(stdout.contains("CN=tlsinspect trial CA"), "{stdout}");
+    assert!(stdout.contains("(ECDSA P-256)"), "{stdout}");
+    assert!(stdout.contains("days left)"), "{stdout}");
+
+    // Without the CA files the same config is refused, naming policy and file.
+    std::fs::remove_file(ca_dir.join("office-ca.crt")).unwrap();
+    let out = Command::new(bin)
+        .args(["validate", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy \"pol-office\": CA: cannot read CA certificate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("office-ca.crt"), "{stderr}");
 }
 
 /// Every prefix of the reference config (cut at every character boundary)

@@ -13,6 +13,7 @@ use crate::config::{
     self, limits, thousands, Config, InvalidCertificate, IpsMode, Mode, OnDisable, PassOrBlock,
     PassOrInspect, Policy, Roots, Verdict,
 };
+use crate::pki::PolicyCa;
 
 /// Lines describing a policy's CA, inserted into the policy's block of the report.
 pub type CaStatus<'a> = &'a dyn Fn(&Policy) -> Vec<String>;
@@ -23,22 +24,67 @@ const SHOWN_ENTRIES: usize = 10;
 /// Runs `tlsinspect validate --config FILE`: 0 and the report on stdout, or
 /// 1 and every error on stderr.
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
-    match config::load(config) {
-        Ok(cfg) => {
-            print!("{}", render(&cfg, None));
-            Ok(ExitCode::SUCCESS)
-        }
+    let cfg = match config::load(config) {
+        Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!(
-                "{}: {} error{}; the configuration is not valid",
-                config.display(),
-                thousands(errors.len() as u64),
-                if errors.len() == 1 { "" } else { "s" }
-            );
-            Ok(ExitCode::FAILURE)
+            return Ok(fail(config, errors.len()));
+        }
+    };
+    // CAs are loaded exactly as `run` will load them, so a config that
+    // validates also starts.
+    let now = std::time::SystemTime::now();
+    let mut summaries = std::collections::HashMap::new();
+    let mut ca_errors = Vec::new();
+    let mut ca_warnings = Vec::new();
+    for p in cfg.policies.iter() {
+        match PolicyCa::load(&p.ca_cert, &p.ca_key, &p.ca_chain, now) {
+            Ok(ca) => {
+                let summary = ca.summary();
+                for w in &summary.warnings {
+                    ca_warnings.push(format!("policy {:?}: CA: {w}", &*p.id));
+                }
+                summaries.insert(p.id.clone(), summary);
+            }
+            Err(e) => ca_errors.push(format!(
+                "{}: policy {:?}: CA: {e}",
+                cfg.path.display(),
+                &*p.id
+            )),
         }
     }
+    if !ca_errors.is_empty() {
+        for e in &ca_errors {
+            eprintln!("{e}");
+        }
+        return Ok(fail(config, ca_errors.len()));
+    }
+    let ca_status = |p: &Policy| -> Vec<String> {
+        match summaries.get(&p.id) {
+            Some(s) => vec![
+                format!("CA: {} ({})", s.subject, s.key_type),
+                format!(
+                    "CA validity: {} .. {} ({} days left)",
+                    s.not_before,
+                    s.not_after,
+                    thousands(s.days_left.max(0) as u64)
+                ),
+            ],
+            None => Vec::new(),
+        }
+    };
+    print!("{}", render_report(&cfg, Some(&ca_status), &ca_warnings));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fail(config: &Path, n: usize) -> ExitCode {
+    eprintln!(
+        "{}: {} error{}; the configuration is not valid",
+        config.display(),
+        thousands(n as u64),
+        if n == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
 }
 
 fn pass_or_inspect(v: PassOrInspect) -> &'static str {
