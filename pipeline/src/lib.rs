@@ -9,6 +9,10 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod classify;
+pub mod flow;
+pub mod frame;
 pub mod io;
+pub mod steer;
 
 pub use api::{CertMinter, FlowLog, Inspector};
