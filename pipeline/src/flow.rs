@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 
 use crate::classify::ScopeMatch;
+use crate::frame::TcpFlags;
+
+/// What the flow table needs of a TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Sequence number.
+    pub seq: u32,
+    /// Payload length.
+    pub len: usize,
+    /// Flags.
+    pub flags: TcpFlags,
+}
 
 /// Transport protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -65,6 +77,47 @@ impl Teardown {
     }
 }
 
+/// Stream bytes of one direction, counted by sequence-space progress so a
+/// retransmitted segment is not counted twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamBytes {
+    /// Sequence number just past the highest payload byte seen, once known.
+    next: Option<u32>,
+    /// Payload bytes the highest sequence number has advanced by.
+    pub bytes: u64,
+}
+
+impl StreamBytes {
+    /// Accounts a segment starting at `seq` carrying `len` payload bytes
+    /// (`syn`: the SYN occupies `seq` itself, payload starts one later;
+    /// `fin`: the FIN occupies the sequence number after the payload).
+    pub fn on_segment(&mut self, seq: u32, len: usize, syn: bool, fin: bool) {
+        let start = if syn { seq.wrapping_add(1) } else { seq };
+        let end = start.wrapping_add(len as u32);
+        match self.next {
+            // The first segment seen sets the origin; a SYN's payload counts.
+            None => {
+                self.next = Some(end);
+                self.bytes += len as u64;
+            }
+            Some(next) => {
+                // Serial-number arithmetic (RFC 1982): only forward progress
+                // within half the sequence space counts.
+                let advance = end.wrapping_sub(next) as i32;
+                if advance > 0 {
+                    self.next = Some(end);
+                    self.bytes += advance as u64;
+                }
+            }
+        }
+        if fin && self.next == Some(end) {
+            // Segments after the FIN carry its sequence number + 1; that
+            // step is not a payload byte.
+            self.next = Some(end.wrapping_add(1));
+        }
+    }
+}
+
 /// One tracked flow.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -81,10 +134,10 @@ pub struct Flow {
     pub created: Instant,
     /// When the last packet was seen.
     pub last_seen: Instant,
-    /// TCP payload bytes from client to server.
-    pub bytes_toserver: u64,
-    /// TCP payload bytes from server to client.
-    pub bytes_toclient: u64,
+    /// TCP stream bytes from client to server.
+    pub toserver: StreamBytes,
+    /// TCP stream bytes from server to client.
+    pub toclient: StreamBytes,
     /// Frames in either direction.
     pub frames: u64,
     /// FIN/RST bookkeeping.
@@ -107,8 +160,8 @@ impl Flow {
             scope,
             created: now,
             last_seen: now,
-            bytes_toserver: 0,
-            bytes_toclient: 0,
+            toserver: StreamBytes::default(),
+            toclient: StreamBytes::default(),
             frames: 0,
             teardown: Teardown::default(),
         }
@@ -120,25 +173,31 @@ impl Flow {
     }
 
     /// Accounts one TCP segment and its flags; returns whether the flow is now finished.
-    pub fn on_segment(
-        &mut self,
-        from_client: bool,
-        payload: usize,
-        fin: bool,
-        rst: bool,
-        now: Instant,
-    ) -> bool {
+    pub fn on_segment(&mut self, from_client: bool, seg: Segment, now: Instant) -> bool {
         self.last_seen = now;
         self.frames += 1;
+        let (fin, rst) = (seg.flags.fin(), seg.flags.rst());
         if from_client {
-            self.bytes_toserver += payload as u64;
+            self.toserver
+                .on_segment(seg.seq, seg.len, seg.flags.syn(), fin);
             self.teardown.fin_from_client |= fin;
         } else {
-            self.bytes_toclient += payload as u64;
+            self.toclient
+                .on_segment(seg.seq, seg.len, seg.flags.syn(), fin);
             self.teardown.fin_from_server |= fin;
         }
         self.teardown.reset |= rst;
         self.teardown.finished()
+    }
+
+    /// Stream bytes client to server.
+    pub fn bytes_toserver(&self) -> u64 {
+        self.toserver.bytes
+    }
+
+    /// Stream bytes server to client.
+    pub fn bytes_toclient(&self) -> u64 {
+        self.toclient.bytes
     }
 
     /// Lifetime from SYN to the last packet seen.
@@ -336,7 +395,7 @@ mod tests {
         // Flow 2 sees traffic at t0+20s.
         t.get_mut(&k2)
             .unwrap()
-            .on_segment(true, 10, false, false, t0 + Duration::from_secs(20));
+            .on_segment(true, seg(1, 10, 0x10), t0 + Duration::from_secs(20));
         let mut gone = Vec::new();
         t.expire(t0 + Duration::from_secs(29), |f| gone.push(f.id));
         assert!(gone.is_empty());
@@ -379,13 +438,53 @@ mod tests {
         let (_, mut f) = flow(1, "192.0.2.1:1000", "203.0.113.1:443", t0);
         assert!(f.is_from_client("192.0.2.1".parse().unwrap(), 1000));
         assert!(!f.is_from_client("203.0.113.1".parse().unwrap(), 443));
-        assert!(!f.on_segment(true, 100, false, false, t0));
-        assert!(!f.on_segment(false, 5000, true, false, t0));
-        assert!(f.on_segment(true, 0, true, false, t0 + Duration::from_millis(1500)));
-        assert_eq!((f.bytes_toserver, f.bytes_toclient), (100, 5000));
+        assert!(!f.on_segment(true, seg(1000, 0, 0x02), t0)); // SYN
+        assert!(!f.on_segment(false, seg(9000, 0, 0x12), t0)); // SYN-ACK
+        assert!(!f.on_segment(true, seg(1001, 100, 0x10), t0));
+        assert!(!f.on_segment(true, seg(1001, 100, 0x10), t0), "retransmit");
+        assert!(!f.on_segment(false, seg(9001, 3000, 0x10), t0));
+        assert!(!f.on_segment(false, seg(12001, 2000, 0x11), t0)); // data + FIN
+        assert!(!f.on_segment(false, seg(9001, 1000, 0x10), t0), "old data");
+        assert!(
+            !f.on_segment(false, seg(14002, 0, 0x10), t0),
+            "ACK after FIN"
+        );
+        assert!(f.on_segment(true, seg(1101, 0, 0x11), t0 + Duration::from_millis(1500)));
+        assert_eq!((f.bytes_toserver(), f.bytes_toclient()), (100, 5000));
         assert_eq!(f.duration(), Duration::from_millis(1500));
         let (_, mut g) = flow(2, "192.0.2.1:1001", "203.0.113.1:443", t0);
-        assert!(g.on_segment(false, 0, false, true, t0), "RST ends a flow");
+        assert!(g.on_segment(false, seg(5, 0, 0x14), t0), "RST ends a flow");
+    }
+
+    fn seg(seq: u32, len: usize, flags: u8) -> Segment {
+        Segment {
+            seq,
+            len,
+            flags: TcpFlags(flags),
+        }
+    }
+
+    #[test]
+    fn stream_bytes_wrap_around_the_sequence_space() {
+        let mut b = StreamBytes::default();
+        b.on_segment(u32::MAX - 10, 0, true, false);
+        b.on_segment(u32::MAX - 9, 100, false, false);
+        b.on_segment(90, 50, false, true);
+        b.on_segment(u32::MAX - 9, 100, false, false);
+        // ACKs after the FIN carry FIN + 1.
+        b.on_segment(141, 0, false, false);
+        b.on_segment(140, 0, false, true);
+        assert_eq!(b.bytes, 150);
+        // Beyond 4 GiB in total.
+        let mut big = StreamBytes::default();
+        let mut seq = 7u32;
+        big.on_segment(seq, 0, true, false);
+        seq = seq.wrapping_add(1);
+        for _ in 0..100_000 {
+            big.on_segment(seq, 65_000, false, false);
+            seq = seq.wrapping_add(65_000);
+        }
+        assert_eq!(big.bytes, 6_500_000_000);
     }
 
     #[test]

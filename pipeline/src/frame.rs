@@ -367,6 +367,19 @@ pub(crate) mod tests {
         flags: u8,
         payload: &[u8],
     ) -> Vec<u8> {
+        ipv4_tcp_seq(src, sport, dst, dport, flags, 1000, payload)
+    }
+
+    /// Builds an IPv4 TCP packet with an explicit sequence number.
+    pub(crate) fn ipv4_tcp_seq(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let total = 20 + 20 + payload.len();
         let mut p = vec![0u8; total];
         p[0] = 0x45;
@@ -378,7 +391,7 @@ pub(crate) mod tests {
         let t = &mut p[20..];
         t[0..2].copy_from_slice(&sport.to_be_bytes());
         t[2..4].copy_from_slice(&dport.to_be_bytes());
-        t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
         t[12] = 5 << 4;
         t[13] = flags;
         t[14..16].copy_from_slice(&65535u16.to_be_bytes());

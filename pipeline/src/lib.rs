@@ -19,6 +19,9 @@ pub mod stats;
 pub mod steer;
 mod worker;
 
+#[cfg(test)]
+mod netns_tests;
+
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
 pub use pipeline::{DeviceMode, Pipeline, PipelineConfig, PipelineError};

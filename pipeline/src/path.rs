@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::ScopeTable;
-use crate::flow::{Flow, FlowKey, FlowTable, PROTO_TCP};
+use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::io::RxMeta;
 use crate::stats::Counters;
@@ -219,15 +219,14 @@ impl Dispatcher {
     /// A TCP segment: part of a tracked flow, the SYN of a new in-scope flow, or fast path.
     fn on_tcp(&mut self, side: Side, ip: &IpView<'_>, tcp: &TcpView<'_>, now: Instant) -> Path {
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
+        let seg = Segment {
+            seq: tcp.seq,
+            len: tcp.payload.len(),
+            flags: tcp.flags,
+        };
         if let Some(flow) = self.flows.get_mut(&key) {
             let from_client = flow.is_from_client(ip.src, tcp.src_port);
-            let done = flow.on_segment(
-                from_client,
-                tcp.payload.len(),
-                tcp.flags.fin(),
-                tcp.flags.rst(),
-                now,
-            );
+            let done = flow.on_segment(from_client, seg, now);
             if done {
                 if let Some(flow) = self.flows.remove(&key) {
                     self.end(flow, now);
@@ -248,7 +247,7 @@ impl Dispatcher {
         let client = SocketAddr::new(ip.src, tcp.src_port);
         let server = SocketAddr::new(ip.dst, tcp.dst_port);
         let mut flow = Flow::new(id, client, server, m.clone(), now);
-        flow.on_segment(true, tcp.payload.len(), false, false, now);
+        flow.on_segment(true, seg, now);
         match self.flows.insert(key, flow) {
             Ok(_) => {
                 self.counters.flows_started += 1;
@@ -303,8 +302,8 @@ impl Dispatcher {
             action: FlowAction::Pass,
             reason: REASON_NOT_INTERCEPTING.to_owned(),
             tls: None,
-            bytes_toserver: flow.bytes_toserver,
-            bytes_toclient: flow.bytes_toclient,
+            bytes_toserver: flow.bytes_toserver(),
+            bytes_toclient: flow.bytes_toclient(),
             duration_ms: flow.duration().as_millis() as u64,
             inspection: None,
         };
@@ -349,6 +348,7 @@ pub(crate) mod tests {
         log: Arc<MemLog>,
         table: Arc<ArcSwap<ScopeTable>>,
         t0: Instant,
+        seq: std::collections::HashMap<(u16, bool), u32>,
     }
 
     fn rig(max_flows: usize) -> Rig {
@@ -363,7 +363,13 @@ pub(crate) mod tests {
             log.clone(),
             Clock::new(t0, SystemTime::UNIX_EPOCH),
         );
-        Rig { d, log, table, t0 }
+        Rig {
+            d,
+            log,
+            table,
+            t0,
+            seq: Default::default(),
+        }
     }
 
     const C: [u8; 4] = [192, 0, 2, 10];
@@ -378,10 +384,19 @@ pub(crate) mod tests {
         payload: &[u8],
         at_ms: u64,
     ) -> Path {
+        // Sequence numbers as a real stream would carry them.
+        let next =
+            r.seq
+                .entry((cport, from_client))
+                .or_insert(if from_client { 1000 } else { 5000 });
+        let seq = *next;
+        *next = next.wrapping_add(
+            payload.len() as u32 + u32::from(flags & (TcpFlags::SYN | TcpFlags::FIN) != 0),
+        );
         let pkt = if from_client {
-            ft::ipv4_tcp(C, cport, S, 443, flags, payload)
+            ft::ipv4_tcp_seq(C, cport, S, 443, flags, seq, payload)
         } else {
-            ft::ipv4_tcp(S, 443, C, cport, flags, payload)
+            ft::ipv4_tcp_seq(S, 443, C, cport, flags, seq, payload)
         };
         let frame = ft::ether(0x0800, &[], &pkt);
         let now = r.t0 + Duration::from_millis(at_ms);

@@ -144,3 +144,22 @@ impl TxBatch {
 pub(crate) fn split_macs(frame: &[u8]) -> Option<(&[u8], &[u8])> {
     (frame.len() >= 12).then(|| frame.split_at(12))
 }
+
+/// Moves the calling thread into the network namespace `name` (`ip netns add NAME`).
+///
+/// Devices are bound to the namespace of the thread that opens them, so a
+/// test or the lab can run the appliance inside a namespace by calling this
+/// on a dedicated thread before [`crate::Pipeline::start`]. Other threads of
+/// the process stay where they are.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let path = format!("/var/run/netns/{name}");
+    let f =
+        std::fs::File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    // Safety: `f` is an open namespace file for the duration of the call;
+    // setns only changes the calling thread's network namespace.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    if r < 0 {
+        return Err(os_err(&format!("setns into {name}")));
+    }
+    Ok(())
+}
