@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod inspect;
 pub mod log;
 pub mod pki;
