@@ -77,6 +77,30 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         }
     }
 
+    // Reload (SIGHUP) with the policy disabled: new in-scope connections
+    // are no longer selected, so they leave no record.
+    let text = std::fs::read_to_string(&config)?.replace("enabled = true", "enabled = false");
+    std::fs::write(&config, text)?;
+    t.lab.signal(app.pid, "HUP")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.stderr().contains("SIGHUP: reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{mode:?}: no reload logged: {}",
+            app.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = t.curl(
+        IN_SCOPE,
+        SERVER_A,
+        "/index.html",
+        &t.pki.origin_root,
+        &t.path("after.html"),
+        false,
+    )?;
+    assert_eq!(after.http_code, 200);
+
     let counters = t.stop_appliance(&app)?;
     let records = lab::read_log(&log)?;
     for (port, server) in &in_scope_ports {
@@ -95,6 +119,12 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             "{mode:?}: no pass/not_intercepting_yet record for {IN_SCOPE}:{port} -> {server}:443 in {records:#?}\nappliance said: {counters}"
         );
     }
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["src_port"] == after.local_port && r["src_ip"] == IN_SCOPE.to_string()),
+        "{mode:?}: a connection after disabling the policy was still selected: {records:#?}"
+    );
     let strays: Vec<_> = records
         .iter()
         .filter(|r| {

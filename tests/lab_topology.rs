@@ -58,6 +58,71 @@ fn kernel_bridge_lab_carries_ping_udp_and_https() -> anyhow::Result<()> {
         "access log: {access}"
     );
 
+    // The demo's built-in origin and client (no nginx/curl), over the same lab.
+    let mut cmd = t.lab.command(
+        t.lab.server_ns(),
+        lab::exe(),
+        &[
+            "lab-helper",
+            "origin",
+            "--cert",
+            &t.pki.origin_cert.display().to_string(),
+            "--key",
+            &t.pki.origin_key.display().to_string(),
+            "--listen",
+            &format!("{SERVER}:8443"),
+        ],
+    );
+    cmd.stdout(std::process::Stdio::null());
+    t.lab.spawn("origin", cmd)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let f: lab::probe::FetchResult = t.helper(
+        t.lab.client_ns(),
+        &[
+            "fetch",
+            "--source",
+            &CLIENT.to_string(),
+            "--connect",
+            &format!("{SERVER}:8443"),
+            "--sni",
+            lab::SERVER_NAME,
+            "--ca",
+            &t.pki.origin_root.display().to_string(),
+            "--path",
+            "/bytes/3000000",
+        ],
+    )?;
+    assert!(f.ok, "built-in fetch: {f:?}");
+    assert_eq!(f.status, Some(200));
+    assert_eq!(f.body_len, 3_000_000);
+    assert_eq!(
+        f.body_sha256.as_deref(),
+        Some(lab::probe::sha256_hex(&lab::probe::pattern_bytes(3_000_000)).as_str())
+    );
+    assert!(
+        f.chain[0].issuer.contains(lab::pki::ORIGIN_ROOT_CN),
+        "{f:?}"
+    );
+    // Not trusting the origin's root must fail the handshake.
+    let bad: lab::probe::FetchResult = t.helper(
+        t.lab.client_ns(),
+        &[
+            "fetch",
+            "--source",
+            &CLIENT.to_string(),
+            "--connect",
+            &format!("{SERVER}:8443"),
+            "--sni",
+            lab::SERVER_NAME,
+            "--ca",
+            &t.pki.policy_ca_cert.display().to_string(),
+        ],
+    )?;
+    assert!(
+        !bad.ok,
+        "fetch trusting only the policy CA succeeded: {bad:?}"
+    );
+
     // Cleanup on drop removes the namespaces.
     drop(t);
     for n in &ns {

@@ -494,6 +494,14 @@ impl Lab {
         }
     }
 
+    /// Sends `signal` (e.g. `HUP`) to a running process this lab started.
+    pub fn signal(&self, pid: u32, signal: &str) -> anyhow::Result<()> {
+        if !self.is_running(pid) {
+            bail!("process {pid} is not a running process of this lab");
+        }
+        run_cmd(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()])).map(|_| ())
+    }
+
     /// Whether a process this lab started is still running.
     pub fn is_running(&self, pid: u32) -> bool {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
