@@ -133,3 +133,42 @@ fn kernel_bridge_lab_carries_ping_udp_and_https() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The TUN lab's policy routing, as the kernel resolves it: what enters on
+/// `lan` goes into `tlan`, what the appliance writes to `twan` leaves by
+/// `wan` toward the router, and the reverse.
+#[test]
+fn tun_lab_routes_each_port_through_its_tun_device() -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    let t = TestLab::build("tunroute", LabMode::Tun, &[CLIENT], &[SERVER])?;
+    let a = t.lab.appliance_ns().to_owned();
+    let route = |args: &[&str]| -> anyhow::Result<String> {
+        let mut full = vec!["-n", &a, "route", "get"];
+        full.extend_from_slice(args);
+        let o = tlsinspect::demo::lab::run_cmd(std::process::Command::new("ip").args(&full))?;
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (c, s) = (CLIENT.to_string(), SERVER.to_string());
+    let r = route(&[&s, "from", &c, "iif", "lan"])?;
+    assert!(r.contains("dev tlan"), "client->server on lan: {r}");
+    let r = route(&[&s, "from", &c, "iif", "twan"])?;
+    assert!(
+        r.contains("via 198.51.100.2 dev wan"),
+        "client->server out of twan: {r}"
+    );
+    let r = route(&[&c, "from", &s, "iif", "wan"])?;
+    assert!(r.contains("dev twan"), "server->client on wan: {r}");
+    let r = route(&[&c, "from", &s, "iif", "tlan"])?;
+    assert!(r.contains("dev lan"), "server->client out of tlan: {r}");
+    for tun in ["tlan", "twan"] {
+        let o = t.lab.exec(&a, "ip", &["-d", "link", "show", tun])?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("tun type tun") && text.contains("multi_queue"),
+            "{tun}: {text}"
+        );
+    }
+    Ok(())
+}
