@@ -13,3 +13,4 @@ pub mod demo;
 pub mod inspect;
 pub mod log;
 pub mod pki;
+pub mod runtime;

@@ -377,11 +377,11 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     let records = read_log(&log_path)?;
     rule("what happened");
     for p in &probes {
-        let src = match p.src_port {
-            Some(port) => format!("{}:{port}", p.src),
-            None => p.src.to_string(),
+        let (src, dst) = match p.src_port {
+            Some(port) => (format!("{}:{port}", p.src), p.dst.to_string()),
+            None => (p.src.to_string(), p.dst.ip().to_string()),
         };
-        println!("{} from {src} to {}", p.what, p.dst);
+        println!("{} from {src} to {dst}", p.what);
         println!("  client saw: {}", p.outcome);
         let mine: Vec<&Value> = records
             .iter()

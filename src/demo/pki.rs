@@ -100,5 +100,20 @@ pub fn create(dir: &Path, names: &[&str]) -> anyhow::Result<LabPki> {
 }
 
 fn write(path: &Path, pem: &str) -> anyhow::Result<()> {
-    std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Keys are private to the owner, as the appliance's CA checks expect.
+    let mode = if path.extension().is_some_and(|e| e == "key") {
+        0o600
+    } else {
+        0o644
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, pem.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
