@@ -10,5 +10,6 @@
 
 pub mod api;
 pub mod io;
+pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
