@@ -7,6 +7,7 @@
 //! clock or thread is touched in this module, which is what lets the tests
 //! run a real rustls client and server through it entirely in memory.
 
+pub mod bypass;
 pub mod client_hello;
-
+pub mod decision;
 pub use client_hello::{ClientHello, Incomplete};
