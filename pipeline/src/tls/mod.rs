@@ -10,4 +10,5 @@
 pub mod bypass;
 pub mod client_hello;
 pub mod decision;
+pub mod intercept;
 pub use client_hello::{ClientHello, Incomplete};
