@@ -631,4 +631,4 @@ impl std::error::Error for Incomplete {}
 
 #[cfg(test)]
 #[path = "client_hello_tests.rs"]
-mod tests;
+pub(crate) mod tests;

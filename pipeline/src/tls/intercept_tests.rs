@@ -94,8 +94,29 @@ impl CertMinter for TestMinter {
         } else {
             &self.untrusted
         };
-        let name = req.sni.unwrap_or("unnamed.invalid");
-        let (cert, key) = ca.leaf(&[name], ExtendedKeyUsagePurpose::ServerAuth);
+        // As the real minter: the upstream's DNS names, plus the SNI.
+        let mut names: Vec<String> = up
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|g| match g {
+                        x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(sni) = req.sni {
+            if !names.iter().any(|n| n == sni) {
+                names.push(sni.to_string());
+            }
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) = ca.leaf(&names, ExtendedKeyUsagePurpose::ServerAuth);
         let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
             .map_err(|e| MintError::Internal(e.to_string()))?;
         Ok(Arc::new(CertifiedKey::new(vec![cert], key)))
@@ -787,4 +808,142 @@ fn alert_records_are_well_formed() {
         alert_record(AlertDescription::AccessDenied),
         [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]
     );
+}
+
+#[test]
+fn no_sni_is_inspected_with_the_upstream_names() {
+    let lab = Lab::new();
+    let mut client = lab.client(&[&lab.minter.policy], &[&rustls::version::TLS13]);
+    client.enable_sni = false;
+    let server = lab.server(&["origin.test"], true, &[]);
+    let mut w = Wire::new(
+        client,
+        server,
+        lab.params(InvalidCertPolicy::Untrusted, true),
+        300,
+    );
+    w.pump();
+    assert!(w.client_err.is_none(), "{:?}", w.client_err);
+    assert!(w.has(|e| matches!(e, Event::Established)), "{:?}", w.events);
+    // No SNI went upstream either, and the chain still counted as verified.
+    let Connection::Server(srv) = &w.server else {
+        unreachable!("the server side is a ServerConnection")
+    };
+    assert_eq!(srv.server_name(), None);
+    let info = w.mitm().tls_info();
+    assert_eq!(info.sni, None);
+    assert!(info.upstream_cert.as_ref().unwrap().verified);
+    assert_eq!(
+        issuer_cn(&w.client.peer_certificates().unwrap()[0]),
+        "CN=Policy CA"
+    );
+}
+
+/// An inspector that answers the first request itself and closes (a block page).
+struct BlockPage;
+struct BlockPageFlow;
+
+impl Inspector for BlockPage {
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn FlowInspector> {
+        Box::new(BlockPageFlow)
+    }
+}
+
+impl FlowInspector for BlockPageFlow {
+    fn on_data(&mut self, dir: Direction, _data: &[u8], out: &mut Emit) {
+        if dir == Direction::ToServer {
+            out.to_client
+                .extend_from_slice(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+            out.action = ConnAction::Close;
+        }
+    }
+    fn on_eof(&mut self, _dir: Direction, _out: &mut Emit) {}
+    fn take_alerts(&mut self) -> Vec<Alert> {
+        Vec::new()
+    }
+    fn finish(&mut self) -> InspectReport {
+        InspectReport::default()
+    }
+}
+
+#[test]
+fn inspector_verdicts_reach_the_legs() {
+    let lab = Lab::new();
+    let client = lab.client(&[&lab.minter.policy], &[&rustls::version::TLS13]);
+    let server = lab.server(&["origin.test"], true, &[]);
+    let mut params = lab.params(InvalidCertPolicy::Untrusted, true);
+    params.inspector = Arc::new(BlockPage);
+    let mut w = Wire::new(client, server, params, usize::MAX);
+    w.pump();
+    w.client
+        .writer()
+        .write_all(b"POST /upload HTTP/1.1\r\n\r\nsecret")
+        .unwrap();
+    w.pump();
+    assert_eq!(w.client_got, b"HTTP/1.1 403 Forbidden\r\n\r\n");
+    assert!(w.server_got.is_empty(), "nothing reached the server");
+    assert!(
+        w.has(|e| matches!(e, Event::CloseServer)) && w.has(|e| matches!(e, Event::CloseClient))
+    );
+    assert!(matches!(w.events.last(), Some(Event::Finished)));
+}
+
+/// The client leg accepts every captured real-world hello: browsers with
+/// GREASE, ECH and post-quantum key shares included.
+#[test]
+fn captured_hellos_get_our_server_hello() {
+    for (name, bytes) in client_hello::tests::ALL {
+        let h = client_hello::parse(bytes).unwrap().unwrap();
+        let lab = Lab::new();
+        let sni = h.sni.clone().unwrap_or_else(|| "hello.test".into());
+        let server = lab.server(&[&sni], true, &[b"http/1.1"]);
+        let mut srv: Connection = ServerConnection::new(Arc::new(server)).unwrap().into();
+        let tls13 = h.offers_tls13();
+        let mut m =
+            Intercept::new(lab.params(InvalidCertPolicy::Untrusted, tls13), &h, bytes).unwrap();
+        let mut err = None;
+        for _ in 0..10 {
+            let mut to_s = Vec::new();
+            m.poll_to_server(&mut to_s);
+            feed(&mut srv, &to_s, usize::MAX, &mut err);
+            let s = drain(&mut srv);
+            m.handle_server_bytes(&s);
+        }
+        assert!(err.is_none(), "{name}: {err:?}");
+        let ev: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
+        assert!(ev.is_empty(), "{name}: {ev:?}");
+        let mut flight = Vec::new();
+        m.poll_to_client(&mut flight);
+        // A handshake record whose first message is a ServerHello.
+        assert_eq!(flight[0], 0x16, "{name}");
+        assert_eq!(flight[5], 0x02, "{name}: ServerHello");
+        let v = if tls13 { "TLS 1.3" } else { "TLS 1.2" };
+        assert_eq!(m.tls_info().upstream_version.as_deref(), Some(v), "{name}");
+        assert_eq!(m.tls_info().ja4.as_deref(), Some(h.ja4.as_str()));
+    }
+}
+
+#[test]
+fn expired_upstream_is_judged_at_the_time_passed_in() {
+    let lab = Lab::new();
+    let client = lab.client(&[&lab.minter.policy], &[&rustls::version::TLS13]);
+    let server = lab.server(&["origin.test"], true, &[]);
+    let mut params = lab.params(InvalidCertPolicy::Untrusted, true);
+    // rcgen certificates end in 4096; judge them from the year 4100.
+    params.now = UNIX_EPOCH + std::time::Duration::from_secs(4100 * 31_557_600 - 1970 * 31_557_600);
+    let mut w = Wire::new(client, server, params, usize::MAX);
+    w.pump();
+    let uc = w.mitm().tls_info().upstream_cert.clone().unwrap();
+    assert!(!uc.verified);
+    assert!(
+        uc.error.as_deref().unwrap().contains("expired"),
+        "{:?}",
+        uc.error
+    );
+    assert!(matches!(
+        w.client_err,
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        ))
+    ));
 }
