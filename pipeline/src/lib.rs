@@ -21,6 +21,7 @@ mod worker;
 
 #[cfg(test)]
 mod netns_tests;
+pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
