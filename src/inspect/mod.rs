@@ -1,1 +1,4 @@
-//! inspect (under construction).
+//! Inspection engines on decrypted plaintext (under construction).
+
+pub mod http1;
+pub mod text;
