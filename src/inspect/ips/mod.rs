@@ -427,3 +427,23 @@ alert tcp any 443 <> any any (content:"a"; sid:3;)"#,
         assert!(!a.to_server(0));
     }
 }
+
+#[cfg(test)]
+mod default_rules {
+    use super::*;
+
+    #[test]
+    fn shipped_default_rules_all_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rules/default.rules");
+        let (set, rep) = Ruleset::load_files(&[path], &Vars::default());
+        assert!(rep.problems().is_empty(), "{:#?}", rep.problems());
+        assert!(set.rules().len() >= 30, "{}", set.rules().len());
+        for r in set.rules() {
+            assert!(
+                r.sid > 0 && r.rev > 0 && !r.msg.is_empty() && r.classtype.is_some(),
+                "{}",
+                r.sid
+            );
+        }
+    }
+}
