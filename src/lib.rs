@@ -9,6 +9,8 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod inspect;
 pub mod log;
 pub mod pki;
+pub mod runtime;

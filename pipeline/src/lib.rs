@@ -9,6 +9,21 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod classify;
+pub mod flow;
+pub mod frame;
 pub mod io;
+pub mod path;
+pub mod pipeline;
+pub mod stats;
+pub mod steer;
+mod worker;
+
+#[cfg(test)]
+mod netns_tests;
+pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
+pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
+pub use pipeline::{DeviceMode, Pipeline, PipelineConfig, PipelineError};
+pub use stats::{Counters, Stats};

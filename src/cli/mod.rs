@@ -60,6 +60,12 @@ pub enum Command {
     },
     /// Query a traffic log.
     Logs(LogsArgs),
+    /// Built-in lab peers run inside the demo's namespaces.
+    #[command(hide = true, name = "lab-helper")]
+    LabHelper {
+        #[command(subcommand)]
+        command: demo::HelperCommand,
+    },
 }
 
 /// Key type for `ca trial`.
@@ -186,5 +192,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => policy::run(command),
         Command::Reload { config } => policy::reload(&config),
         Command::Logs(args) => logs::run(&args),
+        Command::LabHelper { command } => demo::helper(command),
     }
 }

@@ -1,9 +1,79 @@
-//! `tlsinspect run`.
+//! `tlsinspect run`: the appliance process.
+//!
+//! Signals are registered before anything starts, so a SIGTERM that arrives
+//! during start-up still ends in a clean shutdown. The main thread only
+//! waits for signals; the workers, the control socket and the metrics
+//! endpoint run on their own threads.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::control::ControlServer;
+use crate::runtime::{self, Appliance, Control};
 
 /// Runs `tlsinspect run`.
-pub fn run(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let _ = config;
-    anyhow::bail!("`tlsinspect run` is not built yet")
+pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+
+    let cfg = runtime::load_config(config)?;
+    for w in cfg.warnings() {
+        log::warn!("{w}");
+    }
+    for w in runtime::check_cas(&cfg)? {
+        log::warn!("{w}");
+    }
+    let control_path = cfg.appliance.control.clone();
+    let cpus = cfg.appliance.cpus.clone();
+    let summary = format!(
+        "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}",
+        cfg.appliance.mode,
+        cfg.appliance.lan,
+        cfg.appliance.wan,
+        cfg.appliance.cpus.len(),
+        cfg.appliance.cpus,
+        cfg.policies.iter().filter(|p| p.enabled).count(),
+        runtime::scope_specs(&cfg).len(),
+        cfg.appliance.log.display()
+    );
+    let app = Arc::new(Appliance::start(config, cfg)?);
+    let control = ControlServer::bind(&control_path, Arc::new(Control(app.clone())))
+        .with_context(|| format!("opening the control socket {}", control_path.display()))?;
+    log::info!(
+        "running: {summary}; control socket {}",
+        control_path.display()
+    );
+
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match app.reload() {
+                Ok(msg) => log::info!("SIGHUP: {msg}"),
+                Err(e) => log::error!(
+                    "SIGHUP: reload failed, the previous configuration stays in force: {e:#}"
+                ),
+            },
+            _ => {
+                log::info!("signal {sig}: shutting down");
+                break;
+            }
+        }
+    }
+
+    drop(control);
+    let records = app.log_records();
+    let app = Arc::try_unwrap(app)
+        .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
+    let stats = app.shutdown();
+    println!(
+        "tlsinspect stopped. Final counters:\n{}\ntraffic-log records written: {records}",
+        runtime::format_stats(&stats, &cpus)
+    );
+    Ok(ExitCode::SUCCESS)
 }

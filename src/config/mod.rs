@@ -1,1 +1,456 @@
-//! config (under construction).
+//! The configuration file (DESIGN.md §3): TOML in, validated immutable types out.
+//!
+//! Why it is built this way: an operator must see every mistake in a file at
+//! once, and a typo must never silently change what the appliance does. serde's
+//! derive stops at the first unknown key or wrong type, so the file is parsed by
+//! serde (`toml`) only into its generic tree (`toml::Table`, the raw form), and
+//! `build` walks that tree key by key against the schema, collecting every
+//! unknown key, wrong type, bad value and exceeded limit with the file, policy,
+//! scope and field it belongs to. Only a file without a single error becomes a
+//! [`Config`]; its policies sit in an `Arc<[Policy]>` so the data plane can swap
+//! them whole on reload.
+//!
+//! Relative paths are resolved against the directory of the config file here;
+//! the files themselves (CAs, rules, signatures) are loaded by their owners.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+mod build;
+mod error;
+mod lint;
+
+pub use error::{thousands, ConfigError, ConfigErrors, ItemRef};
+
+/// The limits of DESIGN.md §3, as the seed product documents them.
+pub mod limits {
+    /// Scopes per policy.
+    pub const MAX_SCOPES_PER_POLICY: usize = 10;
+    /// Source IP addresses per scope.
+    pub const MAX_SOURCE_IPS: usize = 1_000;
+    /// Source port ranges per scope.
+    pub const MAX_SOURCE_PORTS: usize = 100;
+    /// Destination address objects (addresses or CIDRs) per scope.
+    pub const MAX_DESTINATIONS: usize = 100;
+    /// Destination port ranges per scope.
+    pub const MAX_DESTINATION_PORTS: usize = 100;
+    /// Sum of the quota of all policies.
+    pub const MAX_TOTAL_QUOTA: u64 = 20_000;
+}
+
+/// Defaults of the optional keys.
+pub mod defaults {
+    /// `appliance.max_flows`.
+    pub const MAX_FLOWS: usize = 1_000_000;
+    /// `appliance.flow_idle_timeout_secs`.
+    pub const FLOW_IDLE_TIMEOUT_SECS: u64 = 300;
+    /// `appliance.tcp_buffer_bytes`.
+    pub const TCP_BUFFER_BYTES: usize = 65_536;
+    /// `appliance.cert_cache_entries`.
+    pub const CERT_CACHE_ENTRIES: usize = 10_000;
+    /// `appliance.bypass_cache_entries`.
+    pub const BYPASS_CACHE_ENTRIES: usize = 10_000;
+    /// `appliance.pinning_bypass_clients`.
+    pub const PINNING_BYPASS_CLIENTS: u32 = 3;
+}
+
+/// A validated configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was loaded from, as named to `load`.
+    pub path: PathBuf,
+    /// `[appliance]`: interfaces, workers, tables, files.
+    pub appliance: Appliance,
+    /// `[upstream]`: how server certificates are verified.
+    pub upstream: Upstream,
+    /// `[[policy]]` in file order, which is their precedence.
+    pub policies: Arc<[Policy]>,
+    /// `[ips]`.
+    pub ips: Ips,
+    /// `[[webfilter.rule]]` in file order; the first match wins, default allow.
+    pub webfilter: Vec<WebFilterRule>,
+    /// `[appcontrol]`.
+    pub appcontrol: AppControl,
+}
+
+/// How frames reach the appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// L2 bridge between two NICs (`"af_packet"`).
+    AfPacket,
+    /// L3 between two TUN devices (`"tun"`).
+    Tun,
+}
+
+/// `[appliance]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appliance {
+    /// Frame I/O mode.
+    pub mode: Mode,
+    /// Client-side interface.
+    pub lan: String,
+    /// Internet-side interface.
+    pub wan: String,
+    /// One pinned worker per listed core, in order.
+    pub cpus: Vec<usize>,
+    /// Flow-table cap (all workers together).
+    pub max_flows: usize,
+    /// Traffic log file.
+    pub log: PathBuf,
+    /// Control socket.
+    pub control: PathBuf,
+    /// Prometheus endpoint; `None` disables it.
+    pub metrics: Option<SocketAddr>,
+    /// A flow without packets for this long is forgotten.
+    pub flow_idle_timeout: Duration,
+    /// Send and receive buffer size of each intercepted TCP leg.
+    pub tcp_buffer_bytes: usize,
+    /// Capacity of the forged-certificate cache.
+    pub cert_cache_entries: usize,
+    /// Capacity of the learned (SNI, destination) bypass cache.
+    pub bypass_cache_entries: usize,
+    /// Distinct clients that must reject our certificate before a
+    /// destination is bypassed as pinned.
+    pub pinning_bypass_clients: u32,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Trust anchors for server certificates.
+    pub roots: Roots,
+    /// More PEM files added to the roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// What to do when a server certificate does not verify.
+    pub invalid_certificate: InvalidCertificate,
+}
+
+/// Trust anchors for server certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roots {
+    /// The operating system's trust store (`"system"`).
+    System,
+    /// A PEM bundle (resolved path).
+    Bundle(PathBuf),
+}
+
+/// What to do when a server certificate does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidCertificate {
+    /// Forge with a separate untrusted issuer, so the client fails as it would without us.
+    Untrusted,
+    /// Block the connection.
+    Block,
+}
+
+/// A setting whose choices are pass through or inspect (`tls13`, `no_sni`, `ech`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOrInspect {
+    /// Relay the original bytes untouched.
+    Passthrough,
+    /// Terminate and inspect.
+    Inspect,
+}
+
+/// A setting whose choices are pass through or block (`legacy_tls`, `non_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOrBlock {
+    /// Relay the original bytes untouched.
+    Passthrough,
+    /// Refuse the connection (TLS alert / TCP RST), logged.
+    Block,
+}
+
+/// What happens to existing inspected flows when their policy is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisable {
+    /// Reset them (the seed product's behaviour).
+    Interrupt,
+    /// Let them finish.
+    Drain,
+}
+
+/// `[[policy]]`: a CA, decision settings and up to 10 scopes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Unique, stable id, printed in every log record.
+    pub id: Arc<str>,
+    /// Display name (defaults to the id).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Whether its scopes select connections.
+    pub enabled: bool,
+    /// Issuing CA certificate (resolved path).
+    pub ca_cert: PathBuf,
+    /// Issuing CA key (resolved path).
+    pub ca_key: PathBuf,
+    /// Certificates above the issuing CA, if it is a sub-CA (resolved paths).
+    pub ca_chain: Vec<PathBuf>,
+    /// Hellos offering TLS 1.3.
+    pub tls13: PassOrInspect,
+    /// Hellos offering nothing newer than TLS 1.1.
+    pub legacy_tls: PassOrBlock,
+    /// Hellos without SNI.
+    pub no_sni: PassOrInspect,
+    /// In-scope TCP that is not TLS.
+    pub non_tls: PassOrBlock,
+    /// Hellos carrying an ECH extension.
+    pub ech: PassOrInspect,
+    /// SNI globs that are never decrypted, lower-cased.
+    pub exclude_sni: Vec<String>,
+    /// Existing inspected flows when the policy is disabled.
+    pub on_disable: OnDisable,
+    /// Scopes in file order.
+    pub scopes: Vec<Scope>,
+}
+
+impl Policy {
+    /// Quota used by this policy: the sum of its scopes' quotas.
+    pub fn quota(&self) -> u64 {
+        self.scopes.iter().map(Scope::quota).sum()
+    }
+}
+
+/// `[[policy.scope]]`: which TCP connections a policy selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Unique within its policy.
+    pub id: Arc<str>,
+    /// 1-based position within its policy, as printed in messages (`scope #1` is the first).
+    pub index: usize,
+    /// Free text.
+    pub description: String,
+    /// Client addresses (exact).
+    pub source_ips: Vec<IpAddr>,
+    /// Client port ranges.
+    pub source_ports: Vec<PortRange>,
+    /// Server addresses or networks (an address is a /32 or /128).
+    pub destinations: Vec<IpNet>,
+    /// Server port ranges.
+    pub destination_ports: Vec<PortRange>,
+}
+
+impl Scope {
+    /// Quota of the scope: source IPs × source port ranges × destinations × destination port ranges.
+    pub fn quota(&self) -> u64 {
+        [
+            self.source_ips.len(),
+            self.source_ports.len(),
+            self.destinations.len(),
+            self.destination_ports.len(),
+        ]
+        .iter()
+        .map(|&n| n as u64)
+        .product()
+    }
+
+    /// Whether a connection from `src:sport` to `dst:dport` falls in this scope.
+    pub fn matches(&self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> bool {
+        self.source_ips.contains(&src)
+            && self.source_ports.iter().any(|r| r.contains(sport))
+            && self.destinations.iter().any(|n| n.contains(&dst))
+            && self.destination_ports.iter().any(|r| r.contains(dport))
+    }
+}
+
+/// An inclusive port range, written `start/end` (`8080/8080`, `0/65535`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (>= start).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+
+    /// Whether `other` lies entirely within this range.
+    pub fn covers(&self, other: &PortRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.start, self.end)
+    }
+}
+
+/// Why a `start/end` port range was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// Not two decimal numbers separated by `/`.
+    #[error("is not a port range \"start/end\" (a single port is written \"8080/8080\", all ports \"0/65535\")")]
+    Syntax,
+    /// A bound above 65535.
+    #[error("has {which} {value}, out of range; ports are 0..=65535")]
+    OutOfRange {
+        /// `start` or `end`.
+        which: &'static str,
+        /// The number as written (saturated).
+        value: u64,
+    },
+    /// start > end.
+    #[error("has start {start} greater than end {end}")]
+    Reversed {
+        /// First port.
+        start: u16,
+        /// Last port.
+        end: u16,
+    },
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        fn number(part: &str, which: &'static str) -> Result<u16, PortRangeError> {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(PortRangeError::Syntax);
+            }
+            // Saturate instead of overflowing so that the message shows a number.
+            let value = part.bytes().fold(0u64, |acc, b| {
+                acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+            });
+            u16::try_from(value).map_err(|_| PortRangeError::OutOfRange { which, value })
+        }
+        let (a, b) = s.split_once('/').ok_or(PortRangeError::Syntax)?;
+        let start = number(a, "start")?;
+        let end = number(b, "end")?;
+        if start > end {
+            return Err(PortRangeError::Reversed { start, end });
+        }
+        Ok(PortRange { start, end })
+    }
+}
+
+/// IPS mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpsMode {
+    /// Alert only.
+    Detect,
+    /// drop/reject rules act.
+    Prevent,
+}
+
+/// `[ips]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ips {
+    /// Rule files (resolved paths), loaded in order.
+    pub rules: Vec<PathBuf>,
+    /// Whether drop/reject rules act.
+    pub mode: IpsMode,
+}
+
+/// Verdict of a web-filter or application-control rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the request through.
+    Allow,
+    /// Refuse it (HTTP 403).
+    Deny,
+}
+
+/// `[[webfilter.rule]]`: host glob + path glob + methods → verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebFilterRule {
+    /// Host glob, lower-cased (`*.example.com`); `*` matches any host.
+    pub host: String,
+    /// Path glob (`/upload/*`); `*` matches any path.
+    pub path: String,
+    /// Methods (upper-case); empty means any method.
+    pub methods: Vec<String>,
+    /// What a matching request gets.
+    pub action: Verdict,
+}
+
+/// `[appcontrol]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppControl {
+    /// App-id signature file (resolved path); `None` uses the built-in table.
+    pub signatures: Option<PathBuf>,
+    /// `[[appcontrol.rule]]` in file order; the first match wins, default allow.
+    pub rules: Vec<AppRule>,
+}
+
+/// `[[appcontrol.rule]]`: application (and optionally its action) → verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRule {
+    /// Application name from the app-id signatures (`github`).
+    pub app: String,
+    /// Application action (`upload`); `None` matches every action of the app.
+    pub action: Option<String>,
+    /// What a matching request gets.
+    pub verdict: Verdict,
+}
+
+impl Config {
+    /// Quota used by all policies together (enabled or not).
+    pub fn quota(&self) -> u64 {
+        self.policies.iter().map(Policy::quota).sum()
+    }
+
+    /// Every scope with its policy, in precedence order (policy order, then scope order).
+    pub fn scopes(&self) -> impl Iterator<Item = (&Policy, &Scope)> {
+        self.policies
+            .iter()
+            .flat_map(|p| p.scopes.iter().map(move |s| (p, s)))
+    }
+
+    /// The policy with this id.
+    pub fn policy(&self, id: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| &*p.id == id)
+    }
+
+    /// Things that are valid but probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        lint::warnings(self)
+    }
+}
+
+/// Reads and validates a configuration file.
+///
+/// Every problem of the file is reported at once; `Display` of the error lists
+/// them one per line, each naming the file, policy, scope, field, value and limit.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse(&text, path),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                policy: None,
+                scope: None,
+                field: String::new(),
+                message: format!(
+                    "is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            }])),
+        },
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            policy: None,
+            scope: None,
+            field: String::new(),
+            message: format!("cannot be read: {e}"),
+        }])),
+    }
+}
+
+/// Validates configuration text as if it had been read from `path`.
+///
+/// `path` names the file in errors, and its directory is the base of relative
+/// paths in the text; the file itself is not read.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    build::build(text, path)
+}

@@ -1,4 +1,165 @@
 //! Frame devices. The only module of the workspace that may use `unsafe`:
 //! raw sockets, mmap'ed rings and ioctls live here, each block with a
 //! `// Safety:` comment.
+//!
+//! Every device is driven the same way by a worker: `recv` hands a batch of
+//! frames to a closure as slices borrowed from the device's own memory (an
+//! mmap'ed ring for AF_PACKET, a reused buffer for TUN), `send` queues a copy
+//! for transmission, and `flush` pushes the queued batch out with as few
+//! syscalls as the device allows. Devices are non-blocking; the worker waits
+//! for readiness on [`Device::fd`] with `mio`.
 #![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod afpacket;
+pub mod tun;
+
+/// An 802.1Q/802.1ad tag that the kernel removed from a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanTag {
+    /// Tag protocol identifier (0x8100 or 0x88a8).
+    pub tpid: u16,
+    /// Tag control information (PCP, DEI, VID).
+    pub tci: u16,
+}
+
+/// Facts about a received frame that are not in its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// The outer VLAN tag the NIC or the kernel stripped, to be restored on forward.
+    pub vlan: Option<VlanTag>,
+}
+
+/// What a device carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// Ethernet frames (AF_PACKET).
+    Ethernet,
+    /// Bare IP packets (TUN).
+    Ip,
+}
+
+/// One queue of a frame device, owned by one worker.
+pub trait Device: Send {
+    /// What the frames are.
+    fn medium(&self) -> Medium;
+
+    /// Receives what is ready, up to about `budget` frames, without blocking.
+    ///
+    /// Each frame is passed to `f` as a slice valid only during the call.
+    /// Returns the number of frames delivered; a result `>= budget` means more
+    /// may be ready and the caller should call again before waiting.
+    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize>;
+
+    /// Queues a copy of `frame` for transmission, flushing first if the batch is full.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+
+    /// Queues `frame` with `tag` inserted after the two MAC addresses.
+    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag) -> io::Result<()>;
+
+    /// Transmits everything queued. Frames the kernel refuses are dropped and counted.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Frames dropped on transmit so far (kernel refused or queue full).
+    fn tx_dropped(&self) -> u64;
+
+    /// The descriptor to wait on for readability.
+    fn fd(&self) -> RawFd;
+}
+
+/// The last OS error as an `io::Error` with context.
+fn os_err(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Resolves an interface name to its index.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL byte")
+    })?;
+    // Safety: `c` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {name:?}: {}", io::Error::last_os_error()),
+        ));
+    }
+    Ok(idx)
+}
+
+/// A fixed arena of frames waiting to be transmitted, reused across batches.
+#[derive(Debug)]
+pub(crate) struct TxBatch {
+    buf: Vec<u8>,
+    frames: Vec<(usize, usize)>,
+    max_frames: usize,
+}
+
+impl TxBatch {
+    pub(crate) fn new(bytes: usize, max_frames: usize) -> TxBatch {
+        TxBatch {
+            buf: Vec::with_capacity(bytes),
+            frames: Vec::with_capacity(max_frames),
+            max_frames,
+        }
+    }
+
+    /// Whether `len` more bytes fit as one more frame.
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        self.frames.len() < self.max_frames && self.buf.len() + len <= self.buf.capacity()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Appends a frame made of `parts`, concatenated.
+    pub(crate) fn push(&mut self, parts: &[&[u8]]) {
+        let start = self.buf.len();
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.frames.push((start, self.buf.len() - start));
+    }
+
+    pub(crate) fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.frames.iter().map(|&(s, l)| &self.buf[s..s + l])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.frames.clear();
+    }
+
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Splits an Ethernet frame for tag insertion: `(MACs, rest)`.
+pub(crate) fn split_macs(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    (frame.len() >= 12).then(|| frame.split_at(12))
+}
+
+/// Moves the calling thread into the network namespace `name` (`ip netns add NAME`).
+///
+/// Devices are bound to the namespace of the thread that opens them, so a
+/// test or the lab can run the appliance inside a namespace by calling this
+/// on a dedicated thread before [`crate::Pipeline::start`]. Other threads of
+/// the process stay where they are.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let path = format!("/var/run/netns/{name}");
+    let f =
+        std::fs::File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    // Safety: `f` is an open namespace file for the duration of the call;
+    // setns only changes the calling thread's network namespace.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    if r < 0 {
+        return Err(os_err(&format!("setns into {name}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! AF_PACKET device: a TPACKET_V3 mmap'ed receive ring per worker and NIC,
+//! batched transmit with `sendmmsg`.
+//!
+//! Why this shape:
+//! - TPACKET_V3 hands over whole blocks of frames; the worker walks a block
+//!   in place (no copy, no syscall per frame) and returns it to the kernel.
+//! - `PACKET_FANOUT_CBPF` spreads frames over the workers' sockets with our
+//!   symmetric hash ([`crate::steer::fanout_program`]), so both directions of
+//!   a flow reach the same worker; the group's member order is the worker
+//!   order because sockets join in that order.
+//! - `PACKET_IGNORE_OUTGOING` keeps the frames we transmit out of our own
+//!   rings (the kernel would otherwise loop them back to every packet socket
+//!   bound to the NIC).
+//! - Transmit copies each frame once into a reused arena and sends the whole
+//!   batch with one `sendmmsg`; the kernel copies into an skb either way, and
+//!   unlike a TX ring nothing has to track when the kernel is done with a slot.
+//! - The ring header carries the VLAN tag the kernel stripped (the
+//!   mmap equivalent of `PACKET_AUXDATA`), which the worker restores on forward.
+//! - Promiscuous mode is a socket membership (`PACKET_MR_PROMISC`), so the
+//!   kernel drops it when the socket closes, also after a crash.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{fence, Ordering};
+
+use super::{ifindex, os_err, split_macs, Device, Medium, RxMeta, TxBatch, VlanTag};
+use crate::steer::BpfInsn;
+
+const TPACKET_V3: libc::c_int = 2;
+/// Frames per `sendmmsg`.
+const TX_BATCH: usize = 64;
+/// Bytes of the transmit arena (64 full-size frames, or fewer jumbo ones).
+const TX_ARENA: usize = 256 * 1024;
+/// Socket send buffer: large enough that a burst of batches does not block.
+const SNDBUF: libc::c_int = 4 * 1024 * 1024;
+const SO_SNDBUFFORCE: libc::c_int = 32;
+
+/// Receive ring geometry.
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+    /// Bytes per block (a multiple of the page size, a power of two).
+    pub block_size: u32,
+    /// Number of blocks.
+    pub block_count: u32,
+    /// Milliseconds after which the kernel hands over a partly filled block.
+    pub retire_ms: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        // 8 MiB per socket; a block retires after at most 1 ms so a lone
+        // frame (ping, a SYN) is not held back for long.
+        RingConfig {
+            block_size: 256 * 1024,
+            block_count: 32,
+            retire_ms: 1,
+        }
+    }
+}
+
+/// The fanout group a socket should join.
+#[derive(Debug, Clone, Copy)]
+pub enum Fanout {
+    /// No fanout (a single worker).
+    None,
+    /// Create a new group with a kernel-chosen unique id (first worker).
+    Create,
+    /// Join the group with this id (later workers).
+    Join(u16),
+}
+
+/// The mmap'ed receive ring.
+struct Ring {
+    base: *mut u8,
+    len: usize,
+    block_size: usize,
+    blocks: usize,
+    next: usize,
+}
+
+// Safety: the ring memory is owned by this value alone (one worker); the
+// kernel synchronizes through the block status words we access with fences.
+unsafe impl Send for Ring {}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Safety: `base`/`len` are exactly what mmap returned; nothing borrows
+        // the ring after drop because frames are only lent during `recv`.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
+/// One worker's AF_PACKET socket on one NIC.
+pub struct AfPacket {
+    fd: OwnedFd,
+    ring: Ring,
+    tx: TxBatch,
+    tx_dropped: u64,
+    name: String,
+    fanout_id: Option<u16>,
+}
+
+impl std::fmt::Debug for AfPacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfPacket")
+            .field("iface", &self.name)
+            .field("fanout_id", &self.fanout_id)
+            .finish()
+    }
+}
+
+fn setsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+    what: &str,
+) -> io::Result<()> {
+    // Safety: `val` points to a live `T` of the size we pass; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(os_err(what));
+    }
+    Ok(())
+}
+
+impl AfPacket {
+    /// Opens a socket on `iface` with its own receive ring, in promiscuous
+    /// mode, joined to the fanout group as told.
+    pub fn open(
+        iface: &str,
+        ring: RingConfig,
+        fanout: Fanout,
+        program: &[BpfInsn],
+    ) -> io::Result<AfPacket> {
+        let idx = ifindex(iface)?;
+        let ctx = |what: &str| format!("AF_PACKET on {iface}: {what}");
+        // Protocol 0: receive nothing until the ring is set up and we bind.
+        // Safety: plain syscall with constant arguments.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(os_err(&ctx("socket")));
+        }
+        // Safety: `raw` is a fresh descriptor we own from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = fd.as_raw_fd();
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &TPACKET_V3,
+            &ctx("PACKET_VERSION v3"),
+        )?;
+        let one: libc::c_int = 1;
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            &one,
+            &ctx("PACKET_IGNORE_OUTGOING"),
+        )?;
+        // Best effort: without FORCE the kernel caps at wmem_max.
+        if setsockopt(
+            s,
+            libc::SOL_SOCKET,
+            SO_SNDBUFFORCE,
+            &SNDBUF,
+            "SO_SNDBUFFORCE",
+        )
+        .is_err()
+        {
+            let _ = setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDBUF, &SNDBUF, "SO_SNDBUF");
+        }
+        let req = libc::tpacket_req3 {
+            tp_block_size: ring.block_size,
+            tp_block_nr: ring.block_count,
+            tp_frame_size: 2048,
+            tp_frame_nr: ring.block_size / 2048 * ring.block_count,
+            tp_retire_blk_tov: ring.retire_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_RX_RING,
+            &req,
+            &ctx("PACKET_RX_RING"),
+        )?;
+        let len = ring.block_size as usize * ring.block_count as usize;
+        // Safety: maps the ring the kernel just allocated for this socket; the
+        // length is the one we configured and the mapping is checked below.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                s,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(os_err(&ctx("mmap rx ring")));
+        }
+        let ring = Ring {
+            base: base.cast(),
+            len,
+            block_size: ring.block_size as usize,
+            blocks: ring.block_count as usize,
+            next: 0,
+        };
+        // Safety: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = idx as i32;
+        // Safety: `sll` is a valid sockaddr_ll and we pass its exact size.
+        let r = unsafe {
+            libc::bind(
+                s,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(os_err(&ctx("bind")));
+        }
+        // Safety: packet_mreq is plain old data; all-zero is a valid value.
+        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+        mreq.mr_ifindex = idx as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+            &ctx("promiscuous mode"),
+        )?;
+        let mut dev = AfPacket {
+            fd,
+            ring,
+            tx: TxBatch::new(TX_ARENA, TX_BATCH),
+            tx_dropped: 0,
+            name: iface.to_owned(),
+            fanout_id: None,
+        };
+        match fanout {
+            Fanout::None => {}
+            Fanout::Create => dev.join_fanout(0, libc::PACKET_FANOUT_FLAG_UNIQUEID, program)?,
+            Fanout::Join(id) => dev.join_fanout(id, 0, program)?,
+        }
+        Ok(dev)
+    }
+
+    fn join_fanout(&mut self, id: u16, flags: libc::c_uint, program: &[BpfInsn]) -> io::Result<()> {
+        let s = self.fd.as_raw_fd();
+        let ctx = |what: &str| format!("AF_PACKET on {}: {what}", self.name);
+        let arg: libc::c_int =
+            (u32::from(id) | ((libc::PACKET_FANOUT_CBPF | flags) << 16)) as libc::c_int;
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            &arg,
+            &ctx("PACKET_FANOUT"),
+        )?;
+        let mut got: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // Safety: `got`/`len` are live and sized for the int the kernel writes.
+        let r = unsafe {
+            libc::getsockopt(
+                s,
+                libc::SOL_PACKET,
+                libc::PACKET_FANOUT,
+                (&mut got as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(os_err(&ctx("read back fanout id")));
+        }
+        self.fanout_id = Some((got & 0xffff) as u16);
+        let mut insns: Vec<libc::sock_filter> = program
+            .iter()
+            .map(|i| libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        let prog = libc::sock_fprog {
+            len: insns.len() as u16,
+            filter: insns.as_mut_ptr(),
+        };
+        // The kernel copies the program during the call; `insns` outlives it.
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT_DATA,
+            &prog,
+            &ctx("PACKET_FANOUT_DATA (steering program)"),
+        )
+    }
+
+    /// The fanout group id, for the next worker to join.
+    pub fn fanout_id(&self) -> Option<u16> {
+        self.fanout_id
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Device for AfPacket {
+    fn medium(&self) -> Medium {
+        Medium::Ethernet
+    }
+
+    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
+        let r = &mut self.ring;
+        let mut delivered = 0;
+        while delivered < budget {
+            // Safety: `next < blocks`, so the block lies inside the mapping,
+            // which is page aligned and so aligned for the block descriptor.
+            let block = unsafe { r.base.add(r.next * r.block_size) };
+            let desc = block.cast::<libc::tpacket_block_desc>();
+            // Safety: the descriptor is inside the mapping; the kernel writes
+            // the status word concurrently, hence the volatile read.
+            let status = unsafe { ptr::read_volatile(ptr::addr_of!((*desc).hdr.bh1.block_status)) };
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            // The block's contents are published before its status.
+            fence(Ordering::Acquire);
+            // Safety: as above; the block is ours until we hand it back.
+            let (num, first) = unsafe {
+                let bh = ptr::addr_of!((*desc).hdr.bh1);
+                ((*bh).num_pkts as usize, (*bh).offset_to_first_pkt as usize)
+            };
+            let mut off = first;
+            for _ in 0..num {
+                if off + size_of::<libc::tpacket3_hdr>() > r.block_size {
+                    break; // a corrupt offset would point outside the block
+                }
+                // Safety: `off` plus the header size is inside this block
+                // (checked above); TPACKET_V3 aligns headers to 16 bytes.
+                let hdr = unsafe { &*block.add(off).cast::<libc::tpacket3_hdr>() };
+                let mac = hdr.tp_mac as usize;
+                let snap = hdr.tp_snaplen as usize;
+                if off + mac + snap <= r.block_size {
+                    // Safety: the frame lies inside the block (checked), which
+                    // the kernel does not touch until we release it below.
+                    let frame = unsafe { std::slice::from_raw_parts(block.add(off + mac), snap) };
+                    let vlan =
+                        (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
+                            tpid: if hdr.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                                hdr.hv1.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            },
+                            tci: hdr.hv1.tp_vlan_tci as u16,
+                        });
+                    f(frame, RxMeta { vlan });
+                    delivered += 1;
+                }
+                if hdr.tp_next_offset == 0 {
+                    break;
+                }
+                off += hdr.tp_next_offset as usize;
+            }
+            // Everything we read from the block happens before we return it.
+            fence(Ordering::Release);
+            // Safety: the status word is inside the mapping; writing KERNEL
+            // hands the block back, and no slice into it survives this call.
+            unsafe {
+                ptr::write_volatile(
+                    ptr::addr_of_mut!((*desc).hdr.bh1.block_status),
+                    libc::TP_STATUS_KERNEL,
+                );
+            }
+            r.next = (r.next + 1) % r.blocks;
+        }
+        Ok(delivered)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if !self.tx.fits(frame.len()) {
+            self.flush()?;
+            if frame.len() > self.tx.capacity_bytes() {
+                self.tx_dropped += 1;
+                return Ok(());
+            }
+        }
+        self.tx.push(&[frame]);
+        Ok(())
+    }
+
+    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag) -> io::Result<()> {
+        let Some((macs, rest)) = split_macs(frame) else {
+            self.tx_dropped += 1;
+            return Ok(());
+        };
+        let len = frame.len() + 4;
+        if !self.tx.fits(len) {
+            self.flush()?;
+            if len > self.tx.capacity_bytes() {
+                self.tx_dropped += 1;
+                return Ok(());
+            }
+        }
+        let mut t = [0u8; 4];
+        t[..2].copy_from_slice(&tag.tpid.to_be_bytes());
+        t[2..].copy_from_slice(&tag.tci.to_be_bytes());
+        self.tx.push(&[macs, &t, rest]);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        let mut iov: [libc::iovec; TX_BATCH] = [libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        }; TX_BATCH];
+        // Safety: mmsghdr is plain old data; all-zero is a valid value.
+        let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { zeroed() };
+        let n = self.tx.frames().len();
+        for (i, frame) in self.tx.frames().enumerate() {
+            iov[i] = libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < n {
+            // Safety: `msgs[sent..n]` are initialised and point at iovecs that
+            // point into `self.tx`, all alive and unmoved during the call; no
+            // address is given, so the socket's bound interface is used.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr().add(sent),
+                    (n - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Queue full: drop the rest of the batch, like a switch would.
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    self.tx_dropped += (n - sent) as u64;
+                    break;
+                }
+                // This frame is refused (e.g. larger than the MTU): drop it alone.
+                Some(libc::EMSGSIZE) | Some(libc::EINVAL) => {
+                    self.tx_dropped += 1;
+                    sent += 1;
+                }
+                _ => {
+                    self.tx_dropped += (n - sent) as u64;
+                    self.tx.clear();
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("sendmmsg on {}: {e}", self.name),
+                    ));
+                }
+            }
+        }
+        self.tx.clear();
+        Ok(())
+    }
+
+    fn tx_dropped(&self) -> u64 {
+        self.tx_dropped
+    }
+
+    fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

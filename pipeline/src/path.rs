@@ -1,0 +1,629 @@
+//! What happens to one frame: the fast path, or a tracked in-scope flow.
+//!
+//! This is the sans-IO core of a worker. It gets parsed frames and `now`,
+//! keeps the worker's flow table, and returns the [`Path`] a frame took; the
+//! worker loop (`crate::worker`) does the receiving and forwarding. Keeping
+//! the decision apart from the sockets lets it be tested with synthetic
+//! frames and virtual time.
+//!
+//! What happens to a SYN: a TCP SYN (without ACK) arriving from the LAN side
+//! is looked up in the current scope table. A match creates a flow entry
+//! carrying the match, so a later reload never changes the decision for that
+//! flow. Every later frame of the flow, in either direction, finds the entry
+//! by its normalized 5-tuple. Today those frames are forwarded unchanged and
+//! counted; when the flow ends (FIN both ways, a RST, idle timeout or
+//! shutdown) one record goes to the [`FlowLog`] with action `pass` and reason
+//! `not_intercepting_yet`. Interception will replace [`Dispatcher::on_tcp`]'s
+//! in-scope branch: the SYN starts the per-flow TCP/TLS state machine instead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
+use crate::classify::ScopeTable;
+use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
+use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
+use crate::io::RxMeta;
+use crate::stats::Counters;
+
+/// The reason logged for in-scope flows while interception is not built.
+pub const REASON_NOT_INTERCEPTING: &str = "not_intercepting_yet";
+
+/// Which NIC (or TUN) a frame arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Toward the client hosts.
+    Lan,
+    /// Toward the gateway / servers.
+    Wan,
+}
+
+impl Side {
+    /// The side a frame from this side is forwarded to.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Lan => Side::Wan,
+            Side::Wan => Side::Lan,
+        }
+    }
+}
+
+/// Which kind of fast-path traffic a frame was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastKind {
+    /// ARP.
+    Arp,
+    /// UDP, QUIC included.
+    Udp,
+    /// ICMP / ICMPv6 (neighbour discovery).
+    Icmp,
+    /// TCP that no in-scope flow owns.
+    Tcp,
+    /// VLAN-tagged.
+    Vlan,
+    /// Anything else (other EtherTypes, IP protocols, fragments).
+    Other,
+}
+
+/// The path a frame took. Every path forwards the frame unchanged for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Forwarded untracked.
+    Fast(FastKind),
+    /// Belongs to a tracked in-scope flow.
+    InScope,
+    /// Did not parse; forwarded unchanged.
+    Malformed(FrameError),
+}
+
+/// Maps the worker's monotonic clock to wall-clock time for log records.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Clock {
+    /// Pairs an `Instant` with the wall-clock time at that instant.
+    pub fn new(instant: Instant, system: SystemTime) -> Clock {
+        Clock { instant, system }
+    }
+
+    /// The wall-clock time of `now`.
+    pub fn system(&self, now: Instant) -> SystemTime {
+        self.system + now.saturating_duration_since(self.instant)
+    }
+}
+
+/// The per-worker decision core.
+pub struct Dispatcher {
+    worker: u64,
+    flows: FlowTable,
+    next_flow: u64,
+    scopes: Arc<ArcSwap<ScopeTable>>,
+    log: Arc<dyn FlowLog>,
+    clock: Clock,
+    /// The worker's counters (published by the worker loop).
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("worker", &self.worker)
+            .field("flows", &self.flows.len())
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// Creates the core of worker `worker` with a table of at most `max_flows` entries.
+    pub fn new(
+        worker: usize,
+        max_flows: usize,
+        idle_timeout: Duration,
+        scopes: Arc<ArcSwap<ScopeTable>>,
+        log: Arc<dyn FlowLog>,
+        clock: Clock,
+    ) -> Dispatcher {
+        Dispatcher {
+            worker: worker as u64,
+            flows: FlowTable::new(max_flows, idle_timeout),
+            next_flow: 0,
+            scopes,
+            log,
+            clock,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Decides the path of an Ethernet frame (AF_PACKET).
+    pub fn on_ethernet(
+        &mut self,
+        side: Side,
+        parsed: Result<EthView<'_>, FrameError>,
+        meta: RxMeta,
+        wire_len: usize,
+        now: Instant,
+    ) -> Path {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += wire_len as u64;
+        let path = match parsed {
+            Err(e) => Path::Malformed(e),
+            // Tagged traffic belongs to another broadcast domain; it is
+            // bridged as-is (the tag restored if the kernel stripped it).
+            Ok(_) if meta.vlan.is_some() => Path::Fast(FastKind::Vlan),
+            Ok(eth) if eth.vlan.count > 0 => Path::Fast(FastKind::Vlan),
+            Ok(eth) => match eth.payload {
+                Payload::Arp => Path::Fast(FastKind::Arp),
+                Payload::Other(_) => Path::Fast(FastKind::Other),
+                Payload::Ip(ip) => self.ip_path(side, &ip, wire_len, now),
+            },
+        };
+        self.count(path, wire_len);
+        path
+    }
+
+    /// Decides the path of a bare IP packet (TUN).
+    pub fn on_ip(
+        &mut self,
+        side: Side,
+        parsed: Result<IpView<'_>, FrameError>,
+        wire_len: usize,
+        now: Instant,
+    ) -> Path {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += wire_len as u64;
+        let path = match parsed {
+            Err(e) => Path::Malformed(e),
+            Ok(ip) => self.ip_path(side, &ip, wire_len, now),
+        };
+        self.count(path, wire_len);
+        path
+    }
+
+    fn count(&mut self, path: Path, len: usize) {
+        let c = &mut self.counters;
+        match path {
+            Path::InScope => {
+                c.inscope_frames += 1;
+                c.inscope_bytes += len as u64;
+                return;
+            }
+            Path::Malformed(_) => c.malformed += 1,
+            Path::Fast(kind) => match kind {
+                FastKind::Arp => c.fast_arp += 1,
+                FastKind::Udp => c.fast_udp += 1,
+                FastKind::Icmp => c.fast_icmp += 1,
+                FastKind::Tcp => c.fast_tcp += 1,
+                FastKind::Vlan => c.fast_vlan += 1,
+                FastKind::Other => c.fast_other += 1,
+            },
+        }
+        c.fast_frames += 1;
+        c.fast_bytes += len as u64;
+    }
+
+    fn ip_path(&mut self, side: Side, ip: &IpView<'_>, _wire_len: usize, now: Instant) -> Path {
+        match ip.transport {
+            Transport::Tcp(tcp) => self.on_tcp(side, ip, &tcp, now),
+            Transport::Udp { .. } => Path::Fast(FastKind::Udp),
+            Transport::Icmp => Path::Fast(FastKind::Icmp),
+            Transport::Fragment | Transport::Other(_) => Path::Fast(FastKind::Other),
+        }
+    }
+
+    /// A TCP segment: part of a tracked flow, the SYN of a new in-scope flow, or fast path.
+    fn on_tcp(&mut self, side: Side, ip: &IpView<'_>, tcp: &TcpView<'_>, now: Instant) -> Path {
+        let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
+        let seg = Segment {
+            seq: tcp.seq,
+            len: tcp.payload.len(),
+            flags: tcp.flags,
+        };
+        if let Some(flow) = self.flows.get_mut(&key) {
+            let from_client = flow.is_from_client(ip.src, tcp.src_port);
+            let done = flow.on_segment(from_client, seg, now);
+            if done {
+                if let Some(flow) = self.flows.remove(&key) {
+                    self.end(flow, now);
+                }
+            }
+            return Path::InScope;
+        }
+        // Only a client's opening SYN from the LAN side can start a flow.
+        if side != Side::Lan || !tcp.flags.is_initial_syn() {
+            return Path::Fast(FastKind::Tcp);
+        }
+        let scopes = self.scopes.load();
+        let Some(m) = scopes.lookup(ip.src, tcp.src_port, ip.dst, tcp.dst_port) else {
+            return Path::Fast(FastKind::Tcp);
+        };
+        self.next_flow += 1;
+        let id = (self.worker << 48) | self.next_flow;
+        let client = SocketAddr::new(ip.src, tcp.src_port);
+        let server = SocketAddr::new(ip.dst, tcp.dst_port);
+        let mut flow = Flow::new(id, client, server, m.clone(), now);
+        flow.on_segment(true, seg, now);
+        match self.flows.insert(key, flow) {
+            Ok(_) => {
+                self.counters.flows_started += 1;
+                self.counters.flows_active = self.flows.len() as u64;
+                Path::InScope
+            }
+            Err(_) => {
+                self.counters.flow_overflow += 1;
+                Path::Fast(FastKind::Tcp)
+            }
+        }
+    }
+
+    /// Ends flows idle for the timeout.
+    pub fn expire(&mut self, now: Instant) {
+        let mut ended = Vec::new();
+        self.flows.expire(now, |f| ended.push(f));
+        for f in ended {
+            self.end(f, now);
+        }
+    }
+
+    /// Ends every flow (shutdown), logging each.
+    pub fn finish(&mut self, now: Instant) {
+        let mut ended = Vec::new();
+        self.flows.drain(|f| ended.push(f));
+        for f in ended {
+            self.end(f, now);
+        }
+    }
+
+    /// Number of tracked flows.
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn end(&mut self, flow: Flow, now: Instant) {
+        self.counters.flows_ended += 1;
+        self.counters.flows_active = self.flows.len() as u64;
+        let rec = FlowRecord {
+            timestamp: self.clock.system(now),
+            meta: FlowMeta {
+                flow_id: flow.id,
+                src: flow.client,
+                dest: flow.server,
+                policy_id: flow.scope.policy_id.clone(),
+                scope_id: flow.scope.scope_id.clone(),
+                sni: None,
+                alpn: None,
+            },
+            proto: "TCP",
+            action: FlowAction::Pass,
+            reason: REASON_NOT_INTERCEPTING.to_owned(),
+            tls: None,
+            bytes_toserver: flow.bytes_toserver(),
+            bytes_toclient: flow.bytes_toclient(),
+            duration_ms: flow.duration().as_millis() as u64,
+            inspection: None,
+        };
+        self.log.record(&rec);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::Alert;
+    use crate::classify::ScopeSpec;
+    use crate::frame::tests as ft;
+    use crate::frame::{parse_ethernet, parse_ip, TcpFlags};
+
+    /// A `FlowLog` that keeps records in memory.
+    #[derive(Default)]
+    pub(crate) struct MemLog(pub Mutex<Vec<FlowRecord>>);
+
+    impl FlowLog for MemLog {
+        fn record(&self, rec: &FlowRecord) {
+            self.0.lock().unwrap().push(rec.clone());
+        }
+        fn alert(&self, _: &FlowMeta, _: &Alert, _: SystemTime) {}
+    }
+
+    fn scopes(dport: u16) -> Arc<ScopeTable> {
+        Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "corp".into(),
+            scope_id: "web".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(dport, dport)],
+        }]))
+    }
+
+    struct Rig {
+        d: Dispatcher,
+        log: Arc<MemLog>,
+        table: Arc<ArcSwap<ScopeTable>>,
+        t0: Instant,
+        seq: std::collections::HashMap<(u16, bool), u32>,
+    }
+
+    fn rig(max_flows: usize) -> Rig {
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(scopes(443)));
+        let t0 = Instant::now();
+        let d = Dispatcher::new(
+            3,
+            max_flows,
+            Duration::from_secs(30),
+            table.clone(),
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        );
+        Rig {
+            d,
+            log,
+            table,
+            t0,
+            seq: Default::default(),
+        }
+    }
+
+    const C: [u8; 4] = [192, 0, 2, 10];
+    const S: [u8; 4] = [203, 0, 113, 5];
+
+    fn tcp(
+        r: &mut Rig,
+        side: Side,
+        from_client: bool,
+        cport: u16,
+        flags: u8,
+        payload: &[u8],
+        at_ms: u64,
+    ) -> Path {
+        // Sequence numbers as a real stream would carry them.
+        let next =
+            r.seq
+                .entry((cport, from_client))
+                .or_insert(if from_client { 1000 } else { 5000 });
+        let seq = *next;
+        *next = next.wrapping_add(
+            payload.len() as u32 + u32::from(flags & (TcpFlags::SYN | TcpFlags::FIN) != 0),
+        );
+        let pkt = if from_client {
+            ft::ipv4_tcp_seq(C, cport, S, 443, flags, seq, payload)
+        } else {
+            ft::ipv4_tcp_seq(S, 443, C, cport, flags, seq, payload)
+        };
+        let frame = ft::ether(0x0800, &[], &pkt);
+        let now = r.t0 + Duration::from_millis(at_ms);
+        r.d.on_ethernet(
+            side,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            frame.len(),
+            now,
+        )
+    }
+
+    const SYN: u8 = TcpFlags::SYN;
+    const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const ACK: u8 = TcpFlags::ACK;
+    const FINACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
+
+    #[test]
+    fn in_scope_flow_is_tracked_and_logged_once_at_fin() {
+        let mut r = rig(100);
+        assert_eq!(
+            tcp(&mut r, Side::Lan, true, 40000, SYN, b"", 0),
+            Path::InScope
+        );
+        assert_eq!(
+            tcp(&mut r, Side::Wan, false, 40000, SYNACK, b"", 1),
+            Path::InScope
+        );
+        assert_eq!(
+            tcp(
+                &mut r,
+                Side::Lan,
+                true,
+                40000,
+                ACK,
+                b"GET / HTTP/1.1\r\n\r\n",
+                2
+            ),
+            Path::InScope
+        );
+        assert_eq!(
+            tcp(&mut r, Side::Wan, false, 40000, ACK, &[7u8; 1000], 3),
+            Path::InScope
+        );
+        assert_eq!(
+            tcp(&mut r, Side::Wan, false, 40000, FINACK, b"", 4),
+            Path::InScope
+        );
+        assert!(
+            r.log.0.lock().unwrap().is_empty(),
+            "no record before the flow ends"
+        );
+        assert_eq!(
+            tcp(&mut r, Side::Lan, true, 40000, FINACK, b"", 1204),
+            Path::InScope
+        );
+        // The last ACK is no longer tracked.
+        assert_eq!(
+            tcp(&mut r, Side::Wan, false, 40000, ACK, b"", 1205),
+            Path::Fast(FastKind::Tcp)
+        );
+        let recs = r.log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        let rec = &recs[0];
+        assert_eq!((&*rec.meta.policy_id, &*rec.meta.scope_id), ("corp", "web"));
+        assert_eq!(rec.action, FlowAction::Pass);
+        assert_eq!(rec.reason, "not_intercepting_yet");
+        assert_eq!(rec.meta.src, "192.0.2.10:40000".parse().unwrap());
+        assert_eq!(rec.meta.dest, "203.0.113.5:443".parse().unwrap());
+        assert_eq!((rec.bytes_toserver, rec.bytes_toclient), (18, 1000));
+        assert_eq!(rec.duration_ms, 1204);
+        assert_eq!(rec.meta.flow_id >> 48, 3, "flow id carries the worker");
+        assert_eq!(
+            rec.timestamp,
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1204)
+        );
+        let c = r.d.counters;
+        assert_eq!((c.flows_started, c.flows_ended, c.flows_active), (1, 1, 0));
+        assert_eq!((c.inscope_frames, c.fast_tcp), (6, 1));
+    }
+
+    #[test]
+    fn out_of_scope_and_wan_syns_take_the_fast_path() {
+        let mut r = rig(100);
+        let pkt = ft::ipv4_tcp(C, 40000, S, 80, SYN, b"");
+        let f = ft::ether(0x0800, &[], &pkt);
+        assert_eq!(
+            r.d.on_ethernet(
+                Side::Lan,
+                parse_ethernet(&f),
+                RxMeta::default(),
+                f.len(),
+                r.t0
+            ),
+            Path::Fast(FastKind::Tcp)
+        );
+        // A SYN entering from the WAN side is never a client of ours.
+        assert_eq!(
+            tcp(&mut r, Side::Wan, true, 40001, SYN, b"", 0),
+            Path::Fast(FastKind::Tcp)
+        );
+        // Mid-stream traffic of a flow we never saw open.
+        assert_eq!(
+            tcp(&mut r, Side::Lan, true, 40002, ACK, b"x", 0),
+            Path::Fast(FastKind::Tcp)
+        );
+        assert_eq!(r.d.counters.flows_started, 0);
+    }
+
+    #[test]
+    fn rst_ends_the_flow() {
+        let mut r = rig(100);
+        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
+        tcp(&mut r, Side::Wan, false, 1, TcpFlags::RST | ACK, b"", 5);
+        assert_eq!(r.log.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn idle_timeout_and_shutdown_write_records() {
+        let mut r = rig(100);
+        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
+        tcp(&mut r, Side::Lan, true, 2, SYN, b"", 20_000);
+        r.d.expire(r.t0 + Duration::from_secs(31));
+        assert_eq!(
+            r.log.0.lock().unwrap().len(),
+            1,
+            "only the first flow was idle 30 s"
+        );
+        r.d.finish(r.t0 + Duration::from_secs(32));
+        let recs = r.log.0.lock().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.reason == REASON_NOT_INTERCEPTING));
+        assert_eq!(r.d.active_flows(), 0);
+    }
+
+    #[test]
+    fn overflow_is_counted_and_forwarded() {
+        let mut r = rig(2);
+        for port in 1..=5 {
+            let p = tcp(&mut r, Side::Lan, true, port, SYN, b"", 0);
+            assert_eq!(
+                p,
+                if port <= 2 {
+                    Path::InScope
+                } else {
+                    Path::Fast(FastKind::Tcp)
+                }
+            );
+        }
+        assert_eq!(r.d.counters.flow_overflow, 3);
+        assert_eq!(r.d.counters.flows_active, 2);
+    }
+
+    #[test]
+    fn reload_affects_only_new_flows() {
+        let mut r = rig(100);
+        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
+        // Reload: port 443 no longer in scope.
+        r.table.store(scopes(8443));
+        assert_eq!(
+            tcp(&mut r, Side::Lan, true, 1, ACK, b"data", 1),
+            Path::InScope,
+            "existing flow keeps its match"
+        );
+        assert_eq!(
+            tcp(&mut r, Side::Lan, true, 2, SYN, b"", 2),
+            Path::Fast(FastKind::Tcp),
+            "new flow sees the reload"
+        );
+        r.d.finish(r.t0);
+        let recs = r.log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(&*recs[0].meta.scope_id, "web");
+    }
+
+    #[test]
+    fn every_fast_path_kind_and_malformed() {
+        let mut r = rig(100);
+        let s = ft::samples();
+        let now = r.t0;
+        let mut path = |f: &[u8], meta| {
+            r.d.on_ethernet(Side::Lan, parse_ethernet(f), meta, f.len(), now)
+        };
+        assert_eq!(path(&s[6], RxMeta::default()), Path::Fast(FastKind::Arp));
+        assert_eq!(path(&s[4], RxMeta::default()), Path::Fast(FastKind::Udp));
+        assert_eq!(
+            path(&s[2], RxMeta::default()),
+            Path::Fast(FastKind::Vlan),
+            "in-scope SYN but tagged"
+        );
+        let stripped = crate::io::VlanTag {
+            tpid: 0x8100,
+            tci: 5,
+        };
+        assert_eq!(
+            path(
+                &s[0],
+                RxMeta {
+                    vlan: Some(stripped)
+                }
+            ),
+            Path::Fast(FastKind::Vlan)
+        );
+        assert!(matches!(
+            path(&s[0][..30], RxMeta::default()),
+            Path::Malformed(_)
+        ));
+        let lldp = ft::ether(0x88cc, &[], &[0; 40]);
+        assert_eq!(path(&lldp, RxMeta::default()), Path::Fast(FastKind::Other));
+        let c = r.d.counters;
+        assert_eq!(
+            (
+                c.fast_arp,
+                c.fast_udp,
+                c.fast_vlan,
+                c.malformed,
+                c.fast_other
+            ),
+            (1, 1, 2, 1, 1)
+        );
+        assert_eq!(c.fast_frames, 6);
+        assert_eq!(c.rx_frames, 6);
+        // TUN packets go through the same decision.
+        let pkt = ft::ipv4_tcp(C, 7, S, 443, SYN, b"");
+        assert_eq!(
+            r.d.on_ip(Side::Lan, parse_ip(&pkt), pkt.len(), now),
+            Path::InScope
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! Starting, reloading, observing and stopping the data plane.
+//!
+//! [`Pipeline::start`] opens every device queue on the calling thread, in
+//! worker order, so a bad interface name or a missing permission is
+//! returned as an error before any thread runs, and so the fanout group's
+//! member order matches the worker order the steering hash assumes. Each
+//! worker then runs on its own pinned thread until [`Pipeline::shutdown`].
+//! The scope table lives in an `ArcSwap`: [`Pipeline::set_scopes`] replaces
+//! it whole, and workers load it once per SYN, so a reload is atomic and only
+//! new flows see it.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use mio::{Poll, Waker};
+
+use crate::api::FlowLog;
+use crate::classify::ScopeTable;
+use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
+use crate::io::tun::Tun;
+use crate::io::Device;
+use crate::path::{Clock, Dispatcher};
+use crate::stats::{Counters, SharedCounters, Stats};
+use crate::steer::fanout_program;
+use crate::worker::{Handoff, Peer, Worker, HANDOFF_QUEUE, WAKE};
+
+/// How frames enter and leave the appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceMode {
+    /// L2 bump in the wire between two NICs (put in promiscuous mode).
+    AfPacket {
+        /// Interface toward the clients.
+        lan: String,
+        /// Interface toward the gateway.
+        wan: String,
+    },
+    /// L3: two pre-created persistent multi-queue TUN interfaces.
+    Tun {
+        /// TUN interface the client-side routes point into.
+        lan: String,
+        /// TUN interface the server-side routes point into.
+        wan: String,
+    },
+}
+
+/// What the data plane needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Devices.
+    pub mode: DeviceMode,
+    /// One worker per entry, pinned to that CPU.
+    pub cpus: Vec<usize>,
+    /// Cap on tracked flows, split evenly over the workers.
+    pub max_flows: usize,
+    /// A flow without packets for this long ends.
+    pub flow_idle_timeout: Duration,
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// `cpus` is empty.
+    #[error("appliance.cpus is empty: at least one worker core is needed")]
+    NoCpus,
+    /// A listed CPU does not exist on this machine.
+    #[error(
+        "appliance.cpus lists CPU {cpu}, which this machine does not have (CPUs 0..{available})"
+    )]
+    NoSuchCpu {
+        /// The CPU asked for.
+        cpu: usize,
+        /// How many CPUs the machine has.
+        available: usize,
+    },
+    /// A CPU is listed twice.
+    #[error("appliance.cpus lists CPU {0} twice")]
+    DuplicateCpu(usize),
+    /// Opening a device queue failed.
+    #[error("{side} device {iface:?} (worker {worker}): {source}")]
+    Device {
+        /// `lan` or `wan`.
+        side: &'static str,
+        /// Interface name.
+        iface: String,
+        /// Worker index.
+        worker: usize,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Setting up the readiness poller or a thread failed.
+    #[error("worker {worker}: {what}: {source}")]
+    Setup {
+        /// Worker index.
+        worker: usize,
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+struct Running {
+    handle: JoinHandle<io::Result<()>>,
+    waker: Arc<Waker>,
+    counters: Arc<SharedCounters>,
+}
+
+/// The running data plane.
+pub struct Pipeline {
+    scopes: Arc<ArcSwap<ScopeTable>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<Running>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+fn check_cpus(cpus: &[usize]) -> Result<(), PipelineError> {
+    if cpus.is_empty() {
+        return Err(PipelineError::NoCpus);
+    }
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let known: Vec<usize> = core_affinity::get_core_ids()
+        .map(|v| v.into_iter().map(|c| c.id).collect())
+        .unwrap_or_else(|| (0..available).collect());
+    for (i, &cpu) in cpus.iter().enumerate() {
+        if !known.contains(&cpu) {
+            return Err(PipelineError::NoSuchCpu {
+                cpu,
+                available: known.len(),
+            });
+        }
+        if cpus[..i].contains(&cpu) {
+            return Err(PipelineError::DuplicateCpu(cpu));
+        }
+    }
+    Ok(())
+}
+
+impl Pipeline {
+    /// Opens the devices, starts one pinned worker per CPU and returns.
+    pub fn start(
+        cfg: PipelineConfig,
+        scopes: Arc<ScopeTable>,
+        log: Arc<dyn FlowLog>,
+    ) -> Result<Pipeline, PipelineError> {
+        check_cpus(&cfg.cpus)?;
+        let n = cfg.cpus.len();
+        match &cfg.mode {
+            DeviceMode::AfPacket { lan, wan } => {
+                let program = fanout_program();
+                let mut devs = Vec::with_capacity(n);
+                let (mut lan_group, mut wan_group) = (None, None);
+                for w in 0..n {
+                    let open = |iface: &str, group: Option<u16>, side| {
+                        let fanout = match (n, group) {
+                            (1, _) => Fanout::None,
+                            (_, None) => Fanout::Create,
+                            (_, Some(id)) => Fanout::Join(id),
+                        };
+                        AfPacket::open(iface, RingConfig::default(), fanout, &program).map_err(
+                            |source| PipelineError::Device {
+                                side,
+                                iface: iface.to_owned(),
+                                worker: w,
+                                source,
+                            },
+                        )
+                    };
+                    let l = open(lan, lan_group, "lan")?;
+                    let r = open(wan, wan_group, "wan")?;
+                    lan_group = l.fanout_id();
+                    wan_group = r.fanout_id();
+                    devs.push((l, r));
+                }
+                Self::spawn(cfg, devs, scopes, log)
+            }
+            DeviceMode::Tun { lan, wan } => {
+                let mut devs = Vec::with_capacity(n);
+                for w in 0..n {
+                    let open = |iface: &str, side| {
+                        Tun::attach(iface).map_err(|source| PipelineError::Device {
+                            side,
+                            iface: iface.to_owned(),
+                            worker: w,
+                            source,
+                        })
+                    };
+                    devs.push((open(lan, "lan")?, open(wan, "wan")?));
+                }
+                Self::spawn(cfg, devs, scopes, log)
+            }
+        }
+    }
+
+    fn spawn<D: Device + 'static>(
+        cfg: PipelineConfig,
+        devs: Vec<(D, D)>,
+        scopes: Arc<ScopeTable>,
+        log: Arc<dyn FlowLog>,
+    ) -> Result<Pipeline, PipelineError> {
+        let n = devs.len();
+        let table = Arc::new(ArcSwap::new(scopes));
+        let stop = Arc::new(AtomicBool::new(false));
+        let per_worker = cfg.max_flows.div_ceil(n);
+        let clock = Clock::new(Instant::now(), SystemTime::now());
+        let mut polls = Vec::with_capacity(n);
+        let mut peers = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        for w in 0..n {
+            let setup = |what, source| PipelineError::Setup {
+                worker: w,
+                what,
+                source,
+            };
+            let poll = Poll::new().map_err(|e| setup("create poller", e))?;
+            let waker =
+                Arc::new(Waker::new(poll.registry(), WAKE).map_err(|e| setup("create waker", e))?);
+            let (tx, rx) = crossbeam_channel::bounded::<Handoff>(HANDOFF_QUEUE);
+            polls.push(poll);
+            peers.push(Peer { tx, waker });
+            rxs.push(rx);
+        }
+        let mut pipeline = Pipeline {
+            scopes: table.clone(),
+            stop: stop.clone(),
+            workers: Vec::with_capacity(n),
+        };
+        for (w, (((lan, wan), poll), handoff_rx)) in
+            devs.into_iter().zip(polls).zip(rxs).enumerate()
+        {
+            let counters = Arc::new(SharedCounters::default());
+            let worker = Worker {
+                index: w,
+                lan,
+                wan,
+                poll,
+                dispatcher: Dispatcher::new(
+                    w,
+                    per_worker,
+                    cfg.flow_idle_timeout,
+                    table.clone(),
+                    log.clone(),
+                    clock,
+                ),
+                shared: counters.clone(),
+                stop: stop.clone(),
+                handoff_rx,
+                peers: peers.clone(),
+            };
+            let cpu = cfg.cpus[w];
+            let handle = std::thread::Builder::new()
+                .name(format!("tlsinspect-w{w}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        log::warn!("worker {w}: could not pin to CPU {cpu}; running unpinned");
+                    }
+                    worker.run()
+                })
+                .map_err(|source| PipelineError::Setup {
+                    worker: w,
+                    what: "spawn thread",
+                    source,
+                })?;
+            pipeline.workers.push(Running {
+                handle,
+                waker: peers[w].waker.clone(),
+                counters,
+            });
+        }
+        Ok(pipeline)
+    }
+
+    /// Replaces the scope table; flows already tracked keep their match.
+    pub fn set_scopes(&self, scopes: Arc<ScopeTable>) {
+        self.scopes.store(scopes);
+    }
+
+    /// The scope table new flows are classified against.
+    pub fn scopes(&self) -> Arc<ScopeTable> {
+        self.scopes.load_full()
+    }
+
+    /// Counters per worker and summed, as last published by the workers (at most one batch old).
+    pub fn stats(&self) -> Stats {
+        Stats::from_workers(self.workers.iter().map(|w| w.counters.read()).collect())
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stops the workers, which flush queued frames and log every open flow; returns the final counters.
+    pub fn shutdown(mut self) -> Stats {
+        Stats::from_workers(self.stop_and_join())
+    }
+
+    fn stop_and_join(&mut self) -> Vec<Counters> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
+        let mut counters = Vec::with_capacity(self.workers.len());
+        for (i, w) in self.workers.drain(..).enumerate() {
+            match w.handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("worker {i} stopped with an error: {e}"),
+                Err(_) => log::error!("worker {i} panicked"),
+            }
+            counters.push(w.counters.read());
+        }
+        counters
+    }
+}
+
+impl Drop for Pipeline {
+    /// A pipeline dropped without `shutdown` still stops its workers and logs open flows.
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.stop_and_join();
+        }
+    }
+}

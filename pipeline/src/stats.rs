@@ -1,0 +1,116 @@
+//! Data-plane counters.
+//!
+//! Each worker counts in plain `u64` fields it alone owns and publishes them
+//! once per batch with relaxed stores into its own [`SharedCounters`], which
+//! [`crate::Pipeline::stats`] reads and sums. The per-packet path thus does no
+//! atomic read-modify-write and shares no cache line with other workers.
+
+use std::ops::AddAssign;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Counters of one worker, or their sum over all workers.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        /// A worker's counters as published for readers on other threads.
+        #[derive(Debug, Default)]
+        pub(crate) struct SharedCounters {
+            $($name: AtomicU64,)*
+        }
+
+        impl SharedCounters {
+            /// Publishes a snapshot (single writer: the owning worker).
+            pub(crate) fn publish(&self, c: &Counters) {
+                $(self.$name.store(c.$name, Ordering::Relaxed);)*
+            }
+
+            /// Reads the last published snapshot.
+            pub(crate) fn read(&self) -> Counters {
+                Counters { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl AddAssign<&Counters> for Counters {
+            fn add_assign(&mut self, o: &Counters) {
+                $(self.$name += o.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames (AF_PACKET) or packets (TUN) received on either side.
+    rx_frames,
+    /// Bytes received on either side.
+    rx_bytes,
+    /// Frames forwarded by the fast path (untracked).
+    fast_frames,
+    /// Bytes forwarded by the fast path.
+    fast_bytes,
+    /// Fast path: ARP.
+    fast_arp,
+    /// Fast path: UDP (QUIC included).
+    fast_udp,
+    /// Fast path: ICMP and ICMPv6 (neighbour discovery included).
+    fast_icmp,
+    /// Fast path: TCP not belonging to an in-scope flow.
+    fast_tcp,
+    /// Fast path: VLAN-tagged frames (tag in the frame or stripped by the kernel).
+    fast_vlan,
+    /// Fast path: other EtherTypes, IP protocols and fragments.
+    fast_other,
+    /// Frames of tracked in-scope flows.
+    inscope_frames,
+    /// Bytes of tracked in-scope flows (whole frames).
+    inscope_bytes,
+    /// In-scope flows started (SYN matched a scope).
+    flows_started,
+    /// In-scope flows ended and logged.
+    flows_ended,
+    /// Flows in the tables now.
+    flows_active,
+    /// In-scope SYNs not tracked because the flow table was full.
+    flow_overflow,
+    /// Frames that failed to parse (forwarded unchanged).
+    malformed,
+    /// Frames handed to a device for transmission.
+    tx_frames,
+    /// Frames the kernel refused or dropped on transmit.
+    tx_dropped,
+    /// Transmit calls that failed with an unexpected error.
+    tx_errors,
+    /// Frames a VLAN tag was restored into on forward.
+    vlan_restored,
+    /// TUN: packets handed to the owning worker.
+    handoff_out,
+    /// TUN: packets received from another worker.
+    handoff_in,
+    /// TUN: packets forwarded untracked because the owner's queue was full.
+    handoff_overflow,
+    /// AF_PACKET: frames the fanout delivered to a worker other than the hash owner (expected 0).
+    misrouted,
+}
+
+/// Counters of the whole pipeline, per worker and summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sum over all workers.
+    pub total: Counters,
+    /// One entry per worker, in `cpus` order.
+    pub workers: Vec<Counters>,
+}
+
+impl Stats {
+    pub(crate) fn from_workers(workers: Vec<Counters>) -> Stats {
+        let mut total = Counters::default();
+        for w in &workers {
+            total += w;
+        }
+        Stats { total, workers }
+    }
+}

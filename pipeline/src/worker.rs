@@ -1,0 +1,250 @@
+//! The worker thread: one per configured core, pinned, owning its flows.
+//!
+//! A worker owns one queue of each side (a fanout member socket per NIC, or
+//! a TUN queue per interface) and moves frames from one to the other in
+//! batches: receive up to a budget from a side, decide each frame's path
+//! with the sans-IO [`Dispatcher`], queue it on the other side, flush once
+//! per batch. It reads the clock once per batch and waits on `mio` only when
+//! both sides are drained. Nothing on this path takes a lock or allocates.
+//!
+//! Flow ownership: with AF_PACKET the fanout program already steers both
+//! directions to the owner (frames arriving elsewhere are counted as
+//! `misrouted`, expected 0). With TUN the kernel picks the queue; a packet
+//! whose symmetric hash names another worker is copied to that worker over
+//! a bounded channel (`handoff_*` counters). The kernel then learns the
+//! flow's queue from our writes (the TUN flow table records the queue that
+//! last wrote a flow), so usually only the first packets of a flow move.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::frame::{parse_ethernet, parse_ip};
+use crate::io::{Device, Medium, RxMeta};
+use crate::path::{Dispatcher, Side};
+use crate::stats::SharedCounters;
+use crate::steer::{packet_hash, worker_of};
+
+/// Frames taken from one side before turning to the other.
+const BUDGET: usize = 256;
+/// How often idle flows are expired.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Capacity of a worker's handoff queue.
+pub(crate) const HANDOFF_QUEUE: usize = 4096;
+
+const LAN: Token = Token(0);
+const WAN: Token = Token(1);
+pub(crate) const WAKE: Token = Token(2);
+
+/// A packet moved to the worker that owns its flow.
+pub(crate) type Handoff = (Side, Vec<u8>);
+
+/// A peer worker's handoff queue and wake-up handle.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) tx: Sender<Handoff>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+/// Everything a worker thread owns.
+pub(crate) struct Worker<D: Device> {
+    pub(crate) index: usize,
+    pub(crate) lan: D,
+    pub(crate) wan: D,
+    pub(crate) poll: Poll,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) shared: Arc<SharedCounters>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) handoff_rx: Receiver<Handoff>,
+    pub(crate) peers: Vec<Peer>,
+}
+
+/// The per-batch state the receive closure needs besides the receiving device.
+struct Ctx<'a> {
+    index: usize,
+    workers: usize,
+    medium: Medium,
+    dispatcher: &'a mut Dispatcher,
+    peers: &'a [Peer],
+    wake: &'a mut [bool],
+    now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Decides one frame's path and forwards it to `out`, or hands it to its owner.
+    fn handle<D: Device>(
+        &mut self,
+        side: Side,
+        frame: &[u8],
+        meta: RxMeta,
+        out: &mut D,
+        handed: bool,
+    ) {
+        let len = frame.len();
+        match self.medium {
+            Medium::Ethernet => {
+                let parsed = parse_ethernet(frame);
+                if self.workers > 1 && meta.vlan.is_none() {
+                    let untagged = parsed.as_ref().ok().filter(|e| e.vlan.count == 0);
+                    if let Some(ip) = untagged.and_then(|e| e.ip()) {
+                        // The fanout program hashes from the IP header on,
+                        // which follows the 14-byte Ethernet header here.
+                        if worker_of(packet_hash(ip, &frame[14..]), self.workers) != self.index {
+                            self.dispatcher.counters.misrouted += 1;
+                        }
+                    }
+                }
+                self.dispatcher
+                    .on_ethernet(side, parsed, meta, len, self.now);
+            }
+            Medium::Ip => {
+                let parsed = parse_ip(frame);
+                if !handed && self.workers > 1 {
+                    if let Ok(ip) = &parsed {
+                        let owner = worker_of(packet_hash(ip, frame), self.workers);
+                        if owner != self.index {
+                            match self.peers[owner].tx.try_send((side, frame.to_vec())) {
+                                Ok(()) => {
+                                    self.dispatcher.counters.handoff_out += 1;
+                                    self.wake[owner] = true;
+                                    return;
+                                }
+                                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                                    // Forwarded untracked rather than lost.
+                                    self.dispatcher.counters.handoff_overflow += 1;
+                                    self.dispatcher.counters.rx_frames += 1;
+                                    self.dispatcher.counters.rx_bytes += len as u64;
+                                    self.dispatcher.counters.fast_frames += 1;
+                                    self.dispatcher.counters.fast_bytes += len as u64;
+                                    self.forward(frame, meta, out);
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                self.dispatcher.on_ip(side, parsed, len, self.now);
+            }
+        }
+        self.forward(frame, meta, out);
+    }
+
+    fn forward<D: Device>(&mut self, frame: &[u8], meta: RxMeta, out: &mut D) {
+        let c = &mut self.dispatcher.counters;
+        let r = match meta.vlan {
+            Some(tag) if self.medium == Medium::Ethernet => {
+                c.vlan_restored += 1;
+                out.send_tagged(frame, tag)
+            }
+            _ => out.send(frame),
+        };
+        match r {
+            Ok(()) => c.tx_frames += 1,
+            Err(e) => {
+                if c.tx_errors == 0 {
+                    log::warn!("worker: transmit failed: {e}");
+                }
+                c.tx_errors += 1;
+            }
+        }
+    }
+}
+
+impl<D: Device> Worker<D> {
+    /// Runs until the stop flag is set, then ends every flow and returns.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let medium = self.lan.medium();
+        let workers = self.peers.len();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&self.lan.fd()), LAN, Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&self.wan.fd()), WAN, Interest::READABLE)?;
+        let mut events = Events::with_capacity(16);
+        let mut wake = vec![false; workers];
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut result = Ok(());
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut ctx = Ctx {
+                index: self.index,
+                workers,
+                medium,
+                dispatcher: &mut self.dispatcher,
+                peers: &self.peers,
+                wake: &mut wake,
+                now,
+            };
+            let wan = &mut self.wan;
+            let from_lan = self
+                .lan
+                .recv(BUDGET, |f, m| ctx.handle(Side::Lan, f, m, wan, false));
+            let lan = &mut self.lan;
+            let from_wan = self
+                .wan
+                .recv(BUDGET, |f, m| ctx.handle(Side::Wan, f, m, lan, false));
+            let mut handed = 0;
+            while let Ok((side, pkt)) = self.handoff_rx.try_recv() {
+                ctx.dispatcher.counters.handoff_in += 1;
+                let out = match side {
+                    Side::Lan => &mut self.wan,
+                    Side::Wan => &mut self.lan,
+                };
+                ctx.handle(side, &pkt, RxMeta::default(), out, true);
+                handed += 1;
+                if handed >= BUDGET {
+                    break;
+                }
+            }
+            for (i, w) in wake.iter_mut().enumerate() {
+                if std::mem::take(w) {
+                    let _ = self.peers[i].waker.wake();
+                }
+            }
+            let flushed = self.lan.flush().and(self.wan.flush());
+            let (n_lan, n_wan) = match (from_lan, from_wan, flushed) {
+                (Ok(a), Ok(b), Ok(())) => (a, b),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    log::error!("worker {}: device failed, stopping: {e}", self.index);
+                    result = Err(e);
+                    break;
+                }
+            };
+            if now >= next_housekeeping {
+                self.dispatcher.expire(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+            self.publish();
+            let busy = n_lan >= BUDGET || n_wan >= BUDGET || handed >= BUDGET;
+            if !busy {
+                let timeout = next_housekeeping.saturating_duration_since(Instant::now());
+                if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        // Frames already queued go out; every flow gets its record.
+        let _ = self.lan.flush();
+        let _ = self.wan.flush();
+        self.dispatcher.finish(Instant::now());
+        self.publish();
+        result
+    }
+
+    fn publish(&mut self) {
+        let active = self.dispatcher.active_flows() as u64;
+        let c = &mut self.dispatcher.counters;
+        c.tx_dropped = self.lan.tx_dropped() + self.wan.tx_dropped();
+        c.flows_active = active;
+        self.shared.publish(&self.dispatcher.counters);
+    }
+}

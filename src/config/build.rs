@@ -1,0 +1,1498 @@
+//! Walks the parsed TOML tree against the schema and builds the domain types,
+//! collecting every error instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::{Table, Value};
+
+use super::error::{thousands, ConfigError, ConfigErrors, ItemRef};
+use super::limits::*;
+use super::*;
+
+/// Element errors shown per list before the rest are summarised, so a list of
+/// 5,000 bad entries yields a readable report rather than 5,000 lines.
+const SHOWN_PER_LIST: usize = 10;
+
+/// Longest id accepted for policies and scopes (they appear in every log record).
+const MAX_ID_LEN: usize = 64;
+
+const TOP_KEYS: &[&str] = &[
+    "appliance",
+    "upstream",
+    "policy",
+    "ips",
+    "webfilter",
+    "appcontrol",
+];
+const APPLIANCE_KEYS: &[&str] = &[
+    "mode",
+    "lan",
+    "wan",
+    "cpus",
+    "max_flows",
+    "log",
+    "control",
+    "metrics",
+    "flow_idle_timeout_secs",
+    "tcp_buffer_bytes",
+    "cert_cache_entries",
+    "bypass_cache_entries",
+    "pinning_bypass_clients",
+];
+const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
+const POLICY_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "enabled",
+    "ca_cert",
+    "ca_key",
+    "ca_chain",
+    "tls13",
+    "legacy_tls",
+    "no_sni",
+    "non_tls",
+    "ech",
+    "exclude_sni",
+    "on_disable",
+    "scope",
+];
+const SCOPE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "protocol",
+    "source_ips",
+    "source_ports",
+    "destinations",
+    "destination_ports",
+];
+const IPS_KEYS: &[&str] = &["rules", "mode"];
+const WEBFILTER_KEYS: &[&str] = &["rule"];
+const WEBFILTER_RULE_KEYS: &[&str] = &["host", "path", "methods", "action"];
+const APPCONTROL_KEYS: &[&str] = &["signatures", "rule"];
+const APPCONTROL_RULE_KEYS: &[&str] = &["app", "action", "verdict"];
+
+const PASS_OR_INSPECT: &[(&str, PassOrInspect)] = &[
+    ("passthrough", PassOrInspect::Passthrough),
+    ("inspect", PassOrInspect::Inspect),
+];
+const PASS_OR_BLOCK: &[(&str, PassOrBlock)] = &[
+    ("passthrough", PassOrBlock::Passthrough),
+    ("block", PassOrBlock::Block),
+];
+const VERDICTS: &[(&str, Verdict)] = &[("allow", Verdict::Allow), ("deny", Verdict::Deny)];
+
+/// Collects errors for one file and knows where relative paths start.
+struct Cx {
+    file: PathBuf,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx {
+    fn push(&mut self, at: &At, field: String, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            policy: at.policy.clone(),
+            scope: at.scope.clone(),
+            field,
+            message,
+        });
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// Where in the file a table sits: its policy, its scope and the key prefix.
+#[derive(Debug, Clone, Default)]
+struct At {
+    policy: Option<ItemRef>,
+    scope: Option<ItemRef>,
+    prefix: String,
+}
+
+/// A table of the file together with its location.
+struct Tbl<'t> {
+    t: &'t Table,
+    at: At,
+    /// For the entries of an array of tables outside policies
+    /// (`webfilter.rule #2`): named before "missing"/"unknown key" messages.
+    label: Option<String>,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date-time",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+/// A short rendering of an offending value for messages.
+fn show(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => quote(s),
+        Value::Array(a) => return format!("an array of {} entries", a.len()),
+        Value::Table(_) => return "a table".to_string(),
+        other => other.to_string(),
+    };
+    truncate(s)
+}
+
+fn quote(s: &str) -> String {
+    truncate(format!("\"{}\"", s.escape_debug()))
+}
+
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 80;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn signed(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", thousands(n.unsigned_abs()))
+    } else {
+        thousands(n as u64)
+    }
+}
+
+fn one_of<T>(opts: &[(&str, T)]) -> String {
+    let names: Vec<String> = opts.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    match names.len() {
+        0 => String::new(),
+        1 => names[0].clone(),
+        n => format!("{} or {}", names[..n - 1].join(", "), names[n - 1]),
+    }
+}
+
+/// Edit distance, bounded in cost by only being called on short keys.
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    if key.len() > 64 {
+        return None;
+    }
+    let lower = key.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (distance(&lower, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+impl<'t> Tbl<'t> {
+    fn new(t: &'t Table, at: At) -> Self {
+        Tbl { t, at, label: None }
+    }
+
+    /// A table that is entry `index` of the array of tables `name`.
+    fn entry(t: &'t Table, name: &str, index: usize) -> Self {
+        let label = format!("{name} #{index}");
+        Tbl {
+            t,
+            at: At {
+                prefix: format!("{label} "),
+                ..At::default()
+            },
+            label: Some(label),
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        format!("{}{}", self.at.prefix, key)
+    }
+
+    /// Reports `"<field> <rest>"`.
+    fn fail(&self, cx: &mut Cx, key: &str, rest: impl Display) {
+        let field = self.field(key);
+        cx.push(&self.at, field.clone(), format!("{field} {rest}"));
+    }
+
+    /// Reports every key of the table that the schema does not know.
+    fn known(&self, cx: &mut Cx, known: &[&str]) {
+        for key in self.t.keys() {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let field = self.field(key);
+            let (label, shown) = match &self.label {
+                Some(l) => (format!("{l}: "), key.to_string()),
+                None => (String::new(), field.clone()),
+            };
+            let hint = match suggest(key, known) {
+                Some(k) if self.label.is_some() => format!(" (did you mean \"{k}\"?)"),
+                Some(k) => format!(" (did you mean \"{}\"?)", self.field(k)),
+                None => String::new(),
+            };
+            cx.push(
+                &self.at,
+                field,
+                format!(
+                    "{label}unknown key {}{hint}; the keys here are: {}",
+                    quote(&shown),
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn missing(&self, cx: &mut Cx, key: &str) {
+        let field = self.field(key);
+        let message = match &self.label {
+            Some(l) => format!("{l}: missing required key \"{key}\""),
+            None => format!("missing required key \"{field}\""),
+        };
+        cx.push(&self.at, field, message);
+    }
+
+    fn wrong_type(&self, cx: &mut Cx, key: &str, expected: &str, v: &Value) {
+        let found = match v {
+            Value::Array(_) | Value::Table(_) => show(v),
+            _ => format!("{} {}", kind(v), show(v)),
+        };
+        self.fail(cx, key, format_args!("must be {expected}, found {found}"));
+    }
+
+    fn string(&self, cx: &mut Cx, key: &str, required: bool) -> Option<&'t str> {
+        match self.t.get(key) {
+            None => {
+                if required {
+                    self.missing(cx, key);
+                }
+                None
+            }
+            Some(Value::String(s)) => Some(s),
+            Some(v) => {
+                self.wrong_type(cx, key, "a string", v);
+                None
+            }
+        }
+    }
+
+    fn boolean(&self, cx: &mut Cx, key: &str) -> Option<bool> {
+        match self.t.get(key) {
+            None => None,
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(v) => {
+                self.wrong_type(cx, key, "true or false", v);
+                None
+            }
+        }
+    }
+
+    /// An integer within `min..=max`; `Err(())` when present but invalid.
+    fn int(&self, cx: &mut Cx, key: &str, min: i64, max: i64) -> Result<Option<i64>, ()> {
+        match self.t.get(key) {
+            None => Ok(None),
+            Some(Value::Integer(n)) if (min..=max).contains(n) => Ok(Some(*n)),
+            Some(Value::Integer(n)) => {
+                self.fail(
+                    cx,
+                    key,
+                    format_args!(
+                        "is {}; it must be between {} and {}",
+                        signed(*n),
+                        signed(min),
+                        signed(max)
+                    ),
+                );
+                Err(())
+            }
+            Some(v) => {
+                self.wrong_type(cx, key, "an integer", v);
+                Err(())
+            }
+        }
+    }
+
+    /// One of a fixed set of strings; `Err(())` when present but invalid.
+    fn choice<T: Copy>(&self, cx: &mut Cx, key: &str, opts: &[(&str, T)]) -> Result<Option<T>, ()> {
+        match self.t.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => match opts.iter().find(|(n, _)| n == s) {
+                Some((_, t)) => Ok(Some(*t)),
+                None => {
+                    self.fail(
+                        cx,
+                        key,
+                        format_args!("is {}; it must be {}", quote(s), one_of(opts)),
+                    );
+                    Err(())
+                }
+            },
+            Some(v) => {
+                self.wrong_type(cx, key, &one_of(opts), v);
+                Err(())
+            }
+        }
+    }
+
+    /// A choice with a default when absent; `None` when invalid.
+    fn choice_or<T: Copy>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        opts: &[(&str, T)],
+        default: T,
+    ) -> Option<T> {
+        self.choice(cx, key, opts)
+            .ok()
+            .map(|v| v.unwrap_or(default))
+    }
+
+    fn array(&self, cx: &mut Cx, key: &str, expected: &str, required: bool) -> Option<&'t [Value]> {
+        match self.t.get(key) {
+            None => {
+                if required {
+                    self.missing(cx, key);
+                }
+                None
+            }
+            Some(Value::Array(a)) => Some(a),
+            Some(v) => {
+                self.wrong_type(cx, key, expected, v);
+                None
+            }
+        }
+    }
+
+    /// Checks each string of a list with `check`, reporting at most
+    /// `SHOWN_PER_LIST` bad entries and a count of the rest. `None` if any was bad.
+    fn each_str<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        items: &'t [Value],
+        mut check: impl FnMut(&'t str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut bad = 0usize;
+        for (i, v) in items.iter().enumerate() {
+            let entry = format!("{key} #{}", i + 1);
+            let msg = match v {
+                Value::String(s) => match check(s) {
+                    Ok(t) => {
+                        out.push(t);
+                        continue;
+                    }
+                    Err(msg) => format!("{} {msg}", quote(s)),
+                },
+                other => format!("must be a string, found {} {}", kind(other), show(other)),
+            };
+            bad += 1;
+            if bad <= SHOWN_PER_LIST {
+                self.fail(cx, &entry, msg);
+            }
+        }
+        if bad > SHOWN_PER_LIST {
+            self.fail(
+                cx,
+                key,
+                format_args!(
+                    "has {} more invalid entries not shown",
+                    thousands((bad - SHOWN_PER_LIST) as u64)
+                ),
+            );
+        }
+        (bad == 0).then_some(out)
+    }
+
+    /// A path, resolved against the config file's directory.
+    fn path(&self, cx: &mut Cx, key: &str, required: bool) -> Option<PathBuf> {
+        let s = self.string(cx, key, required)?;
+        match check_path(s) {
+            Ok(()) => Some(cx.resolve(s)),
+            Err(e) => {
+                self.fail(cx, key, format_args!("{} {e}", quote(s)));
+                None
+            }
+        }
+    }
+
+    fn paths(&self, cx: &mut Cx, key: &str) -> Option<Vec<PathBuf>> {
+        let items = self.array(cx, key, "an array of paths", false)?;
+        let checked = self.each_str(cx, key, items, |s| check_path(s).map(|()| s))?;
+        Some(checked.into_iter().map(|s| cx.resolve(s)).collect())
+    }
+
+    fn sub(&self, cx: &mut Cx, key: &str) -> Option<&'t Table> {
+        match self.t.get(key) {
+            None => None,
+            Some(Value::Table(t)) => Some(t),
+            Some(v) => {
+                self.wrong_type(cx, key, &format!("a table ([{}])", self.field(key)), v);
+                None
+            }
+        }
+    }
+
+    /// An array of tables (`[[key]]`); elements of another type are reported and skipped.
+    fn tables(&self, cx: &mut Cx, key: &str) -> Vec<(usize, &'t Table)> {
+        let expected = format!("an array of tables ([[{}]])", self.field(key));
+        match self.t.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, v) in items.iter().enumerate() {
+                    match v {
+                        Value::Table(t) => out.push((i + 1, t)),
+                        other => self.fail(
+                            cx,
+                            &format!("{key} #{}", i + 1),
+                            format_args!("must be a table, found {} {}", kind(other), show(other)),
+                        ),
+                    }
+                }
+                out
+            }
+            Some(v) => {
+                self.wrong_type(cx, key, &expected, v);
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn check_path(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("is empty; a path is required".into())
+    } else if s.contains('\0') {
+        Err("contains a NUL character".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_id(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty; an id is required".into());
+    }
+    if s.chars().count() > MAX_ID_LEN {
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_ID_LEN}",
+            s.chars().count()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "contains {:?}; an id may use letters, digits, '-', '_', '.' and ':'",
+            c
+        ));
+    }
+    Ok(())
+}
+
+fn interface_name(s: &str) -> Result<(), String> {
+    // IFNAMSIZ is 16 including the terminating NUL.
+    if s.is_empty() {
+        Err("is empty; an interface name is required".into())
+    } else if s.len() > 15 {
+        Err(format!("is {} bytes long; the limit is 15", s.len()))
+    } else if s == "." || s == ".." || s.contains(['/', '\0']) || s.chars().any(char::is_whitespace)
+    {
+        Err("is not a valid interface name".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn host_glob(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.is_empty() {
+        return Err("is empty; a host name or glob is required".into());
+    }
+    if lower.len() > 253 {
+        return Err(format!("is {} bytes long; the limit is 253", lower.len()));
+    }
+    if let Some(c) = lower
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
+    {
+        return Err(format!(
+            "contains {c:?}; a host glob uses letters, digits, '.', '-', '_' and '*'"
+        ));
+    }
+    Ok(lower)
+}
+
+fn path_glob(s: &str) -> Result<String, String> {
+    if !(s.starts_with('/') || s.starts_with('*')) {
+        Err("must start with '/' or '*'".into())
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("contains whitespace or a control character".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn method(s: &str) -> Result<String, String> {
+    // RFC 9110 token characters.
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if s.is_empty() || s.len() > 32 || !s.chars().all(tchar) {
+        Err("is not an HTTP method (a token of at most 32 characters such as \"POST\")".into())
+    } else {
+        Ok(s.to_ascii_uppercase())
+    }
+}
+
+fn app_name(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.is_empty() || lower.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if let Some(c) = lower
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains {c:?}; a name uses letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(lower)
+}
+
+fn source_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>().map_err(|_| {
+        if s.contains('/') {
+            "is not an IP address; source_ips takes single addresses (IPv4 or IPv6), not networks"
+                .to_string()
+        } else {
+            "is not an IPv4 or IPv6 address".to_string()
+        }
+    })
+}
+
+fn destination(s: &str) -> Result<IpNet, String> {
+    if s.contains('/') {
+        let net: IpNet = s.parse().map_err(|_| {
+            "is not a CIDR network (prefix length at most 32 for IPv4, 128 for IPv6)".to_string()
+        })?;
+        if net.trunc() != net {
+            return Err(format!(
+                "has host bits set; the network is \"{}\"",
+                net.trunc()
+            ));
+        }
+        Ok(net)
+    } else {
+        s.parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| "is not an IP address or CIDR network (IPv4 or IPv6)".to_string())
+    }
+}
+
+fn port_range(s: &str) -> Result<PortRange, String> {
+    s.parse::<PortRange>().map_err(|e| e.to_string())
+}
+
+/// Builds a `Config` from text, or returns every error found.
+pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    // A bare file name has an empty parent: its relative paths stay relative
+    // to the current directory, which is where the file is.
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cx = Cx {
+        file: path.to_path_buf(),
+        base,
+        errors: Vec::new(),
+    };
+    let root: Table = match text.parse::<Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let place = match e.span() {
+                Some(span) => {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+                    format!("line {line}, column {col}: ")
+                }
+                None => String::new(),
+            };
+            let msg = e.message().trim().replace('\n', " ");
+            cx.push(
+                &At::default(),
+                String::new(),
+                format!("is not valid TOML: {place}{msg}"),
+            );
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+
+    let top = Tbl::new(&root, At::default());
+    top.known(&mut cx, TOP_KEYS);
+
+    let appliance = match top.sub(&mut cx, "appliance") {
+        Some(t) => appliance(&mut cx, t),
+        None => {
+            if !root.contains_key("appliance") {
+                top.missing(&mut cx, "appliance");
+            }
+            None
+        }
+    };
+    let upstream = match top.sub(&mut cx, "upstream") {
+        Some(t) => upstream(&mut cx, t),
+        None => Some(Upstream {
+            roots: Roots::System,
+            extra_roots: Vec::new(),
+            invalid_certificate: InvalidCertificate::Untrusted,
+        }),
+    };
+    let policies = policies(&mut cx, &top);
+    let ips = match top.sub(&mut cx, "ips") {
+        Some(t) => ips(&mut cx, t),
+        None => Some(Ips {
+            rules: Vec::new(),
+            mode: IpsMode::Detect,
+        }),
+    };
+    let webfilter = match top.sub(&mut cx, "webfilter") {
+        Some(t) => webfilter(&mut cx, t),
+        None => Some(Vec::new()),
+    };
+    let appcontrol = match top.sub(&mut cx, "appcontrol") {
+        Some(t) => appcontrol(&mut cx, t),
+        None => Some(AppControl::default()),
+    };
+
+    if !cx.errors.is_empty() {
+        return Err(ConfigErrors(cx.errors));
+    }
+    match (appliance, upstream, policies, ips, webfilter, appcontrol) {
+        (
+            Some(appliance),
+            Some(upstream),
+            Some(policies),
+            Some(ips),
+            Some(webfilter),
+            Some(appcontrol),
+        ) => Ok(Config {
+            path: path.to_path_buf(),
+            appliance,
+            upstream,
+            policies: policies.into(),
+            ips,
+            webfilter,
+            appcontrol,
+        }),
+        // Every `None` above comes with an error; this arm guards that invariant
+        // without a panic.
+        _ => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            policy: None,
+            scope: None,
+            field: String::new(),
+            message: "could not be validated (internal error: a section failed without a message)"
+                .into(),
+        }])),
+    }
+}
+
+fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
+    let a = Tbl::new(
+        t,
+        At {
+            prefix: "appliance.".into(),
+            ..At::default()
+        },
+    );
+    a.known(cx, APPLIANCE_KEYS);
+    let mut ok = true;
+
+    let mode = match a.choice(
+        cx,
+        "mode",
+        &[("af_packet", Mode::AfPacket), ("tun", Mode::Tun)],
+    ) {
+        Ok(Some(m)) => Some(m),
+        Ok(None) => {
+            a.missing(cx, "mode");
+            None
+        }
+        Err(()) => None,
+    };
+    let iface = |key: &str, cx: &mut Cx| -> Option<String> {
+        let s = a.string(cx, key, true)?;
+        match interface_name(s) {
+            Ok(()) => Some(s.to_string()),
+            Err(e) => {
+                a.fail(cx, key, format_args!("{} {e}", quote(s)));
+                None
+            }
+        }
+    };
+    let lan = iface("lan", cx);
+    let wan = iface("wan", cx);
+    if let (Some(l), Some(w)) = (&lan, &wan) {
+        if l == w {
+            a.fail(
+                cx,
+                "wan",
+                format_args!("is {}, the same interface as appliance.lan", quote(w)),
+            );
+            ok = false;
+        }
+    }
+
+    let cpus = match a.array(cx, "cpus", "an array of core numbers", true) {
+        None => None,
+        Some([]) => {
+            a.fail(cx, "cpus", "is empty; list at least one core");
+            None
+        }
+        Some(items) if items.len() > 1024 => {
+            a.fail(
+                cx,
+                "cpus",
+                format_args!(
+                    "has {} entries; the limit is 1,024",
+                    thousands(items.len() as u64)
+                ),
+            );
+            None
+        }
+        Some(items) => {
+            let mut cpus = Vec::with_capacity(items.len());
+            let mut good = true;
+            for (i, v) in items.iter().enumerate() {
+                let entry = format!("cpus #{}", i + 1);
+                match v {
+                    Value::Integer(n) if (0..1024).contains(n) => {
+                        let n = *n as usize;
+                        if cpus.contains(&n) {
+                            a.fail(
+                                cx,
+                                &entry,
+                                format_args!("is core {n} again; each core may be listed once"),
+                            );
+                            good = false;
+                        }
+                        cpus.push(n);
+                    }
+                    Value::Integer(n) => {
+                        a.fail(
+                            cx,
+                            &entry,
+                            format_args!("is {}; core numbers are 0..=1023", signed(*n)),
+                        );
+                        good = false;
+                    }
+                    other => {
+                        a.fail(
+                            cx,
+                            &entry,
+                            format_args!(
+                                "must be an integer, found {} {}",
+                                kind(other),
+                                show(other)
+                            ),
+                        );
+                        good = false;
+                    }
+                }
+            }
+            good.then_some(cpus)
+        }
+    };
+
+    let int = |key: &str, min: i64, max: i64, default: u64, cx: &mut Cx| -> Option<u64> {
+        match a.int(cx, key, min, max) {
+            Ok(v) => Some(v.map_or(default, |v| v as u64)),
+            Err(()) => None,
+        }
+    };
+    let max_flows = int("max_flows", 1, 100_000_000, defaults::MAX_FLOWS as u64, cx);
+    let idle = int(
+        "flow_idle_timeout_secs",
+        1,
+        86_400,
+        defaults::FLOW_IDLE_TIMEOUT_SECS,
+        cx,
+    );
+    let tcp_buffer = int(
+        "tcp_buffer_bytes",
+        4_096,
+        16 * 1024 * 1024,
+        defaults::TCP_BUFFER_BYTES as u64,
+        cx,
+    );
+    let cert_cache = int(
+        "cert_cache_entries",
+        1,
+        10_000_000,
+        defaults::CERT_CACHE_ENTRIES as u64,
+        cx,
+    );
+    let bypass_cache = int(
+        "bypass_cache_entries",
+        1,
+        10_000_000,
+        defaults::BYPASS_CACHE_ENTRIES as u64,
+        cx,
+    );
+    let pinning = int(
+        "pinning_bypass_clients",
+        1,
+        1_000,
+        u64::from(defaults::PINNING_BYPASS_CLIENTS),
+        cx,
+    );
+
+    let log = a.path(cx, "log", true);
+    let control = a.path(cx, "control", true);
+    let metrics = match a.string(cx, "metrics", false) {
+        None => Ok(None),
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(addr) => Ok(Some(addr)),
+            Err(_) => {
+                a.fail(
+                    cx,
+                    "metrics",
+                    format_args!(
+                        "{} is not an address:port such as \"127.0.0.1:9273\" or \"[::1]:9273\"",
+                        quote(s)
+                    ),
+                );
+                Err(())
+            }
+        },
+    };
+    if a.t.get("metrics").is_some_and(|v| !v.is_str()) {
+        ok = false;
+    }
+
+    Some(Appliance {
+        mode: mode?,
+        lan: lan?,
+        wan: wan?,
+        cpus: cpus?,
+        max_flows: max_flows? as usize,
+        log: log?,
+        control: control?,
+        metrics: metrics.ok()?,
+        flow_idle_timeout: Duration::from_secs(idle?),
+        tcp_buffer_bytes: tcp_buffer? as usize,
+        cert_cache_entries: cert_cache? as usize,
+        bypass_cache_entries: bypass_cache? as usize,
+        pinning_bypass_clients: pinning? as u32,
+    })
+    .filter(|_| ok)
+}
+
+fn upstream(cx: &mut Cx, t: &Table) -> Option<Upstream> {
+    let u = Tbl::new(
+        t,
+        At {
+            prefix: "upstream.".into(),
+            ..At::default()
+        },
+    );
+    u.known(cx, UPSTREAM_KEYS);
+    let roots = match u.string(cx, "roots", false) {
+        None if u.t.contains_key("roots") => None,
+        None | Some("system") => Some(Roots::System),
+        Some(s) => match check_path(s) {
+            Ok(()) => Some(Roots::Bundle(cx.resolve(s))),
+            Err(e) => {
+                u.fail(
+                    cx,
+                    "roots",
+                    format_args!("{} {e}; use \"system\" or a PEM bundle path", quote(s)),
+                );
+                None
+            }
+        },
+    };
+    let extra_roots = if u.t.contains_key("extra_roots") {
+        u.paths(cx, "extra_roots")
+    } else {
+        Some(Vec::new())
+    };
+    let invalid_certificate = u.choice_or(
+        cx,
+        "invalid_certificate",
+        &[
+            ("untrusted", InvalidCertificate::Untrusted),
+            ("block", InvalidCertificate::Block),
+        ],
+        InvalidCertificate::Untrusted,
+    );
+    Some(Upstream {
+        roots: roots?,
+        extra_roots: extra_roots?,
+        invalid_certificate: invalid_certificate?,
+    })
+}
+
+/// Validates all policies, their ids and the total quota.
+fn policies(cx: &mut Cx, top: &Tbl<'_>) -> Option<Vec<Policy>> {
+    let tables = top.tables(cx, "policy");
+    let mut out = Vec::with_capacity(tables.len());
+    let mut all_ok = true;
+    let mut first_index: HashMap<String, usize> = HashMap::new();
+    let mut quotas: Vec<(String, u64)> = Vec::new();
+    for (index, t) in tables {
+        let (policy, quota, id) = policy(cx, t, index);
+        if let Some(id) = id.as_ref().filter(|id| !id.is_empty()) {
+            if let Some(first) = first_index.get(id) {
+                cx.push(
+                    &At {
+                        policy: Some(ItemRef {
+                            index,
+                            id: Some(id.clone()),
+                        }),
+                        ..At::default()
+                    },
+                    "id".into(),
+                    format!(
+                        "id \"{}\" of policy #{index} is already used by policy #{first}; policy ids must be unique",
+                        id.escape_debug()
+                    ),
+                );
+                all_ok = false;
+            } else {
+                first_index.insert(id.clone(), index);
+            }
+        }
+        let label = match &id {
+            Some(id) if !id.is_empty() => format!("\"{}\"", id.escape_debug()),
+            _ => format!("#{index}"),
+        };
+        quotas.push((label, quota));
+        match policy {
+            Some(p) => out.push(p),
+            None => all_ok = false,
+        }
+    }
+    let total: u64 = quotas
+        .iter()
+        .map(|(_, q)| q)
+        .fold(0u64, |a, q| a.saturating_add(*q));
+    if total > MAX_TOTAL_QUOTA {
+        let mut parts: Vec<String> = quotas
+            .iter()
+            .filter(|(_, q)| *q > 0)
+            .take(20)
+            .map(|(l, q)| format!("{l} {}", thousands(*q)))
+            .collect();
+        if quotas.iter().filter(|(_, q)| *q > 0).count() > 20 {
+            parts.push("...".into());
+        }
+        cx.push(
+            &At::default(),
+            "policy".into(),
+            format!(
+                "quota of all policies together is {} ({}); the limit is {}",
+                thousands(total),
+                parts.join(" + "),
+                thousands(MAX_TOTAL_QUOTA)
+            ),
+        );
+        all_ok = false;
+    }
+    all_ok.then_some(out)
+}
+
+/// Validates one policy; returns it (if valid), its quota as written and its id.
+fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<String>) {
+    let written_id = match t.get("id") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let p = Tbl::new(
+        t,
+        At {
+            policy: Some(ItemRef {
+                index,
+                id: written_id.clone(),
+            }),
+            ..At::default()
+        },
+    );
+    p.known(cx, POLICY_KEYS);
+    let id = p.string(cx, "id", true).and_then(|s| match check_id(s) {
+        Ok(()) => Some(s),
+        Err(e) => {
+            p.fail(cx, "id", format_args!("{} {e}", quote(s)));
+            None
+        }
+    });
+    let name = p.string(cx, "name", false);
+    let description = p.string(cx, "description", false);
+    let enabled = p.boolean(cx, "enabled");
+    let enabled_ok = !p.t.contains_key("enabled") || enabled.is_some();
+    let ca_cert = p.path(cx, "ca_cert", true);
+    let ca_key = p.path(cx, "ca_key", true);
+    let ca_chain = if p.t.contains_key("ca_chain") {
+        p.paths(cx, "ca_chain")
+    } else {
+        Some(Vec::new())
+    };
+    let tls13 = p.choice_or(cx, "tls13", PASS_OR_INSPECT, PassOrInspect::Passthrough);
+    let legacy_tls = p.choice_or(cx, "legacy_tls", PASS_OR_BLOCK, PassOrBlock::Passthrough);
+    let no_sni = p.choice_or(cx, "no_sni", PASS_OR_INSPECT, PassOrInspect::Passthrough);
+    let non_tls = p.choice_or(cx, "non_tls", PASS_OR_BLOCK, PassOrBlock::Passthrough);
+    let ech = p.choice_or(cx, "ech", PASS_OR_INSPECT, PassOrInspect::Passthrough);
+    let on_disable = p.choice_or(
+        cx,
+        "on_disable",
+        &[
+            ("interrupt", OnDisable::Interrupt),
+            ("drain", OnDisable::Drain),
+        ],
+        OnDisable::Interrupt,
+    );
+    let exclude_sni = match p.array(cx, "exclude_sni", "an array of host globs", false) {
+        None if p.t.contains_key("exclude_sni") => None,
+        None => Some(Vec::new()),
+        Some(items) => p.each_str(cx, "exclude_sni", items, host_glob),
+    };
+
+    let scope_tables = p.tables(cx, "scope");
+    let mut scopes_ok =
+        p.t.get("scope")
+            .is_none_or(|v| matches!(v, Value::Array(a) if a.iter().all(Value::is_table)));
+    if scope_tables.len() > MAX_SCOPES_PER_POLICY {
+        cx.push(
+            &p.at,
+            "scope".into(),
+            format!(
+                "has {} scopes; the limit is {MAX_SCOPES_PER_POLICY}",
+                thousands(scope_tables.len() as u64)
+            ),
+        );
+        scopes_ok = false;
+    }
+    let mut scopes = Vec::with_capacity(scope_tables.len());
+    let mut quota = 0u64;
+    let mut first_index: HashMap<String, usize> = HashMap::new();
+    for (sindex, st) in scope_tables {
+        let (scope, q, sid) = scope(cx, &p.at, st, sindex);
+        quota = quota.saturating_add(q);
+        if let Some(sid) = sid.filter(|sid| !sid.is_empty()) {
+            if let Some(first) = first_index.get(&sid) {
+                cx.push(
+                    &At {
+                        scope: Some(ItemRef {
+                            index: sindex,
+                            id: Some(sid.clone()),
+                        }),
+                        ..p.at.clone()
+                    },
+                    "id".into(),
+                    format!(
+                        "id \"{}\" is already used by scope #{first} of this policy; scope ids must be unique within a policy",
+                        sid.escape_debug()
+                    ),
+                );
+                scopes_ok = false;
+            } else {
+                first_index.insert(sid, sindex);
+            }
+        }
+        match scope {
+            Some(s) => scopes.push(s),
+            None => scopes_ok = false,
+        }
+    }
+
+    let policy = (|| {
+        let id = id?;
+        Some(Policy {
+            id: Arc::from(id),
+            name: name.unwrap_or(id).to_string(),
+            description: description.unwrap_or_default().to_string(),
+            enabled: enabled.unwrap_or(true),
+            ca_cert: ca_cert?,
+            ca_key: ca_key?,
+            ca_chain: ca_chain?,
+            tls13: tls13?,
+            legacy_tls: legacy_tls?,
+            no_sni: no_sni?,
+            non_tls: non_tls?,
+            ech: ech?,
+            exclude_sni: exclude_sni?,
+            on_disable: on_disable?,
+            scopes,
+        })
+    })();
+    let valid = enabled_ok
+        && scopes_ok
+        && (name.is_some() || !p.t.contains_key("name"))
+        && (description.is_some() || !p.t.contains_key("description"));
+    (policy.filter(|_| valid), quota, written_id)
+}
+
+/// Validates one scope; returns it (if valid), its quota as written and its id.
+fn scope(
+    cx: &mut Cx,
+    policy_at: &At,
+    t: &Table,
+    index: usize,
+) -> (Option<Scope>, u64, Option<String>) {
+    let written_id = match t.get("id") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let s = Tbl::new(
+        t,
+        At {
+            scope: Some(ItemRef {
+                index,
+                id: written_id.clone(),
+            }),
+            ..policy_at.clone()
+        },
+    );
+    s.known(cx, SCOPE_KEYS);
+    let id = s.string(cx, "id", true).and_then(|v| match check_id(v) {
+        Ok(()) => Some(v),
+        Err(e) => {
+            s.fail(cx, "id", format_args!("{} {e}", quote(v)));
+            None
+        }
+    });
+    let description = s.string(cx, "description", false);
+    let description_ok = description.is_some() || !t.contains_key("description");
+    let protocol_ok = match s.string(cx, "protocol", false) {
+        None => !t.contains_key("protocol"),
+        Some("tcp") => true,
+        Some(other) => {
+            s.fail(
+                cx,
+                "protocol",
+                format_args!("is {}; only \"tcp\" is accepted", quote(other)),
+            );
+            false
+        }
+    };
+
+    let mut counts = [0u64; 4];
+    let source_ips = scope_list(
+        cx,
+        &s,
+        "source_ips",
+        MAX_SOURCE_IPS,
+        source_ip,
+        &mut counts[0],
+    );
+    let source_ports = scope_list(
+        cx,
+        &s,
+        "source_ports",
+        MAX_SOURCE_PORTS,
+        port_range,
+        &mut counts[1],
+    );
+    let destinations = scope_list(
+        cx,
+        &s,
+        "destinations",
+        MAX_DESTINATIONS,
+        destination,
+        &mut counts[2],
+    );
+    let destination_ports = scope_list(
+        cx,
+        &s,
+        "destination_ports",
+        MAX_DESTINATION_PORTS,
+        port_range,
+        &mut counts[3],
+    );
+    let quota = counts.iter().fold(1u64, |a, n| a.saturating_mul(*n));
+
+    let scope = (|| {
+        Some(Scope {
+            id: Arc::from(id?),
+            index,
+            description: description.unwrap_or_default().to_string(),
+            source_ips: source_ips?,
+            source_ports: source_ports?,
+            destinations: destinations?,
+            destination_ports: destination_ports?,
+        })
+    })();
+    (
+        scope.filter(|_| description_ok && protocol_ok),
+        quota,
+        written_id,
+    )
+}
+
+/// One of the four counted lists of a scope: required, non-empty, within its
+/// limit, every entry valid. `count` receives the number of entries as written.
+fn scope_list<T>(
+    cx: &mut Cx,
+    s: &Tbl<'_>,
+    key: &str,
+    limit: usize,
+    check: fn(&str) -> Result<T, String>,
+    count: &mut u64,
+) -> Option<Vec<T>> {
+    let items = s.array(cx, key, "an array of strings", true)?;
+    *count = items.len() as u64;
+    let mut ok = true;
+    if items.is_empty() {
+        s.fail(cx, key, "is empty; a scope needs at least one entry");
+        ok = false;
+    }
+    if items.len() > limit {
+        s.fail(
+            cx,
+            key,
+            format_args!(
+                "has {} entries; the limit is {}",
+                thousands(items.len() as u64),
+                thousands(limit as u64)
+            ),
+        );
+        ok = false;
+    }
+    let parsed = s.each_str(cx, key, items, check);
+    parsed.filter(|_| ok)
+}
+
+fn ips(cx: &mut Cx, t: &Table) -> Option<Ips> {
+    let i = Tbl::new(
+        t,
+        At {
+            prefix: "ips.".into(),
+            ..At::default()
+        },
+    );
+    i.known(cx, IPS_KEYS);
+    let rules = if t.contains_key("rules") {
+        i.paths(cx, "rules")
+    } else {
+        Some(Vec::new())
+    };
+    let mode = i.choice_or(
+        cx,
+        "mode",
+        &[("detect", IpsMode::Detect), ("prevent", IpsMode::Prevent)],
+        IpsMode::Detect,
+    );
+    Some(Ips {
+        rules: rules?,
+        mode: mode?,
+    })
+}
+
+fn webfilter(cx: &mut Cx, t: &Table) -> Option<Vec<WebFilterRule>> {
+    let w = Tbl::new(
+        t,
+        At {
+            prefix: "webfilter.".into(),
+            ..At::default()
+        },
+    );
+    w.known(cx, WEBFILTER_KEYS);
+    let mut ok =
+        w.t.get("rule")
+            .is_none_or(|v| matches!(v, Value::Array(a) if a.iter().all(Value::is_table)));
+    let mut rules = Vec::new();
+    for (index, rt) in w.tables(cx, "rule") {
+        let r = Tbl::entry(rt, "webfilter.rule", index);
+        r.known(cx, WEBFILTER_RULE_KEYS);
+        let glob = |key: &str, cx: &mut Cx, check: fn(&str) -> Result<String, String>| match r
+            .string(cx, key, false)
+        {
+            None if rt.contains_key(key) => None,
+            None => Some("*".to_string()),
+            Some(v) => match check(v) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    r.fail(cx, key, format_args!("{} {e}", quote(v)));
+                    None
+                }
+            },
+        };
+        let host = glob("host", cx, host_glob);
+        let path = glob("path", cx, path_glob);
+        let methods = match r.array(cx, "methods", "an array of HTTP methods", false) {
+            None if rt.contains_key("methods") => None,
+            None => Some(Vec::new()),
+            Some(items) => r.each_str(cx, "methods", items, method),
+        };
+        let action = match r.choice(cx, "action", VERDICTS) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                r.missing(cx, "action");
+                None
+            }
+            Err(()) => None,
+        };
+        match (host, path, methods, action) {
+            (Some(host), Some(path), Some(methods), Some(action)) => rules.push(WebFilterRule {
+                host,
+                path,
+                methods,
+                action,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(rules)
+}
+
+fn appcontrol(cx: &mut Cx, t: &Table) -> Option<AppControl> {
+    let a = Tbl::new(
+        t,
+        At {
+            prefix: "appcontrol.".into(),
+            ..At::default()
+        },
+    );
+    a.known(cx, APPCONTROL_KEYS);
+    let signatures = match a.path(cx, "signatures", false) {
+        None if t.contains_key("signatures") => Err(()),
+        p => Ok(p),
+    };
+    let mut ok =
+        a.t.get("rule")
+            .is_none_or(|v| matches!(v, Value::Array(x) if x.iter().all(Value::is_table)));
+    let mut rules = Vec::new();
+    for (index, rt) in a.tables(cx, "rule") {
+        let r = Tbl::entry(rt, "appcontrol.rule", index);
+        r.known(cx, APPCONTROL_RULE_KEYS);
+        let name = |key: &str, required: bool, cx: &mut Cx| -> Result<Option<String>, ()> {
+            match r.string(cx, key, required) {
+                None if required || rt.contains_key(key) => Err(()),
+                None => Ok(None),
+                Some(v) => match app_name(v) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) => {
+                        r.fail(cx, key, format_args!("{} {e}", quote(v)));
+                        Err(())
+                    }
+                },
+            }
+        };
+        let app = name("app", true, cx);
+        let action = name("action", false, cx);
+        let verdict = match r.choice(cx, "verdict", VERDICTS) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                r.missing(cx, "verdict");
+                None
+            }
+            Err(()) => None,
+        };
+        match (app, action, verdict) {
+            (Ok(Some(app)), Ok(action), Some(verdict)) => rules.push(AppRule {
+                app,
+                action,
+                verdict,
+            }),
+            _ => ok = false,
+        }
+    }
+    Some(AppControl {
+        signatures: signatures.ok()?,
+        rules,
+    })
+    .filter(|_| ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            port_range("8080/8080"),
+            Ok(PortRange {
+                start: 8080,
+                end: 8080
+            })
+        );
+        assert_eq!(
+            port_range("0/65535"),
+            Ok(PortRange {
+                start: 0,
+                end: 65535
+            })
+        );
+        assert!(port_range("443").unwrap_err().contains("start/end"));
+        assert!(port_range("+1/2").is_err());
+        assert!(port_range("1/-2").is_err());
+        assert!(port_range("0/65536").unwrap_err().contains("end 65536"));
+        assert!(port_range("99999999999999999999999/1")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(port_range("9000/8000")
+            .unwrap_err()
+            .contains("start 9000 greater than end 8000"));
+        assert!(port_range("1/2/3").is_err());
+    }
+
+    #[test]
+    fn destinations_and_sources() {
+        assert_eq!(
+            destination("203.0.113.7").unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            destination("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(destination("203.0.113.7/24")
+            .unwrap_err()
+            .contains("203.0.113.0/24"));
+        assert!(destination("203.0.113.0/33").is_err());
+        assert!(source_ip("192.0.2.0/24")
+            .unwrap_err()
+            .contains("not networks"));
+        assert!(source_ip("2001:db8::1").is_ok());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("sorce_ips", SCOPE_KEYS), Some("source_ips"));
+        assert_eq!(suggest("tls_13", POLICY_KEYS), Some("tls13"));
+        assert_eq!(suggest("zzzzzz", POLICY_KEYS), None);
+    }
+}

@@ -1,0 +1,450 @@
+//! `tlsinspect demo` and the lab it runs in.
+//!
+//! The demo is built from the same pieces as the integration tests — the
+//! namespace topology in [`lab`], the lab PKI in [`pki`], the peers in
+//! [`probe`] — so it shows what the tests prove. Everything it reports is
+//! read back from what really happened: the peers' own observations (printed
+//! as JSON by the hidden `lab-helper` subcommands running inside the
+//! namespaces) and the appliance's traffic log. It claims nothing it did not
+//! observe.
+
+pub mod lab;
+pub mod pki;
+pub mod probe;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use lab::{Lab, LabMode, LabSpec};
+use probe::{FetchResult, PingResult, UdpResult};
+
+/// The demo's configuration template (placeholders `@NAME@`).
+pub const DEMO_CONFIG_TEMPLATE: &str = include_str!("../../configs/demo.toml");
+
+/// Values substituted into [`DEMO_CONFIG_TEMPLATE`] (and the test configs).
+#[derive(Debug, Clone)]
+pub struct ConfigVars<'a> {
+    /// `af_packet` or `tun`.
+    pub mode: &'a str,
+    /// Client-side device.
+    pub lan: &'a str,
+    /// Server-side device.
+    pub wan: &'a str,
+    /// Traffic log path.
+    pub log: &'a Path,
+    /// Control socket path.
+    pub control: &'a Path,
+    /// Upstream roots PEM.
+    pub roots: &'a Path,
+    /// Policy CA certificate.
+    pub ca_cert: &'a Path,
+    /// Policy CA key.
+    pub ca_key: &'a Path,
+    /// The in-scope client address.
+    pub in_scope: Ipv4Addr,
+}
+
+/// Fills in a config template.
+pub fn render_config(template: &str, v: &ConfigVars<'_>) -> String {
+    template
+        .replace("@MODE@", v.mode)
+        .replace("@LAN@", v.lan)
+        .replace("@WAN@", v.wan)
+        .replace("@LOG@", &v.log.display().to_string())
+        .replace("@CONTROL@", &v.control.display().to_string())
+        .replace("@ROOTS@", &v.roots.display().to_string())
+        .replace("@CA_CERT@", &v.ca_cert.display().to_string())
+        .replace("@CA_KEY@", &v.ca_key.display().to_string())
+        .replace("@IN_SCOPE@", &v.in_scope.to_string())
+}
+
+const IN_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OUT_OF_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const SERVER_NAME: &str = "www.example.com";
+const UDP_ECHO_PORT: u16 = 7;
+
+/// Runs a hidden helper inside `ns` and parses the JSON line it prints.
+fn helper<T: DeserializeOwned>(
+    lab: &Lab,
+    ns: &str,
+    exe: &Path,
+    args: &[&str],
+) -> anyhow::Result<T> {
+    let mut full = vec!["lab-helper"];
+    full.extend_from_slice(args);
+    let out = lab.exec(ns, &exe.display().to_string(), &full)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .with_context(|| format!("parsing the output of lab-helper {args:?}: {text:?}"))
+}
+
+/// A demo request and what it observed.
+struct Probe {
+    what: String,
+    src: Ipv4Addr,
+    src_port: Option<u16>,
+    dst: SocketAddr,
+    outcome: String,
+}
+
+fn rule(title: &str) {
+    println!(
+        "\n== {title} {}",
+        "=".repeat(70usize.saturating_sub(title.len()))
+    );
+}
+
+/// Runs `tlsinspect demo`.
+pub fn run(keep: bool) -> anyhow::Result<()> {
+    if !lab::is_root() {
+        bail!("`tlsinspect demo` needs root: it creates network namespaces (try: sudo tlsinspect demo)");
+    }
+    if !lab::have_program("ip") {
+        bail!("`tlsinspect demo` needs iproute2's `ip` command on PATH");
+    }
+    let exe = std::env::current_exe().context("locating the tlsinspect binary")?;
+    let dir = std::env::temp_dir().join(format!("tlsinspect-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = run_in(&exe, &dir, keep);
+    if keep {
+        println!("\nfiles kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
+    rule("lab");
+    let pki = pki::create(
+        &dir.join("pki"),
+        &[SERVER_NAME, &SERVER_A.to_string(), &SERVER_B.to_string()],
+    )?;
+    println!(
+        "lab PKI (made just now with rcgen) in {}",
+        dir.join("pki").display()
+    );
+    println!(
+        "  origin certificate for {SERVER_NAME}, issued by \"{}\"",
+        pki::ORIGIN_ROOT_CN
+    );
+    println!("  policy CA \"{}\" for policy pol-demo", pki::POLICY_CA_CN);
+
+    let mut lab = Lab::build(LabSpec {
+        prefix: lab::unique_prefix("demo"),
+        mode: LabMode::AfPacket,
+        clients: vec![IN_SCOPE, OUT_OF_SCOPE],
+        servers: vec![SERVER_A, SERVER_B],
+    })?;
+    if keep {
+        lab.keep();
+    }
+    println!(
+        "namespaces: {} (clients {IN_SCOPE}, {OUT_OF_SCOPE}) ─ {} (appliance, af_packet bridge lan<->wan) ─ {} (router 192.0.2.1, servers {SERVER_A}, {SERVER_B})",
+        lab.client_ns(),
+        lab.appliance_ns(),
+        lab.server_ns()
+    );
+    for note in lab.notes() {
+        println!("  note: {note}");
+    }
+
+    // The origin and the UDP echo, in the server ns.
+    let exe_s = exe.display().to_string();
+    let cert = pki.origin_cert.display().to_string();
+    let key = pki.origin_key.display().to_string();
+    let a443 = format!("{SERVER_A}:443");
+    let b443 = format!("{SERVER_B}:443");
+    let origin_log = std::fs::File::create(dir.join("origin.log"))?;
+    let mut cmd = lab.command(
+        lab.server_ns(),
+        &exe_s,
+        &[
+            "lab-helper",
+            "origin",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--listen",
+            &a443,
+            "--listen",
+            &b443,
+        ],
+    );
+    cmd.stdout(Stdio::null()).stderr(origin_log);
+    lab.spawn("HTTPS origin", cmd)?;
+    let echo = format!("{SERVER_A}:{UDP_ECHO_PORT}");
+    let mut cmd = lab.command(
+        lab.server_ns(),
+        &exe_s,
+        &["lab-helper", "udp-echo", "--listen", &echo],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    lab.spawn("UDP echo", cmd)?;
+    println!(
+        "origin: HTTPS on {a443} and {b443} ({SERVER_NAME}), UDP echo on {echo} (built-in peers)"
+    );
+
+    // The appliance, in the appliance ns.
+    let log_path = dir.join("traffic.jsonl");
+    let config_path = dir.join("demo.toml");
+    let (lan, wan) = lab.appliance_ports();
+    let config = render_config(
+        DEMO_CONFIG_TEMPLATE,
+        &ConfigVars {
+            mode: "af_packet",
+            lan,
+            wan,
+            log: &log_path,
+            control: &dir.join("control.sock"),
+            roots: &pki.origin_root,
+            ca_cert: &pki.policy_ca_cert,
+            ca_key: &pki.policy_ca_key,
+            in_scope: IN_SCOPE,
+        },
+    );
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let appliance_out = dir.join("appliance.out");
+    let appliance_err = dir.join("appliance.err");
+    let cfg = config_path.display().to_string();
+    let mut cmd = lab.command(lab.appliance_ns(), &exe_s, &["run", "--config", &cfg]);
+    cmd.stdout(std::fs::File::create(&appliance_out)?)
+        .stderr(std::fs::File::create(&appliance_err)?);
+    let appliance = lab.spawn("appliance", cmd)?;
+    println!("appliance: tlsinspect run --config {cfg}  (pid {appliance})");
+    println!("  policy pol-demo / scope sc-https: source {IN_SCOPE}, destinations 203.0.113.0/24, port 443");
+
+    // Wait until frames cross the appliance: nothing passes the lab until it bridges.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if !lab.is_running(appliance) {
+            let err = std::fs::read_to_string(&appliance_err).unwrap_or_default();
+            bail!("the appliance exited during start-up:\n{}", err.trim());
+        }
+        let p: PingResult = helper(
+            &lab,
+            lab.client_ns(),
+            exe,
+            &[
+                "ping",
+                "--source",
+                &OUT_OF_SCOPE.to_string(),
+                "--to",
+                &SERVER_A.to_string(),
+                "--count",
+                "1",
+                "--timeout-ms",
+                "300",
+            ],
+        )?;
+        if p.received > 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no frame crossed the appliance within 15 s of its start (see {})",
+                appliance_err.display()
+            );
+        }
+    }
+
+    rule("requests");
+    let mut probes = Vec::new();
+    for src in [IN_SCOPE, OUT_OF_SCOPE] {
+        let p: PingResult = helper(
+            &lab,
+            lab.client_ns(),
+            exe,
+            &[
+                "ping",
+                "--source",
+                &src.to_string(),
+                "--to",
+                &SERVER_A.to_string(),
+                "--count",
+                "3",
+            ],
+        )?;
+        let rtt = p.rtt_us.iter().copied().max().unwrap_or(0);
+        probes.push(Probe {
+            what: "ping".into(),
+            src,
+            src_port: None,
+            dst: SocketAddr::new(SERVER_A.into(), 0),
+            outcome: format!("{}/{} replies (max rtt {} µs)", p.received, p.sent, rtt),
+        });
+    }
+    let u: UdpResult = helper(
+        &lab,
+        lab.client_ns(),
+        exe,
+        &[
+            "udp-send",
+            "--source",
+            &format!("{IN_SCOPE}:40007"),
+            "--to",
+            &echo,
+            "--payload",
+            "hello over UDP",
+        ],
+    )?;
+    probes.push(Probe {
+        what: "UDP datagram".into(),
+        src: IN_SCOPE,
+        src_port: Some(40007),
+        dst: echo.parse()?,
+        outcome: if u.echoed {
+            format!("echoed back unchanged (rtt {} µs)", u.rtt_us.unwrap_or(0))
+        } else {
+            "no echo".into()
+        },
+    });
+    let ca = pki.origin_root.display().to_string();
+    let policy_ca = pki.policy_ca_cert.display().to_string();
+    let expect_sha = probe::sha256_hex(&probe::pattern_bytes(1 << 20));
+    for (src, path) in [
+        (IN_SCOPE, "/"),
+        (IN_SCOPE, "/bytes/1048576"),
+        (OUT_OF_SCOPE, "/"),
+    ] {
+        let f: FetchResult = helper(
+            &lab,
+            lab.client_ns(),
+            exe,
+            &[
+                "fetch",
+                "--source",
+                &src.to_string(),
+                "--connect",
+                &a443,
+                "--sni",
+                SERVER_NAME,
+                "--ca",
+                &ca,
+                "--ca",
+                &policy_ca,
+                "--path",
+                path,
+            ],
+        )?;
+        let outcome = if f.ok {
+            let issuer = f.chain.first().map(|c| c.issuer.as_str()).unwrap_or("?");
+            let body = if path == "/" {
+                format!("body {:?}", f.body_head)
+            } else if f.body_sha256.as_deref() == Some(expect_sha.as_str()) {
+                format!("{} bytes, sha256 identical to the origin's", f.body_len)
+            } else {
+                format!("{} bytes, sha256 DIFFERS from the origin's", f.body_len)
+            };
+            format!(
+                "HTTP {} over {} ({}), certificate issued by \"{issuer}\", {body}",
+                f.status.unwrap_or(0),
+                f.tls_version.as_deref().unwrap_or("?"),
+                f.alpn.as_deref().unwrap_or("no ALPN"),
+            )
+        } else {
+            format!("FAILED: {}", f.error.unwrap_or_default())
+        };
+        probes.push(Probe {
+            what: format!("HTTPS GET https://{SERVER_NAME}{path}"),
+            src,
+            src_port: Some(f.local_port),
+            dst: a443.parse()?,
+            outcome,
+        });
+    }
+
+    rule("appliance shutdown");
+    let status = lab.stop(appliance, "TERM", Duration::from_secs(15))?;
+    let out = std::fs::read_to_string(&appliance_out).unwrap_or_default();
+    let err = std::fs::read_to_string(&appliance_err).unwrap_or_default();
+    println!("appliance exited with {status}; its report:");
+    for line in out.lines().chain(err.lines()) {
+        println!("  | {line}");
+    }
+
+    let records = read_log(&log_path)?;
+    rule("what happened");
+    for p in &probes {
+        let (src, dst) = match p.src_port {
+            Some(port) => (format!("{}:{port}", p.src), p.dst.to_string()),
+            None => (p.src.to_string(), p.dst.ip().to_string()),
+        };
+        println!("{} from {src} to {dst}", p.what);
+        println!("  client saw: {}", p.outcome);
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                r["src_ip"].as_str() == Some(&p.src.to_string())
+                    && r["dest_ip"].as_str() == Some(&p.dst.ip().to_string())
+                    && (p.src_port.is_none() || r["src_port"].as_u64() == p.src_port.map(u64::from))
+                    && (p.what != "ping"
+                        || r["proto"]
+                            .as_str()
+                            .is_some_and(|x| x.eq_ignore_ascii_case("icmp")))
+            })
+            .collect();
+        if mine.is_empty() {
+            println!(
+                "  path: fast path — matched no scope, forwarded unchanged, no traffic-log record"
+            );
+        }
+        for r in mine {
+            println!(
+                "  path: in scope {}/{} — action \"{}\", reason \"{}\"",
+                r["policy_id"].as_str().unwrap_or("?"),
+                r["scope_id"].as_str().unwrap_or("?"),
+                r["action"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("?")
+            );
+            println!("  log:  {r}");
+        }
+    }
+    println!(
+        "\ntraffic log: {} record(s) in {}",
+        records.len(),
+        log_path.display()
+    );
+
+    if keep {
+        rule("kept");
+        println!(
+            "the lab is still there; remove it with:\n{}",
+            lab.teardown_commands()
+        );
+    } else {
+        drop(lab);
+        println!("\nlab removed (namespaces and processes).");
+    }
+    Ok(())
+}
+
+/// Reads a JSON-lines traffic log; a missing file is an empty log.
+pub fn read_log(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the traffic log {}", path.display()))
+        }
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a JSON record", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,947 @@
+//! Per-flow inspection: protocol detection, HTTP/1.1 request holding,
+//! response scanning, raw-stream IPS and the flow's report.
+//!
+//! [`Core`] holds what every protocol handler needs (engines, alerts, the
+//! report, the IPS scratch); the HTTP/1.1 handler lives here and the HTTP/2
+//! handler in `http2.rs`, both deciding requests through the same `Core`
+//! methods so the verdicts are identical whichever protocol carried them.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tlsinspect_pipeline::api::{
+    Alert, ConnAction, Direction, Emit, FlowInspector, FlowMeta, HttpTxn, InspectReport,
+};
+
+use super::appid::RequestFacts;
+use super::http1::{self, Event, Expect, Side};
+use super::http2;
+use super::ips::{Action, Activity, Buffer, Buffers, Mode, Phase, Scratch};
+use super::text::html_escape;
+use super::webfilter::Verdict;
+use super::Shared;
+
+/// What the IPS decided for one inspection step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpsOutcome {
+    /// Nothing blocks.
+    Continue,
+    /// A drop rule matched in prevent mode.
+    Drop,
+    /// A reject rule matched in prevent mode.
+    Reject,
+}
+
+/// Facts of one HTTP transaction, kept while its response is outstanding.
+#[derive(Debug, Default)]
+pub(crate) struct Txn {
+    pub method: String,
+    pub host: String,
+    pub target: Vec<u8>,
+    pub uri: Vec<u8>,
+    pub header_buf: Vec<u8>,
+    pub ua: Option<Vec<u8>>,
+    pub app: Option<(String, String)>,
+    /// Index into the report's `http` list, when recorded.
+    pub log: Option<usize>,
+    pub status: Option<u16>,
+    pub resp_header_buf: Vec<u8>,
+    /// Tail of the response body already scanned (overlap for the next chunk).
+    pub resp_tail: Vec<u8>,
+    /// Sids already raised on this transaction's response.
+    pub resp_sids: HashSet<u64>,
+}
+
+/// State shared by the protocol handlers of one flow.
+pub(crate) struct Core {
+    pub shared: Arc<Shared>,
+    activity: Activity,
+    scratch: Scratch,
+    hits: Vec<u32>,
+    /// A `pass` rule matched: no more IPS on this flow.
+    ips_passed: bool,
+    new_alerts: Vec<Alert>,
+    report: InspectReport,
+    raw_sids: HashSet<u64>,
+    pub is_http: bool,
+}
+
+fn header_lines(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum());
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The short HTML body of a block page.
+pub(crate) fn block_html(reason: &str) -> String {
+    let mut s = String::from(
+        "<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>\n<h1>Access blocked</h1>\n<p>",
+    );
+    html_escape(reason, &mut s);
+    s.push_str("</p>\n<p>This request was blocked by the network's security policy (tlsinspect).</p>\n</body></html>\n");
+    s
+}
+
+/// A complete HTTP/1.1 403 response carrying the block page.
+pub(crate) fn block_page_h1(reason: &str, close: bool) -> Vec<u8> {
+    let body = block_html(reason);
+    let mut r = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
+        body.len()
+    );
+    if close {
+        r.push_str("Connection: close\r\n");
+    }
+    r.push_str("\r\n");
+    r.push_str(&body);
+    r.into_bytes()
+}
+
+impl Core {
+    fn new(shared: Arc<Shared>, client: (IpAddr, u16), server: (IpAddr, u16)) -> Self {
+        let activity = shared.ips.activity(client, server);
+        Core {
+            shared,
+            activity,
+            scratch: Scratch::default(),
+            hits: Vec::new(),
+            ips_passed: false,
+            new_alerts: Vec::new(),
+            report: InspectReport::default(),
+            raw_sids: HashSet::new(),
+            is_http: false,
+        }
+    }
+
+    fn alert(&mut self, a: Alert) {
+        if self.report.alerts.len() < self.shared.limits.max_alerts {
+            self.report.alerts.push(a.clone());
+            self.new_alerts.push(a);
+        }
+    }
+
+    /// Raises a protocol anomaly (engine `http`).
+    pub fn anomaly(&mut self, msg: String, action: &str) {
+        self.alert(Alert {
+            engine: "http",
+            sid: 0,
+            msg,
+            action: action.to_string(),
+        });
+    }
+
+    /// Starts a transaction: identifies the app and records it for the log.
+    pub fn new_txn(
+        &mut self,
+        method: &str,
+        host: &str,
+        target: &[u8],
+        uri: Vec<u8>,
+        headers: &[(String, Vec<u8>)],
+    ) -> Txn {
+        let app = self
+            .shared
+            .apps
+            .identify(&RequestFacts {
+                method,
+                host,
+                uri: &uri,
+                headers,
+            })
+            .map(|s| (s.app.clone(), s.action.clone()));
+        if let Some((a, _)) = &app {
+            self.report.app = Some(a.clone());
+        }
+        let log = (self.report.http.len() < self.shared.limits.max_txns).then(|| {
+            self.report.http.push(HttpTxn {
+                method: method.to_string(),
+                host: host.to_string(),
+                url: String::from_utf8_lossy(target).into_owned(),
+                status: None,
+                app: app.clone(),
+            });
+            self.report.http.len() - 1
+        });
+        let ua = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
+            .map(|(_, v)| v.clone());
+        Txn {
+            method: method.to_string(),
+            host: host.to_string(),
+            target: target.to_vec(),
+            header_buf: header_lines(headers),
+            uri,
+            ua,
+            app,
+            log,
+            ..Txn::default()
+        }
+    }
+
+    /// Records the response status of `txn` in the report.
+    pub fn set_status(&mut self, txn: &mut Txn, status: u16) {
+        txn.status = Some(status);
+        if let Some(i) = txn.log {
+            if let Some(t) = self.report.http.get_mut(i) {
+                t.status = Some(status);
+            }
+        }
+    }
+
+    /// Web filter then application control on a request head.
+    ///
+    /// Returns the block-page reason when the request is denied.
+    pub fn policy(&mut self, txn: &Txn) -> Option<String> {
+        if let Some((i, Verdict::Deny)) =
+            self.shared
+                .webfilter
+                .decide(&txn.method, &txn.host, &txn.uri)
+        {
+            let msg = format!(
+                "web filter rule {i} denies {} {}{}",
+                txn.method,
+                txn.host,
+                String::from_utf8_lossy(&txn.target)
+            );
+            self.alert(Alert {
+                engine: "webfilter",
+                sid: i as u64,
+                msg: msg.clone(),
+                action: "deny".into(),
+            });
+            return Some(msg);
+        }
+        if let Some((app, action)) = &txn.app {
+            if let Some((i, Verdict::Deny)) = self.shared.appcontrol.decide(app, action) {
+                let msg = format!("application control rule {i} denies {app}/{action}");
+                self.alert(Alert {
+                    engine: "appcontrol",
+                    sid: i as u64,
+                    msg: msg.clone(),
+                    action: "deny".into(),
+                });
+                return Some(msg);
+            }
+        }
+        None
+    }
+
+    fn request_buffers<'a>(txn: &'a Txn, bufs: &mut Buffers<'a>) {
+        bufs.set(Buffer::Uri, &txn.uri);
+        bufs.set(Buffer::UriRaw, &txn.target);
+        bufs.set(Buffer::Host, txn.host.as_bytes());
+        bufs.set(Buffer::Method, txn.method.as_bytes());
+        bufs.set(Buffer::Header, &txn.header_buf);
+        if let Some(ua) = &txn.ua {
+            bufs.set(Buffer::UserAgent, ua);
+        }
+    }
+
+    /// Runs the request-phase IPS rules on a request (and its held body).
+    pub fn ips_request(&mut self, txn: &Txn, body: Option<&[u8]>) -> IpsOutcome {
+        if self.ips_passed || self.shared.ips.phase_empty(Phase::Request) {
+            return IpsOutcome::Continue;
+        }
+        let mut bufs = Buffers::default();
+        Self::request_buffers(txn, &mut bufs);
+        if let Some(b) = body.filter(|b| !b.is_empty()) {
+            bufs.set(Buffer::RequestBody, b);
+        }
+        self.run(Phase::Request, &bufs, true, None)
+    }
+
+    /// Runs the response-phase rules on a response head or body chunk.
+    pub fn ips_response(&mut self, txn: &mut Txn, chunk: Option<&[u8]>) -> IpsOutcome {
+        let ips = self.shared.ips.clone();
+        if self.ips_passed || ips.phase_empty(Phase::Response) {
+            return IpsOutcome::Continue;
+        }
+        let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
+        let mut window = Vec::new();
+        if let Some(c) = chunk {
+            if !ips.wants(Phase::Response, Buffer::ResponseBody) {
+                return IpsOutcome::Continue;
+            }
+            window.reserve(txn.resp_tail.len() + c.len());
+            window.extend_from_slice(&txn.resp_tail);
+            window.extend_from_slice(c);
+        }
+        let mut sids = std::mem::take(&mut txn.resp_sids);
+        let outcome = {
+            let mut bufs = Buffers::default();
+            Self::request_buffers(txn, &mut bufs);
+            if txn.status.is_some() {
+                bufs.set(Buffer::StatCode, status.as_bytes());
+            }
+            bufs.set(Buffer::ResponseHeader, &txn.resp_header_buf);
+            if chunk.is_some() {
+                bufs.set(Buffer::ResponseBody, &window);
+            }
+            self.run(Phase::Response, &bufs, false, Some(&mut sids))
+        };
+        txn.resp_sids = sids;
+        if chunk.is_some() {
+            let keep = self.shared.limits.stream_overlap.min(window.len());
+            txn.resp_tail.clear();
+            txn.resp_tail
+                .extend_from_slice(&window[window.len() - keep..]);
+        }
+        outcome
+    }
+
+    /// Runs the raw-stream rules over `window` (tail of the previous chunk + this one).
+    pub fn ips_raw(&mut self, to_server: bool, window: &[u8]) -> IpsOutcome {
+        if self.ips_passed {
+            return IpsOutcome::Continue;
+        }
+        let mut bufs = Buffers::default();
+        bufs.set(Buffer::Raw, window);
+        let mut sids = std::mem::take(&mut self.raw_sids);
+        let o = self.run(Phase::Raw, &bufs, to_server, Some(&mut sids));
+        self.raw_sids = sids;
+        o
+    }
+
+    /// Whether raw-stream rules could apply to this direction at all.
+    pub fn raw_wanted(&self) -> bool {
+        !self.ips_passed && !self.shared.ips.phase_empty(Phase::Raw)
+    }
+
+    fn run(
+        &mut self,
+        phase: Phase,
+        bufs: &Buffers<'_>,
+        to_server: bool,
+        mut dedupe: Option<&mut HashSet<u64>>,
+    ) -> IpsOutcome {
+        let ips = self.shared.ips.clone();
+        self.hits.clear();
+        let activity = &self.activity;
+        let is_http = self.is_http;
+        let active = |id: u32| {
+            let r = ips.rule(id);
+            (r.proto == super::ips::Proto::Any || is_http)
+                && if to_server {
+                    activity.to_server(id)
+                } else {
+                    activity.to_client(id)
+                }
+        };
+        ips.eval(phase, bufs, &active, &mut self.scratch, &mut self.hits);
+        if self.hits.is_empty() {
+            return IpsOutcome::Continue;
+        }
+        let hits = std::mem::take(&mut self.hits);
+        let mut outcome = IpsOutcome::Continue;
+        let pass = hits.iter().find(|&&h| ips.rule(h).action == Action::Pass);
+        let chosen: Vec<u32> = match pass {
+            Some(&p) => {
+                self.ips_passed = true;
+                vec![p]
+            }
+            None => hits.clone(),
+        };
+        for h in chosen {
+            let r = ips.rule(h);
+            if let Some(seen) = dedupe.as_deref_mut() {
+                if !seen.insert(r.sid) {
+                    continue;
+                }
+            }
+            let done = match (self.shared.mode, r.action) {
+                (_, Action::Pass) => "pass",
+                (Mode::Prevent, Action::Drop) => {
+                    outcome = IpsOutcome::Drop;
+                    "drop"
+                }
+                (Mode::Prevent, Action::Reject) => {
+                    if outcome != IpsOutcome::Drop {
+                        outcome = IpsOutcome::Reject;
+                    }
+                    "reject"
+                }
+                _ => "alert",
+            };
+            self.alert(Alert {
+                engine: "ips",
+                sid: r.sid,
+                msg: r.msg.clone(),
+                action: done.to_string(),
+            });
+        }
+        self.hits = hits;
+        outcome
+    }
+}
+
+/// Protocol state of a flow.
+enum Proto {
+    /// Waiting for enough client bytes to recognise the protocol.
+    Detect(Vec<u8>),
+    Http1(Box<H1>),
+    Http2(Box<http2::H2>),
+    /// Not HTTP: raw-stream rules only.
+    Raw,
+}
+
+/// The per-flow inspector handed to the data plane.
+pub(crate) struct Flow {
+    core: Core,
+    proto: Proto,
+    raw_tail: [Vec<u8>; 2],
+    /// After a reset verdict nothing more is forwarded.
+    dead: bool,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Flow {
+    pub(crate) fn new(shared: Arc<Shared>, meta: &FlowMeta) -> Self {
+        let core = Core::new(
+            shared,
+            (meta.src.ip(), meta.src.port()),
+            (meta.dest.ip(), meta.dest.port()),
+        );
+        let proto = match meta.alpn.as_deref() {
+            Some(b"h2") => Proto::Http2(Box::new(http2::H2::new(&core.shared.limits))),
+            _ => Proto::Detect(Vec::new()),
+        };
+        let mut f = Flow {
+            core,
+            proto,
+            raw_tail: [Vec::new(), Vec::new()],
+            dead: false,
+        };
+        if matches!(f.proto, Proto::Http2(_)) {
+            f.core.is_http = true;
+        }
+        f
+    }
+
+    /// Scans raw bytes; false when the flow must be reset.
+    fn raw_scan(&mut self, dir: Direction, data: &[u8], out: &mut Emit) -> bool {
+        if !self.core.raw_wanted() || data.is_empty() {
+            return true;
+        }
+        let i = if dir == Direction::ToServer { 0 } else { 1 };
+        let mut window = std::mem::take(&mut self.raw_tail[i]);
+        window.extend_from_slice(data);
+        let o = self.core.ips_raw(dir == Direction::ToServer, &window);
+        let keep = self.core.shared.limits.stream_overlap.min(window.len());
+        window.drain(..window.len() - keep);
+        self.raw_tail[i] = window;
+        if o != IpsOutcome::Continue {
+            self.kill(out);
+            return false;
+        }
+        true
+    }
+
+    fn kill(&mut self, out: &mut Emit) {
+        self.dead = true;
+        out.to_server.clear();
+        out.to_client.clear();
+        out.action = ConnAction::Reset;
+    }
+
+    fn detect(buf: &[u8]) -> Option<bool> {
+        // Some(true) = HTTP/2, Some(false) = HTTP/1.x, None = need more.
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] == H2_PREFACE[..n] {
+            return if n == H2_PREFACE.len() {
+                Some(true)
+            } else {
+                None
+            };
+        }
+        let tok_end = buf.iter().position(|&b| b == b' ');
+        match tok_end {
+            Some(0) => Some(false),
+            Some(e)
+                if e <= 16
+                    && buf[..e]
+                        .iter()
+                        .all(|b| b.is_ascii_uppercase() || *b == b'-') =>
+            {
+                Some(false)
+            }
+            Some(_) => Some(false),
+            None if buf.len() > 16 || !buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'-') => {
+                Some(false)
+            }
+            None => None,
+        }
+    }
+
+    fn is_http_method_start(buf: &[u8]) -> bool {
+        match buf.iter().position(|&b| b == b' ') {
+            Some(e) => {
+                e > 0
+                    && e <= 16
+                    && buf[..e]
+                        .iter()
+                        .all(|b| b.is_ascii_uppercase() || *b == b'-')
+            }
+            None => false,
+        }
+    }
+}
+
+impl FlowInspector for Flow {
+    fn on_data(&mut self, dir: Direction, data: &[u8], out: &mut Emit) {
+        if self.dead {
+            return;
+        }
+        if let Proto::Detect(buf) = &mut self.proto {
+            if dir == Direction::ToClient {
+                // Server spoke first: not HTTP.
+                let held = std::mem::take(buf);
+                self.proto = Proto::Raw;
+                if !held.is_empty() {
+                    self.on_data(Direction::ToServer, &held, out);
+                    if self.dead {
+                        return;
+                    }
+                }
+            } else {
+                buf.extend_from_slice(data);
+                match Self::detect(buf) {
+                    None => return,
+                    Some(h2) => {
+                        let held = std::mem::take(buf);
+                        self.proto = if h2 {
+                            self.core.is_http = true;
+                            Proto::Http2(Box::new(http2::H2::new(&self.core.shared.limits)))
+                        } else if Self::is_http_method_start(&held) {
+                            self.core.is_http = true;
+                            Proto::Http1(Box::new(H1::new(&self.core.shared.limits)))
+                        } else {
+                            Proto::Raw
+                        };
+                        return self.on_data(Direction::ToServer, &held, out);
+                    }
+                }
+            }
+        }
+        if !self.raw_scan(dir, data, out) {
+            return;
+        }
+        let reset = match &mut self.proto {
+            Proto::Raw | Proto::Detect(_) => {
+                match dir {
+                    Direction::ToServer => out.to_server.extend_from_slice(data),
+                    Direction::ToClient => out.to_client.extend_from_slice(data),
+                }
+                false
+            }
+            Proto::Http1(h) => h.on_data(&mut self.core, dir, data, out),
+            Proto::Http2(h) => h.on_data(&mut self.core, dir, data, out),
+        };
+        if reset {
+            self.kill(out);
+        }
+    }
+
+    fn on_eof(&mut self, dir: Direction, out: &mut Emit) {
+        if self.dead {
+            return;
+        }
+        if let Proto::Detect(buf) = &mut self.proto {
+            // A short non-HTTP exchange: treat what was held as raw.
+            let held = std::mem::take(buf);
+            self.proto = Proto::Raw;
+            if !held.is_empty() {
+                self.on_data(Direction::ToServer, &held, out);
+            }
+            return;
+        }
+        if let Proto::Http1(h) = &mut self.proto {
+            h.on_eof(&mut self.core, dir, out);
+        }
+    }
+
+    fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.core.new_alerts)
+    }
+
+    fn finish(&mut self) -> InspectReport {
+        std::mem::take(&mut self.core.report)
+    }
+}
+
+// ------------------------------------------------------------------ HTTP/1.1
+
+/// What the request side does with the bytes of the current message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqState {
+    /// Between requests (a head is being buffered by the parser).
+    Idle,
+    /// Holding the request until it is decided.
+    Hold,
+    /// Decided and allowed: stream the rest.
+    Forward,
+    /// Denied: discard the rest of this request.
+    Swallow,
+    /// The request side failed or was refused: discard everything.
+    Refused,
+}
+
+/// A request in order, for matching responses and placing block pages.
+enum Slot {
+    /// Forwarded to the server; its response is outstanding.
+    Forwarded(Box<Txn>),
+    /// Answered by us with this response; `close` ends the connection after it.
+    Denied { page: Vec<u8>, close: bool },
+}
+
+/// HTTP/1.1 state of a flow.
+pub(crate) struct H1 {
+    req: http1::Parser,
+    resp: http1::Parser,
+    state: ReqState,
+    hold: Vec<u8>,
+    body: Vec<u8>,
+    cur: Option<Box<Txn>>,
+    /// Whether the held request asked for `100 Continue`.
+    expect_continue: bool,
+    queue: VecDeque<Slot>,
+    /// Transaction of the response being received.
+    resp_txn: Option<Box<Txn>>,
+    /// Response side stopped parsing (error): pass through.
+    resp_failed: bool,
+    max_body: usize,
+    events: Vec<Event>,
+}
+
+impl H1 {
+    fn new(limits: &super::EngineLimits) -> Self {
+        H1 {
+            req: http1::Parser::new(Side::Request, limits.http1),
+            resp: http1::Parser::new(Side::Response, limits.http1),
+            state: ReqState::Idle,
+            hold: Vec::new(),
+            body: Vec::new(),
+            cur: None,
+            expect_continue: false,
+            queue: VecDeque::new(),
+            resp_txn: None,
+            resp_failed: false,
+            max_body: limits.max_request_body,
+            events: Vec::new(),
+        }
+    }
+
+    /// Sends block pages that are now at the front of the response order.
+    fn flush_denied(&mut self, out: &mut Emit) {
+        if self.resp_txn.is_some() {
+            return;
+        }
+        while let Some(Slot::Denied { .. }) = self.queue.front() {
+            if let Some(Slot::Denied { page, close }) = self.queue.pop_front() {
+                out.to_client.extend_from_slice(&page);
+                if close {
+                    out.action = ConnAction::Close;
+                    self.queue.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn deny(&mut self, page: Vec<u8>, close: bool, out: &mut Emit) {
+        if self.queue.len() < 1024 {
+            self.queue.push_back(Slot::Denied { page, close });
+        }
+        self.flush_denied(out);
+    }
+
+    /// Decides the held request; true when the connection must be reset.
+    fn decide(&mut self, core: &mut Core, complete: bool, out: &mut Emit) -> bool {
+        let Some(mut txn) = self.cur.take() else {
+            return false;
+        };
+        let body = (!self.body.is_empty()).then_some(self.body.as_slice());
+        let o = core.ips_request(&txn, body);
+        self.body.clear();
+        match o {
+            IpsOutcome::Drop => {
+                self.hold.clear();
+                return true;
+            }
+            IpsOutcome::Reject => {
+                self.hold.clear();
+                core.set_status(&mut txn, 403);
+                self.state = ReqState::Refused;
+                self.deny(
+                    block_page_h1("blocked by an intrusion prevention rule", true),
+                    true,
+                    out,
+                );
+                return false;
+            }
+            IpsOutcome::Continue => {}
+        }
+        out.to_server.append(&mut self.hold);
+        let expect = if txn.method.eq_ignore_ascii_case("HEAD") {
+            Expect::Head
+        } else if txn.method.eq_ignore_ascii_case("CONNECT") {
+            Expect::Connect
+        } else {
+            Expect::Normal
+        };
+        self.resp.expect_response(expect);
+        if self.queue.len() < 1024 {
+            self.queue.push_back(Slot::Forwarded(txn));
+        }
+        self.state = if complete {
+            ReqState::Idle
+        } else {
+            ReqState::Forward
+        };
+        false
+    }
+
+    fn on_data(&mut self, core: &mut Core, dir: Direction, data: &[u8], out: &mut Emit) -> bool {
+        match dir {
+            Direction::ToServer => self.on_request_bytes(core, data, out),
+            Direction::ToClient => self.on_response_bytes(core, data, out),
+        }
+    }
+
+    fn on_request_bytes(&mut self, core: &mut Core, data: &[u8], out: &mut Emit) -> bool {
+        if self.state == ReqState::Refused {
+            return false;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let res = self.req.push(data, &mut events);
+        let mut cursor = 0usize;
+        let mut reset = false;
+        for ev in events.drain(..) {
+            let end = ev.end();
+            let seg = &data[cursor..end];
+            cursor = end;
+            match ev {
+                Event::Request { head, .. } => {
+                    let txn = core.new_txn(
+                        &head.method,
+                        &head.host,
+                        &head.target,
+                        head.uri.clone(),
+                        &head.headers,
+                    );
+                    let has_body = head
+                        .header("content-length")
+                        .is_some_and(|v| v.trim_ascii() != b"0")
+                        || head.header("transfer-encoding").is_some();
+                    let expect_continue = head
+                        .header("expect")
+                        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+                    if let Some(reason) = core.policy(&txn) {
+                        let mut txn = txn;
+                        core.set_status(&mut txn, 403);
+                        // If the client waits for 100 Continue, it will not send
+                        // the body we would have to swallow: close instead.
+                        let close = expect_continue && has_body;
+                        self.state = ReqState::Swallow;
+                        self.deny(block_page_h1(&reason, close), close, out);
+                        if close {
+                            self.state = ReqState::Refused;
+                        }
+                        continue;
+                    }
+                    self.cur = Some(Box::new(txn));
+                    self.hold.clear();
+                    self.hold.extend_from_slice(&head.raw);
+                    self.body.clear();
+                    self.state = ReqState::Hold;
+                    self.expect_continue = expect_continue && has_body;
+                    if self.expect_continue && self.queue.is_empty() && self.resp_txn.is_none() {
+                        // We hold the body for inspection, so we answer the
+                        // client's Expect ourselves and strip it toward the server.
+                        out.to_client
+                            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.hold = strip_expect(&head.raw);
+                    }
+                }
+                Event::Body(r) => match self.state {
+                    ReqState::Hold => {
+                        self.hold.extend_from_slice(seg);
+                        self.body.extend_from_slice(&data[r]);
+                        if self.body.len() >= self.max_body || self.hold.len() >= 2 * self.max_body
+                        {
+                            core.anomaly(
+                                format!(
+                                    "request body exceeds {} bytes; the rest is not inspected",
+                                    self.max_body
+                                ),
+                                "alert",
+                            );
+                            if self.decide(core, false, out) {
+                                reset = true;
+                                break;
+                            }
+                        }
+                    }
+                    ReqState::Forward => out.to_server.extend_from_slice(seg),
+                    _ => {}
+                },
+                Event::End { .. } => match self.state {
+                    ReqState::Hold => {
+                        self.hold.extend_from_slice(seg);
+                        if self.decide(core, true, out) {
+                            reset = true;
+                            break;
+                        }
+                    }
+                    ReqState::Forward => {
+                        out.to_server.extend_from_slice(seg);
+                        self.state = ReqState::Idle;
+                    }
+                    ReqState::Swallow => self.state = ReqState::Idle,
+                    ReqState::Idle | ReqState::Refused => {}
+                },
+                Event::Tunnel(_) => out.to_server.extend_from_slice(seg),
+                Event::Response { .. } => {}
+            }
+            if self.state == ReqState::Refused {
+                break;
+            }
+        }
+        self.events = events;
+        if reset {
+            return true;
+        }
+        if self.state != ReqState::Refused {
+            let rest = &data[cursor.min(data.len())..];
+            if self.req.is_tunnel() {
+                out.to_server.extend_from_slice(rest);
+            } else {
+                match self.state {
+                    ReqState::Hold => self.hold.extend_from_slice(rest),
+                    ReqState::Forward => out.to_server.extend_from_slice(rest),
+                    _ => {}
+                }
+            }
+        }
+        if let Err(e) = res {
+            core.anomaly(format!("malformed HTTP/1.1 request: {e}"), "reject");
+            self.state = ReqState::Refused;
+            self.hold.clear();
+            self.cur = None;
+            let body = "malformed request\n";
+            let page = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            self.deny(page.into_bytes(), true, out);
+        }
+        false
+    }
+
+    fn on_response_bytes(&mut self, core: &mut Core, data: &[u8], out: &mut Emit) -> bool {
+        if self.resp_failed {
+            out.to_client.extend_from_slice(data);
+            return false;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let res = self.resp.push(data, &mut events);
+        let mut cursor = 0usize;
+        let mut reset = false;
+        for ev in events.drain(..) {
+            match ev {
+                Event::Response { head, end } => {
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        continue;
+                    }
+                    let mut txn = match self.queue.front() {
+                        Some(Slot::Forwarded(_)) => match self.queue.pop_front() {
+                            Some(Slot::Forwarded(t)) => t,
+                            _ => Box::default(),
+                        },
+                        _ => Box::default(),
+                    };
+                    core.set_status(&mut txn, head.status);
+                    txn.resp_header_buf = header_lines(&head.headers);
+                    if core.ips_response(&mut txn, None) != IpsOutcome::Continue {
+                        reset = true;
+                        break;
+                    }
+                    self.resp_txn = Some(txn);
+                    let _ = end;
+                }
+                Event::Body(r) => {
+                    if let Some(txn) = self.resp_txn.as_mut() {
+                        if core.ips_response(txn, Some(&data[r])) != IpsOutcome::Continue {
+                            reset = true;
+                            break;
+                        }
+                    }
+                }
+                Event::End { end } => {
+                    out.to_client.extend_from_slice(&data[cursor..end]);
+                    cursor = end;
+                    self.resp_txn = None;
+                    self.flush_denied(out);
+                }
+                Event::Tunnel(_) | Event::Request { .. } => {}
+            }
+        }
+        self.events = events;
+        if reset {
+            return true;
+        }
+        out.to_client
+            .extend_from_slice(&data[cursor.min(data.len())..]);
+        if let Err(e) = res {
+            core.anomaly(
+                format!("malformed HTTP/1.1 response: {e}; passing the rest uninspected"),
+                "alert",
+            );
+            self.resp_failed = true;
+        }
+        false
+    }
+
+    fn on_eof(&mut self, core: &mut Core, dir: Direction, out: &mut Emit) {
+        if dir == Direction::ToClient {
+            let mut ev = Vec::new();
+            self.resp.finish(&mut ev, 0);
+            if !ev.is_empty() {
+                self.resp_txn = None;
+                self.flush_denied(out);
+            }
+        } else if self.state == ReqState::Hold {
+            // The client gave up mid-request: the partial request is dropped.
+            self.cur = None;
+            self.hold.clear();
+            core.anomaly(
+                "client closed during an incomplete request; not forwarded".into(),
+                "drop",
+            );
+        }
+    }
+}
+
+fn strip_expect(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let is_expect = line.len() > 7 && line[..7].eq_ignore_ascii_case(b"expect:");
+        if !is_expect {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+pub(crate) mod tests;

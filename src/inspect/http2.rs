@@ -1,0 +1,836 @@
+//! HTTP/2 observation and enforcement on one connection.
+//!
+//! Frames are followed in both directions; flow control is left to the
+//! endpoints. Two things are deliberately not pass-through:
+//!
+//! * Request HEADERS toward the server are re-encoded with our own HPACK
+//!   encoder. A denied stream's HEADERS must never reach the server, and
+//!   simply dropping a header block would desynchronise the server's HPACK
+//!   table from the client's; owning the encoder toward the server keeps both
+//!   tables consistent whatever we drop. A request is held (HEADERS and DATA)
+//!   until decided, bounded so that the client's flow-control window can
+//!   never be exhausted by our holding.
+//! * A denied stream is answered toward the client with a `403` HEADERS frame
+//!   whose header block uses only literals without indexing, so the client's
+//!   HPACK table (owned by the server's encoder) is untouched. No DATA frame is
+//!   sent: it would consume connection flow-control credit the server does
+//!   not know about.
+//!
+//! Everything else (SETTINGS, PING, WINDOW_UPDATE, responses) is forwarded
+//! byte for byte at frame boundaries.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use loona_hpack::{Decoder, Encoder};
+use tlsinspect_pipeline::api::{Direction, Emit};
+
+use super::flow::{Core, IpsOutcome, Txn};
+use super::text::normalize_uri;
+use super::EngineLimits;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const PRIORITY: u8 = 2;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const WINDOW_UPDATE: u8 = 8;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY_FLAG: u8 = 0x20;
+/// Largest frame we buffer (the client may allow up to 16 MiB; real peers use 16 KiB).
+const MAX_FRAME: usize = 1 << 20;
+/// Most request bytes held across all undecided streams; below the 65,535
+/// byte initial connection window so a client can always make progress.
+const MAX_HELD_TOTAL: usize = 48 * 1024;
+/// Largest header block (all fragments) we collect.
+const MAX_HEADER_BLOCK: usize = 256 * 1024;
+
+/// Writes a frame header.
+pub fn frame_header(out: &mut Vec<u8>, len: usize, ty: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(ty);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+}
+
+/// A frame in the input: buffered (it straddled chunks) or a range of the input.
+enum FrameRef {
+    Owned(Vec<u8>),
+    In(Range<usize>),
+}
+
+/// Splits a byte stream into whole frames, buffering at most one partial frame.
+#[derive(Debug, Default)]
+struct Framer {
+    buf: Vec<u8>,
+}
+
+fn frame_len(h: &[u8]) -> usize {
+    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2])
+}
+
+impl Framer {
+    fn split(&mut self, data: &[u8], out: &mut Vec<FrameRef>) -> Result<(), String> {
+        let mut pos = 0;
+        if !self.buf.is_empty() {
+            if self.buf.len() < 9 {
+                let n = (9 - self.buf.len()).min(data.len());
+                self.buf.extend_from_slice(&data[..n]);
+                pos = n;
+                if self.buf.len() < 9 {
+                    return Ok(());
+                }
+            }
+            let len = frame_len(&self.buf);
+            if len > MAX_FRAME {
+                return Err(format!("frame of {len} bytes exceeds {MAX_FRAME}"));
+            }
+            let need = 9 + len - self.buf.len();
+            let n = need.min(data.len() - pos);
+            self.buf.extend_from_slice(&data[pos..pos + n]);
+            pos += n;
+            if self.buf.len() < 9 + len {
+                return Ok(());
+            }
+            out.push(FrameRef::Owned(std::mem::take(&mut self.buf)));
+        }
+        while data.len() - pos >= 9 {
+            let len = frame_len(&data[pos..]);
+            if len > MAX_FRAME {
+                return Err(format!("frame of {len} bytes exceeds {MAX_FRAME}"));
+            }
+            if data.len() - pos < 9 + len {
+                break;
+            }
+            out.push(FrameRef::In(pos..pos + 9 + len));
+            pos += 9 + len;
+        }
+        self.buf.extend_from_slice(&data[pos..]);
+        Ok(())
+    }
+}
+
+/// Payload of a HEADERS or DATA frame without padding and priority fields.
+fn payload(frame: &[u8]) -> Option<&[u8]> {
+    let ty = frame[3];
+    let flags = frame[4];
+    let mut p = &frame[9..];
+    let mut pad = 0usize;
+    if (ty == DATA || ty == HEADERS) && flags & PADDED != 0 {
+        pad = usize::from(*p.first()?);
+        p = &p[1..];
+    }
+    if ty == HEADERS && flags & PRIORITY_FLAG != 0 {
+        p = p.get(5..)?;
+    }
+    p.get(..p.len().checked_sub(pad)?)
+}
+
+fn stream_id(frame: &[u8]) -> u32 {
+    u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SState {
+    /// Undecided: frames are held.
+    Held,
+    /// Allowed: frames are forwarded.
+    Forward,
+    /// Denied: frames from the client are discarded.
+    Denied,
+}
+
+enum HeldFrame {
+    Headers(Vec<(Vec<u8>, Vec<u8>)>, bool),
+    Raw(Vec<u8>),
+}
+
+struct Stream {
+    state: SState,
+    txn: Option<Box<Txn>>,
+    held: Vec<HeldFrame>,
+    held_bytes: usize,
+    body: Vec<u8>,
+    /// The client finished sending (END_STREAM seen).
+    client_done: bool,
+    /// The response has ended or the stream was reset.
+    resp_done: bool,
+}
+
+/// A header block being collected (HEADERS + CONTINUATION).
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    frag: Vec<u8>,
+}
+
+/// HTTP/2 state of one connection.
+pub struct H2 {
+    preface_left: usize,
+    c_framer: Framer,
+    s_framer: Framer,
+    dec_req: Decoder<'static>,
+    enc_req: Encoder<'static>,
+    dec_resp: Decoder<'static>,
+    c_block: Option<Block>,
+    s_block: Option<Block>,
+    streams: HashMap<u32, Stream>,
+    /// Highest client stream id seen.
+    last_stream: u32,
+    /// Frames toward the client waiting for a frame boundary.
+    inject: Vec<u8>,
+    /// The server's first frame (its SETTINGS) has been forwarded.
+    server_started: bool,
+    /// The server's SETTINGS_MAX_FRAME_SIZE (limits frames we send it).
+    server_max_frame: usize,
+    max_streams: usize,
+    max_body: usize,
+    /// Server-to-client parsing gave up: forward raw.
+    s_failed: bool,
+    /// Client-to-server parsing gave up (not HTTP/2): forward raw.
+    c_failed: bool,
+    frames: Vec<FrameRef>,
+}
+
+impl H2 {
+    /// Creates the state for a new connection.
+    pub fn new(limits: &EngineLimits) -> Self {
+        let mut dec_req = Decoder::new();
+        dec_req.set_max_allowed_table_size(64 * 1024);
+        let mut dec_resp = Decoder::new();
+        dec_resp.set_max_allowed_table_size(64 * 1024);
+        H2 {
+            preface_left: PREFACE.len(),
+            c_framer: Framer::default(),
+            s_framer: Framer::default(),
+            dec_req,
+            enc_req: Encoder::new(),
+            dec_resp,
+            c_block: None,
+            s_block: None,
+            streams: HashMap::new(),
+            last_stream: 0,
+            inject: Vec::new(),
+            server_started: false,
+            server_max_frame: 16384,
+            max_streams: limits.max_h2_streams,
+            max_body: limits.max_request_body.min(MAX_HELD_TOTAL),
+            s_failed: false,
+            c_failed: false,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Handles plaintext in `dir`; true when the connection must be reset.
+    pub(crate) fn on_data(
+        &mut self,
+        core: &mut Core,
+        dir: Direction,
+        data: &[u8],
+        out: &mut Emit,
+    ) -> bool {
+        match dir {
+            Direction::ToServer => self.client_bytes(core, data, out),
+            Direction::ToClient => self.server_bytes(core, data, out),
+        }
+    }
+
+    fn client_bytes(&mut self, core: &mut Core, mut data: &[u8], out: &mut Emit) -> bool {
+        if self.c_failed {
+            out.to_server.extend_from_slice(data);
+            return false;
+        }
+        if self.preface_left > 0 {
+            let done = PREFACE.len() - self.preface_left;
+            let n = self.preface_left.min(data.len());
+            if data[..n] != PREFACE[done..done + n] {
+                core.anomaly(
+                    "HTTP/2 connection preface is malformed; passing uninspected".into(),
+                    "alert",
+                );
+                self.c_failed = true;
+                out.to_server.extend_from_slice(data);
+                return false;
+            }
+            out.to_server.extend_from_slice(&data[..n]);
+            self.preface_left -= n;
+            data = &data[n..];
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        if let Err(e) = self.c_framer.split(data, &mut frames) {
+            core.anomaly(format!("HTTP/2 request side: {e}"), "drop");
+            return true;
+        }
+        let mut reset = false;
+        for f in frames.drain(..) {
+            let frame: &[u8] = match &f {
+                FrameRef::Owned(v) => v,
+                FrameRef::In(r) => &data[r.clone()],
+            };
+            if self.client_frame(core, frame, out) {
+                reset = true;
+                break;
+            }
+        }
+        self.frames = frames;
+        if !reset {
+            self.flush_inject(out);
+        }
+        reset
+    }
+
+    fn client_frame(&mut self, core: &mut Core, frame: &[u8], out: &mut Emit) -> bool {
+        let (ty, flags, sid) = (frame[3], frame[4], stream_id(frame));
+        if let Some(block) = self.c_block.as_mut() {
+            if ty != CONTINUATION || sid != block.stream {
+                core.anomaly(
+                    "HTTP/2 header block interrupted by another frame".into(),
+                    "drop",
+                );
+                return true;
+            }
+            if block.frag.len() + frame.len() - 9 > MAX_HEADER_BLOCK {
+                core.anomaly(
+                    format!("HTTP/2 request header block exceeds {MAX_HEADER_BLOCK} bytes"),
+                    "drop",
+                );
+                return true;
+            }
+            block.frag.extend_from_slice(&frame[9..]);
+            if flags & END_HEADERS != 0 {
+                return self.client_headers(core, out);
+            }
+            return false;
+        }
+        match ty {
+            HEADERS => {
+                let Some(p) = payload(frame) else {
+                    core.anomaly("HTTP/2 HEADERS frame has bad padding".into(), "drop");
+                    return true;
+                };
+                self.c_block = Some(Block {
+                    stream: sid,
+                    end_stream: flags & END_STREAM != 0,
+                    frag: p.to_vec(),
+                });
+                if flags & END_HEADERS != 0 {
+                    return self.client_headers(core, out);
+                }
+                false
+            }
+            DATA => {
+                let Some(st) = self.streams.get_mut(&sid) else {
+                    out.to_server.extend_from_slice(frame);
+                    return false;
+                };
+                let end = flags & END_STREAM != 0;
+                match st.state {
+                    SState::Forward => out.to_server.extend_from_slice(frame),
+                    SState::Denied => {}
+                    SState::Held => {
+                        st.held.push(HeldFrame::Raw(frame.to_vec()));
+                        st.held_bytes += frame.len();
+                        if let Some(p) = payload(frame) {
+                            st.body.extend_from_slice(p);
+                        }
+                    }
+                }
+                if end {
+                    st.client_done = true;
+                }
+                let held = st.state == SState::Held;
+                let (done, over) = (st.client_done, st.body.len() >= self.max_body);
+                if held && (done || over || self.held_total() > MAX_HELD_TOTAL) {
+                    if over || !done {
+                        core.anomaly(
+                            format!(
+                                "HTTP/2 request body beyond {} bytes is not inspected",
+                                self.max_body
+                            ),
+                            "alert",
+                        );
+                    }
+                    if self.decide(core, sid, out) {
+                        return true;
+                    }
+                }
+                self.reap(sid);
+                false
+            }
+            PRIORITY | RST_STREAM | WINDOW_UPDATE if sid != 0 => {
+                match self.streams.get_mut(&sid).map(|s| s.state) {
+                    Some(SState::Denied) => {
+                        if ty == RST_STREAM {
+                            if let Some(s) = self.streams.get_mut(&sid) {
+                                s.client_done = true;
+                                s.resp_done = true;
+                            }
+                        }
+                    }
+                    Some(SState::Held) => {
+                        if ty == RST_STREAM {
+                            // The client cancelled a request the server never saw.
+                            self.streams.remove(&sid);
+                        } else if let Some(s) = self.streams.get_mut(&sid) {
+                            s.held.push(HeldFrame::Raw(frame.to_vec()));
+                        }
+                    }
+                    _ => {
+                        if ty == RST_STREAM {
+                            if let Some(s) = self.streams.get_mut(&sid) {
+                                s.client_done = true;
+                                s.resp_done = true;
+                            }
+                        }
+                        out.to_server.extend_from_slice(frame);
+                    }
+                }
+                self.reap(sid);
+                false
+            }
+            _ => {
+                out.to_server.extend_from_slice(frame);
+                false
+            }
+        }
+    }
+
+    fn held_total(&self) -> usize {
+        self.streams.values().map(|s| s.held_bytes).sum()
+    }
+
+    /// Decodes a complete request header block and acts on it.
+    fn client_headers(&mut self, core: &mut Core, out: &mut Emit) -> bool {
+        let Some(block) = self.c_block.take() else {
+            return false;
+        };
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut total = 0usize;
+        let r = self.dec_req.decode_with_cb(&block.frag, |n, v| {
+            total += n.len() + v.len() + 32;
+            if total <= MAX_HEADER_BLOCK {
+                fields.push((n.into_owned(), v.into_owned()));
+            }
+        });
+        if let Err(e) = r {
+            core.anomaly(format!("HTTP/2 request HPACK error: {e:?}"), "drop");
+            return true;
+        }
+        if total > MAX_HEADER_BLOCK {
+            core.anomaly(
+                format!("HTTP/2 decoded request headers exceed {MAX_HEADER_BLOCK} bytes"),
+                "drop",
+            );
+            return true;
+        }
+        let sid = block.stream;
+        if let Some(st) = self.streams.get_mut(&sid) {
+            // Trailers on an existing stream.
+            match st.state {
+                SState::Forward => emit_headers(
+                    &mut self.enc_req,
+                    self.server_max_frame,
+                    sid,
+                    &fields,
+                    block.end_stream,
+                    &mut out.to_server,
+                ),
+                SState::Held => {
+                    st.held_bytes += block.frag.len();
+                    st.held.push(HeldFrame::Headers(fields, block.end_stream));
+                }
+                SState::Denied => {}
+            }
+            if block.end_stream {
+                st.client_done = true;
+                if st.state == SState::Held {
+                    return self.decide(core, sid, out);
+                }
+            }
+            self.reap(sid);
+            return false;
+        }
+        // A new stream: streams must reach the server in id order, so any
+        // request still held is decided now on what it has sent.
+        let held: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.state == SState::Held)
+            .map(|(k, _)| *k)
+            .collect();
+        for h in held {
+            if self.decide(core, h, out) {
+                return true;
+            }
+        }
+        self.last_stream = self.last_stream.max(sid);
+        if self.streams.len() >= self.max_streams {
+            core.anomaly(
+                format!(
+                    "more than {} concurrent HTTP/2 streams; stream {sid} refused",
+                    self.max_streams
+                ),
+                "deny",
+            );
+            // REFUSED_STREAM: the client may retry; the server never saw it.
+            let mut f = Vec::new();
+            frame_header(&mut f, 4, RST_STREAM, 0, sid);
+            f.extend_from_slice(&7u32.to_be_bytes());
+            self.inject.extend_from_slice(&f);
+            return false;
+        }
+        let mut method = "";
+        let mut path: &[u8] = b"";
+        let mut authority: Option<&[u8]> = None;
+        let mut host_hdr: Option<&[u8]> = None;
+        let mut regular: Vec<(String, Vec<u8>)> = Vec::new();
+        for (n, v) in &fields {
+            match n.as_slice() {
+                b":method" => method = std::str::from_utf8(v).unwrap_or(""),
+                b":path" => path = v,
+                b":authority" => authority = Some(v),
+                b":scheme" | b":protocol" => {}
+                _ => {
+                    if n.as_slice() == b"host" {
+                        host_hdr = Some(v);
+                    }
+                    regular.push((String::from_utf8_lossy(n).into_owned(), v.clone()));
+                }
+            }
+        }
+        let host = String::from_utf8_lossy(authority.or(host_hdr).unwrap_or(b""))
+            .trim()
+            .to_ascii_lowercase();
+        let method = method.to_string();
+        let path = path.to_vec();
+        let uri = normalize_uri(&path);
+        let mut txn = core.new_txn(&method, &host, &path, uri, &regular);
+        if let Some(reason) = core.policy(&txn) {
+            core.set_status(&mut txn, 403);
+            self.deny_stream(sid, !block.end_stream, &reason);
+            self.streams.insert(
+                sid,
+                Stream {
+                    state: SState::Denied,
+                    txn: None,
+                    held: Vec::new(),
+                    held_bytes: 0,
+                    body: Vec::new(),
+                    client_done: block.end_stream,
+                    resp_done: true,
+                },
+            );
+            self.reap(sid);
+            return false;
+        }
+        let held_bytes = block.frag.len();
+        self.streams.insert(
+            sid,
+            Stream {
+                state: SState::Held,
+                txn: Some(Box::new(txn)),
+                held: vec![HeldFrame::Headers(fields, block.end_stream)],
+                held_bytes,
+                body: Vec::new(),
+                client_done: block.end_stream,
+                resp_done: false,
+            },
+        );
+        if block.end_stream {
+            return self.decide(core, sid, out);
+        }
+        false
+    }
+
+    /// Queues a 403 toward the client on `sid` (and RST_STREAM if the
+    /// client is still sending).
+    fn deny_stream(&mut self, sid: u32, client_sending: bool, _reason: &str) {
+        // Literals without indexing: `:status: 403` (name index 8),
+        // `content-length: 0` (name index 28), `cache-control: no-store` (24).
+        let mut block = vec![0x08, 3, b'4', b'0', b'3'];
+        block.extend_from_slice(&[0x0f, 28 - 15, 1, b'0']);
+        block.extend_from_slice(&[0x0f, 24 - 15, 8]);
+        block.extend_from_slice(b"no-store");
+        let mut f = Vec::new();
+        frame_header(&mut f, block.len(), HEADERS, END_HEADERS | END_STREAM, sid);
+        f.extend_from_slice(&block);
+        if client_sending {
+            frame_header(&mut f, 4, RST_STREAM, 0, sid);
+            f.extend_from_slice(&0u32.to_be_bytes());
+        }
+        self.inject.extend_from_slice(&f);
+    }
+
+    /// Decides a held stream; true when the connection must be reset.
+    fn decide(&mut self, core: &mut Core, sid: u32, out: &mut Emit) -> bool {
+        let Some(st) = self.streams.get_mut(&sid) else {
+            return false;
+        };
+        if st.state != SState::Held {
+            return false;
+        }
+        let Some(mut txn) = st.txn.take() else {
+            return false;
+        };
+        let body = std::mem::take(&mut st.body);
+        let o = core.ips_request(&txn, (!body.is_empty()).then_some(body.as_slice()));
+        match o {
+            IpsOutcome::Drop => return true,
+            IpsOutcome::Reject => {
+                core.set_status(&mut txn, 403);
+                let sending = !st.client_done;
+                st.state = SState::Denied;
+                st.held.clear();
+                st.held_bytes = 0;
+                st.resp_done = true;
+                self.deny_stream(sid, sending, "blocked by an intrusion prevention rule");
+                self.reap(sid);
+                return false;
+            }
+            IpsOutcome::Continue => {}
+        }
+        st.state = SState::Forward;
+        st.txn = Some(txn);
+        st.held_bytes = 0;
+        let held = std::mem::take(&mut st.held);
+        for h in held {
+            match h {
+                HeldFrame::Headers(fields, end) => emit_headers(
+                    &mut self.enc_req,
+                    self.server_max_frame,
+                    sid,
+                    &fields,
+                    end,
+                    &mut out.to_server,
+                ),
+                HeldFrame::Raw(f) => out.to_server.extend_from_slice(&f),
+            }
+        }
+        false
+    }
+
+    fn reap(&mut self, sid: u32) {
+        if self
+            .streams
+            .get(&sid)
+            .is_some_and(|s| s.client_done && s.resp_done)
+        {
+            self.streams.remove(&sid);
+        }
+    }
+
+    fn flush_inject(&mut self, out: &mut Emit) {
+        // Only whole frames are ever emitted toward the client, so between
+        // frames is always a boundary, except inside a header block.
+        if !self.inject.is_empty()
+            && self.server_started
+            && !self.s_failed
+            && self.s_block.is_none()
+        {
+            out.to_client.append(&mut self.inject);
+        }
+    }
+
+    fn server_bytes(&mut self, core: &mut Core, data: &[u8], out: &mut Emit) -> bool {
+        if self.s_failed {
+            out.to_client.extend_from_slice(data);
+            return false;
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        if let Err(e) = self.s_framer.split(data, &mut frames) {
+            core.anomaly(
+                format!("HTTP/2 response side: {e}; passing uninspected"),
+                "alert",
+            );
+            self.s_failed = true;
+            out.to_client.extend_from_slice(data);
+            return false;
+        }
+        let mut reset = false;
+        for f in frames.drain(..) {
+            let frame: &[u8] = match &f {
+                FrameRef::Owned(v) => v,
+                FrameRef::In(r) => &data[r.clone()],
+            };
+            if self.server_frame(core, frame) {
+                reset = true;
+                break;
+            }
+            out.to_client.extend_from_slice(frame);
+            self.server_started = true;
+            self.flush_inject(out);
+        }
+        self.frames = frames;
+        if self.s_failed {
+            // Whatever is buffered goes out as is.
+            out.to_client.append(&mut self.s_framer.buf);
+        }
+        reset
+    }
+
+    /// Observes one server frame; true when the connection must be reset.
+    fn server_frame(&mut self, core: &mut Core, frame: &[u8]) -> bool {
+        let (ty, flags, sid) = (frame[3], frame[4], stream_id(frame));
+        let header_end = match (ty, self.s_block.as_mut()) {
+            (CONTINUATION, Some(b)) if b.stream == sid => {
+                if b.frag.len() + frame.len() > MAX_HEADER_BLOCK {
+                    core.anomaly(
+                        "HTTP/2 response header block too large; passing uninspected".into(),
+                        "alert",
+                    );
+                    self.s_failed = true;
+                    return false;
+                }
+                b.frag.extend_from_slice(&frame[9..]);
+                flags & END_HEADERS != 0
+            }
+            (HEADERS, None) => {
+                let Some(p) = payload(frame) else {
+                    core.anomaly("HTTP/2 response HEADERS has bad padding".into(), "alert");
+                    self.s_failed = true;
+                    return false;
+                };
+                self.s_block = Some(Block {
+                    stream: sid,
+                    end_stream: flags & END_STREAM != 0,
+                    frag: p.to_vec(),
+                });
+                flags & END_HEADERS != 0
+            }
+            (_, Some(_)) => {
+                core.anomaly(
+                    "HTTP/2 response header block interrupted; passing uninspected".into(),
+                    "alert",
+                );
+                self.s_failed = true;
+                return false;
+            }
+            (DATA, None) => {
+                let end = flags & END_STREAM != 0;
+                if let (Some(st), Some(p)) = (self.streams.get_mut(&sid), payload(frame)) {
+                    if let Some(txn) = st.txn.as_mut() {
+                        if !p.is_empty() && core.ips_response(txn, Some(p)) != IpsOutcome::Continue
+                        {
+                            return true;
+                        }
+                    }
+                    if end {
+                        st.resp_done = true;
+                    }
+                }
+                self.reap(sid);
+                return false;
+            }
+            (RST_STREAM, None) => {
+                if let Some(st) = self.streams.get_mut(&sid) {
+                    st.resp_done = true;
+                    st.client_done = true;
+                }
+                self.reap(sid);
+                return false;
+            }
+            (SETTINGS, None) if flags & 0x1 == 0 => {
+                for s in frame[9..].chunks_exact(6) {
+                    let id = u16::from_be_bytes([s[0], s[1]]);
+                    let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]) as usize;
+                    if id == 5 && (16384..=16_777_215).contains(&v) {
+                        self.server_max_frame = v;
+                    }
+                }
+                return false;
+            }
+            _ => return false,
+        };
+        if !header_end {
+            return false;
+        }
+        let Some(block) = self.s_block.take() else {
+            return false;
+        };
+        let mut status: Option<u16> = None;
+        let mut lines = Vec::new();
+        let r = self.dec_resp.decode_with_cb(&block.frag, |n, v| {
+            if n.as_ref() == b":status" {
+                status = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+            } else if lines.len() < MAX_HEADER_BLOCK {
+                lines.extend_from_slice(&n);
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(&v);
+                lines.extend_from_slice(b"\r\n");
+            }
+        });
+        if let Err(e) = r {
+            core.anomaly(
+                format!("HTTP/2 response HPACK error: {e:?}; passing uninspected"),
+                "alert",
+            );
+            self.s_failed = true;
+            return false;
+        }
+        if let Some(st) = self.streams.get_mut(&block.stream) {
+            if let (Some(txn), Some(s)) = (st.txn.as_mut(), status) {
+                if s >= 200 {
+                    core.set_status(txn, s);
+                    txn.resp_header_buf = lines;
+                    if core.ips_response(txn, None) != IpsOutcome::Continue {
+                        return true;
+                    }
+                }
+            }
+            if block.end_stream {
+                st.resp_done = true;
+            }
+        }
+        self.reap(block.stream);
+        false
+    }
+}
+
+/// HPACK-encodes `fields` and writes HEADERS (+ CONTINUATION) frames.
+fn emit_headers(
+    enc: &mut Encoder<'static>,
+    max_frame: usize,
+    sid: u32,
+    fields: &[(Vec<u8>, Vec<u8>)],
+    end_stream: bool,
+    out: &mut Vec<u8>,
+) {
+    let block = enc.encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+    let mut chunks = block.chunks(max_frame.max(1)).peekable();
+    let mut first = true;
+    if block.is_empty() {
+        frame_header(
+            out,
+            0,
+            HEADERS,
+            END_HEADERS | if end_stream { END_STREAM } else { 0 },
+            sid,
+        );
+        return;
+    }
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let mut flags = if last { END_HEADERS } else { 0 };
+        let ty = if first {
+            if end_stream {
+                flags |= END_STREAM;
+            }
+            HEADERS
+        } else {
+            CONTINUATION
+        };
+        frame_header(out, c.len(), ty, flags, sid);
+        out.extend_from_slice(c);
+        first = false;
+    }
+}
+
+#[cfg(test)]
+#[path = "http2_tests.rs"]
+mod tests;

@@ -1,0 +1,449 @@
+//! IPS: Suricata-subset rules, a multi-pattern prefilter and the matcher.
+//!
+//! Rules are split at load into three phases by what they inspect: the
+//! request of an HTTP transaction, its response (which may also look at the
+//! request's buffers), and the raw stream of either direction. Each phase has
+//! its own prefilter, so a step only scans the buffers some rule in that
+//! phase wants, and a large download with no response-side rules costs no
+//! scanning at all.
+//!
+//! Loading never fails as a whole: a missing file, a malformed line or an
+//! unsupported keyword is reported in the [`LoadReport`] and the other rules
+//! load. `luhn;` is a tlsinspect extension: placed after a `pcre`, the pcre
+//! match (its first capture group, if any) must be a 13–19 digit number that
+//! passes the Luhn check, as card numbers do.
+
+pub mod matcher;
+pub mod parser;
+pub mod prefilter;
+pub mod rule;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub use matcher::{luhn_valid, Buffers};
+pub use parser::{parse_rule, RuleError, Vars};
+pub use prefilter::Scratch;
+pub use rule::{Action, Buffer, Proto, Rule};
+
+/// Whether drop/reject rules act or only alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every match is only logged.
+    Detect,
+    /// drop and reject rules block.
+    #[default]
+    Prevent,
+}
+
+/// A rule that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRule {
+    /// `file:line`.
+    pub origin: String,
+    /// The sid, when it could be read.
+    pub sid: Option<u64>,
+    /// Why.
+    pub error: RuleError,
+}
+
+impl std::fmt::Display for SkippedRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.sid {
+            Some(sid) => write!(f, "{}: rule sid {sid} skipped: {}", self.origin, self.error),
+            None => write!(f, "{}: rule skipped: {}", self.origin, self.error),
+        }
+    }
+}
+
+/// What happened while loading rule files.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Rules loaded.
+    pub loaded: usize,
+    /// Rules skipped, with their reason.
+    pub skipped: Vec<SkippedRule>,
+    /// Files that could not be read: `path: error`.
+    pub file_errors: Vec<String>,
+}
+
+impl LoadReport {
+    /// One line per problem, for the operator.
+    pub fn problems(&self) -> Vec<String> {
+        self.file_errors
+            .iter()
+            .cloned()
+            .chain(self.skipped.iter().map(|s| s.to_string()))
+            .collect()
+    }
+}
+
+/// Which step of a flow is being inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A complete HTTP request (head and held body).
+    Request = 0,
+    /// An HTTP response head or body chunk (request buffers available too).
+    Response = 1,
+    /// Raw stream bytes.
+    Raw = 2,
+}
+
+#[derive(Debug, Default)]
+struct PhaseRules {
+    prefilter: prefilter::Prefilter,
+    /// Rules without a positive literal: always evaluated.
+    always: Vec<u32>,
+    /// Buffers some rule in the phase inspects.
+    wants: [bool; rule::BUFFERS],
+}
+
+/// A loaded, compiled rule set.
+#[derive(Debug, Default)]
+pub struct Ruleset {
+    rules: Vec<Rule>,
+    phases: [PhaseRules; 3],
+}
+
+impl Ruleset {
+    /// Loads rule files in order; problems are reported, never fatal.
+    pub fn load_files(paths: &[PathBuf], vars: &Vars) -> (Ruleset, LoadReport) {
+        let mut report = LoadReport::default();
+        let mut rules = Vec::new();
+        for p in paths {
+            match std::fs::read_to_string(p) {
+                Ok(text) => parse_text(
+                    &text,
+                    &p.display().to_string(),
+                    vars,
+                    &mut rules,
+                    &mut report,
+                ),
+                Err(e) => report.file_errors.push(format!("{}: {e}", p.display())),
+            }
+        }
+        let set = Self::compile(rules, &mut report);
+        (set, report)
+    }
+
+    /// Loads rules from text; `origin` names it in reports (e.g. a file name).
+    pub fn from_text(text: &str, origin: &str, vars: &Vars) -> (Ruleset, LoadReport) {
+        let mut report = LoadReport::default();
+        let mut rules = Vec::new();
+        parse_text(text, origin, vars, &mut rules, &mut report);
+        let set = Self::compile(rules, &mut report);
+        (set, report)
+    }
+
+    /// Builds a rule set from already parsed rules (duplicates by sid skipped).
+    pub fn compile(rules: Vec<Rule>, report: &mut LoadReport) -> Ruleset {
+        let mut kept: Vec<Rule> = Vec::with_capacity(rules.len());
+        let mut sids = std::collections::HashSet::new();
+        for r in rules {
+            if !sids.insert(r.sid) {
+                report.skipped.push(SkippedRule {
+                    origin: r.origin.clone(),
+                    sid: Some(r.sid),
+                    error: RuleError::Invalid("duplicate sid".into()),
+                });
+                continue;
+            }
+            kept.push(r);
+        }
+        let mut set = Ruleset {
+            rules: Vec::new(),
+            phases: Default::default(),
+        };
+        let mut entries: [Vec<(u32, Buffer, Vec<u8>)>; 3] = Default::default();
+        for r in kept {
+            let phase = phase_of(&r) as usize;
+            let id = set.rules.len() as u32;
+            match &r.fast_pattern {
+                Some((b, lit)) => entries[phase].push((id, *b, lit.clone())),
+                None => set.phases[phase].always.push(id),
+            }
+            for (b, _) in &r.groups {
+                set.phases[phase].wants[*b as usize] = true;
+            }
+            set.rules.push(r);
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let refs: Vec<(u32, Buffer, &[u8])> =
+                e.iter().map(|(r, b, l)| (*r, *b, l.as_slice())).collect();
+            match prefilter::Prefilter::build(&refs) {
+                Ok(pf) => set.phases[i].prefilter = pf,
+                Err(err) => {
+                    // Only reachable when the automaton would be too large;
+                    // evaluate those rules unfiltered rather than drop them.
+                    report.file_errors.push(format!(
+                        "prefilter could not be built ({err}); rules run unfiltered"
+                    ));
+                    set.phases[i].always.extend(e.iter().map(|(r, _, _)| *r));
+                }
+            }
+        }
+        report.loaded = set.rules.len();
+        set
+    }
+
+    /// The loaded rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether any rule of `phase` inspects buffer `b`.
+    pub fn wants(&self, phase: Phase, b: Buffer) -> bool {
+        self.phases[phase as usize].wants[b as usize]
+    }
+
+    /// Whether `phase` has any rules at all.
+    pub fn phase_empty(&self, phase: Phase) -> bool {
+        let p = &self.phases[phase as usize];
+        p.always.is_empty() && !p.wants.iter().any(|w| *w)
+    }
+
+    /// Evaluates `phase` over `bufs`; matching rule ids go to `hits`.
+    ///
+    /// `active(id)` filters rules by the flow's addresses and direction.
+    pub fn eval(
+        &self,
+        phase: Phase,
+        bufs: &Buffers<'_>,
+        active: &dyn Fn(u32) -> bool,
+        scratch: &mut Scratch,
+        hits: &mut Vec<u32>,
+    ) {
+        let p = &self.phases[phase as usize];
+        let mut cands = Vec::new();
+        p.prefilter.scan(bufs, scratch, &mut cands);
+        cands.extend_from_slice(&p.always);
+        cands.sort_unstable();
+        cands.dedup();
+        for id in cands {
+            if active(id) && matcher::rule_matches(&self.rules[id as usize], bufs) {
+                hits.push(id);
+            }
+        }
+    }
+
+    /// The rule with id `id` (as returned in hits).
+    pub fn rule(&self, id: u32) -> &Rule {
+        &self.rules[id as usize]
+    }
+
+    /// Per-direction activity of every rule for one flow.
+    pub fn activity(&self, client: (IpAddr, u16), server: (IpAddr, u16)) -> Activity {
+        let n = self.rules.len();
+        let mut a = Activity {
+            to_server: vec![0; n.div_ceil(64)],
+            to_client: vec![0; n.div_ceil(64)],
+        };
+        for (i, r) in self.rules.iter().enumerate() {
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            if r.applies(client, server, true) {
+                a.to_server[w] |= bit;
+            }
+            if r.applies(server, client, false) {
+                a.to_client[w] |= bit;
+            }
+        }
+        a
+    }
+}
+
+/// Bitsets of the rules that apply to each direction of one flow.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    to_server: Vec<u64>,
+    to_client: Vec<u64>,
+}
+
+impl Activity {
+    /// Whether rule `id` applies to data travelling toward the server.
+    pub fn to_server(&self, id: u32) -> bool {
+        let i = id as usize;
+        self.to_server
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Whether rule `id` applies to data travelling toward the client.
+    pub fn to_client(&self, id: u32) -> bool {
+        let i = id as usize;
+        self.to_client
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+fn phase_of(r: &Rule) -> Phase {
+    if r.uses_raw() {
+        Phase::Raw
+    } else if r.uses_response() {
+        Phase::Response
+    } else {
+        Phase::Request
+    }
+}
+
+fn parse_text(
+    text: &str,
+    origin: &str,
+    vars: &Vars,
+    rules: &mut Vec<Rule>,
+    report: &mut LoadReport,
+) {
+    let mut logical = String::new();
+    let mut start_line = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if logical.is_empty() {
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            start_line = i + 1;
+        }
+        // A trailing backslash continues the rule on the next line.
+        if let Some(cont) = t.strip_suffix('\\') {
+            logical.push_str(cont);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(t);
+        let where_ = format!("{origin}:{start_line}");
+        match parse_rule(&logical, vars, &where_) {
+            Ok(r) => rules.push(r),
+            Err((sid, error)) => report.skipped.push(SkippedRule {
+                origin: where_,
+                sid,
+                error,
+            }),
+        }
+        logical.clear();
+    }
+    if !logical.is_empty() {
+        report.skipped.push(SkippedRule {
+            origin: format!("{origin}:{start_line}"),
+            sid: None,
+            error: RuleError::Invalid("file ends inside a continued rule".into()),
+        });
+    }
+}
+
+/// Loads the rule files named in a config, resolving nothing: paths as given.
+pub fn load(paths: &[&Path], vars: &Vars) -> (Ruleset, LoadReport) {
+    let owned: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+    Ruleset::load_files(&owned, vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_lines_and_files_are_reported_and_the_rest_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.rules");
+        std::fs::write(
+            &good,
+            "# comment\n\nalert tcp any any -> any any (msg:\"a\"; content:\"aaa\"; sid:1;)\n\
+             alert tcp any any -> any any (msg:\"b\"; byte_jump:4,0; content:\"b\"; sid:2;)\n\
+             this is not a rule\n\
+             alert tcp any any -> any any (msg:\"c\"; \\\n  content:\"ccc\"; sid:3;)\n\
+             alert tcp any any -> any any (msg:\"dup\"; content:\"d\"; sid:1;)\n",
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.rules");
+        let (set, rep) = Ruleset::load_files(&[missing.clone(), good.clone()], &Vars::default());
+        assert_eq!(set.rules().len(), 2);
+        assert_eq!(rep.loaded, 2);
+        assert_eq!(rep.file_errors.len(), 1);
+        assert!(rep.file_errors[0].starts_with(&missing.display().to_string()));
+        let probs = rep.problems();
+        let g = good.display().to_string();
+        assert!(
+            probs.contains(&format!(
+                "{g}:4: rule sid 2 skipped: unsupported keyword `byte_jump`"
+            )),
+            "{probs:?}"
+        );
+        assert!(
+            probs
+                .iter()
+                .any(|p| p.starts_with(&format!("{g}:5: rule skipped:"))),
+            "{probs:?}"
+        );
+        assert!(
+            probs.contains(&format!("{g}:8: rule sid 1 skipped: duplicate sid")),
+            "{probs:?}"
+        );
+        assert_eq!(set.rules()[1].origin, format!("{g}:6"));
+    }
+
+    #[test]
+    fn prefilter_nominates_and_matcher_confirms() {
+        let (set, rep) = Ruleset::from_text(
+            r#"alert tcp any any -> any any (msg:"a"; content:"Needle"; sid:1;)
+alert tcp any any -> any any (msg:"b"; content:"needle"; nocase; content:"tail"; distance:0; sid:2;)
+alert tcp any any -> any any (msg:"c"; pcre:"/ab+c/"; sid:3;)
+alert http any any -> any any (msg:"d"; http.uri; content:"/x"; sid:4;)"#,
+            "t",
+            &Vars::default(),
+        );
+        assert!(rep.skipped.is_empty(), "{:?}", rep.skipped);
+        let mut b = Buffers::default();
+        b.set(Buffer::Raw, b"xx NEEDLE yy tail abbbc");
+        let mut hits = Vec::new();
+        set.eval(
+            Phase::Raw,
+            &b,
+            &|_| true,
+            &mut Scratch::default(),
+            &mut hits,
+        );
+        let sids: Vec<u64> = hits.iter().map(|&h| set.rule(h).sid).collect();
+        assert_eq!(sids, [2, 3]);
+        assert!(set.wants(Phase::Request, Buffer::Uri));
+        assert!(!set.wants(Phase::Request, Buffer::RequestBody));
+        assert!(set.phase_empty(Phase::Response));
+    }
+
+    #[test]
+    fn activity_follows_header_and_flow() {
+        let (set, _) = Ruleset::from_text(
+            r#"alert tcp $HOME_NET any -> $EXTERNAL_NET 443 (content:"a"; sid:1;)
+alert tcp any any -> any any (flow:to_client; content:"a"; sid:2;)
+alert tcp any 443 <> any any (content:"a"; sid:3;)"#,
+            "t",
+            &Vars::default(),
+        );
+        let client = ("10.0.0.5".parse().unwrap(), 40000);
+        let server = ("203.0.113.7".parse().unwrap(), 443);
+        let a = set.activity(client, server);
+        assert!(a.to_server(0) && !a.to_client(0));
+        assert!(!a.to_server(1) && a.to_client(1));
+        assert!(a.to_server(2) && a.to_client(2));
+        let a = set.activity(server, client);
+        assert!(!a.to_server(0));
+    }
+}
+
+#[cfg(test)]
+mod default_rules {
+    use super::*;
+
+    #[test]
+    fn shipped_default_rules_all_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/rules/default.rules");
+        let (set, rep) = Ruleset::load_files(&[path], &Vars::default());
+        assert!(rep.problems().is_empty(), "{:#?}", rep.problems());
+        assert!(set.rules().len() >= 30, "{}", set.rules().len());
+        for r in set.rules() {
+            assert!(
+                r.sid > 0 && r.rev > 0 && !r.msg.is_empty() && r.classtype.is_some(),
+                "{}",
+                r.sid
+            );
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Lab support for the integration tests (`mod lab;` from `tests/lab_*.rs`).
+//!
+//! The topology itself is `tlsinspect::demo::lab` (one implementation for
+//! tests, demo and benchmark); this module adds what only tests use: nginx as
+//! the origin, curl and openssl in the client namespace, the appliance binary
+//! built by cargo, and the built-in peers (ping, UDP echo) run as
+//! `tlsinspect lab-helper ...` inside the namespaces.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+pub use tlsinspect::demo::lab::{Lab, LabMode, LabSpec};
+pub use tlsinspect::demo::pki::{self, LabPki};
+pub use tlsinspect::demo::probe::{self, PingResult, UdpResult};
+
+/// The server name nginx answers to (on every lab server address).
+pub const SERVER_NAME: &str = "www.example.com";
+
+/// The tlsinspect binary cargo built for this test run.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tlsinspect"))
+}
+
+/// Skips (returns true, with a message) unless the test can build labs.
+pub fn skip_without_root() -> bool {
+    if !tlsinspect::demo::lab::is_root() {
+        eprintln!("skipped: the lab tests need root (network namespaces)");
+        return true;
+    }
+    false
+}
+
+/// A lab with its PKI, working directory and origin.
+pub struct TestLab {
+    pub lab: Lab,
+    pub dir: tempfile::TempDir,
+    pub pki: LabPki,
+}
+
+impl TestLab {
+    /// Builds a lab in `mode` for the test `tag` with the given clients and servers.
+    pub fn build(
+        tag: &str,
+        mode: LabMode,
+        clients: &[Ipv4Addr],
+        servers: &[Ipv4Addr],
+    ) -> anyhow::Result<TestLab> {
+        let dir = tempfile::Builder::new()
+            .prefix("tlsinspect-lab-")
+            .tempdir()?;
+        let mut names = vec![SERVER_NAME.to_owned()];
+        names.extend(servers.iter().map(|s| s.to_string()));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let pki = pki::create(&dir.path().join("pki"), &names)?;
+        let lab = Lab::build(LabSpec {
+            prefix: tlsinspect::demo::lab::unique_prefix(tag),
+            mode,
+            clients: clients.to_vec(),
+            servers: servers.to_vec(),
+        })?;
+        Ok(TestLab { lab, dir, pki })
+    }
+
+    /// Path inside the test's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs a built-in peer inside `ns` and parses its JSON answer.
+    pub fn helper<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: &str,
+        args: &[&str],
+    ) -> anyhow::Result<T> {
+        let mut full = vec!["lab-helper"];
+        full.extend_from_slice(args);
+        let out = self.lab.exec(ns, &exe().display().to_string(), &full)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or_default())
+            .with_context(|| format!("lab-helper {args:?} printed {text:?}"))
+    }
+
+    /// Pings `to` from the client address `from`.
+    pub fn ping(&self, from: Ipv4Addr, to: Ipv4Addr, count: u32) -> anyhow::Result<PingResult> {
+        self.helper(
+            self.lab.client_ns(),
+            &[
+                "ping",
+                "--source",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--count",
+                &count.to_string(),
+            ],
+        )
+    }
+
+    /// Starts the built-in UDP echo on `addr:port` in the server ns.
+    pub fn start_udp_echo(&self, addr: Ipv4Addr, port: u16) -> anyhow::Result<u32> {
+        let mut cmd = self.lab.command(
+            self.lab.server_ns(),
+            exe(),
+            &[
+                "lab-helper",
+                "udp-echo",
+                "--listen",
+                &format!("{addr}:{port}"),
+            ],
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let pid = self.lab.spawn("udp echo", cmd)?;
+        // Binding is immediate; a short pause keeps the first datagram from racing it.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(pid)
+    }
+
+    /// Sends one UDP datagram from `from:sport` to `to:port` and waits for the echo.
+    pub fn udp(
+        &self,
+        from: Ipv4Addr,
+        sport: u16,
+        to: Ipv4Addr,
+        port: u16,
+        payload: &str,
+    ) -> anyhow::Result<UdpResult> {
+        self.helper(
+            self.lab.client_ns(),
+            &[
+                "udp-send",
+                "--source",
+                &format!("{from}:{sport}"),
+                "--to",
+                &format!("{to}:{port}"),
+                "--payload",
+                payload,
+            ],
+        )
+    }
+
+    /// Writes the appliance config for this lab (the demo template) and
+    /// returns its path and the traffic-log path.
+    pub fn write_config(&self, in_scope: Ipv4Addr) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (lan, wan) = self.lab.appliance_ports();
+        let mode = match self.lab.mode() {
+            LabMode::Tun => "tun",
+            LabMode::AfPacket | LabMode::Bridge => "af_packet",
+        };
+        let log = self.path("traffic.jsonl");
+        let text = tlsinspect::demo::render_config(
+            tlsinspect::demo::DEMO_CONFIG_TEMPLATE,
+            &tlsinspect::demo::ConfigVars {
+                mode,
+                lan,
+                wan,
+                log: &log,
+                control: &self.path("control.sock"),
+                roots: &self.pki.origin_root,
+                ca_cert: &self.pki.policy_ca_cert,
+                ca_key: &self.pki.policy_ca_key,
+                in_scope,
+            },
+        );
+        let path = self.path("tlsinspect.toml");
+        std::fs::write(&path, text)?;
+        Ok((path, log))
+    }
+
+    /// Starts `tlsinspect run --config` in the appliance ns and waits until
+    /// a ping from `probe_from` to `probe_to` crosses it.
+    pub fn start_appliance(
+        &self,
+        config: &Path,
+        probe_from: Ipv4Addr,
+        probe_to: Ipv4Addr,
+    ) -> anyhow::Result<Appliance> {
+        let out = self.path("appliance.out");
+        let err = self.path("appliance.err");
+        let mut cmd = self.lab.command(
+            self.lab.appliance_ns(),
+            exe(),
+            &["run", "--config", &config.display().to_string()],
+        );
+        cmd.stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .env("RUST_LOG", "info");
+        let pid = self.lab.spawn("appliance", cmd)?;
+        let app = Appliance { pid, out, err };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if !self.lab.is_running(pid) {
+                bail!("the appliance exited during start-up: {}", app.stderr());
+            }
+            let p: PingResult = self.helper(
+                self.lab.client_ns(),
+                &[
+                    "ping",
+                    "--source",
+                    &probe_from.to_string(),
+                    "--to",
+                    &probe_to.to_string(),
+                    "--count",
+                    "1",
+                    "--timeout-ms",
+                    "300",
+                ],
+            )?;
+            if p.received == 1 {
+                return Ok(app);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no ping crossed the appliance within 20 s; stderr: {}",
+                    app.stderr()
+                );
+            }
+        }
+    }
+
+    /// Stops the appliance with SIGTERM and returns its stdout (final counters).
+    pub fn stop_appliance(&self, app: &Appliance) -> anyhow::Result<String> {
+        let status = self.lab.stop(app.pid, "TERM", Duration::from_secs(20))?;
+        if !status.success() {
+            bail!("the appliance exited with {status}: {}", app.stderr());
+        }
+        Ok(std::fs::read_to_string(&app.out).unwrap_or_default())
+    }
+
+    /// Starts nginx in the server ns: HTTPS on 443 (HTTP/2 enabled) on every
+    /// server address, the origin certificate, an access log, and a 50 MB
+    /// random file at `/big.bin`. Returns the file's SHA-256.
+    pub fn start_nginx(&self) -> anyhow::Result<Nginx> {
+        let root = self.path("nginx");
+        let html = root.join("html");
+        std::fs::create_dir_all(&html)?;
+        for d in ["tmp", "logs"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        let mut big = vec![0u8; 50 << 20];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut big[..]);
+        std::fs::write(html.join("big.bin"), &big)?;
+        let big_sha256 = probe::sha256_hex(&big);
+        drop(big);
+        std::fs::write(html.join("index.html"), "hello from nginx\n")?;
+        let listens: String = self
+            .lab
+            .servers()
+            .iter()
+            .map(|s| format!("    listen {s}:443 ssl http2;\n"))
+            .collect();
+        let r = root.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nuser root;\npid {r}/nginx.pid;\nerror_log {r}/logs/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log {r}/logs/access.log;\n  client_body_temp_path {r}/tmp/body;\n  proxy_temp_path {r}/tmp/proxy;\n\
+               fastcgi_temp_path {r}/tmp/fastcgi;\n  uwsgi_temp_path {r}/tmp/uwsgi;\n  scgi_temp_path {r}/tmp/scgi;\n\
+               types {{ text/html html; application/octet-stream bin; }}\n  sendfile on;\n\
+               server {{\n{listens}    server_name {SERVER_NAME};\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+                 root {};\n  }}\n}}\n",
+            self.pki.origin_cert.display(),
+            self.pki.origin_key.display(),
+            html.display()
+        );
+        let conf_path = root.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = self.lab.command(
+            self.lab.server_ns(),
+            "nginx",
+            &[
+                "-p",
+                &r.to_string(),
+                "-c",
+                &conf_path.display().to_string(),
+                "-e",
+                &format!("{r}/logs/error.log"),
+            ],
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let pid = self.lab.spawn("nginx", cmd)?;
+        // Wait until it listens (checked from inside the server ns, no appliance involved).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = self.lab.servers()[0];
+        loop {
+            let ok = self
+                .lab
+                .exec(
+                    self.lab.server_ns(),
+                    "curl",
+                    &[
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "--cacert",
+                        &self.pki.origin_root.display().to_string(),
+                        "--resolve",
+                        &format!("{SERVER_NAME}:443:{first}"),
+                        &format!("https://{SERVER_NAME}/"),
+                    ],
+                )
+                .is_ok();
+            if ok {
+                break;
+            }
+            if !self.lab.is_running(pid) || Instant::now() > deadline {
+                let log = std::fs::read_to_string(root.join("logs/error.log")).unwrap_or_default();
+                bail!("nginx did not come up: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Nginx {
+            pid,
+            big_sha256,
+            access_log: root.join("logs/access.log"),
+        })
+    }
+
+    /// Runs curl in the client ns from `from` against `https://www.example.com<path>`
+    /// at `server`, trusting `trust`; the body goes to `out`.
+    pub fn curl(
+        &self,
+        from: Ipv4Addr,
+        server: Ipv4Addr,
+        path: &str,
+        trust: &Path,
+        out: &Path,
+        http2: bool,
+    ) -> anyhow::Result<Curl> {
+        let resolve = format!("{SERVER_NAME}:443:{server}");
+        let url = format!("https://{SERVER_NAME}{path}");
+        let args: Vec<String> = [
+            "-sS",
+            "-v",
+            "--max-time",
+            "120",
+            "--interface",
+            &from.to_string(),
+            "--cacert",
+            &trust.display().to_string(),
+            "--resolve",
+            &resolve,
+            "-o",
+            &out.display().to_string(),
+            "-w",
+            "%{http_code} %{http_version} %{ssl_verify_result} %{local_port}",
+            if http2 { "--http2" } else { "--http1.1" },
+            &url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = self.lab.exec(self.lab.client_ns(), "curl", &args)?;
+        let w = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        let verbose = String::from_utf8_lossy(&o.stderr).into_owned();
+        let parts: Vec<&str> = w.split_whitespace().collect();
+        if parts.len() != 4 {
+            bail!("unexpected curl -w output {w:?}");
+        }
+        let issuer = verbose
+            .lines()
+            .find_map(|l| l.trim_start_matches('*').trim().strip_prefix("issuer:"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        Ok(Curl {
+            http_code: parts[0].parse()?,
+            http_version: parts[1].to_owned(),
+            ssl_verify_result: parts[2].parse()?,
+            local_port: parts[3].parse()?,
+            issuer,
+        })
+    }
+}
+
+/// A running nginx.
+pub struct Nginx {
+    pub pid: u32,
+    /// SHA-256 of `/big.bin`.
+    pub big_sha256: String,
+    pub access_log: PathBuf,
+}
+
+/// What curl reported.
+#[derive(Debug)]
+pub struct Curl {
+    pub http_code: u16,
+    pub http_version: String,
+    pub ssl_verify_result: i64,
+    pub local_port: u16,
+    /// The leaf's issuer as printed by `curl -v`.
+    pub issuer: String,
+}
+
+/// A running appliance.
+pub struct Appliance {
+    pub pid: u32,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Appliance {
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+/// SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(probe::sha256_hex(&data))
+}
+
+/// The traffic-log records (JSON lines).
+pub fn read_log(path: &Path) -> anyhow::Result<Vec<Value>> {
+    tlsinspect::demo::read_log(path)
+}
