@@ -29,12 +29,26 @@ fn minter(dir: &std::path::Path, kind: KeyKind, cache: usize) -> Minter {
 }
 
 fn bench(c: &mut Criterion) {
+    // The floor: one P-256 signature over a leaf-sized message, which every miss pays.
+    {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        let rng = SystemRandom::new();
+        let msg = [0x5au8; 600];
+        c.bench_function("mint/baseline/p256-sign-only", |b| {
+            b.iter(|| key.sign(&rng, &msg).unwrap())
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     let up = upstream();
     let uncached_ec = minter(dir.path(), KeyKind::EcdsaP256, 0);
     let cached_ec = minter(&dir.path().join("c"), KeyKind::EcdsaP256, 1000);
     let uncached_rsa_ca = minter(&dir.path().join("r"), KeyKind::Rsa2048, 0);
-    for (leaf, kt) in [("ecdsa", LeafKeyType::EcdsaP256), ("rsa", LeafKeyType::Rsa2048)] {
+    for (leaf, kt) in [
+        ("ecdsa", LeafKeyType::EcdsaP256),
+        ("rsa", LeafKeyType::Rsa2048),
+    ] {
         let req = MintRequest {
             policy_id: "pol",
             sni: Some("www.example.test"),
