@@ -267,3 +267,82 @@ fn export_chain_writes_one_certificate_per_file_and_the_bundle() {
     let e = export::export_chain(&ca, &out).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
 }
+
+#[test]
+fn ca_export_through_the_config() {
+    let lab = Lab::new();
+    let (root, sub, sub_key) = lab.sub_ca("corp");
+    std::fs::set_permissions(&sub_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = lab.path("tlsinspect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[appliance]
+mode = "af_packet"
+lan = "eth1"
+wan = "eth2"
+cpus = [0]
+log = "traffic.jsonl"
+control = "control.sock"
+
+[[policy]]
+id = "pol-a"
+ca_cert = "{}"
+ca_key = "{}"
+ca_chain = ["{}"]
+
+  [[policy.scope]]
+  id = "sc-1"
+  source_ips = ["192.0.2.10"]
+  source_ports = ["0/65535"]
+  destinations = ["203.0.113.0/24"]
+  destination_ports = ["443/443"]
+"#,
+            sub.file_name().unwrap().to_str().unwrap(),
+            sub_key.file_name().unwrap().to_str().unwrap(),
+            root.file_name().unwrap().to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = lab.path("export");
+    let args = [
+        "ca",
+        "export",
+        "--config",
+        config.to_str().unwrap(),
+        "--policy",
+        "pol-a",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = tlsinspect(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        read_pem_certs(&out.join("00-issuing-ca.crt")),
+        read_pem_certs(&sub)
+    );
+    assert_eq!(
+        read_pem_certs(&out.join("01-root.crt")),
+        read_pem_certs(&root)
+    );
+    assert_eq!(read_pem_certs(&out.join("bundle.pem")).len(), 2);
+    assert!(text(&o).contains("00-issuing-ca.crt"));
+    // Again: refuses to overwrite.
+    let o = tlsinspect(&args);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    // Unknown policy: named, with the known ones.
+    let o = tlsinspect(&[
+        "ca",
+        "export",
+        "--config",
+        config.to_str().unwrap(),
+        "--policy",
+        "pol-x",
+        "--out",
+        lab.path("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("pol-x") && t.contains("pol-a"), "{t}");
+}

@@ -39,12 +39,42 @@ pub fn show(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `tlsinspect ca export`.
+/// Runs `tlsinspect ca export`: writes the policy's CA chain for installing in clients.
 pub fn export(
     config: &std::path::Path,
     policy: &str,
     out: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let _ = (config, policy, out);
-    anyhow::bail!("`tlsinspect ca export` is not built yet")
+    let cfg = match crate::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(errors) => anyhow::bail!("{errors}"),
+    };
+    let Some(p) = cfg.policies.iter().find(|p| &*p.id == policy) else {
+        let known: Vec<&str> = cfg.policies.iter().map(|p| &*p.id).collect();
+        anyhow::bail!(
+            "{}: no policy with id {policy:?} (policies: {})",
+            config.display(),
+            known.join(", ")
+        );
+    };
+    let ca = pki::PolicyCa::load(&p.ca_cert, &p.ca_key, &p.ca_chain, SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("{}: policy {policy}: {e}", config.display()))?;
+    for w in ca.summary().warnings {
+        eprintln!("warning: policy {policy}: {w}");
+    }
+    let files = pki::export::export_chain(&ca, out)?;
+    println!(
+        "exported the CA chain of policy {policy} ({}):",
+        ca.summary().subject
+    );
+    for f in &files {
+        println!("  {}", f.display());
+    }
+    println!();
+    println!("Install the .crt files (one certificate each) in the clients' trust stores,");
+    println!(
+        "or {} where a bundle is accepted; see README.",
+        pki::export::BUNDLE_FILE
+    );
+    Ok(ExitCode::SUCCESS)
 }

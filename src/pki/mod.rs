@@ -141,3 +141,25 @@ pub(crate) fn unix_secs(t: std::time::SystemTime) -> i64 {
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
+
+/// Entry points for the fuzz targets (`fuzz/fuzz_targets/pki_*.rs`).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// Parses bytes as a CA private-key file; must never panic.
+    pub fn key_file(data: &[u8]) -> bool {
+        super::keys::parse_ca_key(data, Path::new("fuzz.key")).is_ok()
+    }
+
+    /// Parses bytes as a certificate file and each certificate in it; must never panic.
+    pub fn cert_file(data: &[u8]) -> usize {
+        match super::keys::parse_certs(data, Path::new("fuzz.crt"), "certificate") {
+            Ok(certs) => certs
+                .iter()
+                .filter(|c| x509_parser::parse_x509_certificate(c).is_ok())
+                .count(),
+            Err(_) => 0,
+        }
+    }
+}
