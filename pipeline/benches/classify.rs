@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
             .all(|&(s, sp, d, dp)| table.lookup(s, sp, d, dp).is_some()));
         let unknown: Vec<_> = hits
             .iter()
-            .map(|&(_, sp, d, dp)| (v4(192, 0, 2, 250), sp, d, dp))
+            .map(|&(_, sp, d, dp)| (v4(198, 51, 100, 250), sp, d, dp))
             .collect();
         let wrong_port: Vec<_> = hits.iter().map(|&(s, sp, d, _)| (s, sp, d, 80)).collect();
         assert!(unknown

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::classify::{ScopeSpec, ScopeTable};
+use crate::io::afpacket::{RingConfig, RingVersion};
 use crate::io::enter_netns;
 use crate::path::tests::MemLog;
 use crate::pipeline::{DeviceMode, Pipeline, PipelineConfig};
@@ -37,9 +38,11 @@ fn sh(args: &[&str]) {
 /// the appliance on the server's port still tagged (in its bytes, or as the
 /// tag the receiving kernel stripped into the ring header).
 fn vlan_probe(lab: &Lab) {
-    use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
+    use crate::io::afpacket::{AfPacket, Fanout};
     use crate::io::Device;
+    // The probe's own sockets use the V3 layout, the appliance's the default.
     let ring = RingConfig {
+        version: RingVersion::V3,
         block_size: 65536,
         block_count: 4,
         retire_ms: 1,
@@ -323,6 +326,16 @@ fn exchange(port: u16, len: usize) -> u16 {
 }
 
 fn start(lab: &Lab, mode: DeviceMode, cpus: Vec<usize>, log: Arc<MemLog>) -> Pipeline {
+    start_ring(lab, mode, cpus, log, RingConfig::default())
+}
+
+fn start_ring(
+    lab: &Lab,
+    mode: DeviceMode,
+    cpus: Vec<usize>,
+    log: Arc<MemLog>,
+    ring: RingConfig,
+) -> Pipeline {
     let cfg = PipelineConfig {
         mode,
         cpus,
@@ -330,7 +343,7 @@ fn start(lab: &Lab, mode: DeviceMode, cpus: Vec<usize>, log: Arc<MemLog>) -> Pip
         flow_idle_timeout: Duration::from_secs(60),
     };
     in_ns(&lab.a, move || {
-        Pipeline::start(cfg, scopes(), log).expect("pipeline starts")
+        Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")
     })
     .join()
     .unwrap()
@@ -527,4 +540,123 @@ fn tun_mode_keeps_flows_on_their_owner() {
         100.0 * t.handoff_out as f64 / t.rx_frames.max(1) as f64,
         t.inscope_frames
     );
+}
+
+/// Bulk TCP throughput client → server for `secs` seconds; returns Gbit/s.
+fn bulk(lab: &Lab, port: u16, secs: f64) -> f64 {
+    let stop = in_ns(&lab.s, move || {
+        let l = TcpListener::bind(("203.0.113.10", port)).unwrap();
+        thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            total
+        })
+    })
+    .join()
+    .unwrap();
+    let sent = in_ns(&lab.c, move || {
+        let mut c = TcpStream::connect(("203.0.113.10", port)).unwrap();
+        let buf = vec![0x5au8; 1 << 18];
+        let t = Instant::now();
+        let mut total = 0u64;
+        while t.elapsed().as_secs_f64() < secs {
+            c.write_all(&buf).unwrap();
+            total += buf.len() as u64;
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        (total, t.elapsed().as_secs_f64())
+    })
+    .join()
+    .unwrap();
+    let received = stop.join().unwrap();
+    assert_eq!(received, sent.0, "bytes lost in transit");
+    received as f64 * 8.0 / sent.1 / 1e9
+}
+
+/// Bulk TCP through the appliance (one worker) against a kernel bridge in
+/// the same topology. Run in release: `cargo test --release -p
+/// tlsinspect-pipeline --lib throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run explicitly in release"]
+fn throughput_vs_kernel_bridge() {
+    let lab = Lab::bridged("tp");
+    let secs = 4.0;
+    let mut results = Vec::new();
+    for (k, version) in [RingVersion::V2, RingVersion::V3].into_iter().enumerate() {
+        let ring = RingConfig {
+            version,
+            ..RingConfig::default()
+        };
+        let mode = DeviceMode::AfPacket {
+            lan: "alan".into(),
+            wan: "awan".into(),
+        };
+        let p = start_ring(&lab, mode, vec![1], Arc::new(MemLog::default()), ring);
+        // Warm-up (ARP, slow start), then measure.
+        let base = 9000 + 10 * k as u16;
+        bulk(&lab, base, 0.5);
+        let gbps = bulk(&lab, base + 1, secs);
+        let rtt = rtt_us(&lab, base + 2, 500);
+        let stats = p.shutdown();
+        results.push((
+            version,
+            gbps,
+            rtt,
+            stats.total.tx_dropped,
+            stats.total.rx_dropped,
+        ));
+    }
+    lab.x(&lab.a, &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.x(&lab.a, &["ip", "link", "set", "alan", "master", "br0"]);
+    lab.x(&lab.a, &["ip", "link", "set", "awan", "master", "br0"]);
+    lab.x(&lab.a, &["ip", "link", "set", "br0", "up"]);
+    bulk(&lab, 9100, 0.5);
+    let bridge = bulk(&lab, 9101, secs);
+    let bridge_rtt = rtt_us(&lab, 9102, 500);
+    for (v, gbps, rtt, txd, rxd) in results {
+        eprintln!(
+            "{v:?}: {gbps:.2} Gbit/s ({:.2} of bridge), RTT {rtt:.0} us; tx_dropped {txd} rx_dropped {rxd}",
+            gbps / bridge
+        );
+    }
+    eprintln!("kernel bridge: {bridge:.2} Gbit/s, RTT {bridge_rtt:.0} us");
+}
+
+/// Mean round trip of 1-byte request/response over TCP, in microseconds.
+fn rtt_us(lab: &Lab, port: u16, rounds: u32) -> f64 {
+    in_ns(&lab.s, move || {
+        let l = TcpListener::bind(("203.0.113.10", port)).unwrap();
+        thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_nodelay(true).unwrap();
+            let mut b = [0u8; 1];
+            while c.read_exact(&mut b).is_ok() {
+                if c.write_all(&b).is_err() {
+                    break;
+                }
+            }
+        });
+    })
+    .join()
+    .unwrap();
+    in_ns(&lab.c, move || {
+        let mut c = TcpStream::connect(("203.0.113.10", port)).unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut b = [7u8; 1];
+        let t = Instant::now();
+        for _ in 0..rounds {
+            c.write_all(&b).unwrap();
+            c.read_exact(&mut b).unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+    })
+    .join()
+    .unwrap()
 }
