@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::classify::{ScopeSpec, ScopeTable};
+use crate::io::afpacket::{RingConfig, RingVersion};
 use crate::io::enter_netns;
 use crate::path::tests::MemLog;
 use crate::pipeline::{DeviceMode, Pipeline, PipelineConfig};
@@ -37,9 +38,11 @@ fn sh(args: &[&str]) {
 /// the appliance on the server's port still tagged (in its bytes, or as the
 /// tag the receiving kernel stripped into the ring header).
 fn vlan_probe(lab: &Lab) {
-    use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
+    use crate::io::afpacket::{AfPacket, Fanout};
     use crate::io::Device;
+    // The probe's own sockets use the V3 layout, the appliance's the default.
     let ring = RingConfig {
+        version: RingVersion::V3,
         block_size: 65536,
         block_count: 4,
         retire_ms: 1,
@@ -108,16 +111,7 @@ impl Lab {
 
     /// Client ─ appliance (two bare ports) ─ server.
     pub(crate) fn bridged(tag: &str) -> Lab {
-        let p = format!("tpp{}{tag}", std::process::id());
-        let lab = Lab {
-            c: format!("{p}c"),
-            a: format!("{p}a"),
-            s: format!("{p}s"),
-        };
-        for ns in [&lab.c, &lab.a, &lab.s] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            sh(&["ip", "netns", "add", ns]);
-        }
+        let lab = Lab::namespaces(tag);
         sh(&[
             "ip", "link", "add", "c0", "netns", &lab.c, "type", "veth", "peer", "name", "alan",
             "netns", &lab.a,
@@ -158,6 +152,103 @@ impl Lab {
         );
         lab.x(&lab.s, &["ip", "link", "set", "s0", "up"]);
         lab.x(&lab.s, &["ethtool", "-K", "s0", "tx", "off"]);
+        lab
+    }
+}
+
+impl Lab {
+    fn namespaces(tag: &str) -> Lab {
+        let p = format!("tpp{}{tag}", std::process::id());
+        let lab = Lab {
+            c: format!("{p}c"),
+            a: format!("{p}a"),
+            s: format!("{p}s"),
+        };
+        for ns in [&lab.c, &lab.a, &lab.s] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh(&["ip", "netns", "add", ns]);
+        }
+        lab
+    }
+
+    /// Client ─ router with two multi-queue TUNs in the forwarding path ─ server.
+    ///
+    /// Policy routing in the appliance namespace sends what arrives from the
+    /// client into `tlan`, what the appliance writes into `twan` on to the
+    /// server, and the reverse likewise (`aser` → `twan`, `tlan` → `alan`).
+    pub(crate) fn routed(tag: &str) -> Lab {
+        let lab = Lab::namespaces(tag);
+        let (c, a, s) = (&lab.c, &lab.a, &lab.s);
+        sh(&[
+            "ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "alan", "netns",
+            a,
+        ]);
+        sh(&[
+            "ip", "link", "add", "aser", "netns", a, "type", "veth", "peer", "name", "s0", "netns",
+            s,
+        ]);
+        for kv in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ] {
+            lab.x(a, &["sysctl", "-qw", kv]);
+        }
+        for t in ["tlan", "twan"] {
+            lab.x(
+                a,
+                &[
+                    "ip",
+                    "tuntap",
+                    "add",
+                    "dev",
+                    t,
+                    "mode",
+                    "tun",
+                    "multi_queue",
+                ],
+            );
+            lab.x(a, &["ip", "link", "set", t, "up"]);
+        }
+        lab.x(a, &["ip", "addr", "add", "192.0.2.254/24", "dev", "alan"]);
+        lab.x(a, &["ip", "addr", "add", "198.51.100.1/24", "dev", "aser"]);
+        for i in ["alan", "aser"] {
+            lab.x(a, &["ip", "link", "set", i, "up"]);
+            lab.x(
+                a,
+                &["sysctl", "-qw", &format!("net.ipv4.conf.{i}.rp_filter=0")],
+            );
+        }
+        for (iif, table, route) in [
+            ("alan", "101", vec!["default", "dev", "tlan"]),
+            (
+                "twan",
+                "102",
+                vec!["default", "via", "198.51.100.2", "dev", "aser"],
+            ),
+            ("aser", "103", vec!["default", "dev", "twan"]),
+            ("tlan", "104", vec!["192.0.2.0/24", "dev", "alan"]),
+        ] {
+            lab.x(a, &["ip", "rule", "add", "iif", iif, "lookup", table]);
+            let mut r = vec!["ip", "route", "add"];
+            r.extend(route);
+            r.extend(["table", table]);
+            lab.x(a, &r);
+        }
+        lab.x(c, &["ip", "link", "set", "lo", "up"]);
+        lab.x(c, &["ip", "addr", "add", "192.0.2.1/24", "dev", "c0"]);
+        lab.x(c, &["ip", "link", "set", "c0", "up"]);
+        lab.x(c, &["ip", "route", "add", "default", "via", "192.0.2.254"]);
+        lab.x(s, &["ip", "link", "set", "lo", "up"]);
+        lab.x(s, &["ip", "addr", "add", "203.0.113.10/32", "dev", "lo"]);
+        lab.x(s, &["ip", "addr", "add", "198.51.100.2/24", "dev", "s0"]);
+        lab.x(s, &["ip", "link", "set", "s0", "up"]);
+        lab.x(
+            s,
+            &["ip", "route", "add", "192.0.2.0/24", "via", "198.51.100.1"],
+        );
         lab
     }
 }
@@ -235,6 +326,16 @@ fn exchange(port: u16, len: usize) -> u16 {
 }
 
 fn start(lab: &Lab, mode: DeviceMode, cpus: Vec<usize>, log: Arc<MemLog>) -> Pipeline {
+    start_ring(lab, mode, cpus, log, RingConfig::default())
+}
+
+fn start_ring(
+    lab: &Lab,
+    mode: DeviceMode,
+    cpus: Vec<usize>,
+    log: Arc<MemLog>,
+    ring: RingConfig,
+) -> Pipeline {
     let cfg = PipelineConfig {
         mode,
         cpus,
@@ -242,7 +343,7 @@ fn start(lab: &Lab, mode: DeviceMode, cpus: Vec<usize>, log: Arc<MemLog>) -> Pip
         flow_idle_timeout: Duration::from_secs(60),
     };
     in_ns(&lab.a, move || {
-        Pipeline::start(cfg, scopes(), log).expect("pipeline starts")
+        Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")
     })
     .join()
     .unwrap()
@@ -362,4 +463,200 @@ fn af_packet_bridge_is_symmetric_and_forwards_everything() {
         t.tx_frames, t.rx_frames,
         "every received frame was forwarded"
     );
+}
+
+/// TUN mode: the same guarantees as the AF_PACKET test, with the kernel
+/// choosing the queue. Packets that arrive at a worker other than their
+/// flow's owner are handed over; the count is printed for the report.
+#[test]
+fn tun_mode_keeps_flows_on_their_owner() {
+    let lab = Lab::routed("tn");
+    let log = Arc::new(MemLog::default());
+    let cpus = if thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        vec![0, 1]
+    } else {
+        vec![0]
+    };
+    let nworkers = cpus.len();
+    let p = start(
+        &lab,
+        DeviceMode::Tun {
+            lan: "tlan".into(),
+            wan: "twan".into(),
+        },
+        cpus,
+        log.clone(),
+    );
+    servers(&lab);
+    let expected: Vec<(u16, usize)> = in_ns(&lab.c, || {
+        let mut v = Vec::new();
+        for i in 0..40 {
+            let len = 1000 + i * 977;
+            v.push((exchange(8443, len), len));
+        }
+        exchange(8080, 5000);
+        let u = UdpSocket::bind("192.0.2.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u.send_to(b"datagram", "203.0.113.10:5353").unwrap();
+        let mut b = [0u8; 64];
+        let (n, _) = u.recv_from(&mut b).expect("UDP echo through the TUN pair");
+        assert_eq!(&b[..n], b"datagram");
+        v
+    })
+    .join()
+    .unwrap();
+    wait_for(
+        || p.stats().total.flows_ended == 40,
+        "40 flows to end by FIN",
+    );
+    let stats = p.shutdown();
+    let t = stats.total;
+    let recs = log.0.lock().unwrap();
+    assert_eq!(recs.len(), 40);
+    for (port, len) in expected {
+        let r = recs
+            .iter()
+            .find(|r| r.meta.src.port() == port)
+            .expect("record for every flow");
+        assert_eq!((&*r.meta.policy_id, &*r.meta.scope_id), ("corp", "web"));
+        assert_eq!(
+            (r.bytes_toserver, r.bytes_toclient),
+            (len as u64, 2 * len as u64),
+            "flow {port}"
+        );
+    }
+    assert_eq!(t.handoff_in, t.handoff_out);
+    assert_eq!(t.handoff_overflow, 0);
+    assert!(t.fast_udp >= 2 && t.fast_tcp >= 10, "{t:?}");
+    if nworkers > 1 {
+        for (i, w) in stats.workers.iter().enumerate() {
+            assert!(w.flows_started > 0, "worker {i} got no flow: {stats:?}");
+        }
+    }
+    eprintln!(
+        "TUN handoff: {} of {} packets ({:.1}%) moved to their owner; in-scope frames {}",
+        t.handoff_out,
+        t.rx_frames,
+        100.0 * t.handoff_out as f64 / t.rx_frames.max(1) as f64,
+        t.inscope_frames
+    );
+}
+
+/// Bulk TCP throughput client → server for `secs` seconds; returns Gbit/s.
+fn bulk(lab: &Lab, port: u16, secs: f64) -> f64 {
+    let stop = in_ns(&lab.s, move || {
+        let l = TcpListener::bind(("203.0.113.10", port)).unwrap();
+        thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            total
+        })
+    })
+    .join()
+    .unwrap();
+    let sent = in_ns(&lab.c, move || {
+        let mut c = TcpStream::connect(("203.0.113.10", port)).unwrap();
+        let buf = vec![0x5au8; 1 << 18];
+        let t = Instant::now();
+        let mut total = 0u64;
+        while t.elapsed().as_secs_f64() < secs {
+            c.write_all(&buf).unwrap();
+            total += buf.len() as u64;
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        (total, t.elapsed().as_secs_f64())
+    })
+    .join()
+    .unwrap();
+    let received = stop.join().unwrap();
+    assert_eq!(received, sent.0, "bytes lost in transit");
+    received as f64 * 8.0 / sent.1 / 1e9
+}
+
+/// Bulk TCP through the appliance (one worker) against a kernel bridge in
+/// the same topology. Run in release: `cargo test --release -p
+/// tlsinspect-pipeline --lib throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run explicitly in release"]
+fn throughput_vs_kernel_bridge() {
+    let lab = Lab::bridged("tp");
+    let secs = 4.0;
+    let mut results = Vec::new();
+    for (k, version) in [RingVersion::V2, RingVersion::V3].into_iter().enumerate() {
+        let ring = RingConfig {
+            version,
+            ..RingConfig::default()
+        };
+        let mode = DeviceMode::AfPacket {
+            lan: "alan".into(),
+            wan: "awan".into(),
+        };
+        let p = start_ring(&lab, mode, vec![1], Arc::new(MemLog::default()), ring);
+        // Warm-up (ARP, slow start), then measure.
+        let base = 9000 + 10 * k as u16;
+        bulk(&lab, base, 0.5);
+        let gbps = bulk(&lab, base + 1, secs);
+        let rtt = rtt_us(&lab, base + 2, 500);
+        let stats = p.shutdown();
+        results.push((
+            version,
+            gbps,
+            rtt,
+            stats.total.tx_dropped,
+            stats.total.rx_dropped,
+        ));
+    }
+    lab.x(&lab.a, &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.x(&lab.a, &["ip", "link", "set", "alan", "master", "br0"]);
+    lab.x(&lab.a, &["ip", "link", "set", "awan", "master", "br0"]);
+    lab.x(&lab.a, &["ip", "link", "set", "br0", "up"]);
+    bulk(&lab, 9100, 0.5);
+    let bridge = bulk(&lab, 9101, secs);
+    let bridge_rtt = rtt_us(&lab, 9102, 500);
+    for (v, gbps, rtt, txd, rxd) in results {
+        eprintln!(
+            "{v:?}: {gbps:.2} Gbit/s ({:.2} of bridge), RTT {rtt:.0} us; tx_dropped {txd} rx_dropped {rxd}",
+            gbps / bridge
+        );
+    }
+    eprintln!("kernel bridge: {bridge:.2} Gbit/s, RTT {bridge_rtt:.0} us");
+}
+
+/// Mean round trip of 1-byte request/response over TCP, in microseconds.
+fn rtt_us(lab: &Lab, port: u16, rounds: u32) -> f64 {
+    in_ns(&lab.s, move || {
+        let l = TcpListener::bind(("203.0.113.10", port)).unwrap();
+        thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_nodelay(true).unwrap();
+            let mut b = [0u8; 1];
+            while c.read_exact(&mut b).is_ok() {
+                if c.write_all(&b).is_err() {
+                    break;
+                }
+            }
+        });
+    })
+    .join()
+    .unwrap();
+    in_ns(&lab.c, move || {
+        let mut c = TcpStream::connect(("203.0.113.10", port)).unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut b = [7u8; 1];
+        let t = Instant::now();
+        for _ in 0..rounds {
+            c.write_all(&b).unwrap();
+            c.read_exact(&mut b).unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+    })
+    .join()
+    .unwrap()
 }

@@ -154,6 +154,16 @@ impl Pipeline {
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
     ) -> Result<Pipeline, PipelineError> {
+        Self::start_with_ring(cfg, RingConfig::default(), scopes, log)
+    }
+
+    /// Like [`Pipeline::start`], with an explicit AF_PACKET ring layout (ignored for TUN).
+    pub fn start_with_ring(
+        cfg: PipelineConfig,
+        ring: RingConfig,
+        scopes: Arc<ScopeTable>,
+        log: Arc<dyn FlowLog>,
+    ) -> Result<Pipeline, PipelineError> {
         check_cpus(&cfg.cpus)?;
         let n = cfg.cpus.len();
         match &cfg.mode {
@@ -168,14 +178,14 @@ impl Pipeline {
                             (_, None) => Fanout::Create,
                             (_, Some(id)) => Fanout::Join(id),
                         };
-                        AfPacket::open(iface, RingConfig::default(), fanout, &program).map_err(
-                            |source| PipelineError::Device {
+                        AfPacket::open(iface, ring, fanout, &program).map_err(|source| {
+                            PipelineError::Device {
                                 side,
                                 iface: iface.to_owned(),
                                 worker: w,
                                 source,
-                            },
-                        )
+                            }
+                        })
                     };
                     let l = open(lan, lan_group, "lan")?;
                     let r = open(wan, wan_group, "wan")?;

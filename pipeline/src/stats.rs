@@ -78,6 +78,8 @@ counters! {
     flow_overflow,
     /// Frames that failed to parse (forwarded unchanged).
     malformed,
+    /// Frames lost on receive (ring overflow, or truncated by the ring).
+    rx_dropped,
     /// Frames handed to a device for transmission.
     tx_frames,
     /// Frames the kernel refused or dropped on transmit.

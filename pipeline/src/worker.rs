@@ -218,6 +218,7 @@ impl<D: Device> Worker<D> {
             };
             if now >= next_housekeeping {
                 self.dispatcher.expire(now);
+                self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
                 next_housekeeping = now + HOUSEKEEPING;
             }
             self.publish();
@@ -236,6 +237,7 @@ impl<D: Device> Worker<D> {
         let _ = self.lan.flush();
         let _ = self.wan.flush();
         self.dispatcher.finish(Instant::now());
+        self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
         self.publish();
         result
     }

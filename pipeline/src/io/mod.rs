@@ -65,6 +65,13 @@ pub trait Device: Send {
     /// Frames dropped on transmit so far (kernel refused or queue full).
     fn tx_dropped(&self) -> u64;
 
+    /// Frames lost on receive so far: ring overflow reported by the kernel,
+    /// or frames truncated by the ring (never forwarded cut short).
+    /// May make a syscall; the worker calls it during housekeeping only.
+    fn rx_dropped(&mut self) -> u64 {
+        0
+    }
+
     /// The descriptor to wait on for readability.
     fn fd(&self) -> RawFd;
 }
