@@ -232,5 +232,14 @@ fn main() -> anyhow::Result<()> {
         "ratio appliance / bridge:        {:.3}  (target >= 0.9)",
         a / b
     );
+    if !cost.is_empty() {
+        println!(
+            "appliance CPU per frame (median): {:.0} ns",
+            median(&mut cost)
+        );
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average after the run:      {}", load.trim());
+    }
     Ok(())
 }
