@@ -15,6 +15,7 @@ use tlsinspect_pipeline::classify::{ScopeSpec, ScopeTable};
 use tlsinspect_pipeline::{DeviceMode, Pipeline, PipelineConfig, Stats};
 
 use crate::config::{self, Config, Mode};
+use crate::control::metrics::{MetricsSource, Sample};
 use crate::control::{ControlHandler, Request, Response};
 use crate::log::{JsonLog, Rotation};
 
@@ -258,6 +259,97 @@ impl Appliance {
     /// Stops the workers and returns the final counters.
     pub fn shutdown(self) -> Stats {
         self.pipeline.shutdown()
+    }
+}
+
+/// The Prometheus samples of a running [`Appliance`], read at scrape time.
+pub struct Metrics(pub Arc<Appliance>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl MetricsSource for Metrics {
+    fn samples(&self) -> Vec<Sample> {
+        let stats = self.0.stats();
+        let t = &stats.total;
+        let mut out = vec![
+            Sample::counter("frames", "Frames by data-plane path.", t.fast_frames)
+                .label("path", "fast"),
+            Sample::counter("frames", "Frames by data-plane path.", t.inscope_frames)
+                .label("path", "in_scope"),
+            Sample::counter("bytes", "Bytes by data-plane path.", t.fast_bytes)
+                .label("path", "fast"),
+            Sample::counter("bytes", "Bytes by data-plane path.", t.inscope_bytes)
+                .label("path", "in_scope"),
+            Sample::counter("rx_frames", "Frames received on lan and wan.", t.rx_frames),
+            Sample::counter(
+                "tx_frames",
+                "Frames handed to a device for transmission.",
+                t.tx_frames,
+            ),
+            Sample::counter(
+                "tx_dropped",
+                "Frames the kernel refused or dropped on transmit.",
+                t.tx_dropped,
+            ),
+            Sample::counter(
+                "tx_errors",
+                "Transmit calls that failed unexpectedly.",
+                t.tx_errors,
+            ),
+            Sample::counter(
+                "malformed_frames",
+                "Frames that failed to parse (forwarded unchanged).",
+                t.malformed,
+            ),
+            Sample::counter("flows_started", "In-scope flows started.", t.flows_started),
+            Sample::counter(
+                "flows_ended",
+                "In-scope flows ended and logged.",
+                t.flows_ended,
+            ),
+            Sample::counter(
+                "flow_overflow",
+                "In-scope SYNs not tracked because the flow table was full.",
+                t.flow_overflow,
+            ),
+            Sample::gauge(
+                "flows_active",
+                "Flows in the flow tables.",
+                t.flows_active as f64,
+            ),
+            Sample::counter(
+                "log_records",
+                "Traffic-log records written.",
+                self.0.log_records(),
+            ),
+        ];
+        for (kind, v) in [
+            ("arp", t.fast_arp),
+            ("udp", t.fast_udp),
+            ("icmp", t.fast_icmp),
+            ("tcp", t.fast_tcp),
+            ("vlan", t.fast_vlan),
+            ("other", t.fast_other),
+        ] {
+            out.push(
+                Sample::counter("fast_frames", "Fast-path frames by kind.", v).label("kind", kind),
+            );
+        }
+        for (i, w) in stats.workers.iter().enumerate() {
+            out.push(
+                Sample::counter(
+                    "worker_rx_frames",
+                    "Frames received per worker.",
+                    w.rx_frames,
+                )
+                .label("worker", i.to_string()),
+            );
+        }
+        out
     }
 }
 

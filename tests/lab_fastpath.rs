@@ -23,6 +23,10 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     let nginx = t.start_nginx()?;
     t.start_udp_echo(SERVER_B, 7007)?;
     let (config, log) = t.write_config(IN_SCOPE)?;
+    // The metrics endpoint listens inside the appliance ns only.
+    let text = std::fs::read_to_string(&config)?
+        .replace("\ncontrol = ", "\nmetrics = \"127.0.0.1:9273\"\ncontrol = ");
+    std::fs::write(&config, text)?;
     let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER_A)?;
 
     for client in [IN_SCOPE, OUT_OF_SCOPE] {
@@ -76,6 +80,22 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             in_scope_ports.push((c2.local_port, SERVER_B));
         }
     }
+
+    let m = t.lab.exec(
+        t.lab.appliance_ns(),
+        "curl",
+        &["-sS", "http://127.0.0.1:9273/metrics"],
+    )?;
+    let metrics = String::from_utf8_lossy(&m.stdout);
+    let in_scope_frames = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tlsinspect_frames_total{path=\"in_scope\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        in_scope_frames > 30_000,
+        "{mode:?}: in-scope frames in the metrics: {metrics}"
+    );
 
     // Reload (SIGHUP) with the policy disabled: new in-scope connections
     // are no longer selected, so they leave no record.

@@ -3,7 +3,7 @@
 //! same offload settings, measured in the same run (DESIGN.md §9).
 //!
 //! Run as root: `cargo bench --bench lab` (env: `LAB_BENCH_SECONDS`, default
-//! 10 per run; `LAB_BENCH_ROUNDS`, default 2, alternating bridge and
+//! 10 per run; `LAB_BENCH_ROUNDS`, default 3, alternating bridge and
 //! appliance so drift on a shared machine hits both alike; `LAB_BENCH_STREAMS`,
 //! default 1). Prints each run, the medians and the ratio appliance / bridge.
 
@@ -51,8 +51,31 @@ fn ping_once(lab: &Lab) -> anyhow::Result<bool> {
     Ok(p.received == 1)
 }
 
+/// CPU time of all threads of `pid` so far (from schedstat, nanoseconds).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// One run's result.
+struct Run {
+    gbps: f64,
+    /// Appliance CPU nanoseconds per forwarded frame (appliance runs only).
+    ns_per_frame: Option<f64>,
+}
+
 /// One measurement: builds the lab, starts what the mode needs, runs iperf3.
-fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Result<f64> {
+fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Result<Run> {
     let lab = Lab::build(LabSpec {
         prefix: lab::unique_prefix(&format!("bench{}", mode.as_str())),
         mode,
@@ -112,6 +135,7 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     lab.spawn("iperf3 server", cmd)?;
     std::thread::sleep(Duration::from_millis(300));
+    let cpu_before = appliance.map(cpu_ns);
     let out = lab
         .exec(
             lab.client_ns(),
@@ -136,12 +160,26 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("iperf3 output without end.sum_received: {v}"))?;
-    if let Some(pid) = appliance {
+    let mut ns_per_frame = None;
+    if let (Some(pid), Some(before)) = (appliance, cpu_before) {
+        let cpu = cpu_ns(pid).saturating_sub(before);
         lab.stop(pid, "TERM", Duration::from_secs(20))?;
         let report = std::fs::read_to_string(dir.join("appliance.out")).unwrap_or_default();
+        let frames: f64 = report
+            .split("tx_frames ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if frames > 0.0 {
+            ns_per_frame = Some(cpu as f64 / frames);
+        }
         eprintln!("appliance report:\n{}", report.trim());
     }
-    Ok(bps / 1e9)
+    Ok(Run {
+        gbps: bps / 1e9,
+        ns_per_frame,
+    })
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -165,19 +203,26 @@ fn main() -> anyhow::Result<()> {
         bail!("the lab benchmark needs root and iperf3");
     }
     let seconds = env_u64("LAB_BENCH_SECONDS", 10);
-    let rounds = env_u64("LAB_BENCH_ROUNDS", 2);
+    let rounds = env_u64("LAB_BENCH_ROUNDS", 3);
     let streams = env_u64("LAB_BENCH_STREAMS", 1);
     let dir = tempfile::Builder::new()
         .prefix("tlsinspect-bench-")
         .tempdir()?;
-    let (mut bridge, mut app) = (Vec::new(), Vec::new());
+    let (mut bridge, mut app, mut cost) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let b = measure(LabMode::Bridge, dir.path(), seconds, streams)?;
+        let b = measure(LabMode::Bridge, dir.path(), seconds, streams)?.gbps;
         println!("round {round}: kernel bridge           {b:6.2} Gbit/s");
         bridge.push(b);
-        let a = measure(LabMode::AfPacket, dir.path(), seconds, streams)?;
-        println!("round {round}: appliance (af_packet)   {a:6.2} Gbit/s");
-        app.push(a);
+        let r = measure(LabMode::AfPacket, dir.path(), seconds, streams)?;
+        let per = r
+            .ns_per_frame
+            .map_or_else(String::new, |n| format!(", appliance CPU {n:.0} ns/frame"));
+        println!(
+            "round {round}: appliance (af_packet)   {:6.2} Gbit/s{per}",
+            r.gbps
+        );
+        app.push(r.gbps);
+        cost.extend(r.ns_per_frame);
     }
     let (b, a) = (median(&mut bridge), median(&mut app));
     println!("\niperf3 TCP, {streams} stream(s), {seconds} s x {rounds} rounds, GRO/LRO off on lan/wan, tx csum off on veth peers");
@@ -187,5 +232,14 @@ fn main() -> anyhow::Result<()> {
         "ratio appliance / bridge:        {:.3}  (target >= 0.9)",
         a / b
     );
+    if !cost.is_empty() {
+        println!(
+            "appliance CPU per frame (median): {:.0} ns",
+            median(&mut cost)
+        );
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average after the run:      {}", load.trim());
+    }
     Ok(())
 }

@@ -13,8 +13,9 @@ use anyhow::Context as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::control::metrics::MetricsServer;
 use crate::control::ControlServer;
-use crate::runtime::{self, Appliance, Control};
+use crate::runtime::{self, Appliance, Control, Metrics};
 
 /// Runs `tlsinspect run`.
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
@@ -32,6 +33,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     let control_path = cfg.appliance.control.clone();
     let cpus = cfg.appliance.cpus.clone();
+    let metrics_addr = cfg.appliance.metrics;
     let summary = format!(
         "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}",
         cfg.appliance.mode,
@@ -46,6 +48,15 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let app = Arc::new(Appliance::start(config, cfg)?);
     let control = ControlServer::bind(&control_path, Arc::new(Control(app.clone())))
         .with_context(|| format!("opening the control socket {}", control_path.display()))?;
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, Arc::new(Metrics(app.clone())))
+                .with_context(|| format!("starting the metrics endpoint {addr}"))?;
+            log::info!("metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     log::info!(
         "running: {summary}; control socket {}",
         control_path.display()
@@ -66,6 +77,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 
+    drop(metrics);
     drop(control);
     let records = app.log_records();
     let app = Arc::try_unwrap(app)
