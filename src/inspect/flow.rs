@@ -51,6 +51,8 @@ pub(crate) struct Txn {
     pub resp_tail: Vec<u8>,
     /// Sids already raised on this transaction's response.
     pub resp_sids: HashSet<u64>,
+    /// Whether any response-body rule could still match this response.
+    pub resp_body_scan: bool,
 }
 
 /// State shared by the protocol handlers of one flow.
@@ -64,6 +66,8 @@ pub(crate) struct Core {
     new_alerts: Vec<Alert>,
     report: InspectReport,
     raw_sids: HashSet<u64>,
+    /// Whether any raw-stream rule applies to [to server, to client].
+    raw_active: [bool; 2],
     pub is_http: bool,
 }
 
@@ -106,7 +110,13 @@ pub(crate) fn block_page_h1(reason: &str, close: bool) -> Vec<u8> {
 impl Core {
     fn new(shared: Arc<Shared>, client: (IpAddr, u16), server: (IpAddr, u16)) -> Self {
         let activity = shared.ips.activity(client, server);
+        let mut raw_active = [false; 2];
+        for id in shared.ips.raw_rule_ids() {
+            raw_active[0] |= activity.to_server(id);
+            raw_active[1] |= activity.to_client(id);
+        }
         Core {
+            raw_active,
             shared,
             activity,
             scratch: Scratch::default(),
@@ -266,7 +276,7 @@ impl Core {
         let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
         let mut window = Vec::new();
         if let Some(c) = chunk {
-            if !ips.wants(Phase::Response, Buffer::ResponseBody) {
+            if !txn.resp_body_scan {
                 return IpsOutcome::Continue;
             }
             window.reserve(txn.resp_tail.len() + c.len());
@@ -274,6 +284,7 @@ impl Core {
             window.extend_from_slice(c);
         }
         let mut sids = std::mem::take(&mut txn.resp_sids);
+        let mut body_scan = txn.resp_body_scan;
         let outcome = {
             let mut bufs = Buffers::default();
             Self::request_buffers(txn, &mut bufs);
@@ -283,10 +294,19 @@ impl Core {
             bufs.set(Buffer::ResponseHeader, &txn.resp_header_buf);
             if chunk.is_some() {
                 bufs.set(Buffer::ResponseBody, &window);
+            } else {
+                // At the head: decide once whether the body needs scanning.
+                body_scan = ips.could_need(
+                    Phase::Response,
+                    Buffer::ResponseBody,
+                    &bufs,
+                    &mut self.scratch,
+                );
             }
             self.run(Phase::Response, &bufs, false, Some(&mut sids))
         };
         txn.resp_sids = sids;
+        txn.resp_body_scan = body_scan;
         if chunk.is_some() {
             let keep = self.shared.limits.stream_overlap.min(window.len());
             txn.resp_tail.clear();
@@ -310,8 +330,8 @@ impl Core {
     }
 
     /// Whether raw-stream rules could apply to this direction at all.
-    pub fn raw_wanted(&self) -> bool {
-        !self.ips_passed && !self.shared.ips.phase_empty(Phase::Raw)
+    pub fn raw_wanted(&self, to_server: bool) -> bool {
+        !self.ips_passed && self.raw_active[usize::from(!to_server)]
     }
 
     fn run(
@@ -427,7 +447,7 @@ impl Flow {
 
     /// Scans raw bytes; false when the flow must be reset.
     fn raw_scan(&mut self, dir: Direction, data: &[u8], out: &mut Emit) -> bool {
-        if !self.core.raw_wanted() || data.is_empty() {
+        if !self.core.raw_wanted(dir == Direction::ToServer) || data.is_empty() {
             return true;
         }
         let i = if dir == Direction::ToServer { 0 } else { 1 };

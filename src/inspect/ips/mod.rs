@@ -226,6 +226,42 @@ impl Ruleset {
         }
     }
 
+    /// Whether a rule of `phase` could match once buffer `body` is added to
+    /// `bufs`: some rule keys its fast pattern on `body`, has no fast
+    /// pattern, or was already nominated by the other buffers.
+    pub fn could_need(
+        &self,
+        phase: Phase,
+        body: Buffer,
+        bufs: &Buffers<'_>,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let p = &self.phases[phase as usize];
+        if !p.wants[body as usize] {
+            return false;
+        }
+        if p.prefilter.has(body) || !p.always.is_empty() {
+            return true;
+        }
+        let mut cands = Vec::new();
+        p.prefilter.scan(bufs, scratch, &mut cands);
+        cands.iter().any(|&id| {
+            self.rules[id as usize]
+                .groups
+                .iter()
+                .any(|(b, _)| *b == body)
+        })
+    }
+
+    /// Ids of the raw-stream rules.
+    pub fn raw_rule_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.uses_raw())
+            .map(|(i, _)| i as u32)
+    }
+
     /// The rule with id `id` (as returned in hits).
     pub fn rule(&self, id: u32) -> &Rule {
         &self.rules[id as usize]
