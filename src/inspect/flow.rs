@@ -269,16 +269,16 @@ impl Core {
 
     /// Runs the response-phase rules on a response head or body chunk.
     pub fn ips_response(&mut self, txn: &mut Txn, chunk: Option<&[u8]>) -> IpsOutcome {
+        if self.ips_passed || (chunk.is_some() && !txn.resp_body_scan) {
+            return IpsOutcome::Continue;
+        }
         let ips = self.shared.ips.clone();
-        if self.ips_passed || ips.phase_empty(Phase::Response) {
+        if ips.phase_empty(Phase::Response) {
             return IpsOutcome::Continue;
         }
         let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
         let mut window = Vec::new();
         if let Some(c) = chunk {
-            if !txn.resp_body_scan {
-                return IpsOutcome::Continue;
-            }
             window.reserve(txn.resp_tail.len() + c.len());
             window.extend_from_slice(&txn.resp_tail);
             window.extend_from_slice(c);

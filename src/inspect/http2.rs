@@ -181,6 +181,9 @@ pub struct H2 {
     streams: HashMap<u32, Stream>,
     /// Highest client stream id seen.
     last_stream: u32,
+    /// Recently denied streams (bounded): late frames for them are dropped,
+    /// since the server never saw these streams.
+    denied: std::collections::VecDeque<u32>,
     /// Frames toward the client waiting for a frame boundary.
     inject: Vec<u8>,
     /// The server's first frame (its SETTINGS) has been forwarded.
@@ -214,6 +217,7 @@ impl H2 {
             s_block: None,
             streams: HashMap::new(),
             last_stream: 0,
+            denied: std::collections::VecDeque::new(),
             inject: Vec::new(),
             server_started: false,
             server_max_frame: 16384,
@@ -305,6 +309,14 @@ impl H2 {
             if flags & END_HEADERS != 0 {
                 return self.client_headers(core, out);
             }
+            return false;
+        }
+        if ty != HEADERS
+            && sid != 0
+            && !self.streams.contains_key(&sid)
+            && self.denied.contains(&sid)
+        {
+            // A late frame (trailers, WINDOW_UPDATE, RST_STREAM) of a denied stream.
             return false;
         }
         match ty {
@@ -429,6 +441,10 @@ impl H2 {
             return true;
         }
         let sid = block.stream;
+        if !self.streams.contains_key(&sid) && self.denied.contains(&sid) {
+            // Trailers of a denied stream: decoded (to keep HPACK in sync), dropped.
+            return false;
+        }
         if let Some(st) = self.streams.get_mut(&sid) {
             // Trailers on an existing stream.
             match st.state {
@@ -615,12 +631,16 @@ impl H2 {
     }
 
     fn reap(&mut self, sid: u32) {
-        if self
-            .streams
-            .get(&sid)
-            .is_some_and(|s| s.client_done && s.resp_done)
-        {
-            self.streams.remove(&sid);
+        if let Some(s) = self.streams.get(&sid) {
+            if s.client_done && s.resp_done {
+                if s.state == SState::Denied {
+                    if self.denied.len() >= 1024 {
+                        self.denied.pop_front();
+                    }
+                    self.denied.push_back(sid);
+                }
+                self.streams.remove(&sid);
+            }
         }
     }
 

@@ -258,3 +258,31 @@ fn garbage_and_truncation_never_panic() {
     assert_eq!(o.action, ConnAction::Reset);
     assert_eq!(o.alerts[0].engine, "http");
 }
+
+#[test]
+fn late_frames_of_denied_streams_stay_away_from_the_server() {
+    let e = engines(Mode::Prevent, "");
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let denied = fields(&[
+        (":method", "PUT"),
+        (":scheme", "https"),
+        (":authority", "a.example.com"),
+        (":path", "/upload/x"),
+    ]);
+    headers_frame(&mut enc, 1, &denied, false, &mut client);
+    data_frame(1, b"body", true, &mut client);
+    // Trailers-like HEADERS and a WINDOW_UPDATE for the closed, denied stream.
+    let trailers = fields(&[("x-checksum", "abc")]);
+    headers_frame(&mut enc, 1, &trailers, true, &mut client);
+    frame_header(&mut client, 4, 8, 0, 1);
+    client.extend_from_slice(&100u32.to_be_bytes());
+    let g = get("/ok", "a.example.com");
+    headers_frame(&mut enc, 3, &g, true, &mut client);
+    let o = check_all_splits(&e, Some(b"h2"), &[(Direction::ToServer, client)]);
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![Seen::Other(4, 0), Seen::Headers(3, 0x5, g)]
+    );
+}
