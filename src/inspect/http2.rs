@@ -3,11 +3,14 @@
 //! Frames are followed in both directions; flow control is left to the
 //! endpoints. Two things are deliberately not pass-through:
 //!
-//! * Request HEADERS toward the server are re-encoded with our own HPACK
-//!   encoder. A denied stream's HEADERS must never reach the server, and
-//!   simply dropping a header block would desynchronise the server's HPACK
-//!   table from the client's; owning the encoder toward the server keeps both
-//!   tables consistent whatever we drop. A request is held (HEADERS and DATA)
+//! * Request HEADERS toward the server are re-encoded by us. A denied
+//!   stream's HEADERS must never reach the server, and simply dropping a
+//!   header block would desynchronise the server's HPACK table from the
+//!   client's; owning the encoding toward the server keeps both consistent
+//!   whatever we drop. We encode every field as a literal without indexing
+//!   (never-indexed for credentials), so the server's dynamic table stays
+//!   empty and its SETTINGS_HEADER_TABLE_SIZE can never be exceeded; the cost
+//!   is a few hundred bytes per request of lost header compression. A request is held (HEADERS and DATA)
 //!   until decided, bounded so that the client's flow-control window can
 //!   never be exhausted by our holding.
 //! * A denied stream is answered toward the client with a `403` HEADERS frame
@@ -22,7 +25,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use loona_hpack::{Decoder, Encoder};
+use loona_hpack::encoder::encode_integer_into;
+use loona_hpack::Decoder;
 use tlsinspect_pipeline::api::{Direction, Emit};
 
 use super::flow::{Core, IpsOutcome, Txn};
@@ -174,7 +178,6 @@ pub struct H2 {
     c_framer: Framer,
     s_framer: Framer,
     dec_req: Decoder<'static>,
-    enc_req: Encoder<'static>,
     dec_resp: Decoder<'static>,
     c_block: Option<Block>,
     s_block: Option<Block>,
@@ -211,7 +214,6 @@ impl H2 {
             c_framer: Framer::default(),
             s_framer: Framer::default(),
             dec_req,
-            enc_req: Encoder::new(),
             dec_resp,
             c_block: None,
             s_block: None,
@@ -449,7 +451,6 @@ impl H2 {
             // Trailers on an existing stream.
             match st.state {
                 SState::Forward => emit_headers(
-                    &mut self.enc_req,
                     self.server_max_frame,
                     sid,
                     &fields,
@@ -616,14 +617,9 @@ impl H2 {
         let held = std::mem::take(&mut st.held);
         for h in held {
             match h {
-                HeldFrame::Headers(fields, end) => emit_headers(
-                    &mut self.enc_req,
-                    self.server_max_frame,
-                    sid,
-                    &fields,
-                    end,
-                    &mut out.to_server,
-                ),
+                HeldFrame::Headers(fields, end) => {
+                    emit_headers(self.server_max_frame, sid, &fields, end, &mut out.to_server)
+                }
                 HeldFrame::Raw(f) => out.to_server.extend_from_slice(&f),
             }
         }
@@ -812,16 +808,34 @@ impl H2 {
     }
 }
 
+/// HPACK-encodes `fields` as literals that never touch the dynamic table.
+pub fn encode_literal_block(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
+    for (n, v) in fields {
+        let sensitive = matches!(
+            n.as_slice(),
+            b"authorization" | b"proxy-authorization" | b"cookie"
+        );
+        // 0000xxxx = literal without indexing, 0001xxxx = never indexed; index 0 = new name.
+        out.push(if sensitive { 0x10 } else { 0x00 });
+        for s in [n, v] {
+            // Writing into a Vec cannot fail.
+            let _ = encode_integer_into(s.len(), 7, 0, &mut out);
+            out.extend_from_slice(s);
+        }
+    }
+    out
+}
+
 /// HPACK-encodes `fields` and writes HEADERS (+ CONTINUATION) frames.
 fn emit_headers(
-    enc: &mut Encoder<'static>,
     max_frame: usize,
     sid: u32,
     fields: &[(Vec<u8>, Vec<u8>)],
     end_stream: bool,
     out: &mut Vec<u8>,
 ) {
-    let block = enc.encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+    let block = encode_literal_block(fields);
     let mut chunks = block.chunks(max_frame.max(1)).peekable();
     let mut first = true;
     if block.is_empty() {
