@@ -193,6 +193,10 @@ pub struct H2 {
     server_started: bool,
     /// The server's SETTINGS_MAX_FRAME_SIZE (limits frames we send it).
     server_max_frame: usize,
+    /// The server's SETTINGS_INITIAL_WINDOW_SIZE: a client cannot send more
+    /// body than this on a stream before the server reads, so holding more
+    /// would deadlock.
+    server_initial_window: usize,
     max_streams: usize,
     max_body: usize,
     /// Server-to-client parsing gave up: forward raw.
@@ -223,6 +227,7 @@ impl H2 {
             inject: Vec::new(),
             server_started: false,
             server_max_frame: 16384,
+            server_initial_window: 65535,
             max_streams: limits.max_h2_streams,
             max_body: limits.max_request_body.min(MAX_HELD_TOTAL),
             s_failed: false,
@@ -358,7 +363,8 @@ impl H2 {
                     st.client_done = true;
                 }
                 let held = st.state == SState::Held;
-                let (done, over) = (st.client_done, st.body.len() >= self.max_body);
+                let limit = self.max_body.min(self.server_initial_window).max(1);
+                let (done, over) = (st.client_done, st.body.len() >= limit);
                 if held && (done || over || self.held_total() > MAX_HELD_TOTAL) {
                     if over || !done {
                         core.anomaly(
@@ -757,6 +763,9 @@ impl H2 {
                     let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]) as usize;
                     if id == 5 && (16384..=16_777_215).contains(&v) {
                         self.server_max_frame = v;
+                    }
+                    if id == 4 {
+                        self.server_initial_window = v;
                     }
                 }
                 return false;

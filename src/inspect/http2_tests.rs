@@ -286,3 +286,39 @@ fn late_frames_of_denied_streams_stay_away_from_the_server() {
         vec![Seen::Other(4, 0), Seen::Headers(3, 0x5, g)]
     );
 }
+
+#[test]
+fn held_upload_is_released_before_the_servers_window_runs_out() {
+    let e = engines(Mode::Prevent, "");
+    let mut server = Vec::new();
+    frame_header(&mut server, 6, 4, 0, 0);
+    server.extend_from_slice(&[0, 4, 0, 0, 0x03, 0xe8]); // INITIAL_WINDOW_SIZE = 1000
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let h = fields(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "site.test"),
+        (":path", "/upload-ok"),
+    ]);
+    headers_frame(&mut enc, 1, &h, false, &mut client);
+    data_frame(1, &[b'a'; 1000], false, &mut client);
+    // The client is now blocked on flow control: the request must be out.
+    let o = drive(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToClient, server), (Direction::ToServer, client)],
+        &whole,
+    );
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![
+            Seen::Other(4, 0),
+            Seen::Headers(1, 0x4, h),
+            Seen::Data(1, 0, vec![b'a'; 1000])
+        ]
+    );
+    assert_eq!(o.alerts.len(), 1, "{:?}", o.alerts);
+    assert_eq!(o.alerts[0].engine, "http");
+}
