@@ -768,8 +768,11 @@ impl H1 {
                         let mut txn = txn;
                         core.set_status(&mut txn, 403);
                         // If the client waits for 100 Continue, it will not send
-                        // the body we would have to swallow: close instead.
-                        let close = expect_continue && has_body;
+                        // the body we would have to swallow; after a denied
+                        // upgrade or CONNECT it would send tunnel bytes. Close.
+                        let tunnel = head.method.eq_ignore_ascii_case("CONNECT")
+                            || head.header("upgrade").is_some();
+                        let close = (expect_continue && has_body) || tunnel;
                         self.state = ReqState::Swallow;
                         self.deny(block_page_h1(&reason, close), close, out);
                         if close {
