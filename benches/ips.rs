@@ -107,11 +107,15 @@ fn meta() -> FlowMeta {
 }
 
 fn default_engines() -> Engines {
+    engines_with("")
+}
+
+/// The default rules plus `extra` rule text.
+fn engines_with(extra: &str) -> Engines {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (set, rep) = Ruleset::load_files(
-        &[root.join("configs/rules/default.rules")],
-        &Vars::default(),
-    );
+    let mut text = std::fs::read_to_string(root.join("configs/rules/default.rules")).unwrap();
+    text.push_str(extra);
+    let (set, rep) = Ruleset::from_text(&text, "default.rules", &Vars::default());
     assert!(rep.problems().is_empty());
     let apps = AppTable::load(&root.join("configs/apps.toml")).unwrap();
     Engines::new(
@@ -132,9 +136,12 @@ fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Bytes(BODY as u64));
     g.sample_size(10);
+    // A response-body rule forces every body byte through the prefilter.
+    let body_rule = "alert http any any -> any any (msg:\"EICAR test file in response\"; flow:to_client; http.response_body; content:\"EICAR-STANDARD-ANTIVIRUS-TEST-FILE\"; classtype:bad-unknown; sid:1900001; rev:1;)\n";
     for (name, e) in [
         ("download_pass_through", Engines::pass_through()),
         ("download_default_rules", default_engines()),
+        ("download_default_plus_body_rule", engines_with(body_rule)),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
