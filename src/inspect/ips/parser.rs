@@ -944,6 +944,17 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_of_a_rule_is_an_error_or_a_rule_never_a_panic() {
+        let rule = r#"drop http [$HOME_NET,!10.9.0.0/16] [1024:,!8080] -> $EXTERNAL_NET $HTTP_PORTS (msg:"x\;y"; flow:established,to_server; http.uri; content:"/a|20|b"; nocase; offset:1; depth:20; content:!"zz"; distance:0; within:9; pcre:"/c+d/Ri"; http.request_body; pcre:"/(\d{13,16})/"; luhn; sid:77; rev:2; classtype:x; priority:3;)"#;
+        assert!(parse(rule).is_ok());
+        for i in 0..rule.len() {
+            if rule.is_char_boundary(i) {
+                let _ = parse(&rule[..i]);
+            }
+        }
+    }
+
+    #[test]
     fn malformed_rules_are_errors() {
         for rule in [
             "",
