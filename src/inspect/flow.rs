@@ -471,33 +471,19 @@ impl Flow {
         out.action = ConnAction::Reset;
     }
 
+    /// Recognises HTTP/2 (`Some(true)`), "not HTTP/2" (`Some(false)`: HTTP/1.x
+    /// or something else, see [`Flow::is_http_method_start`]) or needs more bytes.
     fn detect(buf: &[u8]) -> Option<bool> {
-        // Some(true) = HTTP/2, Some(false) = HTTP/1.x, None = need more.
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] == H2_PREFACE[..n] {
-            return if n == H2_PREFACE.len() {
-                Some(true)
-            } else {
-                None
-            };
+            return (n == H2_PREFACE.len()).then_some(true);
         }
-        let tok_end = buf.iter().position(|&b| b == b' ');
-        match tok_end {
-            Some(0) => Some(false),
-            Some(e)
-                if e <= 16
-                    && buf[..e]
-                        .iter()
-                        .all(|b| b.is_ascii_uppercase() || *b == b'-') =>
-            {
-                Some(false)
-            }
-            Some(_) => Some(false),
-            None if buf.len() > 16 || !buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'-') => {
-                Some(false)
-            }
-            None => None,
+        // Still a plausible method token without its space: wait for more.
+        let token = buf.len() <= 16 && buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'-');
+        if !buf.contains(&b' ') && token {
+            return None;
         }
+        Some(false)
     }
 
     fn is_http_method_start(buf: &[u8]) -> bool {
