@@ -505,6 +505,10 @@ impl H2 {
             frame_header(&mut f, 4, RST_STREAM, 0, sid);
             f.extend_from_slice(&7u32.to_be_bytes());
             self.inject.extend_from_slice(&f);
+            if self.denied.len() >= 1024 {
+                self.denied.pop_front();
+            }
+            self.denied.push_back(sid);
             return false;
         }
         let mut method = "";
