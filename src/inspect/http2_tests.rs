@@ -322,3 +322,51 @@ fn held_upload_is_released_before_the_servers_window_runs_out() {
     assert_eq!(o.alerts.len(), 1, "{:?}", o.alerts);
     assert_eq!(o.alerts[0].engine, "http");
 }
+
+#[test]
+fn streams_beyond_the_cap_are_refused_not_forwarded() {
+    use crate::inspect::{AppControl, AppTable, EngineLimits, Engines, Ruleset, WebFilter};
+    use std::sync::Arc;
+    let e = Engines::with_limits(
+        WebFilter::default(),
+        AppTable::default(),
+        AppControl::default(),
+        Arc::new(Ruleset::default()),
+        Mode::Prevent,
+        EngineLimits {
+            max_h2_streams: 2,
+            ..EngineLimits::default()
+        },
+    );
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let (a, b, c) = (
+        get("/1", "s.test"),
+        get("/2", "s.test"),
+        get("/3", "s.test"),
+    );
+    headers_frame(&mut enc, 1, &a, true, &mut client);
+    headers_frame(&mut enc, 3, &b, true, &mut client);
+    headers_frame(&mut enc, 5, &c, true, &mut client);
+    let mut server = Vec::new();
+    settings(&mut server);
+    let o = check_all_splits(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToServer, client), (Direction::ToClient, server)],
+    );
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![
+            Seen::Other(4, 0),
+            Seen::Headers(1, 0x5, a),
+            Seen::Headers(3, 0x5, b)
+        ]
+    );
+    assert_eq!(
+        parse(&o.to_client, false),
+        vec![Seen::Other(4, 0), Seen::Other(3, 5)]
+    );
+    assert_eq!(o.alerts.len(), 1);
+}
