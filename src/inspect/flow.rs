@@ -51,6 +51,8 @@ pub(crate) struct Txn {
     pub resp_tail: Vec<u8>,
     /// Sids already raised on this transaction's response.
     pub resp_sids: HashSet<u64>,
+    /// Whether any response-body rule could still match this response.
+    pub resp_body_scan: bool,
 }
 
 /// State shared by the protocol handlers of one flow.
@@ -64,6 +66,8 @@ pub(crate) struct Core {
     new_alerts: Vec<Alert>,
     report: InspectReport,
     raw_sids: HashSet<u64>,
+    /// Whether any raw-stream rule applies to [to server, to client].
+    raw_active: [bool; 2],
     pub is_http: bool,
 }
 
@@ -106,7 +110,13 @@ pub(crate) fn block_page_h1(reason: &str, close: bool) -> Vec<u8> {
 impl Core {
     fn new(shared: Arc<Shared>, client: (IpAddr, u16), server: (IpAddr, u16)) -> Self {
         let activity = shared.ips.activity(client, server);
+        let mut raw_active = [false; 2];
+        for id in shared.ips.raw_rule_ids() {
+            raw_active[0] |= activity.to_server(id);
+            raw_active[1] |= activity.to_client(id);
+        }
         Core {
+            raw_active,
             shared,
             activity,
             scratch: Scratch::default(),
@@ -259,21 +269,22 @@ impl Core {
 
     /// Runs the response-phase rules on a response head or body chunk.
     pub fn ips_response(&mut self, txn: &mut Txn, chunk: Option<&[u8]>) -> IpsOutcome {
+        if self.ips_passed || (chunk.is_some() && !txn.resp_body_scan) {
+            return IpsOutcome::Continue;
+        }
         let ips = self.shared.ips.clone();
-        if self.ips_passed || ips.phase_empty(Phase::Response) {
+        if ips.phase_empty(Phase::Response) {
             return IpsOutcome::Continue;
         }
         let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
         let mut window = Vec::new();
         if let Some(c) = chunk {
-            if !ips.wants(Phase::Response, Buffer::ResponseBody) {
-                return IpsOutcome::Continue;
-            }
             window.reserve(txn.resp_tail.len() + c.len());
             window.extend_from_slice(&txn.resp_tail);
             window.extend_from_slice(c);
         }
         let mut sids = std::mem::take(&mut txn.resp_sids);
+        let mut body_scan = txn.resp_body_scan;
         let outcome = {
             let mut bufs = Buffers::default();
             Self::request_buffers(txn, &mut bufs);
@@ -283,10 +294,19 @@ impl Core {
             bufs.set(Buffer::ResponseHeader, &txn.resp_header_buf);
             if chunk.is_some() {
                 bufs.set(Buffer::ResponseBody, &window);
+            } else {
+                // At the head: decide once whether the body needs scanning.
+                body_scan = ips.could_need(
+                    Phase::Response,
+                    Buffer::ResponseBody,
+                    &bufs,
+                    &mut self.scratch,
+                );
             }
             self.run(Phase::Response, &bufs, false, Some(&mut sids))
         };
         txn.resp_sids = sids;
+        txn.resp_body_scan = body_scan;
         if chunk.is_some() {
             let keep = self.shared.limits.stream_overlap.min(window.len());
             txn.resp_tail.clear();
@@ -310,8 +330,8 @@ impl Core {
     }
 
     /// Whether raw-stream rules could apply to this direction at all.
-    pub fn raw_wanted(&self) -> bool {
-        !self.ips_passed && !self.shared.ips.phase_empty(Phase::Raw)
+    pub fn raw_wanted(&self, to_server: bool) -> bool {
+        !self.ips_passed && self.raw_active[usize::from(!to_server)]
     }
 
     fn run(
@@ -427,7 +447,7 @@ impl Flow {
 
     /// Scans raw bytes; false when the flow must be reset.
     fn raw_scan(&mut self, dir: Direction, data: &[u8], out: &mut Emit) -> bool {
-        if !self.core.raw_wanted() || data.is_empty() {
+        if !self.core.raw_wanted(dir == Direction::ToServer) || data.is_empty() {
             return true;
         }
         let i = if dir == Direction::ToServer { 0 } else { 1 };
@@ -451,33 +471,19 @@ impl Flow {
         out.action = ConnAction::Reset;
     }
 
+    /// Recognises HTTP/2 (`Some(true)`), "not HTTP/2" (`Some(false)`: HTTP/1.x
+    /// or something else, see [`Flow::is_http_method_start`]) or needs more bytes.
     fn detect(buf: &[u8]) -> Option<bool> {
-        // Some(true) = HTTP/2, Some(false) = HTTP/1.x, None = need more.
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] == H2_PREFACE[..n] {
-            return if n == H2_PREFACE.len() {
-                Some(true)
-            } else {
-                None
-            };
+            return (n == H2_PREFACE.len()).then_some(true);
         }
-        let tok_end = buf.iter().position(|&b| b == b' ');
-        match tok_end {
-            Some(0) => Some(false),
-            Some(e)
-                if e <= 16
-                    && buf[..e]
-                        .iter()
-                        .all(|b| b.is_ascii_uppercase() || *b == b'-') =>
-            {
-                Some(false)
-            }
-            Some(_) => Some(false),
-            None if buf.len() > 16 || !buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'-') => {
-                Some(false)
-            }
-            None => None,
+        // Still a plausible method token without its space: wait for more.
+        let token = buf.len() <= 16 && buf.iter().all(|b| b.is_ascii_uppercase() || *b == b'-');
+        if !buf.contains(&b' ') && token {
+            return None;
         }
+        Some(false)
     }
 
     fn is_http_method_start(buf: &[u8]) -> bool {
@@ -748,8 +754,11 @@ impl H1 {
                         let mut txn = txn;
                         core.set_status(&mut txn, 403);
                         // If the client waits for 100 Continue, it will not send
-                        // the body we would have to swallow: close instead.
-                        let close = expect_continue && has_body;
+                        // the body we would have to swallow; after a denied
+                        // upgrade or CONNECT it would send tunnel bytes. Close.
+                        let tunnel = head.method.eq_ignore_ascii_case("CONNECT")
+                            || head.header("upgrade").is_some();
+                        let close = (expect_continue && has_body) || tunnel;
                         self.state = ReqState::Swallow;
                         self.deny(block_page_h1(&reason, close), close, out);
                         if close {

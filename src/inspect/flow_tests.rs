@@ -466,3 +466,33 @@ fn pass_rule_silences_the_flow() {
     assert_eq!(o.alerts.len(), 1);
     assert_eq!(o.alerts[0].action, "pass");
 }
+
+#[test]
+fn denied_upgrade_never_tunnels() {
+    let req = b"GET /upload/ws HTTP/1.1\r\nHost: www.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let mut all = req.to_vec();
+    all.extend_from_slice(b"\x81\x05hello");
+    let e2 = Engines::new(
+        WebFilter::new(vec![WebRule {
+            host: "*".into(),
+            path: "/upload/*".into(),
+            methods: vec![],
+            verdict: Verdict::Deny,
+        }]),
+        AppTable::default(),
+        AppControl::default(),
+        Arc::new(Ruleset::default()),
+        Mode::Prevent,
+    );
+    let o = check_all_splits(&e2, None, &[c(&all)]);
+    assert!(o.to_server.is_empty());
+    assert!(o.to_client.starts_with(b"HTTP/1.1 403"));
+    assert_eq!(o.action, ConnAction::Close);
+    // An allowed upgrade tunnels after the 101.
+    let ok = b"GET /ws HTTP/1.1\r\nHost: www.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello";
+    let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+    let o = check_all_splits(&e2, None, &[c(ok), s(resp)]);
+    assert_eq!(o.to_server, ok);
+    assert_eq!(o.to_client, resp);
+    assert_eq!(o.http[0].3, Some(101));
+}

@@ -3,11 +3,14 @@
 //! Frames are followed in both directions; flow control is left to the
 //! endpoints. Two things are deliberately not pass-through:
 //!
-//! * Request HEADERS toward the server are re-encoded with our own HPACK
-//!   encoder. A denied stream's HEADERS must never reach the server, and
-//!   simply dropping a header block would desynchronise the server's HPACK
-//!   table from the client's; owning the encoder toward the server keeps both
-//!   tables consistent whatever we drop. A request is held (HEADERS and DATA)
+//! * Request HEADERS toward the server are re-encoded by us. A denied
+//!   stream's HEADERS must never reach the server, and simply dropping a
+//!   header block would desynchronise the server's HPACK table from the
+//!   client's; owning the encoding toward the server keeps both consistent
+//!   whatever we drop. We encode every field as a literal without indexing
+//!   (never-indexed for credentials), so the server's dynamic table stays
+//!   empty and its SETTINGS_HEADER_TABLE_SIZE can never be exceeded; the cost
+//!   is a few hundred bytes per request of lost header compression. A request is held (HEADERS and DATA)
 //!   until decided, bounded so that the client's flow-control window can
 //!   never be exhausted by our holding.
 //! * A denied stream is answered toward the client with a `403` HEADERS frame
@@ -22,7 +25,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use loona_hpack::{Decoder, Encoder};
+use loona_hpack::encoder::encode_integer_into;
+use loona_hpack::Decoder;
 use tlsinspect_pipeline::api::{Direction, Emit};
 
 use super::flow::{Core, IpsOutcome, Txn};
@@ -174,19 +178,25 @@ pub struct H2 {
     c_framer: Framer,
     s_framer: Framer,
     dec_req: Decoder<'static>,
-    enc_req: Encoder<'static>,
     dec_resp: Decoder<'static>,
     c_block: Option<Block>,
     s_block: Option<Block>,
     streams: HashMap<u32, Stream>,
     /// Highest client stream id seen.
     last_stream: u32,
+    /// Recently denied streams (bounded): late frames for them are dropped,
+    /// since the server never saw these streams.
+    denied: std::collections::VecDeque<u32>,
     /// Frames toward the client waiting for a frame boundary.
     inject: Vec<u8>,
     /// The server's first frame (its SETTINGS) has been forwarded.
     server_started: bool,
     /// The server's SETTINGS_MAX_FRAME_SIZE (limits frames we send it).
     server_max_frame: usize,
+    /// The server's SETTINGS_INITIAL_WINDOW_SIZE: a client cannot send more
+    /// body than this on a stream before the server reads, so holding more
+    /// would deadlock.
+    server_initial_window: usize,
     max_streams: usize,
     max_body: usize,
     /// Server-to-client parsing gave up: forward raw.
@@ -208,15 +218,16 @@ impl H2 {
             c_framer: Framer::default(),
             s_framer: Framer::default(),
             dec_req,
-            enc_req: Encoder::new(),
             dec_resp,
             c_block: None,
             s_block: None,
             streams: HashMap::new(),
             last_stream: 0,
+            denied: std::collections::VecDeque::new(),
             inject: Vec::new(),
             server_started: false,
             server_max_frame: 16384,
+            server_initial_window: 65535,
             max_streams: limits.max_h2_streams,
             max_body: limits.max_request_body.min(MAX_HELD_TOTAL),
             s_failed: false,
@@ -307,6 +318,14 @@ impl H2 {
             }
             return false;
         }
+        if ty != HEADERS
+            && sid != 0
+            && !self.streams.contains_key(&sid)
+            && self.denied.contains(&sid)
+        {
+            // A late frame (trailers, WINDOW_UPDATE, RST_STREAM) of a denied stream.
+            return false;
+        }
         match ty {
             HEADERS => {
                 let Some(p) = payload(frame) else {
@@ -344,7 +363,8 @@ impl H2 {
                     st.client_done = true;
                 }
                 let held = st.state == SState::Held;
-                let (done, over) = (st.client_done, st.body.len() >= self.max_body);
+                let limit = self.max_body.min(self.server_initial_window).max(1);
+                let (done, over) = (st.client_done, st.body.len() >= limit);
                 if held && (done || over || self.held_total() > MAX_HELD_TOTAL) {
                     if over || !done {
                         core.anomaly(
@@ -429,11 +449,14 @@ impl H2 {
             return true;
         }
         let sid = block.stream;
+        if !self.streams.contains_key(&sid) && self.denied.contains(&sid) {
+            // Trailers of a denied stream: decoded (to keep HPACK in sync), dropped.
+            return false;
+        }
         if let Some(st) = self.streams.get_mut(&sid) {
             // Trailers on an existing stream.
             match st.state {
                 SState::Forward => emit_headers(
-                    &mut self.enc_req,
                     self.server_max_frame,
                     sid,
                     &fields,
@@ -482,6 +505,10 @@ impl H2 {
             frame_header(&mut f, 4, RST_STREAM, 0, sid);
             f.extend_from_slice(&7u32.to_be_bytes());
             self.inject.extend_from_slice(&f);
+            if self.denied.len() >= 1024 {
+                self.denied.pop_front();
+            }
+            self.denied.push_back(sid);
             return false;
         }
         let mut method = "";
@@ -600,14 +627,9 @@ impl H2 {
         let held = std::mem::take(&mut st.held);
         for h in held {
             match h {
-                HeldFrame::Headers(fields, end) => emit_headers(
-                    &mut self.enc_req,
-                    self.server_max_frame,
-                    sid,
-                    &fields,
-                    end,
-                    &mut out.to_server,
-                ),
+                HeldFrame::Headers(fields, end) => {
+                    emit_headers(self.server_max_frame, sid, &fields, end, &mut out.to_server)
+                }
                 HeldFrame::Raw(f) => out.to_server.extend_from_slice(&f),
             }
         }
@@ -615,12 +637,16 @@ impl H2 {
     }
 
     fn reap(&mut self, sid: u32) {
-        if self
-            .streams
-            .get(&sid)
-            .is_some_and(|s| s.client_done && s.resp_done)
-        {
-            self.streams.remove(&sid);
+        if let Some(s) = self.streams.get(&sid) {
+            if s.client_done && s.resp_done {
+                if s.state == SState::Denied {
+                    if self.denied.len() >= 1024 {
+                        self.denied.pop_front();
+                    }
+                    self.denied.push_back(sid);
+                }
+                self.streams.remove(&sid);
+            }
         }
     }
 
@@ -742,6 +768,9 @@ impl H2 {
                     if id == 5 && (16384..=16_777_215).contains(&v) {
                         self.server_max_frame = v;
                     }
+                    if id == 4 {
+                        self.server_initial_window = v;
+                    }
                 }
                 return false;
             }
@@ -792,16 +821,34 @@ impl H2 {
     }
 }
 
+/// HPACK-encodes `fields` as literals that never touch the dynamic table.
+pub fn encode_literal_block(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
+    for (n, v) in fields {
+        let sensitive = matches!(
+            n.as_slice(),
+            b"authorization" | b"proxy-authorization" | b"cookie"
+        );
+        // 0000xxxx = literal without indexing, 0001xxxx = never indexed; index 0 = new name.
+        out.push(if sensitive { 0x10 } else { 0x00 });
+        for s in [n, v] {
+            // Writing into a Vec cannot fail.
+            let _ = encode_integer_into(s.len(), 7, 0, &mut out);
+            out.extend_from_slice(s);
+        }
+    }
+    out
+}
+
 /// HPACK-encodes `fields` and writes HEADERS (+ CONTINUATION) frames.
 fn emit_headers(
-    enc: &mut Encoder<'static>,
     max_frame: usize,
     sid: u32,
     fields: &[(Vec<u8>, Vec<u8>)],
     end_stream: bool,
     out: &mut Vec<u8>,
 ) {
-    let block = enc.encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+    let block = encode_literal_block(fields);
     let mut chunks = block.chunks(max_frame.max(1)).peekable();
     let mut first = true;
     if block.is_empty() {

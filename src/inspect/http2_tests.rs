@@ -258,3 +258,115 @@ fn garbage_and_truncation_never_panic() {
     assert_eq!(o.action, ConnAction::Reset);
     assert_eq!(o.alerts[0].engine, "http");
 }
+
+#[test]
+fn late_frames_of_denied_streams_stay_away_from_the_server() {
+    let e = engines(Mode::Prevent, "");
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let denied = fields(&[
+        (":method", "PUT"),
+        (":scheme", "https"),
+        (":authority", "a.example.com"),
+        (":path", "/upload/x"),
+    ]);
+    headers_frame(&mut enc, 1, &denied, false, &mut client);
+    data_frame(1, b"body", true, &mut client);
+    // Trailers-like HEADERS and a WINDOW_UPDATE for the closed, denied stream.
+    let trailers = fields(&[("x-checksum", "abc")]);
+    headers_frame(&mut enc, 1, &trailers, true, &mut client);
+    frame_header(&mut client, 4, 8, 0, 1);
+    client.extend_from_slice(&100u32.to_be_bytes());
+    let g = get("/ok", "a.example.com");
+    headers_frame(&mut enc, 3, &g, true, &mut client);
+    let o = check_all_splits(&e, Some(b"h2"), &[(Direction::ToServer, client)]);
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![Seen::Other(4, 0), Seen::Headers(3, 0x5, g)]
+    );
+}
+
+#[test]
+fn held_upload_is_released_before_the_servers_window_runs_out() {
+    let e = engines(Mode::Prevent, "");
+    let mut server = Vec::new();
+    frame_header(&mut server, 6, 4, 0, 0);
+    server.extend_from_slice(&[0, 4, 0, 0, 0x03, 0xe8]); // INITIAL_WINDOW_SIZE = 1000
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let h = fields(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "site.test"),
+        (":path", "/upload-ok"),
+    ]);
+    headers_frame(&mut enc, 1, &h, false, &mut client);
+    data_frame(1, &[b'a'; 1000], false, &mut client);
+    // The client is now blocked on flow control: the request must be out.
+    let o = drive(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToClient, server), (Direction::ToServer, client)],
+        &whole,
+    );
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![
+            Seen::Other(4, 0),
+            Seen::Headers(1, 0x4, h),
+            Seen::Data(1, 0, vec![b'a'; 1000])
+        ]
+    );
+    assert_eq!(o.alerts.len(), 1, "{:?}", o.alerts);
+    assert_eq!(o.alerts[0].engine, "http");
+}
+
+#[test]
+fn streams_beyond_the_cap_are_refused_not_forwarded() {
+    use crate::inspect::{AppControl, AppTable, EngineLimits, Engines, Ruleset, WebFilter};
+    use std::sync::Arc;
+    let e = Engines::with_limits(
+        WebFilter::default(),
+        AppTable::default(),
+        AppControl::default(),
+        Arc::new(Ruleset::default()),
+        Mode::Prevent,
+        EngineLimits {
+            max_h2_streams: 2,
+            ..EngineLimits::default()
+        },
+    );
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let (a, b, c) = (
+        get("/1", "s.test"),
+        get("/2", "s.test"),
+        get("/3", "s.test"),
+    );
+    headers_frame(&mut enc, 1, &a, true, &mut client);
+    headers_frame(&mut enc, 3, &b, true, &mut client);
+    headers_frame(&mut enc, 5, &c, true, &mut client);
+    let mut server = Vec::new();
+    settings(&mut server);
+    let o = check_all_splits(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToServer, client), (Direction::ToClient, server)],
+    );
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![
+            Seen::Other(4, 0),
+            Seen::Headers(1, 0x5, a),
+            Seen::Headers(3, 0x5, b)
+        ]
+    );
+    assert_eq!(
+        parse(&o.to_client, false),
+        vec![Seen::Other(4, 0), Seen::Other(3, 5)]
+    );
+    assert_eq!(o.alerts.len(), 1);
+}

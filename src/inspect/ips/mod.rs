@@ -20,6 +20,7 @@ pub mod rule;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use matcher::{luhn_valid, Buffers};
 pub use parser::{parse_rule, RuleError, Vars};
@@ -103,6 +104,10 @@ struct PhaseRules {
 pub struct Ruleset {
     rules: Vec<Rule>,
     phases: [PhaseRules; 3],
+    /// Header group of each rule (rules with identical header and `flow`).
+    group_of: Arc<[u32]>,
+    /// One rule id per header group.
+    group_rep: Vec<u32>,
 }
 
 impl Ruleset {
@@ -150,10 +155,9 @@ impl Ruleset {
             }
             kept.push(r);
         }
-        let mut set = Ruleset {
-            rules: Vec::new(),
-            phases: Default::default(),
-        };
+        let mut set = Ruleset::default();
+        let mut groups: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        let mut group_of = Vec::with_capacity(kept.len());
         let mut entries: [Vec<(u32, Buffer, Vec<u8>)>; 3] = Default::default();
         for r in kept {
             let phase = phase_of(&r) as usize;
@@ -165,6 +169,16 @@ impl Ruleset {
             for (b, _) in &r.groups {
                 set.phases[phase].wants[*b as usize] = true;
             }
+            let key = format!(
+                "{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+                r.src, r.sport, r.dst, r.dport, r.bidirectional, r.flow
+            );
+            let next = set.group_rep.len() as u32;
+            let g = *groups.entry(key).or_insert_with(|| {
+                set.group_rep.push(id);
+                next
+            });
+            group_of.push(g);
             set.rules.push(r);
         }
         for (i, e) in entries.iter().enumerate() {
@@ -182,6 +196,7 @@ impl Ruleset {
                 }
             }
         }
+        set.group_of = group_of.into();
         report.loaded = set.rules.len();
         set
     }
@@ -226,6 +241,42 @@ impl Ruleset {
         }
     }
 
+    /// Whether a rule of `phase` could match once buffer `body` is added to
+    /// `bufs`: some rule keys its fast pattern on `body`, has no fast
+    /// pattern, or was already nominated by the other buffers.
+    pub fn could_need(
+        &self,
+        phase: Phase,
+        body: Buffer,
+        bufs: &Buffers<'_>,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let p = &self.phases[phase as usize];
+        if !p.wants[body as usize] {
+            return false;
+        }
+        if p.prefilter.has(body) || !p.always.is_empty() {
+            return true;
+        }
+        let mut cands = Vec::new();
+        p.prefilter.scan(bufs, scratch, &mut cands);
+        cands.iter().any(|&id| {
+            self.rules[id as usize]
+                .groups
+                .iter()
+                .any(|(b, _)| *b == body)
+        })
+    }
+
+    /// Ids of the raw-stream rules.
+    pub fn raw_rule_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.uses_raw())
+            .map(|(i, _)| i as u32)
+    }
+
     /// The rule with id `id` (as returned in hits).
     pub fn rule(&self, id: u32) -> &Rule {
         &self.rules[id as usize]
@@ -233,13 +284,17 @@ impl Ruleset {
 
     /// Per-direction activity of every rule for one flow.
     pub fn activity(&self, client: (IpAddr, u16), server: (IpAddr, u16)) -> Activity {
-        let n = self.rules.len();
+        // Rules share a handful of distinct headers, so activity is computed
+        // per header group: a flow costs bits per group, not per rule.
+        let n = self.group_rep.len();
         let mut a = Activity {
+            group_of: self.group_of.clone(),
             to_server: vec![0; n.div_ceil(64)],
             to_client: vec![0; n.div_ceil(64)],
         };
-        for (i, r) in self.rules.iter().enumerate() {
-            let (w, bit) = (i / 64, 1u64 << (i % 64));
+        for (g, &rep) in self.group_rep.iter().enumerate() {
+            let r = &self.rules[rep as usize];
+            let (w, bit) = (g / 64, 1u64 << (g % 64));
             if r.applies(client, server, true) {
                 a.to_server[w] |= bit;
             }
@@ -251,28 +306,31 @@ impl Ruleset {
     }
 }
 
-/// Bitsets of the rules that apply to each direction of one flow.
+/// Which rules apply to each direction of one flow (by header group).
 #[derive(Debug, Clone, Default)]
 pub struct Activity {
+    group_of: Arc<[u32]>,
     to_server: Vec<u64>,
     to_client: Vec<u64>,
 }
 
 impl Activity {
+    fn bit(bits: &[u64], group_of: &[u32], id: u32) -> bool {
+        let Some(&g) = group_of.get(id as usize) else {
+            return false;
+        };
+        let g = g as usize;
+        bits.get(g / 64).is_some_and(|w| w & (1 << (g % 64)) != 0)
+    }
+
     /// Whether rule `id` applies to data travelling toward the server.
     pub fn to_server(&self, id: u32) -> bool {
-        let i = id as usize;
-        self.to_server
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        Self::bit(&self.to_server, &self.group_of, id)
     }
 
     /// Whether rule `id` applies to data travelling toward the client.
     pub fn to_client(&self, id: u32) -> bool {
-        let i = id as usize;
-        self.to_client
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        Self::bit(&self.to_client, &self.group_of, id)
     }
 }
 

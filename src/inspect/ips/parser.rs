@@ -859,6 +859,37 @@ mod tests {
     }
 
     #[test]
+    fn descriptive_keywords_raw_uri_and_pkt_data() {
+        let r = parse(
+            r#"alert http any any -> any any (msg:"x"; flow:from_client,stateless; reference:url,example.com; metadata:created_at 2026_11_24; gid:1; http.uri.raw; content:"%2e%2e"; nocase; sid:20; rev:3;)"#,
+        )
+        .unwrap();
+        assert!(r.flow.to_server);
+        assert_eq!(r.groups[0].0, Buffer::UriRaw);
+        assert_eq!(r.rev, 3);
+        let r = parse(r#"alert tcp any any -> any any (http.uri; pkt_data; content:"|de ad be ef|"; sid:24;)"#).unwrap();
+        assert_eq!(r.groups[0].0, Buffer::Raw);
+        assert_eq!(content(&r, 0, 0).pattern, [0xde, 0xad, 0xbe, 0xef]);
+        // A raw content mixed with HTTP buffers is refused as a whole.
+        assert!(matches!(
+            parse(
+                r#"alert http any any -> any any (http.uri; content:"a"; pkt_data; content:"b"; sid:21;)"#
+            ),
+            Err(RuleError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse(
+                r#"alert http any any -> any any (flow:to_server; http.stat_code; content:"200"; sid:22;)"#
+            ),
+            Err(RuleError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(r#"alert tcp any any -> any any (content:"a"; gid:3; sid:23;)"#),
+            Err(RuleError::Unsupported(k)) if k == "gid:3"
+        ));
+    }
+
+    #[test]
     fn pcre_flags_and_luhn() {
         let r =
             parse(r#"alert tcp any any -> any any (pcre:"/\d{4}/smiR"; luhn; sid:4;)"#).unwrap();
@@ -909,6 +940,17 @@ mod tests {
             let e = parse_rule(rule, &Vars::default(), "f:3").unwrap_err();
             assert_eq!(e.0, Some(10));
             assert_eq!(e.1, RuleError::Unsupported(kw.to_string()), "{rule}");
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_rule_is_an_error_or_a_rule_never_a_panic() {
+        let rule = r#"drop http [$HOME_NET,!10.9.0.0/16] [1024:,!8080] -> $EXTERNAL_NET $HTTP_PORTS (msg:"x\;y"; flow:established,to_server; http.uri; content:"/a|20|b"; nocase; offset:1; depth:20; content:!"zz"; distance:0; within:9; pcre:"/c+d/Ri"; http.request_body; pcre:"/(\d{13,16})/"; luhn; sid:77; rev:2; classtype:x; priority:3;)"#;
+        assert!(parse(rule).is_ok());
+        for i in 0..rule.len() {
+            if rule.is_char_boundary(i) {
+                let _ = parse(&rule[..i]);
+            }
         }
     }
 

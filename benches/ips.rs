@@ -1,0 +1,196 @@
+//! IPS and engine throughput on one core.
+//!
+//! * `ips_scan/N`: prefilter + full evaluation of N raw-stream rules (random
+//!   literals, a few of which occur in the data) over a 1 MiB mixed buffer
+//!   (HTTP heads, HTML, JSON, base64, binary).
+//! * `engine/*`: the per-flow inspector on a 16 MiB HTTP/1.1 response body fed
+//!   in 16 KiB chunks (TLS-record sized), pass-through engines vs the shipped
+//!   default rules; and a 200 KiB upload held and inspected.
+//!
+//! Run: `cargo bench --bench ips -- --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tlsinspect::inspect::ips::{Buffer, Buffers, Phase, Ruleset, Scratch, Vars};
+use tlsinspect::inspect::{AppControl, AppTable, Engines, Mode, WebFilter};
+use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
+
+fn mixed_buffer(len: usize) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let parts: [&[u8]; 4] = [
+        b"GET /api/v2/items?id=42&sort=desc HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/json\r\nCookie: session=3f9a0c1d2e\r\n\r\n",
+        b"<div class=\"product\"><h2>Blue widget</h2><p>The quick brown fox jumps over the lazy dog. Price: 19.99 EUR</p><a href=\"/cart/add?sku=1234\">Add to cart</a></div>\n",
+        b"{\"id\": 1234, \"name\": \"widget\", \"tags\": [\"blue\", \"small\"], \"price\": 19.99, \"stock\": true, \"updated\": \"2026-11-24T10:00:00Z\"}\n",
+        b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==\n",
+    ];
+    let mut out = Vec::with_capacity(len + 4096);
+    while out.len() < len {
+        match rng.gen_range(0..5) {
+            4 => {
+                let n = rng.gen_range(64..512);
+                out.extend((0..n).map(|_| rng.gen::<u8>()));
+            }
+            i => out.extend_from_slice(parts[i]),
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn raw_ruleset(n: usize) -> Ruleset {
+    let mut rng = StdRng::seed_from_u64(n as u64);
+    let vocab = [
+        "content-type",
+        "<div class=",
+        "\"price\":",
+        "user-agent",
+        "lazy dog",
+        "sku=",
+        "session=",
+    ];
+    let mut text = String::new();
+    for i in 0..n {
+        // About 1 rule in 200 keys on a literal that occurs in the data.
+        let lit: String = if i % 200 == 0 {
+            vocab[(i / 200) % vocab.len()].to_string()
+        } else {
+            let l = rng.gen_range(6..14);
+            (0..l).map(|_| rng.gen_range(b'a'..=b'z') as char).collect()
+        };
+        let lit = lit.replace('"', "|22|");
+        text.push_str(&format!(
+            "alert tcp any any -> any any (msg:\"bench {i}\"; content:\"{lit}\"; nocase; content:\"zz{i}\"; distance:0; sid:{};)\n",
+            i + 1
+        ));
+    }
+    let (set, rep) = Ruleset::from_text(&text, "bench", &Vars::default());
+    assert!(rep.problems().is_empty(), "{:?}", rep.problems());
+    set
+}
+
+fn ips_scan(c: &mut Criterion) {
+    let data = mixed_buffer(1 << 20);
+    let mut g = c.benchmark_group("ips_scan");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    for n in [10usize, 1_000, 10_000] {
+        let set = raw_ruleset(n);
+        let mut scratch = Scratch::default();
+        let mut hits = Vec::new();
+        g.bench_with_input(BenchmarkId::from_parameter(n), &data, |b, data| {
+            b.iter(|| {
+                let mut bufs = Buffers::default();
+                bufs.set(Buffer::Raw, data);
+                hits.clear();
+                set.eval(Phase::Raw, &bufs, &|_| true, &mut scratch, &mut hits);
+                black_box(hits.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn meta() -> FlowMeta {
+    FlowMeta {
+        flow_id: 1,
+        src: "192.0.2.10:40000".parse().unwrap(),
+        dest: "203.0.113.5:443".parse().unwrap(),
+        policy_id: "p".into(),
+        scope_id: "s".into(),
+        sni: Some("shop.example.com".into()),
+        alpn: Some((&b"http/1.1"[..]).into()),
+    }
+}
+
+fn default_engines() -> Engines {
+    engines_with("")
+}
+
+/// The default rules plus `extra` rule text.
+fn engines_with(extra: &str) -> Engines {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("configs/rules/default.rules")).unwrap();
+    text.push_str(extra);
+    let (set, rep) = Ruleset::from_text(&text, "default.rules", &Vars::default());
+    assert!(rep.problems().is_empty());
+    let apps = AppTable::load(&root.join("configs/apps.toml")).unwrap();
+    Engines::new(
+        WebFilter::default(),
+        apps,
+        AppControl::default(),
+        Arc::new(set),
+        Mode::Prevent,
+    )
+}
+
+fn engine(c: &mut Criterion) {
+    const BODY: usize = 16 << 20;
+    let body = mixed_buffer(BODY);
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {BODY}\r\n\r\n");
+    let req =
+        b"GET /download/big.bin HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: curl/8.5\r\n\r\n";
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Bytes(BODY as u64));
+    g.sample_size(10);
+    // A response-body rule forces every body byte through the prefilter.
+    let body_rule = "alert http any any -> any any (msg:\"EICAR test file in response\"; flow:to_client; http.response_body; content:\"EICAR-STANDARD-ANTIVIRUS-TEST-FILE\"; classtype:bad-unknown; sid:1900001; rev:1;)\n";
+    for (name, e) in [
+        ("download_pass_through", Engines::pass_through()),
+        ("download_default_rules", default_engines()),
+        ("download_default_plus_body_rule", engines_with(body_rule)),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut f = e.new_flow(&meta());
+                let mut out = Emit::default();
+                f.on_data(Direction::ToServer, req, &mut out);
+                f.on_data(Direction::ToClient, head.as_bytes(), &mut out);
+                let mut n = 0usize;
+                for chunk in body.chunks(16 * 1024) {
+                    let mut out = Emit::default();
+                    f.on_data(Direction::ToClient, chunk, &mut out);
+                    n += out.to_client.len();
+                }
+                assert_eq!(n, BODY);
+                black_box(f.finish())
+            })
+        });
+    }
+    g.finish();
+
+    const UP: usize = 200 * 1024;
+    let upload = mixed_buffer(UP);
+    let mut req = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: {UP}\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(&upload);
+    let mut g = c.benchmark_group("engine_upload");
+    g.throughput(Throughput::Bytes(req.len() as u64));
+    for (name, e) in [
+        ("upload_pass_through", Engines::pass_through()),
+        ("upload_default_rules", default_engines()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut f = e.new_flow(&meta());
+                let mut n = 0usize;
+                for chunk in req.chunks(16 * 1024) {
+                    let mut out = Emit::default();
+                    f.on_data(Direction::ToServer, chunk, &mut out);
+                    n += out.to_server.len();
+                }
+                assert_eq!(n, req.len());
+                black_box(f.finish())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ips_scan, engine);
+criterion_main!(benches);
