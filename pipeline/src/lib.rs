@@ -10,5 +10,6 @@
 
 pub mod api;
 pub mod io;
+pub mod tcp;
 
 pub use api::{CertMinter, FlowLog, Inspector};
