@@ -695,7 +695,7 @@ impl TransparentFlow {
         };
         let dst = dst.socket();
         if !dst.may_send() {
-            return Err(StreamError::Closed(from.other()));
+            return Err(recv_state_error(dst.state(), from.other()));
         }
         let src = src.socket();
         let mut moved = 0;
