@@ -832,3 +832,18 @@ fn reconnect_server_replays_on_a_fresh_server_connection() {
     assert_eq!(net.client.socket().state(), State::Established);
     assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
 }
+
+#[test]
+fn lost_synack_to_client_is_recovered() {
+    let mut net = Net::new(v4(), FlowConfig::default(), 16 * 1024, true, true);
+    // Our first SYN-ACK toward the client is lost; the client retransmits its SYN.
+    net.drop_rule = Box::new(|w, idx, _| w == Wire::FlowToClient && idx == 0);
+    net.up = b"ping".to_vec();
+    net.down = b"pong".to_vec();
+    let ok = net.run_until(Duration::from_secs(10), |n| {
+        n.up_recv == b"ping" && n.down_recv == b"pong"
+    });
+    assert!(ok, "connection recovered from a lost SYN-ACK");
+    assert_eq!(net.dropped, 1);
+    assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
+}
