@@ -22,6 +22,7 @@ mod worker;
 #[cfg(test)]
 mod netns_tests;
 pub mod tls;
+pub mod tcp;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
