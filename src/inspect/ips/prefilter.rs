@@ -9,7 +9,11 @@
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+
+/// Total literal bytes up to which the prefilter is a DFA (memory grows
+/// with states x byte classes: ~20k states stays within a few MiB).
+const DFA_MAX_PATTERN_BYTES: usize = 20_000;
 
 use super::matcher::Buffers;
 use super::rule::{Buffer, BUFFERS};
@@ -58,9 +62,22 @@ impl Prefilter {
                 continue;
             }
             pf.patterns = pf.patterns.max(pats.len());
+            // A DFA (one transition per byte, no prefilter) when it stays
+            // small: AC's rare-byte prefilter degrades badly on text when
+            // literals are matched case-insensitively, while a DFA scans at a
+            // steady rate whatever the data. Large sets use the contiguous NFA.
+            let bytes: usize = pats.iter().map(Vec::len).sum();
+            let kind = if bytes <= DFA_MAX_PATTERN_BYTES {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(kind))
+                .prefilter(false)
+                .byte_classes(true)
                 .build(&pats)?;
             pf.index[b as usize] = Some(Index { ac, rules });
         }
