@@ -291,7 +291,7 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-/// `TCP_BENCH_MEMORY=N`: establish N flows, pass 4 KB server->client through
+/// `TCP_BENCH_MEMORY=N [TCP_BENCH_BUF=bytes]`: establish N flows, pass 4 KB server->client through
 /// each (a TLS handshake's worth), keep them idle, and print bytes per flow.
 fn report_memory(n: usize, buf: usize, chunk: &[u8]) {
     let mut flows = Vec::with_capacity(n);
@@ -318,9 +318,13 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        for buf in [8 * 1024, 16 * 1024, 32 * 1024] {
-            report_memory(n, buf, &chunk);
-        }
+        // One size per process (`TCP_BENCH_BUF`, default 16 KiB), so one
+        // run's freed pages do not flatter the next.
+        let buf = std::env::var("TCP_BENCH_BUF")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(FlowConfig::DEFAULT_BUFFER_BYTES);
+        report_memory(n, buf, &chunk);
         return;
     }
     // `TCP_BENCH_ONCE=MIB`: one transfer of MIB MiB, timed in process CPU

@@ -342,3 +342,65 @@ impl Drop for Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::tests::MemLog;
+
+    fn cfg(mode: DeviceMode, cpus: Vec<usize>) -> PipelineConfig {
+        PipelineConfig {
+            mode,
+            cpus,
+            max_flows: 10,
+            flow_idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn start(c: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        Pipeline::start(
+            c,
+            Arc::new(ScopeTable::empty()),
+            Arc::new(MemLog::default()),
+        )
+    }
+
+    #[test]
+    fn start_errors_name_the_problem() {
+        let ap = DeviceMode::AfPacket {
+            lan: "tpp-nonexist0".into(),
+            wan: "lo".into(),
+        };
+        assert!(matches!(
+            start(cfg(ap.clone(), vec![])),
+            Err(PipelineError::NoCpus)
+        ));
+        assert!(matches!(
+            start(cfg(ap.clone(), vec![4096])),
+            Err(PipelineError::NoSuchCpu { cpu: 4096, .. })
+        ));
+        assert!(matches!(
+            start(cfg(ap.clone(), vec![0, 0])),
+            Err(PipelineError::DuplicateCpu(0))
+        ));
+        let e = start(cfg(ap, vec![0])).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                PipelineError::Device {
+                    side: "lan",
+                    worker: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("tpp-nonexist0"), "{e}");
+        let tun = DeviceMode::Tun {
+            lan: "tpp-notun0".into(),
+            wan: "tpp-notun1".into(),
+        };
+        let e = start(cfg(tun, vec![0])).unwrap_err();
+        assert!(e.to_string().contains("tpp-notun0"), "{e}");
+    }
+}

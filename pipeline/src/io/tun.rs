@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{os_err, Device, Medium, RxMeta, VlanTag};
+use super::{ifindex, os_err, Device, Medium, RxMeta, VlanTag};
 
 /// Largest IP packet a TUN queue delivers.
 const MAX_PACKET: usize = 65536;
@@ -51,6 +51,14 @@ impl Tun {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("TUN name {name:?} is empty or too long"),
+            ));
+        }
+        // TUNSETIFF would create a missing device; the appliance only
+        // attaches to the ones the operator made (and routed).
+        if ifindex(name).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("TUN {name} does not exist; create it with `ip tuntap add dev {name} mode tun multi_queue`"),
             ));
         }
         let file = OpenOptions::new()
