@@ -58,6 +58,24 @@ fn kernel_bridge_lab_carries_ping_udp_and_https() -> anyhow::Result<()> {
         "access log: {access}"
     );
 
+    // openssl s_client sees the same real chain.
+    let s = t.s_client(CLIENT, SERVER, &t.pki.origin_root, &[])?;
+    assert!(s.success, "{}", s.output);
+    assert!(
+        s.issuers()
+            .first()
+            .is_some_and(|i| i.contains(lab::pki::ORIGIN_ROOT_CN)),
+        "{:?}\n{}",
+        s.issuers(),
+        s.output
+    );
+    let s = t.s_client(CLIENT, SERVER, &t.pki.policy_ca_cert, &[])?;
+    assert!(
+        !s.success,
+        "s_client verified nginx against the wrong root: {}",
+        s.output
+    );
+
     // The demo's built-in origin and client (no nginx/curl), over the same lab.
     let mut cmd = t.lab.command(
         t.lab.server_ns(),

@@ -5,7 +5,8 @@
 //! Run as root: `cargo bench --bench lab` (env: `LAB_BENCH_SECONDS`, default
 //! 10 per run; `LAB_BENCH_ROUNDS`, default 3, alternating bridge and
 //! appliance so drift on a shared machine hits both alike; `LAB_BENCH_STREAMS`,
-//! default 1). Prints each run, the medians and the ratio appliance / bridge.
+//! default 1; `LAB_BENCH_PERF=FILE`, record a `perf` profile of the
+//! appliance into FILE during its runs). Prints each run, the medians and the ratio appliance / bridge.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,20 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
     lab.spawn("iperf3 server", cmd)?;
     std::thread::sleep(Duration::from_millis(300));
     let cpu_before = appliance.map(cpu_ns);
+    // Optional profile of the appliance during the measurement.
+    let perf = match (appliance, std::env::var_os("LAB_BENCH_PERF")) {
+        (Some(pid), Some(out)) => Some(
+            std::process::Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(&out)
+                .args(["--", "sleep", &seconds.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf record")?,
+        ),
+        _ => None,
+    };
     let out = lab
         .exec(
             lab.client_ns(),
@@ -160,6 +175,9 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("iperf3 output without end.sum_received: {v}"))?;
+    if let Some(mut p) = perf {
+        let _ = p.wait();
+    }
     let mut ns_per_frame = None;
     if let (Some(pid), Some(before)) = (appliance, cpu_before) {
         let cpu = cpu_ns(pid).saturating_sub(before);

@@ -377,6 +377,66 @@ impl TestLab {
     }
 }
 
+impl TestLab {
+    /// Runs `openssl s_client` in the client ns from `from` to `server:443`
+    /// with SNI www.example.com, verifying against `trust`; returns what it
+    /// printed (stdout and stderr), with `-showcerts` so the chain is there.
+    pub fn s_client(
+        &self,
+        from: Ipv4Addr,
+        server: Ipv4Addr,
+        trust: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<SClient> {
+        let mut cmd = self.lab.command(
+            self.lab.client_ns(),
+            "openssl",
+            &[
+                "s_client",
+                "-connect",
+                &format!("{server}:443"),
+                "-bind",
+                &format!("{from}:0"),
+                "-servername",
+                SERVER_NAME,
+                "-CAfile",
+                &trust.display().to_string(),
+                "-verify_return_error",
+                "-showcerts",
+            ],
+        );
+        cmd.args(extra).stdin(Stdio::null());
+        let o = cmd.output().context("running openssl s_client")?;
+        Ok(SClient {
+            success: o.status.success(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        })
+    }
+}
+
+/// What `openssl s_client` printed.
+#[derive(Debug)]
+pub struct SClient {
+    /// Whether it exited 0 (the handshake and verification succeeded).
+    pub success: bool,
+    /// stdout and stderr.
+    pub output: String,
+}
+
+impl SClient {
+    /// The `i:` (issuer) lines of the chain it was shown, leaf first.
+    pub fn issuers(&self) -> Vec<String> {
+        self.output
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("i:").map(|r| r.trim().to_owned()))
+            .collect()
+    }
+}
+
 /// A running nginx.
 pub struct Nginx {
     pub pid: u32,
