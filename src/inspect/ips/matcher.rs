@@ -31,7 +31,7 @@ impl<'a> Buffers<'a> {
 /// How many search steps one rule may take on one step's buffers.
 const STEP_BUDGET: u32 = 10_000;
 /// Most pcre matches tried per item (each may start a backtracking branch).
-const PCRE_TRIES: usize = 256;
+const PCRE_TRIES: usize = 64;
 
 /// Whether every buffer group of `rule` matches.
 pub fn rule_matches(rule: &Rule, bufs: &Buffers<'_>) -> bool {
@@ -63,6 +63,22 @@ fn window(c: &Content, prev_end: usize, len: usize) -> (usize, usize) {
     }
 }
 
+/// Whether item `next` could match after a later position of the item
+/// before it, having failed after an earlier one.
+///
+/// A non-relative item ignores the previous position; a positive relative
+/// content without `within` searches a suffix that only shrinks as the
+/// position grows, so what failed from an earlier position fails from any
+/// later one. Skipping those retries keeps evaluation linear instead of
+/// occurrences x buffer length.
+fn retry_useful(items: &[Item], next: usize) -> bool {
+    match items.get(next) {
+        None => false,
+        Some(Item::Content(c)) => c.relative() && (c.within.is_some() || c.negated),
+        Some(Item::Pcre(p)) => p.relative,
+    }
+}
+
 fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32) -> bool {
     let Some(item) = items.get(i) else {
         return true;
@@ -85,11 +101,12 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
                 return searcher.find(input).is_none()
                     && step(items, i + 1, data, prev_end, budget);
             }
+            let retry = retry_useful(items, i + 1);
             for m in searcher.find_overlapping_iter(input) {
                 if step(items, i + 1, data, m.end(), budget) {
                     return true;
                 }
-                if *budget == 0 {
+                if *budget == 0 || !retry {
                     return false;
                 }
             }
@@ -138,8 +155,13 @@ fn pcre_step(
             };
             (m.start(), m.end(), true)
         };
-        if digits_ok && step(items, i + 1, data, from + m_end, budget) {
-            return true;
+        if digits_ok {
+            if step(items, i + 1, data, from + m_end, budget) {
+                return true;
+            }
+            if !retry_useful(items, i + 1) {
+                return false;
+            }
         }
         if *budget == 0 {
             return false;
