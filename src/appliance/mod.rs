@@ -492,3 +492,6 @@ impl Services {
         drop(self.control);
     }
 }
+
+#[cfg(test)]
+mod tests;
