@@ -129,6 +129,12 @@ fn short_validity_and_loose_key_mode_are_warnings() {
     let cert = lab.self_signed("short", &key, "short", "ca_ext", 200);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let ca = load(&cert, &key, &[]).unwrap();
+    let left = ca
+        .valid_until()
+        .duration_since(SystemTime::now())
+        .unwrap()
+        .as_secs();
+    assert!((199 * 86_400..=200 * 86_400).contains(&left), "{left}");
     let w = ca.summary().warnings;
     assert!(
         w.iter()

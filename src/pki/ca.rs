@@ -466,6 +466,13 @@ impl PolicyCa {
         &self.sent_chain
     }
 
+    /// When the chain stops being usable: the earliest notAfter of the CA and
+    /// its chain (for the "CA expires soon" metric; leaves never outlive it).
+    pub fn valid_until(&self) -> SystemTime {
+        let secs = u64::try_from(self.not_after).unwrap_or(0);
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    }
+
     /// The authorityKeyIdentifier that leaves signed by this CA carry.
     pub fn key_id(&self) -> &[u8] {
         &self.ski
