@@ -21,8 +21,8 @@ mod worker;
 
 #[cfg(test)]
 mod netns_tests;
-pub mod tls;
 pub mod tcp;
+pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};

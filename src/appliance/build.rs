@@ -38,7 +38,8 @@ pub struct LoadedCa {
     pub ca: Arc<PolicyCa>,
     /// Subject, validity and warnings.
     pub summary: CaSummary,
-    /// notAfter as Unix seconds, so days left can be computed at scrape time.
+    /// Earliest notAfter of the CA and its chain, Unix seconds, so days
+    /// left can be computed at scrape time.
     pub not_after_unix: i64,
 }
 
@@ -147,12 +148,9 @@ fn load_cas(
                 p.ca_cert.display()
             ));
         }
-        let not_after_unix = time::OffsetDateTime::parse(
-            &summary.not_after,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map(|t| t.unix_timestamp())
-        .unwrap_or_else(|_| unix(now) + summary.days_left * 86_400);
+        // The earliest notAfter of the CA and its chain: the day forged
+        // chains stop verifying.
+        let not_after_unix = unix(ca.valid_until());
         out.push(LoadedCa {
             policy: p.id.clone(),
             ca: Arc::new(ca),
