@@ -346,3 +346,63 @@ fn reload_swaps_on_success_and_keeps_the_old_state_on_error() {
     assert_eq!(status["counters"]["reloads_failed"], 1);
     assert_eq!(status["enabled_policies"][0], "pol-a");
 }
+
+#[test]
+fn a_ca_with_less_than_a_year_left_warns_at_start_and_shows_its_days_in_the_metrics() {
+    use crate::control::metrics::MetricsSource as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("short.crt"), dir.path().join("short.key"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "100", "-subj", "/CN=short-lived test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let ca = ca_dir().display().to_string();
+    let text = config_text("", "")
+        .replace(
+            &format!("ca_cert = \"{ca}/ca.crt\""),
+            &format!("ca_cert = \"{}\"", crt.display()),
+        )
+        .replace(
+            &format!("ca_key = \"{ca}/ca.key\""),
+            &format!("ca_key = \"{}\"", key.display()),
+        )
+        .replace(
+            "traffic.jsonl",
+            &dir.path().join("traffic.jsonl").display().to_string(),
+        );
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, &text).unwrap();
+    let app = Appliance::start_without_dataplane(&path, config::load(&path).unwrap()).unwrap();
+    let w = app.warnings().join("\n");
+    assert!(
+        w.contains("\"pol-a\"") && w.contains("less than one year"),
+        "{w}"
+    );
+    let days = app
+        .samples()
+        .into_iter()
+        .find(|s| s.name == "ca_days_left")
+        .map(|s| (s.labels.clone(), s.value))
+        .unwrap();
+    assert_eq!(days.0, vec![("policy".to_owned(), "pol-a".to_owned())]);
+    assert!((98.0..=100.0).contains(&days.1), "{days:?}");
+}
