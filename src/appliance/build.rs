@@ -55,7 +55,7 @@ pub struct Built {
     /// Number of trust anchors in `upstream`.
     pub root_count: usize,
     /// Decision settings per policy id (every policy, enabled or not).
-    pub tls_policies: HashMap<Arc<str>, TlsPolicy>,
+    pub tls_policies: HashMap<Arc<str>, Arc<TlsPolicy>>,
     /// The inspection engines.
     pub engines: Arc<Engines>,
     /// What the IPS rule loader reported.
@@ -88,7 +88,7 @@ impl Built {
             .map_err(|e| anyhow::anyhow!("[upstream]: {e}"))?;
         let mut tls_policies = HashMap::new();
         for p in cfg.policies.iter() {
-            tls_policies.insert(p.id.clone(), tls_policy(p)?);
+            tls_policies.insert(p.id.clone(), Arc::new(tls_policy(p)?));
         }
         let (engines, ips_report) = engines(cfg)?;
         warnings.extend(

@@ -47,14 +47,18 @@ pub use reloadable::{ReloadableInspector, ReloadableMinter};
 pub struct PolicySet {
     /// Server-leg trust and the invalid-certificate policy.
     pub upstream: Arc<UpstreamTls>,
-    /// Decision settings by policy id.
-    pub tls: HashMap<Arc<str>, TlsPolicy>,
+    /// Decision settings by policy id (every policy, enabled or not).
+    pub tls: HashMap<Arc<str>, Arc<TlsPolicy>>,
 }
+
+/// Called after a successful reload with the new decision inputs.
+type ReloadHook = Box<dyn Fn(&Arc<PolicySet>) + Send + Sync>;
 
 /// What the interception driver needs, built once; reloads act through it.
 ///
 /// `minter` and `inspector` follow reloads by themselves; `policies` is to
-/// be `load()`ed once per new flow, so a flow sees one consistent set.
+/// be `load()`ed once per new flow (or copied into a per-worker context from
+/// an [`Appliance::on_reload`] hook), so a flow sees one consistent set.
 #[derive(Clone)]
 pub struct InterceptParts {
     /// Forged chains signed by the policy CAs.
@@ -106,6 +110,7 @@ pub struct Appliance {
     policies: Arc<ArcSwap<PolicySet>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    hooks: Mutex<Vec<ReloadHook>>,
 }
 
 impl std::fmt::Debug for Appliance {
@@ -202,6 +207,7 @@ impl Appliance {
             })),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -234,6 +240,17 @@ impl Appliance {
             policies: self.policies.clone(),
             tcp_buffer_bytes: self.lock().config.appliance.tcp_buffer_bytes,
         }
+    }
+
+    /// Registers `hook`, run after each successful reload with the new
+    /// policy set, before the new scope table selects connections (so a
+    /// data plane that copies the set into its own context is up to date
+    /// before a new scope can pick a flow).
+    pub fn on_reload(&self, hook: impl Fn(&Arc<PolicySet>) + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
     }
 
     /// Re-reads the config file, builds and checks everything (CAs, roots,
@@ -279,10 +296,14 @@ impl Appliance {
         // a flow selected by a new scope finds its policy's CA and settings.
         self.minter.replace(built.minter);
         self.inspector.replace(built.engines);
-        self.policies.store(Arc::new(PolicySet {
+        let set = Arc::new(PolicySet {
             upstream: built.upstream,
             tls: built.tls_policies,
-        }));
+        });
+        self.policies.store(set.clone());
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook(&set);
+        }
         if let Some(p) = &self.pipeline {
             p.set_scopes(built.scopes.clone());
         }

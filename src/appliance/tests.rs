@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
@@ -324,6 +325,14 @@ fn reload_swaps_on_success_and_keeps_the_old_state_on_error() {
     let app = Appliance::start_without_dataplane(&path, config::load(&path).unwrap()).unwrap();
     let parts = app.intercept_parts();
     assert!(parts.policies.load().tls["pol-a"].exclude_sni.is_empty());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    app.on_reload(move |set| {
+        seen2
+            .lock()
+            .unwrap()
+            .push(set.tls["pol-a"].exclude_sni.len())
+    });
 
     std::fs::write(
         &path,
@@ -341,6 +350,11 @@ fn reload_swaps_on_success_and_keeps_the_old_state_on_error() {
     let e = format!("{:#}", app.reload().unwrap_err());
     assert!(e.contains("gone.key"), "{e}");
     assert_eq!(parts.policies.load().tls["pol-a"].exclude_sni.len(), 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![1],
+        "the hook runs on success only"
+    );
     let (_, status) = app.status();
     assert_eq!(status["counters"]["reloads_ok"], 1);
     assert_eq!(status["counters"]["reloads_failed"], 1);
