@@ -251,3 +251,24 @@ fn reload_policy_disable_refused_reload_and_metrics() {
     let app = Arc::try_unwrap(app).unwrap();
     assert!(app.shutdown().is_none());
 }
+
+#[test]
+fn run_refuses_to_start_naming_the_policy_and_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    std::fs::create_dir(&ca).unwrap();
+    std::fs::copy("tests/configs/ca/ca.crt", ca.join("ca.crt")).unwrap();
+    // The policies' key file holds a certificate, not a key.
+    std::fs::copy("tests/configs/ca/ca.crt", ca.join("ca.key")).unwrap();
+    let path = dir.path().join("appliance.toml");
+    std::fs::write(&path, conf(dir.path())).unwrap();
+    let (code, out, err) = bin(&["run", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("\"pol-a\""), "{err}");
+    assert!(err.contains("ca/ca.key"), "{err}");
+    assert!(
+        !dir.path().join("control.sock").exists(),
+        "nothing was started"
+    );
+    assert!(!err.contains("starting the pipeline"), "{err}");
+}
