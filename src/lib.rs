@@ -6,6 +6,7 @@
 //! (`CertMinter`, `Inspector`, `FlowLog`).
 #![forbid(unsafe_code)]
 
+pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod control;

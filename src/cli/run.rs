@@ -13,9 +13,8 @@ use anyhow::Context as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::control::metrics::MetricsServer;
-use crate::control::ControlServer;
-use crate::runtime::{self, Appliance, Control, Metrics};
+use crate::appliance::{Appliance, Services};
+use crate::runtime;
 
 /// Runs `tlsinspect run`.
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
@@ -25,15 +24,8 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
 
     let cfg = runtime::load_config(config)?;
-    for w in cfg.warnings() {
-        log::warn!("{w}");
-    }
-    for w in runtime::check_cas(&cfg)? {
-        log::warn!("{w}");
-    }
     let control_path = cfg.appliance.control.clone();
     let cpus = cfg.appliance.cpus.clone();
-    let metrics_addr = cfg.appliance.metrics;
     let summary = format!(
         "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}",
         cfg.appliance.mode,
@@ -45,18 +37,12 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         runtime::scope_specs(&cfg).len(),
         cfg.appliance.log.display()
     );
+    // Warnings (config, CA validity, skipped IPS rules) are logged by start.
     let app = Arc::new(Appliance::start(config, cfg)?);
-    let control = ControlServer::bind(&control_path, Arc::new(Control(app.clone())))
-        .with_context(|| format!("opening the control socket {}", control_path.display()))?;
-    let metrics = match metrics_addr {
-        Some(addr) => {
-            let server = MetricsServer::start(addr, Arc::new(Metrics(app.clone())))
-                .with_context(|| format!("starting the metrics endpoint {addr}"))?;
-            log::info!("metrics on http://{}/metrics", server.addr());
-            Some(server)
-        }
-        None => None,
-    };
+    let services = Services::start(&app)?;
+    if let Some(addr) = services.metrics_addr() {
+        log::info!("metrics on http://{addr}/metrics");
+    }
     log::info!(
         "running: {summary}; control socket {}",
         control_path.display()
@@ -77,15 +63,17 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 
-    drop(metrics);
-    drop(control);
-    let records = app.log_records();
+    services.stop();
+    let records = app.flow_log().file().records();
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
     let stats = app.shutdown();
     println!(
         "tlsinspect stopped. Final counters:\n{}\ntraffic-log records written: {records}",
-        runtime::format_stats(&stats, &cpus)
+        stats.map_or_else(
+            || "no data plane".to_owned(),
+            |s| runtime::format_stats(&s, &cpus)
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,249 @@
+//! The appliance's Prometheus samples, gathered at scrape time.
+//!
+//! Handshake and added-latency histograms (DESIGN.md §7) are not exported
+//! yet: they need timings from the interception driver.
+
+use std::time::SystemTime;
+
+use tlsinspect_pipeline::Stats;
+
+use super::Appliance;
+use crate::control::metrics::{MetricsSource, Sample};
+
+/// Whole days from `now` until `not_after_unix` (negative once expired).
+pub(crate) fn days_left(not_after_unix: i64, now: SystemTime) -> i64 {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    (not_after_unix - now).div_euclid(86_400)
+}
+
+/// The data plane's counters: packets and bytes per path, flows, errors.
+pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
+    let t = &stats.total;
+    let mut out = vec![
+        Sample::counter("frames", "Frames by data-plane path.", t.fast_frames)
+            .label("path", "fast"),
+        Sample::counter("frames", "Frames by data-plane path.", t.inscope_frames)
+            .label("path", "in_scope"),
+        Sample::counter("bytes", "Bytes by data-plane path.", t.fast_bytes).label("path", "fast"),
+        Sample::counter("bytes", "Bytes by data-plane path.", t.inscope_bytes)
+            .label("path", "in_scope"),
+        Sample::counter("rx_frames", "Frames received on lan and wan.", t.rx_frames),
+        Sample::counter(
+            "tx_frames",
+            "Frames handed to a device for transmission.",
+            t.tx_frames,
+        ),
+        Sample::counter(
+            "tx_dropped",
+            "Frames the kernel refused or dropped on transmit.",
+            t.tx_dropped,
+        ),
+        Sample::counter(
+            "tx_errors",
+            "Transmit calls that failed unexpectedly.",
+            t.tx_errors,
+        ),
+        Sample::counter(
+            "malformed_frames",
+            "Frames that failed to parse (forwarded unchanged).",
+            t.malformed,
+        ),
+        Sample::counter("flows_started", "In-scope flows started.", t.flows_started),
+        Sample::counter(
+            "flows_ended",
+            "In-scope flows ended and logged.",
+            t.flows_ended,
+        ),
+        Sample::counter(
+            "flow_overflow",
+            "In-scope SYNs not tracked because the flow table was full.",
+            t.flow_overflow,
+        ),
+        Sample::gauge(
+            "flows_active",
+            "Flows in the flow tables.",
+            t.flows_active as f64,
+        ),
+    ];
+    for (kind, v) in [
+        ("arp", t.fast_arp),
+        ("udp", t.fast_udp),
+        ("icmp", t.fast_icmp),
+        ("tcp", t.fast_tcp),
+        ("vlan", t.fast_vlan),
+        ("other", t.fast_other),
+    ] {
+        out.push(
+            Sample::counter("fast_frames", "Fast-path frames by kind.", v).label("kind", kind),
+        );
+    }
+    for (i, w) in stats.workers.iter().enumerate() {
+        out.push(
+            Sample::counter(
+                "worker_rx_frames",
+                "Frames received per worker.",
+                w.rx_frames,
+            )
+            .label("worker", i.to_string()),
+        );
+    }
+    out
+}
+
+impl MetricsSource for Appliance {
+    fn samples(&self) -> Vec<Sample> {
+        let mut out = self
+            .stats()
+            .map(|s| pipeline_samples(&s))
+            .unwrap_or_default();
+        for ((policy, scope, action, reason), n) in self.log.flows() {
+            out.push(
+                Sample::counter(
+                    "flows",
+                    "Flows logged, by policy, scope, action and decision reason.",
+                    n,
+                )
+                .label("policy", &*policy)
+                .label("scope", &*scope)
+                .label("action", action)
+                .label("reason", reason),
+            );
+        }
+        for ((policy, scope, engine, action), n) in self.log.alerts() {
+            out.push(
+                Sample::counter(
+                    "alerts",
+                    "Inspection verdicts logged, by policy, scope, engine and action.",
+                    n,
+                )
+                .label("policy", &*policy)
+                .label("scope", &*scope)
+                .label("engine", engine)
+                .label("action", action),
+            );
+        }
+        let file = self.log.file();
+        out.push(Sample::counter(
+            "log_records",
+            "Traffic-log records written.",
+            file.records(),
+        ));
+        out.push(Sample::counter(
+            "log_write_errors",
+            "Traffic-log writes that failed (records lost).",
+            file.write_errors(),
+        ));
+        out.push(Sample::counter(
+            "log_uncounted",
+            "Records not counted by label because the label sets were full.",
+            self.log.overflow(),
+        ));
+
+        let m = self.minter.stats();
+        out.push(Sample::counter(
+            "cert_cache_hits",
+            "Forged certificates served from the cache.",
+            m.hits,
+        ));
+        out.push(Sample::counter(
+            "cert_cache_misses",
+            "Forged certificates minted anew.",
+            m.misses,
+        ));
+        out.push(Sample::counter(
+            "cert_cache_evictions",
+            "Forged certificates pushed out of the full cache.",
+            m.evictions,
+        ));
+        out.push(Sample::counter(
+            "cert_mint_errors",
+            "Certificate requests that failed.",
+            m.errors,
+        ));
+        out.push(Sample::gauge(
+            "cert_cache_entries",
+            "Forged certificates cached now.",
+            m.entries as f64,
+        ));
+
+        let b = self.bypass.stats();
+        out.push(Sample::gauge(
+            "bypass_cache_entries",
+            "(SNI, destination) pairs in the bypass cache, pending pinning counts included.",
+            b.entries as f64,
+        ));
+        out.push(Sample::counter(
+            "bypass_cache_hits",
+            "Connections passed because of a bypass-cache entry.",
+            b.hits,
+        ));
+        out.push(Sample::counter(
+            "bypass_cache_inserted",
+            "Pairs that entered the bypass cache.",
+            b.inserted,
+        ));
+        out.push(Sample::counter(
+            "bypass_cache_evicted",
+            "Live bypass entries dropped to make room.",
+            b.evicted,
+        ));
+
+        let now = SystemTime::now();
+        let cur = self.lock();
+        for c in &cur.cas {
+            out.push(
+                Sample::gauge(
+                    "ca_days_left",
+                    "Whole days of validity left of each policy's CA.",
+                    days_left(c.not_after_unix, now) as f64,
+                )
+                .label("policy", &*c.policy),
+            );
+        }
+        for p in cur.config.policies.iter() {
+            out.push(
+                Sample::gauge(
+                    "policy_enabled",
+                    "1 when the policy selects new connections.",
+                    if p.enabled { 1.0 } else { 0.0 },
+                )
+                .label("policy", &*p.id),
+            );
+        }
+        out.push(Sample::gauge(
+            "ips_rules_loaded",
+            "IPS rules in force.",
+            cur.ips_loaded as f64,
+        ));
+        out.push(Sample::gauge(
+            "ips_rules_skipped",
+            "IPS rules skipped at the last (re)load.",
+            cur.ips_skipped as f64,
+        ));
+        drop(cur);
+        for (result, n) in [
+            (
+                "ok",
+                self.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "failed",
+                self.reloads_failed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ] {
+            out.push(
+                Sample::counter("reloads", "Configuration reloads by result.", n)
+                    .label("result", result),
+            );
+        }
+        out.push(Sample::gauge(
+            "uptime_seconds",
+            "Seconds since start.",
+            self.started.elapsed().as_secs_f64(),
+        ));
+        out
+    }
+}

@@ -1,0 +1,518 @@
+//! The running appliance's control plane: a validated config turned into
+//! CAs, minter, upstream trust, decision settings, bypass cache, engines,
+//! traffic log and scope table; reload, status and metrics on top.
+//!
+//! Why one struct: start-up, SIGHUP and the control socket must build and
+//! check a config in exactly the same way, and a reload must either replace
+//! everything a new connection depends on or nothing. [`Appliance::reload`]
+//! therefore builds a complete [`build::Built`] first (CAs included) and only
+//! then swaps it in; any error leaves the running state untouched. The
+//! objects the data plane holds for its whole life (minter, inspector, log,
+//! bypass cache, per-policy settings) are indirections ([`reloadable`],
+//! `ArcSwap`) so a swap reaches new flows while flows already running keep
+//! what they were created with.
+
+pub mod build;
+pub mod flowlog;
+mod metrics;
+pub mod reloadable;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tlsinspect_pipeline::api::{CertMinter, FlowLog, Inspector};
+use tlsinspect_pipeline::tls::bypass::BypassCache;
+use tlsinspect_pipeline::tls::decision::TlsPolicy;
+use tlsinspect_pipeline::tls::intercept::UpstreamTls;
+use tlsinspect_pipeline::{Pipeline, Stats};
+
+use crate::config::Config;
+use crate::control::metrics::MetricsServer;
+use crate::control::{ControlHandler, ControlServer, Request, Response};
+use crate::log::{JsonLog, Rotation};
+use crate::runtime;
+
+pub use build::{Built, LoadedCa};
+pub use flowlog::CountingLog;
+pub use reloadable::{ReloadableInspector, ReloadableMinter};
+
+/// The per-connection decision inputs that a reload replaces as one unit.
+#[derive(Debug)]
+pub struct PolicySet {
+    /// Server-leg trust and the invalid-certificate policy.
+    pub upstream: Arc<UpstreamTls>,
+    /// Decision settings by policy id (every policy, enabled or not).
+    pub tls: HashMap<Arc<str>, Arc<TlsPolicy>>,
+}
+
+/// Called after a successful reload with the new decision inputs.
+type ReloadHook = Box<dyn Fn(&Arc<PolicySet>) + Send + Sync>;
+
+/// What the interception driver needs, built once; reloads act through it.
+///
+/// `minter` and `inspector` follow reloads by themselves; `policies` is to
+/// be `load()`ed once per new flow (or copied into a per-worker context from
+/// an [`Appliance::on_reload`] hook), so a flow sees one consistent set.
+#[derive(Clone)]
+pub struct InterceptParts {
+    /// Forged chains signed by the policy CAs.
+    pub minter: Arc<dyn CertMinter>,
+    /// The inspection engines.
+    pub inspector: Arc<dyn Inspector>,
+    /// The traffic log (counted for metrics, then written to the file).
+    pub log: Arc<dyn FlowLog>,
+    /// The learned (SNI, destination) bypass cache, shared by all workers.
+    pub bypass: Arc<BypassCache>,
+    /// Upstream trust and per-policy decision settings.
+    pub policies: Arc<ArcSwap<PolicySet>>,
+    /// `[appliance] tcp_buffer_bytes`: socket buffer size per leg.
+    pub tcp_buffer_bytes: usize,
+}
+
+impl std::fmt::Debug for InterceptParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptParts")
+            .field("bypass", &self.bypass)
+            .field("tcp_buffer_bytes", &self.tcp_buffer_bytes)
+            .finish()
+    }
+}
+
+/// What is running now, replaced whole by a reload.
+struct Running {
+    config: Config,
+    cas: Vec<LoadedCa>,
+    root_count: usize,
+    ips_loaded: usize,
+    ips_skipped: usize,
+    warnings: Vec<String>,
+    loaded_at: SystemTime,
+}
+
+/// A started appliance: control-plane state and, unless started without
+/// packet I/O, the data-plane pipeline.
+pub struct Appliance {
+    path: PathBuf,
+    started: Instant,
+    /// Also serializes reloads.
+    running: Mutex<Running>,
+    pipeline: Option<Pipeline>,
+    log: Arc<CountingLog>,
+    minter: Arc<ReloadableMinter>,
+    inspector: Arc<ReloadableInspector>,
+    bypass: Arc<BypassCache>,
+    policies: Arc<ArcSwap<PolicySet>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    hooks: Mutex<Vec<ReloadHook>>,
+}
+
+impl std::fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appliance")
+            .field("path", &self.path)
+            .field("pipeline", &self.pipeline.is_some())
+            .finish()
+    }
+}
+
+impl Appliance {
+    /// Builds the control plane for `cfg` (read from `path`), opens the
+    /// traffic log and starts the pipeline.
+    ///
+    /// Warnings (CA validity under a year, skipped IPS rules, the roots
+    /// fallback) are logged at `warn` level and kept for `status`.
+    pub fn start(path: &Path, cfg: Config) -> anyhow::Result<Appliance> {
+        Self::assemble(path, cfg, true)
+    }
+
+    /// Like [`Appliance::start`] without opening any device or starting
+    /// workers: the control socket, reload and metrics work, no packet
+    /// moves. For tests and for checking a deployment's control plane.
+    pub fn start_without_dataplane(path: &Path, cfg: Config) -> anyhow::Result<Appliance> {
+        Self::assemble(path, cfg, false)
+    }
+
+    fn assemble(path: &Path, cfg: Config, dataplane: bool) -> anyhow::Result<Appliance> {
+        let built = Built::from_config(&cfg, SystemTime::now())?;
+        for w in cfg.warnings().iter().chain(&built.warnings) {
+            log::warn!("{w}");
+        }
+        let file = Arc::new(
+            JsonLog::open(&cfg.appliance.log, Rotation::default()).with_context(|| {
+                format!("opening the traffic log {}", cfg.appliance.log.display())
+            })?,
+        );
+        let log = Arc::new(CountingLog::new(file));
+        let pipeline = if dataplane {
+            Some(
+                Pipeline::start(
+                    runtime::pipeline_config(&cfg),
+                    built.scopes.clone(),
+                    log.clone(),
+                )
+                .with_context(|| {
+                    format!(
+                        "starting the pipeline ({:?} lan {} wan {}, cpus {:?})",
+                        cfg.appliance.mode,
+                        cfg.appliance.lan,
+                        cfg.appliance.wan,
+                        cfg.appliance.cpus
+                    )
+                })?,
+            )
+        } else {
+            None
+        };
+        let bypass = Arc::new(BypassCache::new(build::bypass_config(&cfg.appliance)));
+        let Built {
+            cas,
+            minter,
+            upstream,
+            root_count,
+            tls_policies,
+            engines,
+            ips_report,
+            warnings,
+            ..
+        } = built;
+        let mut all_warnings = cfg.warnings();
+        all_warnings.extend(warnings);
+        Ok(Appliance {
+            path: path.to_owned(),
+            started: Instant::now(),
+            running: Mutex::new(Running {
+                cas,
+                root_count,
+                ips_loaded: ips_report.loaded,
+                ips_skipped: ips_report.skipped.len(),
+                warnings: all_warnings,
+                loaded_at: SystemTime::now(),
+                config: cfg,
+            }),
+            pipeline,
+            log,
+            minter: Arc::new(ReloadableMinter::new(minter)),
+            inspector: Arc::new(ReloadableInspector::new(engines)),
+            bypass,
+            policies: Arc::new(ArcSwap::from_pointee(PolicySet {
+                upstream,
+                tls: tls_policies,
+            })),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            hooks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The config file it runs.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the running configuration.
+    pub fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    /// Warnings of the running configuration (start-up or last reload).
+    pub fn warnings(&self) -> Vec<String> {
+        self.lock().warnings.clone()
+    }
+
+    /// The objects the interception driver shares across flows.
+    pub fn intercept_parts(&self) -> InterceptParts {
+        InterceptParts {
+            minter: self.minter.clone(),
+            inspector: self.inspector.clone(),
+            log: self.log.clone(),
+            bypass: self.bypass.clone(),
+            policies: self.policies.clone(),
+            tcp_buffer_bytes: self.lock().config.appliance.tcp_buffer_bytes,
+        }
+    }
+
+    /// Registers `hook`, run after each successful reload with the new
+    /// policy set, before the new scope table selects connections (so a
+    /// data plane that copies the set into its own context is up to date
+    /// before a new scope can pick a flow).
+    pub fn on_reload(&self, hook: impl Fn(&Arc<PolicySet>) + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
+    }
+
+    /// Re-reads the config file, builds and checks everything (CAs, roots,
+    /// rules), then swaps it in for new connections.
+    ///
+    /// On any error the running configuration stays in force and the error
+    /// is returned. Flows already running keep their decision.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let r = self.reload_inner();
+        match &r {
+            Ok(_) => self.reloads_ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.reloads_failed.fetch_add(1, Ordering::Relaxed),
+        };
+        r
+    }
+
+    fn reload_inner(&self) -> anyhow::Result<String> {
+        let mut cur = self.lock();
+        let new = runtime::load_config(&self.path)?;
+        let built = Built::from_config(&new, SystemTime::now())?;
+        let mut restart = runtime::restart_only_changes(&cur.config, &new);
+        let (o, n) = (&cur.config.appliance, &new.appliance);
+        if o.bypass_cache_entries != n.bypass_cache_entries {
+            restart.push(format!(
+                "appliance.bypass_cache_entries: {} -> {}",
+                o.bypass_cache_entries, n.bypass_cache_entries
+            ));
+        }
+        if o.pinning_bypass_clients != n.pinning_bypass_clients {
+            restart.push(format!(
+                "appliance.pinning_bypass_clients: {} -> {}",
+                o.pinning_bypass_clients, n.pinning_bypass_clients
+            ));
+        }
+        if o.tcp_buffer_bytes != n.tcp_buffer_bytes {
+            restart.push(format!(
+                "appliance.tcp_buffer_bytes: {} -> {}",
+                o.tcp_buffer_bytes, n.tcp_buffer_bytes
+            ));
+        }
+
+        // Everything a new flow reads is swapped before the scope table, so
+        // a flow selected by a new scope finds its policy's CA and settings.
+        self.minter.replace(built.minter);
+        self.inspector.replace(built.engines);
+        let set = Arc::new(PolicySet {
+            upstream: built.upstream,
+            tls: built.tls_policies,
+        });
+        self.policies.store(set.clone());
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook(&set);
+        }
+        if let Some(p) = &self.pipeline {
+            p.set_scopes(built.scopes.clone());
+        }
+
+        let enabled: Vec<&str> = new
+            .policies
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| &*p.id)
+            .collect();
+        let scopes = built.scopes.len();
+        let mut msg = format!(
+            "reloaded {}: {} enabled polic{} ({}) with {scopes} scope(s) now select new connections",
+            self.path.display(),
+            enabled.len(),
+            if enabled.len() == 1 { "y" } else { "ies" },
+            enabled.join(", ")
+        );
+        let mut warnings = new.warnings();
+        warnings.extend(built.warnings);
+        for w in &warnings {
+            msg.push_str(&format!("\nwarning: {w}"));
+        }
+        if !restart.is_empty() {
+            msg.push_str(&format!(
+                "\nnot applied until a restart: {}",
+                restart.join(", ")
+            ));
+        }
+        *cur = Running {
+            config: new,
+            cas: built.cas,
+            root_count: built.root_count,
+            ips_loaded: built.ips_report.loaded,
+            ips_skipped: built.ips_report.skipped.len(),
+            warnings,
+            loaded_at: SystemTime::now(),
+        };
+        Ok(msg)
+    }
+
+    /// Data-plane counters, when the pipeline runs.
+    pub fn stats(&self) -> Option<Stats> {
+        self.pipeline.as_ref().map(Pipeline::stats)
+    }
+
+    /// The counting traffic log.
+    pub fn flow_log(&self) -> &Arc<CountingLog> {
+        &self.log
+    }
+
+    /// Certificate minting counters since start-up.
+    pub fn mint_stats(&self) -> crate::pki::MintStats {
+        self.minter.stats()
+    }
+
+    /// The state for `tlsinspect policy list` and `Status`: a one-line
+    /// summary and the details as JSON.
+    pub fn status(&self) -> (String, serde_json::Value) {
+        let cur = self.lock();
+        let uptime = self.started.elapsed().as_secs();
+        let enabled: Vec<&str> = cur
+            .config
+            .policies
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| &*p.id)
+            .collect();
+        let disabled: Vec<&str> = cur
+            .config
+            .policies
+            .iter()
+            .filter(|p| !p.enabled)
+            .map(|p| &*p.id)
+            .collect();
+        let flows: u64 = self.log.flows().iter().map(|(_, n)| n).sum();
+        let mint = self.minter.stats();
+        let bypass = self.bypass.stats();
+        let now = SystemTime::now();
+        let summary = format!(
+            "up {uptime}s{}; enabled: {}; disabled: {}; {flows} flow(s) logged",
+            if self.pipeline.is_none() {
+                " (control plane only, no packet I/O)"
+            } else {
+                ""
+            },
+            if enabled.is_empty() {
+                "none".to_owned()
+            } else {
+                enabled.join(", ")
+            },
+            if disabled.is_empty() {
+                "none".to_owned()
+            } else {
+                disabled.join(", ")
+            },
+        );
+        let policies: Vec<serde_json::Value> = cur
+            .config
+            .policies
+            .iter()
+            .map(|p| {
+                let ca = cur.cas.iter().find(|c| c.policy == p.id);
+                serde_json::json!({
+                    "id": &*p.id,
+                    "name": p.name,
+                    "enabled": p.enabled,
+                    "scopes": p.scopes.iter().map(|s| &*s.id).collect::<Vec<_>>(),
+                    "ca_subject": ca.map(|c| c.summary.subject.clone()),
+                    "ca_days_left": ca.map(|c| metrics::days_left(c.not_after_unix, now)),
+                })
+            })
+            .collect();
+        let data = serde_json::json!({
+            "config": self.path.display().to_string(),
+            "uptime_secs": uptime,
+            "dataplane": self.pipeline.is_some(),
+            "loaded_at": crate::log::record::format_timestamp(cur.loaded_at),
+            "enabled_policies": enabled,
+            "disabled_policies": disabled,
+            "policies": policies,
+            "warnings": cur.warnings,
+            "upstream_roots": cur.root_count,
+            "ips_rules_loaded": cur.ips_loaded,
+            "ips_rules_skipped": cur.ips_skipped,
+            "counters": {
+                "flows_logged": flows,
+                "log_records": self.log.file().records(),
+                "log_write_errors": self.log.file().write_errors(),
+                "cert_cache_hits": mint.hits,
+                "cert_cache_misses": mint.misses,
+                "cert_cache_entries": mint.entries,
+                "bypass_cache_entries": bypass.entries,
+                "reloads_ok": self.reloads_ok.load(Ordering::Relaxed),
+                "reloads_failed": self.reloads_failed.load(Ordering::Relaxed),
+                "pipeline": self.stats().map(|s| runtime::nonzero_counters(&s.total)),
+            },
+        });
+        (summary, data)
+    }
+
+    /// Stops the workers (if any) and returns their final counters.
+    pub fn shutdown(self) -> Option<Stats> {
+        self.pipeline.map(Pipeline::shutdown)
+    }
+}
+
+impl ControlHandler for Appliance {
+    fn handle(&self, req: &Request) -> Response {
+        match req {
+            Request::Reload => match self.reload() {
+                Ok(msg) => {
+                    log::info!("{msg}");
+                    Response::ok(msg)
+                }
+                Err(e) => {
+                    let msg =
+                        format!("reload failed, the previous configuration stays in force: {e:#}");
+                    log::error!("{msg}");
+                    Response::err(msg)
+                }
+            },
+            Request::Status => {
+                let (msg, data) = self.status();
+                let mut r = Response::ok(msg);
+                r.data = data;
+                r
+            }
+        }
+    }
+}
+
+/// The control socket and metrics endpoint of a running appliance; both
+/// stop when this is dropped.
+#[derive(Debug)]
+pub struct Services {
+    control: ControlServer,
+    metrics: Option<MetricsServer>,
+}
+
+impl Services {
+    /// Binds the control socket and, if configured, the metrics endpoint of
+    /// `app`'s running config.
+    pub fn start(app: &Arc<Appliance>) -> anyhow::Result<Services> {
+        let cfg = app.config();
+        let path = &cfg.appliance.control;
+        let control = ControlServer::bind(path, app.clone())
+            .with_context(|| format!("opening the control socket {}", path.display()))?;
+        let metrics = match cfg.appliance.metrics {
+            Some(addr) => Some(
+                MetricsServer::start(addr, app.clone())
+                    .with_context(|| format!("starting the metrics endpoint {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Services { control, metrics })
+    }
+
+    /// Where the metrics endpoint listens, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::addr)
+    }
+
+    /// Stops both servers (same as dropping).
+    pub fn stop(self) {
+        drop(self.metrics);
+        drop(self.control);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,422 @@
+//! Tests of the config -> control-plane mappings and of reload.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
+use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect, SniGlob};
+
+use super::build::{self, Built};
+use super::Appliance;
+use crate::config::{self, Config};
+
+fn ca_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/ca")
+}
+
+/// A config in a temp dir with the test CA; `extra` is appended (policy
+/// keys first, then sections).
+fn config_text(policy_keys: &str, sections: &str) -> String {
+    let ca = ca_dir();
+    format!(
+        r#"
+[appliance]
+mode = "af_packet"
+lan = "eth1"
+wan = "eth2"
+cpus = [0]
+log = "traffic.jsonl"
+control = "control.sock"
+
+[upstream]
+roots = "{ca}/ca.crt"
+
+[[policy]]
+id = "pol-a"
+ca_cert = "{ca}/ca.crt"
+ca_key = "{ca}/ca.key"
+{policy_keys}
+  [[policy.scope]]
+  id = "sc-1"
+  source_ips = ["192.0.2.10"]
+  source_ports = ["0/65535"]
+  destinations = ["203.0.113.0/24"]
+  destination_ports = ["443/443"]
+
+{sections}
+"#,
+        ca = ca.display()
+    )
+}
+
+fn parse(dir: &Path, text: &str) -> Config {
+    let path = dir.join("t.toml");
+    std::fs::write(&path, text).unwrap();
+    config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn err_of(r: anyhow::Result<Built>) -> String {
+    format!("{:#}", r.expect_err("must fail"))
+}
+
+#[test]
+fn exclude_sni_and_settings_map_onto_the_tls_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = parse(
+        dir.path(),
+        &config_text(
+            r#"exclude_sni = ["*.bank.example", "Pay.Example"]
+tls13 = "inspect"
+ech = "inspect"
+non_tls = "block"
+legacy_tls = "block"
+no_sni = "inspect""#,
+            "",
+        ),
+    );
+    let built = Built::from_config(&cfg, SystemTime::now()).unwrap();
+    let p = &built.tls_policies["pol-a"];
+    assert_eq!(
+        p.exclude_sni,
+        vec![
+            SniGlob::Suffix(".bank.example".into()),
+            SniGlob::Exact("pay.example".into())
+        ]
+    );
+    assert!(p.exclude_sni.iter().any(|g| g.matches("www.bank.example")));
+    assert!(!p.exclude_sni.iter().any(|g| g.matches("bank.example")));
+    assert!(p.exclude_sni.iter().any(|g| g.matches("pay.example")));
+    assert_eq!(p.tls13, PassOrInspect::Inspect);
+    assert_eq!(p.ech, PassOrInspect::Inspect);
+    assert_eq!(p.no_sni, PassOrInspect::Inspect);
+    assert_eq!(p.non_tls, PassOrBlock::Block);
+    assert_eq!(p.legacy_tls, PassOrBlock::Block);
+
+    // Defaults are the seed product's: everything passes.
+    let cfg = parse(dir.path(), &config_text("", ""));
+    let built = Built::from_config(&cfg, SystemTime::now()).unwrap();
+    let p = &built.tls_policies["pol-a"];
+    assert!(p.exclude_sni.is_empty());
+    assert_eq!(p.tls13, PassOrInspect::Pass);
+    assert_eq!(p.ech, PassOrInspect::Pass);
+    assert_eq!(p.non_tls, PassOrBlock::Pass);
+}
+
+#[test]
+fn an_exclude_sni_the_matcher_cannot_honour_is_refused_with_policy_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    // The config's host-glob syntax allows '*' anywhere; the SNI matcher
+    // only a leading "*.": refusing beats silently never matching.
+    let cfg = parse(
+        dir.path(),
+        &config_text(r#"exclude_sni = ["ok.example", "a*b.example"]"#, ""),
+    );
+    let e = err_of(Built::from_config(&cfg, SystemTime::now()));
+    assert!(e.contains("\"pol-a\""), "{e}");
+    assert!(e.contains("exclude_sni[1]"), "{e}");
+    assert!(e.contains("a*b.example"), "{e}");
+}
+
+#[test]
+fn roots_from_a_bundle_plus_extra_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two CA certificates in one bundle file.
+    let bundle = dir.path().join("bundle.pem");
+    let ca_pem = std::fs::read_to_string(ca_dir().join("ca.crt")).unwrap();
+    let second = crate::pki::trial::create(
+        &dir.path().join("second"),
+        crate::pki::KeyKind::EcdsaP256,
+        SystemTime::now(),
+    )
+    .unwrap()
+    .0;
+    let second_pem = std::fs::read_to_string(&second).unwrap();
+    std::fs::write(&bundle, format!("{ca_pem}{second_pem}")).unwrap();
+
+    let cfg = parse(dir.path(), &config_text("", ""));
+    let mut up = cfg.upstream.clone();
+    up.roots = config::Roots::Bundle(bundle.clone());
+    let (store, warnings) = build::upstream_roots(&up).unwrap();
+    assert_eq!(store.len(), 2);
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let third = crate::pki::trial::create(
+        &dir.path().join("third"),
+        crate::pki::KeyKind::EcdsaP256,
+        SystemTime::now(),
+    )
+    .unwrap()
+    .0;
+    up.extra_roots = vec![third];
+    let (store, _) = build::upstream_roots(&up).unwrap();
+    assert_eq!(store.len(), 3);
+
+    // A file without a certificate is an error naming field and file.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    up.extra_roots = vec![empty.clone()];
+    let e = format!("{:#}", build::upstream_roots(&up).unwrap_err());
+    assert!(e.contains("extra_roots"), "{e}");
+    assert!(e.contains(&empty.display().to_string()), "{e}");
+    up.extra_roots.clear();
+    up.roots = config::Roots::Bundle(dir.path().join("missing.pem"));
+    let e = format!("{:#}", build::upstream_roots(&up).unwrap_err());
+    assert!(e.contains("missing.pem"), "{e}");
+
+    // "system": never an empty store (system store, else the bundled roots).
+    up.roots = config::Roots::System;
+    let (store, _) = build::upstream_roots(&up).unwrap();
+    assert!(store.len() > 10, "{} roots", store.len());
+}
+
+fn meta() -> FlowMeta {
+    FlowMeta {
+        flow_id: 7,
+        src: "192.0.2.10:40000".parse::<SocketAddr>().unwrap(),
+        dest: "203.0.113.5:443".parse::<SocketAddr>().unwrap(),
+        policy_id: "pol-a".into(),
+        scope_id: "sc-1".into(),
+        sni: Some("files.example.com".into()),
+        alpn: None,
+    }
+}
+
+fn request(engines: &dyn Inspector, req: &[u8]) -> (Emit, Vec<tlsinspect_pipeline::api::Alert>) {
+    let mut f = engines.new_flow(&meta());
+    let mut out = Emit::default();
+    f.on_data(Direction::ToServer, req, &mut out);
+    let alerts = f.take_alerts();
+    (out, alerts)
+}
+
+#[test]
+fn engines_start_with_one_bad_rule_reported_and_the_good_ones_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("site.rules");
+    std::fs::write(
+        &rules,
+        concat!(
+            "alert http any any -> any any (msg:\"secret path\"; http.uri; content:\"/secret\"; sid:9000001; rev:1;)\n",
+            "alert http any any -> any any (msg:\"unsupported\"; http.uri; content:\"/x\"; lua:script.lua; sid:9000002; rev:1;)\n",
+            "alert http any any -> any any (msg:\"broken\"; content:\"unterminated; sid:9000003;)\n",
+        ),
+    )
+    .unwrap();
+    let sections = format!(
+        r#"[ips]
+rules = ["{}", "{}"]
+mode = "detect"
+
+[[webfilter.rule]]
+host = "*.example.com"
+path = "/upload/*"
+methods = ["POST"]
+action = "deny"
+"#,
+        rules.display(),
+        dir.path().join("absent.rules").display()
+    );
+    let cfg = parse(dir.path(), &config_text("", &sections));
+    let built = Built::from_config(&cfg, SystemTime::now()).unwrap();
+    assert_eq!(built.ips_report.loaded, 1);
+    assert_eq!(built.ips_report.skipped.len(), 2, "{:?}", built.ips_report);
+    let w = built.warnings.join("\n");
+    assert!(w.contains("sid 9000002") && w.contains("lua"), "{w}");
+    assert!(w.contains("site.rules:3"), "{w}");
+    assert!(w.contains("absent.rules"), "{w}");
+
+    // The good rule alerts, in detect mode the request still goes through.
+    let (out, alerts) = request(
+        &*built.engines,
+        b"GET /secret HTTP/1.1\r\nHost: files.example.com\r\n\r\n",
+    );
+    assert!(alerts.iter().any(|a| a.sid == 9000001), "{alerts:?}");
+    assert!(out.to_server.starts_with(b"GET /secret"));
+
+    // The web-filter rule from the config answers 403, nothing to the server.
+    let (out, _) = request(
+        &*built.engines,
+        b"POST /upload/a HTTP/1.1\r\nHost: files.example.com\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(out.to_server.is_empty());
+    assert!(
+        out.to_client.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&out.to_client)
+    );
+}
+
+#[test]
+fn appcontrol_rules_and_the_built_in_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = parse(
+        dir.path(),
+        &config_text(
+            "",
+            r#"[[appcontrol.rule]]
+app = "github"
+action = "upload"
+verdict = "deny"
+"#,
+        ),
+    );
+    let (engines, _) = build::engines(&cfg).unwrap();
+    let shipped = crate::inspect::AppTable::from_toml(build::SHIPPED_APPS, "x").unwrap();
+    assert!(shipped.signatures().iter().any(|s| s.app == "github"));
+    // A git push is github/upload in the shipped table: denied.
+    let (out, _) = request(
+        &engines,
+        b"POST /o/r.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(out.to_server.is_empty());
+    assert!(out.to_client.starts_with(b"HTTP/1.1 403"));
+    // Browsing passes.
+    let (out, _) = request(&engines, b"GET /o/r HTTP/1.1\r\nHost: github.com\r\n\r\n");
+    assert!(out.to_server.starts_with(b"GET /o/r"));
+
+    // A signatures file that does not exist is an error naming it.
+    let mut cfg = cfg;
+    cfg.appcontrol.signatures = Some(dir.path().join("apps-missing.toml"));
+    let e = format!("{:#}", build::engines(&cfg).unwrap_err());
+    assert!(e.contains("apps-missing.toml"), "{e}");
+}
+
+#[test]
+fn an_enabled_policy_with_a_broken_ca_stops_the_start_a_disabled_one_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text("", "").replace(
+        &format!("{}/ca.key", ca_dir().display()),
+        &dir.path().join("nokey.key").display().to_string(),
+    );
+    let cfg = parse(dir.path(), &text);
+    let e = err_of(Built::from_config(&cfg, SystemTime::now()));
+    assert!(e.contains("\"pol-a\""), "{e}");
+    assert!(e.contains("nokey.key"), "{e}");
+
+    let cfg = parse(
+        dir.path(),
+        &text.replace("id = \"pol-a\"", "id = \"pol-a\"\nenabled = false"),
+    );
+    let built = Built::from_config(&cfg, SystemTime::now()).unwrap();
+    assert!(built.cas.is_empty());
+    assert!(built
+        .warnings
+        .iter()
+        .any(|w| w.contains("pol-a") && w.contains("disabled")));
+    assert_eq!(built.scopes.len(), 0, "a disabled policy selects nothing");
+}
+
+#[test]
+fn reload_swaps_on_success_and_keeps_the_old_state_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    let good = config_text("", "")
+        .replace(
+            "traffic.jsonl",
+            &dir.path().join("traffic.jsonl").display().to_string(),
+        )
+        .replace(
+            "control.sock",
+            &dir.path().join("c.sock").display().to_string(),
+        );
+    std::fs::write(&path, &good).unwrap();
+    let app = Appliance::start_without_dataplane(&path, config::load(&path).unwrap()).unwrap();
+    let parts = app.intercept_parts();
+    assert!(parts.policies.load().tls["pol-a"].exclude_sni.is_empty());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    app.on_reload(move |set| {
+        seen2
+            .lock()
+            .unwrap()
+            .push(set.tls["pol-a"].exclude_sni.len())
+    });
+
+    std::fs::write(
+        &path,
+        good.replace(
+            "id = \"pol-a\"",
+            "id = \"pol-a\"\nexclude_sni = [\"*.bank.example\"]",
+        ),
+    )
+    .unwrap();
+    app.reload().unwrap();
+    // The bundle handed out before the reload sees the new settings.
+    assert_eq!(parts.policies.load().tls["pol-a"].exclude_sni.len(), 1);
+
+    std::fs::write(&path, good.replace("ca.key", "gone.key")).unwrap();
+    let e = format!("{:#}", app.reload().unwrap_err());
+    assert!(e.contains("gone.key"), "{e}");
+    assert_eq!(parts.policies.load().tls["pol-a"].exclude_sni.len(), 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![1],
+        "the hook runs on success only"
+    );
+    let (_, status) = app.status();
+    assert_eq!(status["counters"]["reloads_ok"], 1);
+    assert_eq!(status["counters"]["reloads_failed"], 1);
+    assert_eq!(status["enabled_policies"][0], "pol-a");
+}
+
+#[test]
+fn a_ca_with_less_than_a_year_left_warns_at_start_and_shows_its_days_in_the_metrics() {
+    use crate::control::metrics::MetricsSource as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("short.crt"), dir.path().join("short.key"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "100", "-subj", "/CN=short-lived test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let ca = ca_dir().display().to_string();
+    let text = config_text("", "")
+        .replace(
+            &format!("ca_cert = \"{ca}/ca.crt\""),
+            &format!("ca_cert = \"{}\"", crt.display()),
+        )
+        .replace(
+            &format!("ca_key = \"{ca}/ca.key\""),
+            &format!("ca_key = \"{}\"", key.display()),
+        )
+        .replace(
+            "traffic.jsonl",
+            &dir.path().join("traffic.jsonl").display().to_string(),
+        );
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, &text).unwrap();
+    let app = Appliance::start_without_dataplane(&path, config::load(&path).unwrap()).unwrap();
+    let w = app.warnings().join("\n");
+    assert!(
+        w.contains("\"pol-a\"") && w.contains("less than one year"),
+        "{w}"
+    );
+    let days = app
+        .samples()
+        .into_iter()
+        .find(|s| s.name == "ca_days_left")
+        .map(|s| (s.labels.clone(), s.value))
+        .unwrap();
+    assert_eq!(days.0, vec![("policy".to_owned(), "pol-a".to_owned())]);
+    assert!((98.0..=100.0).contains(&days.1), "{days:?}");
+}
