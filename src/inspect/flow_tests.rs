@@ -293,6 +293,10 @@ fn ips_prevent_drops_attacks_before_the_server() {
         (b"GET /static/..%2f..%2fetc/passwd HTTP/1.1\r\nHost: shop.test\r\n\r\n", 1000001),
         (b"GET / HTTP/1.1\r\nHost: shop.test\r\nX-Api-Version: ${jndi:ldap://198.51.100.9/a}\r\n\r\n", 1000031),
         (b"GET /ping?host=1.1.1.1;cat%20/etc/hosts HTTP/1.1\r\nHost: shop.test\r\n\r\n", 1000020),
+        (b"GET /index.php HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: Mozilla/4.0 (compatible; MSIE 6.1; Windows NT)\r\n\r\n", 1000043),
+        (b"POST /submit.php?id=12345 HTTP/1.1\r\nHost: cdn.test\r\nContent-Length: 4\r\n\r\nabcd", 1000040),
+        (b"PUT /backup HTTP/1.1\r\nHost: bucket.test\r\nContent-Length: 54\r\n\r\n{\"type\": \"service_account\", \"private_key\": \"-----x\"}xx", 1000057),
+        (b"POST /c HTTP/1.1\r\nHost: a.test\r\nContent-Length: 26\r\n\r\nk=ASIAY34FZKBOKMUTVV7A&z=1", 1000061),
     ] {
         let o = check_all_splits(&e, None, &[c(req)]);
         assert!(o.to_server.is_empty(), "{:?}", String::from_utf8_lossy(req));
