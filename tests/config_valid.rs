@@ -355,8 +355,17 @@ action = "deny"
 fn binary_validates_the_reference_config_with_a_trial_ca() {
     let bin = env!("CARGO_BIN_EXE_tlsinspect");
     let dir = tempfile::tempdir().unwrap();
+    // The reference config refers to the shipped rules and app signatures
+    // next to it: copy them along, as an operator installing /etc/tlsinspect would.
     let conf = dir.path().join("tlsinspect.toml");
     std::fs::copy(REFERENCE, &conf).unwrap();
+    std::fs::copy("configs/apps.toml", dir.path().join("apps.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        "configs/rules/default.rules",
+        dir.path().join("rules/default.rules"),
+    )
+    .unwrap();
     let ca_dir = dir.path().join("ca");
     let out = Command::new(bin)
         .args(["ca", "trial", "--out"])

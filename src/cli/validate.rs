@@ -59,6 +59,21 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
         return Ok(fail(config, ca_errors.len()));
     }
+    // Everything else `run` builds from the file (upstream roots, SNI
+    // exclusions, IPS rules, app signatures) is built here the same way.
+    match crate::appliance::build::Built::from_config(&cfg, now) {
+        Ok(built) => {
+            for w in built.warnings {
+                if !ca_warnings.contains(&w) && !w.contains(": CA") {
+                    ca_warnings.push(w);
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", cfg.path.display());
+            return Ok(fail(config, 1));
+        }
+    }
     let ca_status = |p: &Policy| -> Vec<String> {
         match summaries.get(&p.id) {
             Some(s) => vec![
