@@ -17,11 +17,12 @@ pub mod path;
 pub mod pipeline;
 pub mod stats;
 pub mod steer;
+pub mod tcp;
+pub mod tls;
 mod worker;
 
 #[cfg(test)]
 mod netns_tests;
-pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};

@@ -1,0 +1,335 @@
+//! The transparent TCP splice in memory: bulk throughput and flow setup cost.
+//!
+//! Two plain smoltcp hosts (client, server) exchange IP packets through a
+//! `TransparentFlow` in virtual time. `iter_custom` times only the calls into
+//! the flow, so the numbers are the splice's own cost (both legs: ingress,
+//! egress, checksums, the relay copy); the hosts' work is excluded.
+//! `bulk_e2e` times the whole loop, hosts included, for comparison.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpCidr};
+use tlsinspect_pipeline::tcp::{FlowConfig, Phase, Side, StreamError, TransparentFlow};
+
+struct QueueDev {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct HostRx(Vec<u8>);
+struct HostTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for HostRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for HostTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0u8; len];
+        let r = f(&mut b);
+        self.0.push(b);
+        r
+    }
+}
+
+impl Device for QueueDev {
+    type RxToken<'a> = HostRx;
+    type TxToken<'a> = HostTx<'a>;
+    fn receive(&mut self, _: SmolInstant) -> Option<(HostRx, HostTx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((HostRx(p), HostTx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: SmolInstant) -> Option<HostTx<'_>> {
+        Some(HostTx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1500;
+        c
+    }
+}
+
+struct Host {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    dev: QueueDev,
+}
+
+impl Host {
+    fn new(ip: IpAddr, gw: IpAddr, buf: usize) -> Host {
+        let mut dev = QueueDev {
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+        };
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut dev,
+            SmolInstant::ZERO,
+        );
+        iface.update_ip_addrs(|a| a.push(IpCidr::new(ip.into(), 24)).unwrap());
+        if let IpAddr::V4(g) = gw {
+            iface.routes_mut().add_default_ipv4_route(g).unwrap();
+        }
+        let socket = Socket::new(
+            SocketBuffer::new(vec![0u8; buf]),
+            SocketBuffer::new(vec![0u8; buf]),
+        );
+        let mut sockets = SocketSet::new(Vec::new());
+        let handle = sockets.add(socket);
+        Host {
+            iface,
+            sockets,
+            handle,
+            dev,
+        }
+    }
+    fn socket(&mut self) -> &mut Socket<'static> {
+        self.sockets.get_mut::<Socket>(self.handle)
+    }
+}
+
+struct Net {
+    t0: Instant,
+    now: Instant,
+    client: Host,
+    server: Host,
+    flow: Option<TransparentFlow>,
+    cfg: FlowConfig,
+    /// Time spent inside the flow's methods.
+    flow_time: Duration,
+    down_left: usize,
+    down_recv: usize,
+}
+
+const CLIENT: &str = "192.0.2.10:40000";
+const SERVER: &str = "203.0.113.5:443";
+
+impl Net {
+    fn new(cfg: FlowConfig, host_buf: usize) -> Net {
+        let c: SocketAddr = CLIENT.parse().unwrap();
+        let s: SocketAddr = SERVER.parse().unwrap();
+        let mut client = Host::new(c.ip(), "192.0.2.1".parse().unwrap(), host_buf);
+        let mut server = Host::new(s.ip(), "203.0.113.1".parse().unwrap(), host_buf);
+        let cx = client.iface.context();
+        client
+            .sockets
+            .get_mut::<Socket>(client.handle)
+            .connect(cx, s, c.port())
+            .unwrap();
+        server.socket().listen(s.port()).unwrap();
+        let t0 = Instant::now();
+        Net {
+            t0,
+            now: t0,
+            client,
+            server,
+            flow: None,
+            cfg,
+            flow_time: Duration::ZERO,
+            down_left: 0,
+            down_recv: 0,
+        }
+    }
+
+    fn smol(&self) -> SmolInstant {
+        SmolInstant::from_micros((self.now - self.t0).as_micros() as i64)
+    }
+
+    fn round(&mut self, chunk: &[u8]) -> bool {
+        // Virtual time moves on a little every round, as a real worker's
+        // batches would (a frozen clock defeats cubic's 100 ms update
+        // throttle and smoltcp's timers).
+        self.now += Duration::from_micros(10);
+        let t = self.smol();
+        let mut moved = false;
+        // server app writes, client app reads
+        let s = self.server.socket();
+        if s.may_send() && self.down_left > 0 {
+            let n = s
+                .send_slice(&chunk[..self.down_left.min(chunk.len())])
+                .unwrap();
+            self.down_left -= n;
+        }
+        let mut sink = [0u8; 16384];
+        let c = self.client.socket();
+        while let Ok(n @ 1..) = c.recv_slice(&mut sink) {
+            self.down_recv += n;
+        }
+        self.client
+            .iface
+            .poll(t, &mut self.client.dev, &mut self.client.sockets);
+        self.server
+            .iface
+            .poll(t, &mut self.server.dev, &mut self.server.sockets);
+        let from_client = std::mem::take(&mut self.client.dev.tx);
+        let from_server = std::mem::take(&mut self.server.dev.tx);
+        moved |= !from_client.is_empty() || !from_server.is_empty();
+
+        let start = Instant::now();
+        let now = self.now;
+        for p in &from_client {
+            match self.flow.as_mut() {
+                Some(f) => f.handle_packet(Side::Client, p, now),
+                None => self.flow = Some(TransparentFlow::from_syn(p, &self.cfg, 42, now).unwrap()),
+            }
+        }
+        let mut to_client = Vec::new();
+        let mut to_server = Vec::new();
+        if let Some(f) = self.flow.as_mut() {
+            for p in &from_server {
+                f.handle_packet(Side::Server, p, now);
+            }
+            f.handle_timeout(now);
+            loop {
+                if f.phase() == Phase::Established {
+                    for from in [Side::Server, Side::Client] {
+                        if let Err(StreamError::Finished(s)) = f.splice(from) {
+                            f.close(s.other());
+                        }
+                    }
+                }
+                let mut sent = false;
+                let mut buf = Vec::with_capacity(1500);
+                while let Some(side) = f.poll_transmit_into(now, &mut buf) {
+                    sent = true;
+                    match side {
+                        Side::Client => to_client.push(std::mem::take(&mut buf)),
+                        Side::Server => to_server.push(std::mem::take(&mut buf)),
+                    }
+                }
+                while f.poll_event().is_some() {}
+                if !sent {
+                    break;
+                }
+            }
+        }
+        self.flow_time += start.elapsed();
+        moved |= !to_client.is_empty() || !to_server.is_empty();
+        self.client.dev.rx.extend(to_client);
+        self.server.dev.rx.extend(to_server);
+        moved
+    }
+
+    fn run_until(&mut self, chunk: &[u8], mut done: impl FnMut(&mut Net) -> bool) {
+        let mut idle = 0;
+        for _ in 0..10_000_000 {
+            if done(self) {
+                return;
+            }
+            if self.round(chunk) {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < 2 {
+                continue;
+            }
+            // Jump to the next timer (delayed ACKs) in virtual time.
+            let t = self.smol();
+            let mut next = [
+                self.client.iface.poll_at(t, &self.client.sockets),
+                self.server.iface.poll_at(t, &self.server.sockets),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| self.t0 + Duration::from_micros(s.total_micros().max(0) as u64))
+            .min();
+            if let Some(f) = self.flow.as_mut() {
+                if let Some(ft) = f.poll_timeout() {
+                    next = Some(next.map_or(ft, |n| n.min(ft)));
+                }
+            }
+            self.now = match next {
+                Some(n) if n > self.now => n,
+                _ => self.now + Duration::from_millis(1),
+            };
+            idle = 0;
+        }
+        panic!("did not finish");
+    }
+
+    fn established(&mut self) -> bool {
+        self.client.socket().state() == State::Established
+            && self
+                .flow
+                .as_ref()
+                .is_some_and(|f| f.phase() == Phase::Established)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let chunk = vec![0x5au8; 64 * 1024];
+
+    let mut g = c.benchmark_group("tcp_splice");
+    const LEN: usize = 16 << 20;
+    g.throughput(Throughput::Bytes(LEN as u64));
+    for buf in [16 * 1024, 64 * 1024] {
+        // Splice-only time: the flow's calls, hosts excluded.
+        g.bench_with_input(BenchmarkId::new("bulk_flow_only", buf), &buf, |b, &buf| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut net = Net::new(FlowConfig::with_buffer_bytes(buf), 256 * 1024);
+                    net.run_until(&chunk, Net::established);
+                    net.flow_time = Duration::ZERO;
+                    net.down_left = LEN;
+                    net.run_until(&chunk, |n| n.down_recv == LEN);
+                    total += net.flow_time;
+                }
+                total
+            })
+        });
+        // Whole loop, both smoltcp hosts included.
+        g.bench_with_input(BenchmarkId::new("bulk_e2e", buf), &buf, |b, &buf| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut net = Net::new(FlowConfig::with_buffer_bytes(buf), 256 * 1024);
+                    net.run_until(&chunk, Net::established);
+                    net.down_left = LEN;
+                    let start = Instant::now();
+                    net.run_until(&chunk, |n| n.down_recv == LEN);
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("tcp_setup");
+    g.throughput(Throughput::Elements(1));
+    // from_syn to both legs established (SYN, SYN-ACK, held SYN, SYN-ACK,
+    // ACK), plus dropping the flow.
+    g.bench_function("handshake_flow_only", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut net = Net::new(FlowConfig::default(), 4096);
+                net.run_until(&chunk, Net::established);
+                total += net.flow_time;
+                let flow = black_box(net.flow.take());
+                let start = Instant::now();
+                drop(flow);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,853 @@
+//! The transparent splice of one intercepted TCP connection.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use smoltcp::socket::tcp::{RecvError, State};
+use smoltcp::time::Instant as SmolInstant;
+
+use super::leg::{Leg, LegParams};
+use super::segment::{self, PacketError, Segment};
+
+/// One of the two legs of a spliced connection.
+///
+/// `Client` is the leg between the client and the appliance (where the
+/// appliance impersonates the server); `Server` is the leg between the
+/// appliance and the real server (where it impersonates the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client-facing leg.
+    Client,
+    /// The server-facing leg.
+    Server,
+}
+
+impl Side {
+    /// The other leg.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        })
+    }
+}
+
+/// Sizes and timeouts of a splice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Receive buffer per leg in bytes; also the largest window advertised.
+    pub rx_buffer: usize,
+    /// Transmit buffer per leg in bytes; bounds unacknowledged + unsent data.
+    pub tx_buffer: usize,
+    /// IP MTU of the links (the MSS each leg advertises derives from it).
+    pub mtu: usize,
+    /// How long the server leg may stay unanswered before the flow is dropped
+    /// silently (the client then times out on its own, as without us).
+    pub connect_timeout: Duration,
+    /// How long the client may take to complete its handshake once it got
+    /// our SYN-ACK; past it both legs are reset.
+    pub accept_timeout: Duration,
+}
+
+impl FlowConfig {
+    /// Default buffer size per direction per leg (16 KiB; see the module docs
+    /// for the memory/throughput trade-off).
+    pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024;
+
+    /// A configuration whose rx and tx buffers are all `bytes` long.
+    pub fn with_buffer_bytes(bytes: usize) -> FlowConfig {
+        FlowConfig {
+            rx_buffer: bytes,
+            tx_buffer: bytes,
+            ..FlowConfig::default()
+        }
+    }
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            rx_buffer: Self::DEFAULT_BUFFER_BYTES,
+            tx_buffer: Self::DEFAULT_BUFFER_BYTES,
+            mtu: 1500,
+            // BSD's classic connection-establishment timer; longer than the
+            // ~21 s of Windows clients and above Linux's last SYN retry (63 s).
+            connect_timeout: Duration::from_secs(75),
+            accept_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// Where a splice is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The server leg's SYN is out; the client's SYN is held unanswered.
+    Connecting,
+    /// The server answered; the client got its SYN-ACK and has not ACKed yet.
+    Accepting,
+    /// Both legs are established (either may since have half-closed).
+    Established,
+    /// The server refused (RST); the client was sent an RST. Terminal.
+    Refused,
+    /// The server never answered; nothing was sent to the client. Terminal.
+    TimedOut,
+    /// Both legs are closed (or in TIME-WAIT). Terminal.
+    Closed,
+}
+
+/// Something the owner of a splice has to react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// The server leg is established (the client's SYN-ACK is on its way).
+    ServerConnected,
+    /// Both legs are established: the streams are usable.
+    Connected,
+    /// The server refused the connection; the client has been sent an RST.
+    Refused,
+    /// The server did not answer within `connect_timeout`.
+    ConnectTimedOut,
+    /// The client did not complete its handshake within `accept_timeout`;
+    /// both legs were reset.
+    AcceptTimedOut,
+    /// The peer of this leg finished sending (FIN); buffered data is still
+    /// readable. The owner usually answers with `close(side.other())` once
+    /// it has forwarded everything.
+    Finished(Side),
+    /// The peer of this leg reset the connection. The owner usually answers
+    /// with `abort(side.other())`.
+    Reset(Side),
+    /// Both legs are closed; the flow can be dropped once `poll_transmit`
+    /// returns `None`.
+    Closed,
+}
+
+/// An IP packet to put on the wire toward one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The side the packet goes to (the client or the server).
+    pub side: Side,
+    /// The complete IP packet (IPv4 or IPv6 header, TCP header, payload).
+    pub packet: Vec<u8>,
+}
+
+/// Why a splice could not be started from a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The packet is not a readable TCP/IP packet.
+    #[error("client SYN: {0}")]
+    Packet(#[from] PacketError),
+    /// The packet is TCP but not an opening SYN.
+    #[error("client packet is not an opening SYN")]
+    NotSyn,
+    /// An address or port of the SYN cannot be used (unspecified, multicast, port 0).
+    #[error("client SYN {src} -> {dst} has an unusable address")]
+    Unaddressable {
+        /// The SYN's source.
+        src: SocketAddr,
+        /// The SYN's destination.
+        dst: SocketAddr,
+    },
+}
+
+/// Why a stream operation did not move bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The leg is not established yet.
+    #[error("{0} leg: not connected yet")]
+    NotConnected(Side),
+    /// The peer finished sending and every byte has been read.
+    #[error("{0} leg: peer finished sending")]
+    Finished(Side),
+    /// The leg is closed for this operation (reset, aborted, or our half closed).
+    #[error("{0} leg: stream closed")]
+    Closed(Side),
+}
+
+/// Per-leg bookkeeping for turning socket states into events.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    prev: State,
+    fin: bool,
+    closed: bool,
+    aborted: bool,
+}
+
+impl Track {
+    fn new() -> Track {
+        Track {
+            prev: State::Closed,
+            fin: false,
+            closed: false,
+            aborted: false,
+        }
+    }
+}
+
+/// A transparent TCP splice for one intercepted connection, sans-IO.
+///
+/// Born from the client's SYN. The server leg connects first, sourced from
+/// the client's address; the client's SYN is held and answered only once the
+/// server has answered (or refused). After that the owner moves bytes between
+/// the two legs' streams. See the [module docs](super) for the call order.
+pub struct TransparentFlow {
+    cfg: FlowConfig,
+    client: SocketAddr,
+    server: SocketAddr,
+    /// The client's (latest) SYN, as parsed.
+    syn: Segment,
+    /// The client's SYN packet, held until the client leg takes it.
+    held_syn: Vec<u8>,
+    phase: Phase,
+    /// Flow clock origin: smoltcp instants are offsets from it.
+    epoch: Instant,
+    last_now: SmolInstant,
+    /// End of the current handshake wait (connect or accept).
+    deadline: Option<SmolInstant>,
+    seed: u64,
+    /// MSS to announce in the server leg's SYN (the client's), if it had one.
+    mirrored_mss: Option<u16>,
+    server_leg: Leg,
+    client_leg: Option<Leg>,
+    server_track: Track,
+    client_track: Track,
+    out: VecDeque<Transmit>,
+    events: VecDeque<FlowEvent>,
+    next_egress: Side,
+}
+
+impl fmt::Debug for TransparentFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransparentFlow")
+            .field("client", &self.client)
+            .field("server", &self.server)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+const IPV4_TCP_HEADERS: usize = 20 + 20;
+const IPV6_TCP_HEADERS: usize = 40 + 20;
+/// Floor for the MSS mirrored from the client, so a tiny announced MSS
+/// cannot make the server send us a flood of tiny segments.
+const MIN_MIRRORED_MSS: u16 = 536;
+
+impl TransparentFlow {
+    /// Starts a splice from the client's opening SYN.
+    ///
+    /// `seed` must be random per flow: it seeds the initial sequence numbers
+    /// of both legs. Nothing is sent to the client here; the first
+    /// `poll_transmit` yields the SYN toward the server.
+    pub fn from_syn(
+        packet: &[u8],
+        cfg: &FlowConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<TransparentFlow, FlowError> {
+        let syn = segment::parse(packet)?;
+        if !syn.is_opening_syn() {
+            return Err(FlowError::NotSyn);
+        }
+        let usable =
+            |a: SocketAddr| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast();
+        if !usable(syn.src) || !usable(syn.dst) {
+            return Err(FlowError::Unaddressable {
+                src: syn.src,
+                dst: syn.dst,
+            });
+        }
+        let headers = if syn.src.is_ipv4() {
+            IPV4_TCP_HEADERS
+        } else {
+            IPV6_TCP_HEADERS
+        };
+        // The MSS our SYN announces to the server: the client's (so the
+        // server sees what it would see without us), floored so a tiny
+        // announced MSS cannot make the server flood us with tiny segments,
+        // and never above what our own link carries.
+        let link_mss = u16::try_from(cfg.mtu.saturating_sub(headers)).unwrap_or(u16::MAX);
+        let mirrored_mss = syn.mss.map(|m| m.max(MIN_MIRRORED_MSS).min(link_mss));
+        let t0 = SmolInstant::ZERO;
+        let mut server_leg = Leg::new(
+            &LegParams {
+                local_ip: syn.src.ip(),
+                mtu: cfg.mtu,
+                rx_buffer: cfg.rx_buffer,
+                tx_buffer: cfg.tx_buffer,
+                timestamps: syn.timestamps,
+                seed,
+            },
+            t0,
+        );
+        if !server_leg.connect(syn.src, syn.dst) {
+            return Err(FlowError::Unaddressable {
+                src: syn.src,
+                dst: syn.dst,
+            });
+        }
+        Ok(TransparentFlow {
+            cfg: *cfg,
+            client: syn.src,
+            server: syn.dst,
+            syn,
+            held_syn: packet.to_vec(),
+            phase: Phase::Connecting,
+            epoch: now,
+            last_now: t0,
+            deadline: Some(t0 + smol_duration(cfg.connect_timeout)),
+            seed,
+            mirrored_mss,
+            server_leg,
+            client_leg: None,
+            server_track: Track::new(),
+            client_track: Track::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_egress: Side::Server,
+        })
+    }
+
+    /// The client's address and port (the source of the SYN).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// The server's address and port (the destination of the SYN).
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The client's opening SYN as parsed (options included).
+    pub fn client_syn(&self) -> &Segment {
+        &self.syn
+    }
+
+    /// Where the splice is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the flow is over and has nothing left to send: the owner may drop it.
+    ///
+    /// Legs in TIME-WAIT count as closed: a middlebox need not keep 2*MSL of
+    /// state per connection, and a late retransmitted FIN is harmless.
+    pub fn is_finished(&self) -> bool {
+        self.out.is_empty()
+            && matches!(self.phase, Phase::Refused | Phase::TimedOut | Phase::Closed)
+    }
+
+    fn smol(&self, now: Instant) -> SmolInstant {
+        let d = now.saturating_duration_since(self.epoch);
+        SmolInstant::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    fn std_instant(&self, t: SmolInstant) -> Instant {
+        self.epoch + Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+    }
+
+    /// Processes one IP packet that arrived from `from` (the client or the server).
+    ///
+    /// Packets are not required to belong to the flow; ones that don't are
+    /// answered the way a host would (an RST from the address they were sent to).
+    pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+        let t = self.smol(now);
+        self.last_now = t;
+        self.check_deadlines(t);
+        match (from, self.phase) {
+            (Side::Client, Phase::Connecting) => {
+                // Only the SYN exists on this leg yet: a retransmission is
+                // absorbed, a new attempt (another ISN) replaces the held one.
+                if let Ok(seg) = segment::parse(packet) {
+                    if seg.is_opening_syn()
+                        && seg.src == self.client
+                        && seg.dst == self.server
+                        && seg.seq != self.syn.seq
+                    {
+                        self.syn = seg;
+                        self.held_syn.clear();
+                        self.held_syn.extend_from_slice(packet);
+                    }
+                }
+                return;
+            }
+            (Side::Client, Phase::Refused) => {
+                // A host with a closed port answers every SYN, including a
+                // retransmission after our first RST was lost.
+                if let Ok(seg) = segment::parse(packet) {
+                    if seg.is_opening_syn() && seg.src == self.client && seg.dst == self.server {
+                        self.out.push_back(Transmit {
+                            side: Side::Client,
+                            packet: segment::refusal_rst(&seg),
+                        });
+                    }
+                }
+                return;
+            }
+            (_, Phase::Refused | Phase::TimedOut) => return,
+            _ => {}
+        }
+        let mut reply = Vec::new();
+        let replied = match from {
+            Side::Server if self.phase == Phase::Connecting => {
+                // The SYN-ACK: adjust its MSS for smoltcp (see `peer_mss_for_smoltcp`).
+                let mut synack = packet.to_vec();
+                segment::rewrite_syn_mss(&mut synack, peer_mss_for_smoltcp);
+                self.server_leg.ingress(&synack, t, &mut reply)
+            }
+            Side::Server => self.server_leg.ingress(packet, t, &mut reply),
+            Side::Client => match self.client_leg.as_mut() {
+                Some(leg) => leg.ingress(packet, t, &mut reply),
+                None => false,
+            },
+        };
+        if replied {
+            self.out.push_back(Transmit {
+                side: from,
+                packet: reply,
+            });
+        }
+        self.update(t);
+    }
+
+    /// Runs the flow's own timers (handshake deadlines); smoltcp's timers run
+    /// inside `poll_transmit`. Call when `poll_timeout`'s instant has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let t = self.smol(now);
+        self.last_now = t;
+        self.check_deadlines(t);
+    }
+
+    /// The next instant at which `handle_timeout` + `poll_transmit` must run,
+    /// if any (retransmissions, delayed ACKs, handshake deadlines).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if !self.out.is_empty() {
+            return Some(self.std_instant(self.last_now));
+        }
+        if matches!(self.phase, Phase::Refused | Phase::TimedOut) {
+            return None;
+        }
+        let now = self.last_now;
+        let mut next = self.deadline;
+        for at in [
+            self.server_leg.poll_at(now),
+            self.client_leg.as_mut().and_then(|l| l.poll_at(now)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        next.map(|t| self.std_instant(t))
+    }
+
+    /// Returns the next packet to send, if any; call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let mut buf = Vec::new();
+        let side = self.poll_transmit_into(now, &mut buf)?;
+        Some(Transmit { side, packet: buf })
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), writing the packet into
+    /// `buf` (cleared first) so a worker can reuse one buffer for all flows.
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+        let t = self.smol(now);
+        self.last_now = t;
+        self.check_deadlines(t);
+        if let Some(tx) = self.out.pop_front() {
+            *buf = tx.packet;
+            return Some(tx.side);
+        }
+        if matches!(self.phase, Phase::Refused | Phase::TimedOut) {
+            return None;
+        }
+        let order = [self.next_egress, self.next_egress.other()];
+        for side in order {
+            let sent = match side {
+                Side::Server => {
+                    let sent = self.server_leg.egress(t, buf);
+                    if sent && self.phase == Phase::Connecting {
+                        // Only SYNs leave the server leg now; give them the client's MSS.
+                        if let Some(mss) = self.mirrored_mss {
+                            segment::rewrite_syn_mss(buf, |ours, _| ours.min(mss));
+                        }
+                    }
+                    sent
+                }
+                Side::Client => match self.client_leg.as_mut() {
+                    Some(leg) => leg.egress(t, buf),
+                    None => false,
+                },
+            };
+            if sent {
+                self.next_egress = side.other();
+                self.update(t);
+                return Some(side);
+            }
+        }
+        // smoltcp timers (TIME-WAIT expiry, RST after abort) may have moved
+        // states without sending.
+        self.update(t);
+        None
+    }
+
+    /// Returns the next event, if any; call after `handle_packet` and `poll_transmit`.
+    pub fn poll_event(&mut self) -> Option<FlowEvent> {
+        self.events.pop_front()
+    }
+
+    fn check_deadlines(&mut self, t: SmolInstant) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if t < deadline {
+            return;
+        }
+        self.deadline = None;
+        match self.phase {
+            Phase::Connecting => {
+                // Say nothing to anyone: the client times out as it would
+                // without us, and a real client's stack would not RST the
+                // server either.
+                self.phase = Phase::TimedOut;
+                self.held_syn = Vec::new();
+                self.events.push_back(FlowEvent::ConnectTimedOut);
+            }
+            Phase::Accepting => {
+                self.server_track.aborted = true;
+                self.client_track.aborted = true;
+                self.server_leg.socket().abort();
+                if let Some(leg) = self.client_leg.as_mut() {
+                    leg.socket().abort();
+                }
+                self.events.push_back(FlowEvent::AcceptTimedOut);
+                self.update(t);
+            }
+            _ => {}
+        }
+    }
+
+    /// Turns socket state changes into phase transitions and events.
+    fn update(&mut self, t: SmolInstant) {
+        match self.phase {
+            Phase::Connecting => match self.server_leg.state() {
+                State::Established => {
+                    self.events.push_back(FlowEvent::ServerConnected);
+                    self.accept_client(t);
+                }
+                State::Closed => {
+                    // Only an RST moves SYN-SENT to CLOSED here (the connect
+                    // timeout is ours, not smoltcp's).
+                    self.phase = Phase::Refused;
+                    self.deadline = None;
+                    self.held_syn = Vec::new();
+                    self.server_track.closed = true;
+                    self.out.push_back(Transmit {
+                        side: Side::Client,
+                        packet: segment::refusal_rst(&self.syn),
+                    });
+                    self.events.push_back(FlowEvent::Refused);
+                }
+                _ => {}
+            },
+            Phase::Accepting => {
+                let client_state = self.client_leg.as_ref().map(Leg::state);
+                let server_state = self.server_leg.state();
+                if matches!(client_state, Some(State::Established | State::CloseWait)) {
+                    self.phase = Phase::Established;
+                    self.deadline = None;
+                    self.events.push_back(FlowEvent::Connected);
+                } else if client_state == Some(State::Closed) && !self.client_track.aborted {
+                    // The client reset its half-open connection.
+                    self.client_track.aborted = true;
+                    self.server_track.aborted = true;
+                    self.server_leg.socket().abort();
+                } else if server_state == State::Closed && !self.server_track.aborted {
+                    // The server went away before the client finished its handshake.
+                    self.client_track.aborted = true;
+                    self.server_track.aborted = true;
+                    self.server_leg.socket().abort();
+                    if let Some(leg) = self.client_leg.as_mut() {
+                        leg.socket().abort();
+                    }
+                }
+            }
+            _ => {}
+        }
+        if matches!(
+            self.phase,
+            Phase::Accepting | Phase::Established | Phase::Closed
+        ) {
+            let s = self.server_leg.state();
+            track(&mut self.server_track, s, Side::Server, &mut self.events);
+            let c = self.client_leg.as_ref().map_or(State::Closed, Leg::state);
+            track(&mut self.client_track, c, Side::Client, &mut self.events);
+            let done = |s: State| matches!(s, State::Closed | State::TimeWait);
+            if self.phase != Phase::Closed && done(s) && done(c) {
+                self.phase = Phase::Closed;
+                self.deadline = None;
+                self.events.push_back(FlowEvent::Closed);
+            }
+        }
+    }
+
+    /// Hands the held SYN to a fresh client leg listening as the server.
+    fn accept_client(&mut self, t: SmolInstant) {
+        let mut leg = Leg::new(
+            &LegParams {
+                local_ip: self.server.ip(),
+                mtu: self.cfg.mtu,
+                rx_buffer: self.cfg.rx_buffer,
+                tx_buffer: self.cfg.tx_buffer,
+                // smoltcp drops timestamps itself if the SYN has none.
+                timestamps: true,
+                seed: self.seed.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15,
+            },
+            t,
+        );
+        self.phase = Phase::Accepting;
+        self.deadline = Some(t + smol_duration(self.cfg.accept_timeout));
+        self.server_track.prev = self.server_leg.state();
+        if leg.listen(self.server) {
+            segment::rewrite_syn_mss(&mut self.held_syn, peer_mss_for_smoltcp);
+            let mut reply = Vec::new();
+            if leg.ingress(&self.held_syn, t, &mut reply) {
+                self.out.push_back(Transmit {
+                    side: Side::Client,
+                    packet: reply,
+                });
+            }
+        }
+        self.client_track.prev = leg.state();
+        self.held_syn = Vec::new();
+        self.client_leg = Some(leg);
+    }
+
+    fn leg_mut(&mut self, side: Side) -> Result<&mut Leg, StreamError> {
+        match side {
+            Side::Server => Ok(&mut self.server_leg),
+            Side::Client => self
+                .client_leg
+                .as_mut()
+                .ok_or(StreamError::NotConnected(side)),
+        }
+    }
+
+    /// Reads bytes the peer of `side` sent. `Ok(0)`: nothing buffered right now.
+    pub fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let socket = self.leg_mut(side)?.socket();
+        match socket.recv_slice(buf) {
+            Ok(n) => Ok(n),
+            Err(RecvError::Finished) => Err(StreamError::Finished(side)),
+            Err(_) => Err(recv_state_error(socket.state(), side)),
+        }
+    }
+
+    /// Copies buffered bytes of `side` into `buf` without consuming them
+    /// (for peeking at a ClientHello). Returns how many were copied.
+    pub fn peek(&mut self, side: Side, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let socket = self.leg_mut(side)?.socket();
+        match socket.peek_slice(buf) {
+            Ok(n) => Ok(n),
+            Err(RecvError::Finished) => Err(StreamError::Finished(side)),
+            Err(_) => Err(recv_state_error(socket.state(), side)),
+        }
+    }
+
+    /// Queues bytes to send to the peer of `side`; returns how many fit.
+    pub fn send(&mut self, side: Side, data: &[u8]) -> Result<usize, StreamError> {
+        let socket = self.leg_mut(side)?.socket();
+        match socket.send_slice(data) {
+            Ok(n) => Ok(n),
+            Err(_) => Err(match socket.state() {
+                State::SynSent | State::SynReceived | State::Listen => {
+                    StreamError::NotConnected(side)
+                }
+                _ => StreamError::Closed(side),
+            }),
+        }
+    }
+
+    /// Moves as many buffered bytes as fit from `from`'s receive buffer to
+    /// the other leg's send buffer, without an intermediate copy (pass mode).
+    ///
+    /// `Err(Finished(from))` once the peer of `from` finished and everything
+    /// was moved: the owner then closes the other leg.
+    pub fn splice(&mut self, from: Side) -> Result<usize, StreamError> {
+        let client = self
+            .client_leg
+            .as_mut()
+            .ok_or(StreamError::NotConnected(Side::Client))?;
+        let (src, dst) = match from {
+            Side::Client => (client, &mut self.server_leg),
+            Side::Server => (&mut self.server_leg, client),
+        };
+        let dst = dst.socket();
+        if !dst.may_send() {
+            return Err(recv_state_error(dst.state(), from.other()));
+        }
+        let src = src.socket();
+        let mut moved = 0;
+        // A ring buffer hands out at most two contiguous runs.
+        for _ in 0..2 {
+            let r = src.recv(|data| {
+                let n = dst.send_slice(data).unwrap_or(0);
+                (n, n)
+            });
+            match r {
+                Ok(0) => break,
+                Ok(n) => moved += n,
+                Err(RecvError::Finished) if moved == 0 => return Err(StreamError::Finished(from)),
+                Err(RecvError::Finished) => break,
+                Err(_) if moved == 0 => return Err(recv_state_error(src.state(), from)),
+                Err(_) => break,
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Bytes buffered for reading on `side`.
+    pub fn recv_queue(&self, side: Side) -> usize {
+        self.leg_ref(side)
+            .map_or(0, |l| l.socket_ref().recv_queue())
+    }
+
+    /// Free space in `side`'s send buffer.
+    pub fn send_space(&self, side: Side) -> usize {
+        self.leg_ref(side).map_or(0, |l| {
+            let s = l.socket_ref();
+            if s.may_send() {
+                s.send_capacity() - s.send_queue()
+            } else {
+                0
+            }
+        })
+    }
+
+    /// Bytes queued on `side` not yet acknowledged by its peer.
+    pub fn send_queue(&self, side: Side) -> usize {
+        self.leg_ref(side)
+            .map_or(0, |l| l.socket_ref().send_queue())
+    }
+
+    fn leg_ref(&self, side: Side) -> Option<&Leg> {
+        match side {
+            Side::Server => Some(&self.server_leg),
+            Side::Client => self.client_leg.as_ref(),
+        }
+    }
+
+    /// Half-closes `side`: a FIN follows the data already queued.
+    pub fn close(&mut self, side: Side) {
+        if let Ok(leg) = self.leg_mut(side) {
+            leg.socket().close();
+        }
+        let t = self.last_now;
+        self.update(t);
+    }
+
+    /// Resets `side` at once (one RST goes out on the next `poll_transmit`).
+    pub fn abort(&mut self, side: Side) {
+        match side {
+            Side::Server => self.server_track.aborted = true,
+            Side::Client => self.client_track.aborted = true,
+        }
+        if let Ok(leg) = self.leg_mut(side) {
+            leg.socket().abort();
+        }
+        let t = self.last_now;
+        self.update(t);
+    }
+
+    /// Client-leg shorthand for [`recv`](Self::recv).
+    pub fn client_recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        self.recv(Side::Client, buf)
+    }
+
+    /// Client-leg shorthand for [`send`](Self::send).
+    pub fn client_send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        self.send(Side::Client, data)
+    }
+
+    /// Server-leg shorthand for [`recv`](Self::recv).
+    pub fn server_recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        self.recv(Side::Server, buf)
+    }
+
+    /// Server-leg shorthand for [`send`](Self::send).
+    pub fn server_send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        self.send(Side::Server, data)
+    }
+
+    /// Bytes of memory this flow holds: its own struct, the sockets' slots
+    /// and buffers, and whatever is queued (packets, events, the held SYN).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.server_leg.heap_bytes()
+            + self.client_leg.as_ref().map_or(0, Leg::heap_bytes)
+            + self.held_syn.capacity()
+            + self.out.capacity() * std::mem::size_of::<Transmit>()
+            + self.out.iter().map(|t| t.packet.capacity()).sum::<usize>()
+            + self.events.capacity() * std::mem::size_of::<FlowEvent>()
+    }
+}
+
+/// The MSS to hand smoltcp for a peer that announced `mss`.
+///
+/// smoltcp 0.12 sizes data segments as min(peer MSS, MTU - 40) and then adds
+/// the 12-byte timestamps option on top, so with timestamps every full
+/// segment would exceed the peer's MSS (and the path MTU) by 12 bytes.
+/// Announcing 12 bytes less to smoltcp makes it send what Linux sends.
+fn peer_mss_for_smoltcp(mss: u16, timestamps: bool) -> u16 {
+    if timestamps {
+        mss.saturating_sub(12).max(64)
+    } else {
+        mss
+    }
+}
+
+fn smol_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn recv_state_error(state: State, side: Side) -> StreamError {
+    match state {
+        State::SynSent | State::SynReceived | State::Listen => StreamError::NotConnected(side),
+        _ => StreamError::Closed(side),
+    }
+}
+
+/// Emits `Finished`/`Reset` for one leg when its socket state says so.
+fn track(tr: &mut Track, state: State, side: Side, events: &mut VecDeque<FlowEvent>) {
+    let prev = tr.prev;
+    tr.prev = state;
+    if !tr.fin
+        && matches!(
+            state,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        )
+    {
+        tr.fin = true;
+        events.push_back(FlowEvent::Finished(side));
+    }
+    if state == State::Closed && !tr.closed {
+        tr.closed = true;
+        // LAST-ACK and TIME-WAIT end in CLOSED normally; from anywhere else
+        // (and unless we aborted it ourselves) CLOSED means an RST arrived.
+        let normal = matches!(prev, State::LastAck | State::TimeWait | State::Closed);
+        if !normal && !tr.aborted {
+            events.push_back(FlowEvent::Reset(side));
+        }
+    }
+}

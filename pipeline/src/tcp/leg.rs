@@ -1,0 +1,257 @@
+//! One leg of a splice: a tiny smoltcp Interface with exactly one TCP socket.
+//!
+//! Each leg owns its own `Interface` + one-slot `SocketSet`, so processing a
+//! packet costs O(1) whatever the number of flows (smoltcp walks every socket
+//! of a set on each packet). The interface is `Medium::Ip`, owns the address
+//! it impersonates (the client's on the server leg, the server's on the
+//! client leg) and has AnyIP on, so no address of the appliance ever appears
+//! on the wire. Packets move in and out through [`OneShot`], a device that
+//! holds at most one received packet and accepts at most one transmitted one
+//! per call, which keeps the leg free of queues and allocation.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp::{CongestionControl, Socket, SocketBuffer, State};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+thread_local! {
+    /// The TCP timestamp clock (ms) for the leg being driven on this thread.
+    ///
+    /// smoltcp takes the tsval generator as a bare `fn() -> u32`, so the
+    /// sans-IO `now` is handed over through this cell, set before every call
+    /// into smoltcp.
+    static TSVAL_NOW: Cell<u32> = const { Cell::new(0) };
+}
+
+fn tsval() -> u32 {
+    TSVAL_NOW.with(Cell::get)
+}
+
+/// A device that carries at most one packet in and one packet out per use.
+struct OneShot<'a> {
+    rx: Option<&'a [u8]>,
+    tx: &'a mut Vec<u8>,
+    tx_used: bool,
+    mtu: usize,
+}
+
+struct Rx<'a>(&'a [u8]);
+
+struct Tx<'a> {
+    buf: &'a mut Vec<u8>,
+    used: &'a mut bool,
+}
+
+impl RxToken for Rx<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        *self.used = true;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        f(&mut self.buf[..])
+    }
+}
+
+impl Device for OneShot<'_> {
+    type RxToken<'b>
+        = Rx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(Rx<'_>, Tx<'_>)> {
+        if self.tx_used {
+            return None;
+        }
+        let packet = self.rx.take()?;
+        Some((
+            Rx(packet),
+            Tx {
+                buf: self.tx,
+                used: &mut self.tx_used,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
+        if self.tx_used {
+            return None;
+        }
+        Some(Tx {
+            buf: self.tx,
+            used: &mut self.tx_used,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // max_burst_size stays None: smoltcp would clamp the advertised
+        // window to burst*MSS, throttling the peer.
+        caps
+    }
+}
+
+/// One TCP endpoint impersonating `local`, in its own tiny interface.
+pub(crate) struct Leg {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    mtu: usize,
+    /// Offset added to the flow clock for TCP timestamps (random per leg).
+    ts_offset: u32,
+}
+
+/// How a leg's socket is set up.
+pub(crate) struct LegParams {
+    /// The address this leg answers for (never the appliance's).
+    pub local_ip: IpAddr,
+    /// IP MTU of this leg (the MSS we advertise is derived from it).
+    pub mtu: usize,
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+    pub timestamps: bool,
+    pub seed: u64,
+}
+
+impl Leg {
+    /// Creates the interface and its single, still closed, socket.
+    pub(crate) fn new(p: &LegParams, now: SmolInstant) -> Leg {
+        let mut scratch = Vec::new();
+        let mut dev = OneShot {
+            rx: None,
+            tx: &mut scratch,
+            tx_used: false,
+            mtu: p.mtu,
+        };
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = p.seed;
+        let mut iface = Interface::new(cfg, &mut dev, now);
+        iface.set_any_ip(true);
+        let local: IpAddress = p.local_ip.into();
+        iface.update_ip_addrs(|addrs| {
+            let prefix = if p.local_ip.is_ipv4() { 32 } else { 128 };
+            // Capacity is IFACE_MAX_ADDR_COUNT (2); the first push cannot fail.
+            let _ = addrs.push(IpCidr::new(local, prefix));
+        });
+        // With Medium::Ip there is no neighbour resolution; smoltcp still wants
+        // a route to any destination, so route everything "via ourselves".
+        let routes = iface.routes_mut();
+        let _ = match p.local_ip {
+            IpAddr::V4(a) => routes.add_default_ipv4_route(a).map(|_| ()),
+            IpAddr::V6(a) => routes.add_default_ipv6_route(a).map(|_| ()),
+        };
+
+        let mut socket = Socket::new(
+            SocketBuffer::new(vec![0u8; p.rx_buffer]),
+            SocketBuffer::new(vec![0u8; p.tx_buffer]),
+        );
+        socket.set_congestion_control(CongestionControl::Cubic);
+        // The owner writes whole TLS records / relayed chunks; Nagle would
+        // only add latency on top of the peer's delayed ACKs.
+        socket.set_nagle_enabled(false);
+        if p.timestamps {
+            socket.set_tsval_generator(Some(tsval));
+        }
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
+        Leg {
+            iface,
+            sockets,
+            handle,
+            mtu: p.mtu,
+            ts_offset: (p.seed >> 32) as u32,
+        }
+    }
+
+    pub(crate) fn socket(&mut self) -> &mut Socket<'static> {
+        self.sockets.get_mut::<Socket>(self.handle)
+    }
+
+    pub(crate) fn socket_ref(&self) -> &Socket<'static> {
+        self.sockets.get::<Socket>(self.handle)
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.socket_ref().state()
+    }
+
+    /// Starts an active open from `local` to `remote`.
+    pub(crate) fn connect(&mut self, local: SocketAddr, remote: SocketAddr) -> bool {
+        let cx = self.iface.context();
+        let socket = self.sockets.get_mut::<Socket>(self.handle);
+        socket.connect(cx, remote, local).is_ok()
+    }
+
+    /// Starts listening on `local`.
+    pub(crate) fn listen(&mut self, local: SocketAddr) -> bool {
+        self.socket().listen(local).is_ok()
+    }
+
+    fn set_clock(&self, now: SmolInstant) {
+        let ms = (now.total_millis() as u64 as u32).wrapping_add(self.ts_offset);
+        TSVAL_NOW.with(|c| c.set(ms));
+    }
+
+    /// Feeds one IP packet; a reply smoltcp sends at once (an RST for a
+    /// segment no socket accepts, a challenge ACK) lands in `reply`.
+    /// Returns whether `reply` was filled.
+    pub(crate) fn ingress(&mut self, packet: &[u8], now: SmolInstant, reply: &mut Vec<u8>) -> bool {
+        self.set_clock(now);
+        let mut dev = OneShot {
+            rx: Some(packet),
+            tx: reply,
+            tx_used: false,
+            mtu: self.mtu,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
+        dev.tx_used
+    }
+
+    /// Lets smoltcp send at most one packet (data, ACK, retransmission, FIN,
+    /// RST) into `out`. Returns whether it did.
+    pub(crate) fn egress(&mut self, now: SmolInstant, out: &mut Vec<u8>) -> bool {
+        self.set_clock(now);
+        let mut dev = OneShot {
+            rx: None,
+            tx: out,
+            tx_used: false,
+            mtu: self.mtu,
+        };
+        self.iface.poll_egress(now, &mut dev, &mut self.sockets);
+        dev.tx_used
+    }
+
+    /// When smoltcp next wants to be polled (retransmission, delayed ACK, ...).
+    pub(crate) fn poll_at(&mut self, now: SmolInstant) -> Option<SmolInstant> {
+        self.iface.poll_at(now, &self.sockets)
+    }
+
+    /// Heap bytes owned by this leg besides its inline size (socket slot and buffers).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let s = self.socket_ref();
+        std::mem::size_of::<smoltcp::iface::SocketStorage<'static>>()
+            + s.recv_capacity()
+            + s.send_capacity()
+    }
+}
