@@ -530,16 +530,21 @@ fn parse_alpn(data: &[u8]) -> Result<Vec<Vec<u8>>, PeekError> {
     Ok(out)
 }
 
-/// A lower-case hex rendering of a u16 list joined by commas.
-fn hex_list(vals: impl Iterator<Item = u16>) -> String {
-    let mut s = String::new();
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a lower-case hex rendering of a u16 list joined by commas.
+///
+/// Hand-rolled rather than `format!` per value: this runs for every
+/// peeked hello and a browser hello has some sixty values.
+fn push_hex_list(s: &mut String, vals: impl Iterator<Item = u16>) {
     for (i, v) in vals.enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("{v:04x}"));
+        for shift in [12, 8, 4, 0] {
+            s.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+        }
     }
-    s
 }
 
 /// First 12 hex characters of SHA-256 of `s`, or twelve zeros for an empty list.
@@ -548,7 +553,12 @@ fn hash12(s: &str) -> String {
         return "000000000000".into();
     }
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(12);
+    for b in &d.as_ref()[..6] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Computes the JA4 fingerprint (FoxIO JA4 TLS client spec, TCP `t`).
@@ -596,13 +606,17 @@ fn ja4(h: &ClientHello) -> String {
         exts.len().min(99)
     );
     ciphers.sort_unstable();
-    let b = hash12(&hex_list(ciphers.into_iter()));
+    let mut b_in = String::with_capacity(ciphers.len() * 5);
+    push_hex_list(&mut b_in, ciphers.into_iter());
+    let b = hash12(&b_in);
     let mut sorted_exts: Vec<u16> = exts
         .into_iter()
         .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
         .collect();
     sorted_exts.sort_unstable();
-    let mut c_in = hex_list(sorted_exts.into_iter());
+    let mut c_in =
+        String::with_capacity((sorted_exts.len() + h.signature_algorithms.len()) * 5 + 1);
+    push_hex_list(&mut c_in, sorted_exts.into_iter());
     let sigs: Vec<u16> = h
         .signature_algorithms
         .iter()
@@ -611,7 +625,7 @@ fn ja4(h: &ClientHello) -> String {
         .collect();
     if !sigs.is_empty() && !c_in.is_empty() {
         c_in.push('_');
-        c_in.push_str(&hex_list(sigs.into_iter()));
+        push_hex_list(&mut c_in, sigs.into_iter());
     }
     let c = hash12(&c_in);
     format!("{a}_{b}_{c}")

@@ -588,8 +588,15 @@ impl Intercept {
 
     /// The server closed its side of the TCP connection.
     pub fn handle_server_eof(&mut self) {
-        if self.phase == Phase::Done {
-            return;
+        match self.phase {
+            Phase::Done => return,
+            // Bytes it sent may still be held: relay them once the client
+            // leg is up, then the close.
+            Phase::ClientHandshake => {
+                self.server_eof_pending = true;
+                return;
+            }
+            Phase::ServerHandshake | Phase::Relay => {}
         }
         // A zero-length read tells rustls the transport is at EOF.
         let _ = self.server.read_tls(&mut &[][..]);
@@ -601,13 +608,11 @@ impl Intercept {
                 self.bypass(BypassReason::ClientAuth)
             }
             Phase::ServerHandshake => self.fail(InterceptError::ServerClosed),
-            // Relay what it sent once the client is up; then close.
-            Phase::ClientHandshake => self.server_eof_pending = true,
             Phase::Relay => {
                 self.server_progress();
                 self.server_eof();
             }
-            Phase::Done => {}
+            Phase::ClientHandshake | Phase::Done => {}
         }
     }
 
@@ -895,7 +900,8 @@ impl Intercept {
         let held = std::mem::take(&mut self.server_held);
         self.handle_server_bytes(&held);
         if self.server_eof_pending {
-            self.server_eof();
+            self.server_eof_pending = false;
+            self.handle_server_eof();
         }
     }
 

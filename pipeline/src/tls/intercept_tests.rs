@@ -947,3 +947,27 @@ fn expired_upstream_is_judged_at_the_time_passed_in() {
         ))
     ));
 }
+
+#[test]
+fn server_speaking_first_reaches_the_client() {
+    for chunk in [usize::MAX, 50] {
+        let lab = Lab::new();
+        let client = lab.client(&[&lab.minter.policy], &[&rustls::version::TLS13]);
+        let server = lab.server(&["origin.test"], true, &[]);
+        let mut w = Wire::new(
+            client,
+            server,
+            lab.params(InvalidCertPolicy::Untrusted, true),
+            chunk,
+        );
+        // Sent by the server right after its handshake flight (0.5-RTT),
+        // while our client leg is still handshaking.
+        w.server
+            .writer()
+            .write_all(b"* OK IMAP4rev1 ready\r\n")
+            .unwrap();
+        w.pump();
+        assert!(w.client_err.is_none(), "{:?}", w.client_err);
+        assert_eq!(w.client_got, b"* OK IMAP4rev1 ready\r\n", "chunk {chunk}");
+    }
+}
