@@ -226,6 +226,8 @@ pub struct TransparentFlow {
     out: VecDeque<Transmit>,
     events: VecDeque<FlowEvent>,
     next_egress: Side,
+    /// How often the server leg was replaced (varies the new leg's seed).
+    server_reopens: u32,
 }
 
 impl fmt::Debug for TransparentFlow {
@@ -316,6 +318,7 @@ impl TransparentFlow {
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_egress: Side::Server,
+            server_reopens: 0,
         })
     }
 
@@ -400,7 +403,9 @@ impl TransparentFlow {
         }
         let mut reply = Vec::new();
         let replied = match from {
-            Side::Server if self.phase == Phase::Connecting => {
+            Side::Server
+                if self.phase == Phase::Connecting || self.server_leg.state() == State::SynSent =>
+            {
                 // The SYN-ACK: adjust its MSS for smoltcp (see `peer_mss_for_smoltcp`).
                 let mut synack = packet.to_vec();
                 segment::rewrite_syn_mss(&mut synack, peer_mss_for_smoltcp);
@@ -477,7 +482,10 @@ impl TransparentFlow {
             let sent = match side {
                 Side::Server => {
                     let sent = self.server_leg.egress(t, buf);
-                    if sent && self.phase == Phase::Connecting {
+                    if sent
+                        && (self.phase == Phase::Connecting
+                            || self.server_leg.state() == State::SynSent)
+                    {
                         // Only SYNs leave the server leg now; give them the client's MSS.
                         if let Some(mss) = self.mirrored_mss {
                             segment::rewrite_syn_mss(buf, |ours, _| ours.min(mss));
@@ -600,6 +608,53 @@ impl TransparentFlow {
                 self.events.push_back(FlowEvent::Closed);
             }
         }
+    }
+
+    /// Replaces the server leg with a fresh connection to the same server,
+    /// from the same client address and port, keeping the client leg.
+    ///
+    /// For a connection that must be relayed after all although the server
+    /// leg already carried bytes of ours (DESIGN.md §4: an mTLS or
+    /// unsupported server found while intercepting): the old leg is reset
+    /// (its RST is queued at once) and a new SYN follows on the next
+    /// `poll_transmit`. Until the new leg is established `send(Side::Server)`
+    /// returns `NotConnected`; a refusal shows up as `Reset(Side::Server)`.
+    /// Only valid once both legs were established; returns whether it
+    /// reopened.
+    pub fn reopen_server(&mut self, now: Instant) -> bool {
+        let t = self.smol(now);
+        self.last_now = t;
+        if self.phase != Phase::Established {
+            return false;
+        }
+        self.server_leg.socket().abort();
+        let mut rst = Vec::new();
+        if self.server_leg.egress(t, &mut rst) {
+            self.out.push_back(Transmit {
+                side: Side::Server,
+                packet: rst,
+            });
+        }
+        self.server_reopens = self.server_reopens.wrapping_add(1);
+        let seed = self.seed.rotate_left(7 + self.server_reopens) ^ 0x5851_f42d_4c95_7f2d;
+        let mut leg = Leg::new(
+            &LegParams {
+                local_ip: self.client.ip(),
+                mtu: self.cfg.mtu,
+                rx_buffer: self.cfg.rx_buffer,
+                tx_buffer: self.cfg.tx_buffer,
+                timestamps: self.syn.timestamps,
+                seed,
+            },
+            t,
+        );
+        if !leg.connect(self.client, self.server) {
+            return false;
+        }
+        self.server_leg = leg;
+        self.server_track = Track::new();
+        self.server_track.prev = self.server_leg.state();
+        true
     }
 
     /// Hands the held SYN to a fresh client leg listening as the server.
