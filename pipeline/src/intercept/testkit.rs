@@ -600,6 +600,8 @@ pub struct Lab {
     pub log: Arc<MemLog>,
     pub bypass: Arc<BypassCache>,
     pub flow_ids: Arc<AtomicU64>,
+    /// Origin server configs by (tls12_only, require_client_auth), made once.
+    server_cfgs: Mutex<HashMap<(bool, bool), Arc<ServerConfig>>>,
 }
 
 /// What the client host runs.
@@ -632,6 +634,8 @@ pub struct Net {
     pub server: Host,
     pub flow: InterceptedFlow,
     pub packets: usize,
+    /// Real (not virtual) time spent inside the flow's methods.
+    pub flow_time: Duration,
 }
 
 impl Default for Lab {
@@ -652,6 +656,7 @@ impl Lab {
                 ..BypassConfig::default()
             })),
             flow_ids: Arc::new(AtomicU64::new(1)),
+            server_cfgs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -671,6 +676,36 @@ impl Lab {
             tcp: FlowConfig::default(),
             hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
         })
+    }
+
+    /// The origin's TLS config: a leaf for [`SNI`] from the origin root.
+    pub fn server_cfg(&self, tls12_only: bool, require_client_auth: bool) -> Arc<ServerConfig> {
+        let mut cache = self.server_cfgs.lock().unwrap();
+        cache
+            .entry((tls12_only, require_client_auth))
+            .or_insert_with(|| {
+                let (cert, key) = self
+                    .origin_ca
+                    .leaf(&[SNI], ExtendedKeyUsagePurpose::ServerAuth);
+                let b = if tls12_only {
+                    ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+                } else {
+                    ServerConfig::builder()
+                };
+                let b = if require_client_auth {
+                    let v =
+                        rustls::server::WebPkiClientVerifier::builder(roots(&[&self.origin_ca]))
+                            .build()
+                            .unwrap();
+                    b.with_client_cert_verifier(v)
+                } else {
+                    b.with_no_client_auth()
+                };
+                let mut c = b.with_single_cert(vec![cert], key).unwrap();
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(c)
+            })
+            .clone()
     }
 
     pub fn pass_inspector(&self) -> Arc<dyn Inspector> {
@@ -700,30 +735,7 @@ impl Lab {
                 ServerApp::Tls {
                     tls12_only,
                     require_client_auth,
-                } => {
-                    let (cert, key) = self
-                        .origin_ca
-                        .leaf(&[SNI], ExtendedKeyUsagePurpose::ServerAuth);
-                    let b = if *tls12_only {
-                        ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
-                    } else {
-                        ServerConfig::builder()
-                    };
-                    let b = if *require_client_auth {
-                        let v =
-                            rustls::server::WebPkiClientVerifier::builder(roots(
-                                &[&self.origin_ca],
-                            ))
-                            .build()
-                            .unwrap();
-                        b.with_client_cert_verifier(v)
-                    } else {
-                        b.with_no_client_auth()
-                    };
-                    let mut c = b.with_single_cert(vec![cert], key).unwrap();
-                    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-                    Some(Arc::new(c))
-                }
+                } => Some(self.server_cfg(*tls12_only, *require_client_auth)),
                 _ => None,
             };
             // Two listeners: a replayed connection arrives on a fresh one.
@@ -792,6 +804,7 @@ impl Lab {
             server,
             flow,
             packets: 0,
+            flow_time: Duration::ZERO,
         }
     }
 }
@@ -811,6 +824,7 @@ impl Net {
             progress |= self.server.apps_step();
             self.client.poll(t);
             self.server.poll(t);
+            let started = Instant::now();
             for p in std::mem::take(&mut self.client.dev.tx) {
                 self.flow.handle_packet(Side::Client, &p, self.now);
                 self.packets += 1;
@@ -829,6 +843,7 @@ impl Net {
                     Side::Server => self.server.dev.rx.push_back(p),
                 }
             }
+            self.flow_time += started.elapsed();
             if progress {
                 continue;
             }
@@ -853,7 +868,9 @@ impl Net {
                 return;
             }
             self.now = next;
+            let started = Instant::now();
             self.flow.handle_timeout(self.now);
+            self.flow_time += started.elapsed();
         }
     }
 
