@@ -438,3 +438,68 @@ fn unknown_policy_is_refused_at_start() {
     );
     assert!(matches!(r, Err(super::StartError::UnknownPolicy(_))));
 }
+
+#[test]
+fn a_flow_keeps_the_policy_it_was_born_with() {
+    let lab = Lab::new();
+    let passing = TlsPolicy {
+        tls13: PassOrInspect::Pass,
+        ..inspect_all()
+    };
+    let old_ctx = lab.ctx(passing, lab.pass_inspector());
+    let mut old = lab.net(
+        old_ctx,
+        tls_client(false, false),
+        tls_server(),
+        vec![1; 10],
+        vec![2; 10],
+    );
+    // A reload: the worker now starts new flows with another context; the
+    // flow above (born, its hello not even sent yet) keeps its own.
+    let new_ctx = lab.ctx(inspect_all(), lab.pass_inspector());
+    let mut new = lab.net(
+        new_ctx,
+        tls_client(true, false),
+        tls_server(),
+        vec![1; 10],
+        vec![2; 10],
+    );
+    let old_rec = old.run_and_finish(LIMIT);
+    let new_rec = new.run_and_finish(LIMIT);
+    assert_eq!(
+        (old_rec.action, old_rec.reason.as_str()),
+        (FlowAction::Pass, "tls13")
+    );
+    assert_eq!(issuer_cn(&old.client.peer_chain(0)[0]), "Origin Root CA");
+    assert_eq!(
+        (new_rec.action, new_rec.reason.as_str()),
+        (FlowAction::Inspected, "inspected")
+    );
+    assert_ne!(old_rec.meta.flow_id, new_rec.meta.flow_id);
+}
+
+#[test]
+fn a_silent_client_is_judged_non_tls_after_the_hello_timeout() {
+    let lab = Lab::new();
+    let ctx = lab.ctx(inspect_all(), lab.pass_inspector());
+    let mut net = lab.net(ctx, ClientApp::Raw, ServerApp::Raw, Vec::new(), Vec::new());
+    // Both sides wait for a byte that never comes.
+    net.client.apps[0].expect = 1;
+    for a in &mut net.server.apps {
+        a.expect = 1;
+    }
+    net.run(Duration::from_secs(5));
+    assert!(net.flow.decision().is_none(), "still peeking at 5 s");
+    net.run(Duration::from_secs(10));
+    let d = net
+        .flow
+        .decision()
+        .expect("decided after the hello timeout");
+    assert_eq!(d.reason.as_str(), "non_tls");
+    let rec = net.flow.finish(net.now);
+    assert_eq!(
+        (rec.action, rec.reason.as_str()),
+        (FlowAction::Pass, "non_tls")
+    );
+    assert!(rec.duration_ms >= 10_000);
+}
