@@ -162,9 +162,9 @@ impl Net {
                 .unwrap();
             self.down_left -= n;
         }
-        let mut sink = [0u8; 16384];
+        // The client app discards what it receives (no copy, no scratch buffer).
         let c = self.client.socket();
-        while let Ok(n @ 1..) = c.recv_slice(&mut sink) {
+        while let Ok(n @ 1..) = c.recv(|d| (d.len(), d.len())) {
             self.down_recv += n;
         }
         self.client
@@ -269,8 +269,87 @@ impl Net {
     }
 }
 
+/// User + system CPU seconds of this process so far (Linux, 10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `TCP_BENCH_MEMORY=N [TCP_BENCH_BUF=bytes]`: establish N flows, pass 4 KB server->client through
+/// each (a TLS handshake's worth), keep them idle, and print bytes per flow.
+fn report_memory(n: usize, buf: usize, chunk: &[u8]) {
+    let mut flows = Vec::with_capacity(n);
+    let before = rss_bytes();
+    for _ in 0..n {
+        let mut net = Net::new(FlowConfig::with_buffer_bytes(buf), 8192);
+        net.run_until(chunk, Net::established);
+        net.down_left = 4000;
+        net.run_until(chunk, |n| n.down_recv == 4000);
+        flows.push(net.flow.take().unwrap());
+    }
+    let after = rss_bytes();
+    let accounted: usize = flows.iter().map(TransparentFlow::memory_bytes).sum();
+    println!(
+        "memory, {n} idle flows, buffers {buf} B: RSS +{} B/flow, memory_bytes() {} B/flow",
+        (after.saturating_sub(before)) / n,
+        accounted / n
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let chunk = vec![0x5au8; 64 * 1024];
+    if let Some(n) = std::env::var("TCP_BENCH_MEMORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // One size per process (`TCP_BENCH_BUF`, default 16 KiB), so one
+        // run's freed pages do not flatter the next.
+        let buf = std::env::var("TCP_BENCH_BUF")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(FlowConfig::DEFAULT_BUFFER_BYTES);
+        report_memory(n, buf, &chunk);
+        return;
+    }
+    // `TCP_BENCH_ONCE=MIB`: one transfer of MIB MiB, timed in process CPU
+    // time (the wall clock is meaningless on a loaded shared machine), and a
+    // target for callgrind / perf.
+    if let Some(mib) = std::env::var("TCP_BENCH_ONCE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let len = mib << 20;
+        let mut net = Net::new(FlowConfig::default(), 256 * 1024);
+        net.run_until(&chunk, Net::established);
+        net.flow_time = Duration::ZERO;
+        net.down_left = len;
+        let cpu0 = cpu_seconds();
+        net.run_until(&chunk, |n| n.down_recv == len);
+        let cpu = cpu_seconds() - cpu0;
+        println!(
+            "{mib} MiB server->client: {:.3} s process CPU (hosts + splice) = {:.2} Gb/s; flow calls {:?} wall",
+            cpu,
+            (len * 8) as f64 / cpu / 1e9,
+            net.flow_time
+        );
+        return;
+    }
 
     let mut g = c.benchmark_group("tcp_splice");
     const LEN: usize = 16 << 20;

@@ -50,7 +50,7 @@
 //!   a leg is read only while the opposite queue is empty (backpressure);
 //! * an mTLS or unsupported server found while inspecting: the pair goes into
 //!   the bypass cache, the server leg is replaced by a fresh TCP connection
-//!   from the client's address ([`TransparentFlow::reopen_server`]), every
+//!   from the client's address ([`TransparentFlow::reconnect_server`]), every
 //!   byte the client sent so far is replayed on it and the flow is spliced.
 
 #[cfg(test)]
@@ -464,7 +464,16 @@ impl InterceptedFlow {
                     }
                 }
                 FlowEvent::Refused => self.end_undecided(reason::SERVER_REFUSED),
-                FlowEvent::ConnectTimedOut => self.end_undecided(reason::SERVER_TIMEOUT),
+                FlowEvent::ConnectTimedOut => {
+                    if self.decision.is_some() {
+                        // The fresh server leg of a replay never answered:
+                        // the client must not wait forever on a dead leg.
+                        self.tcp.abort(Side::Client);
+                        self.error = Some("server leg: the reconnection timed out".into());
+                        self.mode = Mode::Done;
+                    }
+                    self.end_undecided(reason::SERVER_TIMEOUT);
+                }
                 FlowEvent::AcceptTimedOut => self.end_undecided(reason::CLIENT_TIMEOUT),
                 FlowEvent::Reset(side) => {
                     self.tcp.abort(side.other());
@@ -852,7 +861,7 @@ impl InterceptedFlow {
         self.server_eof = false;
         // Stream bytes the server sent on the old leg were never relayed.
         self.bytes_toclient = 0;
-        if self.tcp.reopen_server(now) {
+        if self.tcp.reconnect_server(now).is_ok() {
             self.to_server.buf = replay;
             self.mode = Mode::Pass;
         } else {

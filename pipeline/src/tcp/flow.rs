@@ -220,14 +220,14 @@ pub struct TransparentFlow {
     /// MSS to announce in the server leg's SYN (the client's), if it had one.
     mirrored_mss: Option<u16>,
     server_leg: Leg,
+    /// A fresh server leg is connecting (see `reconnect_server`).
+    server_reconnecting: bool,
     client_leg: Option<Leg>,
     server_track: Track,
     client_track: Track,
     out: VecDeque<Transmit>,
     events: VecDeque<FlowEvent>,
     next_egress: Side,
-    /// How often the server leg was replaced (varies the new leg's seed).
-    server_reopens: u32,
 }
 
 impl fmt::Debug for TransparentFlow {
@@ -312,13 +312,13 @@ impl TransparentFlow {
             seed,
             mirrored_mss,
             server_leg,
+            server_reconnecting: false,
             client_leg: None,
             server_track: Track::new(),
             client_track: Track::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_egress: Side::Server,
-            server_reopens: 0,
         })
     }
 
@@ -403,9 +403,7 @@ impl TransparentFlow {
         }
         let mut reply = Vec::new();
         let replied = match from {
-            Side::Server
-                if self.phase == Phase::Connecting || self.server_leg.state() == State::SynSent =>
-            {
+            Side::Server if self.phase == Phase::Connecting || self.server_reconnecting => {
                 // The SYN-ACK: adjust its MSS for smoltcp (see `peer_mss_for_smoltcp`).
                 let mut synack = packet.to_vec();
                 segment::rewrite_syn_mss(&mut synack, peer_mss_for_smoltcp);
@@ -482,10 +480,7 @@ impl TransparentFlow {
             let sent = match side {
                 Side::Server => {
                     let sent = self.server_leg.egress(t, buf);
-                    if sent
-                        && (self.phase == Phase::Connecting
-                            || self.server_leg.state() == State::SynSent)
-                    {
+                    if sent && (self.phase == Phase::Connecting || self.server_reconnecting) {
                         // Only SYNs leave the server leg now; give them the client's MSS.
                         if let Some(mss) = self.mirrored_mss {
                             segment::rewrite_syn_mss(buf, |ours, _| ours.min(mss));
@@ -542,12 +537,34 @@ impl TransparentFlow {
                 self.events.push_back(FlowEvent::AcceptTimedOut);
                 self.update(t);
             }
+            _ if self.server_reconnecting => {
+                self.server_reconnecting = false;
+                self.server_track.aborted = true;
+                self.server_leg.socket().abort();
+                self.events.push_back(FlowEvent::ConnectTimedOut);
+                self.update(t);
+            }
             _ => {}
         }
     }
 
     /// Turns socket state changes into phase transitions and events.
     fn update(&mut self, t: SmolInstant) {
+        if self.server_reconnecting {
+            match self.server_leg.state() {
+                State::SynSent | State::SynReceived => {}
+                State::Established => {
+                    self.server_reconnecting = false;
+                    self.deadline = None;
+                    self.events.push_back(FlowEvent::ServerConnected);
+                }
+                // Refused or reset: `track` below reports Reset(Server).
+                _ => {
+                    self.server_reconnecting = false;
+                    self.deadline = None;
+                }
+            }
+        }
         match self.phase {
             Phase::Connecting => match self.server_leg.state() {
                 State::Established => {
@@ -608,53 +625,6 @@ impl TransparentFlow {
                 self.events.push_back(FlowEvent::Closed);
             }
         }
-    }
-
-    /// Replaces the server leg with a fresh connection to the same server,
-    /// from the same client address and port, keeping the client leg.
-    ///
-    /// For a connection that must be relayed after all although the server
-    /// leg already carried bytes of ours (DESIGN.md §4: an mTLS or
-    /// unsupported server found while intercepting): the old leg is reset
-    /// (its RST is queued at once) and a new SYN follows on the next
-    /// `poll_transmit`. Until the new leg is established `send(Side::Server)`
-    /// returns `NotConnected`; a refusal shows up as `Reset(Side::Server)`.
-    /// Only valid once both legs were established; returns whether it
-    /// reopened.
-    pub fn reopen_server(&mut self, now: Instant) -> bool {
-        let t = self.smol(now);
-        self.last_now = t;
-        if self.phase != Phase::Established {
-            return false;
-        }
-        self.server_leg.socket().abort();
-        let mut rst = Vec::new();
-        if self.server_leg.egress(t, &mut rst) {
-            self.out.push_back(Transmit {
-                side: Side::Server,
-                packet: rst,
-            });
-        }
-        self.server_reopens = self.server_reopens.wrapping_add(1);
-        let seed = self.seed.rotate_left(7 + self.server_reopens) ^ 0x5851_f42d_4c95_7f2d;
-        let mut leg = Leg::new(
-            &LegParams {
-                local_ip: self.client.ip(),
-                mtu: self.cfg.mtu,
-                rx_buffer: self.cfg.rx_buffer,
-                tx_buffer: self.cfg.tx_buffer,
-                timestamps: self.syn.timestamps,
-                seed,
-            },
-            t,
-        );
-        if !leg.connect(self.client, self.server) {
-            return false;
-        }
-        self.server_leg = leg;
-        self.server_track = Track::new();
-        self.server_track.prev = self.server_leg.state();
-        true
     }
 
     /// Hands the held SYN to a fresh client leg listening as the server.
@@ -801,6 +771,57 @@ impl TransparentFlow {
             Side::Server => Some(&self.server_leg),
             Side::Client => self.client_leg.as_ref(),
         }
+    }
+
+    /// Replaces the server leg by a fresh connection to the same server,
+    /// again sourced from the client's address and port; the client leg is
+    /// untouched.
+    ///
+    /// For a server that cannot be inspected (it asks for a client
+    /// certificate, or speaks only versions we cannot terminate): the old
+    /// server connection is reset (so the server forgets the 4-tuple before
+    /// the new SYN), its unread bytes are discarded, and the owner replays the
+    /// client's original ClientHello with `send(Side::Server, ..)` once
+    /// `FlowEvent::ServerConnected` arrives. A refusal then shows up as
+    /// `Reset(Side::Server)`, silence as `ConnectTimedOut`.
+    pub fn reconnect_server(&mut self, now: Instant) -> Result<(), StreamError> {
+        if self.phase != Phase::Established || self.server_reconnecting {
+            return Err(StreamError::NotConnected(Side::Server));
+        }
+        let t = self.smol(now);
+        self.last_now = t;
+        self.server_leg.socket().abort();
+        let mut rst = Vec::new();
+        if self.server_leg.egress(t, &mut rst) {
+            self.out.push_back(Transmit {
+                side: Side::Server,
+                packet: rst,
+            });
+        }
+        // A new seed gives the new connection a new ISN.
+        self.seed = self.seed.rotate_left(13) ^ 0xd1b5_4a32_d192_ed03;
+        let mut leg = Leg::new(
+            &LegParams {
+                local_ip: self.client.ip(),
+                mtu: self.cfg.mtu,
+                rx_buffer: self.cfg.rx_buffer,
+                tx_buffer: self.cfg.tx_buffer,
+                timestamps: self.syn.timestamps,
+                seed: self.seed,
+            },
+            t,
+        );
+        if !leg.connect(self.client, self.server) {
+            return Err(StreamError::Closed(Side::Server));
+        }
+        self.server_leg = leg;
+        self.server_track = Track {
+            prev: State::SynSent,
+            ..Track::new()
+        };
+        self.server_reconnecting = true;
+        self.deadline = Some(t + smol_duration(self.cfg.connect_timeout));
+        Ok(())
     }
 
     /// Half-closes `side`: a FIN follows the data already queued.

@@ -780,3 +780,70 @@ fn craft_syn(a: &Addrs, seq: u32) -> Vec<u8> {
     );
     buf
 }
+
+#[test]
+fn reconnect_server_replays_on_a_fresh_server_connection() {
+    let mut net = Net::new(v4(), FlowConfig::default(), 16 * 1024, true, true);
+    net.relay = false;
+    net.up = b"HELLO-1".to_vec();
+    // The client's first bytes arrive on the client leg; the owner peeks at them.
+    assert!(net.run_until(Duration::from_secs(5), |n| n
+        .flow
+        .as_ref()
+        .is_some_and(|f| f.recv_queue(Side::Client) == 7)));
+    let mut hello = [0u8; 7];
+    let flow = net.flow.as_mut().unwrap();
+    assert_eq!(flow.peek(Side::Client, &mut hello), Ok(7));
+    assert_eq!(flow.send(Side::Server, b"first-leg"), Ok(9));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.up_recv == b"first-leg"));
+    let first_syn = net.log[net.first(Wire::FlowToServer, |s| s.syn).unwrap()].1;
+
+    // The server keeps listening, like a real one: a second socket.
+    let mut listener = Socket::new(
+        SocketBuffer::new(vec![0u8; 4096]),
+        SocketBuffer::new(vec![0u8; 4096]),
+    );
+    listener.listen(443).unwrap();
+    let old = net.server.handle;
+    net.server.handle = net.server.sockets.add(listener);
+
+    // Decide the server can't be inspected: new server leg, same 4-tuple.
+    let now = net.now;
+    net.flow.as_mut().unwrap().reconnect_server(now).unwrap();
+    net.up_recv.clear();
+    net.events.clear();
+    assert!(net.run_until(Duration::from_secs(5), |n| n
+        .events
+        .contains(&FlowEvent::ServerConnected)));
+    let flow = net.flow.as_mut().unwrap();
+    assert_eq!(flow.send(Side::Server, &hello), Ok(7));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.up_recv == b"HELLO-1"));
+    let syns: Vec<Segment> = net
+        .log
+        .iter()
+        .filter(|(w, s)| *w == Wire::FlowToServer && s.is_opening_syn())
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(syns.len(), 2);
+    assert_ne!(syns[1].seq, first_syn.seq, "fresh ISN");
+    assert_eq!(syns[1].src, net.a.client);
+    // The old server connection was reset; the client leg never noticed.
+    assert_eq!(net.server.sockets.get::<Socket>(old).state(), State::Closed);
+    assert_eq!(net.client.socket().state(), State::Established);
+    assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
+}
+
+#[test]
+fn lost_synack_to_client_is_recovered() {
+    let mut net = Net::new(v4(), FlowConfig::default(), 16 * 1024, true, true);
+    // Our first SYN-ACK toward the client is lost; the client retransmits its SYN.
+    net.drop_rule = Box::new(|w, idx, _| w == Wire::FlowToClient && idx == 0);
+    net.up = b"ping".to_vec();
+    net.down = b"pong".to_vec();
+    let ok = net.run_until(Duration::from_secs(10), |n| {
+        n.up_recv == b"ping" && n.down_recv == b"pong"
+    });
+    assert!(ok, "connection recovered from a lost SYN-ACK");
+    assert_eq!(net.dropped, 1);
+    assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
+}
