@@ -396,3 +396,45 @@ fn every_single_byte_corruption_is_handled() {
         }
     }
 }
+
+#[test]
+fn random_mutations_never_panic() {
+    // A deterministic poor man's fuzzer over every capture: flips, splices
+    // and length-field overwrites, re-framed or not.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (_, b) in ALL {
+        for round in 0..3000 {
+            let mut c = if round % 3 == 0 {
+                reframe(b, 1 + (next() % 300) as usize)
+            } else {
+                b.to_vec()
+            };
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % c.len();
+                match next() % 4 {
+                    0 => c[i] = next() as u8,
+                    1 => c[i] ^= 1 << (next() % 8),
+                    2 => {
+                        let v = (next() as u16).to_be_bytes();
+                        c[i] = v[0];
+                        if i + 1 < c.len() {
+                            c[i + 1] = v[1];
+                        }
+                    }
+                    _ => c.truncate(i.max(1)),
+                }
+            }
+            match parse(&c) {
+                Ok(Some(h)) => assert!(h.len <= c.len() && h.ja4.len() == 36),
+                Ok(None) => {}
+                Err(Incomplete { needed }) => assert!(needed >= 1),
+            }
+        }
+    }
+}
