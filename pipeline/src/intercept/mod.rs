@@ -258,6 +258,13 @@ impl std::fmt::Debug for InterceptedFlow {
 /// Size of the per-call read buffer: one TLS record plus header.
 const READ_CHUNK: usize = 16 * 1024 + 512;
 
+thread_local! {
+    /// Per-thread read buffer: a worker drives its flows one at a time, and
+    /// zeroing 16 KiB on the stack for every pump would cost more than the
+    /// bytes it carries; per flow it would cost memory.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK]);
+}
+
 impl InterceptedFlow {
     /// Starts a flow from the client's opening SYN selected by `scope`.
     ///
@@ -715,13 +722,26 @@ impl InterceptedFlow {
     /// Inspect: ciphertext in from each leg, TLS machine, ciphertext out.
     fn pump_inspect(&mut self, now: Instant) -> bool {
         let mut progress = self.flush_and_after();
-        let mut buf = [0u8; READ_CHUNK];
+        progress |= SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            self.feed_intercept(&mut b)
+        });
+        if progress {
+            self.drain_intercept(now);
+            self.flush_and_after();
+        }
+        progress
+    }
+
+    /// Reads each leg once into the TLS machine, honouring backpressure.
+    fn feed_intercept(&mut self, buf: &mut [u8]) -> bool {
+        let mut progress = false;
         let Mode::Inspect(ic) = &mut self.mode else {
-            return progress;
+            return false;
         };
         // Read a leg only while the opposite queue is drained (backpressure).
         if self.to_server.is_empty() && !self.client_eof {
-            match self.tcp.recv(Side::Client, &mut buf) {
+            match self.tcp.recv(Side::Client, buf) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toserver += n as u64;
@@ -737,7 +757,7 @@ impl InterceptedFlow {
             }
         }
         if self.to_client.is_empty() && !self.server_eof {
-            match self.tcp.recv(Side::Server, &mut buf) {
+            match self.tcp.recv(Side::Server, buf) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toclient += n as u64;
@@ -751,10 +771,6 @@ impl InterceptedFlow {
                 }
                 Err(StreamError::NotConnected(_)) => {}
             }
-        }
-        if progress {
-            self.drain_intercept(now);
-            self.flush_and_after();
         }
         progress
     }
