@@ -623,6 +623,8 @@ pub enum ServerApp {
         require_client_auth: bool,
     },
     Raw,
+    /// TLS with a certificate from a CA nobody trusts.
+    Untrusted,
     /// Nothing listens: the host refuses.
     Closed,
 }
@@ -736,6 +738,15 @@ impl Lab {
                     tls12_only,
                     require_client_auth,
                 } => Some(self.server_cfg(*tls12_only, *require_client_auth)),
+                ServerApp::Untrusted => {
+                    let rogue = Ca::new("Rogue CA");
+                    let (cert, key) = rogue.leaf(&[SNI], ExtendedKeyUsagePurpose::ServerAuth);
+                    let c = ServerConfig::builder()
+                        .with_no_client_auth()
+                        .with_single_cert(vec![cert], key)
+                        .unwrap();
+                    Some(Arc::new(c))
+                }
                 _ => None,
             };
             // Two listeners: a replayed connection arrives on a fresh one.

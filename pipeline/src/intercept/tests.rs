@@ -503,3 +503,26 @@ fn a_silent_client_is_judged_non_tls_after_the_hello_timeout() {
     );
     assert!(rec.duration_ms >= 10_000);
 }
+
+#[test]
+fn an_untrusted_upstream_fails_at_the_client_as_without_us() {
+    let lab = Lab::new();
+    let ctx = lab.ctx(inspect_all(), lab.pass_inspector());
+    let mut net = lab.net(
+        ctx,
+        tls_client(true, false),
+        ServerApp::Untrusted,
+        vec![1; 10],
+        vec![2; 10],
+    );
+    let rec = net.run_and_finish(LIMIT);
+    // The client trusts our policy CA, yet refuses: the chain is the untrusted issuer's.
+    let err = net.client_app().tls_err.clone().expect("client refused");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(net.server.apps.iter().all(|a| a.got.is_empty()));
+    assert_eq!(rec.reason, "invalid_certificate");
+    let up = rec.tls.unwrap().upstream_cert.unwrap();
+    assert!(!up.verified);
+    assert!(up.issuer.contains("Rogue CA"));
+    assert!(net.flow.is_finished());
+}
