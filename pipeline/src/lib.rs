@@ -12,11 +12,14 @@ pub mod api;
 pub mod classify;
 pub mod flow;
 pub mod frame;
+pub mod intercept;
 pub mod io;
 pub mod path;
 pub mod pipeline;
 pub mod stats;
 pub mod steer;
+pub mod tcp;
+pub mod tls;
 mod worker;
 
 #[cfg(test)]
