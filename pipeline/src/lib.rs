@@ -24,8 +24,6 @@ mod worker;
 
 #[cfg(test)]
 mod netns_tests;
-pub mod tcp;
-pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
