@@ -684,7 +684,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Alternating A/B of the fast path against a kernel bridge: several rounds
 /// of bridge, appliance V2, appliance V3 back to back; prints medians, ratios
 /// and the worker thread's CPU time per GB forwarded (load-robust). Knobs:
-/// `AB_ROUNDS` (5), `AB_SECS` (3). Run in release: `cargo test --release -p
+/// `AB_ROUNDS` (5), `AB_SECS` (3), `AB_V3_BLOCK` (V3 block bytes, 262144). Run in release: `cargo test --release -p
 /// tlsinspect-pipeline --lib fastpath_ab -- --ignored --nocapture`.
 #[test]
 #[ignore = "benchmark; run explicitly in release"]
@@ -697,6 +697,7 @@ fn fastpath_ab_vs_kernel_bridge() {
     };
     let rounds = env("AB_ROUNDS", 5);
     let secs = env("AB_SECS", 3) as f64;
+    let v3_block = env("AB_V3_BLOCK", 256 * 1024) as u32;
     let lab = Lab::bridged("ab");
     let mut port = 9200u16;
     let mut next_port = || {
@@ -716,10 +717,15 @@ fn fastpath_ab_vs_kernel_bridge() {
         br.push(b);
         let mut line = format!("round {round}: bridge {b:.2}");
         for version in [RingVersion::V2, RingVersion::V3] {
-            let ring = RingConfig {
+            let mut ring = RingConfig {
                 version,
                 ..RingConfig::default()
             };
+            if version == RingVersion::V3 {
+                // Same ring bytes, smaller blocks if asked (fill and retire sooner).
+                ring.block_size = v3_block;
+                ring.block_count = (8 << 20) / v3_block;
+            }
             let mode = DeviceMode::AfPacket {
                 lan: "alan".into(),
                 wan: "awan".into(),
