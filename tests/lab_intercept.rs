@@ -26,7 +26,7 @@ const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 /// An in-scope port nothing listens on.
 const CLOSED_PORT: u16 = 9443;
 
-fn find<'a>(records: &'a [Value], port: u16, server: Ipv4Addr) -> Option<&'a Value> {
+fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
     records.iter().find(|r| {
         r["src_ip"] == IN_SCOPE.to_string()
             && r["src_port"] == port
