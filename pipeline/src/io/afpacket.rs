@@ -207,6 +207,16 @@ impl AfPacket {
             &one,
             &ctx("PACKET_IGNORE_OUTGOING"),
         )?;
+        // Transmit straight to the driver: the appliance is the queue (it
+        // drops a batch the NIC refuses), a qdisc in between only adds a lock
+        // and an enqueue/dequeue per frame. Best effort (kernel >= 3.14).
+        let _ = setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            &one,
+            "PACKET_QDISC_BYPASS",
+        );
         // Best effort: without FORCE the kernel caps at wmem_max.
         if setsockopt(
             s,
