@@ -51,10 +51,23 @@ impl TestLab {
         clients: &[Ipv4Addr],
         servers: &[Ipv4Addr],
     ) -> anyhow::Result<TestLab> {
+        Self::build_with_names(tag, mode, clients, servers, &[])
+    }
+
+    /// Like [`TestLab::build`], with more DNS names in the origin certificate
+    /// (nginx answers every name: its one server block is the default).
+    pub fn build_with_names(
+        tag: &str,
+        mode: LabMode,
+        clients: &[Ipv4Addr],
+        servers: &[Ipv4Addr],
+        extra_names: &[&str],
+    ) -> anyhow::Result<TestLab> {
         let dir = tempfile::Builder::new()
             .prefix("tlsinspect-lab-")
             .tempdir()?;
         let mut names = vec![SERVER_NAME.to_owned()];
+        names.extend(extra_names.iter().map(|n| n.to_string()));
         names.extend(servers.iter().map(|s| s.to_string()));
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let pki = pki::create(&dir.path().join("pki"), &names)?;
@@ -234,7 +247,9 @@ impl TestLab {
 
     /// Starts nginx in the server ns: HTTPS on 443 (HTTP/2 enabled) on every
     /// server address, the origin certificate, an access log, and a 50 MB
-    /// random file at `/big.bin`. Returns the file's SHA-256.
+    /// random file at `/big.bin`. Returns the file's SHA-256. Locations that
+    /// answer 200 to any method (nginx refuses POST to static files):
+    /// `/upload/`, `/api/`, `/octo/` and `*/git-receive-pack` (a fake git push).
     pub fn start_nginx(&self) -> anyhow::Result<Nginx> {
         let root = self.path("nginx");
         let html = root.join("html");
@@ -262,7 +277,11 @@ impl TestLab {
                fastcgi_temp_path {r}/tmp/fastcgi;\n  uwsgi_temp_path {r}/tmp/uwsgi;\n  scgi_temp_path {r}/tmp/scgi;\n\
                types {{ text/html html; application/octet-stream bin; }}\n  sendfile on;\n\
                server {{\n{listens}    server_name {SERVER_NAME};\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
-                 root {};\n  }}\n}}\n",
+                 root {};\n\
+                 location /upload/ {{ return 200 \"upload ok\\n\"; }}\n\
+                 location /api/ {{ return 200 \"api ok\\n\"; }}\n\
+                 location ~ /git-receive-pack$ {{ return 200 \"pushed\\n\"; }}\n\
+                 location /octo/ {{ return 200 \"repo page\\n\"; }}\n  }}\n}}\n",
             self.pki.origin_cert.display(),
             self.pki.origin_key.display(),
             html.display()
