@@ -40,6 +40,8 @@ struct Transfer {
 #[derive(Debug)]
 struct Run {
     exit: Option<i32>,
+    /// How long the whole curl run took.
+    took: Duration,
     transfers: Vec<Transfer>,
     #[allow(dead_code)] // printed by Debug in assertion messages
     stderr: String,
@@ -62,7 +64,7 @@ fn req<'a>(path: &'a str, args: &[&str]) -> Req<'a> {
 /// request in turn (`--next`, so curl reuses the connection), trusting the
 /// policy CA.
 fn curl(t: &TestLab, host: &str, http2: bool, reqs: &[Req<'_>], tag: &str) -> anyhow::Result<Run> {
-    let mut args: Vec<String> = vec!["-sS".into()];
+    let mut args: Vec<String> = vec!["-sS".into(), "-v".into()];
     let mut outs = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
         if i > 0 {
@@ -73,7 +75,7 @@ fn curl(t: &TestLab, host: &str, http2: bool, reqs: &[Req<'_>], tag: &str) -> an
         args.extend(
             [
                 "--max-time",
-                "20",
+                "10",
                 "--interface",
                 &CLIENT.to_string(),
                 "--cacert",
@@ -94,7 +96,9 @@ fn curl(t: &TestLab, host: &str, http2: bool, reqs: &[Req<'_>], tag: &str) -> an
         outs.push(out);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
     let o = t.lab.command(t.lab.client_ns(), "curl", &args).output()?;
+    let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let mut transfers = Vec::new();
     for (line, out) in stdout.lines().zip(&outs) {
@@ -112,9 +116,22 @@ fn curl(t: &TestLab, host: &str, http2: bool, reqs: &[Req<'_>], tag: &str) -> an
     }
     Ok(Run {
         exit: o.status.code(),
+        took,
         transfers,
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
     })
+}
+
+/// Asserts that every transfer of `r` completed, promptly: a client must
+/// not hang or fail on a blocked request (curl's exit code is the last
+/// transfer's, so the time catches a stalled earlier one).
+fn assert_clean(r: &Run, what: &str) {
+    assert_eq!(r.exit, Some(0), "{what}: {r:?}");
+    assert!(
+        r.took < Duration::from_secs(5),
+        "{what}: took {:?}: {r:?}",
+        r.took
+    );
 }
 
 fn access_log(n: &Nginx) -> String {
@@ -196,6 +213,7 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             ],
             &format!("wf-{http2}"),
         )?;
+        assert_clean(&r, &format!("{mode:?} h2={http2}: deny then GET"));
         assert_eq!(
             r.transfers.len(),
             2,
@@ -235,6 +253,7 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             ],
             &format!("wf-ok-{http2}"),
         )?;
+        assert_clean(&r, &format!("{mode:?} h2={http2}: allowed"));
         let codes: Vec<u16> = r.transfers.iter().map(|x| x.code).collect();
         assert_eq!(codes, [200, 200], "{mode:?} h2={http2}: {r:?}");
         assert_eq!(r.transfers[0].body, "api ok\n");
@@ -392,6 +411,7 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             &[req("/index.html", &[])],
             &format!("ok{i}"),
         )?;
+        assert_clean(&ok, &format!("{mode:?}: benign request after {}", a.name));
         assert_eq!(
             ok.transfers.first().map(|x| x.code),
             Some(200),
@@ -420,6 +440,7 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         &[req("/api/detect-card", &["--data-binary", CARD_BODY])],
         "det",
     )?;
+    assert_clean(&r, &format!("{mode:?}: detect"));
     assert_eq!(
         r.transfers.first().map(|x| x.code),
         Some(200),
@@ -514,15 +535,22 @@ fn appcontrol(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             ],
             &format!("git-{http2}"),
         )?;
-        assert!(!r.transfers.is_empty(), "{mode:?}: {r:?}\n{}", app.stderr());
+        assert_clean(&r, &format!("{mode:?} h2={http2}: browse then push"));
+        assert_eq!(r.transfers.len(), 2, "{mode:?}: {r:?}\n{}", app.stderr());
         let browse = &r.transfers[0];
         assert_eq!(browse.code, 200, "{mode:?} h2={http2}: {r:?}");
         assert_eq!(browse.body, "repo page\n");
-        let pushed = r.transfers.get(1);
-        assert!(
-            r.exit != Some(0) || pushed.is_some_and(|p| p.code == 403),
+        assert_eq!(
+            r.transfers[1].code, 403,
             "{mode:?} h2={http2}: the push was not blocked: {r:?}"
         );
+        assert_eq!(
+            r.transfers[1].connects, 0,
+            "{mode:?}: same connection: {r:?}"
+        );
+        if !http2 {
+            assert!(r.transfers[1].body.contains("Access blocked"), "{r:?}");
+        }
         ports.push(browse.local_port);
     }
     let access = access_log(&nginx);

@@ -52,6 +52,13 @@ const MAX_FRAME: usize = 1 << 20;
 const MAX_HELD_TOTAL: usize = 48 * 1024;
 /// Largest header block (all fragments) we collect.
 const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// Request body bytes of a denied stream we discard before answering.
+/// A denied upload's 403 waits until the client has sent its body (up to
+/// this much): curl 7.88 fails a transfer whose 403 arrives while it is still
+/// uploading (it either stops sending and waits for a close, or errors out
+/// on a RST_STREAM), and a real server answers after the body anyway.
+/// Beyond this, the 403 goes out with RST_STREAM (NO_ERROR) to stop it.
+const DENIED_BODY_MAX: usize = 16 * 1024;
 
 /// Writes a frame header.
 pub fn frame_header(out: &mut Vec<u8>, len: usize, ty: u8, flags: u8, stream: u32) {
@@ -163,6 +170,10 @@ struct Stream {
     client_done: bool,
     /// The response has ended or the stream was reset.
     resp_done: bool,
+    /// Request body bytes discarded since the stream was denied.
+    discarded: usize,
+    /// Denied, and the 403 waits for the end of the request body.
+    answer_pending: bool,
 }
 
 /// A header block being collected (HEADERS + CONTINUATION).
@@ -323,7 +334,10 @@ impl H2 {
             && !self.streams.contains_key(&sid)
             && self.denied.contains(&sid)
         {
-            // A late frame (trailers, WINDOW_UPDATE, RST_STREAM) of a denied stream.
+            // A late frame (DATA, WINDOW_UPDATE, RST_STREAM) of a denied stream.
+            if ty == DATA {
+                self.refund(frame);
+            }
             return false;
         }
         match ty {
@@ -348,9 +362,13 @@ impl H2 {
                     return false;
                 };
                 let end = flags & END_STREAM != 0;
+                let mut refund = 0;
                 match st.state {
                     SState::Forward => out.to_server.extend_from_slice(frame),
-                    SState::Denied => {}
+                    SState::Denied => {
+                        refund = frame.len() - 9;
+                        st.discarded += refund;
+                    }
                     SState::Held => {
                         st.held.push(HeldFrame::Raw(frame.to_vec()));
                         st.held_bytes += frame.len();
@@ -362,9 +380,27 @@ impl H2 {
                 if end {
                     st.client_done = true;
                 }
+                // Some(reset): the pending 403 goes out now.
+                let mut answer = None;
+                if st.state == SState::Denied && st.answer_pending {
+                    if st.client_done {
+                        answer = Some(false);
+                    } else if st.discarded > DENIED_BODY_MAX {
+                        // Late frames find the sid among the denied and are dropped.
+                        st.client_done = true;
+                        answer = Some(true);
+                    }
+                    st.answer_pending = answer.is_none();
+                }
                 let held = st.state == SState::Held;
                 let limit = self.max_body.min(self.server_initial_window).max(1);
                 let (done, over) = (st.client_done, st.body.len() >= limit);
+                if refund > 0 {
+                    self.refund(frame);
+                }
+                if let Some(reset) = answer {
+                    self.deny_stream(sid, reset, "");
+                }
                 if held && (done || over || self.held_total() > MAX_HELD_TOTAL) {
                     if over || !done {
                         core.anomaly(
@@ -389,6 +425,7 @@ impl H2 {
                             if let Some(s) = self.streams.get_mut(&sid) {
                                 s.client_done = true;
                                 s.resp_done = true;
+                                s.answer_pending = false;
                             }
                         }
                     }
@@ -474,6 +511,9 @@ impl H2 {
                 if st.state == SState::Held {
                     return self.decide(core, sid, out);
                 }
+                if std::mem::take(&mut st.answer_pending) {
+                    self.deny_stream(sid, false, "");
+                }
             }
             self.reap(sid);
             return false;
@@ -539,7 +579,14 @@ impl H2 {
         let mut txn = core.new_txn(&method, &host, &path, uri, &regular);
         if let Some(reason) = core.policy(&txn) {
             core.set_status(&mut txn, 403);
-            self.deny_stream(sid, !block.end_stream, &reason);
+            // A client announcing 100-continue waits for us: answer now.
+            let expects = regular.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case(b"100-continue")
+            });
+            let wait = !block.end_stream && !expects;
+            if !wait {
+                self.deny_stream(sid, !block.end_stream, &reason);
+            }
             self.streams.insert(
                 sid,
                 Stream {
@@ -548,8 +595,10 @@ impl H2 {
                     held: Vec::new(),
                     held_bytes: 0,
                     body: Vec::new(),
-                    client_done: block.end_stream,
+                    client_done: block.end_stream || !wait,
                     resp_done: true,
+                    discarded: 0,
+                    answer_pending: wait,
                 },
             );
             self.reap(sid);
@@ -566,6 +615,8 @@ impl H2 {
                 body: Vec::new(),
                 client_done: block.end_stream,
                 resp_done: false,
+                discarded: 0,
+                answer_pending: false,
             },
         );
         if block.end_stream {
@@ -574,9 +625,10 @@ impl H2 {
         false
     }
 
-    /// Queues a 403 toward the client on `sid` (and RST_STREAM if the
-    /// client is still sending).
-    fn deny_stream(&mut self, sid: u32, client_sending: bool, _reason: &str) {
+    /// Queues a 403 toward the client on `sid`, and with `reset` a
+    /// RST_STREAM (NO_ERROR): the response is complete and the rest of the
+    /// request body is not wanted (RFC 9113 §8.1).
+    fn deny_stream(&mut self, sid: u32, reset: bool, _reason: &str) {
         // Literals without indexing: `:status: 403` (name index 8),
         // `content-length: 0` (name index 28), `cache-control: no-store` (24).
         let mut block = vec![0x08, 3, b'4', b'0', b'3'];
@@ -586,11 +638,23 @@ impl H2 {
         let mut f = Vec::new();
         frame_header(&mut f, block.len(), HEADERS, END_HEADERS | END_STREAM, sid);
         f.extend_from_slice(&block);
-        if client_sending {
+        if reset {
             frame_header(&mut f, 4, RST_STREAM, 0, sid);
             f.extend_from_slice(&0u32.to_be_bytes());
         }
         self.inject.extend_from_slice(&f);
+    }
+
+    /// Gives the client back the connection flow-control credit of a DATA
+    /// frame that the server never sees: the server will never send a
+    /// WINDOW_UPDATE for it, and without this every discarded byte would
+    /// shrink the client's connection window until the connection stalls.
+    fn refund(&mut self, frame: &[u8]) {
+        let len = frame.len() - 9;
+        if len > 0 {
+            frame_header(&mut self.inject, 4, WINDOW_UPDATE, 0, 0);
+            self.inject.extend_from_slice(&(len as u32).to_be_bytes());
+        }
     }
 
     /// Decides a held stream; true when the connection must be reset.
@@ -610,12 +674,22 @@ impl H2 {
             IpsOutcome::Drop => return true,
             IpsOutcome::Reject => {
                 core.set_status(&mut txn, 403);
-                let sending = !st.client_done;
                 st.state = SState::Denied;
-                st.held.clear();
+                let held = std::mem::take(&mut st.held);
                 st.held_bytes = 0;
                 st.resp_done = true;
+                // Decided on all of the body or beyond the inspected part:
+                // a client still sending is stopped.
+                let sending = !st.client_done;
+                st.client_done = true;
                 self.deny_stream(sid, sending, "blocked by an intrusion prevention rule");
+                for h in &held {
+                    if let HeldFrame::Raw(f) = h {
+                        if f.get(3) == Some(&DATA) {
+                            self.refund(f);
+                        }
+                    }
+                }
                 self.reap(sid);
                 return false;
             }

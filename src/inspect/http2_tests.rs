@@ -370,3 +370,131 @@ fn streams_beyond_the_cap_are_refused_not_forwarded() {
     );
     assert_eq!(o.alerts.len(), 1);
 }
+
+/// (type, stream, payload) of every frame in a byte stream.
+fn raw_frames(mut b: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+        let sid = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
+        out.push((b[3], sid, b[9..9 + len].to_vec()));
+        b = &b[9 + len..];
+    }
+    out
+}
+
+/// Sum of the WINDOW_UPDATE increments on stream 0, and the RST_STREAM
+/// error codes per stream, that the client was sent.
+fn refunds_and_resets(to_client: &[u8]) -> (u64, Vec<(u32, u32)>) {
+    let mut refund = 0;
+    let mut resets = Vec::new();
+    for (ty, sid, p) in raw_frames(to_client) {
+        let v = || u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+        match ty {
+            8 if sid == 0 => refund += u64::from(v()),
+            3 => resets.push((sid, v())),
+            _ => {}
+        }
+    }
+    (refund, resets)
+}
+
+fn upload(path: &str) -> Fields {
+    fields(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "www.example.com"),
+        (":path", path),
+    ])
+}
+
+#[test]
+fn denied_small_upload_finishes_and_its_window_is_refunded() {
+    // curl 7.88 fails a transfer whose stream is reset while it still
+    // uploads, even after a complete 403: a small body is let finish.
+    let e = engines(Mode::Prevent, "");
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    headers_frame(&mut enc, 1, &upload("/upload/a"), false, &mut client);
+    data_frame(1, b"secret", false, &mut client);
+    data_frame(1, b"-part2", true, &mut client);
+    let s3 = get("/index.html", "www.example.com");
+    headers_frame(&mut enc, 3, &s3, true, &mut client);
+    let mut server = Vec::new();
+    settings(&mut server);
+    let o = check_all_splits(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToServer, client), (Direction::ToClient, server)],
+    );
+    assert_eq!(
+        parse(&o.to_server, true),
+        vec![Seen::Other(4, 0), Seen::Headers(3, 0x5, s3)]
+    );
+    assert_eq!(statuses_of(&o.to_client), vec![(1, "403".to_string())]);
+    assert_eq!(refunds_and_resets(&o.to_client), (12, vec![]));
+}
+
+/// (stream, :status) of every response HEADERS frame toward the client.
+fn statuses_of(to_client: &[u8]) -> Vec<(u32, String)> {
+    parse(to_client, false)
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Headers(sid, _, h) => h
+                .iter()
+                .find(|(n, _)| n == b":status")
+                .map(|(_, v)| (sid, String::from_utf8_lossy(v).into_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn denied_upload_expecting_100_continue_is_answered_at_once() {
+    let e = engines(Mode::Prevent, "");
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    let mut h = upload("/upload/a");
+    h.push((b"expect".to_vec(), b"100-continue".to_vec()));
+    headers_frame(&mut enc, 1, &h, false, &mut client);
+    let mut server = Vec::new();
+    settings(&mut server);
+    let o = check_all_splits(
+        &e,
+        Some(b"h2"),
+        &[(Direction::ToServer, client), (Direction::ToClient, server)],
+    );
+    assert_eq!(parse(&o.to_server, true), vec![Seen::Other(4, 0)]);
+    assert_eq!(statuses_of(&o.to_client), vec![(1, "403".to_string())]);
+    assert_eq!(refunds_and_resets(&o.to_client), (0, vec![(1, 0)]));
+}
+
+#[test]
+fn denied_large_upload_is_reset_and_every_discarded_byte_refunded() {
+    let e = engines(Mode::Prevent, "");
+    let mut enc = Encoder::new();
+    let mut client = PREFACE.to_vec();
+    settings(&mut client);
+    headers_frame(&mut enc, 1, &upload("/upload/big"), false, &mut client);
+    // 20 KiB in flight before the client sees the reset.
+    for i in 0..20 {
+        data_frame(1, &[b'x'; 1024], i == 19, &mut client);
+    }
+    let mut server = Vec::new();
+    settings(&mut server);
+    let script = [(Direction::ToServer, client), (Direction::ToClient, server)];
+    let check = |o: &super::super::flow::tests::Outcome| {
+        assert_eq!(parse(&o.to_server, true), vec![Seen::Other(4, 0)]);
+        assert_eq!(
+            refunds_and_resets(&o.to_client),
+            (20 * 1024, vec![(1, 0)]),
+            "one RST_STREAM NO_ERROR, the whole body refunded"
+        );
+        assert_eq!(statuses_of(&o.to_client), vec![(1, "403".to_string())]);
+    };
+    check(&drive(&e, Some(b"h2"), &script, &whole));
+    let bytewise = |_: usize, b: &[u8]| b.iter().map(|x| vec![*x]).collect();
+    check(&drive(&e, Some(b"h2"), &script, &bytewise));
+}
