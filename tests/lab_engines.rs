@@ -242,6 +242,7 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             "{mode:?} h2={http2}: the GET did not reuse the connection: {r:?}"
         );
         assert_eq!(get.local_port, post.local_port, "{r:?}");
+        let denied_port = post.local_port;
         // A POST elsewhere on the host and a GET under /upload/ pass.
         let r = curl(
             &t,
@@ -258,11 +259,53 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         assert_eq!(codes, [200, 200], "{mode:?} h2={http2}: {r:?}");
         assert_eq!(r.transfers[0].body, "api ok\n");
         assert_eq!(r.transfers[1].body, "upload ok\n");
-        ports.push(post.local_port);
+        // A large denied upload (beyond what the appliance lets a client
+        // finish) is answered 403 too; the connection stays usable.
+        let big = t.path(&format!("upload-{http2}.bin"));
+        std::fs::write(&big, vec![b'u'; 512 * 1024])?;
+        let r = curl(
+            &t,
+            lab::SERVER_NAME,
+            http2,
+            &[
+                req(
+                    "/upload/big",
+                    &["--data-binary", &format!("@{}", big.display())],
+                ),
+                req("/index.html", &[]),
+            ],
+            &format!("wf-big-{http2}"),
+        )?;
+        assert_eq!(r.transfers.len(), 2, "{mode:?} h2={http2}: {r:?}");
+        let (post, get) = (&r.transfers[0], &r.transfers[1]);
+        if http2 {
+            // The 403 goes out with RST_STREAM (NO_ERROR) mid-upload (RFC
+            // 9113 §8.1); curl 7.88 reports that as error 92 rather than
+            // the 403 (curl/curl#15316, #22984), so only the connection's
+            // survival is checked here; the 403 itself is unit-tested.
+            assert!(
+                post.code == 403 || r.stderr.contains("curl: (92)"),
+                "{mode:?}: {r:?}"
+            );
+            assert_eq!(
+                get.connects, 0,
+                "{mode:?}: the connection did not survive: {r:?}"
+            );
+        } else {
+            assert_eq!(post.code, 403, "{mode:?}: {r:?}");
+            assert!(post.body.contains("Access blocked"), "{r:?}");
+        }
+        assert_eq!(
+            (get.code, get.body.as_str()),
+            (200, "hello from nginx\n"),
+            "{r:?}"
+        );
+        assert!(r.took < Duration::from_secs(5), "{mode:?}: {r:?}");
+        ports.push(denied_port);
     }
     let access = access_log(&nginx);
     assert!(
-        !access.contains("/upload/x-"),
+        !access.contains("/upload/x-") && !access.contains("/upload/big"),
         "a denied request reached nginx:\n{access}"
     );
     assert!(access.contains("POST /api/ok"), "{access}");
@@ -318,6 +361,11 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 #[test]
 fn webfilter_af_packet() -> anyhow::Result<()> {
     webfilter(LabMode::AfPacket, "enwf")
+}
+
+#[test]
+fn webfilter_tun() -> anyhow::Result<()> {
+    webfilter(LabMode::Tun, "enwft")
 }
 
 /// An attack request: what curl sends and how to find it in nginx's log.
@@ -494,6 +542,11 @@ fn ips_af_packet() -> anyhow::Result<()> {
     ips(LabMode::AfPacket, "enips")
 }
 
+#[test]
+fn ips_tun() -> anyhow::Result<()> {
+    ips(LabMode::Tun, "enipt")
+}
+
 const APPCONTROL: &str = r#"
 [appcontrol]
 
@@ -597,4 +650,9 @@ fn appcontrol(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 #[test]
 fn appcontrol_af_packet() -> anyhow::Result<()> {
     appcontrol(LabMode::AfPacket, "enapp")
+}
+
+#[test]
+fn appcontrol_tun() -> anyhow::Result<()> {
+    appcontrol(LabMode::Tun, "enapt")
 }
