@@ -521,6 +521,26 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
                 .is_some_and(|m| m.starts_with("TLSINSPECT")),
             "{hit:#}"
         );
+        // The flow record carries the verdict and the request, unanswered.
+        let f = records
+            .iter()
+            .find(|r| r["event_type"] == "flow" && r["flow_id"] == hit["flow_id"])
+            .unwrap_or_else(|| panic!("{mode:?}: no flow record for {hit:#}"));
+        assert!(
+            f["alerts"].as_array().is_some_and(|v| v
+                .iter()
+                .any(|x| x["sid"] == hit["alert"]["sid"] && x["action"] == "drop")),
+            "{f:#}"
+        );
+        let path = a.path.split('?').next().unwrap_or_default();
+        assert!(
+            f["http"].as_array().is_some_and(|v| v
+                .iter()
+                .any(|h| h["url"].as_str().is_some_and(|u| u.starts_with(path))
+                    && h["status"].is_null())),
+            "{mode:?}: {}: {f:#}",
+            a.name
+        );
     }
     let det = ips
         .iter()
