@@ -43,7 +43,6 @@ struct Run {
     /// How long the whole curl run took.
     took: Duration,
     transfers: Vec<Transfer>,
-    #[allow(dead_code)] // printed by Debug in assertion messages
     stderr: String,
 }
 
@@ -124,9 +123,10 @@ fn curl(t: &TestLab, host: &str, http2: bool, reqs: &[Req<'_>], tag: &str) -> an
 
 /// Asserts that every transfer of `r` completed, promptly: a client must
 /// not hang or fail on a blocked request (curl's exit code is the last
-/// transfer's, so the time catches a stalled earlier one).
+/// transfer's, so its error lines and the time catch an earlier one).
 fn assert_clean(r: &Run, what: &str) {
     assert_eq!(r.exit, Some(0), "{what}: {r:?}");
+    assert!(!r.stderr.contains("curl: ("), "{what}: {r:?}");
     assert!(
         r.took < Duration::from_secs(5),
         "{what}: took {:?}: {r:?}",
