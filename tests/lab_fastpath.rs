@@ -1,7 +1,10 @@
-//! The appliance binary in the lab, fast path only (issue 3): ping, UDP and
-//! HTTPS cross it unchanged in both af_packet and tun mode, and in-scope TCP
-//! flows are logged as `pass` / `not_intercepting_yet` with their policy and
-//! scope while out-of-scope flows leave no record.
+//! The appliance binary in the lab, fast path and pass relay (issues 3, 4):
+//! ping, UDP and HTTPS cross it unchanged in both af_packet and tun mode; the
+//! in-scope client's TLS 1.3 connections, with `tls13 = "passthrough"`, are
+//! terminated at TCP level and relayed unchanged (the origin's certificate,
+//! a byte-identical 50 MB body) and logged as `pass` / `tls13` with their
+//! policy and scope, while out-of-scope flows leave no record.
+//! (Interception itself: `tests/lab_intercept.rs`.)
 
 mod lab;
 
@@ -25,7 +28,9 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     let (config, log) = t.write_config(IN_SCOPE)?;
     // The metrics endpoint listens inside the appliance ns only.
     let text = std::fs::read_to_string(&config)?
-        .replace("\ncontrol = ", "\nmetrics = \"127.0.0.1:9273\"\ncontrol = ");
+        .replace("\ncontrol = ", "\nmetrics = \"127.0.0.1:9273\"\ncontrol = ")
+        .replace("tls13 = \"inspect\"", "tls13 = \"passthrough\"");
+    assert!(text.contains("tls13 = \"passthrough\""));
     std::fs::write(&config, text)?;
     let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER_A)?;
 
@@ -130,13 +135,13 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
                 && r["dest_ip"] == server.to_string()
                 && r["dest_port"] == 443
                 && r["action"] == "pass"
-                && r["reason"] == "not_intercepting_yet"
+                && r["reason"] == "tls13"
                 && r["policy_id"] == "pol-demo"
                 && r["scope_id"] == "sc-https"
         });
         assert!(
             found,
-            "{mode:?}: no pass/not_intercepting_yet record for {IN_SCOPE}:{port} -> {server}:443 in {records:#?}\nappliance said: {counters}"
+            "{mode:?}: no pass/tls13 record for {IN_SCOPE}:{port} -> {server}:443 in {records:#?}\nappliance said: {counters}"
         );
     }
     assert!(

@@ -12,17 +12,18 @@ pub mod api;
 pub mod classify;
 pub mod flow;
 pub mod frame;
+pub mod intercept;
 pub mod io;
 pub mod path;
 pub mod pipeline;
 pub mod stats;
 pub mod steer;
+pub mod tcp;
+pub mod tls;
 mod worker;
 
 #[cfg(test)]
 mod netns_tests;
-pub mod tcp;
-pub mod tls;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};

@@ -660,3 +660,107 @@ fn rtt_us(lab: &Lab, port: u16, rounds: u32) -> f64 {
     .join()
     .unwrap()
 }
+
+/// CPU nanoseconds used so far by this process's threads named `name`.
+fn thread_cpu_ns(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Alternating A/B of the fast path against a kernel bridge: several rounds
+/// of bridge, appliance V2, appliance V3 back to back; prints medians, ratios
+/// and the worker thread's CPU time per GB forwarded (load-robust). Knobs:
+/// `AB_ROUNDS` (5), `AB_SECS` (3), `AB_V3_BLOCK` (V3 block bytes, 262144). Run in release: `cargo test --release -p
+/// tlsinspect-pipeline --lib fastpath_ab -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run explicitly in release"]
+fn fastpath_ab_vs_kernel_bridge() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let rounds = env("AB_ROUNDS", 5);
+    let secs = env("AB_SECS", 3) as f64;
+    let v3_block = env("AB_V3_BLOCK", 256 * 1024) as u32;
+    let lab = Lab::bridged("ab");
+    let mut port = 9200u16;
+    let mut next_port = || {
+        port += 1;
+        port
+    };
+    let (mut br, mut v2, mut v3) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut v2_cpu, mut v3_cpu) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        lab.x(&lab.a, &["ip", "link", "add", "br0", "type", "bridge"]);
+        lab.x(&lab.a, &["ip", "link", "set", "alan", "master", "br0"]);
+        lab.x(&lab.a, &["ip", "link", "set", "awan", "master", "br0"]);
+        lab.x(&lab.a, &["ip", "link", "set", "br0", "up"]);
+        bulk(&lab, next_port(), 0.3);
+        let b = bulk(&lab, next_port(), secs);
+        lab.x(&lab.a, &["ip", "link", "del", "br0"]);
+        br.push(b);
+        let mut line = format!("round {round}: bridge {b:.2}");
+        for version in [RingVersion::V2, RingVersion::V3] {
+            let mut ring = RingConfig {
+                version,
+                ..RingConfig::default()
+            };
+            if version == RingVersion::V3 {
+                // Same ring bytes, smaller blocks if asked (fill and retire sooner).
+                ring.block_size = v3_block;
+                ring.block_count = (8 << 20) / v3_block;
+            }
+            let mode = DeviceMode::AfPacket {
+                lan: "alan".into(),
+                wan: "awan".into(),
+            };
+            let p = start_ring(&lab, mode, vec![1], Arc::new(MemLog::default()), ring);
+            bulk(&lab, next_port(), 0.3);
+            let cpu0 = thread_cpu_ns("tlsinspect-w0");
+            let g = bulk(&lab, next_port(), secs);
+            let cpu = (thread_cpu_ns("tlsinspect-w0") - cpu0) as f64 / 1e9;
+            let stats = p.shutdown();
+            // CPU seconds of the worker per GB (1e9 bytes) of payload moved.
+            let per_gb = cpu / (g * secs / 8.0);
+            line += &format!(
+                ", {version:?} {g:.2} ({:.2}) cpu {per_gb:.3} s/GB drops tx {} rx {}",
+                g / b,
+                stats.total.tx_dropped,
+                stats.total.rx_dropped
+            );
+            match version {
+                RingVersion::V2 => (v2.push(g), v2_cpu.push(per_gb)),
+                RingVersion::V3 => (v3.push(g), v3_cpu.push(per_gb)),
+            };
+        }
+        eprintln!("{line}");
+    }
+    let (mb, m2, m3) = (median(&mut br), median(&mut v2), median(&mut v3));
+    eprintln!(
+        "medians over {rounds} rounds of {secs}s: bridge {mb:.2} Gbit/s; V2 {m2:.2} Gbit/s ratio {:.2} cpu {:.3} s/GB; V3 {m3:.2} Gbit/s ratio {:.2} cpu {:.3} s/GB",
+        m2 / mb,
+        median(&mut v2_cpu),
+        m3 / mb,
+        median(&mut v3_cpu)
+    );
+}

@@ -7,15 +7,28 @@
 //! frames and virtual time.
 //!
 //! What happens to a SYN: a TCP SYN (without ACK) arriving from the LAN side
-//! is looked up in the current scope table. A match creates a flow entry
-//! carrying the match, so a later reload never changes the decision for that
-//! flow. Every later frame of the flow, in either direction, finds the entry
-//! by its normalized 5-tuple. Today those frames are forwarded unchanged and
-//! counted; when the flow ends (FIN both ways, a RST, idle timeout or
-//! shutdown) one record goes to the [`FlowLog`] with action `pass` and reason
-//! `not_intercepting_yet`. Interception will replace [`Dispatcher::on_tcp`]'s
-//! in-scope branch: the SYN starts the per-flow TCP/TLS state machine instead.
+//! is looked up in the current scope table. With an interception context
+//! ([`Dispatcher::with_intercept`], what the appliance always sets), a match
+//! starts an [`InterceptedFlow`] from the SYN, which is NOT forwarded: the
+//! flow terminates TCP on both legs itself. Every later packet of the flow,
+//! in either direction, is fed to it and never forwarded; what the flow
+//! sends goes into the dispatcher's outbox, which the worker drains into the
+//! devices ([`Dispatcher::drain_tx`]) with the Ethernet header of the flow's
+//! SYN re-applied (MACs swapped toward the client). The flow captures the
+//! context of its birth, so a reload never changes its decision. Per-flow
+//! timers live in one binary heap per worker ([`Dispatcher::run_timers`],
+//! [`Dispatcher::next_timer`]); a heap entry is only pushed when a flow's
+//! deadline moves earlier, so the heap holds about one entry per flow.
+//! When a flow is finished (or idle too long, or at shutdown) its record goes
+//! to the [`FlowLog`].
+//!
+//! Without an interception context (unit tests of the data plane alone) an
+//! in-scope flow is only tracked: its frames are forwarded unchanged and
+//! counted, and when it ends (FIN both ways, a RST, idle timeout or shutdown)
+//! one record with action `pass` and reason `not_intercepting_yet` is written.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,10 +39,12 @@ use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::ScopeTable;
 use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
+use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::RxMeta;
 use crate::stats::Counters;
+use crate::tcp::Side as Leg;
 
-/// The reason logged for in-scope flows while interception is not built.
+/// The reason logged for in-scope flows tracked without an interception context.
 pub const REASON_NOT_INTERCEPTING: &str = "not_intercepting_yet";
 
 /// Which NIC (or TUN) a frame arrived on.
@@ -73,8 +88,10 @@ pub enum FastKind {
 pub enum Path {
     /// Forwarded untracked.
     Fast(FastKind),
-    /// Belongs to a tracked in-scope flow.
+    /// Belongs to a tracked in-scope flow (forwarded unchanged).
     InScope,
+    /// Consumed by an intercepted flow: NOT forwarded (its output is in the outbox).
+    Intercepted,
     /// Did not parse; forwarded unchanged.
     Malformed(FrameError),
 }
@@ -98,6 +115,74 @@ impl Clock {
     }
 }
 
+/// An intercepted flow and what the worker needs to send its packets.
+struct Held {
+    flow: InterceptedFlow,
+    /// The MACs of the client's SYN frame (destination, source): the WAN
+    /// side's header as is, the LAN side's swapped. `None` on TUN.
+    macs: Option<[u8; 12]>,
+    last_seen: Instant,
+    /// The deadline of this flow's live heap entry, if any.
+    armed: Option<Instant>,
+}
+
+/// A timer heap entry; ordered so that `BinaryHeap` pops the earliest first.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    at: Instant,
+    key: FlowKey,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.at.cmp(&self.at)
+    }
+}
+
+/// Frames the intercepted flows produced, waiting for the worker to send them.
+#[derive(Debug, Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    frames: Vec<(Side, usize, usize)>,
+}
+
+impl Outbox {
+    /// Appends `packet` for `side`, with its Ethernet header when `macs` is known.
+    fn push(&mut self, side: Side, macs: Option<&[u8; 12]>, packet: &[u8]) {
+        let start = self.buf.len();
+        if let Some(m) = macs {
+            match side {
+                // Toward the server: as the client's SYN frame was addressed.
+                Side::Wan => self.buf.extend_from_slice(m),
+                // Toward the client: from the gateway's MAC to the client's.
+                Side::Lan => {
+                    self.buf.extend_from_slice(&m[6..12]);
+                    self.buf.extend_from_slice(&m[0..6]);
+                }
+            }
+            let ethertype: u16 = if packet.first().map(|b| b >> 4) == Some(6) {
+                0x86dd
+            } else {
+                0x0800
+            };
+            self.buf.extend_from_slice(&ethertype.to_be_bytes());
+        }
+        self.buf.extend_from_slice(packet);
+        self.frames.push((side, start, self.buf.len() - start));
+    }
+}
+
 /// The per-worker decision core.
 pub struct Dispatcher {
     worker: u64,
@@ -106,6 +191,14 @@ pub struct Dispatcher {
     scopes: Arc<ArcSwap<ScopeTable>>,
     log: Arc<dyn FlowLog>,
     clock: Clock,
+    max_flows: usize,
+    idle: Duration,
+    intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    held: hashbrown::HashMap<FlowKey, Held>,
+    timers: BinaryHeap<Timer>,
+    outbox: Outbox,
+    scratch: Vec<u8>,
+    due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
     pub counters: Counters,
 }
@@ -136,19 +229,120 @@ impl Dispatcher {
             scopes,
             log,
             clock,
+            max_flows,
+            idle: idle_timeout,
+            intercept: None,
+            held: hashbrown::HashMap::new(),
+            timers: BinaryHeap::new(),
+            outbox: Outbox::default(),
+            scratch: Vec::with_capacity(2048),
+            due: Vec::new(),
             counters: Counters::default(),
         }
     }
 
+    /// Intercepts in-scope flows with the context `ctx` holds at each SYN.
+    ///
+    /// A reload stores a new context; flows keep the one they were born with.
+    pub fn with_intercept(mut self, ctx: Arc<ArcSwap<InterceptCtx>>) -> Dispatcher {
+        self.intercept = Some(ctx);
+        self
+    }
+
+    /// Hands every frame the intercepted flows produced to `send`, in order, and empties the outbox.
+    ///
+    /// On AF_PACKET the frames carry their Ethernet header; on TUN they are bare IP packets.
+    pub fn drain_tx(&mut self, mut send: impl FnMut(Side, &[u8])) {
+        for &(side, start, len) in &self.outbox.frames {
+            send(side, &self.outbox.buf[start..start + len]);
+        }
+        self.outbox.frames.clear();
+        self.outbox.buf.clear();
+    }
+
+    /// Whether frames wait in the outbox.
+    pub fn has_tx(&self) -> bool {
+        !self.outbox.frames.is_empty()
+    }
+
+    /// The earliest instant an intercepted flow's timer is due.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|t| t.at)
+    }
+
+    /// Runs the timers of intercepted flows due at `now`.
+    ///
+    /// Timers a flow arms while being run wait for the next call, so a flow
+    /// cannot keep the worker here.
+    pub fn run_timers(&mut self, now: Instant) {
+        while self.timers.peek().is_some_and(|t| t.at <= now) {
+            if let Some(t) = self.timers.pop() {
+                self.due.push(t);
+            }
+        }
+        let mut due = std::mem::take(&mut self.due);
+        for t in due.drain(..) {
+            let Some(h) = self.held.get_mut(&t.key) else {
+                continue;
+            };
+            // An entry superseded by an earlier one is stale.
+            if h.armed != Some(t.at) {
+                continue;
+            }
+            h.armed = None;
+            h.flow.handle_timeout(now);
+            self.service(t.key, now);
+        }
+        self.due = due;
+    }
+
+    /// Sends what an intercepted flow produced, ends it if finished, re-arms its timer.
+    fn service(&mut self, key: FlowKey, now: Instant) {
+        let Some(h) = self.held.get_mut(&key) else {
+            return;
+        };
+        while let Some(leg) = h.flow.poll_transmit_into(now, &mut self.scratch) {
+            let side = match leg {
+                Leg::Client => Side::Lan,
+                Leg::Server => Side::Wan,
+            };
+            self.outbox.push(side, h.macs.as_ref(), &self.scratch);
+            self.counters.intercept_tx_packets += 1;
+        }
+        if h.flow.is_finished() {
+            if let Some(h) = self.held.remove(&key) {
+                self.end_intercepted(h, now);
+            }
+            return;
+        }
+        if let Some(d) = h.flow.poll_timeout() {
+            if h.armed.is_none_or(|a| d < a) {
+                h.armed = Some(d);
+                self.timers.push(Timer { at: d, key });
+            }
+        }
+    }
+
+    fn end_intercepted(&mut self, mut h: Held, now: Instant) {
+        let rec = h.flow.finish(now);
+        self.log.record(&rec);
+        self.counters.flows_ended += 1;
+        self.counters.intercepted_ended += 1;
+        self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
+    }
+
     /// Decides the path of an Ethernet frame (AF_PACKET).
+    ///
+    /// `frame` is the whole frame `parsed` was parsed from.
     pub fn on_ethernet(
         &mut self,
         side: Side,
+        frame: &[u8],
         parsed: Result<EthView<'_>, FrameError>,
         meta: RxMeta,
-        wire_len: usize,
         now: Instant,
     ) -> Path {
+        let wire_len = frame.len();
         self.counters.rx_frames += 1;
         self.counters.rx_bytes += wire_len as u64;
         let path = match parsed {
@@ -160,7 +354,13 @@ impl Dispatcher {
             Ok(eth) => match eth.payload {
                 Payload::Arp => Path::Fast(FastKind::Arp),
                 Payload::Other(_) => Path::Fast(FastKind::Other),
-                Payload::Ip(ip) => self.ip_path(side, &ip, wire_len, now),
+                Payload::Ip(ip) => {
+                    // Untagged (tagged frames took the branch above): the
+                    // IP packet follows the 14-byte Ethernet header.
+                    let raw = frame.get(14..).unwrap_or_default();
+                    let macs = frame.get(..12).and_then(|m| <[u8; 12]>::try_from(m).ok());
+                    self.ip_path(side, &ip, raw, macs, now)
+                }
             },
         };
         self.count(path, wire_len);
@@ -168,18 +368,21 @@ impl Dispatcher {
     }
 
     /// Decides the path of a bare IP packet (TUN).
+    ///
+    /// `packet` is the whole packet `parsed` was parsed from.
     pub fn on_ip(
         &mut self,
         side: Side,
+        packet: &[u8],
         parsed: Result<IpView<'_>, FrameError>,
-        wire_len: usize,
         now: Instant,
     ) -> Path {
+        let wire_len = packet.len();
         self.counters.rx_frames += 1;
         self.counters.rx_bytes += wire_len as u64;
         let path = match parsed {
             Err(e) => Path::Malformed(e),
-            Ok(ip) => self.ip_path(side, &ip, wire_len, now),
+            Ok(ip) => self.ip_path(side, &ip, packet, None, now),
         };
         self.count(path, wire_len);
         path
@@ -188,7 +391,7 @@ impl Dispatcher {
     fn count(&mut self, path: Path, len: usize) {
         let c = &mut self.counters;
         match path {
-            Path::InScope => {
+            Path::InScope | Path::Intercepted => {
                 c.inscope_frames += 1;
                 c.inscope_bytes += len as u64;
                 return;
@@ -207,9 +410,20 @@ impl Dispatcher {
         c.fast_bytes += len as u64;
     }
 
-    fn ip_path(&mut self, side: Side, ip: &IpView<'_>, _wire_len: usize, now: Instant) -> Path {
+    fn ip_path(
+        &mut self,
+        side: Side,
+        ip: &IpView<'_>,
+        raw: &[u8],
+        macs: Option<[u8; 12]>,
+        now: Instant,
+    ) -> Path {
         match ip.transport {
-            Transport::Tcp(tcp) => self.on_tcp(side, ip, &tcp, now),
+            Transport::Tcp(tcp) => {
+                // The packet without link padding.
+                let raw = raw.get(..ip.len).unwrap_or(raw);
+                self.on_tcp(side, ip, &tcp, raw, macs, now)
+            }
             Transport::Udp { .. } => Path::Fast(FastKind::Udp),
             Transport::Icmp => Path::Fast(FastKind::Icmp),
             Transport::Fragment | Transport::Other(_) => Path::Fast(FastKind::Other),
@@ -217,8 +431,28 @@ impl Dispatcher {
     }
 
     /// A TCP segment: part of a tracked flow, the SYN of a new in-scope flow, or fast path.
-    fn on_tcp(&mut self, side: Side, ip: &IpView<'_>, tcp: &TcpView<'_>, now: Instant) -> Path {
+    fn on_tcp(
+        &mut self,
+        side: Side,
+        ip: &IpView<'_>,
+        tcp: &TcpView<'_>,
+        raw: &[u8],
+        macs: Option<[u8; 12]>,
+        now: Instant,
+    ) -> Path {
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
+        if let Some(h) = self.held.get_mut(&key) {
+            let client = h.flow.client_addr();
+            let from = if ip.src == client.ip() && tcp.src_port == client.port() {
+                Leg::Client
+            } else {
+                Leg::Server
+            };
+            h.last_seen = now;
+            h.flow.handle_packet(from, raw, now);
+            self.service(key, now);
+            return Path::Intercepted;
+        }
         let seg = Segment {
             seq: tcp.seq,
             len: tcp.payload.len(),
@@ -242,11 +476,47 @@ impl Dispatcher {
         let Some(m) = scopes.lookup(ip.src, tcp.src_port, ip.dst, tcp.dst_port) else {
             return Path::Fast(FastKind::Tcp);
         };
+        let m = m.clone();
+        drop(scopes);
+        if let Some(ctx) = &self.intercept {
+            if self.flows.len() + self.held.len() >= self.max_flows {
+                self.counters.flow_overflow += 1;
+                return Path::Fast(FastKind::Tcp);
+            }
+            let ctx = ctx.load_full();
+            let flow =
+                InterceptedFlow::new(ctx, &m, raw, random_seed(), now, self.clock.system(now));
+            return match flow {
+                Ok(flow) => {
+                    self.held.insert(
+                        key,
+                        Held {
+                            flow,
+                            macs,
+                            last_seen: now,
+                            armed: None,
+                        },
+                    );
+                    self.counters.flows_started += 1;
+                    self.counters.intercepted_started += 1;
+                    self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
+                    self.service(key, now);
+                    Path::Intercepted
+                }
+                Err(e) => {
+                    if self.counters.intercept_start_errors == 0 {
+                        log::warn!("worker {}: cannot intercept {key:?}: {e}", self.worker);
+                    }
+                    self.counters.intercept_start_errors += 1;
+                    Path::Fast(FastKind::Tcp)
+                }
+            };
+        }
         self.next_flow += 1;
         let id = (self.worker << 48) | self.next_flow;
         let client = SocketAddr::new(ip.src, tcp.src_port);
         let server = SocketAddr::new(ip.dst, tcp.dst_port);
-        let mut flow = Flow::new(id, client, server, m.clone(), now);
+        let mut flow = Flow::new(id, client, server, m, now);
         flow.on_segment(true, seg, now);
         match self.flows.insert(key, flow) {
             Ok(_) => {
@@ -268,6 +538,18 @@ impl Dispatcher {
         for f in ended {
             self.end(f, now);
         }
+        let idle = self.idle;
+        let stale: Vec<FlowKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now.saturating_duration_since(h.last_seen) >= idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(h) = self.held.remove(&k) {
+                self.end_intercepted(h, now);
+            }
+        }
     }
 
     /// Ends every flow (shutdown), logging each.
@@ -277,16 +559,21 @@ impl Dispatcher {
         for f in ended {
             self.end(f, now);
         }
+        let held: Vec<Held> = self.held.drain().map(|(_, h)| h).collect();
+        for h in held {
+            self.end_intercepted(h, now);
+        }
+        self.timers.clear();
     }
 
-    /// Number of tracked flows.
+    /// Number of tracked and intercepted flows.
     pub fn active_flows(&self) -> usize {
-        self.flows.len()
+        self.flows.len() + self.held.len()
     }
 
     fn end(&mut self, flow: Flow, now: Instant) {
         self.counters.flows_ended += 1;
-        self.counters.flows_active = self.flows.len() as u64;
+        self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
         let rec = FlowRecord {
             timestamp: self.clock.system(now),
             meta: FlowMeta {
@@ -309,6 +596,20 @@ impl Dispatcher {
         };
         self.log.record(&rec);
     }
+}
+
+/// A random seed for a flow's TCP initial sequence numbers.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        // The system RNG failing is not a reason to refuse traffic; the
+        // clock's nanoseconds still make sequence numbers hard to guess.
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]
@@ -400,13 +701,7 @@ pub(crate) mod tests {
         };
         let frame = ft::ether(0x0800, &[], &pkt);
         let now = r.t0 + Duration::from_millis(at_ms);
-        r.d.on_ethernet(
-            side,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            frame.len(),
-            now,
-        )
+        r.d.on_ethernet(side, &frame, parse_ethernet(&frame), RxMeta::default(), now)
     }
 
     const SYN: u8 = TcpFlags::SYN;
@@ -484,13 +779,7 @@ pub(crate) mod tests {
         let pkt = ft::ipv4_tcp(C, 40000, S, 80, SYN, b"");
         let f = ft::ether(0x0800, &[], &pkt);
         assert_eq!(
-            r.d.on_ethernet(
-                Side::Lan,
-                parse_ethernet(&f),
-                RxMeta::default(),
-                f.len(),
-                r.t0
-            ),
+            r.d.on_ethernet(Side::Lan, &f, parse_ethernet(&f), RxMeta::default(), r.t0),
             Path::Fast(FastKind::Tcp)
         );
         // A SYN entering from the WAN side is never a client of ours.
@@ -577,9 +866,7 @@ pub(crate) mod tests {
         let mut r = rig(100);
         let s = ft::samples();
         let now = r.t0;
-        let mut path = |f: &[u8], meta| {
-            r.d.on_ethernet(Side::Lan, parse_ethernet(f), meta, f.len(), now)
-        };
+        let mut path = |f: &[u8], meta| r.d.on_ethernet(Side::Lan, f, parse_ethernet(f), meta, now);
         assert_eq!(path(&s[6], RxMeta::default()), Path::Fast(FastKind::Arp));
         assert_eq!(path(&s[4], RxMeta::default()), Path::Fast(FastKind::Udp));
         assert_eq!(
@@ -622,7 +909,7 @@ pub(crate) mod tests {
         // TUN packets go through the same decision.
         let pkt = ft::ipv4_tcp(C, 7, S, 443, SYN, b"");
         assert_eq!(
-            r.d.on_ip(Side::Lan, parse_ip(&pkt), pkt.len(), now),
+            r.d.on_ip(Side::Lan, &pkt, parse_ip(&pkt), now),
             Path::InScope
         );
     }

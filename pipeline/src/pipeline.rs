@@ -20,6 +20,7 @@ use mio::{Poll, Waker};
 
 use crate::api::FlowLog;
 use crate::classify::ScopeTable;
+use crate::intercept::InterceptCtx;
 use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
 use crate::io::tun::Tun;
 use crate::io::Device;
@@ -164,6 +165,21 @@ impl Pipeline {
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
     ) -> Result<Pipeline, PipelineError> {
+        Self::start_intercepting(cfg, ring, scopes, log, None)
+    }
+
+    /// Starts the pipeline; with `intercept`, in-scope flows are intercepted.
+    ///
+    /// Each new in-scope flow takes the context `intercept` holds at its SYN
+    /// (store a new one on reload); without it in-scope flows are only
+    /// tracked and forwarded (see [`crate::path`]).
+    pub fn start_intercepting(
+        cfg: PipelineConfig,
+        ring: RingConfig,
+        scopes: Arc<ScopeTable>,
+        log: Arc<dyn FlowLog>,
+        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    ) -> Result<Pipeline, PipelineError> {
         check_cpus(&cfg.cpus)?;
         let n = cfg.cpus.len();
         match &cfg.mode {
@@ -193,7 +209,7 @@ impl Pipeline {
                     wan_group = r.fanout_id();
                     devs.push((l, r));
                 }
-                Self::spawn(cfg, devs, scopes, log)
+                Self::spawn(cfg, devs, scopes, log, intercept.clone())
             }
             DeviceMode::Tun { lan, wan } => {
                 let mut devs = Vec::with_capacity(n);
@@ -208,7 +224,7 @@ impl Pipeline {
                     };
                     devs.push((open(lan, "lan")?, open(wan, "wan")?));
                 }
-                Self::spawn(cfg, devs, scopes, log)
+                Self::spawn(cfg, devs, scopes, log, intercept.clone())
             }
         }
     }
@@ -218,6 +234,7 @@ impl Pipeline {
         devs: Vec<(D, D)>,
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
+        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
     ) -> Result<Pipeline, PipelineError> {
         let n = devs.len();
         let table = Arc::new(ArcSwap::new(scopes));
@@ -250,19 +267,23 @@ impl Pipeline {
             devs.into_iter().zip(polls).zip(rxs).enumerate()
         {
             let counters = Arc::new(SharedCounters::default());
+            let mut dispatcher = Dispatcher::new(
+                w,
+                per_worker,
+                cfg.flow_idle_timeout,
+                table.clone(),
+                log.clone(),
+                clock,
+            );
+            if let Some(ctx) = &intercept {
+                dispatcher = dispatcher.with_intercept(ctx.clone());
+            }
             let worker = Worker {
                 index: w,
                 lan,
                 wan,
                 poll,
-                dispatcher: Dispatcher::new(
-                    w,
-                    per_worker,
-                    cfg.flow_idle_timeout,
-                    table.clone(),
-                    log.clone(),
-                    clock,
-                ),
+                dispatcher,
                 shared: counters.clone(),
                 stop: stop.clone(),
                 handoff_rx,

@@ -96,6 +96,14 @@ counters! {
     handoff_overflow,
     /// AF_PACKET: frames the fanout delivered to a worker other than the hash owner (expected 0).
     misrouted,
+    /// In-scope flows handed to the interception driver (TCP terminated on both legs).
+    intercepted_started,
+    /// Intercepted flows ended and logged.
+    intercepted_ended,
+    /// In-scope SYNs the interception driver refused (forwarded untracked).
+    intercept_start_errors,
+    /// IP packets the intercepted flows' TCP legs sent.
+    intercept_tx_packets,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

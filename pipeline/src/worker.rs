@@ -26,7 +26,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::frame::{parse_ethernet, parse_ip};
 use crate::io::{Device, Medium, RxMeta};
-use crate::path::{Dispatcher, Side};
+use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
 use crate::steer::{packet_hash, worker_of};
 
@@ -101,8 +101,12 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                self.dispatcher
-                    .on_ethernet(side, parsed, meta, len, self.now);
+                let path = self
+                    .dispatcher
+                    .on_ethernet(side, frame, parsed, meta, self.now);
+                if path == Path::Intercepted {
+                    return;
+                }
             }
             Medium::Ip => {
                 let parsed = parse_ip(frame);
@@ -130,7 +134,10 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                self.dispatcher.on_ip(side, parsed, len, self.now);
+                let path = self.dispatcher.on_ip(side, frame, parsed, self.now);
+                if path == Path::Intercepted {
+                    return;
+                }
             }
         }
         self.forward(frame, meta, out);
@@ -210,6 +217,10 @@ impl<D: Device> Worker<D> {
                     let _ = self.peers[i].waker.wake();
                 }
             }
+            // Intercepted flows: due timers, then everything they produced.
+            self.dispatcher.run_timers(now);
+            let produced = self.dispatcher.has_tx();
+            self.send_intercepted();
             let flushed = self.lan.flush().and(self.wan.flush());
             let (n_lan, n_wan) = match (from_lan, from_wan, flushed) {
                 (Ok(a), Ok(b), Ok(())) => (a, b),
@@ -226,7 +237,7 @@ impl<D: Device> Worker<D> {
             }
             self.publish();
             let busy = n_lan >= BUDGET || n_wan >= BUDGET || handed >= BUDGET;
-            if n_lan + n_wan + handed > 0 {
+            if n_lan + n_wan + handed > 0 || produced {
                 last_active = now;
             }
             // Under load, frames arrive microseconds apart: polling the rings
@@ -236,7 +247,12 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             if !busy {
-                let timeout = next_housekeeping.saturating_duration_since(Instant::now());
+                // Sleep until housekeeping or the earliest flow timer.
+                let wake_at = match self.dispatcher.next_timer() {
+                    Some(t) => t.min(next_housekeeping),
+                    None => next_housekeeping,
+                };
+                let timeout = wake_at.saturating_duration_since(Instant::now());
                 if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != io::ErrorKind::Interrupted {
                         result = Err(e);
@@ -249,9 +265,43 @@ impl<D: Device> Worker<D> {
         let _ = self.lan.flush();
         let _ = self.wan.flush();
         self.dispatcher.finish(Instant::now());
+        self.send_intercepted();
+        let _ = self.lan.flush();
+        let _ = self.wan.flush();
         self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
         self.publish();
         result
+    }
+
+    /// Queues the frames of intercepted flows on their devices (sent by the next flush).
+    fn send_intercepted(&mut self) {
+        let (lan, wan) = (&mut self.lan, &mut self.wan);
+        let (mut sent, mut failed) = (0u64, 0u64);
+        let mut first_error = None;
+        self.dispatcher.drain_tx(|side, frame| {
+            let dev = match side {
+                Side::Lan => &mut *lan,
+                Side::Wan => &mut *wan,
+            };
+            match dev.send(frame) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        });
+        let c = &mut self.dispatcher.counters;
+        if let Some(e) = first_error {
+            if c.tx_errors == 0 {
+                log::warn!(
+                    "worker {}: transmit of an intercepted flow's packet failed: {e}",
+                    self.index
+                );
+            }
+        }
+        c.tx_frames += sent;
+        c.tx_errors += failed;
     }
 
     fn publish(&mut self) {

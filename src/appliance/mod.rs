@@ -27,6 +27,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tlsinspect_pipeline::api::{CertMinter, FlowLog, Inspector};
+use tlsinspect_pipeline::intercept::InterceptCtx;
+use tlsinspect_pipeline::io::afpacket::RingConfig;
+use tlsinspect_pipeline::tcp::FlowConfig;
 use tlsinspect_pipeline::tls::bypass::BypassCache;
 use tlsinspect_pipeline::tls::decision::TlsPolicy;
 use tlsinspect_pipeline::tls::intercept::UpstreamTls;
@@ -108,6 +111,9 @@ pub struct Appliance {
     inspector: Arc<ReloadableInspector>,
     bypass: Arc<BypassCache>,
     policies: Arc<ArcSwap<PolicySet>>,
+    /// What the workers give each new intercepted flow; replaced on reload.
+    intercept: Arc<ArcSwap<InterceptCtx>>,
+    flow_ids: Arc<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     hooks: Mutex<Vec<ReloadHook>>,
@@ -150,12 +156,44 @@ impl Appliance {
             })?,
         );
         let log = Arc::new(CountingLog::new(file));
+        let bypass = Arc::new(BypassCache::new(build::bypass_config(&cfg.appliance)));
+        let Built {
+            cas,
+            minter,
+            upstream,
+            root_count,
+            tls_policies,
+            engines,
+            ips_report,
+            warnings,
+            scopes,
+            ..
+        } = built;
+        let minter = Arc::new(ReloadableMinter::new(minter));
+        let inspector = Arc::new(ReloadableInspector::new(engines));
+        let policies = Arc::new(PolicySet {
+            upstream,
+            tls: tls_policies,
+        });
+        let flow_ids = Arc::new(AtomicU64::new(1));
+        let ctx = intercept_ctx(
+            &minter,
+            &inspector,
+            &log,
+            &bypass,
+            &flow_ids,
+            &policies,
+            cfg.appliance.tcp_buffer_bytes,
+        );
+        let intercept = Arc::new(ArcSwap::from_pointee(ctx));
         let pipeline = if dataplane {
             Some(
-                Pipeline::start(
+                Pipeline::start_intercepting(
                     runtime::pipeline_config(&cfg),
-                    built.scopes.clone(),
+                    RingConfig::default(),
+                    scopes.clone(),
                     log.clone(),
+                    Some(intercept.clone()),
                 )
                 .with_context(|| {
                     format!(
@@ -170,18 +208,6 @@ impl Appliance {
         } else {
             None
         };
-        let bypass = Arc::new(BypassCache::new(build::bypass_config(&cfg.appliance)));
-        let Built {
-            cas,
-            minter,
-            upstream,
-            root_count,
-            tls_policies,
-            engines,
-            ips_report,
-            warnings,
-            ..
-        } = built;
         let mut all_warnings = cfg.warnings();
         all_warnings.extend(warnings);
         Ok(Appliance {
@@ -198,13 +224,12 @@ impl Appliance {
             }),
             pipeline,
             log,
-            minter: Arc::new(ReloadableMinter::new(minter)),
-            inspector: Arc::new(ReloadableInspector::new(engines)),
+            minter,
+            inspector,
             bypass,
-            policies: Arc::new(ArcSwap::from_pointee(PolicySet {
-                upstream,
-                tls: tls_policies,
-            })),
+            policies: Arc::new(ArcSwap::new(policies)),
+            intercept,
+            flow_ids,
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             hooks: Mutex::new(Vec::new()),
@@ -301,6 +326,16 @@ impl Appliance {
             tls: built.tls_policies,
         });
         self.policies.store(set.clone());
+        // New flows get the new decision settings; running flows keep theirs.
+        self.intercept.store(Arc::new(intercept_ctx(
+            &self.minter,
+            &self.inspector,
+            &self.log,
+            &self.bypass,
+            &self.flow_ids,
+            &set,
+            cur.config.appliance.tcp_buffer_bytes,
+        )));
         for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             hook(&set);
         }
@@ -448,6 +483,31 @@ impl Appliance {
     /// Stops the workers (if any) and returns their final counters.
     pub fn shutdown(self) -> Option<Stats> {
         self.pipeline.map(Pipeline::shutdown)
+    }
+}
+
+/// The context each new intercepted flow is born with.
+///
+/// `tcp_buffer_bytes` is the running one: buffers change only on restart.
+fn intercept_ctx(
+    minter: &Arc<ReloadableMinter>,
+    inspector: &Arc<ReloadableInspector>,
+    log: &Arc<CountingLog>,
+    bypass: &Arc<BypassCache>,
+    flow_ids: &Arc<AtomicU64>,
+    set: &PolicySet,
+    tcp_buffer_bytes: usize,
+) -> InterceptCtx {
+    InterceptCtx {
+        minter: minter.clone(),
+        inspector: inspector.clone(),
+        log: log.clone(),
+        bypass: bypass.clone(),
+        upstream: (*set.upstream).clone(),
+        policies: set.tls.clone(),
+        flow_ids: flow_ids.clone(),
+        tcp: FlowConfig::with_buffer_bytes(tcp_buffer_bytes),
+        hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
     }
 }
 

@@ -406,7 +406,8 @@ impl TransparentFlow {
             Side::Server if self.phase == Phase::Connecting || self.server_reconnecting => {
                 // The SYN-ACK: adjust its MSS for smoltcp (see `peer_mss_for_smoltcp`).
                 let mut synack = packet.to_vec();
-                segment::rewrite_syn_mss(&mut synack, peer_mss_for_smoltcp);
+                let link = self.link_mss();
+                segment::rewrite_syn_mss(&mut synack, |m, ts| peer_mss_for_smoltcp(m, ts, link));
                 self.server_leg.ingress(&synack, t, &mut reply)
             }
             Side::Server => self.server_leg.ingress(packet, t, &mut reply),
@@ -627,6 +628,16 @@ impl TransparentFlow {
         }
     }
 
+    /// The largest TCP payload one IP packet of our links carries.
+    fn link_mss(&self) -> u16 {
+        let headers = if self.client.is_ipv4() {
+            IPV4_TCP_HEADERS
+        } else {
+            IPV6_TCP_HEADERS
+        };
+        u16::try_from(self.cfg.mtu.saturating_sub(headers)).unwrap_or(u16::MAX)
+    }
+
     /// Hands the held SYN to a fresh client leg listening as the server.
     fn accept_client(&mut self, t: SmolInstant) {
         let mut leg = Leg::new(
@@ -645,7 +656,10 @@ impl TransparentFlow {
         self.deadline = Some(t + smol_duration(self.cfg.accept_timeout));
         self.server_track.prev = self.server_leg.state();
         if leg.listen(self.server) {
-            segment::rewrite_syn_mss(&mut self.held_syn, peer_mss_for_smoltcp);
+            let link = self.link_mss();
+            segment::rewrite_syn_mss(&mut self.held_syn, |m, ts| {
+                peer_mss_for_smoltcp(m, ts, link)
+            });
             let mut reply = Vec::new();
             if leg.ingress(&self.held_syn, t, &mut reply) {
                 self.out.push_back(Transmit {
@@ -884,8 +898,12 @@ impl TransparentFlow {
 /// smoltcp 0.12 sizes data segments as min(peer MSS, MTU - 40) and then adds
 /// the 12-byte timestamps option on top, so with timestamps every full
 /// segment would exceed the peer's MSS (and the path MTU) by 12 bytes.
-/// Announcing 12 bytes less to smoltcp makes it send what Linux sends.
-fn peer_mss_for_smoltcp(mss: u16, timestamps: bool) -> u16 {
+/// Announcing 12 bytes less to smoltcp makes it send what Linux sends. The
+/// peer's MSS is first clamped to our own link's (`link_mss`): a peer
+/// announcing more than our link carries (e.g. 65495 on loopback-like
+/// links) would otherwise still get segments of link MSS + 12 bytes.
+fn peer_mss_for_smoltcp(mss: u16, timestamps: bool, link_mss: u16) -> u16 {
+    let mss = mss.min(link_mss);
     if timestamps {
         mss.saturating_sub(12).max(64)
     } else {
@@ -925,5 +943,20 @@ fn track(tr: &mut Track, state: State, side: Side, events: &mut VecDeque<FlowEve
         if !normal && !tr.aborted {
             events.push_back(FlowEvent::Reset(side));
         }
+    }
+}
+
+#[cfg(test)]
+mod mss_tests {
+    use super::peer_mss_for_smoltcp;
+
+    #[test]
+    fn peer_mss_is_clamped_to_the_link_before_the_timestamp_allowance() {
+        // A loopback-sized MSS with timestamps: smoltcp must get link MSS - 12.
+        assert_eq!(peer_mss_for_smoltcp(65495, true, 1460), 1448);
+        assert_eq!(peer_mss_for_smoltcp(65495, false, 1460), 1460);
+        assert_eq!(peer_mss_for_smoltcp(1400, true, 1460), 1388);
+        assert_eq!(peer_mss_for_smoltcp(1400, false, 1460), 1400);
+        assert_eq!(peer_mss_for_smoltcp(20, true, 1460), 64);
     }
 }

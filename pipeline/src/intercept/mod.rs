@@ -1,0 +1,891 @@
+//! The per-connection driver of an in-scope TCP connection, sans-IO.
+//!
+//! An [`InterceptedFlow`] glues the parts of DESIGN.md §1 and §4 together for
+//! one connection: the transparent TCP splice ([`TransparentFlow`]), the
+//! ClientHello peek, the decision table, the two-leg TLS state machine
+//! ([`Intercept`]) and the traffic-log record. A worker owns one per
+//! intercepted connection and only moves IP packets and time in and out; all
+//! protocol work happens here, so the whole path — a real rustls client, the
+//! appliance, a real rustls server, each on its own TCP stack — can be tested
+//! in memory, in virtual time, deterministically.
+//!
+//! It is built quinn-style, like the parts it drives: no sockets, no clock,
+//! no threads. Time comes in as `now` (a monotonic [`Instant`]); the wall
+//! clock for certificate checks and log timestamps is derived from the
+//! `SystemTime` given at birth plus the monotonic time elapsed since.
+//!
+//! # Call order
+//!
+//! 1. An in-scope client SYN: [`InterceptedFlow::new`]`(ctx, scope, syn, seed, now, wall)`.
+//!    The flow captures the context (and with it the policy's decision
+//!    settings) it is born with: a reload that swaps the worker's context
+//!    never changes the decision of an existing flow.
+//! 2. Every IP packet of the connection: [`handle_packet`](InterceptedFlow::handle_packet)`(side, packet, now)`
+//!    (`Side::Client` for packets from the client, `Side::Server` for
+//!    packets from the server).
+//! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
+//!    until `None`, sending each packet toward its side (re-applying that
+//!    side's L2 header).
+//! 4. When the instant of [`poll_timeout`](InterceptedFlow::poll_timeout) has
+//!    passed: [`handle_timeout`](InterceptedFlow::handle_timeout)`(now)`, then 3.
+//! 5. Once [`is_finished`](InterceptedFlow::is_finished) (or when the worker
+//!    gives up on the flow: idle timeout, shutdown),
+//!    [`finish`](InterceptedFlow::finish)`(now)` and write the record with
+//!    `ctx.log.record(&rec)`. Alerts of the inspection engines are written to
+//!    `ctx.log.alert` as they happen, from inside 2 and 4.
+//!
+//! # Life of a flow
+//!
+//! `Peeking` (both TCP legs up, the client's first bytes peeked, not consumed,
+//! until the parser answers, the hello cap is reached, the server speaks
+//! first or [`InterceptCtx::hello_timeout`] passes) → the decision of
+//! DESIGN.md §4, taken once, then one of:
+//!
+//! * pass: the legs are spliced; the bytes already peeked (the ClientHello)
+//!   were never consumed, so they are relayed unchanged like the rest;
+//! * block: a TLS `access_denied` alert then FIN to the client for a TLS
+//!   hello, an RST for non-TLS bytes; the server leg is closed;
+//! * inspect: ciphertext of each leg goes through [`Intercept`]; its output
+//!   waits in a per-direction queue until the opposite TCP leg has room, and
+//!   a leg is read only while the opposite queue is empty (backpressure);
+//! * an mTLS or unsupported server found while inspecting: the pair goes into
+//!   the bypass cache, the server leg is replaced by a fresh TCP connection
+//!   from the client's address ([`TransparentFlow::reconnect_server`]), every
+//!   byte the client sent so far is replayed on it and the flow is spliced.
+
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::AlertDescription;
+
+use crate::api::{
+    CertMinter, FlowAction, FlowLog, FlowMeta, FlowRecord, InspectReport, Inspector, TlsInfo,
+};
+use crate::classify::ScopeMatch;
+use crate::tcp::{FlowConfig, FlowError, FlowEvent, Side, StreamError, TransparentFlow};
+use crate::tls::bypass::{BypassCache, BypassReason};
+use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
+use crate::tls::decision::{self, Action, Decision, TlsPolicy};
+use crate::tls::intercept::{
+    self as tls_intercept, Event, Intercept, InterceptParams, UpstreamTls,
+};
+
+/// Reasons logged for outcomes after (or instead of) the §4 decision.
+///
+/// The decision rows log the exact strings of DESIGN.md §4
+/// ([`Reason::as_str`](crate::tls::decision::Reason::as_str)); these name what happened when the decided path
+/// could not be followed.
+pub mod reason {
+    /// The server asked for a client certificate: bypass-cached, replayed, passed.
+    pub const CLIENT_AUTH: &str = "client_auth";
+    /// The server speaks nothing we can terminate: bypass-cached, replayed, passed.
+    pub const UNSUPPORTED_SERVER: &str = "unsupported_server";
+    /// The upstream certificate did not verify (blocked, or forged untrusted and refused by the client).
+    pub const INVALID_CERTIFICATE: &str = "invalid_certificate";
+    /// The client refused our verified chain (certificate pinning).
+    pub const PINNING: &str = "pinning";
+    /// The TLS interception failed for another reason (see the debug log).
+    pub const TLS_ERROR: &str = "tls_error";
+    /// The server refused the connection (RST) before any decision.
+    pub const SERVER_REFUSED: &str = "server_refused";
+    /// The server never answered the SYN.
+    pub const SERVER_TIMEOUT: &str = "server_timeout";
+    /// The client never completed its TCP handshake.
+    pub const CLIENT_TIMEOUT: &str = "client_timeout";
+    /// A leg was reset before any decision.
+    pub const RESET: &str = "reset";
+    /// The flow ended (idle timeout, shutdown) before any decision.
+    pub const UNDECIDED: &str = "undecided";
+}
+
+/// Shared per-worker settings and services of intercepted flows.
+///
+/// Built by the control plane from the configuration and swapped whole on
+/// reload; each flow keeps the `Arc` it was born with.
+pub struct InterceptCtx {
+    /// Forges the chains shown to clients.
+    pub minter: Arc<dyn CertMinter>,
+    /// Creates the plaintext inspector of each inspected flow.
+    pub inspector: Arc<dyn Inspector>,
+    /// Where engine alerts are written as they happen.
+    pub log: Arc<dyn FlowLog>,
+    /// The learned bypass cache, shared by all workers.
+    pub bypass: Arc<BypassCache>,
+    /// Server-leg TLS settings (roots, `invalid_certificate`).
+    pub upstream: UpstreamTls,
+    /// Decision settings per policy id.
+    pub policies: HashMap<Arc<str>, Arc<TlsPolicy>>,
+    /// Appliance-wide flow id allocator.
+    pub flow_ids: Arc<AtomicU64>,
+    /// TCP buffer sizes and handshake timeouts of both legs.
+    pub tcp: FlowConfig,
+    /// How long the client may take to send its first bytes (and complete
+    /// its ClientHello) once connected; then the bytes are judged non-TLS.
+    pub hello_timeout: Duration,
+}
+
+impl InterceptCtx {
+    /// Default for [`InterceptCtx::hello_timeout`].
+    pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl std::fmt::Debug for InterceptCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptCtx")
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
+            .field("tcp", &self.tcp)
+            .field("hello_timeout", &self.hello_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a flow could not be started from a SYN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The SYN is unusable (see [`FlowError`]).
+    #[error(transparent)]
+    Tcp(#[from] FlowError),
+    /// The scope names a policy the context has no settings for.
+    #[error("policy {0:?} selected the flow but has no TLS decision settings")]
+    UnknownPolicy(Arc<str>),
+}
+
+/// Bytes produced for a leg that its TCP send buffer has not taken yet.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    off: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.off >= self.buf.len()
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.off = 0;
+    }
+
+    /// Pushes what fits into `side`'s send buffer; returns whether any moved.
+    fn flush(&mut self, tcp: &mut TransparentFlow, side: Side) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        match tcp.send(side, &self.buf[self.off..]) {
+            Ok(n) if n > 0 => {
+                self.off += n;
+                if self.is_empty() {
+                    self.clear();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the flow is doing with the bytes of its legs.
+enum Mode {
+    /// Waiting for both legs, then for the ClientHello.
+    Peeking,
+    /// Relaying unchanged.
+    Pass,
+    /// Refusing: queued output for the client, then close.
+    Block,
+    /// Terminating TLS on both legs.
+    Inspect(Box<Intercept>),
+    /// Nothing more to relay; waiting for the legs to close.
+    Done,
+}
+
+/// What to do with a leg once its pending output is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Nothing,
+    Close,
+    Abort,
+}
+
+/// The driver of one in-scope connection. See the [module docs](self).
+pub struct InterceptedFlow {
+    ctx: Arc<InterceptCtx>,
+    policy: Arc<TlsPolicy>,
+    tcp: TransparentFlow,
+    mode: Mode,
+    meta: FlowMeta,
+    born: Instant,
+    wall0: SystemTime,
+    hello_deadline: Option<Instant>,
+    hello: Option<ClientHello>,
+    decision: Option<Decision>,
+    action: Option<FlowAction>,
+    reason: Option<&'static str>,
+    tls: Option<TlsInfo>,
+    report: Option<InspectReport>,
+    to_server: Pending,
+    to_client: Pending,
+    after_server: After,
+    after_client: After,
+    /// The end of the client's stream was handed to the TLS machine / splice.
+    client_eof: bool,
+    server_eof: bool,
+    bytes_toserver: u64,
+    bytes_toclient: u64,
+    error: Option<String>,
+}
+
+impl std::fmt::Debug for InterceptedFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptedFlow")
+            .field("flow_id", &self.meta.flow_id)
+            .field("tcp", &self.tcp)
+            .field("decision", &self.decision)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Size of the per-call read buffer: one TLS record plus header.
+const READ_CHUNK: usize = 16 * 1024 + 512;
+
+thread_local! {
+    /// Per-thread read buffer: a worker drives its flows one at a time, and
+    /// zeroing 16 KiB on the stack for every pump would cost more than the
+    /// bytes it carries; per flow it would cost memory.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK]);
+}
+
+impl InterceptedFlow {
+    /// Starts a flow from the client's opening SYN selected by `scope`.
+    ///
+    /// `seed` must be random per flow (TCP initial sequence numbers); `wall`
+    /// is the wall-clock time at `now`. Nothing is sent to the client yet:
+    /// the first `poll_transmit` yields the SYN toward the server.
+    pub fn new(
+        ctx: Arc<InterceptCtx>,
+        scope: &ScopeMatch,
+        syn: &[u8],
+        seed: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<InterceptedFlow, StartError> {
+        let policy = ctx
+            .policies
+            .get(&scope.policy_id)
+            .cloned()
+            .ok_or_else(|| StartError::UnknownPolicy(scope.policy_id.clone()))?;
+        let tcp = TransparentFlow::from_syn(syn, &ctx.tcp, seed, now)?;
+        let meta = FlowMeta {
+            flow_id: ctx.flow_ids.fetch_add(1, Ordering::Relaxed),
+            src: tcp.client_addr(),
+            dest: tcp.server_addr(),
+            policy_id: scope.policy_id.clone(),
+            scope_id: scope.scope_id.clone(),
+            sni: None,
+            alpn: None,
+        };
+        Ok(InterceptedFlow {
+            ctx,
+            policy,
+            tcp,
+            mode: Mode::Peeking,
+            meta,
+            born: now,
+            wall0: wall,
+            hello_deadline: None,
+            hello: None,
+            decision: None,
+            action: None,
+            reason: None,
+            tls: None,
+            report: None,
+            to_server: Pending::default(),
+            to_client: Pending::default(),
+            after_server: After::Nothing,
+            after_client: After::Nothing,
+            client_eof: false,
+            server_eof: false,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            error: None,
+        })
+    }
+
+    /// Identity of the flow (addresses, policy, scope, SNI once known).
+    pub fn meta(&self) -> &FlowMeta {
+        &self.meta
+    }
+
+    /// The client's address and port.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.tcp.client_addr()
+    }
+
+    /// The server's address and port.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.tcp.server_addr()
+    }
+
+    /// The §4 decision, once taken.
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision
+    }
+
+    /// The reason the record will carry (so far).
+    pub fn reason(&self) -> Option<&'static str> {
+        self.reason
+    }
+
+    /// Memory held by the TCP legs (buffers included) and the queued output.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tcp.memory_bytes()
+            + self.to_server.buf.capacity()
+            + self.to_client.buf.capacity()
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.wall0 + now.saturating_duration_since(self.born)
+    }
+
+    /// Processes one IP packet that arrived from `from`.
+    pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+        self.tcp.handle_packet(from, packet, now);
+        self.drive(now);
+    }
+
+    /// Runs the timers; call once `poll_timeout`'s instant has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tcp.handle_timeout(now);
+        if self.hello_deadline.is_some_and(|d| now >= d) {
+            self.hello_deadline = None;
+            if matches!(self.mode, Mode::Peeking) {
+                // Nothing recognisable in time: judged as non-TLS.
+                self.decide(None, now);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// The next instant at which `handle_timeout` must run, if any.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let tcp = self.tcp.poll_timeout();
+        match (tcp, self.hello_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next IP packet to send and the side it goes to; call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Side, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let side = self.poll_transmit_into(now, &mut buf)?;
+        Some((side, buf))
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), writing into `buf`
+    /// (replaced) so a worker can reuse one buffer.
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+        if let Some(side) = self.tcp.poll_transmit_into(now, buf) {
+            return Some(side);
+        }
+        // Timers inside smoltcp may have moved states (events to act on),
+        // and sent data may have made room for queued output.
+        self.drive(now);
+        self.tcp.poll_transmit_into(now, buf)
+    }
+
+    /// Whether the connection is over on both legs with nothing left to send.
+    pub fn is_finished(&self) -> bool {
+        self.tcp.is_finished()
+    }
+
+    /// Ends the flow and returns its traffic-log record.
+    ///
+    /// May be called before [`is_finished`](Self::is_finished) (idle
+    /// timeout, shutdown); the flow must be dropped afterwards.
+    pub fn finish(&mut self, now: Instant) -> FlowRecord {
+        self.log_alerts(now);
+        if let Mode::Inspect(ic) = &mut self.mode {
+            self.tls = Some(ic.tls_info().clone());
+            self.meta.alpn = ic.meta().alpn.clone();
+            if self.report.is_none() {
+                self.report = ic.finish();
+            }
+        }
+        if let Some(e) = &self.error {
+            log::debug!("flow {}: {e}", self.meta.flow_id);
+        }
+        FlowRecord {
+            timestamp: self.wall(now),
+            meta: self.meta.clone(),
+            proto: "TCP",
+            action: self.action.unwrap_or(FlowAction::Pass),
+            reason: self.reason.unwrap_or(reason::UNDECIDED).to_string(),
+            tls: self.tls.clone(),
+            bytes_toserver: self.bytes_toserver,
+            bytes_toclient: self.bytes_toclient,
+            duration_ms: u64::try_from(now.saturating_duration_since(self.born).as_millis())
+                .unwrap_or(u64::MAX),
+            inspection: self.report.take(),
+        }
+    }
+
+    /// Does all the work the latest input made possible.
+    fn drive(&mut self, now: Instant) {
+        // Bounded: every round either moves bytes or changes mode, and the
+        // buffers are finite; the cap only guards against a logic slip.
+        for _ in 0..256 {
+            let mut progress = self.tcp_events(now);
+            progress |= match self.mode {
+                Mode::Peeking => self.peek(now),
+                Mode::Pass => self.pump_pass(),
+                Mode::Block | Mode::Done => self.pump_out(),
+                Mode::Inspect(_) => self.pump_inspect(now),
+            };
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// Reacts to the splice's events; returns whether anything happened.
+    fn tcp_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.tcp.poll_event() {
+            any = true;
+            match ev {
+                FlowEvent::Connected => {
+                    if matches!(self.mode, Mode::Peeking) && self.decision.is_none() {
+                        self.hello_deadline = Some(now + self.ctx.hello_timeout);
+                    }
+                }
+                FlowEvent::Refused => self.end_undecided(reason::SERVER_REFUSED),
+                FlowEvent::ConnectTimedOut => {
+                    if self.decision.is_some() {
+                        // The fresh server leg of a replay never answered:
+                        // the client must not wait forever on a dead leg.
+                        self.tcp.abort(Side::Client);
+                        self.error = Some("server leg: the reconnection timed out".into());
+                        self.mode = Mode::Done;
+                    }
+                    self.end_undecided(reason::SERVER_TIMEOUT);
+                }
+                FlowEvent::AcceptTimedOut => self.end_undecided(reason::CLIENT_TIMEOUT),
+                FlowEvent::Reset(side) => {
+                    self.tcp.abort(side.other());
+                    if let Mode::Inspect(ic) = &mut self.mode {
+                        self.tls = Some(ic.tls_info().clone());
+                        self.meta.alpn = ic.meta().alpn.clone();
+                        self.report = ic.finish();
+                    }
+                    self.end_undecided(reason::RESET);
+                    self.mode = Mode::Done;
+                    self.hello_deadline = None;
+                }
+                FlowEvent::ServerConnected | FlowEvent::Finished(_) | FlowEvent::Closed => {}
+            }
+        }
+        any
+    }
+
+    fn end_undecided(&mut self, why: &'static str) {
+        if self.reason.is_none() {
+            self.reason = Some(why);
+            self.action = Some(FlowAction::Pass);
+        }
+        if matches!(self.mode, Mode::Peeking) {
+            self.mode = Mode::Done;
+            self.hello_deadline = None;
+        }
+    }
+
+    /// Peeks the client's first bytes until the hello parser can answer.
+    fn peek(&mut self, now: Instant) -> bool {
+        if self.hello_deadline.is_none() {
+            return false; // legs not up yet
+        }
+        let queued = self.tcp.recv_queue(Side::Client);
+        // A server that speaks first (SMTP, SSH, ...) is not TLS.
+        let server_spoke = self.tcp.recv_queue(Side::Server) > 0;
+        let mut buf = vec![0u8; queued.min(MAX_HELLO_BYTES)];
+        let (n, client_done) = match self.tcp.peek(Side::Client, &mut buf) {
+            Ok(n) => (n, false),
+            Err(StreamError::Finished(_)) => (0, true),
+            Err(StreamError::NotConnected(_)) => return false,
+            Err(StreamError::Closed(_)) => (0, true),
+        };
+        let server_done = matches!(
+            self.tcp.peek(Side::Server, &mut []),
+            Err(StreamError::Finished(_) | StreamError::Closed(_))
+        );
+        let parsed = if n == 0 {
+            Err(client_hello::Incomplete { needed: 1 })
+        } else {
+            client_hello::parse(&buf[..n])
+        };
+        match parsed {
+            Ok(hello) => {
+                self.decide(hello, now);
+                true
+            }
+            Err(_) if server_spoke || client_done || server_done => {
+                self.decide(None, now);
+                true
+            }
+            // The hello cannot grow past the cap or the receive buffer.
+            Err(_) if n >= MAX_HELLO_BYTES || n >= self.ctx.tcp.rx_buffer => {
+                self.decide(None, now);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Takes the §4 decision once and sets the flow on its path.
+    fn decide(&mut self, hello: Option<ClientHello>, now: Instant) {
+        self.hello_deadline = None;
+        let dest = self.meta.dest;
+        let bypass = self.ctx.bypass.clone();
+        let d = decision::decide(hello.as_ref(), &self.policy, |sni| {
+            bypass.contains(sni, dest, now)
+        });
+        self.decision = Some(d);
+        self.reason = Some(d.reason.as_str());
+        if let Some(h) = &hello {
+            self.meta.sni = h.sni.as_deref().map(Arc::from);
+            self.tls = Some(TlsInfo {
+                sni: h.sni.clone(),
+                version: Some(version_name(h.highest_version())),
+                ja4: Some(h.ja4.clone()),
+                ..TlsInfo::default()
+            });
+        }
+        match d.action {
+            Action::Pass => {
+                self.action = Some(FlowAction::Pass);
+                self.mode = Mode::Pass;
+            }
+            Action::Block => {
+                self.action = Some(FlowAction::Blocked);
+                if hello.is_some() {
+                    self.to_client
+                        .buf
+                        .extend_from_slice(&tls_intercept::alert_record(
+                            AlertDescription::AccessDenied,
+                        ));
+                    self.after_client = After::Close;
+                    self.after_server = After::Close;
+                } else {
+                    self.after_client = After::Abort;
+                    self.after_server = After::Abort;
+                }
+                self.mode = Mode::Block;
+            }
+            Action::Inspect { tls13 } => {
+                self.action = Some(FlowAction::Inspected);
+                let Some(h) = hello else {
+                    // decide() only inspects a parsed hello.
+                    self.mode = Mode::Pass;
+                    return;
+                };
+                self.hello = Some(h);
+                self.start_inspect(tls13, now);
+            }
+        }
+    }
+
+    fn start_inspect(&mut self, tls13: bool, now: Instant) {
+        let Some(hello) = self.hello.as_ref() else {
+            return;
+        };
+        // Consume what was peeked: from now on the TLS machine owns the bytes.
+        let mut bytes = vec![0u8; self.tcp.recv_queue(Side::Client)];
+        let n = self.tcp.recv(Side::Client, &mut bytes).unwrap_or(0);
+        bytes.truncate(n);
+        self.bytes_toserver += n as u64;
+        let params = InterceptParams {
+            upstream: self.ctx.upstream.clone(),
+            minter: self.ctx.minter.clone(),
+            inspector: self.ctx.inspector.clone(),
+            meta: self.meta.clone(),
+            tls13,
+            now: self.wall(now),
+        };
+        match Intercept::new(params, hello, &bytes) {
+            Ok(ic) => {
+                self.mode = Mode::Inspect(Box::new(ic));
+                self.drain_intercept(now);
+            }
+            Err(e) => {
+                // Nothing was consumed by a TLS peer yet; refuse cleanly.
+                self.error = Some(e.to_string());
+                self.reason = Some(reason::TLS_ERROR);
+                self.action = Some(FlowAction::Blocked);
+                self.to_client
+                    .buf
+                    .extend_from_slice(&tls_intercept::alert_record(
+                        AlertDescription::InternalError,
+                    ));
+                self.after_client = After::Close;
+                self.after_server = After::Abort;
+                self.mode = Mode::Block;
+            }
+        }
+    }
+
+    /// Pass: flush the replay (if any) first, then splice both ways.
+    fn pump_pass(&mut self) -> bool {
+        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
+        if self.to_server.is_empty() && !self.client_eof {
+            match self.tcp.splice(Side::Client) {
+                Ok(n) => {
+                    progress |= n > 0;
+                    self.bytes_toserver += n as u64;
+                }
+                Err(StreamError::Finished(_)) => {
+                    self.client_eof = true;
+                    self.tcp.close(Side::Server);
+                    progress = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if !self.server_eof {
+            match self.tcp.splice(Side::Server) {
+                Ok(n) => {
+                    progress |= n > 0;
+                    self.bytes_toclient += n as u64;
+                }
+                Err(StreamError::Finished(_)) => {
+                    self.server_eof = true;
+                    self.tcp.close(Side::Client);
+                    progress = true;
+                }
+                Err(_) => {}
+            }
+        }
+        progress
+    }
+
+    /// Block / Done: send what is queued, then close or abort as planned;
+    /// discard whatever the peers still send.
+    fn pump_out(&mut self) -> bool {
+        let mut progress = false;
+        for side in [Side::Client, Side::Server] {
+            let mut sink = [0u8; 2048];
+            while let Ok(n) = self.tcp.recv(side, &mut sink) {
+                if n == 0 {
+                    break;
+                }
+                progress = true;
+            }
+        }
+        progress |= self.flush_and_after();
+        progress
+    }
+
+    /// Flushes both queues and applies a pending close/abort once a queue is empty.
+    fn flush_and_after(&mut self) -> bool {
+        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
+        progress |= self.to_client.flush(&mut self.tcp, Side::Client);
+        for side in [Side::Server, Side::Client] {
+            let (pending, after) = match side {
+                Side::Server => (&self.to_server, &mut self.after_server),
+                Side::Client => (&self.to_client, &mut self.after_client),
+            };
+            if !pending.is_empty() || *after == After::Nothing {
+                continue;
+            }
+            match *after {
+                After::Close => self.tcp.close(side),
+                // Let the queued bytes leave before the RST discards them.
+                After::Abort if self.tcp.send_queue(side) == 0 => self.tcp.abort(side),
+                _ => continue,
+            }
+            *after = After::Nothing;
+            progress = true;
+        }
+        progress
+    }
+
+    /// Inspect: ciphertext in from each leg, TLS machine, ciphertext out.
+    fn pump_inspect(&mut self, now: Instant) -> bool {
+        let mut progress = self.flush_and_after();
+        progress |= SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            self.feed_intercept(&mut b)
+        });
+        if progress {
+            self.drain_intercept(now);
+            self.flush_and_after();
+        }
+        progress
+    }
+
+    /// Reads each leg once into the TLS machine, honouring backpressure.
+    fn feed_intercept(&mut self, buf: &mut [u8]) -> bool {
+        let mut progress = false;
+        let Mode::Inspect(ic) = &mut self.mode else {
+            return false;
+        };
+        // Read a leg only while the opposite queue is drained (backpressure).
+        if self.to_server.is_empty() && !self.client_eof {
+            match self.tcp.recv(Side::Client, buf) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.bytes_toserver += n as u64;
+                    ic.handle_client_bytes(&buf[..n]);
+                    progress = true;
+                }
+                Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
+                    self.client_eof = true;
+                    ic.handle_client_eof();
+                    progress = true;
+                }
+                Err(StreamError::NotConnected(_)) => {}
+            }
+        }
+        if self.to_client.is_empty() && !self.server_eof {
+            match self.tcp.recv(Side::Server, buf) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.bytes_toclient += n as u64;
+                    ic.handle_server_bytes(&buf[..n]);
+                    progress = true;
+                }
+                Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
+                    self.server_eof = true;
+                    ic.handle_server_eof();
+                    progress = true;
+                }
+                Err(StreamError::NotConnected(_)) => {}
+            }
+        }
+        progress
+    }
+
+    fn log_alerts(&mut self, now: Instant) {
+        let wall = self.wall(now);
+        if let Mode::Inspect(ic) = &mut self.mode {
+            for a in ic.take_alerts() {
+                self.ctx.log.alert(ic.meta(), &a, wall);
+            }
+        }
+    }
+
+    /// Takes the TLS machine's events and output.
+    fn drain_intercept(&mut self, now: Instant) {
+        self.log_alerts(now);
+        let Mode::Inspect(ic) = &mut self.mode else {
+            return;
+        };
+        let mut bypass = None;
+        while let Some(ev) = ic.poll_event() {
+            match ev {
+                Event::Established => {
+                    self.meta.alpn = ic.meta().alpn.clone();
+                }
+                Event::BypassAndReplay {
+                    reason: why,
+                    replay,
+                } => {
+                    bypass = Some((why, replay));
+                }
+                Event::ClientRejected { alert } => {
+                    let sni = ic.tls_info().sni.clone();
+                    let client = self.meta.src.ip();
+                    self.ctx
+                        .bypass
+                        .report_rejection(sni.as_deref(), self.meta.dest, client, now);
+                    self.reason = Some(reason::PINNING);
+                    self.error = Some(format!("client rejected our certificate: {alert:?}"));
+                    self.after_client = After::Close;
+                    self.after_server = After::Close;
+                }
+                Event::Blocked { error } => {
+                    self.reason = Some(reason::INVALID_CERTIFICATE);
+                    self.action = Some(FlowAction::Blocked);
+                    self.error = Some(error);
+                    self.after_client = After::Close;
+                    self.after_server = After::Close;
+                }
+                Event::CloseServer => self.after_server = After::Close,
+                Event::CloseClient => self.after_client = After::Close,
+                Event::Finished => {}
+                Event::Reset => {
+                    self.after_client = After::Abort;
+                    self.after_server = After::Abort;
+                }
+                Event::Failed(e) => {
+                    let unverified = ic
+                        .tls_info()
+                        .upstream_cert
+                        .as_ref()
+                        .is_some_and(|c| !c.verified);
+                    self.reason = Some(if unverified {
+                        reason::INVALID_CERTIFICATE
+                    } else {
+                        reason::TLS_ERROR
+                    });
+                    self.error = Some(e.to_string());
+                    self.after_client = After::Abort;
+                    self.after_server = After::Abort;
+                }
+            }
+        }
+        if let Some((why, replay)) = bypass {
+            return self.bypass_and_replay(why, replay, now);
+        }
+        ic.poll_to_server(&mut self.to_server.buf);
+        ic.poll_to_client(&mut self.to_client.buf);
+        if ic.is_done() {
+            self.tls = Some(ic.tls_info().clone());
+            self.meta.alpn = ic.meta().alpn.clone();
+            self.report = ic.finish();
+            self.mode = Mode::Done;
+        }
+    }
+
+    /// The server cannot be intercepted: cache it, reconnect, replay, pass.
+    fn bypass_and_replay(&mut self, why: BypassReason, replay: Vec<u8>, now: Instant) {
+        let sni = self.hello.as_ref().and_then(|h| h.sni.clone());
+        self.ctx
+            .bypass
+            .insert(sni.as_deref(), self.meta.dest, why, now);
+        if let Mode::Inspect(ic) = &self.mode {
+            self.tls = Some(ic.tls_info().clone());
+        }
+        self.reason = Some(match why {
+            BypassReason::ClientAuth => reason::CLIENT_AUTH,
+            _ => reason::UNSUPPORTED_SERVER,
+        });
+        self.action = Some(FlowAction::Pass);
+        // Whatever was meant for the old server leg dies with it.
+        self.to_server.clear();
+        self.after_server = After::Nothing;
+        self.server_eof = false;
+        // Stream bytes the server sent on the old leg were never relayed.
+        self.bytes_toclient = 0;
+        if self.tcp.reconnect_server(now).is_ok() {
+            self.to_server.buf = replay;
+            self.mode = Mode::Pass;
+        } else {
+            self.error = Some("could not reopen the server leg".into());
+            self.reason = Some(reason::TLS_ERROR);
+            self.after_client = After::Abort;
+            self.after_server = After::Abort;
+            self.mode = Mode::Done;
+        }
+    }
+}

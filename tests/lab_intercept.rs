@@ -1,0 +1,248 @@
+//! The appliance binary in the lab intercepting in-scope TLS (issue 4):
+//! real curl and openssl clients, nginx as the origin, the demo config
+//! (`tls13 = "inspect"`, `ech = "inspect"`, the lab's policy CA).
+//!
+//! What a user would check: the in-scope client sees a chain issued by the
+//! policy CA (HTTP/1.1 and HTTP/2, ALPN mirrored), a 50 MB download arrives
+//! byte-identical, an out-of-scope client sees the origin's real issuer, the
+//! traffic log has an `inspected` record with the policy, scope, SNI, the
+//! verified upstream certificate and the byte counts; after a reload to
+//! `tls13 = "passthrough"` a new in-scope connection sees the origin's chain
+//! and is logged as pass/tls13; a closed in-scope port is refused at once.
+
+mod lab;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use lab::{LabMode, TestLab};
+use serde_json::Value;
+
+/// In scope of `pol-demo` / `sc-https` (configs/demo.toml).
+const IN_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OUT_OF_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// An in-scope port nothing listens on.
+const CLOSED_PORT: u16 = 9443;
+
+fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
+    records.iter().find(|r| {
+        r["src_ip"] == IN_SCOPE.to_string()
+            && r["src_port"] == port
+            && r["dest_ip"] == server.to_string()
+    })
+}
+
+fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    let t = TestLab::build(tag, mode, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER_A, SERVER_B])?;
+    let nginx = t.start_nginx()?;
+    let (config, log) = t.write_config(IN_SCOPE)?;
+    let text = std::fs::read_to_string(&config)?;
+    assert!(text.contains("tls13 = \"inspect\"") && text.contains("ech = \"inspect\""));
+    // A second, closed port in the same scope.
+    let text = text.replace(
+        "destination_ports = [\"443/443\"]",
+        &format!("destination_ports = [\"443/443\", \"{CLOSED_PORT}/{CLOSED_PORT}\"]"),
+    );
+    std::fs::write(&config, text)?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER_A)?;
+    let policy_ca = &t.pki.policy_ca_cert;
+    let origin_root = &t.pki.origin_root;
+
+    // (a) In scope, HTTP/1.1 and HTTP/2: the policy CA's chain, 200, the body.
+    let mut inspected = Vec::new();
+    for http2 in [false, true] {
+        let out = t.path(&format!("index-{http2}.html"));
+        let c = t.curl(IN_SCOPE, SERVER_A, "/index.html", policy_ca, &out, http2)?;
+        assert_eq!(c.http_code, 200, "{mode:?}: {c:?}\n{}", app.stderr());
+        assert_eq!(c.ssl_verify_result, 0, "{mode:?}: {c:?}");
+        assert!(
+            c.issuer.contains(lab::pki::POLICY_CA_CN),
+            "{mode:?}: in-scope issuer {:?}",
+            c.issuer
+        );
+        assert_eq!(c.http_version, if http2 { "2" } else { "1.1" }, "{c:?}");
+        assert_eq!(std::fs::read_to_string(&out)?, "hello from nginx\n");
+        inspected.push((c.local_port, SERVER_A));
+    }
+    // The same client trusting only the origin root refuses our chain.
+    let refused = t.curl(
+        IN_SCOPE,
+        SERVER_A,
+        "/index.html",
+        origin_root,
+        &t.path("refused.html"),
+        false,
+    );
+    assert!(
+        refused.is_err() || refused.as_ref().is_ok_and(|c| c.http_code != 200),
+        "{mode:?}: a client not trusting the policy CA got through: {refused:?}"
+    );
+    // openssl s_client sees the forged leaf issued by the policy CA.
+    let s = t.s_client(IN_SCOPE, SERVER_A, policy_ca, &[])?;
+    assert!(s.success, "{mode:?}: s_client: {}", s.output);
+    let issuers = s.issuers();
+    assert!(
+        issuers
+            .first()
+            .is_some_and(|i| i.contains(lab::pki::POLICY_CA_CN)),
+        "{mode:?}: s_client chain issuers {issuers:?}"
+    );
+
+    // A 50 MB download through the inspection, byte-identical.
+    let big = t.path("big.bin");
+    let started = Instant::now();
+    let c = t.curl(IN_SCOPE, SERVER_B, "/big.bin", policy_ca, &big, false)?;
+    let took = started.elapsed();
+    assert_eq!(c.http_code, 200, "{mode:?}: {c:?}");
+    assert!(c.issuer.contains(lab::pki::POLICY_CA_CN), "{c:?}");
+    assert_eq!(std::fs::metadata(&big)?.len(), 50 << 20);
+    assert_eq!(
+        lab::sha256_file(&big)?,
+        nginx.big_sha256,
+        "{mode:?}: the 50 MB body differs"
+    );
+    std::fs::remove_file(&big)?;
+    eprintln!("{mode:?}: 50 MB inspected download took {took:?}");
+    inspected.push((c.local_port, SERVER_B));
+
+    // (b) Out of scope: the origin's real chain.
+    let c = t.curl(
+        OUT_OF_SCOPE,
+        SERVER_A,
+        "/index.html",
+        origin_root,
+        &t.path("oos.html"),
+        true,
+    )?;
+    assert_eq!(c.http_code, 200, "{mode:?}: {c:?}");
+    assert!(
+        c.issuer.contains(lab::pki::ORIGIN_ROOT_CN),
+        "{mode:?}: out-of-scope issuer {:?}",
+        c.issuer
+    );
+    let oos_port = c.local_port;
+
+    // (e) A closed in-scope port: the server's RST reaches curl at once.
+    let started = Instant::now();
+    let o = t
+        .lab
+        .command(
+            t.lab.client_ns(),
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "--interface",
+                &IN_SCOPE.to_string(),
+                &format!("https://{SERVER_A}:{CLOSED_PORT}/"),
+            ],
+        )
+        .output()?;
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(7), "{mode:?}: curl said {err}");
+    assert!(
+        err.contains("Connection refused") || err.contains("Couldn't connect"),
+        "{mode:?}: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "{mode:?}: refusal took {took:?}"
+    );
+
+    // (d) Reload with tls13 = "passthrough": a NEW connection is passed and
+    // sees the origin's chain.
+    let text =
+        std::fs::read_to_string(&config)?.replace("tls13 = \"inspect\"", "tls13 = \"passthrough\"");
+    std::fs::write(&config, text)?;
+    t.lab.signal(app.pid, "HUP")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.stderr().contains("SIGHUP: reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "{mode:?}: no reload logged: {}",
+            app.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER_A,
+        "/index.html",
+        origin_root,
+        &t.path("pass.html"),
+        false,
+    )?;
+    assert_eq!(c.http_code, 200, "{mode:?}: {c:?}");
+    assert!(
+        c.issuer.contains(lab::pki::ORIGIN_ROOT_CN),
+        "{mode:?}: passthrough issuer {:?}",
+        c.issuer
+    );
+    let pass_port = c.local_port;
+
+    let counters = t.stop_appliance(&app)?;
+    let records = lab::read_log(&log)?;
+
+    // (c) The inspected records.
+    for (port, server) in &inspected {
+        let r = find(&records, *port, *server).unwrap_or_else(|| {
+            panic!("{mode:?}: no record for port {port} -> {server} in {records:#?}\n{counters}")
+        });
+        assert_eq!(r["action"], "inspected", "{r:#}");
+        assert_eq!(r["policy_id"], "pol-demo", "{r:#}");
+        assert_eq!(r["scope_id"], "sc-https", "{r:#}");
+        assert_eq!(r["dest_port"], 443, "{r:#}");
+        assert_eq!(r["tls"]["sni"], lab::SERVER_NAME, "{r:#}");
+        assert_eq!(r["tls"]["upstream_cert"]["verified"], true, "{r:#}");
+        assert!(
+            r["tls"]["upstream_cert"]["issuer"]
+                .as_str()
+                .is_some_and(|i| i.contains(lab::pki::ORIGIN_ROOT_CN)),
+            "{r:#}"
+        );
+        assert!(r["bytes_toserver"].as_u64().unwrap_or(0) > 0, "{r:#}");
+        let down = r["bytes_toclient"].as_u64().unwrap_or(0);
+        if *server == SERVER_B {
+            assert!(down >= 50 << 20, "{r:#}");
+        } else {
+            assert!(down > 0, "{r:#}");
+        }
+    }
+    let r = find(&records, pass_port, SERVER_A)
+        .unwrap_or_else(|| panic!("{mode:?}: no record of the passed flow in {records:#?}"));
+    assert_eq!(
+        (&r["action"], &r["reason"]),
+        (&Value::from("pass"), &Value::from("tls13")),
+        "{r:#}"
+    );
+    assert_eq!(r["policy_id"], "pol-demo", "{r:#}");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["src_ip"] == OUT_OF_SCOPE.to_string() && r["src_port"] == oos_port),
+        "{mode:?}: the out-of-scope flow was logged"
+    );
+    let refused = records
+        .iter()
+        .find(|r| r["dest_port"] == CLOSED_PORT)
+        .unwrap_or_else(|| panic!("{mode:?}: no record of the refused flow in {records:#?}"));
+    assert_eq!(refused["reason"], "server_refused", "{refused:#}");
+    Ok(())
+}
+
+#[test]
+fn intercept_af_packet() -> anyhow::Result<()> {
+    intercept(LabMode::AfPacket, "icaf")
+}
+
+#[test]
+fn intercept_tun() -> anyhow::Result<()> {
+    intercept(LabMode::Tun, "ictun")
+}
