@@ -456,6 +456,30 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
     Ok(s)
 }
 
+impl Drop for Setup {
+    /// Kills the interceptor's descendants by PID (sslsplit's
+    /// privilege-separation child outlives a killed parent); the lab then
+    /// kills the interceptor itself and removes the namespaces.
+    fn drop(&mut self) {
+        // Graceful first: sslsplit's parent stops and reaps its child on TERM.
+        let kids = tree(self.pid);
+        let _ = self.lab.stop(self.pid, "TERM", Duration::from_secs(5));
+        for p in kids.into_iter().filter(|&p| p != self.pid) {
+            let alive = std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+            });
+            if !alive {
+                continue;
+            }
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Setup {
     fn stderr(&self) -> String {
         ["sslsplit.err", "appliance.err"]
