@@ -8,7 +8,10 @@
 //! traffic log has an `inspected` record with the policy, scope, SNI, the
 //! verified upstream certificate and the byte counts; after a reload to
 //! `tls13 = "passthrough"` a new in-scope connection sees the origin's chain
-//! and is logged as pass/tls13; a closed in-scope port is refused at once.
+//! and is logged as pass/tls13; a closed in-scope port is refused at once;
+//! plain HTTP on the in-scope port is relayed (`non_tls`); an upstream
+//! certificate for the wrong name still fails at the client
+//! (`invalid_certificate = "untrusted"`).
 
 mod lab;
 
@@ -156,6 +159,53 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         "{mode:?}: refusal took {took:?}"
     );
 
+    // Plain HTTP on the in-scope port: non_tls = "passthrough" relays it
+    // unchanged, so nginx itself answers (400: plain HTTP to an HTTPS port).
+    let o = t.lab.exec(
+        t.lab.client_ns(),
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "--interface",
+            &IN_SCOPE.to_string(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{local_port}",
+            &format!("http://{SERVER_A}:443/"),
+        ],
+    )?;
+    let w = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut it = w.split_whitespace();
+    assert_eq!(it.next(), Some("400"), "{mode:?}: plain HTTP: {w}");
+    let plain_port: u16 = it.next().unwrap_or_default().parse()?;
+
+    // An upstream certificate that does not verify (wrong name): forged with
+    // the untrusted issuer, so the client fails although it trusts our CA.
+    let o = t
+        .lab
+        .command(
+            t.lab.client_ns(),
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "--interface",
+                &IN_SCOPE.to_string(),
+                "--cacert",
+                &policy_ca.display().to_string(),
+                "--resolve",
+                &format!("wrong.example.net:443:{SERVER_A}"),
+                "https://wrong.example.net/",
+            ],
+        )
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(60), "{mode:?}: wrong name: {err}");
+
     // (d) Reload with tls13 = "passthrough": a NEW connection is passed and
     // sees the origin's chain.
     let text =
@@ -229,6 +279,19 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             .any(|r| r["src_ip"] == OUT_OF_SCOPE.to_string() && r["src_port"] == oos_port),
         "{mode:?}: the out-of-scope flow was logged"
     );
+    let r = find(&records, plain_port, SERVER_A)
+        .unwrap_or_else(|| panic!("{mode:?}: no record of the plain HTTP flow in {records:#?}"));
+    assert_eq!(
+        (&r["action"], &r["reason"]),
+        (&Value::from("pass"), &Value::from("non_tls")),
+        "{r:#}"
+    );
+    let r = records
+        .iter()
+        .find(|r| r["tls"]["sni"] == "wrong.example.net")
+        .unwrap_or_else(|| panic!("{mode:?}: no record of the wrong-name flow in {records:#?}"));
+    assert_eq!(r["reason"], "invalid_certificate", "{r:#}");
+    assert_eq!(r["tls"]["upstream_cert"]["verified"], false, "{r:#}");
     let refused = records
         .iter()
         .find(|r| r["dest_port"] == CLOSED_PORT)

@@ -1013,6 +1013,8 @@ pub(crate) mod tests {
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         assert_eq!(tcp_of(f).0 & 0x12, 0x12, "a SYN-ACK");
         assert_eq!(&f[14 + 12..14 + 16], &S, "from the server's address");
+        // Waiting for the client's ACK: the next timer is in the future (no busy loop).
+        assert!(d.next_timer().is_some_and(|t| t > t0 + ms));
         let c = d.counters;
         assert_eq!((c.intercepted_started, c.fast_tcp), (1, 0));
         assert!(log.0.lock().unwrap().is_empty());
