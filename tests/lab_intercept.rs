@@ -237,6 +237,65 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     );
     let pass_port = c.local_port;
 
+    // on_disable = "interrupt" (the demo config): disabling the policy
+    // resets a flow that is still running, at once.
+    let slow_out = t.path("slow.bin");
+    let slow_err = t.path("slow.err");
+    let mut cmd = t.lab.command(
+        t.lab.client_ns(),
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            "2M",
+            "--interface",
+            &IN_SCOPE.to_string(),
+            "--cacert",
+            &origin_root.display().to_string(),
+            "--resolve",
+            &format!("{}:443:{SERVER_B}", lab::SERVER_NAME),
+            "-o",
+            &slow_out.display().to_string(),
+            &format!("https://{}/big.bin", lab::SERVER_NAME),
+        ],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&slow_err)?);
+    let slow = t.lab.spawn("slow curl", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::metadata(&slow_out).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(
+            Instant::now() < deadline && t.lab.is_running(slow),
+            "{mode:?}: the slow download did not start: {}",
+            std::fs::read_to_string(&slow_err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&config)?.replace("enabled = true", "enabled = false");
+    std::fs::write(&config, text)?;
+    t.lab.signal(app.pid, "HUP")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.lab.is_running(slow) {
+        assert!(
+            Instant::now() < deadline,
+            "{mode:?}: the running flow was not interrupted: {}",
+            app.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = t.lab.stop(slow, "TERM", Duration::from_secs(5))?;
+    let err = std::fs::read_to_string(&slow_err).unwrap_or_default();
+    assert_eq!(status.code(), Some(56), "{mode:?}: curl: {err}");
+    assert!(
+        std::fs::metadata(&slow_out)?.len() < 50 << 20,
+        "{mode:?}: completed anyway"
+    );
+    assert!(app
+        .stderr()
+        .contains("interrupting the running flows of disabled policy pol-demo"));
+
     let counters = t.stop_appliance(&app)?;
     let records = lab::read_log(&log)?;
 

@@ -121,6 +121,7 @@ struct Held {
     /// The MACs of the client's SYN frame (destination, source): the WAN
     /// side's header as is, the LAN side's swapped. `None` on TUN.
     macs: Option<[u8; 12]>,
+    born: Instant,
     last_seen: Instant,
     /// The deadline of this flow's live heap entry, if any.
     armed: Option<Instant>,
@@ -323,6 +324,39 @@ impl Dispatcher {
         }
     }
 
+    /// Resets both legs of a flow the worker gives up on, sends the RSTs, ends it.
+    fn abort_intercepted(&mut self, mut h: Held, now: Instant) {
+        h.flow.abort();
+        while let Some(leg) = h.flow.poll_transmit_into(now, &mut self.scratch) {
+            let side = match leg {
+                Leg::Client => Side::Lan,
+                Leg::Server => Side::Wan,
+            };
+            self.outbox.push(side, h.macs.as_ref(), &self.scratch);
+            self.counters.intercept_tx_packets += 1;
+        }
+        self.end_intercepted(h, now);
+    }
+
+    /// Interrupts (resets) every intercepted flow of `policies` born before `before`.
+    ///
+    /// For `on_disable = "interrupt"`: flows born after the policy was
+    /// re-enabled are left alone.
+    pub fn interrupt(&mut self, policies: &[Arc<str>], before: Instant, now: Instant) {
+        let hit: Vec<FlowKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.born < before && policies.contains(&h.flow.meta().policy_id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in hit {
+            if let Some(h) = self.held.remove(&k) {
+                self.counters.intercept_interrupted += 1;
+                self.abort_intercepted(h, now);
+            }
+        }
+    }
+
     fn end_intercepted(&mut self, mut h: Held, now: Instant) {
         let rec = h.flow.finish(now);
         self.log.record(&rec);
@@ -493,6 +527,7 @@ impl Dispatcher {
                         Held {
                             flow,
                             macs,
+                            born: now,
                             last_seen: now,
                             armed: None,
                         },
@@ -531,7 +566,7 @@ impl Dispatcher {
         }
     }
 
-    /// Ends flows idle for the timeout.
+    /// Ends flows idle for the timeout (intercepted ones reset at both ends).
     pub fn expire(&mut self, now: Instant) {
         let mut ended = Vec::new();
         self.flows.expire(now, |f| ended.push(f));
@@ -547,21 +582,24 @@ impl Dispatcher {
             .collect();
         for k in stale {
             if let Some(h) = self.held.remove(&k) {
-                self.end_intercepted(h, now);
+                self.abort_intercepted(h, now);
             }
         }
     }
 
-    /// Ends every flow (shutdown), logging each.
+    /// Ends every flow (shutdown), logging each; intercepted ones are reset at
+    /// both ends (the RSTs wait in the outbox).
     pub fn finish(&mut self, now: Instant) {
         let mut ended = Vec::new();
         self.flows.drain(|f| ended.push(f));
         for f in ended {
             self.end(f, now);
         }
+        // The state of these connections dies with the worker: reset both
+        // ends rather than leave them waiting.
         let held: Vec<Held> = self.held.drain().map(|(_, h)| h).collect();
         for h in held {
-            self.end_intercepted(h, now);
+            self.abort_intercepted(h, now);
         }
         self.timers.clear();
     }
@@ -1030,6 +1068,71 @@ pub(crate) mod tests {
         assert_eq!(recs[0].meta.src, "192.0.2.10:40000".parse().unwrap());
         assert_eq!(d.active_flows(), 0);
         assert_eq!(d.next_timer(), None);
+    }
+
+    #[test]
+    fn interrupt_resets_only_flows_of_the_policy_born_before() {
+        use crate::intercept::testkit;
+        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
+        use smoltcp::wire::TcpControl;
+
+        let kit = testkit::Lab::new();
+        let policy = TlsPolicy {
+            non_tls: PassOrBlock::Pass,
+            ech: PassOrInspect::Pass,
+            exclude_sni: vec![],
+            legacy_tls: PassOrBlock::Pass,
+            tls13: PassOrInspect::Pass,
+            no_sni: PassOrInspect::Pass,
+        };
+        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "pol-1".into(),
+            scope_id: "sc-1".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(443, 443)],
+        }]))));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut d = Dispatcher::new(
+            0,
+            100,
+            Duration::from_secs(300),
+            table,
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        )
+        .with_intercept(ctx);
+        let syn = crafted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0,
+        );
+        drain(&mut d);
+        // Another policy, or a request older than the flow: untouched.
+        d.interrupt(&["pol-2".into()], t0 + ms, t0 + ms);
+        d.interrupt(&["pol-1".into()], t0, t0 + ms);
+        assert_eq!(d.active_flows(), 1);
+        assert!(drain(&mut d).is_empty());
+        // The policy's flow: the server never answered, so the client's
+        // held SYN is refused with an RST; logged.
+        d.interrupt(&["pol-1".into()], t0 + ms, t0 + 2 * ms);
+        assert_eq!(d.active_flows(), 0);
+        let out = drain(&mut d);
+        assert!(
+            out.iter()
+                .any(|(side, f)| *side == Side::Lan && tcp_of(f).0 & 0x04 != 0),
+            "an RST to the client: {out:?}"
+        );
+        assert_eq!(log.0.lock().unwrap().len(), 1);
+        assert_eq!(d.counters.intercept_interrupted, 1);
     }
 
     #[test]
