@@ -298,6 +298,10 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 
     let counters = t.stop_appliance(&app)?;
     let records = lab::read_log(&log)?;
+    assert!(
+        counters.contains("intercept_interrupted 1") && counters.contains("intercepted_started "),
+        "{mode:?}: final counters: {counters}"
+    );
 
     // (c) The inspected records.
     for (port, server) in &inspected {
