@@ -37,7 +37,7 @@ fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
     })
 }
 
-fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
+fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     if lab::skip_without_root() {
         return Ok(());
     }
@@ -51,6 +51,9 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         "destination_ports = [\"443/443\"]",
         &format!("destination_ports = [\"443/443\", \"{CLOSED_PORT}/{CLOSED_PORT}\"]"),
     );
+    // Both directions of a flow must reach the worker that owns it.
+    let cpus: Vec<String> = (0..workers).map(|c| c.to_string()).collect();
+    let text = text.replace("cpus = [0]", &format!("cpus = [{}]", cpus.join(", ")));
     std::fs::write(&config, text)?;
     let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER_A)?;
     let policy_ca = &t.pki.policy_ca_cert;
@@ -365,10 +368,22 @@ fn intercept(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 
 #[test]
 fn intercept_af_packet() -> anyhow::Result<()> {
-    intercept(LabMode::AfPacket, "icaf")
+    intercept(LabMode::AfPacket, "icaf", 1)
 }
 
 #[test]
 fn intercept_tun() -> anyhow::Result<()> {
-    intercept(LabMode::Tun, "ictun")
+    intercept(LabMode::Tun, "ictun", 1)
+}
+
+/// Two workers: the fanout (af_packet) or the handoff (tun) brings both
+/// directions of every intercepted flow to its owner.
+#[test]
+fn intercept_two_workers() -> anyhow::Result<()> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return Ok(());
+    }
+    intercept(LabMode::AfPacket, "ic2af", 2)?;
+    intercept(LabMode::Tun, "ic2tun", 2)
 }
