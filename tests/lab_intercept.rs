@@ -116,6 +116,40 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     eprintln!("{mode:?}: 50 MB inspected download took {took:?}");
     inspected.push((c.local_port, SERVER_B));
 
+    // 40 connections, 20 at a time, all inspected and all answered.
+    let url = format!("https://{}/index.html", lab::SERVER_NAME);
+    let resolve = format!("{}:443:{SERVER_A}", lab::SERVER_NAME);
+    let ca = policy_ca.display().to_string();
+    let src = IN_SCOPE.to_string();
+    let mut args: Vec<&str> = vec![
+        "-sS",
+        "--max-time",
+        "60",
+        "-Z",
+        "--parallel-max",
+        "20",
+        "--http1.1",
+        "--no-keepalive",
+        "-H",
+        "Connection: close",
+        "--interface",
+        &src,
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-w",
+        "%{http_code} %{local_port}\n",
+    ];
+    for _ in 0..40 {
+        args.extend(["-o", "/dev/null", &url]);
+    }
+    let o = t.lab.exec(t.lab.client_ns(), "curl", &args)?;
+    let w = String::from_utf8_lossy(&o.stdout).into_owned();
+    let ports: std::collections::HashSet<&str> =
+        w.lines().filter_map(|l| l.strip_prefix("200 ")).collect();
+    assert_eq!(ports.len(), 40, "{mode:?}: parallel requests: {w}");
+
     // (b) Out of scope: the origin's real chain.
     let c = t.curl(
         OUT_OF_SCOPE,
@@ -331,6 +365,15 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
             assert!(down > 0, "{r:#}");
         }
     }
+    let parallel = records
+        .iter()
+        .filter(|r| {
+            r["action"] == "inspected"
+                && r["src_ip"] == IN_SCOPE.to_string()
+                && ports.contains(r["src_port"].to_string().as_str())
+        })
+        .count();
+    assert_eq!(parallel, 40, "{mode:?}: records of the parallel requests");
     let r = find(&records, pass_port, SERVER_A)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the passed flow in {records:#?}"));
     assert_eq!(
