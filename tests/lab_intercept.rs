@@ -28,6 +28,108 @@ const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 /// An in-scope port nothing listens on.
 const CLOSED_PORT: u16 = 9443;
+/// An in-scope port where nginx requires a client certificate.
+const MTLS_PORT: u16 = 8443;
+
+/// Starts a second nginx on `SERVER_A:MTLS_PORT` that requires a client
+/// certificate issued by the lab's policy CA; returns (client cert, key).
+fn start_mtls_origin(t: &TestLab) -> anyhow::Result<(String, String)> {
+    let root = t.path("mtls");
+    for d in ["tmp", "logs", "html"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::write(root.join("html/index.html"), "hello from the mTLS origin\n")?;
+    let r = root.display();
+    // The client's certificate, from the policy CA (any CA nginx trusts would do).
+    let key = format!("{r}/client.key");
+    let csr = format!("{r}/client.csr");
+    let cert = format!("{r}/client.pem");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let o = std::process::Command::new("openssl").args(args).output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-subj",
+        "/CN=lab client",
+        "-out",
+        &csr,
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &t.pki.policy_ca_cert.display().to_string(),
+        "-CAkey",
+        &t.pki.policy_ca_key.display().to_string(),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &cert,
+    ])?;
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nuser root;\npid {r}/nginx.pid;\nerror_log {r}/logs/error.log warn;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log {r}/logs/access.log;\n  client_body_temp_path {r}/tmp/body;\n  proxy_temp_path {r}/tmp/proxy;\n\
+           fastcgi_temp_path {r}/tmp/fastcgi;\n  uwsgi_temp_path {r}/tmp/uwsgi;\n  scgi_temp_path {r}/tmp/scgi;\n\
+           server {{\n    listen {SERVER_A}:{MTLS_PORT} ssl;\n    server_name {};\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+             ssl_client_certificate {};\n    ssl_verify_client on;\n    root {r}/html;\n  }}\n}}\n",
+        lab::SERVER_NAME,
+        t.pki.origin_cert.display(),
+        t.pki.origin_key.display(),
+        t.pki.policy_ca_cert.display(),
+    );
+    let conf_path = format!("{r}/nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut cmd = t.lab.command(
+        t.lab.server_ns(),
+        "nginx",
+        &[
+            "-p",
+            &r.to_string(),
+            "-c",
+            &conf_path,
+            "-e",
+            &format!("{r}/logs/error.log"),
+        ],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let pid = t.lab.spawn("mTLS nginx", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t
+        .lab
+        .exec(
+            t.lab.server_ns(),
+            "sh",
+            &["-c", &format!("ss -ltn | grep -q {SERVER_A}:{MTLS_PORT}")],
+        )
+        .is_ok_and(|o| o.status.success())
+    {
+        anyhow::ensure!(
+            t.lab.is_running(pid) && Instant::now() < deadline,
+            "the mTLS nginx did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((cert, key))
+}
 
 fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
     records.iter().find(|r| {
@@ -49,7 +151,9 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     // A second, closed port in the same scope.
     let text = text.replace(
         "destination_ports = [\"443/443\"]",
-        &format!("destination_ports = [\"443/443\", \"{CLOSED_PORT}/{CLOSED_PORT}\"]"),
+        &format!(
+            "destination_ports = [\"443/443\", \"{CLOSED_PORT}/{CLOSED_PORT}\", \"{MTLS_PORT}/{MTLS_PORT}\"]"
+        ),
     );
     // Both directions of a flow must reach the worker that owns it.
     let cpus: Vec<String> = (0..workers).map(|c| c.to_string()).collect();
@@ -243,6 +347,55 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(60), "{mode:?}: wrong name: {err}");
 
+    // A server that asks for a client certificate: the first connection is
+    // still served (bypass-cached, the hello replayed on a fresh server leg,
+    // passed), so the client sees the origin's chain and authenticates; the
+    // next one passes from the bypass cache.
+    let (client_cert, client_key) = start_mtls_origin(&t)?;
+    let bundle = t.path("bundle.pem");
+    std::fs::write(
+        &bundle,
+        [std::fs::read(origin_root)?, std::fs::read(policy_ca)?].concat(),
+    )?;
+    let mut mtls_ports = Vec::new();
+    for _ in 0..2 {
+        let o = t.lab.exec(
+            t.lab.client_ns(),
+            "curl",
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "20",
+                "--http1.1",
+                "--interface",
+                &IN_SCOPE.to_string(),
+                "--cacert",
+                &bundle.display().to_string(),
+                "--cert",
+                &client_cert,
+                "--key",
+                &client_key,
+                "--resolve",
+                &format!("{}:{MTLS_PORT}:{SERVER_A}", lab::SERVER_NAME),
+                "-w",
+                "%{http_code} %{local_port}",
+                "-o",
+                "/dev/null",
+                &format!("https://{}:{MTLS_PORT}/", lab::SERVER_NAME),
+            ],
+        )?;
+        let w = String::from_utf8_lossy(&o.stdout).into_owned();
+        let verbose = String::from_utf8_lossy(&o.stderr).into_owned();
+        let mut it = w.split_whitespace();
+        assert_eq!(it.next(), Some("200"), "{mode:?}: mTLS: {w} {verbose}");
+        assert!(
+            verbose.contains(lab::pki::ORIGIN_ROOT_CN),
+            "{mode:?}: mTLS client should see the origin chain: {verbose}"
+        );
+        mtls_ports.push(it.next().unwrap_or_default().parse::<u16>()?);
+    }
+
     // (d) Reload with tls13 = "passthrough": a NEW connection is passed and
     // sees the origin's chain.
     let text =
@@ -401,6 +554,15 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
         .unwrap_or_else(|| panic!("{mode:?}: no record of the wrong-name flow in {records:#?}"));
     assert_eq!(r["reason"], "invalid_certificate", "{r:#}");
     assert_eq!(r["tls"]["upstream_cert"]["verified"], false, "{r:#}");
+    let reasons: Vec<&Value> = mtls_ports
+        .iter()
+        .map(|p| &find(&records, *p, SERVER_A).expect("mTLS record")["reason"])
+        .collect();
+    assert_eq!(
+        reasons,
+        ["client_auth", "bypass_cache"],
+        "{mode:?}: mTLS records"
+    );
     let refused = records
         .iter()
         .find(|r| r["dest_port"] == CLOSED_PORT)
