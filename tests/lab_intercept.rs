@@ -11,7 +11,10 @@
 //! and is logged as pass/tls13; a closed in-scope port is refused at once;
 //! plain HTTP on the in-scope port is relayed (`non_tls`); an upstream
 //! certificate for the wrong name still fails at the client
-//! (`invalid_certificate = "untrusted"`).
+//! (`invalid_certificate = "untrusted"`); an mTLS origin stays reachable
+//! (bypass cache + replay); 40 parallel connections are all inspected;
+//! disabling the policy (`on_disable = "interrupt"`) resets a running
+//! download. In af_packet and tun mode, with one and with two workers.
 
 mod lab;
 
