@@ -1,5 +1,6 @@
-//! `tlsinspect demo` end to end: it runs, reports the paths it observed with
-//! the log records, and leaves nothing behind.
+//! `tlsinspect demo` end to end: it runs, shows the in-scope request
+//! intercepted (chain from the policy CA) and the out-of-scope one with the
+//! origin's chain, reports the log records, and leaves nothing behind.
 
 mod lab;
 
@@ -15,14 +16,29 @@ fn demo_runs_reports_and_cleans_up() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
 
-    // The in-scope HTTPS requests were logged with policy and scope.
+    // The in-scope HTTPS requests were inspected (TLS 1.3 with tls13 = "inspect")
+    // and logged with policy and scope.
     assert!(
         stdout.contains(
-            "path: in scope pol-demo/sc-https — action \"pass\", reason \"not_intercepting_yet\""
+            "path: in scope pol-demo/sc-https — action \"inspected\", reason \"inspected\""
         ),
         "{stdout}"
     );
-    // The real certificate, identical content.
+    let in_scope = stdout
+        .split("HTTPS GET https://www.example.com/ from 192.0.2.10")
+        .nth(1)
+        .unwrap_or_default();
+    let first: String = in_scope.lines().take(4).collect::<Vec<_>>().join("\n");
+    assert!(
+        first.contains("CN=tlsinspect lab policy CA\"") && first.contains("INTERCEPTED"),
+        "in-scope chain not from the policy CA: {stdout}"
+    );
+    // The upstream certificate the appliance verified is the origin's.
+    assert!(
+        in_scope.contains("upstream certificate issued by \"O=tlsinspect lab, CN=tlsinspect lab origin root\" (verified: true)"),
+        "{stdout}"
+    );
+    // The out-of-scope client saw the real certificate.
     assert!(
         stdout
             .contains("certificate issued by \"O=tlsinspect lab, CN=tlsinspect lab origin root\""),
@@ -43,8 +59,15 @@ fn demo_runs_reports_and_cleans_up() -> anyhow::Result<()> {
     assert!(
         out_of_scope
             .lines()
-            .take(3)
+            .take(5)
             .any(|l| l.contains("fast path")),
+        "{stdout}"
+    );
+    assert!(
+        out_of_scope
+            .lines()
+            .take(5)
+            .any(|l| l.contains("not intercepted: the origin's own certificate")),
         "{stdout}"
     );
 

@@ -2,11 +2,17 @@
 //! worker core) against a kernel bridge in the same lab topology with the
 //! same offload settings, measured in the same run (DESIGN.md §9).
 //!
+//! `cargo bench --bench lab -- intercept` runs the TLS interception
+//! benchmark instead (appliance against sslsplit, see `intercept.rs`).
+//!
 //! Run as root: `cargo bench --bench lab` (env: `LAB_BENCH_SECONDS`, default
 //! 10 per run; `LAB_BENCH_ROUNDS`, default 3, alternating bridge and
 //! appliance so drift on a shared machine hits both alike; `LAB_BENCH_STREAMS`,
 //! default 1; `LAB_BENCH_PERF=FILE`, record a `perf` profile of the
 //! appliance into FILE during its runs). Prints each run, the medians and the ratio appliance / bridge.
+
+mod intercept;
+mod loadgen;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -211,6 +217,19 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    // The interception bench re-executes this binary as its TLS client.
+    if let Some(i) = args.iter().position(|a| a == "__loadgen") {
+        return loadgen::main(&args[i + 1..]);
+    }
+    if args.iter().any(|a| a == "--bench") && args.iter().any(|a| a == "intercept") {
+        return intercept::run();
+    }
+    iperf3()
+}
+
+/// The iperf3 benchmark (fast path against a kernel bridge).
+fn iperf3() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // useful either, so only run for real under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {

@@ -121,6 +121,7 @@ struct Held {
     /// The MACs of the client's SYN frame (destination, source): the WAN
     /// side's header as is, the LAN side's swapped. `None` on TUN.
     macs: Option<[u8; 12]>,
+    born: Instant,
     last_seen: Instant,
     /// The deadline of this flow's live heap entry, if any.
     armed: Option<Instant>,
@@ -323,6 +324,39 @@ impl Dispatcher {
         }
     }
 
+    /// Resets both legs of a flow the worker gives up on, sends the RSTs, ends it.
+    fn abort_intercepted(&mut self, mut h: Held, now: Instant) {
+        h.flow.abort();
+        while let Some(leg) = h.flow.poll_transmit_into(now, &mut self.scratch) {
+            let side = match leg {
+                Leg::Client => Side::Lan,
+                Leg::Server => Side::Wan,
+            };
+            self.outbox.push(side, h.macs.as_ref(), &self.scratch);
+            self.counters.intercept_tx_packets += 1;
+        }
+        self.end_intercepted(h, now);
+    }
+
+    /// Interrupts (resets) every intercepted flow of `policies` born before `before`.
+    ///
+    /// For `on_disable = "interrupt"`: flows born after the policy was
+    /// re-enabled are left alone.
+    pub fn interrupt(&mut self, policies: &[Arc<str>], before: Instant, now: Instant) {
+        let hit: Vec<FlowKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.born < before && policies.contains(&h.flow.meta().policy_id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in hit {
+            if let Some(h) = self.held.remove(&k) {
+                self.counters.intercept_interrupted += 1;
+                self.abort_intercepted(h, now);
+            }
+        }
+    }
+
     fn end_intercepted(&mut self, mut h: Held, now: Instant) {
         let rec = h.flow.finish(now);
         self.log.record(&rec);
@@ -493,6 +527,7 @@ impl Dispatcher {
                         Held {
                             flow,
                             macs,
+                            born: now,
                             last_seen: now,
                             armed: None,
                         },
@@ -531,7 +566,7 @@ impl Dispatcher {
         }
     }
 
-    /// Ends flows idle for the timeout.
+    /// Ends flows idle for the timeout (intercepted ones reset at both ends).
     pub fn expire(&mut self, now: Instant) {
         let mut ended = Vec::new();
         self.flows.expire(now, |f| ended.push(f));
@@ -547,21 +582,24 @@ impl Dispatcher {
             .collect();
         for k in stale {
             if let Some(h) = self.held.remove(&k) {
-                self.end_intercepted(h, now);
+                self.abort_intercepted(h, now);
             }
         }
     }
 
-    /// Ends every flow (shutdown), logging each.
+    /// Ends every flow (shutdown), logging each; intercepted ones are reset at
+    /// both ends (the RSTs wait in the outbox).
     pub fn finish(&mut self, now: Instant) {
         let mut ended = Vec::new();
         self.flows.drain(|f| ended.push(f));
         for f in ended {
             self.end(f, now);
         }
+        // The state of these connections dies with the worker: reset both
+        // ends rather than leave them waiting.
         let held: Vec<Held> = self.held.drain().map(|(_, h)| h).collect();
         for h in held {
-            self.end_intercepted(h, now);
+            self.abort_intercepted(h, now);
         }
         self.timers.clear();
     }
@@ -859,6 +897,298 @@ pub(crate) mod tests {
         let recs = r.log.0.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(&*recs[0].meta.scope_id, "web");
+    }
+
+    /// A checksummed TCP segment (smoltcp emits it), as the kernel would send.
+    fn crafted(
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        control: smoltcp::wire::TcpControl,
+        seq: u32,
+        ack: Option<u32>,
+    ) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, TcpPacket, TcpRepr, TcpSeqNumber};
+        let (s, d): (IpAddress, IpAddress) = (
+            std::net::Ipv4Addr::from(src.0).into(),
+            std::net::Ipv4Addr::from(dst.0).into(),
+        );
+        let tcp = TcpRepr {
+            src_port: src.1,
+            dst_port: dst.1,
+            control,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 64240,
+            window_scale: Some(7),
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None, None, None],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = IpRepr::new(s, d, IpProtocol::Tcp, tcp.buffer_len(), 64);
+        let caps = ChecksumCapabilities::default();
+        let mut buf = vec![0u8; ip.buffer_len()];
+        ip.emit(&mut buf[..], &caps);
+        let hl = ip.header_len();
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[hl..]), &s, &d, &caps);
+        buf
+    }
+
+    fn drain(d: &mut Dispatcher) -> Vec<(Side, Vec<u8>)> {
+        let mut v = Vec::new();
+        d.drain_tx(|side, f| v.push((side, f.to_vec())));
+        v
+    }
+
+    /// Flags byte and sequence number of the TCP segment in an untagged IPv4 frame.
+    fn tcp_of(frame: &[u8]) -> (u8, u32) {
+        let t = &frame[14 + 20..];
+        (t[13], u32::from_be_bytes([t[4], t[5], t[6], t[7]]))
+    }
+
+    #[test]
+    fn intercepted_flow_consumes_frames_and_reapplies_l2_per_side() {
+        use crate::intercept::testkit;
+        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
+        use smoltcp::wire::TcpControl;
+
+        let kit = testkit::Lab::new();
+        let policy = TlsPolicy {
+            non_tls: PassOrBlock::Pass,
+            ech: PassOrInspect::Inspect,
+            exclude_sni: vec![],
+            legacy_tls: PassOrBlock::Block,
+            tls13: PassOrInspect::Inspect,
+            no_sni: PassOrInspect::Inspect,
+        };
+        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "pol-1".into(),
+            scope_id: "sc-1".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(443, 443)],
+        }]))));
+        let t0 = Instant::now();
+        let mut d = Dispatcher::new(
+            1,
+            100,
+            Duration::from_secs(30),
+            table,
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        )
+        .with_intercept(ctx);
+
+        // The client's SYN: consumed, and our own SYN leaves toward the WAN
+        // with the SYN frame's Ethernet header.
+        let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        let p = d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0,
+        );
+        assert_eq!(p, Path::Intercepted);
+        let out = drain(&mut d);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (side, ours) = &out[0];
+        assert_eq!(*side, Side::Wan);
+        assert_eq!(&ours[..14], &frame[..14], "WAN header as the client's SYN");
+        assert_eq!(&ours[14 + 12..14 + 20], &syn[12..20], "client's addresses");
+        let (flags, our_isn) = tcp_of(ours);
+        assert_eq!(flags & 0x12, 0x02, "a SYN");
+        assert!(
+            d.next_timer().is_some(),
+            "the server leg's retransmit timer"
+        );
+        assert_eq!(d.active_flows(), 1);
+
+        // The client retransmits its SYN: still consumed, never forwarded.
+        let p = d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0,
+        );
+        assert_eq!(p, Path::Intercepted);
+        assert!(drain(&mut d).iter().all(|(s, _)| *s == Side::Wan));
+
+        // The server answers: the client gets its SYN-ACK toward the LAN,
+        // with the MACs swapped.
+        let synack = crafted(
+            (S, 443),
+            (C, 40000),
+            TcpControl::Syn,
+            90_000,
+            Some(our_isn.wrapping_add(1)),
+        );
+        let mut back = ft::ether(0x0800, &[], &synack);
+        back[..6].copy_from_slice(&frame[6..12]);
+        back[6..12].copy_from_slice(&frame[..6]);
+        let ms = Duration::from_millis(1);
+        let p = d.on_ethernet(
+            Side::Wan,
+            &back,
+            parse_ethernet(&back),
+            RxMeta::default(),
+            t0 + ms,
+        );
+        assert_eq!(p, Path::Intercepted);
+        let out = drain(&mut d);
+        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Side::Lan).collect();
+        assert_eq!(to_client.len(), 1, "{out:?}");
+        let f = &to_client[0].1;
+        assert_eq!(&f[..6], &frame[6..12], "to the client's MAC");
+        assert_eq!(&f[6..12], &frame[..6], "from the gateway's MAC");
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(tcp_of(f).0 & 0x12, 0x12, "a SYN-ACK");
+        assert_eq!(&f[14 + 12..14 + 16], &S, "from the server's address");
+        // Waiting for the client's ACK: the next timer is in the future (no busy loop).
+        assert!(d.next_timer().is_some_and(|t| t > t0 + ms));
+        let c = d.counters;
+        assert_eq!((c.intercepted_started, c.fast_tcp), (1, 0));
+        assert!(log.0.lock().unwrap().is_empty());
+
+        // Shutdown writes the flow's record with its policy and scope.
+        d.finish(t0 + 2 * ms);
+        let recs = log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (&*recs[0].meta.policy_id, &*recs[0].meta.scope_id),
+            ("pol-1", "sc-1")
+        );
+        assert_eq!(recs[0].meta.src, "192.0.2.10:40000".parse().unwrap());
+        assert_eq!(d.active_flows(), 0);
+        assert_eq!(d.next_timer(), None);
+    }
+
+    #[test]
+    fn interrupt_resets_only_flows_of_the_policy_born_before() {
+        use crate::intercept::testkit;
+        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
+        use smoltcp::wire::TcpControl;
+
+        let kit = testkit::Lab::new();
+        let policy = TlsPolicy {
+            non_tls: PassOrBlock::Pass,
+            ech: PassOrInspect::Pass,
+            exclude_sni: vec![],
+            legacy_tls: PassOrBlock::Pass,
+            tls13: PassOrInspect::Pass,
+            no_sni: PassOrInspect::Pass,
+        };
+        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "pol-1".into(),
+            scope_id: "sc-1".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(443, 443)],
+        }]))));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut d = Dispatcher::new(
+            0,
+            100,
+            Duration::from_secs(300),
+            table,
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        )
+        .with_intercept(ctx);
+        let syn = crafted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0,
+        );
+        drain(&mut d);
+        // Another policy, or a request older than the flow: untouched.
+        d.interrupt(&["pol-2".into()], t0 + ms, t0 + ms);
+        d.interrupt(&["pol-1".into()], t0, t0 + ms);
+        assert_eq!(d.active_flows(), 1);
+        assert!(drain(&mut d).is_empty());
+        // The policy's flow: the server never answered, so the client's
+        // held SYN is refused with an RST; logged.
+        d.interrupt(&["pol-1".into()], t0 + ms, t0 + 2 * ms);
+        assert_eq!(d.active_flows(), 0);
+        let out = drain(&mut d);
+        assert!(
+            out.iter()
+                .any(|(side, f)| *side == Side::Lan && tcp_of(f).0 & 0x04 != 0),
+            "an RST to the client: {out:?}"
+        );
+        assert_eq!(log.0.lock().unwrap().len(), 1);
+        assert_eq!(d.counters.intercept_interrupted, 1);
+    }
+
+    #[test]
+    fn intercepted_timers_fire_and_tun_packets_carry_no_l2() {
+        use crate::intercept::testkit;
+        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
+        use smoltcp::wire::TcpControl;
+
+        let kit = testkit::Lab::new();
+        let policy = TlsPolicy {
+            non_tls: PassOrBlock::Pass,
+            ech: PassOrInspect::Pass,
+            exclude_sni: vec![],
+            legacy_tls: PassOrBlock::Pass,
+            tls13: PassOrInspect::Pass,
+            no_sni: PassOrInspect::Pass,
+        };
+        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "pol-1".into(),
+            scope_id: "sc-1".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(443, 443)],
+        }]))));
+        let t0 = Instant::now();
+        let mut d = Dispatcher::new(
+            0,
+            100,
+            Duration::from_secs(300),
+            table,
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        )
+        .with_intercept(ctx);
+        let syn = crafted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
+        assert_eq!(
+            d.on_ip(Side::Lan, &syn, parse_ip(&syn), t0),
+            Path::Intercepted
+        );
+        let first = drain(&mut d);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1[0] >> 4, 4, "a bare IP packet on TUN");
+        // The silent server: the SYN is retransmitted when the timer is due.
+        let mut sent = first.len();
+        let mut now = t0;
+        for _ in 0..20 {
+            let Some(at) = d.next_timer() else { break };
+            now = at.max(now);
+            d.run_timers(now);
+            sent += drain(&mut d).len();
+        }
+        assert!(sent >= 2, "SYN retransmitted by the timer ({sent})");
+        assert!(now > t0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::io::Device;
 use crate::path::{Clock, Dispatcher};
 use crate::stats::{Counters, SharedCounters, Stats};
 use crate::steer::fanout_program;
-use crate::worker::{Handoff, Peer, Worker, HANDOFF_QUEUE, WAKE};
+use crate::worker::{Handoff, Interrupts, Peer, Worker, HANDOFF_QUEUE, WAKE};
 
 /// How frames enter and leave the appliance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,8 @@ struct Running {
 /// The running data plane.
 pub struct Pipeline {
     scopes: Arc<ArcSwap<ScopeTable>>,
+    interrupts: Arc<ArcSwap<Interrupts>>,
+    interrupt_seq: std::sync::atomic::AtomicU64,
     stop: Arc<AtomicBool>,
     workers: Vec<Running>,
 }
@@ -258,8 +260,11 @@ impl Pipeline {
             peers.push(Peer { tx, waker });
             rxs.push(rx);
         }
+        let interrupts = Arc::new(ArcSwap::from_pointee(Interrupts::default()));
         let mut pipeline = Pipeline {
             scopes: table.clone(),
+            interrupts: interrupts.clone(),
+            interrupt_seq: std::sync::atomic::AtomicU64::new(0),
             stop: stop.clone(),
             workers: Vec::with_capacity(n),
         };
@@ -288,6 +293,7 @@ impl Pipeline {
                 stop: stop.clone(),
                 handoff_rx,
                 peers: peers.clone(),
+                interrupts: interrupts.clone(),
             };
             let cpu = cfg.cpus[w];
             let handle = std::thread::Builder::new()
@@ -315,6 +321,30 @@ impl Pipeline {
     /// Replaces the scope table; flows already tracked keep their match.
     pub fn set_scopes(&self, scopes: Arc<ScopeTable>) {
         self.scopes.store(scopes);
+    }
+
+    /// Resets, at both ends, every intercepted flow of `policies` started
+    /// before now (`on_disable = "interrupt"`); workers act at their next
+    /// housekeeping (within a quarter second). Flows started later, e.g.
+    /// after a re-enable, are left alone.
+    pub fn interrupt_policies(&self, policies: &[Arc<str>]) {
+        if policies.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.interrupts.rcu(|cur| {
+            let mut entries = cur.entries.clone();
+            for p in policies {
+                let seq = self.interrupt_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                entries.push((seq, p.clone(), now));
+            }
+            let excess = entries.len().saturating_sub(Interrupts::KEEP);
+            entries.drain(..excess);
+            Interrupts { entries }
+        });
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
     }
 
     /// The scope table new flows are classified against.

@@ -104,6 +104,8 @@ counters! {
     intercept_start_errors,
     /// IP packets the intercepted flows' TCP legs sent.
     intercept_tx_packets,
+    /// Intercepted flows reset because their policy was disabled with `on_disable = "interrupt"`.
+    intercept_interrupted,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -43,6 +44,20 @@ const LAN: Token = Token(0);
 const WAN: Token = Token(1);
 pub(crate) const WAKE: Token = Token(2);
 
+/// Requests to interrupt (reset) the intercepted flows of disabled policies.
+///
+/// Each entry: (sequence number, policy id, flows born before this instant).
+/// The pipeline keeps the most recent [`Interrupts::KEEP`] entries; a worker
+/// applies those newer than the last it saw at its next housekeeping.
+#[derive(Debug, Default)]
+pub(crate) struct Interrupts {
+    pub(crate) entries: Vec<(u64, Arc<str>, Instant)>,
+}
+
+impl Interrupts {
+    pub(crate) const KEEP: usize = 256;
+}
+
 /// A packet moved to the worker that owns its flow.
 pub(crate) type Handoff = (Side, Vec<u8>);
 
@@ -64,6 +79,7 @@ pub(crate) struct Worker<D: Device> {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) handoff_rx: Receiver<Handoff>,
     pub(crate) peers: Vec<Peer>,
+    pub(crate) interrupts: Arc<ArcSwap<Interrupts>>,
 }
 
 /// The per-batch state the receive closure needs besides the receiving device.
@@ -179,6 +195,7 @@ impl<D: Device> Worker<D> {
         let mut wake = vec![false; workers];
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         let mut last_active = Instant::now();
+        let mut interrupts_seen = self.interrupts.load().entries.last().map_or(0, |e| e.0);
         let mut result = Ok(());
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -231,7 +248,9 @@ impl<D: Device> Worker<D> {
                 }
             };
             if now >= next_housekeeping {
+                self.apply_interrupts(&mut interrupts_seen, now);
                 self.dispatcher.expire(now);
+                self.send_intercepted();
                 self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
                 next_housekeeping = now + HOUSEKEEPING;
             }
@@ -271,6 +290,17 @@ impl<D: Device> Worker<D> {
         self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
         self.publish();
         result
+    }
+
+    /// Resets the flows of policies disabled with `on_disable = "interrupt"` since the last call.
+    fn apply_interrupts(&mut self, seen: &mut u64, now: Instant) {
+        let list = self.interrupts.load();
+        let last = *seen;
+        for (seq, policy, before) in list.entries.iter().filter(|e| e.0 > last) {
+            self.dispatcher
+                .interrupt(std::slice::from_ref(policy), *before, now);
+            *seen = (*seen).max(*seq);
+        }
     }
 
     /// Queues the frames of intercepted flows on their devices (sent by the next flush).

@@ -66,6 +66,26 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             "Flows in the flow tables.",
             t.flows_active as f64,
         ),
+        Sample::counter(
+            "intercepted_flows_started",
+            "In-scope flows terminated on both legs by the interception driver.",
+            t.intercepted_started,
+        ),
+        Sample::counter(
+            "intercepted_flows_ended",
+            "Intercepted flows ended and logged.",
+            t.intercepted_ended,
+        ),
+        Sample::counter(
+            "intercept_start_errors",
+            "In-scope SYNs the interception driver refused (forwarded untracked).",
+            t.intercept_start_errors,
+        ),
+        Sample::counter(
+            "intercept_interrupted",
+            "Intercepted flows reset because their policy was disabled (on_disable = interrupt).",
+            t.intercept_interrupted,
+        ),
     ];
     for (kind, v) in [
         ("arp", t.fast_arp),

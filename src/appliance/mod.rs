@@ -341,6 +341,17 @@ impl Appliance {
         }
         if let Some(p) = &self.pipeline {
             p.set_scopes(built.scopes.clone());
+            // A policy enabled before and disabled (or deleted) now, with
+            // on_disable = "interrupt": its running flows are reset.
+            let stopped = interrupted_policies(&cur.config, &new);
+            if !stopped.is_empty() {
+                log::info!(
+                    "interrupting the running flows of disabled polic{} {}",
+                    if stopped.len() == 1 { "y" } else { "ies" },
+                    stopped.iter().map(|p| &**p).collect::<Vec<_>>().join(", ")
+                );
+                p.interrupt_policies(&stopped);
+            }
         }
 
         let enabled: Vec<&str> = new
@@ -484,6 +495,17 @@ impl Appliance {
     pub fn shutdown(self) -> Option<Stats> {
         self.pipeline.map(Pipeline::shutdown)
     }
+}
+
+/// Policies enabled in `old` that `new` disables or deletes, whose running
+/// flows are to be reset (`on_disable = "interrupt"`, as set in `old`).
+fn interrupted_policies(old: &Config, new: &Config) -> Vec<Arc<str>> {
+    old.policies
+        .iter()
+        .filter(|p| p.enabled && p.on_disable == crate::config::OnDisable::Interrupt)
+        .filter(|p| !new.policies.iter().any(|n| n.id == p.id && n.enabled))
+        .map(|p| Arc::<str>::from(&*p.id))
+        .collect()
 }
 
 /// The context each new intercepted flow is born with.

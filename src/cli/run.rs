@@ -64,10 +64,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
 
     services.stop();
-    let records = app.flow_log().file().records();
+    let log = app.flow_log().clone();
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
     let stats = app.shutdown();
+    // Counted after the workers stopped: flows still open were logged (and
+    // reset) during the shutdown.
+    let records = log.file().records();
     println!(
         "tlsinspect stopped. Final counters:\n{}\ntraffic-log records written: {records}",
         stats.map_or_else(

@@ -224,6 +224,8 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     let appliance = lab.spawn("appliance", cmd)?;
     println!("appliance: tlsinspect run --config {cfg}  (pid {appliance})");
     println!("  policy pol-demo / scope sc-https: source {IN_SCOPE}, destinations 203.0.113.0/24, port 443");
+    println!("  tls13 = \"inspect\", ech = \"inspect\": in-scope TLS is terminated and re-signed by the policy CA");
+    println!("  (the demo's clients trust both the origin root and the policy CA, as a managed client would)");
 
     // Wait until frames cross the appliance: nothing passes the lab until it bridges.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -347,11 +349,25 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             } else {
                 format!("{} bytes, sha256 DIFFERS from the origin's", f.body_len)
             };
+            // Who signed what the client saw tells whether we were in the middle.
+            let verdict = if issuer.contains(pki::POLICY_CA_CN) {
+                "INTERCEPTED: the leaf was forged by the appliance and signed by the policy CA"
+            } else if issuer.contains(pki::ORIGIN_ROOT_CN) {
+                "not intercepted: the origin's own certificate"
+            } else {
+                "unexpected issuer"
+            };
+            let chain: Vec<String> = f
+                .chain
+                .iter()
+                .map(|c| format!("\"{}\" issued by \"{}\"", c.subject, c.issuer))
+                .collect();
             format!(
-                "HTTP {} over {} ({}), certificate issued by \"{issuer}\", {body}",
+                "HTTP {} over {} ({}), certificate issued by \"{issuer}\", {body}\n  {verdict}\n  chain presented (leaf first): {}",
                 f.status.unwrap_or(0),
                 f.tls_version.as_deref().unwrap_or("?"),
                 f.alpn.as_deref().unwrap_or("no ALPN"),
+                chain.join(" <- "),
             )
         } else {
             format!("FAILED: {}", f.error.unwrap_or_default())
@@ -407,6 +423,23 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
                 r["scope_id"].as_str().unwrap_or("?"),
                 r["action"].as_str().unwrap_or("?"),
                 r["reason"].as_str().unwrap_or("?")
+            );
+            if let Some(tls) = r.get("tls").filter(|t| t.is_object()) {
+                let up = &tls["upstream_cert"];
+                println!(
+                    "  tls:  sni {}, client {} / server {} {}, alpn {}; upstream certificate issued by {} (verified: {})",
+                    tls["sni"],
+                    tls["version"],
+                    tls["upstream_version"],
+                    tls["cipher"],
+                    tls["alpn"],
+                    up["issuer"],
+                    up["verified"]
+                );
+            }
+            println!(
+                "  bytes: {} to the server, {} to the client, {} ms",
+                r["bytes_toserver"], r["bytes_toclient"], r["duration_ms"]
             );
             println!("  log:  {r}");
         }

@@ -405,6 +405,17 @@ impl InterceptedFlow {
         self.tcp.poll_transmit_into(now, buf)
     }
 
+    /// Resets both legs at once: one RST to each end on the next `poll_transmit`.
+    ///
+    /// For a worker giving up on the flow (idle timeout, shutdown, the
+    /// interruption of a disabled policy) so neither end waits for a
+    /// connection that no longer exists; [`finish`](Self::finish) then
+    /// writes the record as usual.
+    pub fn abort(&mut self) {
+        self.tcp.abort(Side::Client);
+        self.tcp.abort(Side::Server);
+    }
+
     /// Whether the connection is over on both legs with nothing left to send.
     pub fn is_finished(&self) -> bool {
         self.tcp.is_finished()
