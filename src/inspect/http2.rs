@@ -17,7 +17,10 @@
 //!   whose header block uses only literals without indexing, so the client's
 //!   HPACK table (owned by the server's encoder) is untouched. No DATA frame is
 //!   sent: it would consume connection flow-control credit the server does
-//!   not know about.
+//!   not know about. The 403 of a denied upload waits for the end of its body
+//!   (up to `DENIED_BODY_MAX`, then with RST_STREAM NO_ERROR), and every
+//!   request DATA frame we discard is refunded to the client with a
+//!   connection WINDOW_UPDATE, since the server never sees it.
 //!
 //! Everything else (SETTINGS, PING, WINDOW_UPDATE, responses) is forwarded
 //! byte for byte at frame boundaries.
