@@ -526,6 +526,9 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             .iter()
             .find(|r| r["event_type"] == "flow" && r["flow_id"] == hit["flow_id"])
             .unwrap_or_else(|| panic!("{mode:?}: no flow record for {hit:#}"));
+        // A drop resets the connection: the flow is logged as blocked by the IPS.
+        assert_eq!(f["action"], "blocked", "{f:#}");
+        assert_eq!(f["reason"], "ips", "{f:#}");
         assert!(
             f["alerts"].as_array().is_some_and(|v| v
                 .iter()

@@ -104,6 +104,9 @@ pub mod reason {
     pub const RESET: &str = "reset";
     /// The flow ended (idle timeout, shutdown) before any decision.
     pub const UNDECIDED: &str = "undecided";
+    /// An inspection engine reset the connection (an IPS `drop`): the flow
+    /// is logged as blocked so `tlsinspect logs --action blocked` finds it.
+    pub const IPS: &str = "ips";
 }
 
 /// Shared per-worker settings and services of intercepted flows.
@@ -835,6 +838,8 @@ impl InterceptedFlow {
                 Event::CloseClient => self.after_client = After::Close,
                 Event::Finished => {}
                 Event::Reset => {
+                    self.reason = Some(reason::IPS);
+                    self.action = Some(FlowAction::Blocked);
                     self.after_client = After::Abort;
                     self.after_server = After::Abort;
                 }
