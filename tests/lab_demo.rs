@@ -59,17 +59,67 @@ fn demo_runs_reports_and_cleans_up() -> anyhow::Result<()> {
     assert!(
         out_of_scope
             .lines()
-            .take(5)
+            .take(8)
             .any(|l| l.contains("fast path")),
         "{stdout}"
     );
     assert!(
         out_of_scope
             .lines()
-            .take(5)
+            .take(8)
             .any(|l| l.contains("not intercepted: the origin's own certificate")),
         "{stdout}"
     );
+
+    // The engines at work: each blocked request never reached the origin,
+    // and its verdict is in the log with the policy and scope.
+    let section = |title: &str| -> String {
+        stdout
+            .split(title)
+            .nth(1)
+            .and_then(|s| s.split("\nHTTPS ").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let upload = section("HTTPS POST https://www.example.com/upload/report.csv");
+    assert!(upload.contains("client saw: HTTP 403"), "{stdout}");
+    assert!(
+        upload.contains("origin: NEVER received the request"),
+        "{stdout}"
+    );
+    assert!(
+        upload.contains("alert: webfilter rule 0")
+            && upload.contains("(policy pol-demo, scope sc-https)"),
+        "{stdout}"
+    );
+    let traversal = section("HTTPS GET https://www.example.com/static/../../etc/passwd");
+    assert!(
+        traversal.contains("origin: NEVER received the request"),
+        "{stdout}"
+    );
+    assert!(traversal.contains("alert: ips rule 1000001"), "{stdout}");
+    assert!(
+        traversal.contains("action \"blocked\", reason \"ips\""),
+        "{stdout}"
+    );
+    let card = section("HTTPS POST https://www.example.com/api/notes");
+    assert!(
+        card.contains("origin: NEVER received the request"),
+        "{stdout}"
+    );
+    assert!(card.contains("alert: ips rule 1000050"), "{stdout}");
+    let browse = section("HTTPS GET https://github.com/octo/repo");
+    assert!(browse.contains("client saw: HTTP 200"), "{stdout}");
+    assert!(browse.contains("origin: received the request"), "{stdout}");
+    assert!(browse.contains("app github/browse"), "{stdout}");
+    let push = section("HTTPS POST https://github.com/octo/repo.git/git-receive-pack");
+    assert!(push.contains("client saw: HTTP 403"), "{stdout}");
+    assert!(
+        push.contains("origin: NEVER received the request"),
+        "{stdout}"
+    );
+    assert!(push.contains("app github/upload"), "{stdout}");
+    assert!(push.contains("alert: appcontrol rule 0"), "{stdout}");
 
     // Everything removed.
     let ns = stdout

@@ -66,6 +66,12 @@ pub enum HelperCommand {
         ca: Vec<PathBuf>,
         #[arg(long, default_value = "/")]
         path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        header: Vec<String>,
+        #[arg(long)]
+        body: Option<String>,
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
@@ -110,13 +116,21 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
             sni,
             ca,
             path,
+            method,
+            header,
+            body,
             timeout_ms,
         } => serde_json::to_string(&probe::https_fetch(
             source,
             connect,
             &sni,
             &ca,
-            &path,
+            &probe::FetchRequest {
+                method,
+                path,
+                headers: header,
+                body,
+            },
             Duration::from_millis(timeout_ms),
         )?)?,
     };

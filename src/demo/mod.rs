@@ -27,6 +27,16 @@ use probe::{FetchResult, PingResult, UdpResult};
 /// The demo's configuration template (placeholders `@NAME@`).
 pub const DEMO_CONFIG_TEMPLATE: &str = include_str!("../../configs/demo.toml");
 
+/// Engine settings the demo appends to its configuration.
+const DEMO_ENGINES: &str = include_str!("../../configs/demo-engines.toml");
+
+/// The project's default IPS rules, written next to the demo's configuration.
+const DEFAULT_RULES: &str = include_str!("../../configs/rules/default.rules");
+
+/// A second name the lab origin answers for, so the shipped GitHub
+/// signatures identify the demo's app-control requests.
+const GITHUB_NAME: &str = "github.com";
+
 /// Values substituted into [`DEMO_CONFIG_TEMPLATE`] (and the test configs).
 #[derive(Debug, Clone)]
 pub struct ConfigVars<'a> {
@@ -87,6 +97,16 @@ fn helper<T: DeserializeOwned>(
         .with_context(|| format!("parsing the output of lab-helper {args:?}: {text:?}"))
 }
 
+/// A request the demo sends: client, SNI, method, path, extra header, body.
+type DemoRequest = (
+    Ipv4Addr,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// A demo request and what it observed.
 struct Probe {
     what: String,
@@ -94,6 +114,8 @@ struct Probe {
     src_port: Option<u16>,
     dst: SocketAddr,
     outcome: String,
+    /// Method and target of an HTTP request, to look it up in the origin's log.
+    request: Option<(String, String)>,
 }
 
 fn rule(title: &str) {
@@ -127,7 +149,12 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     rule("lab");
     let pki = pki::create(
         &dir.join("pki"),
-        &[SERVER_NAME, &SERVER_A.to_string(), &SERVER_B.to_string()],
+        &[
+            SERVER_NAME,
+            GITHUB_NAME,
+            &SERVER_A.to_string(),
+            &SERVER_B.to_string(),
+        ],
     )?;
     println!(
         "lab PKI (made just now with rcgen) in {}",
@@ -213,8 +240,11 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             in_scope: IN_SCOPE,
         },
     );
+    let config = format!("{config}\n{DEMO_ENGINES}");
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::create_dir_all(dir.join("rules"))?;
+    std::fs::write(dir.join("rules/default.rules"), DEFAULT_RULES)?;
     let appliance_out = dir.join("appliance.out");
     let appliance_err = dir.join("appliance.err");
     let cfg = config_path.display().to_string();
@@ -226,6 +256,8 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     println!("  policy pol-demo / scope sc-https: source {IN_SCOPE}, destinations 203.0.113.0/24, port 443");
     println!("  tls13 = \"inspect\", ech = \"inspect\": in-scope TLS is terminated and re-signed by the policy CA");
     println!("  (the demo's clients trust both the origin root and the policy CA, as a managed client would)");
+    println!("  engines: IPS prevent with the default rules; web filter denies POST/PUT to www.example.com/upload/*;");
+    println!("           app control denies github/upload (a git push), shipped app signatures");
 
     // Wait until frames cross the appliance: nothing passes the lab until it bridges.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -285,6 +317,7 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             src_port: None,
             dst: SocketAddr::new(SERVER_A.into(), 0),
             outcome: format!("{}/{} replies (max rtt {} µs)", p.received, p.sent, rtt),
+            request: None,
         });
     }
     let u: UdpResult = helper(
@@ -311,51 +344,98 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
         } else {
             "no echo".into()
         },
+        request: None,
     });
     let ca = pki.origin_root.display().to_string();
     let policy_ca = pki.policy_ca_cert.display().to_string();
     let expect_sha = probe::sha256_hex(&probe::pattern_bytes(1 << 20));
-    for (src, path) in [
-        (IN_SCOPE, "/"),
-        (IN_SCOPE, "/bytes/1048576"),
-        (OUT_OF_SCOPE, "/"),
-    ] {
-        let f: FetchResult = helper(
-            &lab,
-            lab.client_ns(),
-            exe,
-            &[
-                "fetch",
-                "--source",
-                &src.to_string(),
-                "--connect",
-                &a443,
-                "--sni",
-                SERVER_NAME,
-                "--ca",
-                &ca,
-                "--ca",
-                &policy_ca,
-                "--path",
-                path,
-            ],
-        )?;
+    // (client, SNI, method, path, extra header, body)
+    let requests: [DemoRequest; 8] = [
+        (IN_SCOPE, SERVER_NAME, "GET", "/", None, None),
+        (IN_SCOPE, SERVER_NAME, "GET", "/bytes/1048576", None, None),
+        (OUT_OF_SCOPE, SERVER_NAME, "GET", "/", None, None),
+        // Web filter: an upload to /upload/ is answered 403 by the appliance.
+        (
+            IN_SCOPE,
+            SERVER_NAME,
+            "POST",
+            "/upload/report.csv",
+            None,
+            Some("quarterly,numbers\n1,2\n"),
+        ),
+        // IPS (default rules, prevent): path traversal and a card number in
+        // an upload are dropped: the connection is reset.
+        (
+            IN_SCOPE,
+            SERVER_NAME,
+            "GET",
+            "/static/../../etc/passwd",
+            None,
+            None,
+        ),
+        (
+            IN_SCOPE,
+            SERVER_NAME,
+            "POST",
+            "/api/notes",
+            None,
+            Some("note=card 4111 1111 1111 1111 exp 12/29"),
+        ),
+        // App identification and control with the shipped signatures.
+        (IN_SCOPE, GITHUB_NAME, "GET", "/octo/repo", None, None),
+        (
+            IN_SCOPE,
+            GITHUB_NAME,
+            "POST",
+            "/octo/repo.git/git-receive-pack",
+            Some("Content-Type: application/x-git-receive-pack-request"),
+            Some("0000"),
+        ),
+    ];
+    for (src, sni, method, path, header, body) in requests {
+        let src_s = src.to_string();
+        let mut args = vec![
+            "fetch",
+            "--source",
+            &src_s,
+            "--connect",
+            &a443,
+            "--sni",
+            sni,
+            "--ca",
+            &ca,
+            "--ca",
+            &policy_ca,
+            "--method",
+            method,
+            "--path",
+            path,
+        ];
+        if let Some(h) = header {
+            args.extend(["--header", h]);
+        }
+        if let Some(b) = body {
+            args.extend(["--body", b]);
+        }
+        let f: FetchResult = helper(&lab, lab.client_ns(), exe, &args)?;
+        let issuer = f.chain.first().map(|c| c.issuer.as_str()).unwrap_or("?");
+        // Who signed what the client saw tells whether we were in the middle.
+        let verdict = if issuer.contains(pki::POLICY_CA_CN) {
+            "INTERCEPTED: the leaf was forged by the appliance and signed by the policy CA"
+        } else if issuer.contains(pki::ORIGIN_ROOT_CN) {
+            "not intercepted: the origin's own certificate"
+        } else {
+            "unexpected issuer"
+        };
         let outcome = if f.ok {
-            let issuer = f.chain.first().map(|c| c.issuer.as_str()).unwrap_or("?");
-            let body = if path == "/" {
+            let body = if path.starts_with("/bytes/") {
+                if f.body_sha256.as_deref() == Some(expect_sha.as_str()) {
+                    format!("{} bytes, sha256 identical to the origin's", f.body_len)
+                } else {
+                    format!("{} bytes, sha256 DIFFERS from the origin's", f.body_len)
+                }
+            } else {
                 format!("body {:?}", f.body_head)
-            } else if f.body_sha256.as_deref() == Some(expect_sha.as_str()) {
-                format!("{} bytes, sha256 identical to the origin's", f.body_len)
-            } else {
-                format!("{} bytes, sha256 DIFFERS from the origin's", f.body_len)
-            };
-            // Who signed what the client saw tells whether we were in the middle.
-            let verdict = if issuer.contains(pki::POLICY_CA_CN) {
-                "INTERCEPTED: the leaf was forged by the appliance and signed by the policy CA"
-            } else if issuer.contains(pki::ORIGIN_ROOT_CN) {
-                "not intercepted: the origin's own certificate"
-            } else {
-                "unexpected issuer"
             };
             let chain: Vec<String> = f
                 .chain
@@ -370,14 +450,18 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
                 chain.join(" <- "),
             )
         } else {
-            format!("FAILED: {}", f.error.unwrap_or_default())
+            format!(
+                "no HTTP answer: {} (certificate issued by \"{issuer}\")",
+                f.error.unwrap_or_default()
+            )
         };
         probes.push(Probe {
-            what: format!("HTTPS GET https://{SERVER_NAME}{path}"),
+            what: format!("HTTPS {method} https://{sni}{path}"),
             src,
             src_port: Some(f.local_port),
             dst: a443.parse()?,
             outcome,
+            request: Some((method.to_string(), path.to_string())),
         });
     }
 
@@ -391,6 +475,7 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     }
 
     let records = read_log(&log_path)?;
+    let origin_log = std::fs::read_to_string(dir.join("origin.log")).unwrap_or_default();
     rule("what happened");
     for p in &probes {
         let (src, dst) = match p.src_port {
@@ -399,6 +484,14 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
         };
         println!("{} from {src} to {dst}", p.what);
         println!("  client saw: {}", p.outcome);
+        if let Some((method, path)) = &p.request {
+            let needle = format!(": {method} {path} (");
+            if origin_log.lines().any(|l| l.contains(&needle)) {
+                println!("  origin: received the request");
+            } else {
+                println!("  origin: NEVER received the request");
+            }
+        }
         let mine: Vec<&Value> = records
             .iter()
             .filter(|r| {
@@ -417,6 +510,40 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             );
         }
         for r in mine {
+            if r["event_type"] == "alert" {
+                let a = &r["alert"];
+                println!(
+                    "  alert: {} rule {} \"{}\" -> {} (policy {}, scope {})",
+                    a["engine"].as_str().unwrap_or("?"),
+                    a["sid"],
+                    a["msg"].as_str().unwrap_or("?"),
+                    a["action"].as_str().unwrap_or("?"),
+                    r["policy_id"].as_str().unwrap_or("?"),
+                    r["scope_id"].as_str().unwrap_or("?"),
+                );
+                println!("  log:  {r}");
+                continue;
+            }
+            for h in r["http"].as_array().into_iter().flatten() {
+                let app = match h.get("app") {
+                    Some(a) if a.is_object() => format!(
+                        ", app {}/{}",
+                        a["name"].as_str().unwrap_or("?"),
+                        a["action"].as_str().unwrap_or("?")
+                    ),
+                    _ => String::new(),
+                };
+                println!(
+                    "  http: {} {}{} -> {}{app}",
+                    h["http_method"].as_str().unwrap_or("?"),
+                    h["hostname"].as_str().unwrap_or("?"),
+                    h["url"].as_str().unwrap_or("?"),
+                    match &h["status"] {
+                        Value::Null => "no response (never reached the server)".to_string(),
+                        v => v.to_string(),
+                    }
+                );
+            }
             println!(
                 "  path: in scope {}/{} — action \"{}\", reason \"{}\"",
                 r["policy_id"].as_str().unwrap_or("?"),

@@ -249,7 +249,7 @@ fn serve_one(stream: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Re
     let mut tls = rustls::StreamOwned::new(conn, stream);
     let mut req = Vec::new();
     let mut buf = [0u8; 4096];
-    let path = loop {
+    let (method, path, head_len, body_len) = loop {
         let n = tls.read(&mut buf)?;
         if n == 0 {
             bail!("client closed before sending a request");
@@ -258,11 +258,36 @@ fn serve_one(stream: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Re
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Request::new(&mut headers);
         match r.parse(&req)? {
-            httparse::Status::Complete(_) => break r.path.unwrap_or("/").to_owned(),
+            httparse::Status::Complete(off) => {
+                let len = r
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (
+                    r.method.unwrap_or("GET").to_owned(),
+                    r.path.unwrap_or("/").to_owned(),
+                    off,
+                    len,
+                );
+            }
             httparse::Status::Partial if req.len() > 16384 => bail!("request head too long"),
             httparse::Status::Partial => {}
         }
     };
+    // Read the request body, if any, so uploads complete.
+    while req.len() < head_len + body_len.min(MAX_PATTERN) {
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    // Every request that reaches the origin is written to its log (stderr):
+    // the demo reads it back to show what a blocked request never did.
+    eprintln!("origin {local}: {method} {path} ({body_len} body bytes)");
     let (status, body) = match path.strip_prefix("/bytes/").map(str::parse::<usize>) {
         Some(Ok(n)) if n <= MAX_PATTERN => ("200 OK", pattern_bytes(n)),
         Some(_) => ("400 Bad Request", b"bad length\n".to_vec()),
@@ -270,7 +295,11 @@ fn serve_one(stream: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Re
             "200 OK",
             format!("hello from the lab origin {local}\n").into_bytes(),
         ),
-        None => ("404 Not Found", b"not found\n".to_vec()),
+        None => (
+            "200 OK",
+            format!("{method} {path} reached the lab origin ({body_len} body bytes)\n")
+                .into_bytes(),
+        ),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nServer: tlsinspect-lab-origin\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
@@ -318,6 +347,31 @@ pub struct FetchResult {
     pub body_head: String,
 }
 
+/// The HTTP request `https_fetch` sends.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// Method, e.g. `GET` or `POST`.
+    pub method: String,
+    /// Request target as sent (not normalized).
+    pub path: String,
+    /// Extra header lines (`Name: value`).
+    pub headers: Vec<String>,
+    /// Request body, sent with a Content-Length.
+    pub body: Option<String>,
+}
+
+impl FetchRequest {
+    /// A plain `GET path`.
+    pub fn get(path: &str) -> FetchRequest {
+        FetchRequest {
+            method: "GET".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
 /// Fetches `https://sni/path` from `dst`, sourcing the connection from `src`
 /// and verifying against the roots in `ca_files`.
 pub fn https_fetch(
@@ -325,9 +379,10 @@ pub fn https_fetch(
     dst: SocketAddr,
     sni: &str,
     ca_files: &[PathBuf],
-    path: &str,
+    req: &FetchRequest,
     timeout: Duration,
 ) -> anyhow::Result<FetchResult> {
+    let path = req.path.as_str();
     let mut roots = rustls::RootCertStore::empty();
     for f in ca_files {
         for c in load_certs(f)? {
@@ -366,10 +421,25 @@ pub fn https_fetch(
         body_sha256: None,
         body_head: String::new(),
     };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nUser-Agent: tlsinspect-demo\r\nConnection: close\r\n\r\n");
+    let mut head = format!(
+        "{} {path} HTTP/1.1\r\nHost: {sni}\r\nUser-Agent: tlsinspect-demo\r\nConnection: close\r\n",
+        req.method
+    );
+    for h in &req.headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if let Some(body) = &req.body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut wire = head.into_bytes();
+    if let Some(body) = &req.body {
+        wire.extend_from_slice(body.as_bytes());
+    }
     let mut raw = Vec::new();
     let outcome = tls
-        .write_all(req.as_bytes())
+        .write_all(&wire)
         .and_then(|()| tls.flush())
         .and_then(|()| read_to_end_tolerant(&mut tls, &mut raw));
     if let Some(certs) = tls.conn.peer_certificates() {
@@ -410,12 +480,42 @@ pub fn https_fetch(
     Ok(res)
 }
 
-/// Reads to EOF; a peer that closes without close_notify after a complete
-/// `Connection: close` response is tolerated as HTTP/1.1 clients do.
+/// Whether `raw` holds a whole response with a Content-Length body.
+fn response_complete(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    match r.parse(raw) {
+        Ok(httparse::Status::Complete(off)) => r
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|len| raw.len() >= off + len),
+        _ => false,
+    }
+}
+
+/// Reads the response: to EOF, or until a Content-Length response is
+/// complete (a server may keep the connection open despite our
+/// `Connection: close`, as a block page does). A peer that closes without
+/// close_notify after a complete response is tolerated as HTTP/1.1 clients do.
 fn read_to_end_tolerant(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
-    match r.read_to_end(out) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => Ok(()),
-        Err(e) => Err(e),
+    let mut buf = [0u8; 16384];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if response_complete(out) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
