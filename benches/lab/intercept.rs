@@ -56,6 +56,8 @@ struct Knobs {
     core: usize,
     tls12: bool,
     only: Option<String>,
+    /// Run the appliance with the default IPS rules (prevent mode).
+    rules: bool,
 }
 
 impl Knobs {
@@ -69,6 +71,7 @@ impl Knobs {
             core: env_u64("LAB_BENCH_CORE", 0) as usize,
             tls12: std::env::var("LAB_BENCH_TLS").is_ok_and(|v| v == "1.2"),
             only: std::env::var("LAB_BENCH_ONLY").ok(),
+            rules: std::env::var("LAB_BENCH_RULES").is_ok_and(|v| v == "1"),
         }
     }
 
@@ -404,6 +407,14 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
                 &format!("max_flows = {}", k.idle * 2 + 10_000),
             )
             .replace("cpus = [0]", &format!("cpus = [{}]", k.core));
+            let config = if k.rules {
+                format!(
+                    "{config}\n[ips]\nrules = [\"{}\"]\nmode = \"prevent\"\n",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/configs/rules/default.rules")
+                )
+            } else {
+                config
+            };
             let path = dir.join("bench.toml");
             std::fs::write(&path, config)?;
             let exe = PathBuf::from(env!("CARGO_BIN_EXE_tlsinspect"));
