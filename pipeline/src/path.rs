@@ -475,7 +475,11 @@ impl Dispatcher {
         now: Instant,
     ) -> Path {
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
-        if let Some(h) = self.held.get_mut(&key) {
+        // (No hashing for the fast path while nothing is intercepted.)
+        if let Some(h) = (!self.held.is_empty())
+            .then(|| self.held.get_mut(&key))
+            .flatten()
+        {
             let client = h.flow.client_addr();
             let from = if ip.src == client.ip() && tcp.src_port == client.port() {
                 Leg::Client
