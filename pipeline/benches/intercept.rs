@@ -18,7 +18,16 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-pub use tlsinspect_pipeline::{api, classify, intercept, tcp, tls};
+pub use tlsinspect_pipeline::{api, classify, intercept, tls};
+
+#[path = "../src/tcp/queue_dev.rs"]
+pub mod queue_dev;
+
+/// `crate::tcp` as the testkit sees it inside the library's own tests.
+pub mod tcp {
+    pub use super::queue_dev;
+    pub use tlsinspect_pipeline::tcp::*;
+}
 
 #[allow(unused_imports)]
 #[path = "../src/intercept/testkit.rs"]

@@ -6,59 +6,20 @@
 //! egress, checksums, the relay copy); the hosts' work is excluded.
 //! `bulk_e2e` times the whole loop, hosts included, for comparison.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 use tlsinspect_pipeline::tcp::{FlowConfig, Phase, Side, StreamError, TransparentFlow};
 
-struct QueueDev {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct HostRx(Vec<u8>);
-struct HostTx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for HostRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for HostTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-
-impl Device for QueueDev {
-    type RxToken<'a> = HostRx;
-    type TxToken<'a> = HostTx<'a>;
-    fn receive(&mut self, _: SmolInstant) -> Option<(HostRx, HostTx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((HostRx(p), HostTx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: SmolInstant) -> Option<HostTx<'_>> {
-        Some(HostTx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
-        c
-    }
-}
+#[path = "../src/tcp/queue_dev.rs"]
+mod queue_dev;
+use queue_dev::QueueDev;
 
 struct Host {
     iface: Interface,
@@ -69,10 +30,7 @@ struct Host {
 
 impl Host {
     fn new(ip: IpAddr, gw: IpAddr, buf: usize) -> Host {
-        let mut dev = QueueDev {
-            rx: VecDeque::new(),
-            tx: Vec::new(),
-        };
+        let mut dev = QueueDev::new(1500);
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ip),
             &mut dev,

@@ -7,7 +7,7 @@
 //! intercept, tcp, tls}`, which the bench re-exports at its root.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -22,7 +22,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
@@ -33,6 +32,7 @@ use crate::api::{
 };
 use crate::classify::ScopeMatch;
 use crate::intercept::{InterceptCtx, InterceptedFlow};
+use crate::tcp::queue_dev::QueueDev;
 use crate::tcp::{FlowConfig, Side};
 use crate::tls::bypass::{BypassCache, BypassConfig};
 use crate::tls::decision::TlsPolicy;
@@ -274,50 +274,6 @@ impl FlowLog for MemLog {
 
 // ------------------------------------------------------------------ hosts
 
-struct QueueDev {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct HostRx(Vec<u8>);
-struct HostTx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for HostRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for HostTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-
-impl Device for QueueDev {
-    type RxToken<'a> = HostRx;
-    type TxToken<'a> = HostTx<'a>;
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(HostRx, HostTx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((HostRx(p), HostTx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<HostTx<'_>> {
-        Some(HostTx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
-        c
-    }
-}
-
 /// The application on one TCP connection of a host.
 pub struct App {
     handle: SocketHandle,
@@ -351,10 +307,7 @@ pub struct Host {
 
 impl Host {
     fn new(ip: std::net::IpAddr, gw: std::net::IpAddr, seed: u64) -> Host {
-        let mut dev = QueueDev {
-            rx: VecDeque::new(),
-            tx: Vec::new(),
-        };
+        let mut dev = QueueDev::new(1500);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
         let mut iface = Interface::new(cfg, &mut dev, SmolInstant::ZERO);

@@ -65,4 +65,6 @@ pub use flow::{
 pub use segment::{PacketError, Segment};
 
 #[cfg(test)]
+pub(crate) mod queue_dev;
+#[cfg(test)]
 mod tests;

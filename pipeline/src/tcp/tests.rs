@@ -1,12 +1,10 @@
 //! In-memory pair tests: a smoltcp "client host" and "server host" exchange IP
 //! packets through a [`TransparentFlow`], in virtual time.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
@@ -16,50 +14,7 @@ use super::*;
 
 // ---------------------------------------------------------------- hosts
 
-struct QueueDev {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-    mtu: usize,
-}
-
-struct HostRx(Vec<u8>);
-struct HostTx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for HostRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for HostTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-
-impl Device for QueueDev {
-    type RxToken<'a> = HostRx;
-    type TxToken<'a> = HostTx<'a>;
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(HostRx, HostTx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((HostRx(p), HostTx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<HostTx<'_>> {
-        Some(HostTx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
-}
+use super::queue_dev::QueueDev;
 
 /// A plain smoltcp host with one TCP socket: a stand-in for a real client or server.
 struct Host {
@@ -75,11 +30,7 @@ fn ts_one() -> u32 {
 
 impl Host {
     fn new(ip: IpAddr, gw: IpAddr, mtu: usize, buf: usize, timestamps: bool) -> Host {
-        let mut dev = QueueDev {
-            rx: VecDeque::new(),
-            tx: Vec::new(),
-            mtu,
-        };
+        let mut dev = QueueDev::new(mtu);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = 7;
         let mut iface = Interface::new(cfg, &mut dev, SmolInstant::ZERO);
