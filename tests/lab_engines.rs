@@ -364,8 +364,18 @@ fn webfilter_af_packet() -> anyhow::Result<()> {
 }
 
 #[test]
+fn webfilter_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || webfilter(LabMode::AfPacket, "enwfo"))
+}
+
+#[test]
 fn webfilter_tun() -> anyhow::Result<()> {
     webfilter(LabMode::Tun, "enwft")
+}
+
+#[test]
+fn webfilter_tun_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || webfilter(LabMode::Tun, "enwfto"))
 }
 
 /// An attack request: what curl sends and how to find it in nginx's log.
@@ -566,8 +576,18 @@ fn ips_af_packet() -> anyhow::Result<()> {
 }
 
 #[test]
+fn ips_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || ips(LabMode::AfPacket, "enipso"))
+}
+
+#[test]
 fn ips_tun() -> anyhow::Result<()> {
     ips(LabMode::Tun, "enipt")
+}
+
+#[test]
+fn ips_tun_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || ips(LabMode::Tun, "enipto"))
 }
 
 const APPCONTROL: &str = r#"
@@ -676,6 +696,18 @@ fn appcontrol_af_packet() -> anyhow::Result<()> {
 }
 
 #[test]
+fn appcontrol_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || {
+        appcontrol(LabMode::AfPacket, "enappo")
+    })
+}
+
+#[test]
 fn appcontrol_tun() -> anyhow::Result<()> {
     appcontrol(LabMode::Tun, "enapt")
+}
+
+#[test]
+fn appcontrol_tun_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || appcontrol(LabMode::Tun, "enapto"))
 }

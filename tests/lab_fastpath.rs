@@ -92,14 +92,15 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         &["-sS", "http://127.0.0.1:9273/metrics"],
     )?;
     let metrics = String::from_utf8_lossy(&m.stdout);
-    let in_scope_frames = metrics
+    // Bytes, not frames: with offloads on, 50 MB cross in ~1,000 super-frames.
+    let in_scope_bytes = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("tlsinspect_frames_total{path=\"in_scope\"} "))
+        .find_map(|l| l.strip_prefix("tlsinspect_bytes_total{path=\"in_scope\"} "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(
-        in_scope_frames > 30_000,
-        "{mode:?}: in-scope frames in the metrics: {metrics}"
+        in_scope_bytes > 50 << 20,
+        "{mode:?}: in-scope bytes in the metrics: {metrics}"
     );
 
     // Reload (SIGHUP) with the policy disabled: new in-scope connections
@@ -181,6 +182,16 @@ fn fast_path_af_packet() -> anyhow::Result<()> {
 }
 
 #[test]
+fn fast_path_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || fast_path(LabMode::AfPacket, "fpafo"))
+}
+
+#[test]
 fn fast_path_tun() -> anyhow::Result<()> {
     fast_path(LabMode::Tun, "fptun")
+}
+
+#[test]
+fn fast_path_tun_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || fast_path(LabMode::Tun, "fptuno"))
 }

@@ -580,8 +580,20 @@ fn intercept_af_packet() -> anyhow::Result<()> {
 }
 
 #[test]
+fn intercept_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || {
+        intercept(LabMode::AfPacket, "icafo", 1)
+    })
+}
+
+#[test]
 fn intercept_tun() -> anyhow::Result<()> {
     intercept(LabMode::Tun, "ictun", 1)
+}
+
+#[test]
+fn intercept_tun_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || intercept(LabMode::Tun, "ictuno", 1))
 }
 
 /// Two workers: the fanout (af_packet) or the handoff (tun) brings both
@@ -594,4 +606,16 @@ fn intercept_two_workers() -> anyhow::Result<()> {
     }
     intercept(LabMode::AfPacket, "ic2af", 2)?;
     intercept(LabMode::Tun, "ic2tun", 2)
+}
+
+#[test]
+fn intercept_two_workers_offloads_on() -> anyhow::Result<()> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return Ok(());
+    }
+    lab::with_offloads(lab::Offloads::On, || {
+        intercept(LabMode::AfPacket, "ic2afo", 2)?;
+        intercept(LabMode::Tun, "ic2tuno", 2)
+    })
 }

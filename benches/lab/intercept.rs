@@ -323,6 +323,7 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
     let dir = dir.join(engine.name());
     std::fs::create_dir_all(&dir)?;
     let lab = Lab::build(LabSpec {
+        offloads: lab::Offloads::Off,
         prefix: lab::unique_prefix(&format!("ssl{}", engine.name())),
         mode: match engine {
             Engine::Sslsplit => LabMode::Bridge,

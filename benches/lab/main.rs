@@ -84,6 +84,7 @@ struct Run {
 /// One measurement: builds the lab, starts what the mode needs, runs iperf3.
 fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Result<Run> {
     let lab = Lab::build(LabSpec {
+        offloads: lab::Offloads::Off,
         prefix: lab::unique_prefix(&format!("bench{}", mode.as_str())),
         mode,
         clients: vec![CLIENT],

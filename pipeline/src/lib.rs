@@ -12,6 +12,7 @@ pub mod api;
 pub mod classify;
 pub mod flow;
 pub mod frame;
+pub mod gso;
 pub mod intercept;
 pub mod io;
 pub mod path;

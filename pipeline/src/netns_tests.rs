@@ -46,6 +46,7 @@ fn vlan_probe(lab: &Lab) {
         block_size: 65536,
         block_count: 4,
         retire_ms: 1,
+        frame_size: 2048,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let rx = in_ns(&lab.s, move || {
@@ -77,7 +78,7 @@ fn vlan_probe(lab: &Lab) {
         f.extend_from_slice(b"vlan-probe");
         f.resize(64, 0);
         for _ in 0..3 {
-            dev.send(&f).unwrap();
+            dev.send(&f, &crate::io::Offload::default()).unwrap();
             dev.flush().unwrap();
             thread::sleep(Duration::from_millis(20));
         }

@@ -40,7 +40,7 @@ use crate::classify::ScopeTable;
 use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
-use crate::io::RxMeta;
+use crate::io::{Offload, RxMeta};
 use crate::stats::Counters;
 use crate::tcp::Side as Leg;
 
@@ -125,6 +125,8 @@ struct Held {
     last_seen: Instant,
     /// The deadline of this flow's live heap entry, if any.
     armed: Option<Instant>,
+    /// Fed packets since it was last serviced (listed in `Dispatcher::pending`).
+    pending: bool,
 }
 
 /// A timer heap entry; ordered so that `BinaryHeap` pops the earliest first.
@@ -151,25 +153,63 @@ impl Ord for Timer {
     }
 }
 
-/// Frames the intercepted flows produced, waiting for the worker to send them.
+/// Frames the intercepted flows produced toward one side, waiting for the worker to send them.
+#[derive(Debug, Default)]
+struct SideQueue {
+    buf: Vec<u8>,
+    /// (start, length, offload header) of each frame in `buf`.
+    frames: Vec<(usize, usize, Offload)>,
+}
+
+/// Frames the intercepted flows produced, one queue per side.
+///
+/// The order of frames toward one side is kept; the two sides are separate
+/// devices, so nothing orders them against each other. A segment that
+/// continues the last frame toward its side is merged into it (see
+/// [`crate::gso`]), so a flow's burst leaves as one super-frame.
 #[derive(Debug, Default)]
 struct Outbox {
-    buf: Vec<u8>,
-    frames: Vec<(Side, usize, usize)>,
+    lan: SideQueue,
+    wan: SideQueue,
 }
 
 impl Outbox {
-    /// Appends `packet` for `side`, with its Ethernet header when `macs` is known.
-    fn push(&mut self, side: Side, macs: Option<&[u8; 12]>, packet: &[u8]) {
-        let start = self.buf.len();
+    fn is_empty(&self) -> bool {
+        self.lan.frames.is_empty() && self.wan.frames.is_empty()
+    }
+
+    /// Appends `packet` for `side`, with its Ethernet header when `macs` is
+    /// known; `offload` describes the bare IP packet. Returns whether it was
+    /// merged into the previous frame instead.
+    fn push(
+        &mut self,
+        side: Side,
+        macs: Option<&[u8; 12]>,
+        packet: &[u8],
+        offload: Offload,
+    ) -> bool {
+        let q = match side {
+            Side::Lan => &mut self.lan,
+            Side::Wan => &mut self.wan,
+        };
+        let l2 = if macs.is_some() { 14 } else { 0 };
+        if let Some(last) = q.frames.last_mut() {
+            if !offload.is_gso() && crate::gso::append(&mut q.buf, last.0, l2, &mut last.2, packet)
+            {
+                last.1 = q.buf.len() - last.0;
+                return true;
+            }
+        }
+        let start = q.buf.len();
+        let offload = offload.shifted(l2 as u16);
         if let Some(m) = macs {
             match side {
                 // Toward the server: as the client's SYN frame was addressed.
-                Side::Wan => self.buf.extend_from_slice(m),
+                Side::Wan => q.buf.extend_from_slice(m),
                 // Toward the client: from the gateway's MAC to the client's.
                 Side::Lan => {
-                    self.buf.extend_from_slice(&m[6..12]);
-                    self.buf.extend_from_slice(&m[0..6]);
+                    q.buf.extend_from_slice(&m[6..12]);
+                    q.buf.extend_from_slice(&m[0..6]);
                 }
             }
             let ethertype: u16 = if packet.first().map(|b| b >> 4) == Some(6) {
@@ -177,11 +217,21 @@ impl Outbox {
             } else {
                 0x0800
             };
-            self.buf.extend_from_slice(&ethertype.to_be_bytes());
+            q.buf.extend_from_slice(&ethertype.to_be_bytes());
         }
-        self.buf.extend_from_slice(packet);
-        self.frames.push((side, start, self.buf.len() - start));
+        q.buf.extend_from_slice(packet);
+        q.frames.push((start, q.buf.len() - start, offload));
+        false
     }
+}
+
+/// What a received packet came with besides its IP bytes.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// The MACs of its Ethernet header (destination, source); `None` on TUN.
+    macs: Option<[u8; 12]>,
+    /// Its checksum and segmentation state.
+    offload: Offload,
 }
 
 /// The per-worker decision core.
@@ -198,6 +248,10 @@ pub struct Dispatcher {
     held: hashbrown::HashMap<FlowKey, Held>,
     timers: BinaryHeap<Timer>,
     outbox: Outbox,
+    /// Flows fed packets in the current batch, to be serviced once each.
+    pending: Vec<FlowKey>,
+    /// The `now` of the latest packet fed to an intercepted flow.
+    last_now: Instant,
     scratch: Vec<u8>,
     due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
@@ -236,6 +290,8 @@ impl Dispatcher {
             held: hashbrown::HashMap::new(),
             timers: BinaryHeap::new(),
             outbox: Outbox::default(),
+            pending: Vec::new(),
+            last_now: clock.instant,
             scratch: Vec::with_capacity(2048),
             due: Vec::new(),
             counters: Counters::default(),
@@ -253,17 +309,43 @@ impl Dispatcher {
     /// Hands every frame the intercepted flows produced to `send`, in order, and empties the outbox.
     ///
     /// On AF_PACKET the frames carry their Ethernet header; on TUN they are bare IP packets.
-    pub fn drain_tx(&mut self, mut send: impl FnMut(Side, &[u8])) {
-        for &(side, start, len) in &self.outbox.frames {
-            send(side, &self.outbox.buf[start..start + len]);
+    pub fn drain_tx(&mut self, mut send: impl FnMut(Side, &[u8], &Offload)) {
+        self.service_pending();
+        for (side, q) in [
+            (Side::Lan, &mut self.outbox.lan),
+            (Side::Wan, &mut self.outbox.wan),
+        ] {
+            for (start, len, offload) in &q.frames {
+                send(side, &q.buf[*start..*start + *len], offload);
+            }
+            q.frames.clear();
+            q.buf.clear();
         }
-        self.outbox.frames.clear();
-        self.outbox.buf.clear();
     }
 
-    /// Whether frames wait in the outbox.
+    /// Whether frames wait in the outbox (or flows that were fed packets
+    /// still have to be serviced).
     pub fn has_tx(&self) -> bool {
-        !self.outbox.frames.is_empty()
+        !self.outbox.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Services every intercepted flow that was fed packets since the last
+    /// call: what they send goes to the outbox.
+    ///
+    /// A flow is serviced once per receive batch however many of its
+    /// packets the batch held, so it answers a burst with one cumulative
+    /// ACK and its output leaves in as few (super-)frames as possible. The
+    /// worker calls this after each batch; `drain_tx` calls it too.
+    pub fn service_pending(&mut self) {
+        let now = self.last_now;
+        let mut pending = std::mem::take(&mut self.pending);
+        for key in pending.drain(..) {
+            if let Some(h) = self.held.get_mut(&key) {
+                h.pending = false;
+            }
+            self.service(key, now);
+        }
+        self.pending = pending;
     }
 
     /// The earliest instant an intercepted flow's timer is due.
@@ -302,12 +384,17 @@ impl Dispatcher {
         let Some(h) = self.held.get_mut(&key) else {
             return;
         };
-        while let Some(leg) = h.flow.poll_transmit_into(now, &mut self.scratch) {
+        while let Some((leg, offload)) = h.flow.poll_transmit_offload(now, &mut self.scratch) {
             let side = match leg {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
-            self.outbox.push(side, h.macs.as_ref(), &self.scratch);
+            if self
+                .outbox
+                .push(side, h.macs.as_ref(), &self.scratch, offload)
+            {
+                self.counters.intercept_tx_coalesced += 1;
+            }
             self.counters.intercept_tx_packets += 1;
         }
         if h.flow.is_finished() {
@@ -327,12 +414,17 @@ impl Dispatcher {
     /// Resets both legs of a flow the worker gives up on, sends the RSTs, ends it.
     fn abort_intercepted(&mut self, mut h: Held, now: Instant) {
         h.flow.abort();
-        while let Some(leg) = h.flow.poll_transmit_into(now, &mut self.scratch) {
+        while let Some((leg, offload)) = h.flow.poll_transmit_offload(now, &mut self.scratch) {
             let side = match leg {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
-            self.outbox.push(side, h.macs.as_ref(), &self.scratch);
+            if self
+                .outbox
+                .push(side, h.macs.as_ref(), &self.scratch, offload)
+            {
+                self.counters.intercept_tx_coalesced += 1;
+            }
             self.counters.intercept_tx_packets += 1;
         }
         self.end_intercepted(h, now);
@@ -393,7 +485,16 @@ impl Dispatcher {
                     // IP packet follows the 14-byte Ethernet header.
                     let raw = frame.get(14..).unwrap_or_default();
                     let macs = frame.get(..12).and_then(|m| <[u8; 12]>::try_from(m).ok());
-                    self.ip_path(side, &ip, raw, macs, now)
+                    self.ip_path(
+                        side,
+                        &ip,
+                        raw,
+                        Link {
+                            macs,
+                            offload: meta.offload,
+                        },
+                        now,
+                    )
                 }
             },
         };
@@ -409,6 +510,7 @@ impl Dispatcher {
         side: Side,
         packet: &[u8],
         parsed: Result<IpView<'_>, FrameError>,
+        meta: RxMeta,
         now: Instant,
     ) -> Path {
         let wire_len = packet.len();
@@ -416,7 +518,16 @@ impl Dispatcher {
         self.counters.rx_bytes += wire_len as u64;
         let path = match parsed {
             Err(e) => Path::Malformed(e),
-            Ok(ip) => self.ip_path(side, &ip, packet, None, now),
+            Ok(ip) => self.ip_path(
+                side,
+                &ip,
+                packet,
+                Link {
+                    macs: None,
+                    offload: meta.offload,
+                },
+                now,
+            ),
         };
         self.count(path, wire_len);
         path
@@ -449,14 +560,17 @@ impl Dispatcher {
         side: Side,
         ip: &IpView<'_>,
         raw: &[u8],
-        macs: Option<[u8; 12]>,
+        link: Link,
         now: Instant,
     ) -> Path {
+        if link.offload.is_gso() {
+            self.counters.rx_gso_frames += 1;
+        }
         match ip.transport {
             Transport::Tcp(tcp) => {
                 // The packet without link padding.
                 let raw = raw.get(..ip.len).unwrap_or(raw);
-                self.on_tcp(side, ip, &tcp, raw, macs, now)
+                self.on_tcp(side, ip, &tcp, raw, link, now)
             }
             Transport::Udp { .. } => Path::Fast(FastKind::Udp),
             Transport::Icmp => Path::Fast(FastKind::Icmp),
@@ -471,9 +585,10 @@ impl Dispatcher {
         ip: &IpView<'_>,
         tcp: &TcpView<'_>,
         raw: &[u8],
-        macs: Option<[u8; 12]>,
+        link: Link,
         now: Instant,
     ) -> Path {
+        let Link { macs, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         // (No hashing for the fast path while nothing is intercepted.)
         if let Some(h) = (!self.held.is_empty())
@@ -487,8 +602,16 @@ impl Dispatcher {
                 Leg::Server
             };
             h.last_seen = now;
-            h.flow.handle_packet(from, raw, now);
-            self.service(key, now);
+            let trusted = offload.checksum_trusted();
+            if trusted {
+                self.counters.rx_csum_trusted += 1;
+            }
+            h.flow.handle_packet_checked(from, raw, trusted, now);
+            self.last_now = now;
+            if !h.pending {
+                h.pending = true;
+                self.pending.push(key);
+            }
             return Path::Intercepted;
         }
         let seg = Segment {
@@ -522,6 +645,15 @@ impl Dispatcher {
                 return Path::Fast(FastKind::Tcp);
             }
             let ctx = ctx.load_full();
+            // A SYN from this host's own stack may carry only the
+            // pseudo-header sum; the flow parses SYNs with their checksum.
+            let completed;
+            let raw = if offload.flags & Offload::NEEDS_CSUM != 0 {
+                completed = crate::gso::complete_checksum(raw);
+                &completed[..]
+            } else {
+                raw
+            };
             let flow =
                 InterceptedFlow::new(ctx, &m, raw, random_seed(), now, self.clock.system(now));
             return match flow {
@@ -534,6 +666,7 @@ impl Dispatcher {
                             born: now,
                             last_seen: now,
                             armed: None,
+                            pending: false,
                         },
                     );
                     self.counters.flows_started += 1;
@@ -942,7 +1075,7 @@ pub(crate) mod tests {
 
     fn drain(d: &mut Dispatcher) -> Vec<(Side, Vec<u8>)> {
         let mut v = Vec::new();
-        d.drain_tx(|side, f| v.push((side, f.to_vec())));
+        d.drain_tx(|side, f, _| v.push((side, f.to_vec())));
         v
     }
 
@@ -1176,7 +1309,7 @@ pub(crate) mod tests {
         .with_intercept(ctx);
         let syn = crafted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
         assert_eq!(
-            d.on_ip(Side::Lan, &syn, parse_ip(&syn), t0),
+            d.on_ip(Side::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),
             Path::Intercepted
         );
         let first = drain(&mut d);
@@ -1216,7 +1349,8 @@ pub(crate) mod tests {
             path(
                 &s[0],
                 RxMeta {
-                    vlan: Some(stripped)
+                    vlan: Some(stripped),
+                    ..RxMeta::default()
                 }
             ),
             Path::Fast(FastKind::Vlan)
@@ -1243,7 +1377,7 @@ pub(crate) mod tests {
         // TUN packets go through the same decision.
         let pkt = ft::ipv4_tcp(C, 7, S, 443, SYN, b"");
         assert_eq!(
-            r.d.on_ip(Side::Lan, &pkt, parse_ip(&pkt), now),
+            r.d.on_ip(Side::Lan, &pkt, parse_ip(&pkt), RxMeta::default(), now),
             Path::InScope
         );
     }

@@ -78,6 +78,15 @@ counters! {
     flow_overflow,
     /// Frames that failed to parse (forwarded unchanged).
     malformed,
+    /// Segments of intercepted flows merged into the previous frame (a super-frame).
+    intercept_tx_coalesced,
+    /// Super-frames received (a GRO/TSO frame standing for several segments).
+    rx_gso_frames,
+    /// Super-frames transmitted (forwarded whole, or made by an intercepted flow).
+    tx_gso_frames,
+    /// Received TCP segments whose checksum the kernel had verified or left
+    /// for the transmitter (so we did not check it).
+    rx_csum_trusted,
     /// Frames lost on receive (ring overflow, or truncated by the ring).
     rx_dropped,
     /// Frames handed to a device for transmission.

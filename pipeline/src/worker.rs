@@ -26,7 +26,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::frame::{parse_ethernet, parse_ip};
-use crate::io::{Device, Medium, RxMeta};
+use crate::io::{Device, Medium, Offload, RxMeta};
 use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
 use crate::steer::{packet_hash, worker_of};
@@ -58,8 +58,8 @@ impl Interrupts {
     pub(crate) const KEEP: usize = 256;
 }
 
-/// A packet moved to the worker that owns its flow.
-pub(crate) type Handoff = (Side, Vec<u8>);
+/// A packet moved to the worker that owns its flow, with its offload state.
+pub(crate) type Handoff = (Side, Vec<u8>, Offload);
 
 /// A peer worker's handoff queue and wake-up handle.
 #[derive(Clone)]
@@ -130,7 +130,11 @@ impl Ctx<'_> {
                     if let Ok(ip) = &parsed {
                         let owner = worker_of(packet_hash(ip, frame), self.workers);
                         if owner != self.index {
-                            match self.peers[owner].tx.try_send((side, frame.to_vec())) {
+                            match self.peers[owner].tx.try_send((
+                                side,
+                                frame.to_vec(),
+                                meta.offload,
+                            )) {
                                 Ok(()) => {
                                     self.dispatcher.counters.handoff_out += 1;
                                     self.wake[owner] = true;
@@ -150,7 +154,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                let path = self.dispatcher.on_ip(side, frame, parsed, self.now);
+                let path = self.dispatcher.on_ip(side, frame, parsed, meta, self.now);
                 if path == Path::Intercepted {
                     return;
                 }
@@ -161,12 +165,16 @@ impl Ctx<'_> {
 
     fn forward<D: Device>(&mut self, frame: &[u8], meta: RxMeta, out: &mut D) {
         let c = &mut self.dispatcher.counters;
+        let offload = meta.offload.for_forward();
+        if offload.is_gso() {
+            c.tx_gso_frames += 1;
+        }
         let r = match meta.vlan {
             Some(tag) if self.medium == Medium::Ethernet => {
                 c.vlan_restored += 1;
-                out.send_tagged(frame, tag)
+                out.send_tagged(frame, tag, &offload)
             }
-            _ => out.send(frame),
+            _ => out.send(frame, &offload),
         };
         match r {
             Ok(()) => c.tx_frames += 1,
@@ -217,13 +225,17 @@ impl<D: Device> Worker<D> {
                 .wan
                 .recv(BUDGET, |f, m| ctx.handle(Side::Wan, f, m, lan, false));
             let mut handed = 0;
-            while let Ok((side, pkt)) = self.handoff_rx.try_recv() {
+            while let Ok((side, pkt, offload)) = self.handoff_rx.try_recv() {
                 ctx.dispatcher.counters.handoff_in += 1;
                 let out = match side {
                     Side::Lan => &mut self.wan,
                     Side::Wan => &mut self.lan,
                 };
-                ctx.handle(side, &pkt, RxMeta::default(), out, true);
+                let meta = RxMeta {
+                    vlan: None,
+                    offload,
+                };
+                ctx.handle(side, &pkt, meta, out, true);
                 handed += 1;
                 if handed >= BUDGET {
                     break;
@@ -234,7 +246,9 @@ impl<D: Device> Worker<D> {
                     let _ = self.peers[i].waker.wake();
                 }
             }
-            // Intercepted flows: due timers, then everything they produced.
+            // Intercepted flows: those fed packets in this batch (once each),
+            // due timers, then everything they produced.
+            self.dispatcher.service_pending();
             self.dispatcher.run_timers(now);
             let produced = self.dispatcher.has_tx();
             self.send_intercepted();
@@ -308,12 +322,12 @@ impl<D: Device> Worker<D> {
         let (lan, wan) = (&mut self.lan, &mut self.wan);
         let (mut sent, mut failed) = (0u64, 0u64);
         let mut first_error = None;
-        self.dispatcher.drain_tx(|side, frame| {
+        self.dispatcher.drain_tx(|side, frame, offload| {
             let dev = match side {
                 Side::Lan => &mut *lan,
                 Side::Wan => &mut *wan,
             };
-            match dev.send(frame) {
+            match dev.send(frame, offload) {
                 Ok(()) => sent += 1,
                 Err(e) => {
                     failed += 1;

@@ -528,7 +528,12 @@ fn intercept_ctx(
         upstream: (*set.upstream).clone(),
         policies: set.tls.clone(),
         flow_ids: flow_ids.clone(),
-        tcp: FlowConfig::with_buffer_bytes(tcp_buffer_bytes),
+        // The data plane's devices (AF_PACKET, TUN) always carry offload
+        // headers, so the legs leave TCP checksums to the kernel.
+        tcp: FlowConfig {
+            offload: true,
+            ..FlowConfig::with_buffer_bytes(tcp_buffer_bytes)
+        },
         hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
     }
 }

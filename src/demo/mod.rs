@@ -167,6 +167,7 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     println!("  policy CA \"{}\" for policy pol-demo", pki::POLICY_CA_CN);
 
     let mut lab = Lab::build(LabSpec {
+        offloads: lab::Offloads::On,
         prefix: lab::unique_prefix("demo"),
         mode: LabMode::AfPacket,
         clients: vec![IN_SCOPE, OUT_OF_SCOPE],

@@ -36,6 +36,26 @@ pub fn skip_without_root() -> bool {
     false
 }
 
+pub use tlsinspect::demo::lab::Offloads;
+
+thread_local! {
+    static OFFLOADS: std::cell::Cell<Offloads> = const { std::cell::Cell::new(Offloads::Off) };
+}
+
+/// The offload setting labs built on this thread get (each test runs on its own thread).
+fn offloads() -> Offloads {
+    OFFLOADS.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with every lab it builds in the offload setting `o` (DESIGN.md
+/// §8: every lab test runs in both), so one test body serves both settings.
+pub fn with_offloads<T>(o: Offloads, f: impl FnOnce() -> T) -> T {
+    let before = OFFLOADS.with(|c| c.replace(o));
+    let r = f();
+    OFFLOADS.with(|c| c.set(before));
+    r
+}
+
 /// A lab with its PKI, working directory and origin.
 pub struct TestLab {
     pub lab: Lab,
@@ -72,6 +92,7 @@ impl TestLab {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let pki = pki::create(&dir.path().join("pki"), &names)?;
         let lab = Lab::build(LabSpec {
+            offloads: offloads(),
             prefix: tlsinspect::demo::lab::unique_prefix(tag),
             mode,
             clients: clients.to_vec(),

@@ -363,7 +363,20 @@ impl InterceptedFlow {
 
     /// Processes one IP packet that arrived from `from`.
     pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
-        self.tcp.handle_packet(from, packet, now);
+        self.handle_packet_checked(from, packet, false, now);
+    }
+
+    /// Like [`handle_packet`](Self::handle_packet), without verifying the
+    /// TCP checksum when `checksum_trusted` (see [`crate::io::Offload`]).
+    pub fn handle_packet_checked(
+        &mut self,
+        from: Side,
+        packet: &[u8],
+        checksum_trusted: bool,
+        now: Instant,
+    ) {
+        self.tcp
+            .handle_packet_checked(from, packet, checksum_trusted, now);
         self.drive(now);
     }
 
@@ -399,13 +412,24 @@ impl InterceptedFlow {
     /// Like [`poll_transmit`](Self::poll_transmit), writing into `buf`
     /// (replaced) so a worker can reuse one buffer.
     pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
-        if let Some(side) = self.tcp.poll_transmit_into(now, buf) {
-            return Some(side);
+        self.poll_transmit_offload(now, buf).map(|(side, _)| side)
+    }
+
+    /// Like [`poll_transmit_into`](Self::poll_transmit_into), also returning
+    /// the packet's checksum state (partial when the flow's
+    /// [`FlowConfig::offload`](crate::tcp::FlowConfig::offload) is on).
+    pub fn poll_transmit_offload(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(Side, crate::io::Offload)> {
+        if let Some(t) = self.tcp.poll_transmit_offload(now, buf) {
+            return Some(t);
         }
         // Timers inside smoltcp may have moved states (events to act on),
         // and sent data may have made room for queued output.
         self.drive(now);
-        self.tcp.poll_transmit_into(now, buf)
+        self.tcp.poll_transmit_offload(now, buf)
     }
 
     /// Resets both legs at once: one RST to each end on the next `poll_transmit`.

@@ -26,6 +26,15 @@
 //!   unlike a TX ring nothing has to track when the kernel is done with a slot.
 //! - The ring header carries the VLAN tag the kernel stripped (the
 //!   mmap equivalent of `PACKET_AUXDATA`), which the worker restores on forward.
+//! - `PACKET_VNET_HDR`: every frame comes with the kernel's checksum and
+//!   segmentation state ([`Offload`]) and leaves with it. With the kernel's
+//!   default offloads a frame can be a 64 KiB super-frame (TSO on the sender,
+//!   GRO on the port) whose checksum is only the pseudo-header sum; without
+//!   the header such frames were cut by the ring and forwarded with a broken
+//!   checksum. With it the fast path forwards a super-frame whole (the
+//!   kernel or the NIC segments it at the far end), and the intercepted
+//!   flows hand the kernel super-frames of their own. Ring slots are large
+//!   enough for a 64 KiB frame for the same reason.
 //! - Promiscuous mode is a socket membership (`PACKET_MR_PROMISC`), so the
 //!   kernel drops it when the socket closes, also after a crash.
 
@@ -35,25 +44,26 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use super::{ifindex, os_err, split_macs, Device, Medium, RxMeta, TxBatch, VlanTag};
+use super::{ifindex, os_err, split_macs, Device, Medium, Offload, RxMeta, TxBatch, VlanTag};
 use crate::steer::BpfInsn;
 
 const TPACKET_V2: libc::c_int = 1;
 const TPACKET_V3: libc::c_int = 2;
 /// Frames per `sendmmsg`.
 const TX_BATCH: usize = 64;
-/// Bytes of the transmit arena (64 full-size frames, or fewer jumbo ones).
-const TX_ARENA: usize = 256 * 1024;
+/// Bytes of the transmit arena: 64 MTU-sized frames with their headers, or
+/// about 16 super-frames (a batch is flushed when the arena is full).
+const TX_ARENA: usize = 1024 * 1024;
 /// Socket send buffer: large enough that a burst of batches does not block.
-const SNDBUF: libc::c_int = 4 * 1024 * 1024;
+const SNDBUF: libc::c_int = 16 * 1024 * 1024;
 const SO_SNDBUFFORCE: libc::c_int = 32;
 
 /// The ring layout the kernel fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingVersion {
-    /// TPACKET_V2: fixed 2 KiB slots, each handed over as soon as it is
-    /// written. No added latency; frames longer than a slot are dropped
-    /// (counted in `rx_dropped`), so it suits MTU 1500 links.
+    /// TPACKET_V2: fixed-size slots ([`RingConfig::frame_size`]), each
+    /// handed over as soon as it is written. No added latency; frames longer
+    /// than a slot are dropped (counted in `rx_dropped`).
     V2,
     /// TPACKET_V3: variable-size frames packed in blocks, a block handed
     /// over when full or after `retire_ms`. Denser, but a sparse flow (an
@@ -71,22 +81,29 @@ pub struct RingConfig {
     pub block_size: u32,
     /// Number of blocks.
     pub block_count: u32,
+    /// Bytes per frame slot (V2; V3 takes it as the largest frame): a
+    /// multiple of 16, at most `block_size`. Must hold the ring's own header,
+    /// the offload header and the largest frame the port delivers (64 KiB
+    /// with GRO/TSO).
+    pub frame_size: u32,
     /// V3 only: milliseconds after which the kernel hands over a partly filled block.
     pub retire_ms: u32,
 }
 
-/// Bytes per V2 slot: header, link address and a 1,514-byte frame (+ tag) fit.
-const V2_FRAME: u32 = 2048;
-
 impl Default for RingConfig {
     fn default() -> Self {
-        // 8 MiB per socket. V2 by default: an inline appliance must not add
-        // a block-retire delay to every sparse flow (see RingVersion::V3).
+        // V2 by default: an inline appliance must not add a block-retire
+        // delay to every sparse flow (see RingVersion::V3). Slots of 68 KiB
+        // hold a 64 KiB super-frame with the ring and offload headers; 15 of
+        // them fill a 1 MiB block (the kernel allocates blocks in powers of
+        // two pages, so a 68 KiB block would waste half of 128 KiB). 32
+        // blocks: 480 slots, 32 MiB per socket.
         RingConfig {
             version: RingVersion::V2,
-            block_size: 256 * 1024,
+            block_size: 1024 * 1024,
             block_count: 32,
             retire_ms: 1,
+            frame_size: 68 * 1024,
         }
     }
 }
@@ -113,6 +130,10 @@ struct Ring {
     next: usize,
     /// V2: number of slots.
     frames: usize,
+    /// V2: bytes per slot.
+    frame_size: usize,
+    /// V2: slots per block.
+    per_block: usize,
 }
 
 // Safety: the ring memory is owned by this value alone (one worker); the
@@ -210,6 +231,14 @@ impl AfPacket {
             &ctx("PACKET_VERSION v3"),
         )?;
         let one: libc::c_int = 1;
+        // Before the ring: the kernel refuses to change it once a ring exists.
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            PACKET_VNET_HDR,
+            &one,
+            &ctx("PACKET_VNET_HDR"),
+        )?;
         setsockopt(
             s,
             libc::SOL_PACKET,
@@ -239,13 +268,21 @@ impl AfPacket {
         {
             let _ = setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDBUF, &SNDBUF, "SO_SNDBUF");
         }
-        let frames = ring.block_size / V2_FRAME * ring.block_count;
+        if ring.frame_size < 2048 || ring.frame_size % 16 != 0 || ring.block_size < ring.frame_size
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                ctx("ring frame size must be a multiple of 16 from 2048 up to the block size"),
+            ));
+        }
+        let per_block = ring.block_size / ring.frame_size;
+        let frames = per_block * ring.block_count;
         match ring.version {
             RingVersion::V2 => {
                 let req = libc::tpacket_req {
                     tp_block_size: ring.block_size,
                     tp_block_nr: ring.block_count,
-                    tp_frame_size: V2_FRAME,
+                    tp_frame_size: ring.frame_size,
                     tp_frame_nr: frames,
                 };
                 setsockopt(
@@ -260,7 +297,7 @@ impl AfPacket {
                 let req = libc::tpacket_req3 {
                     tp_block_size: ring.block_size,
                     tp_block_nr: ring.block_count,
-                    tp_frame_size: V2_FRAME,
+                    tp_frame_size: ring.frame_size,
                     tp_frame_nr: frames,
                     tp_retire_blk_tov: ring.retire_ms,
                     tp_sizeof_priv: 0,
@@ -299,6 +336,8 @@ impl AfPacket {
             blocks: ring.block_count as usize,
             next: 0,
             frames: frames as usize,
+            frame_size: ring.frame_size as usize,
+            per_block: per_block as usize,
         };
         // Safety: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
@@ -406,15 +445,34 @@ impl AfPacket {
     }
 }
 
+/// `SOL_PACKET` option: frames carry a `struct virtio_net_hdr` both ways.
+const PACKET_VNET_HDR: libc::c_int = 15;
+
+/// Smallest frame offset in a slot that leaves room for the offload header.
+const HDR_ROOM: usize = Offload::LEN;
+
+/// Reads the offload header at `p`.
+///
+/// # Safety
+/// `p` must point to `Offload::LEN` readable bytes.
+unsafe fn read_offload(p: *const u8) -> Offload {
+    let mut b = [0u8; Offload::LEN];
+    // Safety: the caller guarantees `p` has `Offload::LEN` readable bytes;
+    // `b` is a distinct local buffer.
+    unsafe { ptr::copy_nonoverlapping(p, b.as_mut_ptr(), Offload::LEN) };
+    Offload::from_bytes(&b)
+}
+
 impl AfPacket {
     fn recv_v2<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> usize {
         let r = &mut self.ring;
-        let slot_size = V2_FRAME as usize;
+        let slot_size = r.frame_size;
         let mut delivered = 0;
         while delivered < budget {
-            // Safety: `next < frames` and frames * slot_size <= len, so the
-            // slot lies inside the mapping; slots are 16-byte aligned.
-            let slot = unsafe { r.base.add(r.next * slot_size) };
+            let at = (r.next / r.per_block) * r.block_size + (r.next % r.per_block) * slot_size;
+            // Safety: `next < frames`, so the slot lies inside its block and
+            // the block inside the mapping; slots are 16-byte aligned.
+            let slot = unsafe { r.base.add(at) };
             let hdr = slot.cast::<libc::tpacket2_hdr>();
             // Safety: the header is inside the mapping; the kernel writes the
             // status word concurrently, hence the volatile read.
@@ -427,7 +485,7 @@ impl AfPacket {
             // Safety: the slot is ours until we hand it back below.
             let h = unsafe { &*hdr };
             let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
-            if h.tp_len as usize != snap || mac + snap > slot_size {
+            if h.tp_len as usize != snap || mac + snap > slot_size || mac < HDR_ROOM {
                 // Longer than a slot: forwarding it cut short would corrupt it.
                 self.rx_dropped += 1;
             } else {
@@ -442,7 +500,10 @@ impl AfPacket {
                     },
                     tci: h.tp_vlan_tci,
                 });
-                f(frame, RxMeta { vlan });
+                // Safety: the kernel writes the offload header just before
+                // the frame (`mac >= HDR_ROOM`, checked above), inside the slot.
+                let offload = unsafe { read_offload(slot.add(mac - Offload::LEN)) };
+                f(frame, RxMeta { vlan, offload });
                 delivered += 1;
             }
             fence(Ordering::Release);
@@ -490,7 +551,7 @@ impl AfPacket {
                 if hdr.tp_len as usize != snap {
                     // Cut short by the ring: forwarding it would corrupt it.
                     self.rx_dropped += 1;
-                } else if off + mac + snap <= r.block_size {
+                } else if off + mac + snap <= r.block_size && mac >= HDR_ROOM {
                     // Safety: the frame lies inside the block (checked), which
                     // the kernel does not touch until we release it below.
                     let frame = unsafe { std::slice::from_raw_parts(block.add(off + mac), snap) };
@@ -503,7 +564,10 @@ impl AfPacket {
                             },
                             tci: hdr.hv1.tp_vlan_tci as u16,
                         });
-                    f(frame, RxMeta { vlan });
+                    // Safety: the offload header sits just before the frame
+                    // (`mac >= HDR_ROOM`, checked above), inside the block.
+                    let offload = unsafe { read_offload(block.add(off + mac - Offload::LEN)) };
+                    f(frame, RxMeta { vlan, offload });
                     delivered += 1;
                 }
                 if hdr.tp_next_offset == 0 {
@@ -539,24 +603,25 @@ impl Device for AfPacket {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        if !self.tx.fits(frame.len()) {
+    fn send(&mut self, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        let len = Offload::LEN + frame.len();
+        if !self.tx.fits(len) {
             self.flush()?;
-            if frame.len() > self.tx.capacity_bytes() {
+            if len > self.tx.capacity_bytes() {
                 self.tx_dropped += 1;
                 return Ok(());
             }
         }
-        self.tx.push(&[frame]);
+        self.tx.push(&[&offload.to_bytes(), frame]);
         Ok(())
     }
 
-    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag) -> io::Result<()> {
+    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag, offload: &Offload) -> io::Result<()> {
         let Some((macs, rest)) = split_macs(frame) else {
             self.tx_dropped += 1;
             return Ok(());
         };
-        let len = frame.len() + 4;
+        let len = Offload::LEN + frame.len() + 4;
         if !self.tx.fits(len) {
             self.flush()?;
             if len > self.tx.capacity_bytes() {
@@ -567,7 +632,8 @@ impl Device for AfPacket {
         let mut t = [0u8; 4];
         t[..2].copy_from_slice(&tag.tpid.to_be_bytes());
         t[2..].copy_from_slice(&tag.tci.to_be_bytes());
-        self.tx.push(&[macs, &t, rest]);
+        self.tx
+            .push(&[&offload.shifted(4).to_bytes(), macs, &t, rest]);
         Ok(())
     }
 

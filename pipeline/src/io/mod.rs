@@ -30,6 +30,111 @@ pub struct VlanTag {
 pub struct RxMeta {
     /// The outer VLAN tag the NIC or the kernel stripped, to be restored on forward.
     pub vlan: Option<VlanTag>,
+    /// The kernel's checksum and segmentation state of the frame.
+    pub offload: Offload,
+}
+
+/// The checksum and segmentation state of a frame, as the kernel's
+/// `struct virtio_net_hdr` carries it (AF_PACKET with `PACKET_VNET_HDR`, TUN
+/// with `IFF_VNET_HDR`).
+///
+/// Why the appliance needs it: with the kernel's default offloads (TSO/GSO on
+/// the senders, GRO on the ports) a frame may be a "super-frame" of up to
+/// 64 KiB that stands for many MTU-sized segments (`gso_type`/`gso_size`),
+/// and its TCP checksum may be only the pseudo-header sum, to be completed by
+/// whoever transmits it (`NEEDS_CSUM` at `csum_start + csum_offset`).
+/// Forwarding a frame with its header unchanged keeps both promises; a frame
+/// sent with the default value has a complete checksum and is one segment.
+/// Fields are in host order (the legacy virtio header on a little-endian or a
+/// native-endian host alike).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// `NEEDS_CSUM` and/or `DATA_VALID`.
+    pub flags: u8,
+    /// `GSO_NONE`, `GSO_TCPV4`, `GSO_UDP`, `GSO_TCPV6`, possibly with `GSO_ECN`.
+    pub gso_type: u8,
+    /// Bytes of headers (link, IP, TCP) before the payload of each segment.
+    pub hdr_len: u16,
+    /// Payload bytes per segment when the frame is cut up.
+    pub gso_size: u16,
+    /// Where the checksummed region starts, from the frame's first byte.
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum goes.
+    pub csum_offset: u16,
+}
+
+impl Offload {
+    /// The checksum field holds the pseudo-header sum only; the transmitter completes it.
+    pub const NEEDS_CSUM: u8 = 1;
+    /// The kernel (or the NIC) verified the checksum.
+    pub const DATA_VALID: u8 = 2;
+    /// Not a super-frame.
+    pub const GSO_NONE: u8 = 0;
+    /// A TCP/IPv4 super-frame.
+    pub const GSO_TCPV4: u8 = 1;
+    /// A TCP/IPv6 super-frame.
+    pub const GSO_TCPV6: u8 = 4;
+    /// Segments carry the ECN CWR bit as the kernel's `SKB_GSO_TCP_ECN`.
+    pub const GSO_ECN: u8 = 0x80;
+    /// Bytes of the header on the wire of the device.
+    pub const LEN: usize = 10;
+
+    /// Whether the transport checksum needs no verification by us: the
+    /// kernel verified it, or it comes from this host's own stack.
+    pub fn checksum_trusted(&self) -> bool {
+        self.flags & (Self::NEEDS_CSUM | Self::DATA_VALID) != 0
+    }
+
+    /// Whether the frame stands for several segments.
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+
+    /// The header to transmit a received frame with, unchanged but for
+    /// `DATA_VALID`, which means nothing on transmit.
+    pub fn for_forward(&self) -> Offload {
+        Offload {
+            flags: self.flags & Self::NEEDS_CSUM,
+            ..*self
+        }
+    }
+
+    /// The header after `n` bytes were inserted before the network header (a VLAN tag).
+    pub fn shifted(&self, n: u16) -> Offload {
+        let mut o = *self;
+        if o.flags & Self::NEEDS_CSUM != 0 {
+            o.csum_start = o.csum_start.saturating_add(n);
+        }
+        if o.hdr_len != 0 {
+            o.hdr_len = o.hdr_len.saturating_add(n);
+        }
+        o
+    }
+
+    /// Reads the header from its wire form.
+    pub fn from_bytes(b: &[u8; Self::LEN]) -> Offload {
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Offload {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    /// The header's wire form.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
 }
 
 /// What a device carries.
@@ -53,11 +158,14 @@ pub trait Device: Send {
     /// may be ready and the caller should call again before waiting.
     fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize>;
 
-    /// Queues a copy of `frame` for transmission, flushing first if the batch is full.
-    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Queues a copy of `frame` for transmission with its checksum and
+    /// segmentation state `offload` (the default: complete checksum, one
+    /// segment), flushing first if the batch is full.
+    fn send(&mut self, frame: &[u8], offload: &Offload) -> io::Result<()>;
 
-    /// Queues `frame` with `tag` inserted after the two MAC addresses.
-    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag) -> io::Result<()>;
+    /// Queues `frame` with `tag` inserted after the two MAC addresses;
+    /// `offload` describes the frame before the insertion.
+    fn send_tagged(&mut self, frame: &[u8], tag: VlanTag, offload: &Offload) -> io::Result<()>;
 
     /// Transmits everything queued. Frames the kernel refuses are dropped and counted.
     fn flush(&mut self) -> io::Result<()>;

@@ -7,6 +7,13 @@
 //! there is no batching syscall to use; `recv` reads until the queue is empty
 //! or the budget is spent, into one reused buffer.
 //!
+//! Offloads: the queue is opened with `IFF_VNET_HDR` and the interface told
+//! (`TUNSETOFFLOAD`) that we take and give checksum-partial and TSO
+//! super-frames, IPv4 and IPv6. The kernel then hands us what GRO merged, or
+//! what a local sender's TSO made, whole (up to 64 KiB) instead of cutting it
+//! up first, and takes our super-frames and partial checksums back (see
+//! [`Offload`]). Every packet read or written starts with that header.
+//!
 //! The kernel picks the queue a packet is delivered to (its symmetric flow
 //! hash, then the queue that last wrote the flow); the worker checks
 //! ownership with our own hash and hands misdelivered packets over (see
@@ -17,10 +24,18 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{ifindex, os_err, Device, Medium, RxMeta, VlanTag};
+use super::{ifindex, os_err, Device, Medium, Offload, RxMeta, VlanTag};
 
-/// Largest IP packet a TUN queue delivers.
-const MAX_PACKET: usize = 65536;
+/// Largest IP packet a TUN queue delivers, after its offload header.
+const MAX_PACKET: usize = 65536 + Offload::LEN;
+/// `TUNSETIFF` flag: packets carry a `struct virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+/// `_IOW('T', 208, unsigned int)`: which offloads the reader takes.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_TSO_ECN: libc::c_uint = 0x08;
 
 /// `struct ifreq` as used by `TUNSETIFF`: the name and the flags word.
 #[repr(C)]
@@ -69,7 +84,8 @@ impl Tun {
             .map_err(|e| io::Error::new(e.kind(), format!("TUN {name}: open /dev/net/tun: {e}")))?;
         let mut req = IfReqFlags {
             name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short,
+            flags: (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | IFF_VNET_HDR)
+                as libc::c_short,
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -87,6 +103,14 @@ impl Tun {
                 "TUN {name}: attach queue (TUNSETIFF multi_queue; create it with `ip tuntap add dev {name} mode tun multi_queue`)"
             )));
         }
+        let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        // Safety: TUNSETOFFLOAD takes its argument by value (an unsigned int).
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD as _, offloads) };
+        if r < 0 {
+            return Err(os_err(&format!(
+                "TUN {name}: TUNSETOFFLOAD (csum, tso4, tso6)"
+            )));
+        }
         Ok(Tun {
             fd: OwnedFd::from(file),
             buf: vec![0u8; MAX_PACKET].into_boxed_slice(),
@@ -100,10 +124,22 @@ impl Tun {
         &self.name
     }
 
-    fn write_packet(&mut self, pkt: &[u8]) -> io::Result<()> {
+    fn write_packet(&mut self, pkt: &[u8], offload: &Offload) -> io::Result<()> {
+        let hdr = offload.to_bytes();
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: pkt.as_ptr() as *mut libc::c_void,
+                iov_len: pkt.len(),
+            },
+        ];
         loop {
-            // Safety: `pkt` is a live slice; the kernel reads `pkt.len()` bytes.
-            let r = unsafe { libc::write(self.fd.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            // Safety: both iovecs point at live slices of the given lengths,
+            // which the kernel only reads during the call.
+            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if r >= 0 {
                 return Ok(());
             }
@@ -157,19 +193,29 @@ impl Device for Tun {
                     }
                 }
             }
-            f(&self.buf[..r as usize], RxMeta::default());
+            let r = r as usize;
+            if r < Offload::LEN {
+                continue;
+            }
+            let mut hdr = [0u8; Offload::LEN];
+            hdr.copy_from_slice(&self.buf[..Offload::LEN]);
+            let meta = RxMeta {
+                vlan: None,
+                offload: Offload::from_bytes(&hdr),
+            };
+            f(&self.buf[Offload::LEN..r], meta);
             n += 1;
         }
         Ok(n)
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.write_packet(frame)
+    fn send(&mut self, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        self.write_packet(frame, offload)
     }
 
-    fn send_tagged(&mut self, frame: &[u8], _tag: VlanTag) -> io::Result<()> {
+    fn send_tagged(&mut self, frame: &[u8], _tag: VlanTag, offload: &Offload) -> io::Result<()> {
         // An IP device has no link header to tag.
-        self.write_packet(frame)
+        self.write_packet(frame, offload)
     }
 
     fn flush(&mut self) -> io::Result<()> {

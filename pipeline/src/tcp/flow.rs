@@ -10,6 +10,7 @@ use smoltcp::time::Instant as SmolInstant;
 
 use super::leg::{Leg, LegParams};
 use super::segment::{self, PacketError, Segment};
+use crate::io::Offload;
 
 /// One of the two legs of a spliced connection.
 ///
@@ -58,6 +59,10 @@ pub struct FlowConfig {
     /// How long the client may take to complete its handshake once it got
     /// our SYN-ACK; past it both legs are reset.
     pub accept_timeout: Duration,
+    /// The devices complete TCP checksums ([`Offload::NEEDS_CSUM`]): the
+    /// legs leave them partial instead of summing every byte they send.
+    /// Use [`TransparentFlow::poll_transmit_offload`] then.
+    pub offload: bool,
 }
 
 impl FlowConfig {
@@ -85,6 +90,7 @@ impl Default for FlowConfig {
             // ~21 s of Windows clients and above Linux's last SYN retry (63 s).
             connect_timeout: Duration::from_secs(75),
             accept_timeout: Duration::from_secs(75),
+            offload: false,
         }
     }
 }
@@ -290,6 +296,7 @@ impl TransparentFlow {
                 tx_buffer: cfg.tx_buffer,
                 timestamps: syn.timestamps,
                 seed,
+                partial_csum: cfg.offload,
             },
             t0,
         );
@@ -365,6 +372,20 @@ impl TransparentFlow {
     /// Packets are not required to belong to the flow; ones that don't are
     /// answered the way a host would (an RST from the address they were sent to).
     pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+        self.handle_packet_checked(from, packet, false, now);
+    }
+
+    /// Like [`handle_packet`](Self::handle_packet); with `checksum_trusted`
+    /// the TCP checksum is not verified (the kernel verified it, or the
+    /// packet comes from this host's stack with the checksum left to the
+    /// transmitter: see [`crate::io::Offload`]).
+    pub fn handle_packet_checked(
+        &mut self,
+        from: Side,
+        packet: &[u8],
+        checksum_trusted: bool,
+        now: Instant,
+    ) {
         let t = self.smol(now);
         self.last_now = t;
         self.check_deadlines(t);
@@ -372,7 +393,7 @@ impl TransparentFlow {
             (Side::Client, Phase::Connecting) => {
                 // Only the SYN exists on this leg yet: a retransmission is
                 // absorbed, a new attempt (another ISN) replaces the held one.
-                if let Ok(seg) = segment::parse(packet) {
+                if let Ok(seg) = segment::parse_with(packet, !checksum_trusted) {
                     if seg.is_opening_syn()
                         && seg.src == self.client
                         && seg.dst == self.server
@@ -388,7 +409,7 @@ impl TransparentFlow {
             (Side::Client, Phase::Refused) => {
                 // A host with a closed port answers every SYN, including a
                 // retransmission after our first RST was lost.
-                if let Ok(seg) = segment::parse(packet) {
+                if let Ok(seg) = segment::parse_with(packet, !checksum_trusted) {
                     if seg.is_opening_syn() && seg.src == self.client && seg.dst == self.server {
                         self.out.push_back(Transmit {
                             side: Side::Client,
@@ -408,11 +429,14 @@ impl TransparentFlow {
                 let mut synack = packet.to_vec();
                 let link = self.link_mss();
                 segment::rewrite_syn_mss(&mut synack, |m, ts| peer_mss_for_smoltcp(m, ts, link));
-                self.server_leg.ingress(&synack, t, &mut reply)
+                self.server_leg
+                    .ingress(&synack, checksum_trusted, t, &mut reply)
             }
-            Side::Server => self.server_leg.ingress(packet, t, &mut reply),
+            Side::Server => self
+                .server_leg
+                .ingress(packet, checksum_trusted, t, &mut reply),
             Side::Client => match self.client_leg.as_mut() {
-                Some(leg) => leg.ingress(packet, t, &mut reply),
+                Some(leg) => leg.ingress(packet, checksum_trusted, t, &mut reply),
                 None => false,
             },
         };
@@ -465,13 +489,26 @@ impl TransparentFlow {
 
     /// Like [`poll_transmit`](Self::poll_transmit), writing the packet into
     /// `buf` (cleared first) so a worker can reuse one buffer for all flows.
+    ///
+    /// With [`FlowConfig::offload`] on, the packets' checksums are partial:
+    /// use [`poll_transmit_offload`](Self::poll_transmit_offload) instead.
     pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+        self.poll_transmit_offload(now, buf).map(|(side, _)| side)
+    }
+
+    /// Like [`poll_transmit_into`](Self::poll_transmit_into), also returning
+    /// the checksum state of the packet for the device.
+    pub fn poll_transmit_offload(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(Side, Offload)> {
         let t = self.smol(now);
         self.last_now = t;
         self.check_deadlines(t);
         if let Some(tx) = self.out.pop_front() {
             *buf = tx.packet;
-            return Some(tx.side);
+            return Some((tx.side, Offload::default()));
         }
         if matches!(self.phase, Phase::Refused | Phase::TimedOut) {
             return None;
@@ -481,23 +518,30 @@ impl TransparentFlow {
             let sent = match side {
                 Side::Server => {
                     let sent = self.server_leg.egress(t, buf);
-                    if sent && (self.phase == Phase::Connecting || self.server_reconnecting) {
+                    if sent.is_some()
+                        && (self.phase == Phase::Connecting || self.server_reconnecting)
+                    {
                         // Only SYNs leave the server leg now; give them the client's MSS.
                         if let Some(mss) = self.mirrored_mss {
                             segment::rewrite_syn_mss(buf, |ours, _| ours.min(mss));
+                            // The rewrite made the checksum complete.
+                            sent.map(|_| Offload::default())
+                        } else {
+                            sent
                         }
+                    } else {
+                        sent
                     }
-                    sent
                 }
                 Side::Client => match self.client_leg.as_mut() {
                     Some(leg) => leg.egress(t, buf),
-                    None => false,
+                    None => None,
                 },
             };
-            if sent {
+            if let Some(offload) = sent {
                 self.next_egress = side.other();
                 self.update(t);
-                return Some(side);
+                return Some((side, offload));
             }
         }
         // smoltcp timers (TIME-WAIT expiry, RST after abort) may have moved
@@ -649,6 +693,7 @@ impl TransparentFlow {
                 // smoltcp drops timestamps itself if the SYN has none.
                 timestamps: true,
                 seed: self.seed.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15,
+                partial_csum: self.cfg.offload,
             },
             t,
         );
@@ -661,7 +706,8 @@ impl TransparentFlow {
                 peer_mss_for_smoltcp(m, ts, link)
             });
             let mut reply = Vec::new();
-            if leg.ingress(&self.held_syn, t, &mut reply) {
+            // The held SYN was checked when it arrived (or trusted then).
+            if leg.ingress(&self.held_syn, true, t, &mut reply) {
                 self.out.push_back(Transmit {
                     side: Side::Client,
                     packet: reply,
@@ -806,7 +852,7 @@ impl TransparentFlow {
         self.last_now = t;
         self.server_leg.socket().abort();
         let mut rst = Vec::new();
-        if self.server_leg.egress(t, &mut rst) {
+        if self.server_leg.egress(t, &mut rst).is_some() {
             self.out.push_back(Transmit {
                 side: Side::Server,
                 packet: rst,
@@ -822,6 +868,7 @@ impl TransparentFlow {
                 tx_buffer: self.cfg.tx_buffer,
                 timestamps: self.syn.timestamps,
                 seed: self.seed,
+                partial_csum: self.cfg.offload,
             },
             t,
         );

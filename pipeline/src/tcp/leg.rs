@@ -18,6 +18,8 @@ use smoltcp::socket::tcp::{CongestionControl, Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use crate::io::Offload;
+
 thread_local! {
     /// The TCP timestamp clock (ms) for the leg being driven on this thread.
     ///
@@ -37,6 +39,8 @@ struct OneShot<'a> {
     tx: &'a mut Vec<u8>,
     tx_used: bool,
     mtu: usize,
+    /// Leave TCP checksums partial (pseudo-header sum) for the device to complete.
+    partial: bool,
 }
 
 struct Rx<'a>(&'a [u8]);
@@ -44,6 +48,7 @@ struct Rx<'a>(&'a [u8]);
 struct Tx<'a> {
     buf: &'a mut Vec<u8>,
     used: &'a mut bool,
+    partial: bool,
 }
 
 impl RxToken for Rx<'_> {
@@ -65,7 +70,11 @@ impl TxToken for Tx<'_> {
         // Zero-filled: smoltcp need not write every byte (checksum field included).
         self.buf.resize(len, 0);
         let r = f(&mut self.buf[..]);
-        fill_tcp_checksum(self.buf);
+        if self.partial {
+            fill_tcp_pseudo(self.buf);
+        } else {
+            fill_tcp_checksum(self.buf);
+        }
         r
     }
 }
@@ -90,6 +99,7 @@ impl Device for OneShot<'_> {
             Tx {
                 buf: self.tx,
                 used: &mut self.tx_used,
+                partial: self.partial,
             },
         ))
     }
@@ -101,6 +111,7 @@ impl Device for OneShot<'_> {
         Some(Tx {
             buf: self.tx,
             used: &mut self.tx_used,
+            partial: self.partial,
         })
     }
 
@@ -125,6 +136,8 @@ pub(crate) struct Leg {
     sockets: SocketSet<'static>,
     handle: SocketHandle,
     mtu: usize,
+    /// Egress packets leave with partial TCP checksums (see [`Offload`]).
+    partial_csum: bool,
     /// Offset added to the flow clock for TCP timestamps (random per leg).
     ts_offset: u32,
 }
@@ -139,6 +152,8 @@ pub(crate) struct LegParams {
     pub tx_buffer: usize,
     pub timestamps: bool,
     pub seed: u64,
+    /// Leave egress TCP checksums for the device to complete.
+    pub partial_csum: bool,
 }
 
 impl Leg {
@@ -150,6 +165,7 @@ impl Leg {
             tx: &mut scratch,
             tx_used: false,
             mtu: p.mtu,
+            partial: false,
         };
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = p.seed;
@@ -187,6 +203,7 @@ impl Leg {
             sockets,
             handle,
             mtu: p.mtu,
+            partial_csum: p.partial_csum,
             ts_offset: (p.seed >> 32) as u32,
         }
     }
@@ -223,8 +240,15 @@ impl Leg {
     /// Feeds one IP packet; a reply smoltcp sends at once (an RST for a
     /// segment no socket accepts, a challenge ACK) lands in `reply`.
     /// Returns whether `reply` was filled.
-    pub(crate) fn ingress(&mut self, packet: &[u8], now: SmolInstant, reply: &mut Vec<u8>) -> bool {
-        if !tcp_checksum_ok(packet) {
+    /// With `checksum_trusted` the TCP checksum is not verified.
+    pub(crate) fn ingress(
+        &mut self,
+        packet: &[u8],
+        checksum_trusted: bool,
+        now: SmolInstant,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        if !checksum_trusted && !tcp_checksum_ok(packet) {
             // A corrupted segment is dropped, as a host would; the peer retransmits.
             return false;
         }
@@ -234,6 +258,8 @@ impl Leg {
             tx: reply,
             tx_used: false,
             mtu: self.mtu,
+            // Replies are queued with complete checksums.
+            partial: false,
         };
         self.iface
             .poll_ingress_single(now, &mut dev, &mut self.sockets);
@@ -241,17 +267,29 @@ impl Leg {
     }
 
     /// Lets smoltcp send at most one packet (data, ACK, retransmission, FIN,
-    /// RST) into `out`. Returns whether it did.
-    pub(crate) fn egress(&mut self, now: SmolInstant, out: &mut Vec<u8>) -> bool {
+    /// RST) into `out`. Returns the packet's checksum state if it did.
+    pub(crate) fn egress(&mut self, now: SmolInstant, out: &mut Vec<u8>) -> Option<Offload> {
         self.set_clock(now);
         let mut dev = OneShot {
             rx: None,
             tx: out,
             tx_used: false,
             mtu: self.mtu,
+            partial: self.partial_csum,
         };
         self.iface.poll_egress(now, &mut dev, &mut self.sockets);
-        dev.tx_used
+        if !dev.tx_used {
+            return None;
+        }
+        Some(match (self.partial_csum, tcp_span(out)) {
+            (true, Some((off, _, _))) => Offload {
+                flags: Offload::NEEDS_CSUM,
+                csum_start: off as u16,
+                csum_offset: 16,
+                ..Offload::default()
+            },
+            _ => Offload::default(),
+        })
     }
 
     /// When smoltcp next wants to be polled (retransmission, delayed ACK, ...).
@@ -333,6 +371,15 @@ fn tcp_checksum_ok(packet: &[u8]) -> bool {
     match tcp_span(packet) {
         Some((off, len, pseudo)) => csum_fold(csum_add(pseudo, &packet[off..off + len])) == 0xffff,
         None => true,
+    }
+}
+
+/// Writes the pseudo-header sum (not complemented) into the TCP checksum
+/// field, for a device that completes the checksum (`NEEDS_CSUM`).
+fn fill_tcp_pseudo(packet: &mut [u8]) {
+    if let Some((off, _, pseudo)) = tcp_span(packet) {
+        let sum = csum_fold(pseudo);
+        packet[off + 16..off + 18].copy_from_slice(&sum.to_be_bytes());
     }
 }
 

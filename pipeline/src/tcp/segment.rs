@@ -70,7 +70,16 @@ impl Segment {
 
 /// Parses an IPv4 or IPv6 packet carrying TCP, verifying both checksums.
 pub fn parse(packet: &[u8]) -> Result<Segment, PacketError> {
-    let caps = ChecksumCapabilities::default();
+    parse_with(packet, true)
+}
+
+/// Like [`parse`]; the TCP checksum is verified only with `verify_tcp`
+/// (false for a packet whose checksum the kernel verified or left partial).
+pub fn parse_with(packet: &[u8], verify_tcp: bool) -> Result<Segment, PacketError> {
+    let mut caps = ChecksumCapabilities::default();
+    if !verify_tcp {
+        caps.tcp = smoltcp::phy::Checksum::None;
+    }
     let version = packet.first().map(|b| b >> 4).ok_or(PacketError::Ip)?;
     let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match version {
         4 => {
