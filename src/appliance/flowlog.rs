@@ -1,5 +1,5 @@
 //! The appliance's [`FlowLog`]: counts records for the metrics, then
-//! forwards them to the JSON-lines file.
+//! forwards them to the EVE outputs.
 //!
 //! Counting here rather than in the data plane keeps the workers free of
 //! label maps: a record is written once per flow, so one short mutex hold
@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use tlsinspect_pipeline::api::{Alert, FlowLog, FlowMeta, FlowRecord};
 
-use crate::log::JsonLog;
+use crate::log::EveLog;
 
 /// Key of a flow count: policy, scope, action, reason.
 pub type FlowKey = (Arc<str>, Arc<str>, &'static str, String);
@@ -33,7 +33,7 @@ struct Counts {
 
 /// A [`FlowLog`] that counts by (policy, scope, action, reason) and forwards.
 pub struct CountingLog {
-    inner: Arc<JsonLog>,
+    inner: Arc<EveLog>,
     counts: Mutex<Counts>,
 }
 
@@ -46,16 +46,16 @@ impl std::fmt::Debug for CountingLog {
 }
 
 impl CountingLog {
-    /// Wraps the file log.
-    pub fn new(inner: Arc<JsonLog>) -> CountingLog {
+    /// Wraps the outputs.
+    pub fn new(inner: Arc<EveLog>) -> CountingLog {
         CountingLog {
             inner,
             counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// The file log behind it.
-    pub fn file(&self) -> &Arc<JsonLog> {
+    /// The outputs behind it.
+    pub fn outputs(&self) -> &Arc<EveLog> {
         &self.inner
     }
 

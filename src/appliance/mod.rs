@@ -38,7 +38,7 @@ use tlsinspect_pipeline::{Pipeline, Stats};
 use crate::config::Config;
 use crate::control::metrics::MetricsServer;
 use crate::control::{ControlHandler, ControlServer, Request, Response};
-use crate::log::{JsonLog, Rotation};
+use crate::log::EveLog;
 use crate::runtime;
 
 pub use build::{Built, LoadedCa};
@@ -150,12 +150,9 @@ impl Appliance {
         for w in cfg.warnings().iter().chain(&built.warnings) {
             log::warn!("{w}");
         }
-        let file = Arc::new(
-            JsonLog::open(&cfg.appliance.log, Rotation::default()).with_context(|| {
-                format!("opening the traffic log {}", cfg.appliance.log.display())
-            })?,
-        );
-        let log = Arc::new(CountingLog::new(file));
+        let outputs =
+            Arc::new(EveLog::open(&cfg.log_outputs()).context("opening the traffic-log outputs")?);
+        let log = Arc::new(CountingLog::new(outputs));
         let bypass = Arc::new(BypassCache::new(build::bypass_config(&cfg.appliance)));
         let Built {
             cas,
@@ -477,8 +474,8 @@ impl Appliance {
             "ips_rules_skipped": cur.ips_skipped,
             "counters": {
                 "flows_logged": flows,
-                "log_records": self.log.file().records(),
-                "log_write_errors": self.log.file().write_errors(),
+                "log_records": self.log.outputs().counts().iter().map(|c| c.written).sum::<u64>(),
+                "log_dropped": self.log.outputs().dropped(),
                 "cert_cache_hits": mint.hits,
                 "cert_cache_misses": mint.misses,
                 "cert_cache_entries": mint.entries,

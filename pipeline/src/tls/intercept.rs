@@ -1029,22 +1029,43 @@ impl Intercept {
     }
 }
 
-/// Subject, issuer and notAfter of a DER certificate, for the log.
+/// Subject, issuer, validity, serial and fingerprint of a DER certificate, for the log.
 fn describe_cert(der: &CertificateDer<'_>) -> UpstreamCertInfo {
+    let rfc3339 = |ts: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ts)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let hex = |bytes: &[u8], upper: bool| {
+        let parts: Vec<String> = bytes
+            .iter()
+            .map(|b| {
+                if upper {
+                    format!("{b:02X}")
+                } else {
+                    format!("{b:02x}")
+                }
+            })
+            .collect();
+        parts.join(":")
+    };
     match x509_parser::parse_x509_certificate(der.as_ref()) {
         Ok((_, cert)) => {
-            let ts = cert.validity().not_after.timestamp();
-            let not_after = time::OffsetDateTime::from_unix_timestamp(ts)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
+            let sha1 = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                der.as_ref(),
+            );
             UpstreamCertInfo {
                 subject: cert.subject().to_string(),
                 issuer: cert.issuer().to_string(),
-                not_after,
+                not_after: rfc3339(cert.validity().not_after.timestamp()),
+                not_before: rfc3339(cert.validity().not_before.timestamp()),
+                serial: hex(cert.raw_serial(), true),
+                fingerprint: hex(sha1.as_ref(), false),
                 verified: false,
                 error: None,
             }
