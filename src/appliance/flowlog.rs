@@ -138,3 +138,30 @@ impl FlowLog for CountingLog {
         self.inner.alert(meta, alert, timestamp);
     }
 }
+
+/// The periodic EVE `stats` event of the appliance: data-plane counters
+/// (when the pipeline runs), flows logged by action, alerts, log drops.
+pub fn stats_event(
+    stats: Option<&tlsinspect_pipeline::Stats>,
+    log: &CountingLog,
+    uptime: std::time::Duration,
+    now: SystemTime,
+) -> serde_json::Value {
+    let mut by_action: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for ((_, _, action, _), n) in log.flows() {
+        *by_action.entry(action).or_default() += n;
+    }
+    let alerts = log.alerts().iter().map(|(_, n)| n).sum();
+    let t = stats.map(|s| s.total.clone()).unwrap_or_default();
+    let snapshot = crate::log::record::StatsSnapshot {
+        uptime_secs: uptime.as_secs(),
+        pkts: t.rx_frames,
+        bytes: t.fast_bytes + t.inscope_bytes,
+        flows_total: t.flows_started,
+        flows_active: t.flows_active,
+        flows_by_action: by_action.into_iter().collect(),
+        alerts,
+        log_dropped: log.outputs().dropped(),
+    };
+    crate::log::record::stats_json(&snapshot, now)
+}

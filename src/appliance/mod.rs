@@ -398,6 +398,22 @@ impl Appliance {
         &self.log
     }
 
+    /// Writes an EVE `stats` event to the traffic log now.
+    pub fn log_stats(&self) {
+        let event = flowlog::stats_event(
+            self.stats().as_ref(),
+            &self.log,
+            self.started.elapsed(),
+            SystemTime::now(),
+        );
+        self.log.outputs().write_value(&event);
+    }
+
+    /// When the appliance started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Certificate minting counters since start-up.
     pub fn mint_stats(&self) -> crate::pki::MintStats {
         self.minter.stats()
@@ -559,8 +575,13 @@ impl ControlHandler for Appliance {
 /// stop when this is dropped.
 #[derive(Debug)]
 pub struct Services {
-    control: ControlServer,
+    /// Held for its `Drop`, which removes the socket.
+    _control: ControlServer,
     metrics: Option<MetricsServer>,
+    stats: Option<(
+        Arc<(Mutex<bool>, std::sync::Condvar)>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Services {
@@ -578,7 +599,36 @@ impl Services {
             ),
             None => None,
         };
-        Ok(Services { control, metrics })
+        let interval = cfg.appliance.stats_interval;
+        let stats = if interval.is_zero() {
+            None
+        } else {
+            let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+            let (stop2, app2) = (stop.clone(), app.clone());
+            let thread = std::thread::Builder::new()
+                .name("stats".into())
+                .spawn(move || {
+                    let (lock, cvar) = &*stop2;
+                    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        let (guard, _) = cvar
+                            .wait_timeout(stopped, interval)
+                            .unwrap_or_else(|e| e.into_inner());
+                        stopped = guard;
+                        if *stopped {
+                            return;
+                        }
+                        app2.log_stats();
+                    }
+                })
+                .context("starting the stats thread")?;
+            Some((stop, thread))
+        };
+        Ok(Services {
+            _control: control,
+            metrics,
+            stats,
+        })
     }
 
     /// Where the metrics endpoint listens, if enabled.
@@ -586,10 +636,19 @@ impl Services {
         self.metrics.as_ref().map(MetricsServer::addr)
     }
 
-    /// Stops both servers (same as dropping).
+    /// Stops both servers and the stats thread (same as dropping).
     pub fn stop(self) {
-        drop(self.metrics);
-        drop(self.control);
+        drop(self);
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.stats.take() {
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            let _ = thread.join();
+        }
     }
 }
 

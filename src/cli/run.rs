@@ -71,7 +71,16 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let log = app.flow_log().clone();
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
+    let started = app.started();
     let stats = app.shutdown();
+    // A last `stats` event with the final counters, as Suricata writes at exit.
+    log.outputs()
+        .write_value(&crate::appliance::flowlog::stats_event(
+            stats.as_ref(),
+            &log,
+            started.elapsed(),
+            std::time::SystemTime::now(),
+        ));
     // Counted after the workers stopped: flows still open were logged (and
     // reset) during the shutdown.
     let outputs = log.outputs().close();
