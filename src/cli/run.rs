@@ -54,9 +54,9 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 // logrotate's postrotate: the file outputs open their path anew.
                 app.flow_log().outputs().reopen();
                 match app.reload() {
-                    Ok(msg) => log::info!("SIGHUP: log outputs reopened; {msg}"),
+                    Ok(msg) => log::info!("SIGHUP: {msg} (log outputs reopened)"),
                     Err(e) => log::error!(
-                        "SIGHUP: log outputs reopened; reload failed, the previous configuration stays in force: {e:#}"
+                        "SIGHUP: reload failed, the previous configuration stays in force: {e:#} (log outputs reopened)"
                     ),
                 }
             }

@@ -540,12 +540,12 @@ fn print_record(r: &Value) {
         "alert" => {
             let a = &r["alert"];
             println!(
-                "  alert: {} (gid {}) rule {} \"{}\" -> {} / {} (policy {}, scope {})",
+                "  alert: {} rule {} \"{}\" -> {} (EVE gid {}, {}) (policy {}, scope {})",
                 s(&ext["engine"]),
-                a["gid"],
                 a["signature_id"],
                 s(&a["signature"]),
                 s(&ext["verdict"]),
+                a["gid"],
                 s(&a["action"]),
                 s(&ext["policy_id"]),
                 s(&ext["scope_id"]),
@@ -554,7 +554,7 @@ fn print_record(r: &Value) {
         "tls" => {
             let t = &r["tls"];
             println!(
-                "  tls:  sni {}, {} (client {} {}, server {}), {} / {}; upstream certificate \"{}\" issued by \"{}\" (verified: {})",
+                "  tls:  sni {}, {} (client {} {}, server {}), {} / {}; upstream certificate issued by \"{}\" (verified: {}), subject \"{}\"",
                 s(&t["sni"]),
                 s(&t["version"]),
                 s(&ext["client"]["version"]),
@@ -562,9 +562,9 @@ fn print_record(r: &Value) {
                 s(&ext["upstream"]["version"]),
                 s(&ext["action"]),
                 s(&ext["reason"]),
-                s(&t["subject"]),
                 s(&t["issuerdn"]),
                 ext["upstream"]["verified"],
+                s(&t["subject"]),
             );
         }
         "http" => {
@@ -588,7 +588,7 @@ fn print_record(r: &Value) {
         "flow" => {
             let f = &r["flow"];
             println!(
-                "  flow: in scope {}/{} — action \"{}\", reason \"{}\"; {} bytes to the server, {} to the client, {} ms",
+                "  path: in scope {}/{} — action \"{}\", reason \"{}\"; {} bytes to the server, {} to the client, {} ms",
                 s(&ext["policy_id"]),
                 s(&ext["scope_id"]),
                 s(&ext["action"]),
