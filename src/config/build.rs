@@ -782,7 +782,11 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         }
     }
 
-    let cpus = match a.array(cx, "cpus", "an array of core numbers", true) {
+    let cpus = match a.array(cx, "cpus", "an array of core numbers", false) {
+        // Absent: one worker per core the machine has.
+        None if !a.t.contains_key("cpus") => Some(
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(1024))).collect(),
+        ),
         None => None,
         Some([]) => {
             a.fail(cx, "cpus", "is empty; list at least one core");
@@ -893,8 +897,15 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         cx,
     );
 
-    let log = a.path(cx, "log", true);
-    let control = a.path(cx, "control", true);
+    let path_or = |key: &str, default: &str, cx: &mut Cx| {
+        if a.t.contains_key(key) {
+            a.path(cx, key, true)
+        } else {
+            Some(PathBuf::from(default))
+        }
+    };
+    let log = path_or("log", defaults::LOG, cx);
+    let control = path_or("control", defaults::CONTROL, cx);
     let metrics = match a.string(cx, "metrics", false) {
         None => Ok(None),
         Some(s) => match s.parse::<SocketAddr>() {

@@ -58,6 +58,10 @@ pub mod defaults {
     pub const BYPASS_CACHE_ENTRIES: usize = 10_000;
     /// `appliance.pinning_bypass_clients`.
     pub const PINNING_BYPASS_CLIENTS: u32 = 3;
+    /// `appliance.log`: the unit's `LogsDirectory=tlsinspect` (configs/systemd/).
+    pub const LOG: &str = "/var/log/tlsinspect/eve.json";
+    /// `appliance.control`: the unit's `RuntimeDirectory=tlsinspect`.
+    pub const CONTROL: &str = "/run/tlsinspect/control.sock";
     /// `appliance.stats_interval_secs`: how often a `stats` record is logged.
     pub const STATS_INTERVAL_SECS: u64 = 60;
 }
