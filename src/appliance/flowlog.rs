@@ -152,7 +152,7 @@ pub fn stats_event(
         *by_action.entry(action).or_default() += n;
     }
     let alerts = log.alerts().iter().map(|(_, n)| n).sum();
-    let t = stats.map(|s| s.total.clone()).unwrap_or_default();
+    let t = stats.map(|s| s.total).unwrap_or_default();
     let snapshot = crate::log::record::StatsSnapshot {
         uptime_secs: uptime.as_secs(),
         pkts: t.rx_frames,

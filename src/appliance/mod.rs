@@ -571,6 +571,12 @@ impl ControlHandler for Appliance {
     }
 }
 
+/// The periodic `stats` writer: its stop flag and thread.
+type StatsThread = (
+    Arc<(Mutex<bool>, std::sync::Condvar)>,
+    std::thread::JoinHandle<()>,
+);
+
 /// The control socket and metrics endpoint of a running appliance; both
 /// stop when this is dropped.
 #[derive(Debug)]
@@ -578,10 +584,7 @@ pub struct Services {
     /// Held for its `Drop`, which removes the socket.
     _control: ControlServer,
     metrics: Option<MetricsServer>,
-    stats: Option<(
-        Arc<(Mutex<bool>, std::sync::Condvar)>,
-        std::thread::JoinHandle<()>,
-    )>,
+    stats: Option<StatsThread>,
 }
 
 impl Services {

@@ -63,6 +63,7 @@ const POLICY_KEYS: &[&str] = &[
     "ech",
     "exclude_sni",
     "on_disable",
+    "keylog",
     "scope",
 ];
 const SCOPE_KEYS: &[&str] = &[
@@ -1109,6 +1110,11 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
         ],
         OnDisable::Interrupt,
     );
+    let keylog = if p.t.contains_key("keylog") {
+        p.path(cx, "keylog", true).map(Some)
+    } else {
+        Some(None)
+    };
     let exclude_sni = match p.array(cx, "exclude_sni", "an array of host globs", false) {
         None if p.t.contains_key("exclude_sni") => None,
         None => Some(Vec::new()),
@@ -1180,6 +1186,7 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
             ech: ech?,
             exclude_sni: exclude_sni?,
             on_disable: on_disable?,
+            keylog: keylog?,
             scopes,
         })
     })();
@@ -1462,67 +1469,6 @@ fn appcontrol(cx: &mut Cx, t: &Table) -> Option<AppControl> {
     .filter(|_| ok)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges() {
-        assert_eq!(
-            port_range("8080/8080"),
-            Ok(PortRange {
-                start: 8080,
-                end: 8080
-            })
-        );
-        assert_eq!(
-            port_range("0/65535"),
-            Ok(PortRange {
-                start: 0,
-                end: 65535
-            })
-        );
-        assert!(port_range("443").unwrap_err().contains("start/end"));
-        assert!(port_range("+1/2").is_err());
-        assert!(port_range("1/-2").is_err());
-        assert!(port_range("0/65536").unwrap_err().contains("end 65536"));
-        assert!(port_range("99999999999999999999999/1")
-            .unwrap_err()
-            .contains("out of range"));
-        assert!(port_range("9000/8000")
-            .unwrap_err()
-            .contains("start 9000 greater than end 8000"));
-        assert!(port_range("1/2/3").is_err());
-    }
-
-    #[test]
-    fn destinations_and_sources() {
-        assert_eq!(
-            destination("203.0.113.7").unwrap().to_string(),
-            "203.0.113.7/32"
-        );
-        assert_eq!(
-            destination("2001:db8::/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
-        assert!(destination("203.0.113.7/24")
-            .unwrap_err()
-            .contains("203.0.113.0/24"));
-        assert!(destination("203.0.113.0/33").is_err());
-        assert!(source_ip("192.0.2.0/24")
-            .unwrap_err()
-            .contains("not networks"));
-        assert!(source_ip("2001:db8::1").is_ok());
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(suggest("sorce_ips", SCOPE_KEYS), Some("source_ips"));
-        assert_eq!(suggest("tls_13", POLICY_KEYS), Some("tls13"));
-        assert_eq!(suggest("zzzzzz", POLICY_KEYS), None);
-    }
-}
-
 const OUTPUT_KEYS: &[&str] = &[
     "type",
     "path",
@@ -1686,4 +1632,65 @@ fn outputs(cx: &mut Cx, top: &Tbl) -> Option<Vec<OutputSpec>> {
         }
     }
     ok.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            port_range("8080/8080"),
+            Ok(PortRange {
+                start: 8080,
+                end: 8080
+            })
+        );
+        assert_eq!(
+            port_range("0/65535"),
+            Ok(PortRange {
+                start: 0,
+                end: 65535
+            })
+        );
+        assert!(port_range("443").unwrap_err().contains("start/end"));
+        assert!(port_range("+1/2").is_err());
+        assert!(port_range("1/-2").is_err());
+        assert!(port_range("0/65536").unwrap_err().contains("end 65536"));
+        assert!(port_range("99999999999999999999999/1")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(port_range("9000/8000")
+            .unwrap_err()
+            .contains("start 9000 greater than end 8000"));
+        assert!(port_range("1/2/3").is_err());
+    }
+
+    #[test]
+    fn destinations_and_sources() {
+        assert_eq!(
+            destination("203.0.113.7").unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            destination("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(destination("203.0.113.7/24")
+            .unwrap_err()
+            .contains("203.0.113.0/24"));
+        assert!(destination("203.0.113.0/33").is_err());
+        assert!(source_ip("192.0.2.0/24")
+            .unwrap_err()
+            .contains("not networks"));
+        assert!(source_ip("2001:db8::1").is_ok());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("sorce_ips", SCOPE_KEYS), Some("source_ips"));
+        assert_eq!(suggest("tls_13", POLICY_KEYS), Some("tls13"));
+        assert_eq!(suggest("zzzzzz", POLICY_KEYS), None);
+    }
 }

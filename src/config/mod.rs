@@ -229,6 +229,8 @@ pub struct Policy {
     pub exclude_sni: Vec<String>,
     /// Existing inspected flows when the policy is disabled.
     pub on_disable: OnDisable,
+    /// TLS secrets of both legs in the NSS key log format (resolved path); off when `None`.
+    pub keylog: Option<PathBuf>,
     /// Scopes in file order.
     pub scopes: Vec<Scope>,
 }

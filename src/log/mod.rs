@@ -7,6 +7,7 @@
 //! [`output`] takes each record through a bounded queue to every configured
 //! output; [`query`] is what `tlsinspect logs` runs.
 
+pub mod keylog;
 pub mod output;
 pub mod query;
 pub mod record;
