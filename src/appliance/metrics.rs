@@ -150,33 +150,29 @@ impl MetricsSource for Appliance {
             );
         }
         for c in self.log.outputs().counts() {
-            out.push(
-                Sample::counter(
+            for (name, help, value) in [
+                (
                     "log_records",
                     "Traffic-log records delivered, by output.",
                     c.written,
-                )
-                .label("output", c.kind)
-                .label("target", &c.name),
-            );
-            out.push(
-                Sample::counter(
+                ),
+                (
                     "log_dropped_records",
                     "Traffic-log records lost (queue full, refused, or left at shutdown), by output.",
                     c.dropped,
-                )
-                .label("output", c.kind)
-                .label("target", &c.name),
-            );
-            out.push(
-                Sample::counter(
+                ),
+                (
                     "log_write_errors",
                     "Failed traffic-log write attempts (each retried after a reconnect), by output.",
                     c.errors,
-                )
-                .label("output", c.kind)
-                .label("target", &c.name),
-            );
+                ),
+            ] {
+                out.push(
+                    Sample::counter(name, help, value)
+                        .label("output", c.kind)
+                        .label("target", &c.name),
+                );
+            }
         }
         out.push(Sample::counter(
             "log_uncounted",

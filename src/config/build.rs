@@ -1517,15 +1517,10 @@ fn outputs(cx: &mut Cx, top: &Tbl) -> Option<Vec<OutputSpec>> {
             "unix_stream" | "unix_dgram" => &["path"],
             _ => &["address", "mode", "key"],
         };
-        for key in [
-            "path",
-            "max_bytes",
-            "keep",
-            "address",
-            "facility",
-            "mode",
-            "key",
-        ] {
+        for &key in OUTPUT_KEYS
+            .iter()
+            .filter(|k| !matches!(**k, "type" | "queue"))
+        {
             if ot.contains_key(key) && !applies.contains(&key) {
                 o.fail(
                     cx,

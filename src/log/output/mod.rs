@@ -30,7 +30,7 @@ use tlsinspect_pipeline::api::{Alert, FlowLog, FlowMeta, FlowRecord};
 pub use file::{FileSink, Rotation};
 pub use redis::{encode_command, parse_reply, RedisMode, RedisSink, Reply};
 pub use socket::UnixSink;
-pub use syslog::{format_message, SyslogSink, SyslogTarget, FACILITIES};
+pub use syslog::{check_host_port, format_message, SyslogSink, SyslogTarget, FACILITIES};
 
 use super::record;
 

@@ -25,19 +25,26 @@ pub enum SyslogTarget {
     Tcp(String),
 }
 
+/// Checks that `s` is `host:port` with a non-empty host and a port 1..=65535.
+pub fn check_host_port(s: &str) -> Result<(), String> {
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(format!("\"{}\" is not host:port", s.escape_debug())),
+    }
+}
+
 impl SyslogTarget {
     /// Parses `/dev/log`, `udp://127.0.0.1:514` or `tcp://[::1]:601`.
     pub fn parse(s: &str) -> Result<SyslogTarget, String> {
         let host_port = |rest: &str| -> Result<String, String> {
-            match rest.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
-                    Ok(rest.to_string())
-                }
-                _ => Err(format!(
-                    "needs host:port after the scheme (\"{}\" has none)",
-                    rest.escape_debug()
-                )),
-            }
+            check_host_port(rest)
+                .map(|()| rest.to_string())
+                .map_err(|_| {
+                    format!(
+                        "needs host:port after the scheme (\"{}\" has none)",
+                        rest.escape_debug()
+                    )
+                })
         };
         if let Some(rest) = s.strip_prefix("udp://") {
             host_port(rest).map(SyslogTarget::Udp)
