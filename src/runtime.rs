@@ -126,6 +126,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", o.metrics),
         format!("{:?}", n.metrics),
     );
+    if old.outputs != new.outputs {
+        out.push("[[output]]: changed".into());
+    }
     out
 }
 

@@ -79,13 +79,39 @@ fn scrape(addr: SocketAddr) -> String {
     out
 }
 
-/// The value of the sample `series` (name and labels, `{}` when none).
+/// The value of the sample `series` (name, and labels when it has any).
 fn value(body: &str, series: &str) -> f64 {
     let line = body
         .lines()
         .find(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')))
         .unwrap_or_else(|| panic!("no {series} in\n{body}"));
     line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Runs `promtool check metrics` (Debian package prometheus) on the body
+/// of a scrape: names, suffixes, units and HELP/TYPE as Prometheus asks.
+fn promtool_check(response: &str) {
+    let body = response.split_once("\r\n\r\n").map_or(response, |(_, b)| b);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: tests/run.sh does");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn ca_days_left() -> i64 {
@@ -211,11 +237,20 @@ fn reload_policy_disable_refused_reload_and_metrics() {
         duration_ms: 12,
         inspection: None,
     });
-    let log = std::fs::read_to_string(dir.path().join("traffic.jsonl")).unwrap();
+    // The output thread writes it within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(dir.path().join("traffic.jsonl")).unwrap_or_default();
+        if !log.is_empty() || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let rec: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
-    assert_eq!(rec["policy_id"], "pol-a");
-    assert_eq!(rec["scope_id"], "sc-1");
-    assert_eq!(rec["reason"], "tls13");
+    assert_eq!(rec["event_type"], "flow");
+    assert_eq!(rec["tlsinspect"]["policy_id"], "pol-a");
+    assert_eq!(rec["tlsinspect"]["scope_id"], "sc-1");
+    assert_eq!(rec["tlsinspect"]["reason"], "tls13");
 
     let body = scrape(metrics);
     assert_eq!(
@@ -225,7 +260,10 @@ fn reload_policy_disable_refused_reload_and_metrics() {
         ),
         1.0
     );
-    let shown = value(&body, "tlsinspect_ca_days_left{policy=\"pol-a\"}");
+    let shown = value(
+        &body,
+        "tlsinspect_ca_validity_remaining_seconds{policy=\"pol-a\"}",
+    ) / 86_400.0;
     let days = ca_days_left();
     assert!((shown as i64 - days).abs() <= 1, "{shown} vs {days}");
     assert!(days > 3000, "the test CA runs to 2036");
@@ -237,10 +275,24 @@ fn reload_policy_disable_refused_reload_and_metrics() {
         value(&body, "tlsinspect_policy_enabled{policy=\"pol-b\"}"),
         0.0
     );
-    assert_eq!(value(&body, "tlsinspect_log_records_total{}"), 1.0);
-    assert_eq!(value(&body, "tlsinspect_log_write_errors_total{}"), 0.0);
-    assert_eq!(value(&body, "tlsinspect_cert_cache_hits_total{}"), 0.0);
-    assert_eq!(value(&body, "tlsinspect_bypass_cache_entries{}"), 0.0);
+    let log_series = format!(
+        "{{output=\"file\",target=\"file {}\"}}",
+        dir.path().join("traffic.jsonl").display()
+    );
+    assert_eq!(
+        value(&body, &format!("tlsinspect_log_records_total{log_series}")),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &body,
+            &format!("tlsinspect_log_dropped_records_total{log_series}")
+        ),
+        0.0
+    );
+    promtool_check(&body);
+    assert_eq!(value(&body, "tlsinspect_cert_cache_hits_total"), 0.0);
+    assert_eq!(value(&body, "tlsinspect_bypass_cache_entries"), 0.0);
     assert_eq!(
         value(&body, "tlsinspect_reloads_total{result=\"failed\"}"),
         3.0

@@ -2,9 +2,9 @@
 
 use std::process::Command;
 
-const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00Z","event_type":"flow","flow_id":1,"src_ip":"192.0.2.10","src_port":40000,"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","policy_id":"pol-office","scope_id":"sc-web","action":"inspected","reason":"inspected","tls":{"sni":"www.example.com"},"bytes_toserver":100,"bytes_toclient":2000,"duration_ms":12}
-{"timestamp":"2026-11-24T10:00:01Z","event_type":"flow","flow_id":2,"src_ip":"192.0.2.11","src_port":40001,"dest_ip":"203.0.113.6","dest_port":443,"proto":"TCP","policy_id":"pol-office","scope_id":"sc-web","action":"pass","reason":"excluded","tls":{"sni":"login.bank.example"},"bytes_toserver":1,"bytes_toclient":2,"duration_ms":3}
-{"timestamp":"2026-11-24T10:00:02Z","event_type":"alert","flow_id":1,"src_ip":"192.0.2.10","src_port":40000,"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","policy_id":"pol-office","scope_id":"sc-web","tls":{"sni":"www.example.com"},"alert":{"engine":"ips","sid":1000001,"msg":"path traversal","action":"drop"}}
+const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00.000000+0000","flow_id":1,"event_type":"flow","src_ip":"192.0.2.10","src_port":40000,"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","app_proto":"tls","flow":{"bytes_toserver":100,"bytes_toclient":2000,"state":"closed"},"tls":{"sni":"www.example.com"},"tlsinspect":{"policy_id":"pol-office","scope_id":"sc-web","action":"inspected","reason":"inspected","duration_ms":12}}
+{"timestamp":"2026-11-24T10:00:01.000000+0000","flow_id":2,"event_type":"flow","src_ip":"192.0.2.11","src_port":40001,"dest_ip":"203.0.113.6","dest_port":443,"proto":"TCP","app_proto":"tls","flow":{"bytes_toserver":1,"bytes_toclient":2,"state":"closed"},"tls":{"sni":"login.bank.example"},"tlsinspect":{"policy_id":"pol-office","scope_id":"sc-web","action":"pass","reason":"excluded","duration_ms":3}}
+{"timestamp":"2026-11-24T10:00:02.000000+0000","flow_id":1,"event_type":"alert","src_ip":"192.0.2.10","src_port":40000,"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","tls":{"sni":"www.example.com"},"alert":{"action":"blocked","gid":1,"signature_id":1000001,"rev":1,"signature":"path traversal","category":"web-application-attack","severity":1},"tlsinspect":{"policy_id":"pol-office","scope_id":"sc-web","engine":"ips","verdict":"drop"}}
 garbage line
 "#;
 
@@ -48,14 +48,14 @@ fn logs_filters_by_action_and_sni() {
     ]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert_eq!(table.lines().count(), 2, "{table}");
-    assert!(table.contains("inspected (inspected)"));
+    assert!(table.contains("flow inspected (inspected)"), "{table}");
     assert!(table.contains("pol-office/sc-web"));
 
     // Alerts carry policy and scope too and show in the table.
     let out = tlsinspect(&["logs", p, "--scope", "sc-web"]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
-        table.contains("alert drop sid:1000001 path traversal"),
+        table.contains("alert blocked 1:1000001 path traversal"),
         "{table}"
     );
 }

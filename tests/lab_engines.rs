@@ -159,7 +159,37 @@ fn default_rules() -> String {
 fn alerts<'a>(records: &'a [Value], engine: &str) -> Vec<&'a Value> {
     records
         .iter()
-        .filter(|r| r["event_type"] == "alert" && r["alert"]["engine"] == engine)
+        .filter(|r| r["event_type"] == "alert" && r["tlsinspect"]["engine"] == engine)
+        .collect()
+}
+
+/// The verdicts logged for flow `f` (alert events of its flow_id), as
+/// {engine, sid, action}.
+fn flow_alerts(records: &[Value], f: &Value) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["event_type"] == "alert" && r["flow_id"] == f["flow_id"])
+        .map(|r| {
+            serde_json::json!({
+                "engine": r["tlsinspect"]["engine"],
+                "sid": r["alert"]["signature_id"],
+                "action": r["tlsinspect"]["verdict"],
+            })
+        })
+        .collect()
+}
+
+/// The requests logged for flow `f` (http events of its flow_id), as
+/// {http_method, url, status, app}.
+fn flow_http(records: &[Value], f: &Value) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["event_type"] == "http" && r["flow_id"] == f["flow_id"])
+        .map(|r| {
+            let mut h = r["http"].clone();
+            h["app"] = r["tlsinspect"]["app"].clone();
+            h
+        })
         .collect()
 }
 
@@ -319,9 +349,9 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         "{mode:?}: webfilter alerts {wf:#?}\nall: {records:#?}"
     );
     for a in &wf {
-        assert_eq!(a["alert"]["action"], "deny", "{a:#}");
-        assert_eq!(a["policy_id"], "pol-demo", "{a:#}");
-        assert_eq!(a["scope_id"], "sc-https", "{a:#}");
+        assert_eq!(a["tlsinspect"]["verdict"], "deny", "{a:#}");
+        assert_eq!(a["tlsinspect"]["policy_id"], "pol-demo", "{a:#}");
+        assert_eq!(a["tlsinspect"]["scope_id"], "sc-https", "{a:#}");
         assert_eq!(a["src_ip"], CLIENT.to_string(), "{a:#}");
     }
     for port in ports {
@@ -331,15 +361,15 @@ fn webfilter(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         );
         let f = flow(&records, port)
             .unwrap_or_else(|| panic!("no flow record for {port}: {records:#?}"));
-        assert_eq!(f["policy_id"], "pol-demo", "{f:#}");
-        assert_eq!(f["scope_id"], "sc-https", "{f:#}");
-        let fa = f["alerts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(f["tlsinspect"]["policy_id"], "pol-demo", "{f:#}");
+        assert_eq!(f["tlsinspect"]["scope_id"], "sc-https", "{f:#}");
+        let fa = flow_alerts(&records, f);
         assert!(
             fa.iter()
                 .any(|a| a["engine"] == "webfilter" && a["action"] == "deny"),
             "{f:#}"
         );
-        let http = f["http"].as_array().cloned().unwrap_or_default();
+        let http = flow_http(&records, f);
         assert!(
             http.iter().any(|h| h["http_method"] == "POST"
                 && h["url"]
@@ -517,16 +547,16 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     let ips = alerts(&records, "ips");
     for a in ATTACKS {
         let hit = ips.iter().find(|r| {
-            r["alert"]["sid"]
+            r["alert"]["signature_id"]
                 .as_u64()
                 .is_some_and(|s| a.sids.contains(&s))
-                && r["alert"]["action"] == "drop"
+                && r["tlsinspect"]["verdict"] == "drop"
         });
         let hit = hit.unwrap_or_else(|| panic!("{mode:?}: no drop alert for {}: {ips:#?}", a.name));
-        assert_eq!(hit["policy_id"], "pol-demo", "{hit:#}");
-        assert_eq!(hit["scope_id"], "sc-https", "{hit:#}");
+        assert_eq!(hit["tlsinspect"]["policy_id"], "pol-demo", "{hit:#}");
+        assert_eq!(hit["tlsinspect"]["scope_id"], "sc-https", "{hit:#}");
         assert!(
-            hit["alert"]["msg"]
+            hit["alert"]["signature"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("TLSINSPECT")),
             "{hit:#}"
@@ -537,34 +567,34 @@ fn ips(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             .find(|r| r["event_type"] == "flow" && r["flow_id"] == hit["flow_id"])
             .unwrap_or_else(|| panic!("{mode:?}: no flow record for {hit:#}"));
         // A drop resets the connection: the flow is logged as blocked by the IPS.
-        assert_eq!(f["action"], "blocked", "{f:#}");
-        assert_eq!(f["reason"], "ips", "{f:#}");
+        assert_eq!(f["tlsinspect"]["action"], "blocked", "{f:#}");
+        assert_eq!(f["tlsinspect"]["reason"], "ips", "{f:#}");
         assert!(
-            f["alerts"].as_array().is_some_and(|v| v
+            flow_alerts(&records, f)
                 .iter()
-                .any(|x| x["sid"] == hit["alert"]["sid"] && x["action"] == "drop")),
+                .any(|x| x["sid"] == hit["alert"]["signature_id"] && x["action"] == "drop"),
             "{f:#}"
         );
         let path = a.path.split('?').next().unwrap_or_default();
         assert!(
-            f["http"].as_array().is_some_and(|v| v
+            flow_http(&records, f)
                 .iter()
                 .any(|h| h["url"].as_str().is_some_and(|u| u.starts_with(path))
-                    && h["status"].is_null())),
+                    && h["status"].is_null()),
             "{mode:?}: {}: {f:#}",
             a.name
         );
     }
     let det = ips
         .iter()
-        .find(|r| r["src_port"] == detect_port && r["alert"]["sid"] == 1000050)
+        .find(|r| r["src_port"] == detect_port && r["alert"]["signature_id"] == 1000050)
         .unwrap_or_else(|| panic!("{mode:?}: no detect-mode alert: {ips:#?}"));
-    assert_eq!(det["alert"]["action"], "alert", "{det:#}");
+    assert_eq!(det["tlsinspect"]["verdict"], "alert", "{det:#}");
     let f = flow(&records, detect_port).unwrap_or_else(|| panic!("no flow record: {records:#?}"));
     assert!(
-        f["alerts"].as_array().is_some_and(|v| v
+        flow_alerts(&records, f)
             .iter()
-            .any(|a| a["sid"] == 1000050 && a["action"] == "alert")),
+            .any(|a| a["sid"] == 1000050 && a["action"] == "alert"),
         "{f:#}"
     );
     Ok(())
@@ -664,13 +694,13 @@ fn appcontrol(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             .iter()
             .find(|a| a["src_port"] == port)
             .unwrap_or_else(|| panic!("{mode:?}: no appcontrol alert for {port}: {records:#?}"));
-        assert_eq!(a["alert"]["action"], "deny", "{a:#}");
-        assert_eq!(a["policy_id"], "pol-demo", "{a:#}");
-        assert_eq!(a["scope_id"], "sc-https", "{a:#}");
+        assert_eq!(a["tlsinspect"]["verdict"], "deny", "{a:#}");
+        assert_eq!(a["tlsinspect"]["policy_id"], "pol-demo", "{a:#}");
+        assert_eq!(a["tlsinspect"]["scope_id"], "sc-https", "{a:#}");
         let f = flow(&records, port).unwrap_or_else(|| panic!("no flow record: {records:#?}"));
-        assert_eq!(f["app"], "github", "{f:#}");
+        assert_eq!(f["tlsinspect"]["app"]["name"], "github", "{f:#}");
         assert_eq!(f["tls"]["sni"], "github.com", "{f:#}");
-        let http = f["http"].as_array().cloned().unwrap_or_default();
+        let http = flow_http(&records, f);
         let app_of = |pred: &dyn Fn(&Value) -> bool| {
             http.iter()
                 .find(|h| pred(h))

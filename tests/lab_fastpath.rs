@@ -135,10 +135,11 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
                 && r["src_port"] == *port
                 && r["dest_ip"] == server.to_string()
                 && r["dest_port"] == 443
-                && r["action"] == "pass"
-                && r["reason"] == "tls13"
-                && r["policy_id"] == "pol-demo"
-                && r["scope_id"] == "sc-https"
+                && r["event_type"] == "flow"
+                && r["tlsinspect"]["action"] == "pass"
+                && r["tlsinspect"]["reason"] == "tls13"
+                && r["tlsinspect"]["policy_id"] == "pol-demo"
+                && r["tlsinspect"]["scope_id"] == "sc-https"
         });
         assert!(
             found,

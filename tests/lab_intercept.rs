@@ -135,8 +135,19 @@ fn start_mtls_origin(t: &TestLab) -> anyhow::Result<(String, String)> {
 }
 
 fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
+    find_event(records, "flow", port, server)
+}
+
+/// The `event` record (flow, tls) of the connection from IN_SCOPE:`port`.
+fn find_event<'r>(
+    records: &'r [Value],
+    event: &str,
+    port: u16,
+    server: Ipv4Addr,
+) -> Option<&'r Value> {
     records.iter().find(|r| {
-        r["src_ip"] == IN_SCOPE.to_string()
+        r["event_type"] == event
+            && r["src_ip"] == IN_SCOPE.to_string()
             && r["src_port"] == port
             && r["dest_ip"] == server.to_string()
     })
@@ -501,20 +512,25 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
         let r = find(&records, *port, *server).unwrap_or_else(|| {
             panic!("{mode:?}: no record for port {port} -> {server} in {records:#?}\n{counters}")
         });
-        assert_eq!(r["action"], "inspected", "{r:#}");
-        assert_eq!(r["policy_id"], "pol-demo", "{r:#}");
-        assert_eq!(r["scope_id"], "sc-https", "{r:#}");
+        assert_eq!(r["tlsinspect"]["action"], "inspected", "{r:#}");
+        assert_eq!(r["tlsinspect"]["policy_id"], "pol-demo", "{r:#}");
+        assert_eq!(r["tlsinspect"]["scope_id"], "sc-https", "{r:#}");
         assert_eq!(r["dest_port"], 443, "{r:#}");
         assert_eq!(r["tls"]["sni"], lab::SERVER_NAME, "{r:#}");
-        assert_eq!(r["tls"]["upstream_cert"]["verified"], true, "{r:#}");
+        let tls = find_event(&records, "tls", *port, *server)
+            .unwrap_or_else(|| panic!("{mode:?}: no tls record for port {port}"));
+        assert_eq!(tls["tlsinspect"]["upstream"]["verified"], true, "{tls:#}");
         assert!(
-            r["tls"]["upstream_cert"]["issuer"]
+            tls["tls"]["issuerdn"]
                 .as_str()
                 .is_some_and(|i| i.contains(lab::pki::ORIGIN_ROOT_CN)),
+            "{tls:#}"
+        );
+        assert!(
+            r["flow"]["bytes_toserver"].as_u64().unwrap_or(0) > 0,
             "{r:#}"
         );
-        assert!(r["bytes_toserver"].as_u64().unwrap_or(0) > 0, "{r:#}");
-        let down = r["bytes_toclient"].as_u64().unwrap_or(0);
+        let down = r["flow"]["bytes_toclient"].as_u64().unwrap_or(0);
         if *server == SERVER_B {
             assert!(down >= 50 << 20, "{r:#}");
         } else {
@@ -524,7 +540,8 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     let parallel = records
         .iter()
         .filter(|r| {
-            r["action"] == "inspected"
+            r["event_type"] == "flow"
+                && r["tlsinspect"]["action"] == "inspected"
                 && r["src_ip"] == IN_SCOPE.to_string()
                 && ports.contains(r["src_port"].to_string().as_str())
         })
@@ -533,11 +550,11 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     let r = find(&records, pass_port, SERVER_A)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the passed flow in {records:#?}"));
     assert_eq!(
-        (&r["action"], &r["reason"]),
+        (&r["tlsinspect"]["action"], &r["tlsinspect"]["reason"]),
         (&Value::from("pass"), &Value::from("tls13")),
         "{r:#}"
     );
-    assert_eq!(r["policy_id"], "pol-demo", "{r:#}");
+    assert_eq!(r["tlsinspect"]["policy_id"], "pol-demo", "{r:#}");
     assert!(
         !records
             .iter()
@@ -547,19 +564,19 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     let r = find(&records, plain_port, SERVER_A)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the plain HTTP flow in {records:#?}"));
     assert_eq!(
-        (&r["action"], &r["reason"]),
+        (&r["tlsinspect"]["action"], &r["tlsinspect"]["reason"]),
         (&Value::from("pass"), &Value::from("non_tls")),
         "{r:#}"
     );
     let r = records
         .iter()
-        .find(|r| r["tls"]["sni"] == "wrong.example.net")
+        .find(|r| r["event_type"] == "tls" && r["tls"]["sni"] == "wrong.example.net")
         .unwrap_or_else(|| panic!("{mode:?}: no record of the wrong-name flow in {records:#?}"));
-    assert_eq!(r["reason"], "invalid_certificate", "{r:#}");
-    assert_eq!(r["tls"]["upstream_cert"]["verified"], false, "{r:#}");
+    assert_eq!(r["tlsinspect"]["reason"], "invalid_certificate", "{r:#}");
+    assert_eq!(r["tlsinspect"]["upstream"]["verified"], false, "{r:#}");
     let reasons: Vec<&Value> = mtls_ports
         .iter()
-        .map(|p| &find(&records, *p, SERVER_A).expect("mTLS record")["reason"])
+        .map(|p| &find(&records, *p, SERVER_A).expect("mTLS record")["tlsinspect"]["reason"])
         .collect();
     assert_eq!(
         reasons,
@@ -568,9 +585,12 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     );
     let refused = records
         .iter()
-        .find(|r| r["dest_port"] == CLOSED_PORT)
+        .find(|r| r["event_type"] == "flow" && r["dest_port"] == CLOSED_PORT)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the refused flow in {records:#?}"));
-    assert_eq!(refused["reason"], "server_refused", "{refused:#}");
+    assert_eq!(
+        refused["tlsinspect"]["reason"], "server_refused",
+        "{refused:#}"
+    );
     Ok(())
 }
 

@@ -1,6 +1,11 @@
 //! End-to-end throughput: iperf3 through the appliance (af_packet, one
 //! worker core) against a kernel bridge in the same lab topology with the
-//! same offload settings, measured in the same run (DESIGN.md §9).
+//! same offload settings, measured in the same run (DESIGN.md §9), at both
+//! offload settings of §8. Three things cross: the kernel bridge (the
+//! reference), the appliance's fast path (iperf3 selected by no scope), and
+//! a passed in-scope flow (iperf3 selected by the policy; not TLS, so the
+//! `non_tls = "passthrough"` row passes it: the splice every passed flow
+//! takes). For the appliance runs it reports CPU per MB and frames per MB.
 //!
 //! `cargo bench --bench lab -- intercept` runs the TLS interception
 //! benchmark instead (appliance against sslsplit, see `intercept.rs`).
@@ -77,14 +82,48 @@ fn cpu_ns(pid: u32) -> u64 {
 /// One run's result.
 struct Run {
     gbps: f64,
-    /// Appliance CPU nanoseconds per forwarded frame (appliance runs only).
-    ns_per_frame: Option<f64>,
+    /// Appliance CPU milliseconds per MB received by iperf3 (appliance runs only).
+    ms_per_mb: Option<f64>,
+    /// Frames the appliance transmitted per MB (appliance runs only).
+    frames_per_mb: Option<f64>,
 }
 
-/// One measurement: builds the lab, starts what the mode needs, runs iperf3.
-fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Result<Run> {
+/// What iperf3's flow crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A kernel bridge.
+    Bridge,
+    /// The appliance, the flow in no scope.
+    Fast,
+    /// The appliance, the flow in scope and passed (`non_tls`).
+    Passed,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Bridge => "kernel bridge",
+            Target::Fast => "appliance fast path",
+            Target::Passed => "appliance, passed in-scope",
+        }
+    }
+}
+
+/// One measurement: builds the lab, starts what the target needs, runs iperf3.
+fn measure(
+    target: Target,
+    offloads: lab::Offloads,
+    dir: &Path,
+    seconds: u64,
+    streams: u64,
+) -> anyhow::Result<Run> {
+    let mode = if target == Target::Bridge {
+        LabMode::Bridge
+    } else {
+        LabMode::AfPacket
+    };
     let lab = Lab::build(LabSpec {
-        offloads: lab::Offloads::Off,
+        offloads,
         prefix: lab::unique_prefix(&format!("bench{}", mode.as_str())),
         mode,
         clients: vec![CLIENT],
@@ -108,9 +147,18 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
                 roots: &pki.origin_root,
                 ca_cert: &pki.policy_ca_cert,
                 ca_key: &pki.policy_ca_key,
-                // No scope matches the iperf3 flow: this measures the fast path.
-                in_scope: Ipv4Addr::new(192, 0, 2, 99),
+                // Fast: no scope matches the iperf3 flow. Passed: the
+                // client and iperf3's port are in scope.
+                in_scope: if target == Target::Passed {
+                    CLIENT
+                } else {
+                    Ipv4Addr::new(192, 0, 2, 99)
+                },
             },
+        )
+        .replace(
+            "destination_ports = [\"443/443\"]",
+            "destination_ports = [\"443/443\", \"5201/5201\"]",
         );
         let path = dir.join("bench.toml");
         std::fs::write(&path, config)?;
@@ -185,7 +233,9 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
     if let Some(mut p) = perf {
         let _ = p.wait();
     }
-    let mut ns_per_frame = None;
+    let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
+    let mb = bytes / 1e6;
+    let (mut ms_per_mb, mut frames_per_mb) = (None, None);
     if let (Some(pid), Some(before)) = (appliance, cpu_before) {
         let cpu = cpu_ns(pid).saturating_sub(before);
         lab.stop(pid, "TERM", Duration::from_secs(20))?;
@@ -196,14 +246,16 @@ fn measure(mode: LabMode, dir: &Path, seconds: u64, streams: u64) -> anyhow::Res
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        if frames > 0.0 {
-            ns_per_frame = Some(cpu as f64 / frames);
+        if mb > 0.0 {
+            ms_per_mb = Some(cpu as f64 / 1e6 / mb);
+            frames_per_mb = Some(frames / mb);
         }
         eprintln!("appliance report:\n{}", report.trim());
     }
     Ok(Run {
         gbps: bps / 1e9,
-        ns_per_frame,
+        ms_per_mb,
+        frames_per_mb,
     })
 }
 
@@ -246,34 +298,60 @@ fn iperf3() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("tlsinspect-bench-")
         .tempdir()?;
-    let (mut bridge, mut app, mut cost) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let b = measure(LabMode::Bridge, dir.path(), seconds, streams)?.gbps;
-        println!("round {round}: kernel bridge           {b:6.2} Gbit/s");
-        bridge.push(b);
-        let r = measure(LabMode::AfPacket, dir.path(), seconds, streams)?;
-        let per = r
-            .ns_per_frame
-            .map_or_else(String::new, |n| format!(", appliance CPU {n:.0} ns/frame"));
-        println!(
-            "round {round}: appliance (af_packet)   {:6.2} Gbit/s{per}",
-            r.gbps
-        );
-        app.push(r.gbps);
-        cost.extend(r.ns_per_frame);
+    let targets = [Target::Bridge, Target::Fast, Target::Passed];
+    let mut table = Vec::new();
+    for offloads in [lab::Offloads::Off, lab::Offloads::On] {
+        // Per target: Gbit/s, ms/MB, frames/MB of every round.
+        let mut runs: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+            targets.iter().map(|_| Default::default()).collect();
+        for round in 1..=rounds {
+            for (i, &t) in targets.iter().enumerate() {
+                let r = measure(t, offloads, dir.path(), seconds, streams)?;
+                let cost = match (r.ms_per_mb, r.frames_per_mb) {
+                    (Some(c), Some(f)) => format!(", CPU {c:.2} ms/MB, {f:.0} frames/MB"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{}, round {round}: {:28} {:6.2} Gbit/s{cost}",
+                    offloads.as_str(),
+                    t.name(),
+                    r.gbps
+                );
+                runs[i].0.push(r.gbps);
+                runs[i].1.extend(r.ms_per_mb);
+                runs[i].2.extend(r.frames_per_mb);
+            }
+        }
+        let med: Vec<(f64, Option<f64>, Option<f64>)> = runs
+            .iter_mut()
+            .map(|(g, c, f)| {
+                let opt = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v));
+                (median(g), opt(c), opt(f))
+            })
+            .collect();
+        table.push((offloads, med));
     }
-    let (b, a) = (median(&mut bridge), median(&mut app));
-    println!("\niperf3 TCP, {streams} stream(s), {seconds} s x {rounds} rounds, GRO/LRO off on lan/wan, tx csum off on veth peers");
-    println!("kernel bridge (median):          {b:.2} Gbit/s");
-    println!("appliance, 1 worker (median):    {a:.2} Gbit/s");
-    println!(
-        "ratio appliance / bridge:        {:.3}  (target >= 0.9)",
-        a / b
-    );
-    if !cost.is_empty() {
+    println!("\niperf3 TCP, {streams} stream(s), {seconds} s x {rounds} rounds, 1 appliance worker; medians");
+    println!("| offloads | kernel bridge | fast path | ratio (target >= 0.9) | passed in-scope | passed CPU/MB vs fast (target <= 1.2) | fast ms/MB | passed ms/MB | fast frames/MB | passed frames/MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (o, m) in &table {
+        let (b, f, p) = (m[0], m[1], m[2]);
+        let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
+        let cost_ratio = match (p.1, f.1) {
+            (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
+            _ => "-".into(),
+        };
         println!(
-            "appliance CPU per frame (median): {:.0} ns",
-            median(&mut cost)
+            "| {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2} | {:.2} Gbit/s | {cost_ratio} | {} | {} | {} | {} |",
+            o.as_str(),
+            b.0,
+            f.0,
+            f.0 / b.0,
+            p.0,
+            fmt(f.1, 2),
+            fmt(p.1, 2),
+            fmt(f.2, 0),
+            fmt(p.2, 0),
         );
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {

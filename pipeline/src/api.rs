@@ -116,7 +116,7 @@ pub struct Emit {
 }
 
 /// A verdict of an inspection engine, for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Alert {
     /// Engine that raised it: `ips`, `webfilter` or `appcontrol`.
     pub engine: &'static str,
@@ -126,6 +126,12 @@ pub struct Alert {
     pub msg: String,
     /// What was done: `alert`, `drop`, `reject`, `deny`, `pass`.
     pub action: String,
+    /// Rule revision (IPS `rev`; 0 where rules have none).
+    pub rev: u32,
+    /// Rule category (IPS `classtype`), if any.
+    pub category: Option<String>,
+    /// Rule severity (IPS `priority`, 1 = highest), if any.
+    pub severity: Option<u8>,
 }
 
 /// One HTTP request seen on an inspected flow, for the log.
@@ -208,6 +214,12 @@ pub struct UpstreamCertInfo {
     pub issuer: String,
     /// notAfter, RFC 3339.
     pub not_after: String,
+    /// notBefore, RFC 3339.
+    pub not_before: String,
+    /// Serial number, colon-separated upper-case hex bytes (as Suricata logs it).
+    pub serial: String,
+    /// SHA-1 of the DER, colon-separated lower-case hex (as Suricata logs it).
+    pub fingerprint: String,
     /// Whether it verified against the configured roots.
     pub verified: bool,
     /// Verification error, if any.

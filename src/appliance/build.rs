@@ -84,8 +84,15 @@ impl Built {
         let (roots, root_warnings) = upstream_roots(&cfg.upstream)?;
         warnings.extend(root_warnings);
         let root_count = roots.len();
-        let upstream = UpstreamTls::new(Arc::new(roots), invalid_cert_policy(&cfg.upstream))
+        let mut upstream = UpstreamTls::new(Arc::new(roots), invalid_cert_policy(&cfg.upstream))
             .map_err(|e| anyhow::anyhow!("[upstream]: {e}"))?;
+        for p in cfg.policies.iter() {
+            if let Some(path) = &p.keylog {
+                let k = crate::log::keylog::KeyLogFile::open(path)
+                    .map_err(|e| anyhow::anyhow!("policy {:?}: keylog: opening {e}", &*p.id))?;
+                upstream = upstream.with_keylog(p.id.clone(), Arc::new(k));
+            }
+        }
         let mut tls_policies = HashMap::new();
         for p in cfg.policies.iter() {
             tls_policies.insert(p.id.clone(), Arc::new(tls_policy(p)?));

@@ -1,5 +1,5 @@
 //! The appliance's [`FlowLog`]: counts records for the metrics, then
-//! forwards them to the JSON-lines file.
+//! forwards them to the EVE outputs.
 //!
 //! Counting here rather than in the data plane keeps the workers free of
 //! label maps: a record is written once per flow, so one short mutex hold
@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use tlsinspect_pipeline::api::{Alert, FlowLog, FlowMeta, FlowRecord};
 
-use crate::log::JsonLog;
+use crate::log::EveLog;
 
 /// Key of a flow count: policy, scope, action, reason.
 pub type FlowKey = (Arc<str>, Arc<str>, &'static str, String);
@@ -33,7 +33,7 @@ struct Counts {
 
 /// A [`FlowLog`] that counts by (policy, scope, action, reason) and forwards.
 pub struct CountingLog {
-    inner: Arc<JsonLog>,
+    inner: Arc<EveLog>,
     counts: Mutex<Counts>,
 }
 
@@ -46,16 +46,16 @@ impl std::fmt::Debug for CountingLog {
 }
 
 impl CountingLog {
-    /// Wraps the file log.
-    pub fn new(inner: Arc<JsonLog>) -> CountingLog {
+    /// Wraps the outputs.
+    pub fn new(inner: Arc<EveLog>) -> CountingLog {
         CountingLog {
             inner,
             counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// The file log behind it.
-    pub fn file(&self) -> &Arc<JsonLog> {
+    /// The outputs behind it.
+    pub fn outputs(&self) -> &Arc<EveLog> {
         &self.inner
     }
 
@@ -137,4 +137,31 @@ impl FlowLog for CountingLog {
         }
         self.inner.alert(meta, alert, timestamp);
     }
+}
+
+/// The periodic EVE `stats` event of the appliance: data-plane counters
+/// (when the pipeline runs), flows logged by action, alerts, log drops.
+pub fn stats_event(
+    stats: Option<&tlsinspect_pipeline::Stats>,
+    log: &CountingLog,
+    uptime: std::time::Duration,
+    now: SystemTime,
+) -> serde_json::Value {
+    let mut by_action: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for ((_, _, action, _), n) in log.flows() {
+        *by_action.entry(action).or_default() += n;
+    }
+    let alerts = log.alerts().iter().map(|(_, n)| n).sum();
+    let t = stats.map(|s| s.total).unwrap_or_default();
+    let snapshot = crate::log::record::StatsSnapshot {
+        uptime_secs: uptime.as_secs(),
+        pkts: t.rx_frames,
+        bytes: t.fast_bytes + t.inscope_bytes,
+        flows_total: t.flows_started,
+        flows_active: t.flows_active,
+        flows_by_action: by_action.into_iter().collect(),
+        alerts,
+        log_dropped: log.outputs().dropped(),
+    };
+    crate::log::record::stats_json(&snapshot, now)
 }

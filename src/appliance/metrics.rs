@@ -18,6 +18,11 @@ pub(crate) fn days_left(not_after_unix: i64, now: SystemTime) -> i64 {
     (not_after_unix - now).div_euclid(86_400)
 }
 
+fn unix_now(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The data plane's counters: packets and bytes per path, flows, errors.
 pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
     let t = &stats.total;
@@ -144,17 +149,31 @@ impl MetricsSource for Appliance {
                 .label("action", action),
             );
         }
-        let file = self.log.file();
-        out.push(Sample::counter(
-            "log_records",
-            "Traffic-log records written.",
-            file.records(),
-        ));
-        out.push(Sample::counter(
-            "log_write_errors",
-            "Traffic-log writes that failed (records lost).",
-            file.write_errors(),
-        ));
+        for c in self.log.outputs().counts() {
+            for (name, help, value) in [
+                (
+                    "log_records",
+                    "Traffic-log records delivered, by output.",
+                    c.written,
+                ),
+                (
+                    "log_dropped_records",
+                    "Traffic-log records lost (queue full, refused, or left at shutdown), by output.",
+                    c.dropped,
+                ),
+                (
+                    "log_write_errors",
+                    "Failed traffic-log write attempts (each retried after a reconnect), by output.",
+                    c.errors,
+                ),
+            ] {
+                out.push(
+                    Sample::counter(name, help, value)
+                        .label("output", c.kind)
+                        .label("target", &c.name),
+                );
+            }
+        }
         out.push(Sample::counter(
             "log_uncounted",
             "Records not counted by label because the label sets were full.",
@@ -215,9 +234,9 @@ impl MetricsSource for Appliance {
         for c in &cur.cas {
             out.push(
                 Sample::gauge(
-                    "ca_days_left",
-                    "Whole days of validity left of each policy's CA.",
-                    days_left(c.not_after_unix, now) as f64,
+                    "ca_validity_remaining_seconds",
+                    "Seconds of validity left of each policy's CA (negative once expired).",
+                    (c.not_after_unix - unix_now(now)) as f64,
                 )
                 .label("policy", &*c.policy),
             );

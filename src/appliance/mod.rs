@@ -38,7 +38,7 @@ use tlsinspect_pipeline::{Pipeline, Stats};
 use crate::config::Config;
 use crate::control::metrics::MetricsServer;
 use crate::control::{ControlHandler, ControlServer, Request, Response};
-use crate::log::{JsonLog, Rotation};
+use crate::log::EveLog;
 use crate::runtime;
 
 pub use build::{Built, LoadedCa};
@@ -150,12 +150,9 @@ impl Appliance {
         for w in cfg.warnings().iter().chain(&built.warnings) {
             log::warn!("{w}");
         }
-        let file = Arc::new(
-            JsonLog::open(&cfg.appliance.log, Rotation::default()).with_context(|| {
-                format!("opening the traffic log {}", cfg.appliance.log.display())
-            })?,
-        );
-        let log = Arc::new(CountingLog::new(file));
+        let outputs =
+            Arc::new(EveLog::open(&cfg.log_outputs()).context("opening the traffic-log outputs")?);
+        let log = Arc::new(CountingLog::new(outputs));
         let bypass = Arc::new(BypassCache::new(build::bypass_config(&cfg.appliance)));
         let Built {
             cas,
@@ -401,6 +398,22 @@ impl Appliance {
         &self.log
     }
 
+    /// Writes an EVE `stats` event to the traffic log now.
+    pub fn log_stats(&self) {
+        let event = flowlog::stats_event(
+            self.stats().as_ref(),
+            &self.log,
+            self.started.elapsed(),
+            SystemTime::now(),
+        );
+        self.log.outputs().write_value(&event);
+    }
+
+    /// When the appliance started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Certificate minting counters since start-up.
     pub fn mint_stats(&self) -> crate::pki::MintStats {
         self.minter.stats()
@@ -477,8 +490,8 @@ impl Appliance {
             "ips_rules_skipped": cur.ips_skipped,
             "counters": {
                 "flows_logged": flows,
-                "log_records": self.log.file().records(),
-                "log_write_errors": self.log.file().write_errors(),
+                "log_records": self.log.outputs().counts().iter().map(|c| c.written).sum::<u64>(),
+                "log_dropped": self.log.outputs().dropped(),
                 "cert_cache_hits": mint.hits,
                 "cert_cache_misses": mint.misses,
                 "cert_cache_entries": mint.entries,
@@ -563,12 +576,20 @@ impl ControlHandler for Appliance {
     }
 }
 
+/// The periodic `stats` writer: its stop flag and thread.
+type StatsThread = (
+    Arc<(Mutex<bool>, std::sync::Condvar)>,
+    std::thread::JoinHandle<()>,
+);
+
 /// The control socket and metrics endpoint of a running appliance; both
 /// stop when this is dropped.
 #[derive(Debug)]
 pub struct Services {
-    control: ControlServer,
+    /// Held for its `Drop`, which removes the socket.
+    _control: ControlServer,
     metrics: Option<MetricsServer>,
+    stats: Option<StatsThread>,
 }
 
 impl Services {
@@ -586,7 +607,36 @@ impl Services {
             ),
             None => None,
         };
-        Ok(Services { control, metrics })
+        let interval = cfg.appliance.stats_interval;
+        let stats = if interval.is_zero() {
+            None
+        } else {
+            let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+            let (stop2, app2) = (stop.clone(), app.clone());
+            let thread = std::thread::Builder::new()
+                .name("stats".into())
+                .spawn(move || {
+                    let (lock, cvar) = &*stop2;
+                    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        let (guard, _) = cvar
+                            .wait_timeout(stopped, interval)
+                            .unwrap_or_else(|e| e.into_inner());
+                        stopped = guard;
+                        if *stopped {
+                            return;
+                        }
+                        app2.log_stats();
+                    }
+                })
+                .context("starting the stats thread")?;
+            Some((stop, thread))
+        };
+        Ok(Services {
+            _control: control,
+            metrics,
+            stats,
+        })
     }
 
     /// Where the metrics endpoint listens, if enabled.
@@ -594,10 +644,19 @@ impl Services {
         self.metrics.as_ref().map(MetricsServer::addr)
     }
 
-    /// Stops both servers (same as dropping).
+    /// Stops both servers and the stats thread (same as dropping).
     pub fn stop(self) {
-        drop(self.metrics);
-        drop(self.control);
+        drop(self);
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.stats.take() {
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            let _ = thread.join();
+        }
     }
 }
 

@@ -411,12 +411,12 @@ fn a_ca_with_less_than_a_year_left_warns_at_start_and_shows_its_days_in_the_metr
         w.contains("\"pol-a\"") && w.contains("less than one year"),
         "{w}"
     );
-    let days = app
+    let left = app
         .samples()
         .into_iter()
-        .find(|s| s.name == "ca_days_left")
-        .map(|s| (s.labels.clone(), s.value))
+        .find(|s| s.name == "ca_validity_remaining_seconds")
+        .map(|s| (s.labels.clone(), s.value / 86_400.0))
         .unwrap();
-    assert_eq!(days.0, vec![("policy".to_owned(), "pol-a".to_owned())]);
-    assert!((98.0..=100.0).contains(&days.1), "{days:?}");
+    assert_eq!(left.0, vec![("policy".to_owned(), "pol-a".to_owned())]);
+    assert!((98.0..=100.0).contains(&left.1), "{left:?}");
 }

@@ -50,12 +50,16 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
 
     for sig in signals.forever() {
         match sig {
-            SIGHUP => match app.reload() {
-                Ok(msg) => log::info!("SIGHUP: {msg}"),
-                Err(e) => log::error!(
-                    "SIGHUP: reload failed, the previous configuration stays in force: {e:#}"
-                ),
-            },
+            SIGHUP => {
+                // logrotate's postrotate: the file outputs open their path anew.
+                app.flow_log().outputs().reopen();
+                match app.reload() {
+                    Ok(msg) => log::info!("SIGHUP: {msg} (log outputs reopened)"),
+                    Err(e) => log::error!(
+                        "SIGHUP: reload failed, the previous configuration stays in force: {e:#} (log outputs reopened)"
+                    ),
+                }
+            }
             _ => {
                 log::info!("signal {sig}: shutting down");
                 break;
@@ -67,10 +71,20 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let log = app.flow_log().clone();
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
+    let started = app.started();
     let stats = app.shutdown();
+    // A last `stats` event with the final counters, as Suricata writes at exit.
+    log.outputs()
+        .write_value(&crate::appliance::flowlog::stats_event(
+            stats.as_ref(),
+            &log,
+            started.elapsed(),
+            std::time::SystemTime::now(),
+        ));
     // Counted after the workers stopped: flows still open were logged (and
     // reset) during the shutdown.
-    let records = log.file().records();
+    let outputs = log.outputs().close();
+    let records: u64 = outputs.iter().map(|c| c.written).sum();
     println!(
         "tlsinspect stopped. Final counters:\n{}\ntraffic-log records written: {records}",
         stats.map_or_else(
@@ -78,5 +92,18 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             |s| runtime::format_stats(&s, &cpus)
         )
     );
+    for c in &outputs {
+        println!(
+            "traffic-log output {}: {} written, {} dropped, {} write errors",
+            c.name, c.written, c.dropped, c.errors
+        );
+        if c.dropped > 0 {
+            log::warn!(
+                "traffic-log output {} dropped {} record(s) (queue full, refused, or undeliverable at shutdown)",
+                c.name,
+                c.dropped
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "ips",
     "webfilter",
     "appcontrol",
+    "output",
 ];
 const APPLIANCE_KEYS: &[&str] = &[
     "mode",
@@ -44,6 +45,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "cert_cache_entries",
     "bypass_cache_entries",
     "pinning_bypass_clients",
+    "stats_interval_secs",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
 const POLICY_KEYS: &[&str] = &[
@@ -61,6 +63,7 @@ const POLICY_KEYS: &[&str] = &[
     "ech",
     "exclude_sni",
     "on_disable",
+    "keylog",
     "scope",
 ];
 const SCOPE_KEYS: &[&str] = &[
@@ -695,11 +698,14 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         Some(t) => appcontrol(&mut cx, t),
         None => Some(AppControl::default()),
     };
+    let outputs = outputs(&mut cx, &top);
 
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
-    match (appliance, upstream, policies, ips, webfilter, appcontrol) {
+    match (
+        appliance, upstream, policies, ips, webfilter, appcontrol, outputs,
+    ) {
         (
             Some(appliance),
             Some(upstream),
@@ -707,6 +713,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             Some(ips),
             Some(webfilter),
             Some(appcontrol),
+            Some(outputs),
         ) => Ok(Config {
             path: path.to_path_buf(),
             appliance,
@@ -715,6 +722,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             ips,
             webfilter,
             appcontrol,
+            outputs,
         }),
         // Every `None` above comes with an error; this arm guards that invariant
         // without a panic.
@@ -775,7 +783,11 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         }
     }
 
-    let cpus = match a.array(cx, "cpus", "an array of core numbers", true) {
+    let cpus = match a.array(cx, "cpus", "an array of core numbers", false) {
+        // Absent: one worker per core the machine has.
+        None if !a.t.contains_key("cpus") => Some(
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(1024))).collect(),
+        ),
         None => None,
         Some([]) => {
             a.fail(cx, "cpus", "is empty; list at least one core");
@@ -878,9 +890,23 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         u64::from(defaults::PINNING_BYPASS_CLIENTS),
         cx,
     );
+    let stats_interval = int(
+        "stats_interval_secs",
+        0,
+        86_400,
+        defaults::STATS_INTERVAL_SECS,
+        cx,
+    );
 
-    let log = a.path(cx, "log", true);
-    let control = a.path(cx, "control", true);
+    let path_or = |key: &str, default: &str, cx: &mut Cx| {
+        if a.t.contains_key(key) {
+            a.path(cx, key, true)
+        } else {
+            Some(PathBuf::from(default))
+        }
+    };
+    let log = path_or("log", defaults::LOG, cx);
+    let control = path_or("control", defaults::CONTROL, cx);
     let metrics = match a.string(cx, "metrics", false) {
         None => Ok(None),
         Some(s) => match s.parse::<SocketAddr>() {
@@ -916,6 +942,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         cert_cache_entries: cert_cache? as usize,
         bypass_cache_entries: bypass_cache? as usize,
         pinning_bypass_clients: pinning? as u32,
+        stats_interval: Duration::from_secs(stats_interval?),
     })
     .filter(|_| ok)
 }
@@ -1083,6 +1110,11 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
         ],
         OnDisable::Interrupt,
     );
+    let keylog = if p.t.contains_key("keylog") {
+        p.path(cx, "keylog", true).map(Some)
+    } else {
+        Some(None)
+    };
     let exclude_sni = match p.array(cx, "exclude_sni", "an array of host globs", false) {
         None if p.t.contains_key("exclude_sni") => None,
         None => Some(Vec::new()),
@@ -1154,6 +1186,7 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
             ech: ech?,
             exclude_sni: exclude_sni?,
             on_disable: on_disable?,
+            keylog: keylog?,
             scopes,
         })
     })();
@@ -1434,6 +1467,166 @@ fn appcontrol(cx: &mut Cx, t: &Table) -> Option<AppControl> {
         rules,
     })
     .filter(|_| ok)
+}
+
+const OUTPUT_KEYS: &[&str] = &[
+    "type",
+    "path",
+    "max_bytes",
+    "keep",
+    "address",
+    "facility",
+    "mode",
+    "key",
+    "queue",
+];
+
+/// `[[output]]`: Suricata's outputs, several allowed (DESIGN.md §7).
+fn outputs(cx: &mut Cx, top: &Tbl) -> Option<Vec<OutputSpec>> {
+    use crate::log::output::{RedisMode, Rotation, SyslogTarget, DEFAULT_QUEUE, FACILITIES};
+    const TYPES: &[(&str, &str)] = &[
+        ("file", "file"),
+        ("syslog", "syslog"),
+        ("unix_stream", "unix_stream"),
+        ("unix_dgram", "unix_dgram"),
+        ("redis", "redis"),
+    ];
+    let mut ok = top
+        .t
+        .get("output")
+        .is_none_or(|v| matches!(v, Value::Array(a) if a.iter().all(Value::is_table)));
+    let mut out = Vec::new();
+    for (index, ot) in top.tables(cx, "output") {
+        let o = Tbl::entry(ot, "output", index);
+        o.known(cx, OUTPUT_KEYS);
+        let kind = match o.choice(cx, "type", TYPES) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                o.missing(cx, "type");
+                ok = false;
+                continue;
+            }
+            Err(()) => {
+                ok = false;
+                continue;
+            }
+        };
+        let applies: &[&str] = match kind {
+            "file" => &["path", "max_bytes", "keep"],
+            "syslog" => &["address", "facility"],
+            "unix_stream" | "unix_dgram" => &["path"],
+            _ => &["address", "mode", "key"],
+        };
+        for &key in OUTPUT_KEYS
+            .iter()
+            .filter(|k| !matches!(**k, "type" | "queue"))
+        {
+            if ot.contains_key(key) && !applies.contains(&key) {
+                o.fail(
+                    cx,
+                    key,
+                    format_args!(
+                        "does not apply to type \"{kind}\"; its keys are: type, queue, {}",
+                        applies.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let queue = match o.int(cx, "queue", 1, 1_000_000) {
+            Ok(q) => q.map_or(DEFAULT_QUEUE, |q| q as usize),
+            Err(()) => {
+                ok = false;
+                continue;
+            }
+        };
+        let address = |cx: &mut Cx, default: &str| -> Option<String> {
+            match o.string(cx, "address", false) {
+                None if ot.contains_key("address") => None,
+                None => Some(default.to_string()),
+                Some(a) => Some(a.to_string()),
+            }
+        };
+        let spec_kind = match kind {
+            "file" => {
+                let path = o.path(cx, "path", true);
+                let def = Rotation::default();
+                let max_bytes = o.int(cx, "max_bytes", 4_096, i64::MAX);
+                let keep = o.int(cx, "keep", 0, 1_000);
+                match (path, max_bytes, keep) {
+                    (Some(path), Ok(m), Ok(k)) => Some(OutputKind::File {
+                        path,
+                        rotation: Rotation {
+                            max_bytes: m.map_or(def.max_bytes, |m| m as u64),
+                            keep: k.map_or(def.keep, |k| k as u32),
+                        },
+                    }),
+                    _ => None,
+                }
+            }
+            "syslog" => {
+                let target = address(cx, "/dev/log").and_then(|a| match SyslogTarget::parse(&a) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        o.fail(cx, "address", format_args!("{} {e}", quote(&a)));
+                        None
+                    }
+                });
+                let facility = o.choice_or(cx, "facility", FACILITIES, 21);
+                match (target, facility) {
+                    (Some(target), Some(facility)) => Some(OutputKind::Syslog { target, facility }),
+                    _ => None,
+                }
+            }
+            "unix_stream" => o.path(cx, "path", true).map(OutputKind::UnixStream),
+            "unix_dgram" => o.path(cx, "path", true).map(OutputKind::UnixDgram),
+            _ => {
+                let address =
+                    address(cx, "127.0.0.1:6379").and_then(|a| match a.rsplit_once(':') {
+                        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
+                            Some(a)
+                        }
+                        _ => {
+                            o.fail(
+                                cx,
+                                "address",
+                                format_args!(
+                                    "{} is not host:port such as \"127.0.0.1:6379\"",
+                                    quote(&a)
+                                ),
+                            );
+                            None
+                        }
+                    });
+                let mode = o.choice_or(
+                    cx,
+                    "mode",
+                    &[("list", RedisMode::List), ("channel", RedisMode::Channel)],
+                    RedisMode::List,
+                );
+                let key = match o.string(cx, "key", false) {
+                    None if ot.contains_key("key") => None,
+                    None => Some("tlsinspect".to_string()),
+                    Some("") => {
+                        o.fail(cx, "key", "is empty");
+                        None
+                    }
+                    Some(k) => Some(k.to_string()),
+                };
+                match (address, mode, key) {
+                    (Some(address), Some(mode), Some(key)) => {
+                        Some(OutputKind::Redis { address, mode, key })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        match spec_kind {
+            Some(kind) => out.push(OutputSpec { kind, queue }),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 #[cfg(test)]

@@ -83,6 +83,13 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
                 at(p, None)
             ));
         }
+        if let Some(k) = &p.keylog {
+            w.push(format!(
+                "{}: keylog is on: the TLS secrets of both legs of its inspected connections are written to {}; anyone who can read that file can decrypt captured traffic",
+                at(p, None),
+                k.display()
+            ));
+        }
         if p.tls13 == PassOrInspect::Passthrough {
             w.push(format!(
                 "{}: tls13 = \"passthrough\": every client offering TLS 1.3 (all current browsers, curl, openssl) passes uninspected; set tls13 = \"inspect\" to inspect them",

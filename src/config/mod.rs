@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::log::output::{OutputKind, OutputSpec};
+
 mod build;
 mod error;
 mod lint;
@@ -56,6 +58,12 @@ pub mod defaults {
     pub const BYPASS_CACHE_ENTRIES: usize = 10_000;
     /// `appliance.pinning_bypass_clients`.
     pub const PINNING_BYPASS_CLIENTS: u32 = 3;
+    /// `appliance.log`: the unit's `LogsDirectory=tlsinspect` (configs/systemd/).
+    pub const LOG: &str = "/var/log/tlsinspect/eve.json";
+    /// `appliance.control`: the unit's `RuntimeDirectory=tlsinspect`.
+    pub const CONTROL: &str = "/run/tlsinspect/control.sock";
+    /// `appliance.stats_interval_secs`: how often a `stats` record is logged.
+    pub const STATS_INTERVAL_SECS: u64 = 60;
 }
 
 /// A validated configuration file.
@@ -75,6 +83,20 @@ pub struct Config {
     pub webfilter: Vec<WebFilterRule>,
     /// `[appcontrol]`.
     pub appcontrol: AppControl,
+    /// `[[output]]` in file order; empty means one file at `appliance.log`.
+    pub outputs: Vec<OutputSpec>,
+}
+
+impl Config {
+    /// The traffic-log outputs in force: `[[output]]`, or one file output
+    /// at `[appliance] log` when there is none.
+    pub fn log_outputs(&self) -> Vec<OutputSpec> {
+        if self.outputs.is_empty() {
+            vec![OutputSpec::file(self.appliance.log.clone())]
+        } else {
+            self.outputs.clone()
+        }
+    }
 }
 
 /// How frames reach the appliance.
@@ -116,6 +138,8 @@ pub struct Appliance {
     /// Distinct clients that must reject our certificate before a
     /// destination is bypassed as pinned.
     pub pinning_bypass_clients: u32,
+    /// Interval of the periodic `stats` record; zero disables it.
+    pub stats_interval: Duration,
 }
 
 /// `[upstream]`.
@@ -205,6 +229,8 @@ pub struct Policy {
     pub exclude_sni: Vec<String>,
     /// Existing inspected flows when the policy is disabled.
     pub on_disable: OnDisable,
+    /// TLS secrets of both legs in the NSS key log format (resolved path); off when `None`.
+    pub keylog: Option<PathBuf>,
     /// Scopes in file order.
     pub scopes: Vec<Scope>,
 }

@@ -13,12 +13,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
-
 /// Whether a sample only ever grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -79,54 +73,80 @@ pub trait MetricsSource: Send + Sync + 'static {
     fn samples(&self) -> Vec<Sample>;
 }
 
-struct SourceCollector(Arc<dyn MetricsSource>);
+/// Escapes a label value or HELP text as the text format asks.
+fn escape(s: &str, quotes: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quotes => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
-impl std::fmt::Debug for SourceCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SourceCollector")
+fn format_value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
     }
 }
 
-impl Collector for SourceCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut by_name: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
-        for s in self.0.samples() {
-            by_name.entry(s.name).or_default().push(s);
-        }
-        for (name, samples) in by_name {
-            let first = &samples[0];
-            match first.kind {
-                Kind::Counter => {
-                    let proto = ConstCounter::new(0u64);
-                    let mut family =
-                        encoder.encode_descriptor(name, first.help, None, proto.metric_type())?;
-                    for s in &samples {
-                        let m = ConstCounter::new(s.value.max(0.0) as u64);
-                        m.encode(family.encode_family(&s.labels)?)?;
-                    }
-                }
-                Kind::Gauge => {
-                    let proto = ConstGauge::new(0f64);
-                    let mut family =
-                        encoder.encode_descriptor(name, first.help, None, proto.metric_type())?;
-                    for s in &samples {
-                        let m = ConstGauge::new(s.value);
-                        m.encode(family.encode_family(&s.labels)?)?;
-                    }
-                }
+/// Renders the samples of `source` in the Prometheus text format 0.0.4,
+/// every family under its HELP and TYPE lines, names prefixed `tlsinspect_`
+/// and counters suffixed `_total`.
+///
+/// Why not `prometheus-client`'s encoder: it writes OpenMetrics only, whose
+/// counter HELP/TYPE lines name the family without `_total`, which
+/// `promtool check metrics` (and the classic format every scraper reads)
+/// rejects; the format is a few lines of text, so it is written here.
+pub fn render(source: Arc<dyn MetricsSource>) -> String {
+    use std::fmt::Write as _;
+    let mut by_name: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+    for s in source.samples() {
+        by_name.entry(s.name).or_default().push(s);
+    }
+    let mut out = String::new();
+    for (name, samples) in by_name {
+        let first = &samples[0];
+        let (full, kind) = match first.kind {
+            Kind::Counter => (format!("tlsinspect_{name}_total"), "counter"),
+            Kind::Gauge => (format!("tlsinspect_{name}"), "gauge"),
+        };
+        let _ = writeln!(out, "# HELP {full} {}", escape(first.help, false));
+        let _ = writeln!(out, "# TYPE {full} {kind}");
+        for s in &samples {
+            let value = match s.kind {
+                Kind::Counter => s.value.max(0.0),
+                Kind::Gauge => s.value,
+            };
+            if s.labels.is_empty() {
+                let _ = writeln!(out, "{full} {}", format_value(value));
+            } else {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v, true)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{full}{{{}}} {}",
+                    labels.join(","),
+                    format_value(value)
+                );
             }
         }
-        Ok(())
-    }
-}
-
-/// Renders the samples of `source` in the Prometheus text format.
-pub fn render(source: Arc<dyn MetricsSource>) -> String {
-    let mut registry = Registry::with_prefix("tlsinspect");
-    registry.register_collector(Box::new(SourceCollector(source)));
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        out.clear();
     }
     out
 }
@@ -161,7 +181,7 @@ fn answer(stream: TcpStream, source: &Arc<dyn MetricsSource>) -> std::io::Result
     let (status, ctype, body) = match (method, target) {
         (Some("GET"), Some("/metrics")) => (
             "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
             render(source.clone()),
         ),
         _ => (
@@ -247,8 +267,12 @@ mod tests {
                     .label("policy_id", "pol-a")
                     .label("scope_id", "s1")
                     .label("action", "pass"),
-                Sample::gauge("ca_days_left", "Days of validity left", 364.5)
-                    .label("policy_id", "pol-a"),
+                Sample::gauge(
+                    "ca_validity_remaining_seconds",
+                    "Seconds of validity left",
+                    364.5,
+                )
+                .label("policy_id", "pol-a"),
             ]
         }
     }
@@ -269,11 +293,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE tlsinspect_ca_days_left gauge"),
+            text.contains("# TYPE tlsinspect_ca_validity_remaining_seconds gauge"),
             "{text}"
         );
         assert!(
-            text.contains(r#"tlsinspect_ca_days_left{policy_id="pol-a"} 364.5"#),
+            text.contains(r#"tlsinspect_ca_validity_remaining_seconds{policy_id="pol-a"} 364.5"#),
             "{text}"
         );
 

@@ -511,65 +511,7 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             );
         }
         for r in mine {
-            if r["event_type"] == "alert" {
-                let a = &r["alert"];
-                println!(
-                    "  alert: {} rule {} \"{}\" -> {} (policy {}, scope {})",
-                    a["engine"].as_str().unwrap_or("?"),
-                    a["sid"],
-                    a["msg"].as_str().unwrap_or("?"),
-                    a["action"].as_str().unwrap_or("?"),
-                    r["policy_id"].as_str().unwrap_or("?"),
-                    r["scope_id"].as_str().unwrap_or("?"),
-                );
-                println!("  log:  {r}");
-                continue;
-            }
-            for h in r["http"].as_array().into_iter().flatten() {
-                let app = match h.get("app") {
-                    Some(a) if a.is_object() => format!(
-                        ", app {}/{}",
-                        a["name"].as_str().unwrap_or("?"),
-                        a["action"].as_str().unwrap_or("?")
-                    ),
-                    _ => String::new(),
-                };
-                println!(
-                    "  http: {} {}{} -> {}{app}",
-                    h["http_method"].as_str().unwrap_or("?"),
-                    h["hostname"].as_str().unwrap_or("?"),
-                    h["url"].as_str().unwrap_or("?"),
-                    match &h["status"] {
-                        Value::Null => "no response (never reached the server)".to_string(),
-                        v => v.to_string(),
-                    }
-                );
-            }
-            println!(
-                "  path: in scope {}/{} — action \"{}\", reason \"{}\"",
-                r["policy_id"].as_str().unwrap_or("?"),
-                r["scope_id"].as_str().unwrap_or("?"),
-                r["action"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("?")
-            );
-            if let Some(tls) = r.get("tls").filter(|t| t.is_object()) {
-                let up = &tls["upstream_cert"];
-                println!(
-                    "  tls:  sni {}, client {} / server {} {}, alpn {}; upstream certificate issued by {} (verified: {})",
-                    tls["sni"],
-                    tls["version"],
-                    tls["upstream_version"],
-                    tls["cipher"],
-                    tls["alpn"],
-                    up["issuer"],
-                    up["verified"]
-                );
-            }
-            println!(
-                "  bytes: {} to the server, {} to the client, {} ms",
-                r["bytes_toserver"], r["bytes_toclient"], r["duration_ms"]
-            );
-            println!("  log:  {r}");
+            print_record(r);
         }
     }
     println!(
@@ -589,6 +531,77 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
         println!("\nlab removed (namespaces and processes).");
     }
     Ok(())
+}
+
+/// Prints one EVE record as a line of explanation and the record itself.
+fn print_record(r: &Value) {
+    let ext = &r["tlsinspect"];
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    match r["event_type"].as_str().unwrap_or("?") {
+        "alert" => {
+            let a = &r["alert"];
+            println!(
+                "  alert: {} rule {} \"{}\" -> {} (EVE gid {}, {}) (policy {}, scope {})",
+                s(&ext["engine"]),
+                a["signature_id"],
+                s(&a["signature"]),
+                s(&ext["verdict"]),
+                a["gid"],
+                s(&a["action"]),
+                s(&ext["policy_id"]),
+                s(&ext["scope_id"]),
+            );
+        }
+        "tls" => {
+            let t = &r["tls"];
+            println!(
+                "  tls:  sni {}, {} (client {} {}, server {}), {} / {}; upstream certificate issued by \"{}\" (verified: {}), subject \"{}\"",
+                s(&t["sni"]),
+                s(&t["version"]),
+                s(&ext["client"]["version"]),
+                s(&ext["client"]["cipher"]),
+                s(&ext["upstream"]["version"]),
+                s(&ext["action"]),
+                s(&ext["reason"]),
+                s(&t["issuerdn"]),
+                ext["upstream"]["verified"],
+                s(&t["subject"]),
+            );
+        }
+        "http" => {
+            let h = &r["http"];
+            let app = match ext.get("app") {
+                Some(a) if a.is_object() => format!(", app {}/{}", s(&a["name"]), s(&a["action"])),
+                _ => String::new(),
+            };
+            println!(
+                "  http: {} {}{} {} -> {}{app}",
+                s(&h["http_method"]),
+                s(&h["hostname"]),
+                s(&h["url"]),
+                s(&h["protocol"]),
+                match &h["status"] {
+                    Value::Null => "no response (never reached the server)".to_string(),
+                    v => v.to_string(),
+                }
+            );
+        }
+        "flow" => {
+            let f = &r["flow"];
+            println!(
+                "  path: in scope {}/{} — action \"{}\", reason \"{}\"; {} bytes to the server, {} to the client, {} ms",
+                s(&ext["policy_id"]),
+                s(&ext["scope_id"]),
+                s(&ext["action"]),
+                s(&ext["reason"]),
+                f["bytes_toserver"],
+                f["bytes_toclient"],
+                ext["duration_ms"],
+            );
+        }
+        other => println!("  {other}:"),
+    }
+    println!("  log:  {r}");
 }
 
 /// Reads a JSON-lines traffic log; a missing file is an empty log.

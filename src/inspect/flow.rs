@@ -143,6 +143,7 @@ impl Core {
             sid: 0,
             msg,
             action: action.to_string(),
+            ..Alert::default()
         });
     }
 
@@ -225,6 +226,7 @@ impl Core {
                 sid: i as u64,
                 msg: msg.clone(),
                 action: "deny".into(),
+                ..Alert::default()
             });
             return Some(msg);
         }
@@ -236,6 +238,7 @@ impl Core {
                     sid: i as u64,
                     msg: msg.clone(),
                     action: "deny".into(),
+                    ..Alert::default()
                 });
                 return Some(msg);
             }
@@ -394,6 +397,9 @@ impl Core {
                 sid: r.sid,
                 msg: r.msg.clone(),
                 action: done.to_string(),
+                rev: r.rev,
+                category: r.classtype.clone(),
+                severity: r.priority,
             });
         }
         self.hits = hits;

@@ -4,8 +4,6 @@ use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use wildmatch::WildMatch;
 
 /// Why a query could not run.
@@ -76,8 +74,16 @@ impl Filter {
     }
 
     /// Whether `rec` passes every set condition.
+    ///
+    /// Policy, scope and action are read from the record's `tlsinspect`
+    /// object; `--action` therefore selects `tls` and `flow` records, the
+    /// ones that carry the decision.
     pub fn matches(&self, rec: &Value) -> bool {
-        let field = |name: &str| rec.get(name).and_then(Value::as_str);
+        let field = |name: &str| {
+            rec.get(super::record::EXTENSION)
+                .and_then(|x| x.get(name))
+                .and_then(Value::as_str)
+        };
         if let Some(p) = &self.policy {
             if field("policy_id") != Some(p.as_str()) {
                 return false;
@@ -105,9 +111,10 @@ impl Filter {
             }
         }
         if let Some(since) = self.since {
-            let ts = field("timestamp")
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                .map(SystemTime::from);
+            let ts = rec
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(super::record::parse_timestamp);
             match ts {
                 Some(ts) if ts >= since => {}
                 _ => return false,
@@ -153,41 +160,62 @@ pub fn table_row(rec: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let ext = &rec[super::record::EXTENSION];
     let kind = s(&rec["event_type"]);
-    let what = if kind == "alert" {
-        format!(
-            "alert {} sid:{} {}",
+    let what = match kind.as_str() {
+        "alert" => format!(
+            "alert {} {}:{} {}",
             s(&rec["alert"]["action"]),
-            s(&rec["alert"]["sid"]),
-            s(&rec["alert"]["msg"])
-        )
-    } else {
-        format!("{} ({})", s(&rec["action"]), s(&rec["reason"]))
+            s(&rec["alert"]["gid"]),
+            s(&rec["alert"]["signature_id"]),
+            s(&rec["alert"]["signature"])
+        ),
+        "http" => format!(
+            "http {} {}{} {}",
+            s(&rec["http"]["http_method"]),
+            s(&rec["http"]["hostname"]),
+            s(&rec["http"]["url"]),
+            s(&rec["http"]["status"])
+        ),
+        "flow" => format!(
+            "flow {} ({}) up={} down={}",
+            s(&ext["action"]),
+            s(&ext["reason"]),
+            s(&rec["flow"]["bytes_toserver"]),
+            s(&rec["flow"]["bytes_toclient"])
+        ),
+        "tls" => format!(
+            "tls {} ({}) {}",
+            s(&ext["action"]),
+            s(&ext["reason"]),
+            s(&rec["tls"]["version"])
+        ),
+        other => other.to_string(),
     };
     format!(
-        "{}  {}/{}  {}:{} -> {}:{}  sni={}  {}  up={} down={}",
+        "{}  {}/{}  {}:{} -> {}:{}  sni={}  {}",
         s(&rec["timestamp"]),
-        s(&rec["policy_id"]),
-        s(&rec["scope_id"]),
+        s(&ext["policy_id"]),
+        s(&ext["scope_id"]),
         s(&rec["src_ip"]),
         s(&rec["src_port"]),
         s(&rec["dest_ip"]),
         s(&rec["dest_port"]),
         s(&rec["tls"]["sni"]),
         what,
-        s(&rec["bytes_toserver"]),
-        s(&rec["bytes_toclient"]),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
 
-    const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00Z","event_type":"flow","policy_id":"p1","scope_id":"s1","action":"inspected","reason":"inspected","tls":{"sni":"www.Example.com"}}
+    const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00.000000+0000","event_type":"flow","tls":{"sni":"www.Example.com"},"tlsinspect":{"policy_id":"p1","scope_id":"s1","action":"inspected","reason":"inspected"}}
 not json at all
-{"timestamp":"2026-11-24T11:00:00Z","event_type":"flow","policy_id":"p1","scope_id":"s2","action":"pass","reason":"tls13","tls":{"sni":"api.bank.example"}}
-{"timestamp":"2026-11-24T11:30:00Z","event_type":"flow","policy_id":"p2","scope_id":"s1","action":"blocked","reason":"non_tls"}
+{"timestamp":"2026-11-24T11:00:00.000000+0000","event_type":"flow","tls":{"sni":"api.bank.example"},"tlsinspect":{"policy_id":"p1","scope_id":"s2","action":"pass","reason":"tls13"}}
+{"timestamp":"2026-11-24T11:30:00.000000+0000","event_type":"flow","tlsinspect":{"policy_id":"p2","scope_id":"s1","action":"blocked","reason":"non_tls"}}
 "#;
 
     fn run(f: Filter) -> Vec<Value> {
@@ -208,7 +236,7 @@ not json at all
         assert_eq!(run(f(None, None, Some("blocked"), None, None)).len(), 1);
         let sni = run(f(None, None, None, Some("*.example.com"), None));
         assert_eq!(sni.len(), 1, "glob is case-insensitive");
-        assert_eq!(sni[0]["reason"], "inspected");
+        assert_eq!(sni[0]["tlsinspect"]["reason"], "inspected");
         assert_eq!(run(f(None, None, None, None, Some("45m"))).len(), 1);
         assert_eq!(run(f(None, None, None, None, Some("1h 30m"))).len(), 2);
     }

@@ -7,6 +7,9 @@
 //! `tlsinspect lab-helper ...` inside the namespaces.
 #![allow(dead_code)] // each test binary uses a different part
 
+#[path = "../eve/mod.rs"]
+mod eve;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -516,7 +519,10 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(probe::sha256_hex(&data))
 }
 
-/// The traffic-log records (JSON lines).
+/// The traffic-log records (JSON lines), each checked against Suricata's
+/// EVE schema and for its policy and scope ids (`tests/eve/`).
 pub fn read_log(path: &Path) -> anyhow::Result<Vec<Value>> {
-    tlsinspect::demo::read_log(path)
+    let records = tlsinspect::demo::read_log(path)?;
+    eve::assert_valid(&records);
+    Ok(records)
 }

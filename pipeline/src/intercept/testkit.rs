@@ -234,6 +234,7 @@ impl FlowInspector for BlockFlow {
                 sid: 1,
                 msg: "test deny".into(),
                 action: "deny".into(),
+                ..Alert::default()
             };
             self.alerts.push(a.clone());
             self.all.push(a);

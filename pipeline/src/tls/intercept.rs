@@ -168,6 +168,8 @@ pub struct UpstreamTls {
     provider: Arc<CryptoProvider>,
     verifier: Arc<WebPkiServerVerifier>,
     invalid_certificate: InvalidCertPolicy,
+    /// Per-policy TLS secret logs (NSS key log format), both legs.
+    keylogs: std::collections::HashMap<Arc<str>, Arc<dyn rustls::KeyLog>>,
 }
 
 impl UpstreamTls {
@@ -184,7 +186,16 @@ impl UpstreamTls {
             provider,
             verifier,
             invalid_certificate,
+            keylogs: Default::default(),
         })
+    }
+
+    /// Logs the TLS secrets of both legs of `policy_id`'s inspected
+    /// connections to `keylog` (what SSLKEYLOGFILE holds), so that a capture
+    /// of either leg can be decrypted.
+    pub fn with_keylog(mut self, policy_id: Arc<str>, keylog: Arc<dyn rustls::KeyLog>) -> Self {
+        self.keylogs.insert(policy_id, keylog);
+        self
     }
 
     /// The crypto provider used on both legs (AES-GCM first).
@@ -386,6 +397,7 @@ pub struct Intercept {
     server_eof_pending: bool,
     plaintext_toserver: u64,
     plaintext_toclient: u64,
+    keylog: Option<Arc<dyn rustls::KeyLog>>,
 }
 
 impl std::fmt::Debug for Intercept {
@@ -446,6 +458,10 @@ impl Intercept {
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(client_auth.clone());
+        let keylog = upstream.keylogs.get(&meta.policy_id).cloned();
+        if let Some(k) = &keylog {
+            cfg.key_log = k.clone();
+        }
         cfg.alpn_protocols = hello.alpn.clone();
         // A resumed session would skip the certificate, and with it the
         // verification result and the upstream leaf the minter mirrors.
@@ -491,6 +507,7 @@ impl Intercept {
             server_eof_pending: false,
             plaintext_toserver: 0,
             plaintext_toclient: 0,
+            keylog,
         })
     }
 
@@ -838,6 +855,9 @@ impl Intercept {
         // redeemed: don't issue them.
         cfg.send_tls13_tickets = 0;
         cfg.session_storage = Arc::new(NoServerSessionStorage {});
+        if let Some(k) = &self.keylog {
+            cfg.key_log = k.clone();
+        }
 
         let mut acceptor = Acceptor::default();
         let held = std::mem::take(&mut self.held);
@@ -1029,22 +1049,43 @@ impl Intercept {
     }
 }
 
-/// Subject, issuer and notAfter of a DER certificate, for the log.
+/// Subject, issuer, validity, serial and fingerprint of a DER certificate, for the log.
 fn describe_cert(der: &CertificateDer<'_>) -> UpstreamCertInfo {
+    let rfc3339 = |ts: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ts)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let hex = |bytes: &[u8], upper: bool| {
+        let parts: Vec<String> = bytes
+            .iter()
+            .map(|b| {
+                if upper {
+                    format!("{b:02X}")
+                } else {
+                    format!("{b:02x}")
+                }
+            })
+            .collect();
+        parts.join(":")
+    };
     match x509_parser::parse_x509_certificate(der.as_ref()) {
         Ok((_, cert)) => {
-            let ts = cert.validity().not_after.timestamp();
-            let not_after = time::OffsetDateTime::from_unix_timestamp(ts)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
+            let sha1 = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                der.as_ref(),
+            );
             UpstreamCertInfo {
                 subject: cert.subject().to_string(),
                 issuer: cert.issuer().to_string(),
-                not_after,
+                not_after: rfc3339(cert.validity().not_after.timestamp()),
+                not_before: rfc3339(cert.validity().not_before.timestamp()),
+                serial: hex(cert.raw_serial(), true),
+                fingerprint: hex(sha1.as_ref(), false),
                 verified: false,
                 error: None,
             }
