@@ -78,6 +78,8 @@ counters! {
     flow_overflow,
     /// Frames that failed to parse (forwarded unchanged).
     malformed,
+    /// Fast-path TCP segments merged into the flow's previous frame (a super-frame).
+    fast_coalesced,
     /// Segments of intercepted flows merged into the previous frame (a super-frame).
     intercept_tx_coalesced,
     /// Super-frames received (a GRO/TSO frame standing for several segments).

@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::frame::{parse_ethernet, parse_ip};
+use crate::frame::{parse_ethernet, parse_ip, Transport};
 use crate::io::{Device, Medium, Offload, RxMeta};
 use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
@@ -109,7 +109,13 @@ impl Ctx<'_> {
                 let parsed = parse_ethernet(frame);
                 if self.workers > 1 && meta.vlan.is_none() {
                     let untagged = parsed.as_ref().ok().filter(|e| e.vlan.count == 0);
-                    if let Some(ip) = untagged.and_then(|e| e.ip()) {
+                    // Only TCP and UDP: their flows have an owner. (Other IP
+                    // traffic, such as MLD reports behind an IPv6 extension
+                    // header, is forwarded by whichever worker gets it.)
+                    let flow = untagged.and_then(|e| e.ip()).filter(|ip| {
+                        matches!(ip.transport, Transport::Tcp(_) | Transport::Udp { .. })
+                    });
+                    if let Some(ip) = flow {
                         // The fanout program hashes from the IP header on,
                         // which follows the 14-byte Ethernet header here.
                         if worker_of(packet_hash(ip, &frame[14..]), self.workers) != self.index {
@@ -174,6 +180,14 @@ impl Ctx<'_> {
                 c.vlan_restored += 1;
                 out.send_tagged(frame, tag, &offload)
             }
+            _ if is_tcp(self.medium, frame) => match out.send_segment(frame, &offload) {
+                Ok(true) => {
+                    c.fast_coalesced += 1;
+                    return;
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            },
             _ => out.send(frame, &offload),
         };
         match r {
@@ -185,6 +199,23 @@ impl Ctx<'_> {
                 c.tx_errors += 1;
             }
         }
+    }
+}
+
+/// Whether a frame is an untagged IPv4/IPv6 packet carrying TCP (cheap
+/// check of the fixed header bytes; the merge itself checks everything).
+fn is_tcp(medium: Medium, frame: &[u8]) -> bool {
+    let ip = match medium {
+        Medium::Ethernet => match frame.get(12..14) {
+            Some([0x08, 0x00]) | Some([0x86, 0xdd]) => &frame[14..],
+            _ => return false,
+        },
+        Medium::Ip => frame,
+    };
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip.get(9) == Some(&6),
+        Some(6) => ip.get(6) == Some(&6),
+        _ => false,
     }
 }
 

@@ -55,6 +55,35 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             "Frames that failed to parse (forwarded unchanged).",
             t.malformed,
         ),
+        Sample::counter(
+            "gso_frames",
+            "Super-frames (one frame standing for several TCP segments) by direction.",
+            t.rx_gso_frames,
+        )
+        .label("direction", "rx"),
+        Sample::counter(
+            "gso_frames",
+            "Super-frames (one frame standing for several TCP segments) by direction.",
+            t.tx_gso_frames,
+        )
+        .label("direction", "tx"),
+        Sample::counter(
+            "coalesced_segments",
+            "TCP segments merged into the previous frame of their flow, by path.",
+            t.fast_coalesced,
+        )
+        .label("path", "fast"),
+        Sample::counter(
+            "coalesced_segments",
+            "TCP segments merged into the previous frame of their flow, by path.",
+            t.intercept_tx_coalesced,
+        )
+        .label("path", "intercepted"),
+        Sample::counter(
+            "checksum_trusted_segments",
+            "Intercepted segments whose TCP checksum the kernel verified or left to the transmitter.",
+            t.rx_csum_trusted,
+        ),
         Sample::counter("flows_started", "In-scope flows started.", t.flows_started),
         Sample::counter(
             "flows_ended",

@@ -616,6 +616,15 @@ impl Device for AfPacket {
         Ok(())
     }
 
+    fn send_segment(&mut self, frame: &[u8], offload: &Offload) -> io::Result<bool> {
+        // Only untagged IPv4/IPv6 frames; the last frame's link header must match.
+        let ip = matches!(frame.get(12..14), Some([0x08, 0x00]) | Some([0x86, 0xdd]));
+        if ip && !offload.is_gso() && self.tx.append_segment(frame, 14) {
+            return Ok(true);
+        }
+        self.send(frame, offload).map(|()| false)
+    }
+
     fn send_tagged(&mut self, frame: &[u8], tag: VlanTag, offload: &Offload) -> io::Result<()> {
         let Some((macs, rest)) = split_macs(frame) else {
             self.tx_dropped += 1;

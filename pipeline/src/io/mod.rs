@@ -167,6 +167,15 @@ pub trait Device: Send {
     /// `offload` describes the frame before the insertion.
     fn send_tagged(&mut self, frame: &[u8], tag: VlanTag, offload: &Offload) -> io::Result<()>;
 
+    /// Like [`send`](Device::send), but first tries to merge `frame`, a TCP
+    /// segment, into the frame queued last when it continues it (the same
+    /// flow's next segment: see [`crate::gso`]), so a burst leaves as one
+    /// super-frame. Returns whether it was merged. Devices that cannot hold
+    /// a queued frame open just send it.
+    fn send_segment(&mut self, frame: &[u8], offload: &Offload) -> io::Result<bool> {
+        self.send(frame, offload).map(|()| false)
+    }
+
     /// Transmits everything queued. Frames the kernel refuses are dropped and counted.
     fn flush(&mut self) -> io::Result<()>;
 
@@ -253,6 +262,35 @@ impl TxBatch {
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.buf.capacity()
     }
+
+    /// Merges the segment `seg` (a frame with `l2` bytes of link header)
+    /// into the last frame, which starts with its offload header, when it
+    /// continues it; see [`crate::gso::append`].
+    pub(crate) fn append_segment(&mut self, seg: &[u8], l2: usize) -> bool {
+        let Some(&(start, len)) = self.frames.last() else {
+            return false;
+        };
+        let frame = start + Offload::LEN;
+        let (Some(head), Some(tail)) = (self.buf.get(frame..frame + l2), seg.get(..l2)) else {
+            return false;
+        };
+        if head != tail || seg.len() - l2 > self.buf.capacity() - self.buf.len() {
+            return false;
+        }
+        let mut hdr = [0u8; Offload::LEN];
+        hdr.copy_from_slice(&self.buf[start..frame]);
+        let mut offload = Offload::from_bytes(&hdr);
+        if !crate::gso::append(&mut self.buf, frame, l2, &mut offload, &seg[l2..]) {
+            return false;
+        }
+        self.buf[start..frame].copy_from_slice(&offload.to_bytes());
+        let grown = self.buf.len() - start;
+        debug_assert!(grown > len);
+        if let Some(last) = self.frames.last_mut() {
+            last.1 = grown;
+        }
+        true
+    }
 }
 
 /// Splits an Ethernet frame for tag insertion: `(MACs, rest)`.
@@ -277,4 +315,57 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
         return Err(os_err(&format!("setns into {name}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::tests as ft;
+
+    fn frame(macs: &[u8; 12], seq: u32, len: usize) -> Vec<u8> {
+        let ip = ft::ipv4_tcp_seq(
+            [192, 0, 2, 10],
+            1,
+            [203, 0, 113, 5],
+            2,
+            0x10,
+            seq,
+            &vec![7; len],
+        );
+        let mut f = macs.to_vec();
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn tx_batch_merges_a_flows_next_segment_only_under_the_same_link_header() {
+        let macs = [1u8; 12];
+        let mut b = TxBatch::new(1 << 16, 4);
+        let first = frame(&macs, 100, 1000);
+        b.push(&[&Offload::default().to_bytes(), &first]);
+        assert!(b.append_segment(&frame(&macs, 1100, 1000), 14));
+        assert!(b.append_segment(&frame(&macs, 2100, 500), 14));
+        let other = [2u8; 12];
+        assert!(
+            !b.append_segment(&frame(&other, 2600, 500), 14),
+            "other MACs"
+        );
+        let all: Vec<&[u8]> = b.frames().collect();
+        assert_eq!(all.len(), 1);
+        let mut hdr = [0u8; Offload::LEN];
+        hdr.copy_from_slice(&all[0][..Offload::LEN]);
+        let off = Offload::from_bytes(&hdr);
+        assert!(off.is_gso() && off.flags == Offload::NEEDS_CSUM);
+        assert_eq!(
+            (off.gso_size, off.csum_start, off.hdr_len),
+            (1000, 14 + 20, 14 + 40)
+        );
+        assert_eq!(all[0].len(), Offload::LEN + 14 + 40 + 2500);
+        let segs = crate::gso::segment(&all[0][Offload::LEN..], &off, 14);
+        assert_eq!(
+            segs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1054, 1054, 554]
+        );
+    }
 }

@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{ifindex, os_err, Device, Medium, Offload, RxMeta, VlanTag};
+use super::{ifindex, os_err, Device, Medium, Offload, RxMeta, TxBatch, VlanTag};
 
 /// Largest IP packet a TUN queue delivers, after its offload header.
 const MAX_PACKET: usize = 65536 + Offload::LEN;
@@ -51,6 +51,9 @@ pub struct Tun {
     buf: Box<[u8]>,
     name: String,
     tx_dropped: u64,
+    /// One segment held back by `send_segment` so the next one of its flow
+    /// can be merged into it; written by the next send or `flush`.
+    held: TxBatch,
 }
 
 impl std::fmt::Debug for Tun {
@@ -116,12 +119,29 @@ impl Tun {
             buf: vec![0u8; MAX_PACKET].into_boxed_slice(),
             name: name.to_owned(),
             tx_dropped: 0,
+            held: TxBatch::new(MAX_PACKET, 1),
         })
     }
 
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Writes the segment `send_segment` held back, if any.
+    fn write_held(&mut self) -> io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::replace(&mut self.held, TxBatch::new(0, 1));
+        let r = held.frames().next().map_or(Ok(()), |f| {
+            let mut hdr = [0u8; Offload::LEN];
+            hdr.copy_from_slice(&f[..Offload::LEN]);
+            self.write_packet(&f[Offload::LEN..], &Offload::from_bytes(&hdr))
+        });
+        self.held = held;
+        self.held.clear();
+        r
     }
 
     fn write_packet(&mut self, pkt: &[u8], offload: &Offload) -> io::Result<()> {
@@ -210,7 +230,20 @@ impl Device for Tun {
     }
 
     fn send(&mut self, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        self.write_held()?;
         self.write_packet(frame, offload)
+    }
+
+    fn send_segment(&mut self, frame: &[u8], offload: &Offload) -> io::Result<bool> {
+        if !offload.is_gso() && self.held.append_segment(frame, 0) {
+            return Ok(true);
+        }
+        self.write_held()?;
+        if Offload::LEN + frame.len() > self.held.capacity_bytes() {
+            return self.write_packet(frame, offload).map(|()| false);
+        }
+        self.held.push(&[&offload.to_bytes(), frame]);
+        Ok(false)
     }
 
     fn send_tagged(&mut self, frame: &[u8], _tag: VlanTag, offload: &Offload) -> io::Result<()> {
@@ -219,7 +252,7 @@ impl Device for Tun {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.write_held()
     }
 
     fn tx_dropped(&self) -> u64 {
