@@ -26,10 +26,19 @@ struct Index {
 }
 
 /// The automata of one inspection phase.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Prefilter {
     index: [Option<Index>; BUFFERS],
     patterns: usize,
+}
+
+impl Default for Prefilter {
+    fn default() -> Self {
+        Prefilter {
+            index: std::array::from_fn(|_| None),
+            patterns: 0,
+        }
+    }
 }
 
 /// Reusable per-flow memory for scans (pattern-seen bits).
