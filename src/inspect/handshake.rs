@@ -150,12 +150,14 @@ alert tls any any -> any any (msg:"ja4"; flow:to_server; ja4.hash; content:"t13d
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name = rcgen::DistinguishedName::new();
-        ca.distinguished_name.push(rcgen::DnType::OrganizationName, "Evil CA");
+        ca.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Evil CA");
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let mut leaf = rcgen::CertificateParams::new(vec!["www.bad.example".into()]).unwrap();
         leaf.distinguished_name = rcgen::DistinguishedName::new();
-        leaf.distinguished_name.push(rcgen::DnType::CommonName, "www.bad.example");
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "www.bad.example");
         let key = rcgen::KeyPair::generate().unwrap();
         let leaf = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
         vec![leaf.der().clone(), ca_cert.der().clone()]
@@ -183,7 +185,9 @@ alert tls any any -> any any (msg:"ja4"; flow:to_server; ja4.hash; content:"t13d
         );
         assert_eq!(sids(&at_hello), [7000001, 7000002, 7000006]);
         // TLS verdicts are logged, not enforced.
-        assert!(at_hello.iter().all(|a| a.action == "alert" && a.engine == "ips"));
+        assert!(at_hello
+            .iter()
+            .all(|a| a.action == "alert" && a.engine == "ips"));
         let c = chain();
         let at_cert = e.on_tls(
             &m,
@@ -193,7 +197,11 @@ alert tls any any -> any any (msg:"ja4"; flow:to_server; ja4.hash; content:"t13d
                 upstream_chain: Some(&c),
             },
         );
-        assert_eq!(sids(&at_cert), [7000004, 7000005], "hello rules do not fire twice");
+        assert_eq!(
+            sids(&at_cert),
+            [7000004, 7000005],
+            "hello rules do not fire twice"
+        );
         // The domain itself, not a look-alike.
         let other = hello("notbad.example");
         let a = e.on_tls(

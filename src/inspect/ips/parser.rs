@@ -91,6 +91,59 @@ impl Default for Vars {
     }
 }
 
+impl Vars {
+    /// Suricata's defaults with `HOME_NET` set to `home` (when given), then
+    /// the operator's groups (`[ips.address_groups]`, `[ips.port_groups]`)
+    /// on top; every group is checked to resolve, and each problem is
+    /// returned as (`address_groups`|`port_groups`, name, reason).
+    pub fn with_groups(
+        home: Option<String>,
+        addresses: &[(String, String)],
+        ports: &[(String, String)],
+    ) -> Result<Vars, Vec<(&'static str, String, String)>> {
+        let mut v = Vars::default();
+        if let Some(h) = home {
+            v.addresses.insert("HOME_NET".into(), h);
+        }
+        let mut errs = Vec::new();
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+        };
+        for (kind, list, map) in [
+            ("address_groups", addresses, &mut v.addresses),
+            ("port_groups", ports, &mut v.ports),
+        ] {
+            for (n, val) in list {
+                if !name_ok(n) {
+                    errs.push((
+                        kind,
+                        n.clone(),
+                        "a group name is letters, digits and `_`".into(),
+                    ));
+                }
+                map.insert(n.clone(), val.clone());
+            }
+        }
+        for (n, val) in addresses {
+            if let Err(e) = parse_addr(val, &v) {
+                errs.push(("address_groups", n.clone(), format!("{val:?}: {e}")));
+            }
+        }
+        for (n, val) in ports {
+            if let Err(e) = parse_ports(val, &v) {
+                errs.push(("port_groups", n.clone(), format!("{val:?}: {e}")));
+            }
+        }
+        if errs.is_empty() {
+            Ok(v)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
 /// Splits `s` on top-level whitespace, keeping `[...]` groups together.
 fn header_tokens(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
