@@ -59,3 +59,35 @@ fn the_full_set_loads_quickly() {
     let limit = if cfg!(debug_assertions) { 20.0 } else { 2.0 };
     assert!(took.as_secs_f64() < limit, "{took:?}");
 }
+
+#[test]
+fn validate_prints_loaded_and_skipped_by_keyword_per_file() {
+    let paths = [fixture("et-open-http.rules"), fixture("et-open-tls.rules")];
+    let (_, rep) = Ruleset::load_files(&paths, &Vars::default());
+    let out = tlsinspect::cli::validate::render_ips(&rep);
+    eprintln!("{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ips rules: ") && lines[0].ends_with("prefilter aho-corasick"),
+        "{}",
+        lines[0]
+    );
+    for (i, f) in rep.files.iter().enumerate() {
+        let header = format!("  {}: ", f.path);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&header) && l.contains(" loaded (9")),
+            "{header} in {out}"
+        );
+        assert_eq!(f.loaded + f.skipped_total(), rules_in(&paths[i]));
+    }
+    assert!(
+        out.contains("    skipped 12: raw tls content from the server"),
+        "{out}"
+    );
+    assert_eq!(
+        rep.files.iter().map(|f| f.loaded).sum::<usize>(),
+        rep.loaded
+    );
+}

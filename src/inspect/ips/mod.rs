@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use matcher::{luhn_valid, Buffers};
 pub use parser::{parse_rule, RuleError, Vars};
 pub use prefilter::Scratch;
+pub use prefilter::MATCHER;
 pub use rule::{Action, Buffer, Proto, Rule};
 pub use state::{Clock, FlowBits, HostState};
 
@@ -69,6 +70,46 @@ pub struct LoadReport {
     pub skipped: Vec<SkippedRule>,
     /// Files that could not be read: `path: error`.
     pub file_errors: Vec<String>,
+    /// Per rule file read: loaded, and skipped by keyword.
+    pub files: Vec<FileSummary>,
+}
+
+/// Loaded and skipped rules of one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    /// The file as named in the config.
+    pub path: String,
+    /// Rules loaded.
+    pub loaded: usize,
+    /// Skipped rules by the keyword (or problem) that stopped them, most first.
+    pub skipped: Vec<(String, usize)>,
+}
+
+impl FileSummary {
+    /// Rules skipped in all.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What a skip is counted under: the unsupported keyword, else `invalid`
+/// or `duplicate sid`.
+fn skip_key(e: &RuleError) -> String {
+    match e {
+        RuleError::Unsupported(k) => {
+            // `pcre /.../ (why)` would make every expression its own row.
+            if k.starts_with("pcre /") {
+                match k.rsplit_once("(error: ") {
+                    Some((_, why)) => format!("pcre ({}", why),
+                    None => "pcre".into(),
+                }
+            } else {
+                k.clone()
+            }
+        }
+        RuleError::Invalid(m) if m == "duplicate sid" => m.clone(),
+        RuleError::Invalid(_) => "invalid".into(),
+    }
 }
 
 impl LoadReport {
@@ -170,6 +211,30 @@ impl Ruleset {
             }
         }
         let set = Self::compile(rules, &mut report);
+        for p in paths {
+            let name = p.display().to_string();
+            let prefix = format!("{name}:");
+            let loaded = set
+                .rules
+                .iter()
+                .filter(|r| r.origin.starts_with(&prefix))
+                .count();
+            let mut by: std::collections::HashMap<String, usize> = Default::default();
+            for s in report
+                .skipped
+                .iter()
+                .filter(|s| s.origin.starts_with(&prefix))
+            {
+                *by.entry(skip_key(&s.error)).or_default() += 1;
+            }
+            let mut skipped: Vec<(String, usize)> = by.into_iter().collect();
+            skipped.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            report.files.push(FileSummary {
+                path: name,
+                loaded,
+                skipped,
+            });
+        }
         (set, report)
     }
 

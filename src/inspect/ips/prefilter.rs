@@ -9,6 +9,9 @@
 
 use std::collections::HashMap;
 
+/// The multi-pattern matcher in use, for `validate` and the start-up line.
+pub const MATCHER: &str = "aho-corasick";
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// Total literal bytes up to which the prefilter is a DFA (memory grows
