@@ -144,6 +144,16 @@ impl MetricsSource for Appliance {
                 .label("action", action),
             );
         }
+        for (sid, n) in self.inspector.ips_alert_counts() {
+            out.push(
+                Sample::counter(
+                    "ips_alerts",
+                    "IPS alerts raised per rule since its rule set was loaded (thresholded and noalert matches are not counted).",
+                    n,
+                )
+                .label("sid", sid.to_string()),
+            );
+        }
         let file = self.log.file();
         out.push(Sample::counter(
             "log_records",

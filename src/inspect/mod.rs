@@ -131,6 +131,11 @@ impl Engines {
         }
     }
 
+    /// IPS alerts raised per sid by these engines' rule set.
+    pub fn ips_alert_counts(&self) -> Vec<(u64, u64)> {
+        self.shared.ips.alert_counts()
+    }
+
     /// Engines that inspect nothing and pass every byte (for benchmarks).
     pub fn pass_through() -> Self {
         Self::new(
