@@ -35,7 +35,7 @@ fn at_least_90_percent_of_each_protocol_loads() {
             *why.entry(s.error.to_string()).or_default() += 1;
         }
         let mut top: Vec<_> = why.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         let ratio = loaded as f64 / total as f64;
         eprintln!(
             "{proto}: {loaded} of {total} loaded ({:.1} %); skipped by reason: {:?}",

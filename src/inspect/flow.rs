@@ -551,7 +551,7 @@ impl Core {
         phase: Phase,
         bufs: &Buffers<'_>,
         to_server: bool,
-        mut dedupe: Option<&mut HashSet<u64>>,
+        dedupe: Option<&mut HashSet<u64>>,
     ) -> IpsOutcome {
         let ips = self.shared.ips.clone();
         self.hits.clear();
@@ -595,15 +595,8 @@ impl Core {
         }
         let hits = std::mem::take(&mut self.hits);
         let mut alerts = Vec::new();
-        let (outcome, passed) = verdicts(
-            &ips,
-            self.shared.mode,
-            &hits,
-            src,
-            dst,
-            dedupe.as_deref_mut(),
-            &mut alerts,
-        );
+        let (outcome, passed) =
+            verdicts(&ips, self.shared.mode, &hits, src, dst, dedupe, &mut alerts);
         self.ips_passed |= passed;
         for a in alerts {
             self.alert(a);
@@ -687,6 +680,8 @@ pub(crate) struct Flow {
     core: Core,
     proto: Proto,
     raw_tail: [Vec<u8>; 2],
+    /// Bytes of each direction the raw-stream rules have seen.
+    raw_seen: [usize; 2],
     /// After a reset verdict nothing more is forwarded.
     dead: bool,
 }
@@ -708,6 +703,7 @@ impl Flow {
             core,
             proto,
             raw_tail: [Vec::new(), Vec::new()],
+            raw_seen: [0, 0],
             dead: false,
         };
         if matches!(f.proto, Proto::Http2(_)) {
@@ -722,6 +718,13 @@ impl Flow {
             return true;
         }
         let i = if dir == Direction::ToServer { 0 } else { 1 };
+        let depth = self.core.shared.limits.stream_depth;
+        let take = data.len().min(depth.saturating_sub(self.raw_seen[i]));
+        if take == 0 {
+            return true;
+        }
+        self.raw_seen[i] += take;
+        let data = &data[..take];
         let mut window = std::mem::take(&mut self.raw_tail[i]);
         window.extend_from_slice(data);
         let o = self.core.ips_raw(dir == Direction::ToServer, &window);

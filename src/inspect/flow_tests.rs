@@ -563,3 +563,21 @@ fn threshold_limit_caps_alerts_across_flows() {
     // A suppressed match neither alerts nor acts (as Suricata's thresholded drop).
     assert_eq!(resets, 2);
 }
+
+#[test]
+fn raw_rules_stop_at_the_stream_depth() {
+    let e = engines(
+        Mode::Detect,
+        r#"alert tcp any any -> any any (msg:"deep"; flow:to_client; content:"NEEDLE-IN-STREAM"; sid:6000030; rev:1;)"#,
+    );
+    let depth = crate::inspect::EngineLimits::default().stream_depth;
+    for (at, fires) in [(depth - 16, true), (depth - 15, false)] {
+        let mut data = vec![b'.'; at];
+        data.extend_from_slice(b"NEEDLE-IN-STREAM");
+        let o = drive(&e, None, &[c(b"\x00hello"), s(&data)], &|_, b| {
+            b.chunks(16 * 1024).map(<[u8]>::to_vec).collect()
+        });
+        assert_eq!(o.to_client.len(), data.len());
+        assert_eq!(o.alerts.iter().any(|a| a.sid == 6000030), fires, "at {at}");
+    }
+}

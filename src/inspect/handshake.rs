@@ -225,7 +225,7 @@ alert tls any any -> any any (msg:"ja4"; flow:to_server; ja4.hash; content:"t13d
         assert!(!sids(&a).contains(&7000001));
         let counts = e.ips_alert_counts();
         assert!(
-            counts.contains(&(7000001, 1)) && counts.contains(&(7000006, 4)),
+            counts.contains(&(7000001, 1)) && counts.contains(&(7000006, 3)),
             "{counts:?}"
         );
     }

@@ -44,6 +44,10 @@ pub struct EngineLimits {
     /// Bytes of the previous chunk kept in front of the next when scanning a
     /// stream, so patterns split across chunks still match.
     pub stream_overlap: usize,
+    /// Bytes per direction of a flow the raw-stream rules inspect
+    /// (Suricata's stream reassembly depth, 1 MiB by default); the rest of a
+    /// long transfer streams through unscanned by them.
+    pub stream_depth: usize,
     /// Response body bytes `file.data` rules inspect (Suricata's
     /// response-body-limit); the rest of a large body streams through.
     pub max_response_body: usize,
@@ -64,6 +68,7 @@ impl Default for EngineLimits {
             max_request_body: 256 * 1024,
             stream_overlap: 1024,
             max_response_body: 100 * 1024,
+            stream_depth: 1024 * 1024,
             max_txns: 1000,
             max_alerts: 1000,
             max_h2_streams: 256,

@@ -594,17 +594,17 @@ mod tests {
         ));
     }
 
+    fn buffers_of(rule: &str) -> Vec<Buffer> {
+        let r = parse_rule(rule, &Vars::default(), "t").unwrap();
+        r.groups.iter().map(|g| g.buffer).collect()
+    }
+
     #[test]
     fn pcre_buffer_modifiers() {
-        let r = parse_rule(
-            r#"alert http any any -> any any (flow:to_server; content:"x"; http_uri; pcre:"/a=b/C"; pcre:"/^Mozilla/V"; pcre:"/evil\.com$/W"; pcre:"/x-y/Hi"; sid:5;)"#,
-            &Vars::default(),
-            "t",
-        )
-        .unwrap();
-        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
         assert_eq!(
-            bufs,
+            buffers_of(
+                r#"alert http any any -> any any (flow:to_server; content:"x"; http_uri; pcre:"/a=b/C"; pcre:"/^Mozilla/V"; pcre:"/evil\.com$/W"; pcre:"/x-y/Hi"; sid:5;)"#
+            ),
             [
                 Buffer::Uri,
                 Buffer::Cookie,
@@ -614,15 +614,10 @@ mod tests {
             ]
         );
         // In a rule to the client, H and C are the response's headers.
-        let r = parse_rule(
-            r#"alert http any any -> any any (flow:to_client; pcre:"/nginx/H"; pcre:"/sess=/C"; file.data; content:"<html"; sid:6;)"#,
-            &Vars::default(),
-            "t",
-        )
-        .unwrap();
-        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
         assert_eq!(
-            bufs,
+            buffers_of(
+                r#"alert http any any -> any any (flow:to_client; pcre:"/nginx/H"; pcre:"/sess=/C"; file.data; content:"<html"; sid:6;)"#
+            ),
             [
                 Buffer::ResponseHeader,
                 Buffer::RespCookie,
@@ -638,20 +633,17 @@ mod tests {
             ("to_client", Buffer::ResponseBody),
         ] {
             for kw in ["file.data", "file_data"] {
-                let r = parse_rule(
-                    &format!(r#"alert http any any -> any any (flow:established,{flow}; {kw}; content:"a"; sid:1;)"#),
-                    &Vars::default(),
-                    "t",
-                )
-                .unwrap();
-                assert_eq!(r.groups[0].buffer, want, "{flow} {kw}");
+                let b = buffers_of(&format!(
+                    r#"alert http any any -> any any (flow:established,{flow}; {kw}; content:"a"; sid:1;)"#
+                ));
+                assert_eq!(b, [want], "{flow} {kw}");
             }
         }
         // flow written after the buffer still decides.
-        let r = parse_rule(r#"alert http any any -> any any (http.header; content:"a"; http.content_type; content:"b"; http.header_names; content:"c"; flow:to_client; sid:1;)"#, &Vars::default(), "t").unwrap();
-        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
         assert_eq!(
-            bufs,
+            buffers_of(
+                r#"alert http any any -> any any (http.header; content:"a"; http.content_type; content:"b"; http.header_names; content:"c"; flow:to_client; sid:1;)"#
+            ),
             [
                 Buffer::ResponseHeader,
                 Buffer::RespContentType,

@@ -187,6 +187,8 @@ pub struct Ruleset {
     alerts: Vec<std::sync::atomic::AtomicU64>,
     /// xbits and threshold windows shared by every flow.
     hosts: HostState,
+    /// Rules of the raw-stream phase (computed once: flows ask at birth).
+    raw_ids: Vec<u32>,
     /// Header group of each rule (rules with identical header and `flow`).
     group_of: Arc<[u32]>,
     /// One rule id per header group.
@@ -334,6 +336,9 @@ impl Ruleset {
                 }
             }
         }
+        set.raw_ids = (0..set.rules.len() as u32)
+            .filter(|&i| phase_of(&set.rules[i as usize]) == Phase::Raw)
+            .collect();
         set.group_of = group_of.into();
         report.loaded = set.rules.len();
         set
@@ -496,11 +501,7 @@ impl Ruleset {
 
     /// Ids of the raw-stream rules of inspected plaintext.
     pub fn raw_rule_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.uses_raw() && !r.uses_tls())
-            .map(|(i, _)| i as u32)
+        self.raw_ids.iter().copied()
     }
 
     /// The rule with id `id` (as returned in hits).
