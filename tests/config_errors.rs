@@ -666,4 +666,6 @@ fn ips_groups_reach_the_rules_and_home_net_defaults_to_the_scopes() {
     let r = &set.rules()[0];
     assert!(r.src.contains(ip("192.0.2.10")) && r.src.contains(ip("10.1.2.3")));
     assert!(!r.src.contains(ip("192.0.2.11")));
+    // HTTP_PORTS covers the decrypted HTTPS the appliance inspects.
+    assert!(r.dport.contains(443) && r.dport.contains(80) && !r.dport.contains(8443));
 }

@@ -43,7 +43,8 @@ pub struct Vars {
 }
 
 impl Default for Vars {
-    /// Suricata's shipped defaults: RFC 1918 is home, the rest external.
+    /// Suricata's shipped defaults (RFC 1918 is home, the rest external),
+    /// except that `HTTP_PORTS` includes 443.
     fn default() -> Self {
         let mut a = HashMap::new();
         a.insert(
@@ -70,7 +71,9 @@ impl Default for Vars {
         }
         let mut p = HashMap::new();
         for (k, v) in [
-            ("HTTP_PORTS", "80"),
+            // Suricata ships "80"; the HTTP this appliance inspects was
+            // decrypted from 443, where the rules' `$HTTP_PORTS` must apply.
+            ("HTTP_PORTS", "[80,443]"),
             ("SHELLCODE_PORTS", "!80"),
             ("ORACLE_PORTS", "1521"),
             ("SSH_PORTS", "22"),
