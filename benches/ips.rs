@@ -16,7 +16,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tlsinspect::inspect::ips::{Buffer, Buffers, Phase, Ruleset, Scratch, Vars};
+use tlsinspect::inspect::ips::{Buffer, Buffers, EvalCtx, FlowBits, Phase, Ruleset, Scratch, Vars};
 use tlsinspect::inspect::{AppControl, AppTable, Engines, Mode, WebFilter};
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
 
@@ -73,6 +73,17 @@ fn raw_ruleset(n: usize) -> Ruleset {
     set
 }
 
+fn eval_raw(set: &Ruleset, bufs: &Buffers<'_>, scratch: &mut Scratch, hits: &mut Vec<u32>) {
+    let mut bits = FlowBits::default();
+    let mut ctx = EvalCtx {
+        bits: &mut bits,
+        src: "192.0.2.10".parse().unwrap(),
+        dst: "203.0.113.5".parse().unwrap(),
+        tls_version: None,
+    };
+    set.eval(Phase::Raw, bufs, &|_| true, scratch, &mut ctx, hits);
+}
+
 fn ips_scan(c: &mut Criterion) {
     let data = mixed_buffer(1 << 20);
     let mut g = c.benchmark_group("ips_scan");
@@ -86,7 +97,7 @@ fn ips_scan(c: &mut Criterion) {
                 let mut bufs = Buffers::default();
                 bufs.set(Buffer::Raw, data);
                 hits.clear();
-                set.eval(Phase::Raw, &bufs, &|_| true, &mut scratch, &mut hits);
+                eval_raw(&set, &bufs, &mut scratch, &mut hits);
                 black_box(hits.len())
             })
         });
@@ -234,7 +245,7 @@ fn cpu_table(_c: &mut Criterion) {
             let mut bufs = Buffers::default();
             bufs.set(Buffer::Raw, &data);
             hits.clear();
-            set.eval(Phase::Raw, &bufs, &|_| true, &mut scratch, &mut hits);
+            eval_raw(&set, &bufs, &mut scratch, &mut hits);
         });
     }
     const BODY: usize = 16 << 20;
@@ -248,15 +259,7 @@ fn cpu_table(_c: &mut Criterion) {
         ("download_default_plus_body_rule", engines_with(body_rule)),
     ] {
         cpu_rate(name, BODY, || {
-            let mut f = e.new_flow(&meta());
-            let mut out = Emit::default();
-            f.on_data(Direction::ToServer, req, &mut out);
-            f.on_data(Direction::ToClient, head.as_bytes(), &mut out);
-            for chunk in body.chunks(16 * 1024) {
-                let mut out = Emit::default();
-                f.on_data(Direction::ToClient, chunk, &mut out);
-                black_box(out.to_client.len());
-            }
+            black_box(download(&e, &meta(), req, head.as_bytes(), &body));
         });
     }
     const UP: usize = 200 * 1024;
@@ -280,5 +283,134 @@ fn cpu_table(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ips_scan, engine, cpu_table);
+/// One download through a fresh flow, in TLS-record-sized chunks.
+fn download(e: &Engines, m: &FlowMeta, req: &[u8], head: &[u8], body: &[u8]) -> usize {
+    let mut f = e.new_flow(m);
+    let mut out = Emit::default();
+    f.on_data(Direction::ToServer, req, &mut out);
+    f.on_data(Direction::ToClient, head, &mut out);
+    let mut n = 0;
+    for chunk in body.chunks(16 * 1024) {
+        let mut out = Emit::default();
+        f.on_data(Direction::ToClient, chunk, &mut out);
+        n += out.to_client.len();
+    }
+    black_box(f.finish());
+    n
+}
+
+fn et_paths() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/et-open");
+    vec![
+        dir.join("et-open-http.rules"),
+        dir.join("et-open-tls.rules"),
+    ]
+}
+
+fn engines_of(set: Ruleset) -> Engines {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Engines::new(
+        WebFilter::default(),
+        AppTable::load(&root.join("configs/apps.toml")).unwrap(),
+        AppControl::default(),
+        Arc::new(set),
+        Mode::Detect,
+    )
+}
+
+/// ET Open's HTTP and TLS rules (issue 14): loading the set, and the same
+/// work with the set and without rules in one run, so ratios compare like
+/// with like. The client is in the default HOME_NET (10/8), the server
+/// outside it, as ET's `$HOME_NET -> $EXTERNAL_NET` headers expect.
+fn et_open(c: &mut Criterion) {
+    let mut g = c.benchmark_group("et_open_load");
+    g.sample_size(10);
+    g.bench_function("load_http_and_tls", |b| {
+        b.iter(|| {
+            black_box(
+                Ruleset::load_files(&et_paths(), &Vars::default())
+                    .0
+                    .rules()
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+    let et = engines_of(Ruleset::load_files(&et_paths(), &Vars::default()).0);
+    let none = Engines::pass_through();
+    let mut m = meta();
+    m.src = "10.0.0.10:40000".parse().unwrap();
+
+    const BODY: usize = 16 << 20;
+    let body = mixed_buffer(BODY);
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nServer: nginx\r\nContent-Length: {BODY}\r\n\r\n");
+    let req: &[u8] = b"GET /download/big.html HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html\r\nAccept-Language: en-US\r\nCookie: session=3f9a0c1d2e\r\n\r\n";
+    let mut g = c.benchmark_group("et_open_bulk");
+    g.throughput(Throughput::Bytes(BODY as u64));
+    g.sample_size(10);
+    for (name, e) in [("no_rules", &none), ("et_http_tls", &et)] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(download(e, &m, req, head.as_bytes(), &body)))
+        });
+    }
+    g.finish();
+
+    // One new connection's engine work: its ClientHello, its certificate,
+    // one page request and response (the TLS legs are measured elsewhere).
+    let hello = tlsinspect_pipeline::tls::ClientHello {
+        len: 512,
+        legacy_version: 0x0303,
+        sni: Some("www.shop.example.com".into()),
+        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        supported_versions: vec![0x0304, 0x0303],
+        cipher_suites: vec![0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f],
+        extensions: vec![0, 10, 11, 13, 16, 43, 45, 51],
+        signature_algorithms: vec![0x0403, 0x0804, 0x0401],
+        supported_groups: vec![0x001d, 0x0017],
+        ech: false,
+        ja4: "t13d0508h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
+    };
+    let hello_bytes = vec![0x16u8; 512];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["www.shop.example.com".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let chain = vec![leaf.der().clone()];
+    let page = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2048\r\n\r\n";
+    let page_body = mixed_buffer(2048);
+    let mut g = c.benchmark_group("et_open_connection");
+    for (name, e) in [("no_rules", &none), ("et_http_tls", &et)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                use tlsinspect_pipeline::api::TlsHandshake;
+                black_box(e.on_tls(
+                    &m,
+                    &TlsHandshake {
+                        hello: &hello,
+                        hello_bytes: &hello_bytes,
+                        upstream_chain: None,
+                    },
+                ));
+                black_box(e.on_tls(
+                    &m,
+                    &TlsHandshake {
+                        hello: &hello,
+                        hello_bytes: &[],
+                        upstream_chain: Some(&chain),
+                    },
+                ));
+                let mut f = e.new_flow(&m);
+                let mut out = Emit::default();
+                f.on_data(Direction::ToServer, req, &mut out);
+                f.on_data(Direction::ToClient, page, &mut out);
+                f.on_data(Direction::ToClient, &page_body, &mut out);
+                black_box(f.finish())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ips_scan, engine, et_open, cpu_table);
 criterion_main!(benches);

@@ -633,3 +633,40 @@ fn binary_reports_a_missing_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ips_groups_are_validated_like_the_rest() {
+    let e = load_err("err_ips_groups.toml");
+    let at = "tests/configs/err_ips_groups.toml";
+    has(&e, &[at, "ips.address_groups.HOME_NET", "192.0.2.999"]);
+    has(&e, &[at, "ips.address_groups.DC_SERVERS", "$NO_SUCH_GROUP"]);
+    has(&e, &[at, "ips.address_groups.bad name", "letters, digits"]);
+    has(&e, &[at, "ips.port_groups.HTTP_PORTS", "8080:70000"]);
+    has(&e, &[at, "ips.port_groups.SSH_PORTS", "must be a string"]);
+}
+
+#[test]
+fn ips_groups_reach_the_rules_and_home_net_defaults_to_the_scopes() {
+    use tlsinspect::inspect::Ruleset;
+    let c = config::load(Path::new("tests/configs/valid_ips_groups.toml")).unwrap();
+    assert_eq!(c.ips.address_groups.len(), 3);
+    let vars = tlsinspect::appliance::build::ips_vars(&c).unwrap();
+    let rule =
+        r#"alert http $HOME_NET any -> $HTTP_SERVERS $HTTP_PORTS (http.uri; content:"/x"; sid:1;)"#;
+    let (set, rep) = Ruleset::from_text(rule, "t", &vars);
+    assert!(rep.problems().is_empty(), "{:?}", rep.problems());
+    let r = &set.rules()[0];
+    let ip = |s: &str| s.parse().unwrap();
+    assert!(r.src.contains(ip("198.51.100.7")) && !r.src.contains(ip("10.0.0.1")));
+    assert!(r.dst.contains(ip("203.0.113.9")) && !r.dst.contains(ip("203.0.113.1")));
+    assert!(r.dport.contains(8050) && !r.dport.contains(443));
+    // Without [ips.address_groups], HOME_NET is RFC 1918 plus the scopes' clients.
+    let c = config::load(Path::new("tests/configs/valid_minimal.toml")).unwrap();
+    let vars = tlsinspect::appliance::build::ips_vars(&c).unwrap();
+    let (set, _) = Ruleset::from_text(rule, "t", &vars);
+    let r = &set.rules()[0];
+    assert!(r.src.contains(ip("192.0.2.10")) && r.src.contains(ip("10.1.2.3")));
+    assert!(!r.src.contains(ip("192.0.2.11")));
+    // HTTP_PORTS covers the decrypted HTTPS the appliance inspects.
+    assert!(r.dport.contains(443) && r.dport.contains(80) && !r.dport.contains(8443));
+}

@@ -1,9 +1,13 @@
 //! Fuzzes the IPS rule loader with arbitrary rule text, then runs whatever
-//! loaded against the input itself as a raw buffer.
+//! loaded against the input itself in every buffer (the certificate chain
+//! included) and every phase, with flowbits, xbits and thresholds live, and
+//! checks the Suricata vars of `[ips.address_groups]` on the same text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlsinspect::inspect::ips::{Buffer, Buffers, Phase, Ruleset, Scratch, Vars};
+use tlsinspect::inspect::ips::{
+    Buffer, Buffers, EvalCtx, FlowBits, Phase, Ruleset, Scratch, Vars,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,9 +19,35 @@ fuzz_target!(|data: &[u8]| {
     for b in Buffer::ALL {
         bufs.set(b, data);
     }
+    let chain = [data, data];
+    bufs.set_certs(&chain);
     let mut hits = Vec::new();
     let mut scratch = Scratch::default();
-    for phase in [Phase::Request, Phase::Response, Phase::Raw] {
-        set.eval(phase, &bufs, &|_| true, &mut scratch, &mut hits);
+    let mut bits = FlowBits::default();
+    let mut ctx = EvalCtx {
+        bits: &mut bits,
+        src: "192.0.2.1".parse().unwrap(),
+        dst: "203.0.113.1".parse().unwrap(),
+        tls_version: Some(0x0304),
+    };
+    for phase in [
+        Phase::Request,
+        Phase::Response,
+        Phase::Raw,
+        Phase::TlsHello,
+        Phase::TlsCert,
+    ] {
+        set.eval(phase, &bufs, &|_| true, &mut scratch, &mut ctx, &mut hits);
+    }
+    for &h in &hits {
+        let _ = set.should_alert(h, ctx.src, ctx.dst);
+    }
+    let mut lines = text.lines();
+    if let (Some(a), Some(p)) = (lines.next(), lines.next()) {
+        let _ = Vars::with_groups(
+            Some(a.to_string()),
+            &[("G".into(), a.to_string())],
+            &[("P".into(), p.to_string())],
+        );
     }
 });

@@ -177,10 +177,30 @@ pub trait FlowInspector: Send {
     fn finish(&mut self) -> InspectReport;
 }
 
+/// The TLS handshake of an in-scope connection, as the engines see it.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsHandshake<'a> {
+    /// The parsed ClientHello.
+    pub hello: &'a crate::tls::ClientHello,
+    /// The ClientHello's records, as the client sent them.
+    pub hello_bytes: &'a [u8],
+    /// The upstream chain, leaf first; `None` until the server leg has it
+    /// (and always for passed and blocked flows).
+    pub upstream_chain: Option<&'a [CertificateDer<'static>]>,
+}
+
 /// Creates a [`FlowInspector`] for each inspected flow.
 pub trait Inspector: Send + Sync {
     /// Starts inspection of one flow.
     fn new_flow(&self, meta: &FlowMeta) -> Box<dyn FlowInspector>;
+
+    /// Looks at the handshake of every in-scope TLS connection, inspected or
+    /// passed: once with the ClientHello when the decision is taken, and once
+    /// more with the upstream chain when the server leg has received it.
+    /// Returns the alerts to log.
+    fn on_tls(&self, _meta: &FlowMeta, _tls: &TlsHandshake<'_>) -> Vec<Alert> {
+        Vec::new()
+    }
 }
 
 /// What happened to a flow, as one traffic-log record.

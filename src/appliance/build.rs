@@ -288,6 +288,33 @@ pub fn bypass_config(a: &config::Appliance) -> BypassConfig {
     }
 }
 
+/// Suricata's vars for the rules: `[ips.address_groups]` / `[ips.port_groups]`
+/// over Suricata's defaults, where the default `HOME_NET` is RFC 1918 plus
+/// every source address the policies' scopes select (their clients are the
+/// home network whatever addresses they have).
+pub fn ips_vars(cfg: &Config) -> anyhow::Result<Vars> {
+    let mut home: Vec<ipnet::IpNet> = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    for p in cfg.policies.iter() {
+        for s in &p.scopes {
+            home.extend(s.source_ips.iter().map(|ip| ipnet::IpNet::from(*ip)));
+        }
+    }
+    let home = ipnet::IpNet::aggregate(&home);
+    let list: Vec<String> = home.iter().map(|n| n.to_string()).collect();
+    Vars::with_groups(
+        Some(format!("[{}]", list.join(","))),
+        &cfg.ips.address_groups,
+        &cfg.ips.port_groups,
+    )
+    .map_err(|e| {
+        let (kind, name, why) = &e[0];
+        anyhow::anyhow!("[ips.{kind}] {name} = {why}")
+    })
+}
+
 /// The inspection engines of `[ips]`, `[[webfilter.rule]]` and `[appcontrol]`.
 ///
 /// Rule problems come back in the report; only an unreadable or invalid
@@ -325,7 +352,7 @@ pub fn engines(cfg: &Config) -> anyhow::Result<(Engines, LoadReport)> {
             })
             .collect(),
     );
-    let (ruleset, report) = Ruleset::load_files(&cfg.ips.rules, &Vars::default());
+    let (ruleset, report) = Ruleset::load_files(&cfg.ips.rules, &ips_vars(cfg)?);
     let mode = match cfg.ips.mode {
         config::IpsMode::Detect => inspect::Mode::Detect,
         config::IpsMode::Prevent => inspect::Mode::Prevent,

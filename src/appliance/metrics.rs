@@ -203,6 +203,16 @@ impl MetricsSource for Appliance {
                 );
             }
         }
+        for (sid, n) in self.inspector.ips_alert_counts() {
+            out.push(
+                Sample::counter(
+                    "ips_alerts",
+                    "IPS alerts raised per rule since its rule set was loaded (thresholded and noalert matches are not counted).",
+                    n,
+                )
+                .label("sid", sid.to_string()),
+            );
+        }
         out.push(Sample::counter(
             "log_uncounted",
             "Records not counted by label because the label sets were full.",

@@ -101,10 +101,23 @@ impl ReloadableInspector {
     pub fn replace(&self, engines: Arc<Engines>) {
         self.current.store(engines);
     }
+
+    /// IPS alerts per sid raised by the current rule set (since its load).
+    pub fn ips_alert_counts(&self) -> Vec<(u64, u64)> {
+        self.current.load().ips_alert_counts()
+    }
 }
 
 impl Inspector for ReloadableInspector {
     fn new_flow(&self, meta: &FlowMeta) -> Box<dyn FlowInspector> {
         self.current.load().new_flow(meta)
+    }
+
+    fn on_tls(
+        &self,
+        meta: &FlowMeta,
+        tls: &tlsinspect_pipeline::api::TlsHandshake<'_>,
+    ) -> Vec<tlsinspect_pipeline::api::Alert> {
+        self.current.load().on_tls(meta, tls)
     }
 }

@@ -27,7 +27,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let control_path = cfg.appliance.control.clone();
     let cpus = cfg.appliance.cpus.clone();
     let summary = format!(
-        "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}",
+        "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}, IPS prefilter {}",
         cfg.appliance.mode,
         cfg.appliance.lan,
         cfg.appliance.wan,
@@ -35,7 +35,8 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         cfg.appliance.cpus,
         cfg.policies.iter().filter(|p| p.enabled).count(),
         runtime::scope_specs(&cfg).len(),
-        cfg.appliance.log.display()
+        cfg.appliance.log.display(),
+        crate::inspect::ips::MATCHER
     );
     // Warnings (config, CA validity, skipped IPS rules) are logged by start.
     let app = Arc::new(Appliance::start(config, cfg)?);

@@ -61,8 +61,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     // Everything else `run` builds from the file (upstream roots, SNI
     // exclusions, IPS rules, app signatures) is built here the same way.
+    let ips_report;
     match crate::appliance::build::Built::from_config(&cfg, now) {
         Ok(built) => {
+            ips_report = Some(built.ips_report.clone());
             for w in built.warnings {
                 if !ca_warnings.contains(&w) && !w.contains(": CA") {
                     ca_warnings.push(w);
@@ -89,7 +91,44 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", render_report(&cfg, Some(&ca_status), &ca_warnings));
+    if let Some(r) = &ips_report {
+        print!("{}", render_ips(r));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The IPS rule files: loaded and skipped-by-keyword per file, and the matcher.
+pub fn render_ips(r: &crate::inspect::LoadReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "ips rules: {} loaded, {} skipped; prefilter {}",
+        thousands(r.loaded as u64),
+        thousands(r.skipped.len() as u64),
+        crate::inspect::ips::MATCHER
+    );
+    for f in &r.files {
+        let total = f.loaded + f.skipped_total();
+        let pct = if total == 0 {
+            100.0
+        } else {
+            100.0 * f.loaded as f64 / total as f64
+        };
+        let _ = writeln!(
+            o,
+            "  {}: {} of {} loaded ({pct:.1} %)",
+            f.path,
+            thousands(f.loaded as u64),
+            thousands(total as u64)
+        );
+        for (k, n) in &f.skipped {
+            let _ = writeln!(o, "    skipped {}: {k}", thousands(*n as u64));
+        }
+    }
+    for e in &r.file_errors {
+        let _ = writeln!(o, "  {e}");
+    }
+    o
 }
 
 fn fail(config: &Path, n: usize) -> ExitCode {

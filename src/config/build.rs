@@ -75,7 +75,7 @@ const SCOPE_KEYS: &[&str] = &[
     "destinations",
     "destination_ports",
 ];
-const IPS_KEYS: &[&str] = &["rules", "mode"];
+const IPS_KEYS: &[&str] = &["rules", "mode", "address_groups", "port_groups"];
 const WEBFILTER_KEYS: &[&str] = &["rule"];
 const WEBFILTER_RULE_KEYS: &[&str] = &["host", "path", "methods", "action"];
 const APPCONTROL_KEYS: &[&str] = &["signatures", "rule"];
@@ -688,6 +688,8 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         None => Some(Ips {
             rules: Vec::new(),
             mode: IpsMode::Detect,
+            address_groups: Vec::new(),
+            port_groups: Vec::new(),
         }),
     };
     let webfilter = match top.sub(&mut cx, "webfilter") {
@@ -1347,10 +1349,48 @@ fn ips(cx: &mut Cx, t: &Table) -> Option<Ips> {
         &[("detect", IpsMode::Detect), ("prevent", IpsMode::Prevent)],
         IpsMode::Detect,
     );
+    let mut groups: [Vec<(String, String)>; 2] = Default::default();
+    let mut ok = true;
+    for (slot, key) in ["address_groups", "port_groups"].into_iter().enumerate() {
+        let Some(gt) = i.sub(cx, key) else {
+            continue;
+        };
+        let g = Tbl::new(
+            gt,
+            At {
+                prefix: format!("ips.{key}."),
+                ..At::default()
+            },
+        );
+        for (name, v) in gt {
+            match v {
+                Value::String(val) => groups[slot].push((name.clone(), val.clone())),
+                other => {
+                    g.wrong_type(
+                        cx,
+                        name,
+                        "a string such as \"[192.0.2.0/24,!192.0.2.1]\"",
+                        other,
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    if let Err(errs) = crate::inspect::Vars::with_groups(None, &groups[0], &groups[1]) {
+        for (kind, name, why) in errs {
+            i.fail(cx, &format!("{kind}.{name}"), format_args!("= {why}"));
+        }
+        ok = false;
+    }
+    let [address_groups, port_groups] = groups;
     Some(Ips {
         rules: rules?,
         mode: mode?,
+        address_groups,
+        port_groups,
     })
+    .filter(|_| ok)
 }
 
 fn webfilter(cx: &mut Cx, t: &Table) -> Option<Vec<WebFilterRule>> {

@@ -376,6 +376,10 @@ pub struct Ips {
     pub rules: Vec<PathBuf>,
     /// Whether drop/reject rules act.
     pub mode: IpsMode,
+    /// `[ips.address_groups]`: Suricata address vars (`HOME_NET`, ...), in file order.
+    pub address_groups: Vec<(String, String)>,
+    /// `[ips.port_groups]`: Suricata port vars (`HTTP_PORTS`, ...).
+    pub port_groups: Vec<(String, String)>,
 }
 
 /// Verdict of a web-filter or application-control rule.

@@ -17,7 +17,9 @@ use tlsinspect_pipeline::api::{
 use super::appid::RequestFacts;
 use super::http1::{self, Event, Expect, Side};
 use super::http2;
-use super::ips::{Action, Activity, Buffer, Buffers, Mode, Phase, Scratch};
+use super::ips::{
+    Action, Activity, Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Ruleset, Scratch,
+};
 use super::text::html_escape;
 use super::webfilter::Verdict;
 use super::Shared;
@@ -47,12 +49,134 @@ pub(crate) struct Txn {
     pub log: Option<usize>,
     pub status: Option<u16>,
     pub resp_header_buf: Vec<u8>,
-    /// Tail of the response body already scanned (overlap for the next chunk).
-    pub resp_tail: Vec<u8>,
+    /// The request's other head buffers some rule wants (cookie, start, ...).
+    pub req_extra: Vec<(Buffer, Vec<u8>)>,
+    /// The response's other head buffers some rule wants.
+    pub resp_extra: Vec<(Buffer, Vec<u8>)>,
+    /// The response body held for `file.data` rules (up to the limit).
+    pub resp_body: Vec<u8>,
     /// Sids already raised on this transaction's response.
     pub resp_sids: HashSet<u64>,
     /// Whether any response-body rule could still match this response.
     pub resp_body_scan: bool,
+    /// The body rules have run on this response.
+    pub resp_body_done: bool,
+}
+
+fn header_value(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case(name) {
+            match &mut out {
+                // Repeated fields are joined as one value, as libhtp does.
+                Some(o) => {
+                    o.extend_from_slice(b", ");
+                    o.extend_from_slice(v);
+                }
+                None => out = Some(v.clone()),
+            }
+        }
+    }
+    out
+}
+
+/// The head buffers besides method/uri/host/header that some rule of
+/// `phase` wants, built from the start line, the fields and the raw head.
+///
+/// Spelled as Suricata builds them: `http.header_names` is
+/// `\r\nName\r\n...\r\n\r\n`, `http.start` the start line, the
+/// `Name: value` lines and a blank line, `http.header.raw` the head after
+/// the start line as received.
+pub(crate) fn head_buffers(
+    ips: &Ruleset,
+    phase: Phase,
+    response: bool,
+    start_line: &[u8],
+    headers: &[(String, Vec<u8>)],
+    raw: Option<&[u8]>,
+) -> Vec<(Buffer, Vec<u8>)> {
+    let side = |b: Buffer| if response { b.to_response() } else { b };
+    let mut out = Vec::new();
+    let want = |b: Buffer| ips.wants(phase, b);
+    let fields: &[(Buffer, &str)] = if response {
+        &[
+            (Buffer::Server, "server"),
+            (Buffer::Location, "location"),
+            (Buffer::RespContentType, "content-type"),
+            (Buffer::RespContentLen, "content-length"),
+            (Buffer::RespCookie, "set-cookie"),
+            (Buffer::RespConnection, "connection"),
+        ]
+    } else {
+        &[
+            (Buffer::Cookie, "cookie"),
+            (Buffer::ContentType, "content-type"),
+            (Buffer::ContentLen, "content-length"),
+            (Buffer::Referer, "referer"),
+            (Buffer::Accept, "accept"),
+            (Buffer::AcceptEnc, "accept-encoding"),
+            (Buffer::AcceptLang, "accept-language"),
+            (Buffer::Connection, "connection"),
+            (Buffer::HostRaw, "host"),
+        ]
+    };
+    for &(b, name) in fields {
+        if want(b) {
+            if let Some(v) = header_value(headers, name) {
+                out.push((b, v));
+            }
+        }
+    }
+    let line = if response {
+        Buffer::ResponseLine
+    } else {
+        Buffer::RequestLine
+    };
+    if want(line) {
+        out.push((line, start_line.to_vec()));
+    }
+    let words: Vec<&[u8]> = start_line.splitn(3, |&c| c == b' ').collect();
+    if want(side(Buffer::Protocol)) {
+        let proto = if response {
+            words.first()
+        } else {
+            words.get(2)
+        };
+        if let Some(p) = proto {
+            out.push((side(Buffer::Protocol), p.to_vec()));
+        }
+    }
+    if response && want(Buffer::StatMsg) {
+        if let Some(m) = words.get(2) {
+            out.push((Buffer::StatMsg, m.to_vec()));
+        }
+    }
+    if want(side(Buffer::HeaderNames)) {
+        let mut v = b"\r\n".to_vec();
+        for (n, _) in headers {
+            v.extend_from_slice(n.as_bytes());
+            v.extend_from_slice(b"\r\n");
+        }
+        v.extend_from_slice(b"\r\n");
+        out.push((side(Buffer::HeaderNames), v));
+    }
+    if want(side(Buffer::Start)) {
+        let mut v = start_line.to_vec();
+        v.extend_from_slice(b"\r\n");
+        v.extend_from_slice(&header_lines(headers));
+        v.extend_from_slice(b"\r\n");
+        out.push((side(Buffer::Start), v));
+    }
+    if want(side(Buffer::HeaderRaw)) {
+        if let Some(raw) = raw {
+            let after = raw
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(raw.len(), |p| p + 2);
+            out.push((side(Buffer::HeaderRaw), raw[after..].to_vec()));
+        }
+    }
+    out
 }
 
 /// State shared by the protocol handlers of one flow.
@@ -66,6 +190,10 @@ pub(crate) struct Core {
     new_alerts: Vec<Alert>,
     report: InspectReport,
     raw_sids: HashSet<u64>,
+    /// The flow's flowbits.
+    bits: FlowBits,
+    client: IpAddr,
+    server: IpAddr,
     /// Whether any raw-stream rule applies to [to server, to client].
     raw_active: [bool; 2],
     pub is_http: bool,
@@ -125,6 +253,9 @@ impl Core {
             new_alerts: Vec::new(),
             report: InspectReport::default(),
             raw_sids: HashSet::new(),
+            bits: FlowBits::default(),
+            client: client.0,
+            server: server.0,
             is_http: false,
         }
     }
@@ -155,6 +286,7 @@ impl Core {
         target: &[u8],
         uri: Vec<u8>,
         headers: &[(String, Vec<u8>)],
+        raw_head: Option<&[u8]>,
     ) -> Txn {
         let app = self
             .shared
@@ -183,11 +315,24 @@ impl Core {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
             .map(|(_, v)| v.clone());
+        let start_line = match raw_head.and_then(|r| r.split(|&c| c == b'\n').next()) {
+            Some(l) => l.strip_suffix(b"\r").unwrap_or(l).to_vec(),
+            None => [method.as_bytes(), b" ", target, b" HTTP/2"].concat(),
+        };
+        let req_extra = head_buffers(
+            &self.shared.ips,
+            Phase::Request,
+            false,
+            &start_line,
+            headers,
+            raw_head,
+        );
         Txn {
             method: method.to_string(),
             host: host.to_string(),
             target: target.to_vec(),
             header_buf: header_lines(headers),
+            req_extra,
             uri,
             ua,
             app,
@@ -204,6 +349,32 @@ impl Core {
                 t.status = Some(status);
             }
         }
+    }
+
+    /// Records a response head of `txn`: status and the head buffers.
+    pub fn response_head(
+        &mut self,
+        txn: &mut Txn,
+        status: u16,
+        headers: &[(String, Vec<u8>)],
+        raw_head: Option<&[u8]>,
+    ) {
+        self.set_status(txn, status);
+        txn.resp_header_buf = header_lines(headers);
+        let start_line = match raw_head.and_then(|r| r.split(|&c| c == b'\n').next()) {
+            Some(l) => l.strip_suffix(b"\r").unwrap_or(l).to_vec(),
+            None => format!("HTTP/2 {status:03}").into_bytes(),
+        };
+        txn.resp_extra = head_buffers(
+            &self.shared.ips,
+            Phase::Response,
+            true,
+            &start_line,
+            headers,
+            raw_head,
+        );
+        txn.resp_body.clear();
+        txn.resp_body_done = false;
     }
 
     /// Web filter then application control on a request head.
@@ -255,6 +426,9 @@ impl Core {
         if let Some(ua) = &txn.ua {
             bufs.set(Buffer::UserAgent, ua);
         }
+        for (b, v) in &txn.req_extra {
+            bufs.set(*b, v);
+        }
     }
 
     /// Runs the request-phase IPS rules on a request (and its held body).
@@ -270,53 +444,91 @@ impl Core {
         self.run(Phase::Request, &bufs, true, None)
     }
 
-    /// Runs the response-phase rules on a response head or body chunk.
+    /// Runs the response-phase rules on a response head (`chunk` = `None`),
+    /// or holds a body chunk for the body rules.
+    ///
+    /// Body rules (`file.data`) see the body from its first byte, as in
+    /// Suricata, up to `max_response_body`: they run once, when the body
+    /// ends ([`Core::ips_response_end`]) or reaches that limit. Running them
+    /// once on the whole buffer is what makes `depth`, `endswith`, `bsize`
+    /// and `isdataat` mean the same however the body was split into chunks.
     pub fn ips_response(&mut self, txn: &mut Txn, chunk: Option<&[u8]>) -> IpsOutcome {
-        if self.ips_passed || (chunk.is_some() && !txn.resp_body_scan) {
+        if self.ips_passed {
             return IpsOutcome::Continue;
         }
         let ips = self.shared.ips.clone();
         if ips.phase_empty(Phase::Response) {
             return IpsOutcome::Continue;
         }
-        let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
-        let mut window = Vec::new();
-        if let Some(c) = chunk {
-            window.reserve(txn.resp_tail.len() + c.len());
-            window.extend_from_slice(&txn.resp_tail);
-            window.extend_from_slice(c);
+        match chunk {
+            None => {
+                let mut sids = std::mem::take(&mut txn.resp_sids);
+                let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
+                let (o, scan) = {
+                    let mut bufs = Buffers::default();
+                    Self::response_buffers(txn, &status, &mut bufs);
+                    // At the head: decide once whether the body needs holding.
+                    let scan = ips.could_need(
+                        Phase::Response,
+                        Buffer::ResponseBody,
+                        &bufs,
+                        &mut self.scratch,
+                    );
+                    (
+                        self.run(Phase::Response, &bufs, false, Some(&mut sids)),
+                        scan,
+                    )
+                };
+                txn.resp_sids = sids;
+                txn.resp_body_scan = scan;
+                o
+            }
+            Some(c) => {
+                if !txn.resp_body_scan || txn.resp_body_done {
+                    return IpsOutcome::Continue;
+                }
+                let max = self.shared.limits.max_response_body;
+                let take = c.len().min(max.saturating_sub(txn.resp_body.len()));
+                txn.resp_body.extend_from_slice(&c[..take]);
+                if txn.resp_body.len() >= max {
+                    return self.ips_response_end(txn);
+                }
+                IpsOutcome::Continue
+            }
         }
+    }
+
+    /// The response body of `txn` ended: runs the body rules once on it.
+    pub fn ips_response_end(&mut self, txn: &mut Txn) -> IpsOutcome {
+        if self.ips_passed || !txn.resp_body_scan || txn.resp_body_done {
+            return IpsOutcome::Continue;
+        }
+        txn.resp_body_done = true;
+        if txn.resp_body.is_empty() {
+            return IpsOutcome::Continue;
+        }
+        let body = std::mem::take(&mut txn.resp_body);
         let mut sids = std::mem::take(&mut txn.resp_sids);
-        let mut body_scan = txn.resp_body_scan;
-        let outcome = {
+        let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
+        let o = {
             let mut bufs = Buffers::default();
-            Self::request_buffers(txn, &mut bufs);
-            if txn.status.is_some() {
-                bufs.set(Buffer::StatCode, status.as_bytes());
-            }
-            bufs.set(Buffer::ResponseHeader, &txn.resp_header_buf);
-            if chunk.is_some() {
-                bufs.set(Buffer::ResponseBody, &window);
-            } else {
-                // At the head: decide once whether the body needs scanning.
-                body_scan = ips.could_need(
-                    Phase::Response,
-                    Buffer::ResponseBody,
-                    &bufs,
-                    &mut self.scratch,
-                );
-            }
+            Self::response_buffers(txn, &status, &mut bufs);
+            bufs.set(Buffer::ResponseBody, &body);
             self.run(Phase::Response, &bufs, false, Some(&mut sids))
         };
         txn.resp_sids = sids;
-        txn.resp_body_scan = body_scan;
-        if chunk.is_some() {
-            let keep = self.shared.limits.stream_overlap.min(window.len());
-            txn.resp_tail.clear();
-            txn.resp_tail
-                .extend_from_slice(&window[window.len() - keep..]);
+        o
+    }
+
+    fn response_buffers<'a>(txn: &'a Txn, status: &'a str, bufs: &mut Buffers<'a>) {
+        Self::request_buffers(txn, bufs);
+        if txn.status.is_some() {
+            bufs.set(Buffer::StatCode, status.as_bytes());
         }
-        outcome
+        bufs.set(Buffer::ResponseHeader, &txn.resp_header_buf);
+        for (b, v) in &txn.resp_extra {
+            bufs.set(*b, v);
+        }
     }
 
     /// Runs the raw-stream rules over `window` (tail of the previous chunk + this one).
@@ -342,7 +554,7 @@ impl Core {
         phase: Phase,
         bufs: &Buffers<'_>,
         to_server: bool,
-        mut dedupe: Option<&mut HashSet<u64>>,
+        dedupe: Option<&mut HashSet<u64>>,
     ) -> IpsOutcome {
         let ips = self.shared.ips.clone();
         self.hits.clear();
@@ -350,61 +562,113 @@ impl Core {
         let is_http = self.is_http;
         let active = |id: u32| {
             let r = ips.rule(id);
-            (r.proto == super::ips::Proto::Any || is_http)
+            let proto_ok = match r.proto {
+                super::ips::Proto::Any => true,
+                super::ips::Proto::Http => is_http,
+                super::ips::Proto::Tls => false,
+            };
+            proto_ok
                 && if to_server {
                     activity.to_server(id)
                 } else {
                     activity.to_client(id)
                 }
         };
-        ips.eval(phase, bufs, &active, &mut self.scratch, &mut self.hits);
+        let (src, dst) = if to_server {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        };
+        let mut ctx = EvalCtx {
+            bits: &mut self.bits,
+            src,
+            dst,
+            tls_version: None,
+        };
+        ips.eval(
+            phase,
+            bufs,
+            &active,
+            &mut self.scratch,
+            &mut ctx,
+            &mut self.hits,
+        );
         if self.hits.is_empty() {
             return IpsOutcome::Continue;
         }
         let hits = std::mem::take(&mut self.hits);
-        let mut outcome = IpsOutcome::Continue;
-        let pass = hits.iter().find(|&&h| ips.rule(h).action == Action::Pass);
-        let chosen: Vec<u32> = match pass {
-            Some(&p) => {
-                self.ips_passed = true;
-                vec![p]
-            }
-            None => hits.clone(),
-        };
-        for h in chosen {
-            let r = ips.rule(h);
-            if let Some(seen) = dedupe.as_deref_mut() {
-                if !seen.insert(r.sid) {
-                    continue;
-                }
-            }
-            let done = match (self.shared.mode, r.action) {
-                (_, Action::Pass) => "pass",
-                (Mode::Prevent, Action::Drop) => {
-                    outcome = IpsOutcome::Drop;
-                    "drop"
-                }
-                (Mode::Prevent, Action::Reject) => {
-                    if outcome != IpsOutcome::Drop {
-                        outcome = IpsOutcome::Reject;
-                    }
-                    "reject"
-                }
-                _ => "alert",
-            };
-            self.alert(Alert {
-                engine: "ips",
-                sid: r.sid,
-                msg: r.msg.clone(),
-                action: done.to_string(),
-                rev: r.rev,
-                category: r.classtype.clone(),
-                severity: r.priority,
-            });
+        let mut alerts = Vec::new();
+        let (outcome, passed) =
+            verdicts(&ips, self.shared.mode, &hits, src, dst, dedupe, &mut alerts);
+        self.ips_passed |= passed;
+        for a in alerts {
+            self.alert(a);
         }
         self.hits = hits;
         outcome
     }
+}
+
+/// Turns matched rules into alerts and the step's outcome.
+///
+/// A matching `pass` rule wins over the others of the step and stops the
+/// IPS for the flow (the returned bool); `noalert` and thresholded matches
+/// neither alert nor act; `dedupe` drops sids already raised in this scope.
+pub(crate) fn verdicts(
+    ips: &Ruleset,
+    mode: Mode,
+    hits: &[u32],
+    src: IpAddr,
+    dst: IpAddr,
+    mut dedupe: Option<&mut HashSet<u64>>,
+    out: &mut Vec<Alert>,
+) -> (IpsOutcome, bool) {
+    let mut outcome = IpsOutcome::Continue;
+    let pass = hits
+        .iter()
+        .find(|&&h| ips.rule(h).action == Action::Pass && !ips.rule(h).noalert);
+    let chosen: Vec<u32> = match pass {
+        Some(&p) => vec![p],
+        None => hits.to_vec(),
+    };
+    for h in chosen {
+        let r = ips.rule(h);
+        if let Some(seen) = dedupe.as_deref_mut() {
+            if seen.contains(&r.sid) {
+                continue;
+            }
+        }
+        if !ips.should_alert(h, src, dst) {
+            continue;
+        }
+        if let Some(seen) = dedupe.as_deref_mut() {
+            seen.insert(r.sid);
+        }
+        let done = match (mode, r.action) {
+            (_, Action::Pass) => "pass",
+            (Mode::Prevent, Action::Drop) => {
+                outcome = IpsOutcome::Drop;
+                "drop"
+            }
+            (Mode::Prevent, Action::Reject) => {
+                if outcome != IpsOutcome::Drop {
+                    outcome = IpsOutcome::Reject;
+                }
+                "reject"
+            }
+            _ => "alert",
+        };
+        out.push(Alert {
+            engine: "ips",
+            sid: r.sid,
+            msg: r.msg.clone(),
+            action: done.to_string(),
+            rev: r.rev,
+            category: r.classtype.clone(),
+            severity: r.priority,
+        });
+    }
+    (outcome, pass.is_some())
 }
 
 /// Protocol state of a flow.
@@ -422,6 +686,8 @@ pub(crate) struct Flow {
     core: Core,
     proto: Proto,
     raw_tail: [Vec<u8>; 2],
+    /// Bytes of each direction the raw-stream rules have seen.
+    raw_seen: [usize; 2],
     /// After a reset verdict nothing more is forwarded.
     dead: bool,
 }
@@ -443,6 +709,7 @@ impl Flow {
             core,
             proto,
             raw_tail: [Vec::new(), Vec::new()],
+            raw_seen: [0, 0],
             dead: false,
         };
         if matches!(f.proto, Proto::Http2(_)) {
@@ -457,6 +724,13 @@ impl Flow {
             return true;
         }
         let i = if dir == Direction::ToServer { 0 } else { 1 };
+        let depth = self.core.shared.limits.stream_depth;
+        let take = data.len().min(depth.saturating_sub(self.raw_seen[i]));
+        if take == 0 {
+            return true;
+        }
+        self.raw_seen[i] += take;
+        let data = &data[..take];
         let mut window = std::mem::take(&mut self.raw_tail[i]);
         window.extend_from_slice(data);
         let o = self.core.ips_raw(dir == Direction::ToServer, &window);
@@ -748,6 +1022,7 @@ impl H1 {
                         &head.target,
                         head.uri.clone(),
                         &head.headers,
+                        Some(&head.raw),
                     );
                     let has_body = head
                         .header("content-length")
@@ -884,8 +1159,7 @@ impl H1 {
                         },
                         _ => Box::default(),
                     };
-                    core.set_status(&mut txn, head.status);
-                    txn.resp_header_buf = header_lines(&head.headers);
+                    core.response_head(&mut txn, head.status, &head.headers, Some(&head.raw));
                     if core.ips_response(&mut txn, None) != IpsOutcome::Continue {
                         reset = true;
                         break;
@@ -904,7 +1178,12 @@ impl H1 {
                 Event::End { end } => {
                     out.to_client.extend_from_slice(&data[cursor..end]);
                     cursor = end;
-                    self.resp_txn = None;
+                    if let Some(mut txn) = self.resp_txn.take() {
+                        if core.ips_response_end(&mut txn) != IpsOutcome::Continue {
+                            reset = true;
+                            break;
+                        }
+                    }
                     self.flush_denied(out);
                 }
                 Event::Tunnel(_) | Event::Request { .. } => {}
@@ -931,7 +1210,11 @@ impl H1 {
             let mut ev = Vec::new();
             self.resp.finish(&mut ev, 0);
             if !ev.is_empty() {
-                self.resp_txn = None;
+                // A body delimited by the close: its rules still run (an
+                // outcome cannot reset a connection that is closing).
+                if let Some(mut txn) = self.resp_txn.take() {
+                    let _ = core.ips_response_end(&mut txn);
+                }
                 self.flush_denied(out);
             }
         } else if self.state == ReqState::Hold {

@@ -500,3 +500,84 @@ fn denied_upgrade_never_tunnels() {
     assert_eq!(o.to_client, resp);
     assert_eq!(o.http[0].3, Some(101));
 }
+
+// ------------------------------------------------- Suricata keyword families
+
+#[test]
+fn file_data_and_head_buffers_match_however_the_stream_is_split() {
+    let e = engines(
+        Mode::Detect,
+        r#"alert http any any -> any any (msg:"body start"; flow:established,to_client; file.data; content:"<html><!--kit"; startswith; fast_pattern; content:"eval("; distance:0; sid:6000001; rev:1;)
+alert http any any -> any any (msg:"body end"; flow:to_client; file_data; content:"</html>"; endswith; http.server; content:"nginx"; startswith; sid:6000002; rev:1;)
+alert http any any -> any any (msg:"req heads"; flow:to_server; http.header_names; content:"|0d 0a|X-Kit|0d 0a|"; http.cookie; content:"sess=42"; http.content_type; content:"text/x"; bsize:6; http.start; content:"POST /k HTTP/1.1|0d 0a|"; startswith; http.request_line; content:"POST /k HTTP/1.1"; bsize:16; http.protocol; content:"HTTP/1.1"; sid:6000003; rev:1;)
+alert http any any -> any any (msg:"resp heads"; flow:to_client; http.stat_msg; content:"OK"; http.response_line; content:"HTTP/1.1 200 OK"; http.content_type; content:"text/html"; http.header; content:"Server|3a| nginx"; sid:6000004; rev:1;)
+alert http any any -> any any (msg:"body depth miss"; flow:to_client; file.data; content:"eval("; depth:8; sid:6000005; rev:1;)"#,
+    );
+    let req = b"POST /k HTTP/1.1\r\nHost: a.example\r\nX-Kit: 1\r\nCookie: sess=42\r\nContent-Type: text/x\r\nContent-Length: 2\r\n\r\nhi";
+    let resp = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n<html><!-\r\n13\r\n-kit x=eval(1)</htm\r\n2\r\nl>\r\n0\r\n\r\n";
+    let o = check_all_splits(&e, None, &[c(req), s(resp)]);
+    assert_eq!(o.to_client, resp);
+    let mut sids: Vec<u64> = o.alerts.iter().map(|a| a.sid).collect();
+    sids.sort();
+    assert_eq!(sids, [6000001, 6000002, 6000003, 6000004], "{:?}", o.alerts);
+}
+
+#[test]
+fn flowbits_pair_alerts_only_when_the_request_set_the_bit() {
+    let rules = r#"alert http any any -> any any (msg:"set"; flow:to_server; http.uri; content:"/gate.php"; flowbits:set,et.gate; flowbits:noalert; sid:6000010; rev:1;)
+alert http any any -> any any (msg:"checked"; flow:to_client; flowbits:isset,et.gate; file.data; content:"payload"; sid:6000011; rev:1;)
+alert http any any -> any any (msg:"not set"; flow:to_client; flowbits:isnotset,et.gate; file.data; content:"payload"; sid:6000012; rev:1;)"#;
+    let e = engines(Mode::Detect, rules);
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npayload";
+    let o = check_all_splits(
+        &e,
+        None,
+        &[c(b"GET /gate.php HTTP/1.1\r\nHost: x\r\n\r\n"), s(resp)],
+    );
+    let sids: Vec<u64> = o.alerts.iter().map(|a| a.sid).collect();
+    assert_eq!(sids, [6000011], "noalert setter is silent: {:?}", o.alerts);
+    let o = check_all_splits(
+        &e,
+        None,
+        &[c(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"), s(resp)],
+    );
+    let sids: Vec<u64> = o.alerts.iter().map(|a| a.sid).collect();
+    assert_eq!(sids, [6000012]);
+}
+
+#[test]
+fn threshold_limit_caps_alerts_across_flows() {
+    let e = engines(
+        Mode::Prevent,
+        r#"drop http any any -> any any (msg:"limited"; flow:to_server; http.uri; content:"/probe"; threshold:type limit, track by_src, count 2, seconds 300; sid:6000020; rev:1;)"#,
+    );
+    let req = b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut alerts = 0;
+    let mut resets = 0;
+    for _ in 0..5 {
+        let o = drive(&e, None, &[c(req)], &whole);
+        alerts += o.alerts.iter().filter(|a| a.sid == 6000020).count();
+        resets += usize::from(o.action == ConnAction::Reset);
+    }
+    assert_eq!(alerts, 2, "two alerts per source in the window");
+    // A suppressed match neither alerts nor acts (as Suricata's thresholded drop).
+    assert_eq!(resets, 2);
+}
+
+#[test]
+fn raw_rules_stop_at_the_stream_depth() {
+    let e = engines(
+        Mode::Detect,
+        r#"alert tcp any any -> any any (msg:"deep"; flow:to_client; content:"NEEDLE-IN-STREAM"; sid:6000030; rev:1;)"#,
+    );
+    let depth = crate::inspect::EngineLimits::default().stream_depth;
+    for (at, fires) in [(depth - 16, true), (depth - 15, false)] {
+        let mut data = vec![b'.'; at];
+        data.extend_from_slice(b"NEEDLE-IN-STREAM");
+        let o = drive(&e, None, &[c(b"\x00hello"), s(&data)], &|_, b| {
+            b.chunks(16 * 1024).map(<[u8]>::to_vec).collect()
+        });
+        assert_eq!(o.to_client.len(), data.len());
+        assert_eq!(o.alerts.iter().any(|a| a.sid == 6000030), fires, "at {at}");
+    }
+}

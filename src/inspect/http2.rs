@@ -579,7 +579,7 @@ impl H2 {
         let method = method.to_string();
         let path = path.to_vec();
         let uri = normalize_uri(&path);
-        let mut txn = core.new_txn(&method, &host, &path, uri, &regular);
+        let mut txn = core.new_txn(&method, &host, &path, uri, &regular, None);
         if let Some(reason) = core.policy(&txn) {
             core.set_status(&mut txn, 403);
             // A client announcing 100-continue waits for us: answer now.
@@ -822,6 +822,9 @@ impl H2 {
                         {
                             return true;
                         }
+                        if end && core.ips_response_end(txn) != IpsOutcome::Continue {
+                            return true;
+                        }
                     }
                     if end {
                         st.resp_done = true;
@@ -860,15 +863,14 @@ impl H2 {
             return false;
         };
         let mut status: Option<u16> = None;
-        let mut lines = Vec::new();
+        let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut size = 0usize;
         let r = self.dec_resp.decode_with_cb(&block.frag, |n, v| {
             if n.as_ref() == b":status" {
                 status = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
-            } else if lines.len() < MAX_HEADER_BLOCK {
-                lines.extend_from_slice(&n);
-                lines.extend_from_slice(b": ");
-                lines.extend_from_slice(&v);
-                lines.extend_from_slice(b"\r\n");
+            } else if size < MAX_HEADER_BLOCK {
+                size += n.len() + v.len() + 4;
+                fields.push((String::from_utf8_lossy(&n).into_owned(), v.to_vec()));
             }
         });
         if let Err(e) = r {
@@ -882,8 +884,7 @@ impl H2 {
         if let Some(st) = self.streams.get_mut(&block.stream) {
             if let (Some(txn), Some(s)) = (st.txn.as_mut(), status) {
                 if s >= 200 {
-                    core.set_status(txn, s);
-                    txn.resp_header_buf = lines;
+                    core.response_head(txn, s, &fields, None);
                     if core.ips_response(txn, None) != IpsOutcome::Continue {
                         return true;
                     }

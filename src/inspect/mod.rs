@@ -17,6 +17,7 @@
 
 pub mod appid;
 mod flow;
+mod handshake;
 pub mod http1;
 pub mod http2;
 pub mod ips;
@@ -25,7 +26,7 @@ pub mod webfilter;
 
 use std::sync::Arc;
 
-use tlsinspect_pipeline::api::{FlowInspector, FlowMeta, Inspector};
+use tlsinspect_pipeline::api::{Alert, FlowInspector, FlowMeta, Inspector, TlsHandshake};
 
 pub use appid::{AppControl, AppRule, AppTable};
 pub use ips::{LoadReport, Mode, Ruleset, Vars};
@@ -43,6 +44,13 @@ pub struct EngineLimits {
     /// Bytes of the previous chunk kept in front of the next when scanning a
     /// stream, so patterns split across chunks still match.
     pub stream_overlap: usize,
+    /// Bytes per direction of a flow the raw-stream rules inspect
+    /// (Suricata's stream reassembly depth, 1 MiB by default); the rest of a
+    /// long transfer streams through unscanned by them.
+    pub stream_depth: usize,
+    /// Response body bytes `file.data` rules inspect (Suricata's
+    /// response-body-limit); the rest of a large body streams through.
+    pub max_response_body: usize,
     /// HTTP transactions recorded per flow for the log.
     pub max_txns: usize,
     /// Alerts recorded per flow for the log.
@@ -59,6 +67,8 @@ impl Default for EngineLimits {
             http1: http1::Limits::default(),
             max_request_body: 256 * 1024,
             stream_overlap: 1024,
+            max_response_body: 100 * 1024,
+            stream_depth: 1024 * 1024,
             max_txns: 1000,
             max_alerts: 1000,
             max_h2_streams: 256,
@@ -126,6 +136,11 @@ impl Engines {
         }
     }
 
+    /// IPS alerts raised per sid by these engines' rule set.
+    pub fn ips_alert_counts(&self) -> Vec<(u64, u64)> {
+        self.shared.ips.alert_counts()
+    }
+
     /// Engines that inspect nothing and pass every byte (for benchmarks).
     pub fn pass_through() -> Self {
         Self::new(
@@ -141,5 +156,9 @@ impl Engines {
 impl Inspector for Engines {
     fn new_flow(&self, meta: &FlowMeta) -> Box<dyn FlowInspector> {
         Box::new(flow::Flow::new(self.shared.clone(), meta))
+    }
+
+    fn on_tls(&self, meta: &FlowMeta, tls: &TlsHandshake<'_>) -> Vec<Alert> {
+        handshake::on_tls(&self.shared, meta, tls)
     }
 }

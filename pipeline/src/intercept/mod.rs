@@ -67,7 +67,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::AlertDescription;
 
 use crate::api::{
-    CertMinter, FlowAction, FlowLog, FlowMeta, FlowRecord, InspectReport, Inspector, TlsInfo,
+    CertMinter, FlowAction, FlowLog, FlowMeta, FlowRecord, InspectReport, Inspector, TlsHandshake,
+    TlsInfo,
 };
 use crate::classify::ScopeMatch;
 use crate::tcp::{FlowConfig, FlowError, FlowEvent, Side, StreamError, TransparentFlow};
@@ -245,6 +246,8 @@ pub struct InterceptedFlow {
     bytes_toserver: u64,
     bytes_toclient: u64,
     error: Option<String>,
+    /// The upstream chain was handed to [`Inspector::on_tls`].
+    chain_seen: bool,
 }
 
 impl std::fmt::Debug for InterceptedFlow {
@@ -321,6 +324,7 @@ impl InterceptedFlow {
             bytes_toserver: 0,
             bytes_toclient: 0,
             error: None,
+            chain_seen: false,
         })
     }
 
@@ -574,7 +578,16 @@ impl InterceptedFlow {
         };
         match parsed {
             Ok(hello) => {
+                let h = hello.clone();
                 self.decide(hello, now);
+                if let Some(hello) = &h {
+                    let hs = TlsHandshake {
+                        hello,
+                        hello_bytes: &buf[..n],
+                        upstream_chain: None,
+                    };
+                    self.log_tls(&hs, now);
+                }
                 true
             }
             Err(_) if server_spoke || client_done || server_done => {
@@ -822,12 +835,33 @@ impl InterceptedFlow {
         }
     }
 
+    /// The engines' alerts on a handshake, logged at once.
+    fn log_tls(&self, hs: &TlsHandshake<'_>, now: Instant) {
+        for a in self.ctx.inspector.on_tls(&self.meta, hs) {
+            self.ctx.log.alert(&self.meta, &a, self.wall(now));
+        }
+    }
+
     /// Takes the TLS machine's events and output.
     fn drain_intercept(&mut self, now: Instant) {
         self.log_alerts(now);
         let Mode::Inspect(ic) = &mut self.mode else {
             return;
         };
+        if let (false, Some(chain), Some(hello)) =
+            (self.chain_seen, ic.upstream_chain(), &self.hello)
+        {
+            self.chain_seen = true;
+            let hs = TlsHandshake {
+                hello,
+                hello_bytes: &[],
+                upstream_chain: Some(chain),
+            };
+            let wall = self.wall0 + now.saturating_duration_since(self.born);
+            for a in self.ctx.inspector.on_tls(&self.meta, &hs) {
+                self.ctx.log.alert(&self.meta, &a, wall);
+            }
+        }
         let mut bypass = None;
         while let Some(ev) = ic.poll_event() {
             match ev {

@@ -521,6 +521,11 @@ impl Intercept {
         &self.meta
     }
 
+    /// The upstream server's chain, leaf first, once the server leg has it.
+    pub fn upstream_chain(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.server.peer_certificates()
+    }
+
     /// Whether the state machine has nothing more to do.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

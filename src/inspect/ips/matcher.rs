@@ -8,12 +8,23 @@
 
 use aho_corasick::Input;
 
-use super::rule::{Buffer, Content, Item, Pcre, Rule, BUFFERS};
+use super::rule::{Buffer, ByteOp, ByteRead, Content, Group, Item, Pcre, Rule, BUFFERS};
 
 /// The buffers available to one inspection step; `None` = not present.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Buffers<'a> {
     slots: [Option<&'a [u8]>; BUFFERS],
+    /// `tls.certs`: each certificate of the chain, leaf first.
+    certs: &'a [&'a [u8]],
+}
+
+impl Default for Buffers<'_> {
+    fn default() -> Self {
+        Buffers {
+            slots: [None; BUFFERS],
+            certs: &[],
+        }
+    }
 }
 
 impl<'a> Buffers<'a> {
@@ -22,9 +33,28 @@ impl<'a> Buffers<'a> {
         self.slots[b as usize] = Some(data);
     }
 
-    /// Gets buffer `b`.
+    /// Gets buffer `b` (for [`Buffer::Certs`], the leaf).
     pub fn get(&self, b: Buffer) -> Option<&'a [u8]> {
+        if b == Buffer::Certs {
+            return self.certs.first().copied();
+        }
         self.slots[b as usize]
+    }
+
+    /// Sets the certificate chain that [`Buffer::Certs`] iterates.
+    pub fn set_certs(&mut self, certs: &'a [&'a [u8]]) {
+        self.certs = certs;
+    }
+
+    /// Every instance of buffer `b`: the chain for [`Buffer::Certs`], else
+    /// at most one.
+    pub fn each(&self, b: Buffer) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let (one, many): (Option<&'a [u8]>, &'a [&'a [u8]]) = if b == Buffer::Certs {
+            (None, self.certs)
+        } else {
+            (self.slots[b as usize], &[])
+        };
+        one.into_iter().chain(many.iter().copied())
     }
 }
 
@@ -35,13 +65,26 @@ const PCRE_TRIES: usize = 64;
 
 /// Whether every buffer group of `rule` matches.
 pub fn rule_matches(rule: &Rule, bufs: &Buffers<'_>) -> bool {
-    rule.groups.iter().all(|(b, items)| match bufs.get(*b) {
-        Some(data) => {
-            let mut budget = STEP_BUDGET;
-            step(items, 0, data, 0, &mut budget)
-        }
-        None => false,
-    })
+    rule.groups
+        .iter()
+        .all(|g| bufs.each(g.buffer).any(|data| group_matches(g, data)))
+}
+
+fn group_matches(g: &Group, data: &[u8]) -> bool {
+    let prefixed;
+    let data = if g.dotprefix {
+        prefixed = [b".", data].concat();
+        &prefixed[..]
+    } else {
+        data
+    };
+    // Size conditions do not depend on the match position.
+    let sizes_ok = g.items.iter().all(|it| match it {
+        Item::Size(c) => c.holds(data.len() as u64),
+        _ => true,
+    });
+    let mut budget = STEP_BUDGET;
+    sizes_ok && step(&g.items, 0, data, 0, &mut budget)
 }
 
 fn window(c: &Content, prev_end: usize, len: usize) -> (usize, usize) {
@@ -53,6 +96,8 @@ fn window(c: &Content, prev_end: usize, len: usize) -> (usize, usize) {
             None => len,
         };
         (start.min(len), end.min(len))
+    } else if c.startswith {
+        (0, c.pattern.len().min(len))
     } else {
         let start = c.offset.unwrap_or(0);
         let end = match c.depth {
@@ -76,7 +121,55 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
         None => false,
         Some(Item::Content(c)) => c.relative() && (c.within.is_some() || c.negated),
         Some(Item::Pcre(p)) => p.relative,
+        Some(Item::IsDataAt { relative, .. }) => *relative,
+        Some(Item::ByteTest { read, .. } | Item::ByteJump { read, .. }) => read.relative,
+        Some(Item::Size(_)) => retry_useful(items, next + 1),
     }
+}
+
+/// Reads the number a `byte_test`/`byte_jump` looks at; `None` when the
+/// bytes are out of the buffer or are not digits.
+fn read_number(r: &ByteRead, data: &[u8], prev_end: usize) -> Option<(u64, usize)> {
+    let base = if r.relative { prev_end as i64 } else { 0 };
+    let start = usize::try_from(base.checked_add(r.offset)?).ok()?;
+    let end = start.checked_add(r.nbytes)?;
+    let bytes = data.get(start..end)?;
+    let mut v: u64 = match r.string_base {
+        Some(radix) => {
+            let digits: &[u8] = {
+                let n = bytes
+                    .iter()
+                    .position(|b| !(*b as char).is_digit(radix))
+                    .unwrap_or(bytes.len());
+                &bytes[..n]
+            };
+            if digits.is_empty() {
+                return None;
+            }
+            let s = std::str::from_utf8(digits).ok()?;
+            u64::from_str_radix(s, radix).ok()?
+        }
+        None => {
+            let mut v = 0u64;
+            if r.little {
+                for &b in bytes.iter().rev() {
+                    v = (v << 8) | u64::from(b);
+                }
+            } else {
+                for &b in bytes {
+                    v = (v << 8) | u64::from(b);
+                }
+            }
+            v
+        }
+    };
+    if let Some(mask) = r.bitmask {
+        v &= mask;
+        if mask != 0 {
+            v >>= mask.trailing_zeros();
+        }
+    }
+    Some((v, end))
 }
 
 fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32) -> bool {
@@ -88,32 +181,110 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
     }
     *budget -= 1;
     match item {
-        Item::Content(c) => {
-            let (start, end) = window(c, prev_end, data.len());
-            let Some(searcher) = c.searcher.as_ref() else {
+        Item::Content(c) => content_step(c, items, i, data, prev_end, budget),
+        Item::Pcre(p) => pcre_step(p, items, i, data, prev_end, budget),
+        Item::Size(_) => step(items, i + 1, data, prev_end, budget),
+        Item::IsDataAt {
+            n,
+            relative,
+            negated,
+        } => {
+            // As Suricata: absolute data at `n` exists when n < length;
+            // relative when the previous match end + n <= length.
+            let present = if *relative {
+                prev_end.saturating_add(*n) <= data.len()
+            } else {
+                *n < data.len()
+            };
+            present != *negated && step(items, i + 1, data, prev_end, budget)
+        }
+        Item::ByteTest {
+            read,
+            op,
+            negated,
+            value,
+        } => {
+            let Some((v, _)) = read_number(read, data, prev_end) else {
                 return false;
             };
-            if end < start || end - start < c.pattern.len() {
-                return c.negated && step(items, i + 1, data, prev_end, budget);
-            }
-            let input = Input::new(data).span(start..end);
-            if c.negated {
-                return searcher.find(input).is_none()
-                    && step(items, i + 1, data, prev_end, budget);
-            }
-            let retry = retry_useful(items, i + 1);
-            for m in searcher.find_overlapping_iter(input) {
-                if step(items, i + 1, data, m.end(), budget) {
-                    return true;
-                }
-                if *budget == 0 || !retry {
-                    return false;
-                }
-            }
-            false
+            let ok = match op {
+                ByteOp::Lt => v < *value,
+                ByteOp::Gt => v > *value,
+                ByteOp::Eq => v == *value,
+                ByteOp::Le => v <= *value,
+                ByteOp::Ge => v >= *value,
+                ByteOp::And => v & *value != 0,
+                ByteOp::Xor => v ^ *value != 0,
+            };
+            ok != *negated && step(items, i + 1, data, prev_end, budget)
         }
-        Item::Pcre(p) => pcre_step(p, items, i, data, prev_end, budget),
+        Item::ByteJump {
+            read,
+            multiplier,
+            post_offset,
+            align,
+            from_beginning,
+        } => {
+            let Some((v, end)) = read_number(read, data, prev_end) else {
+                return false;
+            };
+            let mut jump = v.saturating_mul(*multiplier);
+            if *align {
+                jump = jump.saturating_add((4 - jump % 4) % 4);
+            }
+            let from = if *from_beginning { 0 } else { end as u64 };
+            let to = (from.saturating_add(jump) as i64).saturating_add(*post_offset);
+            match usize::try_from(to) {
+                Ok(to) if to <= data.len() => step(items, i + 1, data, to, budget),
+                _ => false,
+            }
+        }
     }
+}
+
+fn content_step(
+    c: &Content,
+    items: &[Item],
+    i: usize,
+    data: &[u8],
+    prev_end: usize,
+    budget: &mut u32,
+) -> bool {
+    let (start, end) = window(c, prev_end, data.len());
+    let Some(searcher) = c.searcher.as_ref() else {
+        return false;
+    };
+    if end < start || end - start < c.pattern.len() {
+        return c.negated && step(items, i + 1, data, prev_end, budget);
+    }
+    if c.endswith {
+        // The only candidate ends at the end of the buffer.
+        let at = data.len() - c.pattern.len();
+        let found = end == data.len()
+            && at >= start
+            && searcher
+                .find(Input::new(data).span(at..data.len()))
+                .is_some();
+        return if c.negated {
+            !found && step(items, i + 1, data, prev_end, budget)
+        } else {
+            found && step(items, i + 1, data, data.len(), budget)
+        };
+    }
+    let input = Input::new(data).span(start..end);
+    if c.negated {
+        return searcher.find(input).is_none() && step(items, i + 1, data, prev_end, budget);
+    }
+    let retry = retry_useful(items, i + 1);
+    for m in searcher.find_overlapping_iter(input) {
+        if step(items, i + 1, data, m.end(), budget) {
+            return true;
+        }
+        if *budget == 0 || !retry {
+            return false;
+        }
+    }
+    false
 }
 
 fn pcre_step(
@@ -299,5 +470,194 @@ mod tests {
         assert!(rule_matches(&r, &b));
         b.set(Buffer::Method, b"GET");
         assert!(!rule_matches(&r, &b));
+    }
+
+    fn buf(rule_opts: &str, b: Buffer, data: &[u8]) -> bool {
+        m(
+            &format!("alert http any any -> any any ({rule_opts} sid:1;)"),
+            b,
+            data,
+        )
+    }
+
+    #[test]
+    fn startswith_endswith_bsize_dotprefix() {
+        let o = r#"http.host; content:"evil.example"; endswith;"#;
+        assert!(buf(o, Buffer::Host, b"www.evil.example"));
+        assert!(!buf(o, Buffer::Host, b"evil.example.org"));
+        let o = r#"http.uri; content:"/adm"; startswith;"#;
+        assert!(buf(o, Buffer::Uri, b"/admin"));
+        assert!(!buf(o, Buffer::Uri, b"/x/admin"));
+        let o = r#"http.uri; content:"/a"; startswith; content:"z"; distance:0; endswith;"#;
+        assert!(buf(o, Buffer::Uri, b"/a/b/z"));
+        assert!(!buf(o, Buffer::Uri, b"/a/b/zz/"));
+        let o = r#"http.host; content:"ab.cd"; bsize:5;"#;
+        assert!(buf(o, Buffer::Host, b"ab.cd"));
+        assert!(!buf(o, Buffer::Host, b"xab.cd"));
+        for (v, len, ok) in [
+            ("<5", 4, true),
+            ("<5", 5, false),
+            (">=5", 5, true),
+            ("3<>6", 3, false),
+            ("3<>6", 5, true),
+        ] {
+            let o = format!(r#"http.uri; content:"a"; bsize:{v};"#);
+            assert_eq!(buf(&o, Buffer::Uri, &b"aaaaaaa"[..len]), ok, "{v} {len}");
+        }
+        // dotprefix: `.example.com` + endswith matches the domain and its subdomains only.
+        let r = r#"alert tls any any -> any any (tls.sni; dotprefix; content:".example.com"; endswith; sid:1;)"#;
+        assert!(m(r, Buffer::Sni, b"example.com"));
+        assert!(m(r, Buffer::Sni, b"a.example.com"));
+        assert!(!m(r, Buffer::Sni, b"badexample.com"));
+        let set = parse_rule(r, &Vars::default(), "t").unwrap();
+        assert_eq!(
+            set.fast_pattern,
+            Some((Buffer::Sni, b"example.com".to_vec()))
+        );
+    }
+
+    #[test]
+    fn isdataat_and_urilen() {
+        let o = r#"http.uri; content:"/x"; isdataat:!1,relative;"#;
+        assert!(buf(o, Buffer::Uri, b"/a/x"));
+        assert!(!buf(o, Buffer::Uri, b"/a/x?"));
+        let o = r#"http.uri; content:"/x"; isdataat:2,relative;"#;
+        assert!(buf(o, Buffer::Uri, b"/x12"));
+        assert!(!buf(o, Buffer::Uri, b"/x1"));
+        let o = r#"http.uri; content:"/"; isdataat:3;"#;
+        assert!(buf(o, Buffer::Uri, b"/abc"));
+        assert!(!buf(o, Buffer::Uri, b"/ab"));
+        let o = r#"http.uri; content:"/"; urilen:<4;"#;
+        assert!(buf(o, Buffer::Uri, b"/ab"));
+        assert!(!buf(o, Buffer::Uri, b"/abc"));
+        let r = parse_rule(
+            r#"alert http any any -> any any (urilen:10,raw; content:"a"; http_uri; sid:3;)"#,
+            &Vars::default(),
+            "t",
+        )
+        .unwrap();
+        assert!(r.groups.iter().any(|g| g.buffer == Buffer::UriRaw));
+    }
+
+    #[test]
+    fn byte_test_and_byte_jump() {
+        assert!(raw(r#"content:"A"; byte_test:1,>,0x51,0,relative;"#, b"AR"));
+        assert!(!raw(
+            r#"content:"A"; byte_test:1,>,0x51,0,relative;"#,
+            b"AQ"
+        ));
+        assert!(raw(
+            r#"content:"A"; byte_test:1,!=,0x51,0,relative;"#,
+            b"AR"
+        ));
+        assert!(raw(
+            r#"content:"L"; byte_test:2,=,0x0102,0,relative,little;"#,
+            b"L\x02\x01"
+        ));
+        assert!(raw(
+            r#"content:"n="; byte_test:3,<=,300,0,relative,string,dec;"#,
+            b"n=299"
+        ));
+        assert!(!raw(
+            r#"content:"n="; byte_test:3,<=,300,0,relative,string,dec;"#,
+            b"n=301"
+        ));
+        assert!(!raw(
+            r#"content:"n="; byte_test:3,<=,300,0,relative,string,dec;"#,
+            b"n=xyz"
+        ));
+        assert!(raw(
+            r#"content:"f"; byte_test:1,&,0x80,0,relative;"#,
+            b"f\x81"
+        ));
+        assert!(
+            !raw(r#"content:"n"; byte_test:2,>,1,0,relative;"#, b"n\x01"),
+            "out of the buffer"
+        );
+        // Length-prefixed field: jump over it and find what follows.
+        let o = r#"content:"H"; byte_jump:1,0,relative; content:"Z"; within:1;"#;
+        assert!(raw(o, b"H\x03abcZ"));
+        assert!(!raw(o, b"H\x02abcZ"));
+        let o = r#"content:"H"; byte_jump:1,0,relative,multiplier 2,post_offset -1; content:"Z"; within:1;"#;
+        assert!(raw(o, b"H\x02abcZ"));
+        assert!(!raw(
+            r#"content:"H"; byte_jump:1,0,relative; content:"Z";"#,
+            b"H\xff"
+        ));
+        assert!(matches!(
+            parse_rule(
+                r#"alert tcp any any -> any any (content:"a"; byte_jump:4,0,dce; sid:1;)"#,
+                &Vars::default(),
+                "t"
+            ),
+            Err((Some(1), super::super::parser::RuleError::Unsupported(_)))
+        ));
+    }
+
+    fn buffers_of(rule: &str) -> Vec<Buffer> {
+        let r = parse_rule(rule, &Vars::default(), "t").unwrap();
+        r.groups.iter().map(|g| g.buffer).collect()
+    }
+
+    #[test]
+    fn pcre_buffer_modifiers() {
+        assert_eq!(
+            buffers_of(
+                r#"alert http any any -> any any (flow:to_server; content:"x"; http_uri; pcre:"/a=b/C"; pcre:"/^Mozilla/V"; pcre:"/evil\.com$/W"; pcre:"/x-y/Hi"; sid:5;)"#
+            ),
+            [
+                Buffer::Uri,
+                Buffer::Cookie,
+                Buffer::UserAgent,
+                Buffer::Host,
+                Buffer::Header
+            ]
+        );
+        // In a rule to the client, H and C are the response's headers.
+        assert_eq!(
+            buffers_of(
+                r#"alert http any any -> any any (flow:to_client; pcre:"/nginx/H"; pcre:"/sess=/C"; file.data; content:"<html"; sid:6;)"#
+            ),
+            [
+                Buffer::ResponseHeader,
+                Buffer::RespCookie,
+                Buffer::ResponseBody
+            ]
+        );
+    }
+
+    #[test]
+    fn direction_picks_the_side_of_dual_buffers() {
+        for (flow, want) in [
+            ("to_server", Buffer::RequestBody),
+            ("to_client", Buffer::ResponseBody),
+        ] {
+            for kw in ["file.data", "file_data"] {
+                let b = buffers_of(&format!(
+                    r#"alert http any any -> any any (flow:established,{flow}; {kw}; content:"a"; sid:1;)"#
+                ));
+                assert_eq!(b, [want], "{flow} {kw}");
+            }
+        }
+        // flow written after the buffer still decides.
+        assert_eq!(
+            buffers_of(
+                r#"alert http any any -> any any (http.header; content:"a"; http.content_type; content:"b"; http.header_names; content:"c"; flow:to_client; sid:1;)"#
+            ),
+            [
+                Buffer::ResponseHeader,
+                Buffer::RespContentType,
+                Buffer::RespHeaderNames
+            ]
+        );
+    }
+
+    #[test]
+    fn modifiers_reach_back_over_bsize_and_isdataat() {
+        let r = parse_rule(r#"alert tls any any -> any any (tls.sni; content:"a.b"; bsize:3; fast_pattern; nocase; sid:1;)"#, &Vars::default(), "t").unwrap();
+        let Item::Content(c) = &r.groups[0].items[0] else {
+            panic!()
+        };
+        assert!(c.fast_pattern && c.nocase);
     }
 }

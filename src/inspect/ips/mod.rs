@@ -17,6 +17,8 @@ pub mod matcher;
 pub mod parser;
 pub mod prefilter;
 pub mod rule;
+pub mod state;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,9 @@ use std::sync::Arc;
 pub use matcher::{luhn_valid, Buffers};
 pub use parser::{parse_rule, RuleError, Vars};
 pub use prefilter::Scratch;
+pub use prefilter::MATCHER;
 pub use rule::{Action, Buffer, Proto, Rule};
+pub use state::{Clock, FlowBits, HostState};
 
 /// Whether drop/reject rules act or only alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +70,46 @@ pub struct LoadReport {
     pub skipped: Vec<SkippedRule>,
     /// Files that could not be read: `path: error`.
     pub file_errors: Vec<String>,
+    /// Per rule file read: loaded, and skipped by keyword.
+    pub files: Vec<FileSummary>,
+}
+
+/// Loaded and skipped rules of one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    /// The file as named in the config.
+    pub path: String,
+    /// Rules loaded.
+    pub loaded: usize,
+    /// Skipped rules by the keyword (or problem) that stopped them, most first.
+    pub skipped: Vec<(String, usize)>,
+}
+
+impl FileSummary {
+    /// Rules skipped in all.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What a skip is counted under: the unsupported keyword, else `invalid`
+/// or `duplicate sid`.
+fn skip_key(e: &RuleError) -> String {
+    match e {
+        RuleError::Unsupported(k) => {
+            // `pcre /.../ (why)` would make every expression its own row.
+            if k.starts_with("pcre /") {
+                match k.rsplit_once("(error: ") {
+                    Some((_, why)) => format!("pcre ({}", why),
+                    None => "pcre".into(),
+                }
+            } else {
+                k.clone()
+            }
+        }
+        RuleError::Invalid(m) if m == "duplicate sid" => m.clone(),
+        RuleError::Invalid(_) => "invalid".into(),
+    }
 }
 
 impl LoadReport {
@@ -88,9 +132,30 @@ pub enum Phase {
     Response = 1,
     /// Raw stream bytes.
     Raw = 2,
+    /// A ClientHello (`tls` rules to the server).
+    TlsHello = 3,
+    /// The upstream certificate chain, with the ClientHello's buffers.
+    TlsCert = 4,
 }
 
-#[derive(Debug, Default)]
+/// Number of [`Phase`]s.
+const PHASES: usize = 5;
+
+/// The flow facts a step's rules may read and change besides its buffers.
+#[derive(Debug)]
+pub struct EvalCtx<'a> {
+    /// The flow's flowbits.
+    pub bits: &'a mut FlowBits,
+    /// Source address of the data inspected (client for requests).
+    pub src: IpAddr,
+    /// Its destination address.
+    pub dst: IpAddr,
+    /// The TLS version `tls.version` compares against (the highest the
+    /// ClientHello offers), in TLS steps.
+    pub tls_version: Option<u16>,
+}
+
+#[derive(Debug)]
 struct PhaseRules {
     prefilter: prefilter::Prefilter,
     /// Rules without a positive literal: always evaluated.
@@ -99,11 +164,31 @@ struct PhaseRules {
     wants: [bool; rule::BUFFERS],
 }
 
+impl Default for PhaseRules {
+    fn default() -> Self {
+        PhaseRules {
+            prefilter: prefilter::Prefilter::default(),
+            always: Vec::new(),
+            wants: [false; rule::BUFFERS],
+        }
+    }
+}
+
 /// A loaded, compiled rule set.
 #[derive(Debug, Default)]
 pub struct Ruleset {
     rules: Vec<Rule>,
-    phases: [PhaseRules; 3],
+    phases: [PhaseRules; PHASES],
+    /// Evaluation order key per rule: flowbit setters before checkers.
+    order: Vec<u8>,
+    /// Interned xbit id per (rule, xbits index).
+    xbit_ids: Vec<Vec<u32>>,
+    /// Alerts raised per rule, for the metrics.
+    alerts: Vec<std::sync::atomic::AtomicU64>,
+    /// xbits and threshold windows shared by every flow.
+    hosts: HostState,
+    /// Rules of the raw-stream phase (computed once: flows ask at birth).
+    raw_ids: Vec<u32>,
     /// Header group of each rule (rules with identical header and `flow`).
     group_of: Arc<[u32]>,
     /// One rule id per header group.
@@ -128,6 +213,30 @@ impl Ruleset {
             }
         }
         let set = Self::compile(rules, &mut report);
+        for p in paths {
+            let name = p.display().to_string();
+            let prefix = format!("{name}:");
+            let loaded = set
+                .rules
+                .iter()
+                .filter(|r| r.origin.starts_with(&prefix))
+                .count();
+            let mut by: std::collections::HashMap<String, usize> = Default::default();
+            for s in report
+                .skipped
+                .iter()
+                .filter(|s| s.origin.starts_with(&prefix))
+            {
+                *by.entry(skip_key(&s.error)).or_default() += 1;
+            }
+            let mut skipped: Vec<(String, usize)> = by.into_iter().collect();
+            skipped.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            report.files.push(FileSummary {
+                path: name,
+                loaded,
+                skipped,
+            });
+        }
         (set, report)
     }
 
@@ -158,16 +267,47 @@ impl Ruleset {
         let mut set = Ruleset::default();
         let mut groups: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
         let mut group_of = Vec::with_capacity(kept.len());
-        let mut entries: [Vec<(u32, Buffer, Vec<u8>)>; 3] = Default::default();
-        for r in kept {
+        let mut entries: [Vec<(u32, Buffer, Vec<u8>)>; PHASES] = Default::default();
+        let mut bit_ids: std::collections::HashMap<String, u32> = Default::default();
+        let mut xbit_names: std::collections::HashMap<String, u32> = Default::default();
+        for mut r in kept {
+            for fb in &mut r.flowbits {
+                fb.ids = fb
+                    .names
+                    .iter()
+                    .map(|n| {
+                        let next = bit_ids.len() as u32;
+                        *bit_ids.entry(n.clone()).or_insert(next)
+                    })
+                    .collect();
+            }
+            let xids = r
+                .xbits
+                .iter()
+                .map(|x| {
+                    let next = xbit_names.len() as u32;
+                    *xbit_names.entry(x.name.clone()).or_insert(next)
+                })
+                .collect();
+            set.xbit_ids.push(xids);
+            let sets = r.flowbits.iter().any(|f| !f.cmd.is_check())
+                || r.xbits.iter().any(|x| !x.cmd.is_check());
+            let checks = r.flowbits.iter().any(|f| f.cmd.is_check())
+                || r.xbits.iter().any(|x| x.cmd.is_check());
+            set.order.push(match (sets, checks) {
+                (true, false) => 0,
+                (false, true) => 2,
+                _ => 1,
+            });
+            set.alerts.push(std::sync::atomic::AtomicU64::new(0));
             let phase = phase_of(&r) as usize;
             let id = set.rules.len() as u32;
             match &r.fast_pattern {
                 Some((b, lit)) => entries[phase].push((id, *b, lit.clone())),
                 None => set.phases[phase].always.push(id),
             }
-            for (b, _) in &r.groups {
-                set.phases[phase].wants[*b as usize] = true;
+            for g in &r.groups {
+                set.phases[phase].wants[g.buffer as usize] = true;
             }
             let key = format!(
                 "{:?}|{:?}|{:?}|{:?}|{}|{:?}",
@@ -196,6 +336,9 @@ impl Ruleset {
                 }
             }
         }
+        set.raw_ids = (0..set.rules.len() as u32)
+            .filter(|&i| phase_of(&set.rules[i as usize]) == Phase::Raw)
+            .collect();
         set.group_of = group_of.into();
         report.loaded = set.rules.len();
         set
@@ -220,25 +363,113 @@ impl Ruleset {
     /// Evaluates `phase` over `bufs`; matching rule ids go to `hits`.
     ///
     /// `active(id)` filters rules by the flow's addresses and direction.
+    /// Rules that set flowbits run before rules that check them, as in
+    /// Suricata, and a matching rule's set/unset/toggle takes effect at once.
     pub fn eval(
         &self,
         phase: Phase,
         bufs: &Buffers<'_>,
         active: &dyn Fn(u32) -> bool,
         scratch: &mut Scratch,
+        ctx: &mut EvalCtx<'_>,
         hits: &mut Vec<u32>,
     ) {
         let p = &self.phases[phase as usize];
         let mut cands = Vec::new();
         p.prefilter.scan(bufs, scratch, &mut cands);
         cands.extend_from_slice(&p.always);
-        cands.sort_unstable();
+        cands.sort_unstable_by_key(|&id| (self.order[id as usize], id));
         cands.dedup();
         for id in cands {
-            if active(id) && matcher::rule_matches(&self.rules[id as usize], bufs) {
+            let r = &self.rules[id as usize];
+            if active(id) && self.state_checks(id, r, ctx) && matcher::rule_matches(r, bufs) {
+                self.state_effects(id, r, ctx);
                 hits.push(id);
             }
         }
+    }
+
+    fn state_checks(&self, id: u32, r: &Rule, ctx: &EvalCtx<'_>) -> bool {
+        let bits_ok = r.flowbits.iter().all(|f| {
+            let test = |i: &u32| ctx.bits.get(*i);
+            let set = if f.any {
+                f.ids.iter().any(test)
+            } else {
+                f.ids.iter().all(test)
+            };
+            match f.cmd {
+                rule::BitCmd::IsSet => set,
+                // `isnotset,a|b`: some bit is not set; `a&b`: none is set.
+                rule::BitCmd::IsNotSet if f.any => !f.ids.iter().all(test),
+                rule::BitCmd::IsNotSet => !f.ids.iter().any(test),
+                _ => true,
+            }
+        });
+        let version_ok = match (&r.tls_version, ctx.tls_version) {
+            (None, _) => true,
+            (Some(v), Some(have)) => v.versions.is_empty() || v.versions.contains(&have),
+            (Some(_), None) => false,
+        };
+        bits_ok
+            && version_ok
+            && r.xbits.iter().enumerate().all(|(i, x)| {
+                let xid = self.xbit_ids[id as usize][i];
+                match x.cmd {
+                    rule::BitCmd::IsSet => self.hosts.xbit_isset(xid, x.track, ctx.src, ctx.dst),
+                    rule::BitCmd::IsNotSet => {
+                        !self.hosts.xbit_isset(xid, x.track, ctx.src, ctx.dst)
+                    }
+                    _ => true,
+                }
+            })
+    }
+
+    fn state_effects(&self, id: u32, r: &Rule, ctx: &mut EvalCtx<'_>) {
+        for f in &r.flowbits {
+            for &b in &f.ids {
+                ctx.bits.apply(f.cmd, b);
+            }
+        }
+        for (i, x) in r.xbits.iter().enumerate() {
+            let xid = self.xbit_ids[id as usize][i];
+            self.hosts
+                .xbit_apply(xid, x.cmd, x.track, x.expire, ctx.src, ctx.dst);
+        }
+    }
+
+    /// Whether a match of rule `id` raises an alert (and acts): not
+    /// `noalert`, and allowed by its threshold. Counts the alert.
+    pub fn should_alert(&self, id: u32, src: IpAddr, dst: IpAddr) -> bool {
+        let r = &self.rules[id as usize];
+        if r.noalert {
+            return false;
+        }
+        let ok = match &r.threshold {
+            Some(th) => self.hosts.threshold_alerts(id, th, src, dst),
+            None => true,
+        };
+        if ok {
+            if let Some(c) = self.alerts.get(id as usize) {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        ok
+    }
+
+    /// Alerts raised so far per sid (rules that raised none are left out).
+    pub fn alert_counts(&self) -> Vec<(u64, u64)> {
+        self.rules
+            .iter()
+            .zip(&self.alerts)
+            .map(|(r, c)| (r.sid, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Replaces the clock of the host-tracked state (tests drive time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.hosts = HostState::new(clock, 100_000);
+        self
     }
 
     /// Whether a rule of `phase` could match once buffer `body` is added to
@@ -264,17 +495,13 @@ impl Ruleset {
             self.rules[id as usize]
                 .groups
                 .iter()
-                .any(|(b, _)| *b == body)
+                .any(|g| g.buffer == body)
         })
     }
 
-    /// Ids of the raw-stream rules.
+    /// Ids of the raw-stream rules of inspected plaintext.
     pub fn raw_rule_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.uses_raw())
-            .map(|(i, _)| i as u32)
+        self.raw_ids.iter().copied()
     }
 
     /// The rule with id `id` (as returned in hits).
@@ -335,7 +562,13 @@ impl Activity {
 }
 
 fn phase_of(r: &Rule) -> Phase {
-    if r.uses_raw() {
+    if r.uses_tls() {
+        if r.uses_cert() {
+            Phase::TlsCert
+        } else {
+            Phase::TlsHello
+        }
+    } else if r.uses_raw() {
         Phase::Raw
     } else if r.uses_response() {
         Phase::Response
@@ -405,7 +638,7 @@ mod tests {
         std::fs::write(
             &good,
             "# comment\n\nalert tcp any any -> any any (msg:\"a\"; content:\"aaa\"; sid:1;)\n\
-             alert tcp any any -> any any (msg:\"b\"; byte_jump:4,0; content:\"b\"; sid:2;)\n\
+             alert tcp any any -> any any (msg:\"b\"; flowint:x,+,1; content:\"b\"; sid:2;)\n\
              this is not a rule\n\
              alert tcp any any -> any any (msg:\"c\"; \\\n  content:\"ccc\"; sid:3;)\n\
              alert tcp any any -> any any (msg:\"dup\"; content:\"d\"; sid:1;)\n",
@@ -421,7 +654,7 @@ mod tests {
         let g = good.display().to_string();
         assert!(
             probs.contains(&format!(
-                "{g}:4: rule sid 2 skipped: unsupported keyword `byte_jump`"
+                "{g}:4: rule sid 2 skipped: unsupported keyword `flowint`"
             )),
             "{probs:?}"
         );
@@ -452,11 +685,19 @@ alert http any any -> any any (msg:"d"; http.uri; content:"/x"; sid:4;)"#,
         let mut b = Buffers::default();
         b.set(Buffer::Raw, b"xx NEEDLE yy tail abbbc");
         let mut hits = Vec::new();
+        let mut bits = FlowBits::default();
+        let mut ctx = EvalCtx {
+            bits: &mut bits,
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "203.0.113.1".parse().unwrap(),
+            tls_version: None,
+        };
         set.eval(
             Phase::Raw,
             &b,
             &|_| true,
             &mut Scratch::default(),
+            &mut ctx,
             &mut hits,
         );
         let sids: Vec<u64> = hits.iter().map(|&h| set.rule(h).sid).collect();

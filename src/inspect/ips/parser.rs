@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 
-use super::rule::{Action, AddrSet, Buffer, Content, FlowOpts, Item, Pcre, PortSet, Proto, Rule};
+use super::rule::{
+    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowOpts, Group,
+    Item, Pcre, PortSet, Proto, Rule, Threshold, ThresholdKind, TlsVersions, Track, XBit,
+};
 
 /// Why a rule could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +43,8 @@ pub struct Vars {
 }
 
 impl Default for Vars {
-    /// Suricata's shipped defaults: RFC 1918 is home, the rest external.
+    /// Suricata's shipped defaults (RFC 1918 is home, the rest external),
+    /// except that `HTTP_PORTS` includes 443.
     fn default() -> Self {
         let mut a = HashMap::new();
         a.insert(
@@ -67,7 +71,9 @@ impl Default for Vars {
         }
         let mut p = HashMap::new();
         for (k, v) in [
-            ("HTTP_PORTS", "80"),
+            // Suricata ships "80"; the HTTP this appliance inspects was
+            // decrypted from 443, where the rules' `$HTTP_PORTS` must apply.
+            ("HTTP_PORTS", "[80,443]"),
             ("SHELLCODE_PORTS", "!80"),
             ("ORACLE_PORTS", "1521"),
             ("SSH_PORTS", "22"),
@@ -84,6 +90,59 @@ impl Default for Vars {
         Vars {
             addresses: a,
             ports: p,
+        }
+    }
+}
+
+impl Vars {
+    /// Suricata's defaults with `HOME_NET` set to `home` (when given), then
+    /// the operator's groups (`[ips.address_groups]`, `[ips.port_groups]`)
+    /// on top; every group is checked to resolve, and each problem is
+    /// returned as (`address_groups`|`port_groups`, name, reason).
+    pub fn with_groups(
+        home: Option<String>,
+        addresses: &[(String, String)],
+        ports: &[(String, String)],
+    ) -> Result<Vars, Vec<(&'static str, String, String)>> {
+        let mut v = Vars::default();
+        if let Some(h) = home {
+            v.addresses.insert("HOME_NET".into(), h);
+        }
+        let mut errs = Vec::new();
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+        };
+        for (kind, list, map) in [
+            ("address_groups", addresses, &mut v.addresses),
+            ("port_groups", ports, &mut v.ports),
+        ] {
+            for (n, val) in list {
+                if !name_ok(n) {
+                    errs.push((
+                        kind,
+                        n.clone(),
+                        "a group name is letters, digits and `_`".into(),
+                    ));
+                }
+                map.insert(n.clone(), val.clone());
+            }
+        }
+        for (n, val) in addresses {
+            if let Err(e) = parse_addr(val, &v) {
+                errs.push(("address_groups", n.clone(), format!("{val:?}: {e}")));
+            }
+        }
+        for (n, val) in ports {
+            if let Err(e) = parse_ports(val, &v) {
+                errs.push(("port_groups", n.clone(), format!("{val:?}: {e}")));
+            }
+        }
+        if errs.is_empty() {
+            Ok(v)
+        } else {
+            Err(errs)
         }
     }
 }
@@ -390,7 +449,7 @@ fn content_bytes(v: &str) -> Result<(bool, Vec<u8>), RuleError> {
     Ok((negated, out))
 }
 
-fn parse_pcre(v: &str) -> Result<(Pcre, Option<Buffer>), RuleError> {
+fn parse_pcre(v: &str) -> Result<(Pcre, Option<(Buffer, bool)>), RuleError> {
     let v = v.trim();
     let (negated, v) = match v.strip_prefix('!') {
         Some(r) => (true, r.trim()),
@@ -415,17 +474,24 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<Buffer>), RuleError> {
             'i' | 's' | 'm' | 'x' => inline.push(f),
             'G' => inline.push('U'),
             'A' => anchored = true,
-            'E' => {}
+            // `E` ($ only at the very end) is the regex crate's `$`
+            // without `m`; `B` (rawbytes) and `O` (override the PCRE match
+            // limit) change nothing for a non-backtracking engine.
+            'E' | 'B' | 'O' => {}
             'R' => relative = true,
-            'U' => buffer = Some(Buffer::Uri),
-            'I' => buffer = Some(Buffer::UriRaw),
-            'H' => buffer = Some(Buffer::Header),
-            'P' => buffer = Some(Buffer::RequestBody),
-            'Q' => buffer = Some(Buffer::ResponseBody),
-            'M' => buffer = Some(Buffer::Method),
-            'V' => buffer = Some(Buffer::UserAgent),
-            'W' => buffer = Some(Buffer::Host),
-            'S' => buffer = Some(Buffer::StatCode),
+            'U' => buffer = Some((Buffer::Uri, false)),
+            'I' => buffer = Some((Buffer::UriRaw, false)),
+            'H' => buffer = Some((Buffer::Header, true)),
+            'D' => buffer = Some((Buffer::HeaderRaw, true)),
+            'C' => buffer = Some((Buffer::Cookie, true)),
+            'P' => buffer = Some((Buffer::RequestBody, false)),
+            'Q' => buffer = Some((Buffer::ResponseBody, false)),
+            'M' => buffer = Some((Buffer::Method, false)),
+            'V' => buffer = Some((Buffer::UserAgent, false)),
+            'W' => buffer = Some((Buffer::Host, false)),
+            'Z' => buffer = Some((Buffer::HostRaw, false)),
+            'S' => buffer = Some((Buffer::StatCode, false)),
+            'Y' => buffer = Some((Buffer::StatMsg, false)),
             other => return Err(RuleError::Unsupported(format!("pcre flag `{other}`"))),
         }
     }
@@ -465,35 +531,68 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<Buffer>), RuleError> {
     ))
 }
 
-fn sticky(keyword: &str) -> Option<Buffer> {
+/// A sticky buffer keyword: the buffer, and whether a `flow:to_client` rule
+/// means the response's side of it.
+fn sticky(keyword: &str) -> Option<(Buffer, bool)> {
     Some(match keyword {
-        "pkt_data" => Buffer::Raw,
-        "http.uri" => Buffer::Uri,
-        "http.uri.raw" => Buffer::UriRaw,
-        "http.host" => Buffer::Host,
-        "http.method" => Buffer::Method,
-        "http.header" => Buffer::Header,
-        "http.user_agent" => Buffer::UserAgent,
-        "http.request_body" | "http_client_body_sticky" => Buffer::RequestBody,
-        "http.response_body" => Buffer::ResponseBody,
-        "http.stat_code" => Buffer::StatCode,
-        "http.response_header" => Buffer::ResponseHeader,
+        "pkt_data" => (Buffer::Raw, false),
+        "http.uri" => (Buffer::Uri, false),
+        "http.uri.raw" => (Buffer::UriRaw, false),
+        "http.host" => (Buffer::Host, false),
+        "http.host.raw" => (Buffer::HostRaw, false),
+        "http.method" => (Buffer::Method, false),
+        "http.header" => (Buffer::Header, true),
+        "http.header.raw" => (Buffer::HeaderRaw, true),
+        "http.user_agent" => (Buffer::UserAgent, false),
+        "http.request_body" | "http_client_body_sticky" => (Buffer::RequestBody, false),
+        "file.data" | "file_data" => (Buffer::RequestBody, true),
+        "http.cookie" => (Buffer::Cookie, true),
+        "http.content_type" => (Buffer::ContentType, true),
+        "http.content_len" => (Buffer::ContentLen, true),
+        "http.referer" => (Buffer::Referer, false),
+        "http.accept" => (Buffer::Accept, false),
+        "http.accept_enc" => (Buffer::AcceptEnc, false),
+        "http.accept_lang" => (Buffer::AcceptLang, false),
+        "http.connection" => (Buffer::Connection, true),
+        "http.request_line" => (Buffer::RequestLine, false),
+        "http.header_names" => (Buffer::HeaderNames, true),
+        "http.start" => (Buffer::Start, true),
+        "http.protocol" => (Buffer::Protocol, true),
+        "http.response_body" => (Buffer::ResponseBody, false),
+        "http.stat_code" => (Buffer::StatCode, false),
+        "http.stat_msg" => (Buffer::StatMsg, false),
+        "http.response_header" => (Buffer::ResponseHeader, false),
+        "http.response_line" => (Buffer::ResponseLine, false),
+        "http.server" => (Buffer::Server, false),
+        "http.location" => (Buffer::Location, false),
+        "tls.sni" | "tls_sni" => (Buffer::Sni, false),
+        "ja4.hash" => (Buffer::Ja4, false),
+        "tls.cert_subject" | "tls_cert_subject" => (Buffer::CertSubject, false),
+        "tls.cert_issuer" | "tls_cert_issuer" => (Buffer::CertIssuer, false),
+        "tls.cert_serial" | "tls_cert_serial" => (Buffer::CertSerial, false),
+        "tls.cert_fingerprint" | "tls_cert_fingerprint" => (Buffer::CertFingerprint, false),
+        "tls.certs" => (Buffer::Certs, false),
         _ => return None,
     })
 }
 
 /// Legacy (Suricata 4 / Snort) content modifiers that move the previous content.
-fn legacy_modifier(keyword: &str) -> Option<Buffer> {
+fn legacy_modifier(keyword: &str) -> Option<(Buffer, bool)> {
     Some(match keyword {
-        "http_uri" => Buffer::Uri,
-        "http_raw_uri" => Buffer::UriRaw,
-        "http_host" => Buffer::Host,
-        "http_method" => Buffer::Method,
-        "http_header" => Buffer::Header,
-        "http_user_agent" => Buffer::UserAgent,
-        "http_client_body" => Buffer::RequestBody,
-        "http_server_body" => Buffer::ResponseBody,
-        "http_stat_code" => Buffer::StatCode,
+        "http_uri" => (Buffer::Uri, false),
+        "http_raw_uri" => (Buffer::UriRaw, false),
+        "http_host" => (Buffer::Host, false),
+        "http_raw_host" => (Buffer::HostRaw, false),
+        "http_method" => (Buffer::Method, false),
+        "http_header" => (Buffer::Header, true),
+        "http_raw_header" => (Buffer::HeaderRaw, true),
+        "http_cookie" => (Buffer::Cookie, true),
+        "http_content_type" => (Buffer::ContentType, true),
+        "http_user_agent" => (Buffer::UserAgent, false),
+        "http_client_body" => (Buffer::RequestBody, false),
+        "http_server_body" => (Buffer::ResponseBody, false),
+        "http_stat_code" => (Buffer::StatCode, false),
+        "http_stat_msg" => (Buffer::StatMsg, false),
         _ => return None,
     })
 }
@@ -505,6 +604,326 @@ fn num<T: std::str::FromStr>(kw: &str, v: Option<&str>) -> Result<T, RuleError> 
     v.trim()
         .parse::<T>()
         .map_err(|_| RuleError::Invalid(format!("bad `{kw}` value `{v}`")))
+}
+
+/// A decimal, or `0x` hexadecimal, unsigned number.
+fn unum(kw: &str, s: &str) -> Result<u64, RuleError> {
+    let s = s.trim();
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse::<u64>(),
+    };
+    r.map_err(|_| RuleError::Invalid(format!("bad `{kw}` number `{s}`")))
+}
+
+fn inum(kw: &str, s: &str) -> Result<i64, RuleError> {
+    let s = s.trim();
+    match s.strip_prefix('-') {
+        Some(r) => Ok(-(unum(kw, r)?.min(i64::MAX as u64) as i64)),
+        None => Ok(unum(kw, s)?.min(i64::MAX as u64) as i64),
+    }
+}
+
+/// Parses `N`, `<N`, `>N`, `<=N`, `>=N`, `!N`, `A<>B` (Suricata's integer forms).
+fn parse_cmp(kw: &str, v: &str) -> Result<Cmp, RuleError> {
+    let v = v.trim();
+    if let Some((a, b)) = v.split_once("<>") {
+        let (a, b) = (unum(kw, a)?, unum(kw, b)?);
+        if a >= b {
+            return invalid(format!("`{kw}` range `{v}` is empty"));
+        }
+        return Ok(Cmp::Between(a, b));
+    }
+    Ok(if let Some(r) = v.strip_prefix("<=") {
+        Cmp::Le(unum(kw, r)?)
+    } else if let Some(r) = v.strip_prefix(">=") {
+        Cmp::Ge(unum(kw, r)?)
+    } else if let Some(r) = v.strip_prefix('<') {
+        Cmp::Lt(unum(kw, r)?)
+    } else if let Some(r) = v.strip_prefix('>') {
+        Cmp::Gt(unum(kw, r)?)
+    } else if let Some(r) = v.strip_prefix('!') {
+        Cmp::Ne(unum(kw, r)?)
+    } else if let Some(r) = v.strip_prefix('=') {
+        Cmp::Eq(unum(kw, r)?)
+    } else {
+        Cmp::Eq(unum(kw, v)?)
+    })
+}
+
+fn parts(v: Option<&str>) -> Vec<&str> {
+    v.unwrap_or("").split(',').map(str::trim).collect()
+}
+
+/// The flags shared by `byte_test` and `byte_jump` after their fixed fields.
+fn byte_read(
+    kw: &str,
+    nbytes: &str,
+    offset: &str,
+    flags: &[&str],
+) -> Result<(ByteRead, Vec<String>), RuleError> {
+    let nbytes = unum(kw, nbytes)? as usize;
+    let mut read = ByteRead {
+        nbytes,
+        relative: false,
+        offset: inum(kw, offset)?,
+        little: false,
+        string_base: None,
+        bitmask: None,
+    };
+    let mut string = false;
+    let mut rest = Vec::new();
+    for f in flags {
+        match *f {
+            "relative" => read.relative = true,
+            "big" => read.little = false,
+            "little" => read.little = true,
+            "string" => string = true,
+            "hex" => read.string_base = Some(16),
+            "dec" => read.string_base = Some(10),
+            "oct" => read.string_base = Some(8),
+            "dce" => return Err(RuleError::Unsupported(format!("{kw}:dce"))),
+            f if f.starts_with("bitmask") => {
+                read.bitmask = Some(unum(kw, f.trim_start_matches("bitmask"))?);
+            }
+            other => rest.push(other.to_string()),
+        }
+    }
+    if string && read.string_base.is_none() {
+        read.string_base = Some(10);
+    }
+    if !string && read.string_base.is_some() {
+        return invalid(format!("`{kw}` names a base without `string`"));
+    }
+    let max = if read.string_base.is_some() { 23 } else { 8 };
+    if nbytes == 0 || nbytes > max {
+        return Err(RuleError::Unsupported(format!("{kw} of {nbytes} bytes")));
+    }
+    Ok((read, rest))
+}
+
+fn parse_byte_test(v: Option<&str>) -> Result<Item, RuleError> {
+    let p = parts(v);
+    if p.len() < 4 {
+        return invalid("`byte_test` needs bytes, operator, value and offset");
+    }
+    let (negated, op) = match p[1].strip_prefix('!') {
+        Some(r) => (true, r),
+        None => (false, p[1]),
+    };
+    let op = match op {
+        "<" => ByteOp::Lt,
+        ">" => ByteOp::Gt,
+        "=" => ByteOp::Eq,
+        // A bare `!` is "not equal".
+        "" if negated => ByteOp::Eq,
+        "<=" => ByteOp::Le,
+        ">=" => ByteOp::Ge,
+        "&" => ByteOp::And,
+        "^" => ByteOp::Xor,
+        other => return invalid(format!("bad `byte_test` operator `{other}`")),
+    };
+    let value = unum("byte_test", p[2])?;
+    let (read, rest) = byte_read("byte_test", p[0], p[3], &p[4..])?;
+    if let Some(f) = rest.first() {
+        return Err(RuleError::Unsupported(format!("byte_test:{f}")));
+    }
+    Ok(Item::ByteTest {
+        read,
+        op,
+        negated,
+        value,
+    })
+}
+
+fn parse_byte_jump(v: Option<&str>) -> Result<Item, RuleError> {
+    let p = parts(v);
+    if p.len() < 2 {
+        return invalid("`byte_jump` needs bytes and offset");
+    }
+    let (read, rest) = byte_read("byte_jump", p[0], p[1], &p[2..])?;
+    let (mut multiplier, mut post_offset) = (1u64, 0i64);
+    let (mut align, mut from_beginning) = (false, false);
+    for f in rest {
+        if let Some(m) = f.strip_prefix("multiplier") {
+            multiplier = unum("byte_jump", m)?;
+        } else if let Some(m) = f.strip_prefix("post_offset") {
+            post_offset = inum("byte_jump", m)?;
+        } else {
+            match f.as_str() {
+                "align" => align = true,
+                "from_beginning" => from_beginning = true,
+                "from_end" => return Err(RuleError::Unsupported("byte_jump:from_end".into())),
+                other => return Err(RuleError::Unsupported(format!("byte_jump:{other}"))),
+            }
+        }
+    }
+    Ok(Item::ByteJump {
+        read,
+        multiplier,
+        post_offset,
+        align,
+        from_beginning,
+    })
+}
+
+fn parse_isdataat(v: Option<&str>) -> Result<Item, RuleError> {
+    let p = parts(v);
+    let (negated, n) = match p[0].strip_prefix('!') {
+        Some(r) => (true, r),
+        None => (false, p[0]),
+    };
+    let n = unum("isdataat", n)? as usize;
+    let mut relative = false;
+    for f in &p[1..] {
+        match *f {
+            "relative" => relative = true,
+            "rawbytes" => {}
+            other => return Err(RuleError::Unsupported(format!("isdataat:{other}"))),
+        }
+    }
+    Ok(Item::IsDataAt {
+        n,
+        relative,
+        negated,
+    })
+}
+
+fn parse_bit_cmd(kw: &str, s: &str) -> Result<BitCmd, RuleError> {
+    Ok(match s {
+        "set" => BitCmd::Set,
+        "unset" => BitCmd::Unset,
+        "toggle" => BitCmd::Toggle,
+        "isset" => BitCmd::IsSet,
+        "isnotset" => BitCmd::IsNotSet,
+        other => return Err(RuleError::Unsupported(format!("{kw}:{other}"))),
+    })
+}
+
+fn parse_flowbits(v: Option<&str>, rule: &mut Rule) -> Result<(), RuleError> {
+    let p = parts(v);
+    if p == ["noalert"] {
+        rule.noalert = true;
+        return Ok(());
+    }
+    if p.len() != 2 || p[1].is_empty() {
+        return invalid(format!("bad `flowbits` value `{}`", v.unwrap_or("")));
+    }
+    let cmd = parse_bit_cmd("flowbits", p[0])?;
+    let any = p[1].contains('|');
+    if any && p[1].contains('&') {
+        return invalid("`flowbits` mixes `|` and `&`");
+    }
+    if any && !cmd.is_check() {
+        return invalid("`flowbits` `|` only works with isset/isnotset");
+    }
+    let names: Vec<String> = p[1]
+        .split(['|', '&'])
+        .map(|n| n.trim().to_string())
+        .collect();
+    if names.iter().any(String::is_empty) {
+        return invalid("empty flowbit name");
+    }
+    rule.flowbits.push(FlowBit {
+        cmd,
+        names,
+        any,
+        ids: Vec::new(),
+    });
+    Ok(())
+}
+
+fn parse_track(kw: &str, s: &str) -> Result<Track, RuleError> {
+    Ok(match s {
+        "ip_src" | "by_src" => Track::Src,
+        "ip_dst" | "by_dst" => Track::Dst,
+        "ip_pair" | "by_both" => Track::Pair,
+        "by_rule" => Track::Rule,
+        other => return Err(RuleError::Unsupported(format!("{kw} track {other}"))),
+    })
+}
+
+fn parse_xbits(v: Option<&str>) -> Result<XBit, RuleError> {
+    let p = parts(v);
+    if p.len() < 3 {
+        return invalid("`xbits` needs a command, a name and a track");
+    }
+    let cmd = parse_bit_cmd("xbits", p[0])?;
+    let track = match p[2].strip_prefix("track") {
+        Some(t) => parse_track("xbits", t.trim())?,
+        None => return invalid("`xbits` third field is `track ip_src|ip_dst|ip_pair`"),
+    };
+    if track == Track::Rule {
+        return invalid("xbits cannot track by_rule");
+    }
+    let mut expire = 30;
+    for f in &p[3..] {
+        match f.strip_prefix("expire") {
+            Some(e) => expire = unum("xbits", e)?,
+            None => return Err(RuleError::Unsupported(format!("xbits:{f}"))),
+        }
+    }
+    if p[1].is_empty() {
+        return invalid("empty xbit name");
+    }
+    Ok(XBit {
+        cmd,
+        name: p[1].to_string(),
+        track,
+        expire,
+    })
+}
+
+fn parse_threshold(kw: &str, v: Option<&str>) -> Result<Threshold, RuleError> {
+    let mut kind = (kw == "detection_filter").then_some(ThresholdKind::DetectionFilter);
+    let (mut track, mut count, mut seconds) = (None, None, None);
+    for f in parts(v) {
+        let (k, val) = f.split_once(char::is_whitespace).unwrap_or((f, ""));
+        let val = val.trim();
+        match k {
+            "type" if kw == "threshold" => {
+                kind = Some(match val {
+                    "limit" => ThresholdKind::Limit,
+                    "threshold" => ThresholdKind::Threshold,
+                    "both" => ThresholdKind::Both,
+                    other => return Err(RuleError::Unsupported(format!("threshold type {other}"))),
+                })
+            }
+            "track" => track = Some(parse_track(kw, val)?),
+            "count" => count = Some(unum(kw, val)?),
+            "seconds" => seconds = Some(unum(kw, val)?),
+            other => return Err(RuleError::Unsupported(format!("{kw}:{other}"))),
+        }
+    }
+    match (kind, track, count, seconds) {
+        (Some(kind), Some(track), Some(count), Some(seconds)) if count > 0 => Ok(Threshold {
+            kind,
+            track,
+            count,
+            seconds,
+        }),
+        _ => invalid(format!("`{kw}` needs type, track, count > 0 and seconds")),
+    }
+}
+
+fn tls_version(kw: &str, v: Option<&str>) -> Result<TlsVersions, RuleError> {
+    let mut out = TlsVersions::default();
+    for p in parts(v) {
+        let ver = match p.to_ascii_lowercase().as_str() {
+            "1.0" | "tls1.0" => 0x0301,
+            "1.1" | "tls1.1" => 0x0302,
+            "1.2" | "tls1.2" => 0x0303,
+            "1.3" | "tls1.3" => 0x0304,
+            "sslv3" | "3.0" => 0x0300,
+            other => match other.strip_prefix("0x") {
+                Some(h) => u16::from_str_radix(h, 16)
+                    .map_err(|_| RuleError::Invalid(format!("bad `{kw}` value `{p}`")))?,
+                None => return Err(RuleError::Unsupported(format!("{kw}:{p}"))),
+            },
+        };
+        out.versions.push(ver);
+    }
+    Ok(out)
 }
 
 /// Parses one rule (a single logical line) into a compiled [`Rule`].
@@ -528,14 +947,34 @@ fn sniff_sid(line: &str) -> Option<u64> {
     rest[..end].trim().parse().ok()
 }
 
-fn last_content<'a>(
-    items: &'a mut [(Buffer, Item)],
-    kw: &str,
-) -> Result<&'a mut Content, RuleError> {
-    match items.last_mut() {
-        Some((_, Item::Content(c))) => Ok(c),
-        _ => invalid(format!("`{kw}` does not follow a content")),
+/// One condition as parsed, before `flow` fixes which side dual buffers mean.
+struct Parsed {
+    buffer: Buffer,
+    dual: bool,
+    dotprefix: bool,
+    item: Item,
+}
+
+/// The content a modifier applies to: the last content of the rule so far,
+/// past any `bsize`/`isdataat`/`pcre` written after it (as Suricata looks
+/// up the last content match).
+fn last_content<'a>(items: &'a mut [Parsed], kw: &str) -> Result<&'a mut Content, RuleError> {
+    for p in items.iter_mut().rev() {
+        match &mut p.item {
+            Item::Content(c) => return Ok(c),
+            Item::Size(_) | Item::IsDataAt { .. } => {}
+            _ => break,
+        }
     }
+    invalid(format!("`{kw}` does not follow a content"))
+}
+
+/// The current sticky buffer.
+#[derive(Clone, Copy)]
+struct Cursor {
+    buffer: Buffer,
+    dual: bool,
+    dotprefix: bool,
 }
 
 fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleError> {
@@ -565,6 +1004,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     let proto = match head[1].to_ascii_lowercase().as_str() {
         "tcp" | "ip" | "any" | "tcp-stream" => Proto::Any,
         "http" | "http1" | "http2" => Proto::Http,
+        "tls" | "ssl" => Proto::Tls,
         other => return Err(RuleError::Unsupported(format!("protocol {other}"))),
     };
     let src = parse_addr(head[2], vars)?;
@@ -592,24 +1032,58 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         classtype: None,
         priority: None,
         groups: Vec::new(),
+        flowbits: Vec::new(),
+        xbits: Vec::new(),
+        threshold: None,
+        noalert: false,
+        tls_version: None,
         fast_pattern: None,
         origin: origin.to_string(),
     };
     let mut have_sid = false;
-    let mut items: Vec<(Buffer, Item)> = Vec::new();
-    let mut cur = Buffer::Raw;
+    let mut items: Vec<Parsed> = Vec::new();
+    let mut cur = Cursor {
+        buffer: Buffer::Raw,
+        dual: false,
+        dotprefix: false,
+    };
+    // Relative keywords continue the list of the condition before them
+    // (which a legacy modifier may have moved off the sticky buffer).
+    let prev_cursor = |items: &[Parsed], cur: Cursor| match items.last() {
+        Some(p) => Cursor {
+            buffer: p.buffer,
+            dual: p.dual,
+            dotprefix: p.dotprefix,
+        },
+        None => cur,
+    };
+    let push = |items: &mut Vec<Parsed>, at: Cursor, item: Item| {
+        items.push(Parsed {
+            buffer: at.buffer,
+            dual: at.dual,
+            dotprefix: at.dotprefix,
+            item,
+        })
+    };
     for (kw, val) in split_options(&line[open + 1..close])? {
         let v = val.as_deref();
-        if let Some(b) = sticky(&kw) {
+        if let Some((b, dual)) = sticky(&kw) {
             if v.is_some() {
                 return invalid(format!("`{kw}` takes no value"));
             }
-            cur = b;
+            cur = Cursor {
+                buffer: b,
+                dual,
+                dotprefix: false,
+            };
             continue;
         }
-        if let Some(b) = legacy_modifier(&kw) {
+        if let Some((b, dual)) = legacy_modifier(&kw) {
             match items.last_mut() {
-                Some((buf, Item::Content(_))) if *buf == Buffer::Raw => *buf = b,
+                Some(p) if p.buffer == Buffer::Raw && matches!(p.item, Item::Content(_)) => {
+                    p.buffer = b;
+                    p.dual = dual;
+                }
                 _ => return invalid(format!("`{kw}` does not follow a raw content")),
             }
             continue;
@@ -633,7 +1107,8 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
             "reference" | "metadata" | "target" => {}
             "content" => {
                 let (negated, pattern) = content_bytes(v.unwrap_or(""))?;
-                items.push((
+                push(
+                    &mut items,
                     cur,
                     Item::Content(Content {
                         pattern,
@@ -643,10 +1118,12 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                         depth: None,
                         distance: None,
                         within: None,
+                        startswith: false,
+                        endswith: false,
                         fast_pattern: false,
                         searcher: None,
                     }),
-                ));
+                );
             }
             "nocase" => last_content(&mut items, &kw)?.nocase = true,
             "depth" => {
@@ -667,23 +1144,109 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                 }
                 c.within = Some(n);
             }
-            "fast_pattern" => {
-                match v.map(str::trim) {
-                    None | Some("only") => {}
-                    Some(other) => {
-                        return Err(RuleError::Unsupported(format!("fast_pattern:{other}")))
-                    }
+            "startswith" => {
+                let c = last_content(&mut items, &kw)?;
+                if c.offset.is_some() || c.depth.is_some() || c.relative() {
+                    return invalid("`startswith` with offset/depth/distance/within");
                 }
+                c.startswith = true;
+            }
+            "endswith" => last_content(&mut items, &kw)?.endswith = true,
+            "fast_pattern" => {
+                // `only` and `offset,length` narrow what the prefilter keys
+                // on; keying on the whole content is as correct, if less
+                // selective, because the matcher re-checks every condition.
                 last_content(&mut items, &kw)?.fast_pattern = true;
             }
             "pcre" => {
                 let (p, buf) = parse_pcre(v.unwrap_or(""))?;
-                items.push((buf.unwrap_or(cur), Item::Pcre(p)));
+                let at = match buf {
+                    Some((b, dual)) => Cursor {
+                        buffer: b,
+                        dual,
+                        dotprefix: false,
+                    },
+                    None if p.relative => prev_cursor(&items, cur),
+                    None => cur,
+                };
+                push(&mut items, at, Item::Pcre(p));
             }
             "luhn" => match items.last_mut() {
-                Some((_, Item::Pcre(p))) if !p.negated => p.luhn = true,
+                Some(Parsed {
+                    item: Item::Pcre(p),
+                    ..
+                }) if !p.negated => p.luhn = true,
                 _ => return invalid("`luhn` does not follow a (non-negated) pcre"),
             },
+            "dotprefix" => {
+                if cur.buffer == Buffer::Raw {
+                    return invalid("`dotprefix` needs a sticky buffer");
+                }
+                cur.dotprefix = true;
+            }
+            "bsize" => {
+                if cur.buffer == Buffer::Raw {
+                    return invalid("`bsize` needs a sticky buffer");
+                }
+                let c = parse_cmp("bsize", v.unwrap_or(""))?;
+                push(&mut items, cur, Item::Size(c));
+            }
+            "urilen" => {
+                let (cmp, raw) = match v.unwrap_or("").split_once(',') {
+                    Some((c, m)) => match m.trim() {
+                        "raw" => (c, true),
+                        "norm" => (c, false),
+                        other => return Err(RuleError::Unsupported(format!("urilen:{other}"))),
+                    },
+                    None => (v.unwrap_or(""), false),
+                };
+                let c = parse_cmp("urilen", cmp)?;
+                let b = if raw { Buffer::UriRaw } else { Buffer::Uri };
+                push(
+                    &mut items,
+                    Cursor {
+                        buffer: b,
+                        dual: false,
+                        dotprefix: false,
+                    },
+                    Item::Size(c),
+                );
+            }
+            "isdataat" => {
+                let it = parse_isdataat(v)?;
+                let at = match it {
+                    Item::IsDataAt { relative: true, .. } => prev_cursor(&items, cur),
+                    _ => cur,
+                };
+                push(&mut items, at, it);
+            }
+            "byte_test" | "byte_jump" => {
+                let it = if kw == "byte_test" {
+                    parse_byte_test(v)?
+                } else {
+                    parse_byte_jump(v)?
+                };
+                let relative = matches!(
+                    &it,
+                    Item::ByteTest { read, .. } | Item::ByteJump { read, .. } if read.relative
+                );
+                let at = if relative {
+                    prev_cursor(&items, cur)
+                } else {
+                    cur
+                };
+                push(&mut items, at, it);
+            }
+            "flowbits" => parse_flowbits(v, &mut rule)?,
+            "xbits" => rule.xbits.push(parse_xbits(v)?),
+            "noalert" => rule.noalert = true,
+            "threshold" | "detection_filter" => {
+                if rule.threshold.is_some() {
+                    return invalid("more than one threshold/detection_filter");
+                }
+                rule.threshold = Some(parse_threshold(&kw, v)?);
+            }
+            "tls.version" | "ssl_version" => rule.tls_version = Some(tls_version(&kw, v)?),
             "flow" => {
                 for part in v.unwrap_or("").split(',') {
                     match part.trim() {
@@ -704,37 +1267,37 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     if !have_sid {
         return invalid("rule has no sid");
     }
-    if items.is_empty() {
+    if !items
+        .iter()
+        .any(|p| matches!(p.item, Item::Content(_) | Item::Pcre(_)))
+    {
         return invalid("rule has no content or pcre (header-only rules are not supported)");
     }
-    // Group by buffer, keeping rule order inside each buffer.
-    let mut groups: Vec<(Buffer, Vec<Item>)> = Vec::new();
-    for (b, it) in items {
-        match groups.iter_mut().find(|(gb, _)| *gb == b) {
-            Some((_, list)) => list.push(it),
-            None => groups.push((b, vec![it])),
+    // Group by buffer (and transform), keeping rule order inside each.
+    let mut groups: Vec<Group> = Vec::new();
+    for p in items {
+        let b = if p.dual && rule.flow.to_client {
+            p.buffer.to_response()
+        } else {
+            p.buffer
+        };
+        match groups
+            .iter_mut()
+            .find(|g| g.buffer == b && g.dotprefix == p.dotprefix)
+        {
+            Some(g) => g.items.push(p.item),
+            None => groups.push(Group {
+                buffer: b,
+                dotprefix: p.dotprefix,
+                items: vec![p.item],
+            }),
         }
     }
-    let uses_raw = groups.iter().any(|(b, _)| *b == Buffer::Raw);
-    if uses_raw && groups.len() > 1 {
-        return Err(RuleError::Unsupported(
-            "raw stream content mixed with http buffers".into(),
-        ));
-    }
-    let req = groups
-        .iter()
-        .any(|(b, _)| *b != Buffer::Raw && !b.is_response());
-    let resp = groups.iter().any(|(b, _)| b.is_response());
-    if req && rule.flow.to_client && !resp {
-        return invalid("request buffers with flow:to_client can never match");
-    }
-    if resp && rule.flow.to_server {
-        return invalid("response buffers with flow:to_server can never match");
-    }
+    check_buffers(&mut rule, &groups)?;
     // Fast pattern: the flagged content, else the longest positive one.
-    let mut best: Option<(Buffer, &Content)> = None;
-    for (b, list) in &groups {
-        for it in list {
+    let mut best: Option<(&Group, &Content)> = None;
+    for g in &groups {
+        for it in &g.items {
             if let Item::Content(c) = it {
                 if c.negated {
                     continue;
@@ -748,14 +1311,22 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                     }
                 };
                 if better {
-                    best = Some((*b, c));
+                    best = Some((g, c));
                 }
             }
         }
     }
-    rule.fast_pattern = best.map(|(b, c)| (b, c.pattern.clone()));
-    for (_, list) in &mut groups {
-        for it in list.iter_mut() {
+    rule.fast_pattern = best.and_then(|(g, c)| {
+        // In a dot-prefixed buffer a literal starting with `.` may match the
+        // added dot; the rest of it is in the real buffer.
+        let lit = match c.pattern.strip_prefix(b".") {
+            Some(rest) if g.dotprefix => rest,
+            _ => &c.pattern[..],
+        };
+        (!lit.is_empty()).then(|| (g.buffer, lit.to_vec()))
+    });
+    for g in &mut groups {
+        for it in g.items.iter_mut() {
             if let Item::Content(c) = it {
                 c.searcher = Some(build_searcher(&c.pattern, c.nocase)?);
             }
@@ -763,6 +1334,57 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     }
     rule.groups = groups;
     Ok(rule)
+}
+
+/// Refuses buffer combinations no inspection step provides.
+fn check_buffers(rule: &mut Rule, groups: &[Group]) -> Result<(), RuleError> {
+    let uses = |f: &dyn Fn(Buffer) -> bool| groups.iter().any(|g| f(g.buffer));
+    let raw = uses(&|b| b == Buffer::Raw);
+    let tls = uses(&|b| b.is_tls());
+    let http = uses(&|b| b != Buffer::Raw && !b.is_tls());
+    if tls || rule.proto == Proto::Tls {
+        if http {
+            return Err(RuleError::Unsupported(
+                "tls buffers mixed with http buffers".into(),
+            ));
+        }
+        if rule.proto == Proto::Http {
+            return invalid("tls buffers in an http rule can never match");
+        }
+        rule.proto = Proto::Tls;
+        if raw && (rule.flow.to_client || uses(&|b| b.is_cert())) {
+            // The appliance sees the ClientHello's bytes, not the server's
+            // handshake records (encrypted from TLS 1.3 on).
+            return Err(RuleError::Unsupported(
+                "raw tls content from the server".into(),
+            ));
+        }
+        if rule.tls_version.is_some() && (rule.flow.to_client || uses(&|b| b.is_cert())) {
+            return Err(RuleError::Unsupported("tls.version of the server".into()));
+        }
+        if uses(&|b| b == Buffer::Sni || b == Buffer::Ja4 || b == Buffer::Raw) && rule.bidirectional
+        {
+            return Err(RuleError::Unsupported("bidirectional tls rule".into()));
+        }
+        return Ok(());
+    }
+    if rule.tls_version.is_some() {
+        return invalid("tls.version outside a tls rule");
+    }
+    if raw && groups.len() > 1 {
+        return Err(RuleError::Unsupported(
+            "raw stream content mixed with http buffers".into(),
+        ));
+    }
+    let req = uses(&|b| b != Buffer::Raw && !b.is_response());
+    let resp = uses(&|b| b.is_response());
+    if req && rule.flow.to_client && !resp {
+        return invalid("request buffers with flow:to_client can never match");
+    }
+    if resp && rule.flow.to_server {
+        return invalid("response buffers with flow:to_server can never match");
+    }
+    Ok(())
 }
 
 fn build_searcher(pattern: &[u8], nocase: bool) -> Result<AhoCorasick, RuleError> {
@@ -782,9 +1404,9 @@ mod tests {
     }
 
     fn content(r: &Rule, g: usize, i: usize) -> &Content {
-        match &r.groups[g].1[i] {
+        match &r.groups[g].items[i] {
             Item::Content(c) => c,
-            Item::Pcre(_) => panic!("not a content"),
+            _ => panic!("not a content"),
         }
     }
 
@@ -833,7 +1455,7 @@ mod tests {
             r#"alert http any any -> any any (flow:established,to_server; http.method; content:"POST"; http.uri; content:"/a"; content:"/b"; pcre:"/x+/Hi"; http.user_agent; content:"curl"; http.host; content:"h"; http.request_body; content:"body"; sid:2;)"#,
         )
         .unwrap();
-        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.0).collect();
+        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
         assert_eq!(
             bufs,
             [
@@ -847,8 +1469,8 @@ mod tests {
         );
         assert!(r.flow.to_server);
         let r = parse(r#"alert tcp any any -> any any (content:"GET"; http_method; content:"/x"; http_uri; sid:9;)"#).unwrap();
-        assert_eq!(r.groups[0].0, Buffer::Method);
-        assert_eq!(r.groups[1].0, Buffer::Uri);
+        assert_eq!(r.groups[0].buffer, Buffer::Method);
+        assert_eq!(r.groups[1].buffer, Buffer::Uri);
         let r = parse(
             r#"alert http any any -> any any (flow:to_client; http.stat_code; content:"500"; http.response_body; content:"err"; sid:3;)"#,
         )
@@ -865,10 +1487,10 @@ mod tests {
         )
         .unwrap();
         assert!(r.flow.to_server);
-        assert_eq!(r.groups[0].0, Buffer::UriRaw);
+        assert_eq!(r.groups[0].buffer, Buffer::UriRaw);
         assert_eq!(r.rev, 3);
         let r = parse(r#"alert tcp any any -> any any (http.uri; pkt_data; content:"|de ad be ef|"; sid:24;)"#).unwrap();
-        assert_eq!(r.groups[0].0, Buffer::Raw);
+        assert_eq!(r.groups[0].buffer, Buffer::Raw);
         assert_eq!(content(&r, 0, 0).pattern, [0xde, 0xad, 0xbe, 0xef]);
         // A raw content mixed with HTTP buffers is refused as a whole.
         assert!(matches!(
@@ -893,14 +1515,14 @@ mod tests {
     fn pcre_flags_and_luhn() {
         let r =
             parse(r#"alert tcp any any -> any any (pcre:"/\d{4}/smiR"; luhn; sid:4;)"#).unwrap();
-        let Item::Pcre(p) = &r.groups[0].1[0] else {
+        let Item::Pcre(p) = &r.groups[0].items[0] else {
             panic!()
         };
         assert!(p.relative && p.luhn && !p.negated);
         assert!(p.re.is_match(b"ab1234"));
         assert!(matches!(
-            parse(r#"alert tcp any any -> any any (pcre:"/a/O"; sid:5;)"#),
-            Err(RuleError::Unsupported(k)) if k.contains("pcre flag `O`")
+            parse(r#"alert tcp any any -> any any (pcre:"/a/T"; sid:5;)"#),
+            Err(RuleError::Unsupported(k)) if k.contains("pcre flag `T`")
         ));
         assert!(matches!(
             parse(r#"alert tcp any any -> any any (pcre:"/(?<=a)b/"; sid:5;)"#),
@@ -913,16 +1535,16 @@ mod tests {
     fn unsupported_keywords_are_named_with_sid() {
         for (kw, rule) in [
             (
-                "byte_test",
-                r#"alert tcp any any -> any any (content:"a"; byte_test:1,>,2,0; sid:10;)"#,
+                "flowint",
+                r#"alert tcp any any -> any any (content:"a"; flowint:x,+,1; sid:10;)"#,
             ),
             (
-                "flowbits",
-                r#"alert tcp any any -> any any (content:"a"; flowbits:set,x; sid:10;)"#,
+                "byte_jump:dce",
+                r#"alert tcp any any -> any any (content:"a"; byte_jump:4,0,dce; sid:10;)"#,
             ),
             (
-                "threshold",
-                r#"alert tcp any any -> any any (content:"a"; threshold:type limit; sid:10;)"#,
+                "threshold type rate",
+                r#"alert tcp any any -> any any (content:"a"; threshold:type rate, track by_src, count 1, seconds 1; sid:10;)"#,
             ),
             (
                 "protocol udp",
@@ -933,8 +1555,12 @@ mod tests {
                 r#"alert tcp any any -> any any (content:"a"; flow:only_stream; sid:10;)"#,
             ),
             (
-                "fast_pattern:0,2",
-                r#"alert tcp any any -> any any (content:"ab"; fast_pattern:0,2; sid:10;)"#,
+                "tls buffers mixed with http buffers",
+                r#"alert tls any any -> any any (tls.sni; content:"a"; http.uri; content:"b"; sid:10;)"#,
+            ),
+            (
+                "raw tls content from the server",
+                r#"alert tls any any -> any any (flow:to_client; content:"|16 03|"; sid:10;)"#,
             ),
         ] {
             let e = parse_rule(rule, &Vars::default(), "f:3").unwrap_err();
@@ -944,9 +1570,28 @@ mod tests {
     }
 
     #[test]
+    fn state_keywords_parse() {
+        let r = parse(r#"alert http any any -> any any (flow:to_server; http.uri; content:"/a"; flowbits:set,x; flowbits:isnotset,y|z; flowbits:noalert; xbits:set,hit,track ip_src,expire 60; threshold: type both, track by_dst, count 5, seconds 60; sid:1;)"#).unwrap();
+        assert_eq!(r.flowbits.len(), 2);
+        assert!(r.flowbits[1].any && r.flowbits[1].names == ["y", "z"]);
+        assert!(r.noalert);
+        assert_eq!(r.xbits[0].expire, 60);
+        let t = r.threshold.unwrap();
+        assert_eq!(
+            (t.kind, t.track, t.count, t.seconds),
+            (ThresholdKind::Both, Track::Dst, 5, 60)
+        );
+        let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; detection_filter:track by_src, count 3, seconds 10; sid:2;)"#).unwrap();
+        assert_eq!(r.threshold.unwrap().kind, ThresholdKind::DetectionFilter);
+        let r = parse(r#"alert tls any any -> any any (flow:to_server; tls.version:1.3; tls.sni; content:"x"; sid:3;)"#).unwrap();
+        assert_eq!(r.tls_version.unwrap().versions, [0x0304]);
+        assert_eq!(r.proto, Proto::Tls);
+    }
+
+    #[test]
     fn every_prefix_of_a_rule_is_an_error_or_a_rule_never_a_panic() {
-        let rule = r#"drop http [$HOME_NET,!10.9.0.0/16] [1024:,!8080] -> $EXTERNAL_NET $HTTP_PORTS (msg:"x\;y"; flow:established,to_server; http.uri; content:"/a|20|b"; nocase; offset:1; depth:20; content:!"zz"; distance:0; within:9; pcre:"/c+d/Ri"; http.request_body; pcre:"/(\d{13,16})/"; luhn; sid:77; rev:2; classtype:x; priority:3;)"#;
-        assert!(parse(rule).is_ok());
+        let rule = r#"drop http [$HOME_NET,!10.9.0.0/16] [1024:,!8080] -> $EXTERNAL_NET $HTTP_PORTS (msg:"x\;y"; flow:established,to_server; http.uri; content:"/a|20|b"; nocase; offset:1; depth:20; content:!"zz"; distance:0; within:9; pcre:"/c+d/Ri"; isdataat:!1,relative; byte_test:2,>=,0x10,-2,relative,string,hex; byte_jump:1,0,relative,align; bsize:<200; http.request_body; pcre:"/(\d{13,16})/"; luhn; http.host; dotprefix; content:".x.example"; endswith; urilen:1<>300; flowbits:set,a; xbits:isset,b,track ip_pair; threshold:type limit,track by_src,count 1,seconds 60; sid:77; rev:2; classtype:x; priority:3;)"#;
+        assert!(parse(rule).is_ok(), "{:?}", parse(rule).err());
         for i in 0..rule.len() {
             if rule.is_char_boundary(i) {
                 let _ = parse(&rule[..i]);
@@ -959,6 +1604,16 @@ mod tests {
         for rule in [
             "",
             "alert tcp any any -> any any",
+            r#"alert tcp any any -> any any (content:"a"; flowbits:set; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; flowbits:set,a|b; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; threshold:type limit, count 1; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; xbits:set,x; sid:1;)"#,
+            r#"alert http any any -> any any (http.uri; content:"a"; bsize:5<>2; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; bsize:3; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; byte_test:1,~,2,0; sid:1;)"#,
+            r#"alert tcp any any -> any any (content:"a"; isdataat:x; sid:1;)"#,
+            r#"alert http any any -> any any (tls.sni; content:"a"; sid:1;)"#,
+            r#"alert tcp any any -> any any (startswith; sid:1;)"#,
             r#"alert tcp any any -> any any (content:"a"; sid:1"#,
             r#"alert tcp any any -> any any (content:"a";)"#,
             r#"alert tcp any any => any any (content:"a"; sid:1;)"#,

@@ -9,6 +9,9 @@
 
 use std::collections::HashMap;
 
+/// The multi-pattern matcher in use, for `validate` and the start-up line.
+pub const MATCHER: &str = "aho-corasick";
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// Total literal bytes up to which the prefilter is a DFA (memory grows
@@ -26,10 +29,19 @@ struct Index {
 }
 
 /// The automata of one inspection phase.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Prefilter {
     index: [Option<Index>; BUFFERS],
     patterns: usize,
+}
+
+impl Default for Prefilter {
+    fn default() -> Self {
+        Prefilter {
+            index: std::array::from_fn(|_| None),
+            patterns: 0,
+        }
+    }
 }
 
 /// Reusable per-flow memory for scans (pattern-seen bits).

@@ -36,9 +36,15 @@ impl Action {
 }
 
 /// The data a content or pcre looks at.
+///
+/// Request-side and response-side variants of the same Suricata keyword
+/// (`http.header`, `http.content_type`, `file.data`, ...) are separate
+/// buffers: the parser picks the side from the rule's `flow` direction, as
+/// Suricata does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Buffer {
-    /// The reassembled TCP payload of one direction (no sticky buffer).
+    /// The reassembled TCP payload of one direction (no sticky buffer); for
+    /// `tls` rules, the ClientHello's records.
     Raw = 0,
     /// `http.uri`: the normalized request path and query.
     Uri,
@@ -46,24 +52,90 @@ pub enum Buffer {
     UriRaw,
     /// `http.host`: the Host header / `:authority`, lower-cased.
     Host,
+    /// `http.host.raw`: the Host header as sent.
+    HostRaw,
     /// `http.method`.
     Method,
     /// `http.header`: `Name: value\r\n` lines of the request headers.
     Header,
+    /// `http.header.raw`: the request header block as sent.
+    HeaderRaw,
     /// `http.user_agent`.
     UserAgent,
-    /// `http.request_body`: decoded request body (dechunked).
+    /// `http.request_body` / `file.data` to the server: decoded request body.
     RequestBody,
-    /// `http.response_body`: decoded response body.
+    /// `http.cookie` of a request: the Cookie header value.
+    Cookie,
+    /// `http.content_type` of a request.
+    ContentType,
+    /// `http.content_len` of a request.
+    ContentLen,
+    /// `http.referer`.
+    Referer,
+    /// `http.accept`.
+    Accept,
+    /// `http.accept_enc`.
+    AcceptEnc,
+    /// `http.accept_lang`.
+    AcceptLang,
+    /// `http.connection` of a request.
+    Connection,
+    /// `http.request_line`: `GET /x HTTP/1.1`.
+    RequestLine,
+    /// `http.header_names` of a request: `\r\nName\r\n...\r\n\r\n`.
+    HeaderNames,
+    /// `http.start` of a request: request line, headers, blank line.
+    Start,
+    /// `http.protocol` of a request: `HTTP/1.1`.
+    Protocol,
+    /// `http.response_body` / `file.data` to the client: the response body.
     ResponseBody,
     /// `http.stat_code`: the response status as three digits.
     StatCode,
-    /// `http.response_header`: `Name: value\r\n` lines of the response headers.
+    /// `http.stat_msg`: the reason phrase.
+    StatMsg,
+    /// `http.header` of a response.
     ResponseHeader,
+    /// `http.header.raw` of a response.
+    ResponseHeaderRaw,
+    /// `http.response_line`: `HTTP/1.1 200 OK`.
+    ResponseLine,
+    /// `http.server`.
+    Server,
+    /// `http.location`.
+    Location,
+    /// `http.content_type` of a response.
+    RespContentType,
+    /// `http.content_len` of a response.
+    RespContentLen,
+    /// `http.cookie` of a response: the Set-Cookie header value.
+    RespCookie,
+    /// `http.header_names` of a response.
+    RespHeaderNames,
+    /// `http.start` of a response.
+    RespStart,
+    /// `http.protocol` of a response.
+    RespProtocol,
+    /// `http.connection` of a response.
+    RespConnection,
+    /// `tls.sni`: the ClientHello's server name.
+    Sni,
+    /// `ja4.hash`: the ClientHello's JA4 fingerprint.
+    Ja4,
+    /// `tls.cert_subject`: the upstream leaf's subject, `CN=.., O=..`.
+    CertSubject,
+    /// `tls.cert_issuer`: the upstream leaf's issuer.
+    CertIssuer,
+    /// `tls.cert_serial`: `00:AB:..`.
+    CertSerial,
+    /// `tls.cert_fingerprint`: SHA-1 of the leaf, `ab:cd:..`.
+    CertFingerprint,
+    /// `tls.certs`: each certificate of the upstream chain (DER), in turn.
+    Certs,
 }
 
 /// Number of [`Buffer`] kinds.
-pub const BUFFERS: usize = 11;
+pub const BUFFERS: usize = 44;
 
 impl Buffer {
     /// All buffers, in index order.
@@ -72,21 +144,79 @@ impl Buffer {
         Buffer::Uri,
         Buffer::UriRaw,
         Buffer::Host,
+        Buffer::HostRaw,
         Buffer::Method,
         Buffer::Header,
+        Buffer::HeaderRaw,
         Buffer::UserAgent,
         Buffer::RequestBody,
+        Buffer::Cookie,
+        Buffer::ContentType,
+        Buffer::ContentLen,
+        Buffer::Referer,
+        Buffer::Accept,
+        Buffer::AcceptEnc,
+        Buffer::AcceptLang,
+        Buffer::Connection,
+        Buffer::RequestLine,
+        Buffer::HeaderNames,
+        Buffer::Start,
+        Buffer::Protocol,
         Buffer::ResponseBody,
         Buffer::StatCode,
+        Buffer::StatMsg,
         Buffer::ResponseHeader,
+        Buffer::ResponseHeaderRaw,
+        Buffer::ResponseLine,
+        Buffer::Server,
+        Buffer::Location,
+        Buffer::RespContentType,
+        Buffer::RespContentLen,
+        Buffer::RespCookie,
+        Buffer::RespHeaderNames,
+        Buffer::RespStart,
+        Buffer::RespProtocol,
+        Buffer::RespConnection,
+        Buffer::Sni,
+        Buffer::Ja4,
+        Buffer::CertSubject,
+        Buffer::CertIssuer,
+        Buffer::CertSerial,
+        Buffer::CertFingerprint,
+        Buffer::Certs,
     ];
 
     /// Whether the buffer is filled from a response.
     pub fn is_response(self) -> bool {
-        matches!(
-            self,
-            Buffer::ResponseBody | Buffer::StatCode | Buffer::ResponseHeader
-        )
+        (Buffer::ResponseBody as usize..=Buffer::RespConnection as usize).contains(&(self as usize))
+    }
+
+    /// Whether the buffer is filled from the TLS handshake.
+    pub fn is_tls(self) -> bool {
+        self as usize >= Buffer::Sni as usize
+    }
+
+    /// Whether the buffer comes from the upstream certificate chain.
+    pub fn is_cert(self) -> bool {
+        self as usize >= Buffer::CertSubject as usize
+    }
+
+    /// The response-side buffer of a keyword that names either side
+    /// (`http.header` in a `flow:to_client` rule is the response's headers).
+    pub fn to_response(self) -> Buffer {
+        match self {
+            Buffer::Header => Buffer::ResponseHeader,
+            Buffer::HeaderRaw => Buffer::ResponseHeaderRaw,
+            Buffer::RequestBody => Buffer::ResponseBody,
+            Buffer::Cookie => Buffer::RespCookie,
+            Buffer::ContentType => Buffer::RespContentType,
+            Buffer::ContentLen => Buffer::RespContentLen,
+            Buffer::Connection => Buffer::RespConnection,
+            Buffer::HeaderNames => Buffer::RespHeaderNames,
+            Buffer::Start => Buffer::RespStart,
+            Buffer::Protocol => Buffer::RespProtocol,
+            other => other,
+        }
     }
 }
 
@@ -107,6 +237,10 @@ pub struct Content {
     pub distance: Option<i64>,
     /// `within`.
     pub within: Option<usize>,
+    /// `startswith`: the match begins at the start of the buffer.
+    pub startswith: bool,
+    /// `endswith`: the match ends at the end of the buffer.
+    pub endswith: bool,
     /// `fast_pattern` was given.
     pub fast_pattern: bool,
     /// Searcher for this literal, built once at load.
@@ -136,13 +270,223 @@ pub struct Pcre {
     pub source: String,
 }
 
-/// A content or pcre in a buffer's list.
+/// A numeric comparison (`bsize`, `urilen`, `dsize` forms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `N`.
+    Eq(u64),
+    /// `!N`.
+    Ne(u64),
+    /// `<N`.
+    Lt(u64),
+    /// `<=N`.
+    Le(u64),
+    /// `>N`.
+    Gt(u64),
+    /// `>=N`.
+    Ge(u64),
+    /// `A<>B`: strictly between.
+    Between(u64, u64),
+}
+
+impl Cmp {
+    /// Whether `v` satisfies the comparison.
+    pub fn holds(self, v: u64) -> bool {
+        match self {
+            Cmp::Eq(n) => v == n,
+            Cmp::Ne(n) => v != n,
+            Cmp::Lt(n) => v < n,
+            Cmp::Le(n) => v <= n,
+            Cmp::Gt(n) => v > n,
+            Cmp::Ge(n) => v >= n,
+            Cmp::Between(a, b) => a < v && v < b,
+        }
+    }
+}
+
+/// How `byte_test` / `byte_jump` read a number from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRead {
+    /// Bytes to read.
+    pub nbytes: usize,
+    /// From the previous match instead of the buffer start.
+    pub relative: bool,
+    /// Offset from that position (may be negative when relative).
+    pub offset: i64,
+    /// Little-endian (binary reads).
+    pub little: bool,
+    /// `string,hex|dec|oct`: the bytes are digits in this base.
+    pub string_base: Option<u32>,
+    /// `bitmask`.
+    pub bitmask: Option<u64>,
+}
+
+/// The operator of a `byte_test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteOp {
+    /// `<`.
+    Lt,
+    /// `>`.
+    Gt,
+    /// `=`.
+    Eq,
+    /// `<=`.
+    Le,
+    /// `>=`.
+    Ge,
+    /// `&`: any bit of the value set.
+    And,
+    /// `^`: bitwise xor is non-zero.
+    Xor,
+}
+
+/// A buffer condition in rule order.
 #[derive(Debug, Clone)]
 pub enum Item {
     /// A literal.
     Content(Content),
     /// A regular expression.
     Pcre(Pcre),
+    /// `isdataat`: data exists at `n` (from the previous match if relative).
+    IsDataAt {
+        /// Position.
+        n: usize,
+        /// From the previous match.
+        relative: bool,
+        /// `isdataat:!`.
+        negated: bool,
+    },
+    /// `bsize` / `urilen`: the buffer's length.
+    Size(Cmp),
+    /// `byte_test`.
+    ByteTest {
+        /// How to read the number.
+        read: ByteRead,
+        /// Operator.
+        op: ByteOp,
+        /// `!` before the operator.
+        negated: bool,
+        /// The value compared against.
+        value: u64,
+    },
+    /// `byte_jump`: moves the match position by the number read.
+    ByteJump {
+        /// How to read the number.
+        read: ByteRead,
+        /// `multiplier`.
+        multiplier: u64,
+        /// `post_offset`.
+        post_offset: i64,
+        /// `align`: round up to a multiple of 4.
+        align: bool,
+        /// `from_beginning`: jump from the buffer start.
+        from_beginning: bool,
+    },
+}
+
+/// The conditions a rule puts on one buffer.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The buffer.
+    pub buffer: Buffer,
+    /// `dotprefix` transform: the buffer is inspected with a `.` in front.
+    pub dotprefix: bool,
+    /// Conditions in rule order.
+    pub items: Vec<Item>,
+}
+
+/// What a `flowbits` / `xbits` keyword does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitCmd {
+    /// `set`.
+    Set,
+    /// `unset`.
+    Unset,
+    /// `toggle`.
+    Toggle,
+    /// `isset`.
+    IsSet,
+    /// `isnotset`.
+    IsNotSet,
+}
+
+impl BitCmd {
+    /// Whether the command is a condition (evaluated before the match).
+    pub fn is_check(self) -> bool {
+        matches!(self, BitCmd::IsSet | BitCmd::IsNotSet)
+    }
+}
+
+/// One `flowbits` keyword: names are interned into `ids` at compile time.
+#[derive(Debug, Clone)]
+pub struct FlowBit {
+    /// Command.
+    pub cmd: BitCmd,
+    /// Bit names.
+    pub names: Vec<String>,
+    /// `a|b` (any) instead of `a&b` (all) for checks.
+    pub any: bool,
+    /// Interned ids of `names`.
+    pub ids: Vec<u32>,
+}
+
+/// Whose address an `xbits` bit or a threshold counter is kept for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
+    /// `ip_src` / `by_src`.
+    Src,
+    /// `ip_dst` / `by_dst`.
+    Dst,
+    /// `ip_pair` / `by_both`.
+    Pair,
+    /// `by_rule`: one counter for the rule.
+    Rule,
+}
+
+/// One `xbits` keyword (host-tracked bits shared by all flows).
+#[derive(Debug, Clone)]
+pub struct XBit {
+    /// Command.
+    pub cmd: BitCmd,
+    /// Bit name.
+    pub name: String,
+    /// Whose address the bit is kept for.
+    pub track: Track,
+    /// `expire` seconds (for `set`/`toggle`); Suricata's default is 30.
+    pub expire: u64,
+}
+
+/// `threshold` types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdKind {
+    /// Alert on the first `count` matches per window.
+    Limit,
+    /// Alert on every `count`-th match in a window.
+    Threshold,
+    /// Alert once per window, at the `count`-th match.
+    Both,
+    /// `detection_filter`: alert on every match after the `count`-th in a window.
+    DetectionFilter,
+}
+
+/// A `threshold` or `detection_filter` keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    /// Type.
+    pub kind: ThresholdKind,
+    /// Counter per source, destination, pair or rule.
+    pub track: Track,
+    /// `count`.
+    pub count: u64,
+    /// `seconds`.
+    pub seconds: u64,
+}
+
+/// `tls.version` / `ssl_version` condition: the versions that match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsVersions {
+    /// Wire versions (`0x0303` = TLS 1.2); empty = any.
+    pub versions: Vec<u16>,
 }
 
 /// A set of addresses: `any` when `include` is empty, minus `exclude`.
@@ -193,6 +537,8 @@ pub enum Proto {
     Any,
     /// `http`, `http1`, `http2`: only streams parsed as HTTP.
     Http,
+    /// `tls`: the handshake of every in-scope TLS connection.
+    Tls,
 }
 
 /// The `flow` keyword.
@@ -233,8 +579,18 @@ pub struct Rule {
     pub classtype: Option<String>,
     /// `priority`.
     pub priority: Option<u8>,
-    /// Items per buffer, in rule order within each buffer.
-    pub groups: Vec<(Buffer, Vec<Item>)>,
+    /// Conditions per buffer, in rule order within each buffer.
+    pub groups: Vec<Group>,
+    /// `flowbits`, in rule order.
+    pub flowbits: Vec<FlowBit>,
+    /// `xbits`, in rule order.
+    pub xbits: Vec<XBit>,
+    /// `threshold` or `detection_filter`.
+    pub threshold: Option<Threshold>,
+    /// `noalert` (also `flowbits:noalert`): match for side effects only.
+    pub noalert: bool,
+    /// `tls.version` / `ssl_version`.
+    pub tls_version: Option<TlsVersions>,
     /// The literal the prefilter keys on, and its buffer.
     pub fast_pattern: Option<(Buffer, Vec<u8>)>,
     /// Where the rule was defined, `file:line`.
@@ -244,12 +600,22 @@ pub struct Rule {
 impl Rule {
     /// Whether the rule inspects anything a response fills.
     pub fn uses_response(&self) -> bool {
-        self.groups.iter().any(|(b, _)| b.is_response())
+        self.groups.iter().any(|g| g.buffer.is_response())
     }
 
     /// Whether the rule inspects the raw stream.
     pub fn uses_raw(&self) -> bool {
-        self.groups.iter().any(|(b, _)| *b == Buffer::Raw)
+        self.groups.iter().any(|g| g.buffer == Buffer::Raw)
+    }
+
+    /// Whether the rule is evaluated on the TLS handshake.
+    pub fn uses_tls(&self) -> bool {
+        self.proto == Proto::Tls || self.groups.iter().any(|g| g.buffer.is_tls())
+    }
+
+    /// Whether the rule needs the upstream certificate (or is to the client).
+    pub fn uses_cert(&self) -> bool {
+        self.flow.to_client || self.groups.iter().any(|g| g.buffer.is_cert())
     }
 
     /// Whether the header and `flow` let the rule see data from `from` to `to`.
