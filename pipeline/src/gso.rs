@@ -106,7 +106,7 @@ fn same_tcp(a: &[u8], b: &[u8], hl: usize) -> bool {
 /// (`buf[start..]`, preceded by `l2` bytes of link header) when it continues
 /// it; `offload` is that frame's header and is updated. Returns whether `seg`
 /// was merged (otherwise nothing changed).
-pub(crate) fn append(
+pub fn append(
     buf: &mut Vec<u8>,
     start: usize,
     l2: usize,
