@@ -102,6 +102,22 @@ fn fast_path(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         in_scope_bytes > 50 << 20,
         "{mode:?}: in-scope bytes in the metrics: {metrics}"
     );
+    // The intercepted flows that ended are in the latency histograms.
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for series in [
+        "tlsinspect_handshake_seconds_count{leg=\"server\"} ",
+        "tlsinspect_handshake_seconds_count{leg=\"client\"} ",
+        "tlsinspect_added_latency_seconds_count{direction=\"to_server\"} ",
+        "tlsinspect_added_latency_seconds_count{direction=\"to_client\"} ",
+    ] {
+        assert!(count(series) >= 1, "{mode:?}: {series}in {metrics}");
+    }
 
     // Reload (SIGHUP) with the policy disabled: new in-scope connections
     // are no longer selected, so they leave no record.

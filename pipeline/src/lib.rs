@@ -15,6 +15,7 @@ pub mod frame;
 pub mod gso;
 pub mod intercept;
 pub mod io;
+pub mod latency;
 pub mod path;
 pub mod pipeline;
 pub mod stats;

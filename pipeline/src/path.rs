@@ -30,7 +30,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -41,6 +41,7 @@ use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
+use crate::latency::Latency;
 use crate::stats::Counters;
 use crate::tcp::Side as Leg;
 
@@ -256,6 +257,8 @@ pub struct Dispatcher {
     due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
     pub counters: Counters,
+    /// The worker's latency histograms (recorded as flows end, read by scrapes).
+    latency: Arc<Mutex<Latency>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -295,7 +298,13 @@ impl Dispatcher {
             scratch: Vec::with_capacity(2048),
             due: Vec::new(),
             counters: Counters::default(),
+            latency: Arc::default(),
         }
+    }
+
+    /// The histograms this worker records its flows' latency into.
+    pub fn latency(&self) -> Arc<Mutex<Latency>> {
+        self.latency.clone()
     }
 
     /// Intercepts in-scope flows with the context `ctx` holds at each SYN.
@@ -450,6 +459,10 @@ impl Dispatcher {
     }
 
     fn end_intercepted(&mut self, mut h: Held, now: Instant) {
+        let timings = h.flow.timings();
+        if let Ok(mut l) = self.latency.lock() {
+            l.record(&timings);
+        }
         let rec = h.flow.finish(now);
         self.log.record(&rec);
         self.counters.flows_ended += 1;

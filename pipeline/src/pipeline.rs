@@ -109,6 +109,7 @@ struct Running {
     handle: JoinHandle<io::Result<()>>,
     waker: Arc<Waker>,
     counters: Arc<SharedCounters>,
+    latency: Arc<std::sync::Mutex<crate::latency::Latency>>,
 }
 
 /// The running data plane.
@@ -283,6 +284,7 @@ impl Pipeline {
             if let Some(ctx) = &intercept {
                 dispatcher = dispatcher.with_intercept(ctx.clone());
             }
+            let latency = dispatcher.latency();
             let worker = Worker {
                 index: w,
                 lan,
@@ -313,6 +315,7 @@ impl Pipeline {
                 handle,
                 waker: peers[w].waker.clone(),
                 counters,
+                latency,
             });
         }
         Ok(pipeline)
@@ -355,6 +358,17 @@ impl Pipeline {
     /// Counters per worker and summed, as last published by the workers (at most one batch old).
     pub fn stats(&self) -> Stats {
         Stats::from_workers(self.workers.iter().map(|w| w.counters.read()).collect())
+    }
+
+    /// The latency histograms of every worker, merged.
+    pub fn latency(&self) -> crate::latency::Latency {
+        let mut all = crate::latency::Latency::default();
+        for w in &self.workers {
+            if let Ok(l) = w.latency.lock() {
+                all.merge(&l);
+            }
+        }
+        all
     }
 
     /// Number of workers.

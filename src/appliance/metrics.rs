@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use tlsinspect_pipeline::Stats;
 
 use super::Appliance;
-use crate::control::metrics::{MetricsSource, Sample};
+use crate::control::metrics::{Buckets, MetricsSource, Sample};
 
 /// Whole days from `now` until `not_after_unix` (negative once expired).
 pub(crate) fn days_left(not_after_unix: i64, now: SystemTime) -> i64 {
@@ -146,12 +146,60 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
     out
 }
 
+/// Upper bounds of the latency buckets, in seconds (50 µs to 10 s).
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    10.0,
+];
+
+/// Prometheus buckets of a histogram of microseconds.
+fn buckets(h: &hdrhistogram::Histogram<u64>) -> Buckets {
+    let bounds = LATENCY_BOUNDS
+        .iter()
+        .map(|&le| {
+            let us = (le * 1e6) as u64;
+            let n = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, us)
+            };
+            (le, n)
+        })
+        .collect();
+    Buckets {
+        bounds,
+        sum: h.mean() * h.len() as f64 / 1e6,
+        count: h.len(),
+    }
+}
+
+/// The data plane's handshake and added-latency histograms.
+pub fn latency_samples(l: &tlsinspect_pipeline::latency::Latency) -> Vec<Sample> {
+    const HS: &str =
+        "TCP handshake time of each leg of intercepted flows (server: SYN to SYN-ACK; client: SYN-ACK to ACK).";
+    const ADDED: &str =
+        "Latency added by the appliance: first byte in to first byte out, per direction.";
+    vec![
+        Sample::histogram("handshake_seconds", HS, buckets(&l.server_handshake))
+            .label("leg", "server"),
+        Sample::histogram("handshake_seconds", HS, buckets(&l.client_handshake))
+            .label("leg", "client"),
+        Sample::histogram("added_latency_seconds", ADDED, buckets(&l.to_server))
+            .label("direction", "to_server"),
+        Sample::histogram("added_latency_seconds", ADDED, buckets(&l.to_client))
+            .label("direction", "to_client"),
+    ]
+}
+
 impl MetricsSource for Appliance {
     fn samples(&self) -> Vec<Sample> {
         let mut out = self
             .stats()
             .map(|s| pipeline_samples(&s))
             .unwrap_or_default();
+        if let Some(l) = self.latency() {
+            out.extend(latency_samples(&l));
+        }
         for ((policy, scope, action, reason), n) in self.log.flows() {
             out.push(
                 Sample::counter(

@@ -393,6 +393,11 @@ impl Appliance {
         self.pipeline.as_ref().map(Pipeline::stats)
     }
 
+    /// The data plane's latency histograms (merged over the workers).
+    pub fn latency(&self) -> Option<tlsinspect_pipeline::latency::Latency> {
+        self.pipeline.as_ref().map(Pipeline::latency)
+    }
+
     /// The counting traffic log.
     pub fn flow_log(&self) -> &Arc<CountingLog> {
         &self.log

@@ -20,6 +20,21 @@ pub enum Kind {
     Counter,
     /// Any value.
     Gauge,
+    /// A distribution: cumulative bucket counts, sum and count.
+    Histogram,
+}
+
+/// The value of a histogram sample: cumulative counts at upper bounds (in
+/// increasing order; `+Inf` is added when rendered), the sum of all
+/// observations and their number.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets {
+    /// (upper bound, observations at or below it).
+    pub bounds: Vec<(f64, u64)>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
 }
 
 /// One value of one metric.
@@ -35,6 +50,8 @@ pub struct Sample {
     pub labels: Vec<(String, String)>,
     /// The value.
     pub value: f64,
+    /// Histograms only: the buckets.
+    pub buckets: Option<Buckets>,
 }
 
 impl Sample {
@@ -46,6 +63,7 @@ impl Sample {
             kind: Kind::Counter,
             labels: Vec::new(),
             value: value as f64,
+            buckets: None,
         }
     }
 
@@ -57,6 +75,19 @@ impl Sample {
             kind: Kind::Gauge,
             labels: Vec::new(),
             value,
+            buckets: None,
+        }
+    }
+
+    /// A histogram sample.
+    pub fn histogram(name: &'static str, help: &'static str, buckets: Buckets) -> Sample {
+        Sample {
+            name,
+            help,
+            kind: Kind::Histogram,
+            labels: Vec::new(),
+            value: 0.0,
+            buckets: Some(buckets),
         }
     }
 
@@ -123,13 +154,38 @@ pub fn render(source: Arc<dyn MetricsSource>) -> String {
         let (full, kind) = match first.kind {
             Kind::Counter => (format!("tlsinspect_{name}_total"), "counter"),
             Kind::Gauge => (format!("tlsinspect_{name}"), "gauge"),
+            Kind::Histogram => (format!("tlsinspect_{name}"), "histogram"),
         };
         let _ = writeln!(out, "# HELP {full} {}", escape(first.help, false));
         let _ = writeln!(out, "# TYPE {full} {kind}");
         for s in &samples {
+            if let Some(b) = &s.buckets {
+                let labels = |extra: Option<String>| -> String {
+                    let mut l: Vec<String> = s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v, true)))
+                        .collect();
+                    l.extend(extra);
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{{{}}}", l.join(","))
+                    }
+                };
+                for (le, n) in &b.bounds {
+                    let le = format!("le=\"{}\"", format_value(*le));
+                    let _ = writeln!(out, "{full}_bucket{} {n}", labels(Some(le)));
+                }
+                let inf = Some("le=\"+Inf\"".to_string());
+                let _ = writeln!(out, "{full}_bucket{} {}", labels(inf), b.count);
+                let _ = writeln!(out, "{full}_sum{} {}", labels(None), format_value(b.sum));
+                let _ = writeln!(out, "{full}_count{} {}", labels(None), b.count);
+                continue;
+            }
             let value = match s.kind {
                 Kind::Counter => s.value.max(0.0),
-                Kind::Gauge => s.value,
+                Kind::Gauge | Kind::Histogram => s.value,
             };
             if s.labels.is_empty() {
                 let _ = writeln!(out, "{full} {}", format_value(value));

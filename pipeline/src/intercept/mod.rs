@@ -228,6 +228,9 @@ pub struct InterceptedFlow {
     mode: Mode,
     meta: FlowMeta,
     born: Instant,
+    /// When the server leg, then the client leg, completed its handshake.
+    server_up: Option<Instant>,
+    client_up: Option<Instant>,
     wall0: SystemTime,
     hello_deadline: Option<Instant>,
     hello: Option<ClientHello>,
@@ -307,6 +310,8 @@ impl InterceptedFlow {
             mode: Mode::Peeking,
             meta,
             born: now,
+            server_up: None,
+            client_up: None,
             wall0: wall,
             hello_deadline: None,
             hello: None,
@@ -359,6 +364,22 @@ impl InterceptedFlow {
             + self.tcp.memory_bytes()
             + self.to_server.buf.capacity()
             + self.to_client.buf.capacity()
+    }
+
+    /// The flow's handshake times and added latency so far.
+    pub fn timings(&self) -> crate::latency::FlowTimings {
+        let (to_server, to_client) = self.tcp.added_latency();
+        crate::latency::FlowTimings {
+            server_handshake: self
+                .server_up
+                .map(|t| t.saturating_duration_since(self.born)),
+            client_handshake: match (self.server_up, self.client_up) {
+                (Some(s), Some(c)) => Some(c.saturating_duration_since(s)),
+                _ => None,
+            },
+            to_server,
+            to_client,
+        }
     }
 
     fn wall(&self, now: Instant) -> SystemTime {
@@ -508,6 +529,7 @@ impl InterceptedFlow {
             any = true;
             match ev {
                 FlowEvent::Connected => {
+                    self.client_up.get_or_insert(now);
                     if matches!(self.mode, Mode::Peeking) && self.decision.is_none() {
                         self.hello_deadline = Some(now + self.ctx.hello_timeout);
                     }
@@ -535,7 +557,10 @@ impl InterceptedFlow {
                     self.mode = Mode::Done;
                     self.hello_deadline = None;
                 }
-                FlowEvent::ServerConnected | FlowEvent::Finished(_) | FlowEvent::Closed => {}
+                FlowEvent::ServerConnected => {
+                    self.server_up.get_or_insert(now);
+                }
+                FlowEvent::Finished(_) | FlowEvent::Closed => {}
             }
         }
         any

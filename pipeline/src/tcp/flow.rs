@@ -234,6 +234,18 @@ pub struct TransparentFlow {
     out: VecDeque<Transmit>,
     events: VecDeque<FlowEvent>,
     next_egress: Side,
+    /// When bytes first arrived from each leg's peer ([`side_index`]).
+    first_rx: [Option<SmolInstant>; 2],
+    /// When bytes were first queued toward each leg's peer.
+    first_tx: [Option<SmolInstant>; 2],
+}
+
+/// Index of a leg in per-leg arrays.
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Client => 0,
+        Side::Server => 1,
+    }
 }
 
 impl fmt::Debug for TransparentFlow {
@@ -326,6 +338,8 @@ impl TransparentFlow {
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_egress: Side::Server,
+            first_rx: [None; 2],
+            first_tx: [None; 2],
         })
     }
 
@@ -446,6 +460,9 @@ impl TransparentFlow {
                 packet: reply,
             });
         }
+        if self.first_rx[side_index(from)].is_none() && self.recv_queue(from) > 0 {
+            self.first_rx[side_index(from)] = Some(t);
+        }
         self.update(t);
     }
 
@@ -548,6 +565,21 @@ impl TransparentFlow {
         // states without sending.
         self.update(t);
         None
+    }
+
+    /// Time from the first byte in to the first byte out, per direction:
+    /// (client to server, server to client); `None` until both happened.
+    pub fn added_latency(&self) -> (Option<Duration>, Option<Duration>) {
+        let span = |rx: Option<SmolInstant>, tx: Option<SmolInstant>| match (rx, tx) {
+            (Some(a), Some(b)) if b >= a => Some(Duration::from_micros(
+                u64::try_from((b - a).total_micros()).unwrap_or(0),
+            )),
+            _ => None,
+        };
+        (
+            span(self.first_rx[0], self.first_tx[1]),
+            span(self.first_rx[1], self.first_tx[0]),
+        )
     }
 
     /// Returns the next event, if any; call after `handle_packet` and `poll_transmit`.
@@ -752,9 +784,23 @@ impl TransparentFlow {
 
     /// Queues bytes to send to the peer of `side`; returns how many fit.
     pub fn send(&mut self, side: Side, data: &[u8]) -> Result<usize, StreamError> {
-        let socket = self.leg_mut(side)?.socket();
+        let now = self.last_now;
+        let first = &mut self.first_tx[side_index(side)];
+        let socket = match side {
+            Side::Server => self.server_leg.socket(),
+            Side::Client => self
+                .client_leg
+                .as_mut()
+                .ok_or(StreamError::NotConnected(Side::Client))?
+                .socket(),
+        };
         match socket.send_slice(data) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if n > 0 && first.is_none() {
+                    *first = Some(now);
+                }
+                Ok(n)
+            }
             Err(_) => Err(match socket.state() {
                 State::SynSent | State::SynReceived | State::Listen => {
                     StreamError::NotConnected(side)
@@ -798,6 +844,9 @@ impl TransparentFlow {
                 Err(_) if moved == 0 => return Err(recv_state_error(src.state(), from)),
                 Err(_) => break,
             }
+        }
+        if moved > 0 && self.first_tx[side_index(from.other())].is_none() {
+            self.first_tx[side_index(from.other())] = Some(self.last_now);
         }
         Ok(moved)
     }
