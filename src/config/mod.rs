@@ -56,6 +56,14 @@ pub mod defaults {
     pub const BYPASS_CACHE_ENTRIES: usize = 10_000;
     /// `appliance.pinning_bypass_clients`.
     pub const PINNING_BYPASS_CLIENTS: u32 = 3;
+    /// `appliance.state_dir`.
+    pub const STATE_DIR: &str = "/var/lib/tlsinspect";
+    /// `console.listen`.
+    pub const CONSOLE_LISTEN: &str = "127.0.0.1:9443";
+    /// `console.audit_log`, relative to `appliance.state_dir`.
+    pub const CONSOLE_AUDIT_LOG: &str = "console-audit.jsonl";
+    /// `console.ca_dirs`, relative to `appliance.state_dir`.
+    pub const CONSOLE_CA_DIR: &str = "ca";
 }
 
 /// A validated configuration file.
@@ -75,6 +83,26 @@ pub struct Config {
     pub webfilter: Vec<WebFilterRule>,
     /// `[appcontrol]`.
     pub appcontrol: AppControl,
+    /// `[console]`; `None` (no section): no console.
+    pub console: Option<Console>,
+}
+
+/// `[console]`: the operator console (web UI and JSON API, DESIGN.md §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Console {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Certificate and key (PEM, resolved paths); `None`: a console
+    /// certificate made at first start under `[appliance] state_dir`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// argon2id PHC string written by `tlsinspect console passwd`; `None`:
+    /// the first password made at first start under the state dir.
+    pub admin_password_hash: Option<String>,
+    /// Audit log of every change made through the console (JSON lines).
+    pub audit_log: PathBuf,
+    /// Directories whose CAs the console may offer and put in a policy
+    /// (resolved paths). The trial CA is made in the first one.
+    pub ca_dirs: Vec<PathBuf>,
 }
 
 /// How frames reach the appliance.
@@ -116,6 +144,9 @@ pub struct Appliance {
     /// Distinct clients that must reject our certificate before a
     /// destination is bypassed as pinned.
     pub pinning_bypass_clients: u32,
+    /// Where the appliance keeps what it makes itself (the console's
+    /// certificate, first password and trial CA).
+    pub state_dir: PathBuf,
 }
 
 /// `[upstream]`.
