@@ -558,7 +558,8 @@ pub fn available_cas(dirs: &[PathBuf]) -> Vec<CaChoice> {
                 continue;
             }
             let key = cert.with_extension("key");
-            if !key.is_file() || !seen.insert(cert.clone()) {
+            let inside = |p: &Path| p.canonicalize().is_ok_and(|c| c.starts_with(dir));
+            if !key.is_file() || !inside(&cert) || !inside(&key) || !seen.insert(cert.clone()) {
                 continue;
             }
             if let Ok(ca) = PolicyCa::load(&cert, &key, &[], SystemTime::now()) {
@@ -575,11 +576,13 @@ pub fn available_cas(dirs: &[PathBuf]) -> Vec<CaChoice> {
         }
     };
     for d in dirs {
-        visit(d, &mut out);
-        if let Ok(rd) = std::fs::read_dir(d) {
+        let Ok(root) = d.canonicalize() else { continue };
+        visit(&root, &mut out);
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            // A symbolic link out of the CA dir is not followed.
             let mut subs: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
+                .filter(|p| p.is_dir() && p.canonicalize().is_ok_and(|c| c.starts_with(&root)))
                 .collect();
             subs.sort();
             for s in subs {
