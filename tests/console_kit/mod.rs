@@ -279,7 +279,7 @@ fn form_encode(s: &str) -> String {
 
 // ---- WebDriver ------------------------------------------------------------
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecb";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Whether Debian's chromium and chromedriver are installed.
 pub fn have_browser() -> bool {
@@ -395,7 +395,10 @@ impl Browser {
         let v = self
             .cmd("POST", "/element", Some(json!({ "using": "css selector", "value": css })))
             .with_context(|| format!("finding {css}"))?;
-        Ok(v[ELEMENT].as_str().context("no element id")?.to_owned())
+        Ok(v[ELEMENT]
+            .as_str()
+            .with_context(|| format!("finding {css}: no element in {v}"))?
+            .to_owned())
     }
 
     /// How many elements match `css`.
