@@ -26,7 +26,8 @@ trap cleanup EXIT
 
 apt-get update
 apt-get install -y --no-install-recommends \
-    nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps
+    nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps \
+    chromium chromium-driver
 
 cargo fmt --all -- --check
 # Also compiles the benchmarks, so they cannot rot.
