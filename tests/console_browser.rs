@@ -30,7 +30,11 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     assert!(b.text("div.error")?.contains("Wrong password"));
     b.fill("#password", PASSWORD)?;
     b.click("form.login button[type=submit]")?;
-    assert!(b.current_url()?.ends_with("/policies"), "{}", b.current_url()?);
+    assert!(
+        b.current_url()?.ends_with("/policies"),
+        "{}",
+        b.current_url()?
+    );
     assert!(b.text("#quota-total")?.contains("1 of 20,000"));
     b.screenshot("02-policies")?;
 
@@ -42,7 +46,11 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.fill("#description", "Made in chromium by the console test")?;
     b.screenshot("03-step1")?;
     b.click("form.card button.primary")?;
-    assert!(b.current_url()?.contains("/policies/pol-browser/scopes"), "{}", b.body_text()?);
+    assert!(
+        b.current_url()?.contains("/policies/pol-browser/scopes"),
+        "{}",
+        b.body_text()?
+    );
     let trial = kit.state.join("ca/trial/ca.crt");
     assert!(trial.exists(), "the trial CA was not made");
 
@@ -77,7 +85,8 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.click("#scope-3 button[value=save]")?;
     let err = b.text("div.error")?;
     assert!(
-        err.contains("quota of all policies together is 20,105") && err.contains("the limit is 20,000"),
+        err.contains("quota of all policies together is 20,105")
+            && err.contains("the limit is 20,000"),
         "{err}"
     );
     assert!(b.text("[data-total-quota]")?.contains("over the limit"));
@@ -86,7 +95,9 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
 
     // The decision settings, each with why its default is what it is.
     b.goto(&url("/policies/pol-browser/settings"))?;
-    assert!(b.body_text()?.contains("Every current browser, curl and openssl offer TLS 1.3"));
+    assert!(b
+        .body_text()?
+        .contains("Every current browser, curl and openssl offer TLS 1.3"));
     b.click("input[name=tls13][value=inspect]")?;
     b.click("input[name=ech][value=inspect]")?;
     b.click("form.card button.primary")?;
@@ -114,7 +125,10 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.click(sw)?;
     assert!(b.text("div.notice")?.contains("Policy enabled"));
     assert_eq!(b.attr(sw, "aria-checked")?.as_deref(), Some("true"));
-    assert!(kit.app.config().policy("pol-browser").unwrap().enabled, "running config");
+    assert!(
+        kit.app.config().policy("pol-browser").unwrap().enabled,
+        "running config"
+    );
     assert_eq!(b.count("#policy-pol-browser a.danger")?, 0);
     b.screenshot("08-enabled")?;
 
@@ -123,7 +137,8 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     let zip_path = b.wait_download(".zip")?;
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
     let mut crt = String::new();
-    zip.by_name("pol-browser/00-issuing-ca.crt")?.read_to_string(&mut crt)?;
+    zip.by_name("pol-browser/00-issuing-ca.crt")?
+        .read_to_string(&mut crt)?;
     assert_eq!(crt.trim(), std::fs::read_to_string(&trial)?.trim());
     assert!(zip.by_name("pol-browser/bundle.pem").is_ok());
 
@@ -156,8 +171,19 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
         .filter(|e| e["from"] == "127.0.0.1")
         .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
         .collect();
-    for a in ["login", "ca.trial", "policy.create", "policy.update", "policy.enable", "policy.disable", "policy.delete"] {
-        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+    for a in [
+        "login",
+        "ca.trial",
+        "policy.create",
+        "policy.update",
+        "policy.enable",
+        "policy.disable",
+        "policy.delete",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
     }
     Ok(())
 }

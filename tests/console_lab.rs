@@ -38,13 +38,19 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     let state = t.path("state");
     let text = std::fs::read_to_string(&config)?
         .replacen("enabled = true", "enabled = false", 1)
-        .replacen("[upstream]", &format!("state_dir = \"{}\"\n\n[upstream]", state.display()), 1)
+        .replacen(
+            "[upstream]",
+            &format!("state_dir = \"{}\"\n\n[upstream]", state.display()),
+            1,
+        )
         + "\n[console]\nlisten = \"127.0.0.1:9443\"\n";
     std::fs::write(&config, text)?;
     let app = t.start_appliance(&config, OTHER, SERVER)?;
 
     // Forward 127.0.0.1:<port> here to the console in the appliance ns.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut fwd = Command::new("socat");
     fwd.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
         .arg(format!(
@@ -60,13 +66,19 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     loop {
         match b.goto(&format!("{base}/login")) {
             Ok(()) if b.count("#password")? == 1 => break,
-            _ if Instant::now() > deadline => anyhow::bail!("the console did not answer: {}", app.stderr()),
+            _ if Instant::now() > deadline => {
+                anyhow::bail!("the console did not answer: {}", app.stderr())
+            }
             _ => std::thread::sleep(Duration::from_millis(300)),
         }
     }
     b.fill("#password", first.trim())?;
     b.click("form.login button[type=submit]")?;
-    assert!(b.current_url()?.ends_with("/policies"), "{}", b.body_text()?);
+    assert!(
+        b.current_url()?.ends_with("/policies"),
+        "{}",
+        b.body_text()?
+    );
 
     // Three steps, then TLS 1.3 inspected (curl offers it), then enable.
     b.goto(&format!("{base}/policies/new"))?;
@@ -92,7 +104,8 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     let zip_path = b.wait_download(".zip")?;
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path)?)?;
     let mut crt = String::new();
-    zip.by_name("pol-lab/00-issuing-ca.crt")?.read_to_string(&mut crt)?;
+    zip.by_name("pol-lab/00-issuing-ca.crt")?
+        .read_to_string(&mut crt)?;
     let trust = t.path("installed-ca.crt");
     std::fs::write(&trust, &crt)?;
 
@@ -102,7 +115,10 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     assert_eq!(c.http_code, 200, "{c:?}");
     assert_eq!(c.ssl_verify_result, 0);
     assert!(c.issuer.contains("tlsinspect trial CA"), "{}", c.issuer);
-    assert_eq!(std::fs::read_to_string(t.path("body.out"))?, "hello from nginx\n");
+    assert_eq!(
+        std::fs::read_to_string(t.path("body.out"))?,
+        "hello from nginx\n"
+    );
 
     // Its record in the Log audit page.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,7 +127,11 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
         if b.count("tr.record")? > 0 {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "no record in the Log audit page; log: {:?}", lab::read_log(&log));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no record in the Log audit page; log: {:?}",
+            lab::read_log(&log)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let row = b.text("tr.record")?;
@@ -120,7 +140,9 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     assert!(row.contains("www.example.com"), "{row}");
     assert!(row.contains(&format!("{CLIENT}:{}", c.local_port)), "{row}");
     b.click("tr.record details summary")?;
-    assert!(b.text("tr.record details pre")?.contains("\"policy_id\": \"pol-lab\""));
+    assert!(b
+        .text("tr.record details pre")?
+        .contains("\"policy_id\": \"pol-lab\""));
     b.screenshot("02-log-audit")?;
     b.goto(&format!("{base}/dashboard"))?;
     b.screenshot("03-dashboard")?;

@@ -87,7 +87,10 @@ pub fn info(path: &Path) -> anyhow::Result<ExitCode> {
     };
     println!("console:      https://{host}:{}/", console.listen.port());
     let (cert_path, _) = cert::paths(console, &cfg.appliance.state_dir);
-    match cert::Identity::load(&cert_path, &cert::paths(console, &cfg.appliance.state_dir).1) {
+    match cert::Identity::load(
+        &cert_path,
+        &cert::paths(console, &cfg.appliance.state_dir).1,
+    ) {
         Ok(id) => {
             println!("certificate:  {}", cert_path.display());
             println!("SHA-256:      {}", id.fingerprint);
@@ -109,7 +112,11 @@ pub fn info(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     println!("audit log:    {}", console.audit_log.display());
-    let dirs: Vec<String> = console.ca_dirs.iter().map(|d| d.display().to_string()).collect();
+    let dirs: Vec<String> = console
+        .ca_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
     println!("CA dirs:      {}", dirs.join(", "));
     Ok(ExitCode::SUCCESS)
 }

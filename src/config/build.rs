@@ -716,7 +716,9 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
-    match (appliance, upstream, policies, ips, webfilter, appcontrol, console) {
+    match (
+        appliance, upstream, policies, ips, webfilter, appcontrol, console,
+    ) {
         (
             Some(appliance),
             Some(upstream),
@@ -979,11 +981,19 @@ fn console(cx: &mut Cx, t: &Table, state_dir: &Path) -> Option<Console> {
         (Some(cert), Some(key)) => Some(Some((cert, key))),
         (None, None) if !bad_path("cert") && !bad_path("key") => Some(None),
         (Some(_), None) if !c.t.contains_key("key") => {
-            c.fail(cx, "key", "is missing; console.cert and console.key go together");
+            c.fail(
+                cx,
+                "key",
+                "is missing; console.cert and console.key go together",
+            );
             None
         }
         (None, Some(_)) if !c.t.contains_key("cert") => {
-            c.fail(cx, "cert", "is missing; console.cert and console.key go together");
+            c.fail(
+                cx,
+                "cert",
+                "is missing; console.cert and console.key go together",
+            );
             None
         }
         _ => None,
@@ -1017,7 +1027,11 @@ fn console(cx: &mut Cx, t: &Table, state_dir: &Path) -> Option<Console> {
         Some(vec![state_dir.join(defaults::CONSOLE_CA_DIR)])
     };
     if ca_dirs.as_ref().is_some_and(Vec::is_empty) {
-        c.fail(cx, "ca_dirs", "is empty; list at least one directory (the trial CA is made in the first)");
+        c.fail(
+            cx,
+            "ca_dirs",
+            "is empty; list at least one directory (the trial CA is made in the first)",
+        );
         return None;
     }
     Some(Console {

@@ -1,5 +1,9 @@
 //! The JSON API (`/api/v1/...`, described by `openapi.json`), and the
 //! views of policies and certificates the pages share with it.
+// Handlers and their helpers answer with an HTTP response on either side of
+// a Result (a refusal is a page or a JSON error); boxing it would only add
+// an allocation to the refusal path.
+#![allow(clippy::result_large_err)]
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -70,7 +74,11 @@ pub fn overview(state: &State) -> Result<Overview, ChangeError> {
             description: p.description.clone(),
             enabled: p.enabled,
             quota: p.quota(),
-            scopes: p.scopes.iter().map(|s| (s.id.to_string(), s.quota())).collect(),
+            scopes: p
+                .scopes
+                .iter()
+                .map(|s| (s.id.to_string(), s.quota()))
+                .collect(),
             ca: PolicyCa::load(&p.ca_cert, &p.ca_key, &p.ca_chain, now)
                 .map(|c| c.summary())
                 .map_err(|e| e.to_string()),
@@ -136,8 +144,12 @@ fn json_body(body: &Bytes) -> Result<Value, Response> {
             format!("the body is larger than {} bytes", change::MAX_BODY),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| api_error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })
 }
 
 fn committed(status: StatusCode, c: Committed, policy: Value) -> Response {
@@ -158,21 +170,35 @@ pub async fn openapi() -> Response {
 /// Checks a login from `peer`; the session cookie and CSRF token, or the refusal.
 pub fn do_login(state: &State, peer: &Peer, password: &str) -> Result<(String, Session), Response> {
     let Some(console) = state.console_config() else {
-        return Err(api_error(StatusCode::SERVICE_UNAVAILABLE, "no [console] section"));
+        return Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no [console] section",
+        ));
     };
     match state.auth.login(&console, peer.0.ip(), password) {
         Ok(ok) => {
-            state.audit.record(peer.0.ip(), "login", "admin", Value::Null, Value::Null);
+            state
+                .audit
+                .record(peer.0.ip(), "login", "admin", Value::Null, Value::Null);
             Ok(ok)
         }
         Err(LoginError::Wrong) => {
-            state.audit.record(peer.0.ip(), "login.failed", "admin", Value::Null, Value::Null);
+            state.audit.record(
+                peer.0.ip(),
+                "login.failed",
+                "admin",
+                Value::Null,
+                Value::Null,
+            );
             Err(api_error(StatusCode::UNAUTHORIZED, "wrong password"))
         }
         Err(LoginError::Limited(wait)) => {
             let mut r = api_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!("too many failed logins from {}; try again in {wait} s", peer.0.ip()),
+                format!(
+                    "too many failed logins from {}; try again in {wait} s",
+                    peer.0.ip()
+                ),
             );
             if let Ok(v) = wait.to_string().parse() {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -186,12 +212,17 @@ pub fn do_login(state: &State, peer: &Peer, password: &str) -> Result<(String, S
 pub async fn login(Ax(state): St, Extension(peer): Extension<Peer>, body: Bytes) -> R {
     let v = json_body(&body)?;
     let Some(pw) = v.get("password").and_then(Value::as_str) else {
-        return Err(api_error(StatusCode::BAD_REQUEST, "the body must be {\"password\": \"...\"}"));
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"password\": \"...\"}",
+        ));
     };
     let (token, s) = do_login(&state, &peer, pw)?;
     Ok((
         [(header::SET_COOKIE, server::session_cookie(&token))],
-        Json(json!({ "csrf_token": s.csrf, "expires_in": super::auth::SESSION_LIFETIME.as_secs() })),
+        Json(
+            json!({ "csrf_token": s.csrf, "expires_in": super::auth::SESSION_LIFETIME.as_secs() }),
+        ),
     )
         .into_response())
 }
@@ -202,7 +233,11 @@ pub async fn logout(Ax(state): St, headers: HeaderMap) -> R {
     if let Some(t) = server::cookie_token(&headers) {
         state.auth.logout(&t);
     }
-    Ok(([(header::SET_COOKIE, server::clear_cookie())], Json(json!({ "ok": true }))).into_response())
+    Ok((
+        [(header::SET_COOKIE, server::clear_cookie())],
+        Json(json!({ "ok": true })),
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/status`.
@@ -240,7 +275,12 @@ pub async fn show(Ax(state): St, headers: HeaderMap, Path(id): Path<String>) -> 
 }
 
 /// `POST /api/v1/policies`: 201 with the policy.
-pub async fn create(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Bytes) -> R {
+pub async fn create(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> R {
     authed(&state, &headers, true)?;
     let v = json_body(&body)?;
     let c = change::commit(&state, peer.0.ip(), Edit::Create(&v)).map_err(change_error)?;
@@ -281,12 +321,22 @@ async fn toggle(state: Arc<State>, peer: Peer, headers: HeaderMap, id: String, o
 }
 
 /// `POST /api/v1/policies/{id}/enable`.
-pub async fn enable(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>) -> R {
+pub async fn enable(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> R {
     toggle(state, peer, headers, id, true).await
 }
 
 /// `POST /api/v1/policies/{id}/disable`.
-pub async fn disable(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>) -> R {
+pub async fn disable(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> R {
     toggle(state, peer, headers, id, false).await
 }
 
@@ -294,7 +344,11 @@ pub async fn disable(Ax(state): St, Extension(peer): Extension<Peer>, headers: H
 pub async fn trial(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap) -> R {
     authed(&state, &headers, true)?;
     let (cert, key) = change::make_trial_ca(&state, peer.0.ip()).map_err(change_error)?;
-    Ok((StatusCode::CREATED, Json(json!({ "ca_cert": cert, "ca_key": key }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "ca_cert": cert, "ca_key": key })),
+    )
+        .into_response())
 }
 
 /// Install notes put in the certificate zip.
@@ -307,16 +361,18 @@ pub fn certificate_zip(state: &State, id: &str) -> Result<Vec<u8>, ChangeError> 
     let p = cfg
         .policy(id)
         .ok_or_else(|| ChangeError::NotFound(format!("no policy with id {id:?}")))?;
-    let ca = PolicyCa::load(&p.ca_cert, &p.ca_key, &p.ca_chain, SystemTime::now())
-        .map_err(|e| ChangeError::Invalid(vec![Problem {
-            file: cfg.path.display().to_string(),
-            policy: Some(id.to_owned()),
-            policy_index: None,
-            scope: None,
-            scope_index: None,
-            field: "ca_cert".into(),
-            message: format!("{}: policy {id:?}: CA: {e}", cfg.path.display()),
-        }]))?;
+    let ca =
+        PolicyCa::load(&p.ca_cert, &p.ca_key, &p.ca_chain, SystemTime::now()).map_err(|e| {
+            ChangeError::Invalid(vec![Problem {
+                file: cfg.path.display().to_string(),
+                policy: Some(id.to_owned()),
+                policy_index: None,
+                scope: None,
+                scope_index: None,
+                field: "ca_cert".into(),
+                message: format!("{}: policy {id:?}: CA: {e}", cfg.path.display()),
+            }])
+        })?;
     let io = |e: zip::result::ZipError| ChangeError::Io(format!("making the zip: {e}"));
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
@@ -361,10 +417,14 @@ pub async fn certificate(Ax(state): St, headers: HeaderMap, Path(id): Path<Strin
 /// `GET /api/v1/logs?since=&policy=&scope=&action=&reason=&sni=&limit=`.
 pub async fn logs(Ax(state): St, headers: HeaderMap, Query(p): Query<LogParams>) -> R {
     authed(&state, &headers, false)?;
-    let q = LogQuery::new(&p, SystemTime::now()).map_err(|e| api_error(StatusCode::BAD_REQUEST, e))?;
+    let q =
+        LogQuery::new(&p, SystemTime::now()).map_err(|e| api_error(StatusCode::BAD_REQUEST, e))?;
     let path = state.app.config().appliance.log;
     let page = records::page(&path, &q).map_err(|e| {
-        api_error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", path.display()))
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading {}: {e}", path.display()),
+        )
     })?;
     Ok(Json(json!({
         "records": page.records,

@@ -184,7 +184,10 @@ impl Auth {
     fn fail(&self, from: IpAddr, now: Instant) {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() >= MAX_TRACKED_SOURCES && !f.contains_key(&from) {
-            f.retain(|_, v| v.since.is_some_and(|s| now.saturating_duration_since(s) < FAILURE_WINDOW));
+            f.retain(|_, v| {
+                v.since
+                    .is_some_and(|s| now.saturating_duration_since(s) < FAILURE_WINDOW)
+            });
             if f.len() >= MAX_TRACKED_SOURCES {
                 // Still full of live entries: forget one rather than grow.
                 if let Some(k) = f.keys().next().copied() {

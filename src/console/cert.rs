@@ -112,7 +112,9 @@ impl Identity {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
             .with_context(|| format!("console: reading {}", cert_path.display()))?
             .collect::<Result<_, _>>()
-            .with_context(|| format!("console: {} is not a PEM certificate", cert_path.display()))?;
+            .with_context(|| {
+                format!("console: {} is not a PEM certificate", cert_path.display())
+            })?;
         let leaf = chain
             .first()
             .with_context(|| format!("console: {} holds no certificate", cert_path.display()))?;

@@ -246,7 +246,10 @@ pub fn policy_table(v: &Value, file: &Path, index: usize) -> Result<Table, Vec<P
     let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
     let p = |field: &str, msg: String| problem(file, id, index, field, msg);
     let Some(obj) = v.as_object() else {
-        return Err(vec![p("", "must be a JSON object (the [[policy]] table)".into())]);
+        return Err(vec![p(
+            "",
+            "must be a JSON object (the [[policy]] table)".into(),
+        )]);
     };
     let mut problems = Vec::new();
     let mut t = Table::new();
@@ -264,7 +267,10 @@ pub fn policy_table(v: &Value, file: &Path, index: usize) -> Result<Table, Vec<P
             for (i, s) in items.iter().enumerate() {
                 let at = format!("scopes #{}", i + 1);
                 let Some(so) = s.as_object() else {
-                    problems.push(p(&at, format!("{at} must be an object (a [[policy.scope]] table)")));
+                    problems.push(p(
+                        &at,
+                        format!("{at} must be an object (a [[policy.scope]] table)"),
+                    ));
                     continue;
                 };
                 let mut st = Table::new();
@@ -439,9 +445,9 @@ pub fn commit(state: &State, from: IpAddr, edit: Edit<'_>) -> Result<Committed, 
             edit::put_policy_in(&mut doc, path, None, t)?;
         }
         Edit::Replace(id, v) => {
-            let index = edit::find(&doc, id)
-                .ok_or_else(|| ChangeError::NotFound(format!("{}: no policy with id {id:?}", path.display())))?
-                + 1;
+            let index = edit::find(&doc, id).ok_or_else(|| {
+                ChangeError::NotFound(format!("{}: no policy with id {id:?}", path.display()))
+            })? + 1;
             if let Some(other) = body_id(v).filter(|b| b != id) {
                 return Err(ChangeError::Invalid(vec![problem(
                     path,
@@ -482,7 +488,9 @@ pub fn commit(state: &State, from: IpAddr, edit: Edit<'_>) -> Result<Committed, 
     }
     edit::store(path, &doc)?;
     let after = policy_json(&doc, &target);
-    state.audit.record(from, edit.action(), &target, before, after);
+    state
+        .audit
+        .record(from, edit.action(), &target, before, after);
     let resp = state.app.handle(&Request::Reload);
     Ok(Committed {
         reloaded: resp.ok,
@@ -506,16 +514,17 @@ pub fn make_trial_ca(state: &State, from: IpAddr) -> Result<(PathBuf, PathBuf), 
     let console = state
         .console_config()
         .ok_or_else(|| ChangeError::Io("the configuration has no [console] section".into()))?;
-    let dir = trial_dir(&console)
-        .ok_or_else(|| ChangeError::Io("[console] ca_dirs is empty".into()))?;
+    let dir =
+        trial_dir(&console).ok_or_else(|| ChangeError::Io("[console] ca_dirs is empty".into()))?;
     if !trial_offered(&console) {
         return Err(ChangeError::Conflict(format!(
             "the trial certificate was made already ({}); a trial certificate can be applied for only once",
             dir.join(crate::pki::trial::CERT_FILE).display()
         )));
     }
-    let (cert, key) = crate::pki::trial::create(&dir, crate::pki::KeyKind::EcdsaP256, SystemTime::now())
-        .map_err(|e| ChangeError::Io(e.to_string()))?;
+    let (cert, key) =
+        crate::pki::trial::create(&dir, crate::pki::KeyKind::EcdsaP256, SystemTime::now())
+            .map_err(|e| ChangeError::Io(e.to_string()))?;
     state.audit.record(
         from,
         "ca.trial",
@@ -550,7 +559,9 @@ pub fn available_cas(dirs: &[PathBuf]) -> Vec<CaChoice> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut visit = |dir: &Path, out: &mut Vec<CaChoice>| {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for cert in entries {
@@ -614,9 +625,21 @@ mod tests {
                        "scopes": [{"id": "s1", "sorce_ips": []}]});
         let errs = policy_table(&v, Path::new("c.toml"), 2).unwrap_err();
         let msgs: Vec<&str> = errs.iter().map(|p| p.message.as_str()).collect();
-        assert!(msgs.iter().any(|m| m.starts_with("c.toml: policy \"pol-a\": unknown key \"keylog\"")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("name must not be an object")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("scopes #1: unknown key \"sorce_ips\"")), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("c.toml: policy \"pol-a\": unknown key \"keylog\"")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("name must not be an object")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("scopes #1: unknown key \"sorce_ips\"")),
+            "{msgs:?}"
+        );
         assert!(policy_table(&json!([1]), Path::new("c.toml"), 1).is_err());
     }
 
@@ -629,18 +652,41 @@ mod tests {
         std::fs::write(dir.path().join("outside.crt"), "x").unwrap();
         let file = dir.path().join("c.toml");
         let t = |cert: &str| {
-            policy_table(&json!({"id": "p", "ca_cert": cert, "ca_key": "ca/x.crt"}), &file, 1).unwrap()
+            policy_table(
+                &json!({"id": "p", "ca_cert": cert, "ca_key": "ca/x.crt"}),
+                &file,
+                1,
+            )
+            .unwrap()
         };
-        let ok = check_ca_paths(&t("ca/x.crt"), None, std::slice::from_ref(&allowed), &file, "p", 1);
+        let ok = check_ca_paths(
+            &t("ca/x.crt"),
+            None,
+            std::slice::from_ref(&allowed),
+            &file,
+            "p",
+            1,
+        );
         assert!(ok.is_empty(), "{ok:?}");
-        for bad in ["ca/../outside.crt", "/etc/passwd", "../../../../etc/shadow", "ca/nope.crt"] {
+        for bad in [
+            "ca/../outside.crt",
+            "/etc/passwd",
+            "../../../../etc/shadow",
+            "ca/nope.crt",
+        ] {
             let errs = check_ca_paths(&t(bad), None, std::slice::from_ref(&allowed), &file, "p", 1);
             assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
             assert_eq!(errs[0].field, "ca_cert");
-            assert!(errs[0].message.contains("[console] ca_dirs"), "{}", errs[0].message);
+            assert!(
+                errs[0].message.contains("[console] ca_dirs"),
+                "{}",
+                errs[0].message
+            );
         }
         // The policy's current CA stays allowed (a policy made with the CLI).
         let old = json!({"ca_cert": "/etc/passwd"});
-        assert!(check_ca_paths(&t("/etc/passwd"), Some(&old), &[allowed], &file, "p", 1).is_empty());
+        assert!(
+            check_ca_paths(&t("/etc/passwd"), Some(&old), &[allowed], &file, "p", 1).is_empty()
+        );
     }
 }

@@ -67,7 +67,10 @@ impl Samples {
             }
             let ago = now.duration_since(b.at).unwrap_or_default().as_secs_f64();
             bits.push((ago, b.rx_bytes.saturating_sub(a.rx_bytes) as f64 * 8.0 / dt));
-            conns.push((ago, b.flows_started.saturating_sub(a.flows_started) as f64 / dt));
+            conns.push((
+                ago,
+                b.flows_started.saturating_sub(a.flows_started) as f64 / dt,
+            ));
         }
         (bits, conns)
     }
@@ -97,10 +100,14 @@ pub fn summarise(path: &Path, now: SystemTime) -> std::io::Result<LogSummary> {
     )
     .map_err(std::io::Error::other)?;
     let (recs, _) = records::matching(path, &q)?;
-    let minute = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64 / 60);
+    let minute = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64 / 60)
+    };
     let this = minute(now);
-    let mut buckets: BTreeMap<i64, [u64; 3]> =
-        ((this - MINUTES as i64 + 1)..=this).map(|m| (m, [0; 3])).collect();
+    let mut buckets: BTreeMap<i64, [u64; 3]> = ((this - MINUTES as i64 + 1)..=this)
+        .map(|m| (m, [0; 3]))
+        .collect();
     let mut snis: HashMap<String, u64> = HashMap::new();
     let mut alerts: HashMap<String, u64> = HashMap::new();
     let mut flows = 0;
@@ -263,7 +270,9 @@ mod tests {
         let ts = crate::log::record::format_timestamp(now - Duration::from_secs(5));
         let old = crate::log::record::format_timestamp(now - Duration::from_secs(7200));
         let line = |ts: &str, action: &str, sni: &str| {
-            format!(r#"{{"timestamp":"{ts}","event_type":"flow","action":"{action}","tls":{{"sni":"{sni}"}}}}"#)
+            format!(
+                r#"{{"timestamp":"{ts}","event_type":"flow","action":"{action}","tls":{{"sni":"{sni}"}}}}"#
+            )
         };
         let text = [
             line(&ts, "inspected", "a.example"),
@@ -271,7 +280,9 @@ mod tests {
             line(&ts, "pass", "b.example"),
             line(&ts, "blocked", "b.example"),
             line(&old, "blocked", "old.example"),
-            format!(r#"{{"timestamp":"{ts}","event_type":"alert","alert":{{"msg":"path traversal"}}}}"#),
+            format!(
+                r#"{{"timestamp":"{ts}","event_type":"alert","alert":{{"msg":"path traversal"}}}}"#
+            ),
         ]
         .join("\n");
         std::fs::write(&f, text).unwrap();

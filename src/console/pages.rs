@@ -2,6 +2,10 @@
 //! switches and deletes are forms, confirmations are pages, the record's
 //! JSON is a `<details>`; `console.js` only recomputes the quota while the
 //! operator types.
+// Handlers and their helpers answer with an HTTP response on either side of
+// a Result (a refusal is a page or a JSON error); boxing it would only add
+// an allocation to the refusal path.
+#![allow(clippy::result_large_err)]
 
 use std::time::SystemTime;
 
@@ -109,7 +113,11 @@ fn html_page(title: &str, session: Option<&Session>, active: &str, body: Markup)
             }
         }
     };
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], m.into_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        m.into_string(),
+    )
+        .into_response()
 }
 
 fn problems_box(problems: &[&Problem]) -> Markup {
@@ -175,7 +183,11 @@ pub struct LoginForm {
 }
 
 /// `POST /login`.
-pub async fn login_submit(Ax(state): St, Extension(peer): Extension<Peer>, Form(f): Form<LoginForm>) -> Response {
+pub async fn login_submit(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    Form(f): Form<LoginForm>,
+) -> Response {
     match api::do_login(&state, &peer, &f.password) {
         Ok((token, _)) => (
             [(header::SET_COOKIE, server::session_cookie(&token))],
@@ -207,7 +219,11 @@ pub async fn logout(Ax(state): St, headers: HeaderMap, Form(f): Form<CsrfForm>) 
     if let Some(t) = server::cookie_token(&headers) {
         state.auth.logout(&t);
     }
-    Ok(([(header::SET_COOKIE, server::clear_cookie())], Redirect::to("/login")).into_response())
+    Ok((
+        [(header::SET_COOKIE, server::clear_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response())
 }
 
 // ---- policies list --------------------------------------------------------
@@ -246,7 +262,12 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
     })
 }
 
-fn policies_page(state: &State, s: &Session, notice: Option<&str>, error: Option<&ChangeError>) -> Response {
+fn policies_page(
+    state: &State,
+    s: &Session,
+    notice: Option<&str>,
+    error: Option<&ChangeError>,
+) -> Response {
     let o = match api::overview(state) {
         Ok(o) => o,
         Err(e) => {
@@ -317,10 +338,22 @@ pub async fn policies(Ax(state): St, headers: HeaderMap, Query(n): Query<Notice>
     Ok(policies_page(&state, &s, notice_text(&n), None))
 }
 
-async fn toggle(state: &State, peer: Peer, headers: HeaderMap, id: &str, csrf: &str, on: bool) -> R {
+async fn toggle(
+    state: &State,
+    peer: Peer,
+    headers: HeaderMap,
+    id: &str,
+    csrf: &str,
+    on: bool,
+) -> R {
     let s = form_session(state, &headers, csrf)?;
     match change::commit(state, peer.0.ip(), Edit::SetEnabled(id, on)) {
-        Ok(_) => Ok(Redirect::to(if on { "/policies?done=enabled" } else { "/policies?done=disabled" }).into_response()),
+        Ok(_) => Ok(Redirect::to(if on {
+            "/policies?done=enabled"
+        } else {
+            "/policies?done=disabled"
+        })
+        .into_response()),
         Err(e) => {
             let mut r = policies_page(state, &s, None, Some(&e));
             *r.status_mut() = status_of(&e);
@@ -330,12 +363,24 @@ async fn toggle(state: &State, peer: Peer, headers: HeaderMap, id: &str, csrf: &
 }
 
 /// `POST /policies/{id}/enable`.
-pub async fn enable(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> R {
+pub async fn enable(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> R {
     toggle(&state, peer, headers, &id, &f.csrf_token, true).await
 }
 
 /// `POST /policies/{id}/disable`.
-pub async fn disable(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> R {
+pub async fn disable(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> R {
     toggle(&state, peer, headers, &id, &f.csrf_token, false).await
 }
 
@@ -357,7 +402,13 @@ pub async fn delete_confirm(Ax(state): St, headers: HeaderMap, Path(id): Path<St
 }
 
 /// `POST /policies/{id}/delete`.
-pub async fn delete(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> R {
+pub async fn delete(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> R {
     let s = form_session(&state, &headers, &f.csrf_token)?;
     match change::commit(&state, peer.0.ip(), Edit::Delete(&id)) {
         Ok(_) => Ok(Redirect::to("/policies?done=deleted").into_response()),
@@ -385,7 +436,11 @@ pub async fn certificate(Ax(state): St, headers: HeaderMap, Path(id): Path<Strin
 // ---- step 1: name, description, certificate -------------------------------
 
 fn steps(current: u8, id: Option<&str>) -> Markup {
-    let names = ["Associate certificate", "Configure inspection range", "Review"];
+    let names = [
+        "Associate certificate",
+        "Configure inspection range",
+        "Review",
+    ];
     html! {
         ol.steps aria-label="Steps" {
             @for (i, n) in names.iter().enumerate() {
@@ -419,16 +474,32 @@ pub struct Step1Form {
     ca: String,
 }
 
-fn step1_page(state: &State, s: &Session, existing: Option<&PolicyView>, f: &Step1Form, error: Option<&ChangeError>) -> Response {
+fn step1_page(
+    state: &State,
+    s: &Session,
+    existing: Option<&PolicyView>,
+    f: &Step1Form,
+    error: Option<&ChangeError>,
+) -> Response {
     let console = state.console_config();
-    let cas = console.as_ref().map(|c| change::available_cas(&c.ca_dirs)).unwrap_or_default();
+    let cas = console
+        .as_ref()
+        .map(|c| change::available_cas(&c.ca_dirs))
+        .unwrap_or_default();
     let trial = console.as_ref().is_some_and(change::trial_offered);
     let dirs: Vec<String> = console
         .as_ref()
         .map(|c| c.ca_dirs.iter().map(|d| d.display().to_string()).collect())
         .unwrap_or_default();
-    let current_ca = existing.and_then(|p| p.json.get("ca_cert")).and_then(Value::as_str).map(str::to_owned);
-    let selected = if f.ca.is_empty() { current_ca.clone().unwrap_or_default() } else { f.ca.clone() };
+    let current_ca = existing
+        .and_then(|p| p.json.get("ca_cert"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let selected = if f.ca.is_empty() {
+        current_ca.clone().unwrap_or_default()
+    } else {
+        f.ca.clone()
+    };
     let action = match existing {
         Some(p) => format!("/policies/{}/edit", p.id),
         None => "/policies/new".into(),
@@ -475,7 +546,11 @@ fn step1_page(state: &State, s: &Session, existing: Option<&PolicyView>, f: &Ste
             div.buttons { button.primary type="submit" { "Next" } " " a.button href="/policies" { "Cancel" } }
         }
     };
-    let title = if existing.is_some() { "Edit TLS inspection policy" } else { "Create TLS inspection policy" };
+    let title = if existing.is_some() {
+        "Edit TLS inspection policy"
+    } else {
+        "Create TLS inspection policy"
+    };
     let mut r = html_page(title, Some(s), "policies", body);
     if let Some(e) = error {
         *r.status_mut() = status_of(e);
@@ -511,7 +586,12 @@ pub async fn step1_edit(Ax(state): St, headers: HeaderMap, Path(id): Path<String
     let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
     let p = &o.policies[i];
     let f = Step1Form {
-        name: p.json.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        name: p
+            .json
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         description: p.description.clone(),
         ..Default::default()
     };
@@ -525,7 +605,9 @@ fn chosen_ca(state: &State, peer: Peer, ca: &str) -> Result<(String, String), Ch
         return Ok((c.display().to_string(), k.display().to_string()));
     }
     if ca.is_empty() {
-        return Err(ChangeError::Conflict("Select a certificate for the policy.".into()));
+        return Err(ChangeError::Conflict(
+            "Select a certificate for the policy.".into(),
+        ));
     }
     let p = std::path::Path::new(ca);
     let key = p.with_extension("key");
@@ -533,7 +615,12 @@ fn chosen_ca(state: &State, peer: Peer, ca: &str) -> Result<(String, String), Ch
 }
 
 /// `POST /policies/new`: creates the policy (disabled) and goes to step 2.
-pub async fn step1_create(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Form(f): Form<Step1Form>) -> R {
+pub async fn step1_create(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<Step1Form>,
+) -> R {
     let s = form_session(&state, &headers, &f.csrf_token)?;
     let result = chosen_ca(&state, peer, &f.ca).and_then(|(cert, key)| {
         let mut v = json!({ "id": f.id.trim(), "enabled": false, "ca_cert": cert, "ca_key": key });
@@ -546,17 +633,29 @@ pub async fn step1_create(Ax(state): St, Extension(peer): Extension<Peer>, heade
         change::commit(&state, peer.0.ip(), Edit::Create(&v))
     });
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/policies/{}/scopes?add=1", f.id.trim())).into_response()),
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/policies/{}/scopes?add=1", f.id.trim())).into_response())
+        }
         Err(e) => Ok(step1_page(&state, &s, None, &f, Some(&e))),
     }
 }
 
 /// `POST /policies/{id}/edit`.
-pub async fn step1_update(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<Step1Form>) -> R {
+pub async fn step1_update(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Step1Form>,
+) -> R {
     let s = form_session(&state, &headers, &f.csrf_token)?;
     let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
     let mut v = o.policies[i].json.clone();
-    let current = v.get("ca_cert").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let current = v
+        .get("ca_cert")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let result = if f.ca == current {
         Ok(())
     } else {
@@ -622,13 +721,23 @@ fn entries(s: &str) -> Vec<String> {
 
 fn list_text(v: Option<&Value>) -> String {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
 }
 
 impl ScopeForm {
     fn from_json(index: usize, v: &Value) -> ScopeForm {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         ScopeForm {
             index,
             id: s("id"),
@@ -657,16 +766,25 @@ impl ScopeForm {
     }
 
     fn quota(&self) -> u64 {
-        [&self.source_ips, &self.source_ports, &self.destinations, &self.destination_ports]
-            .iter()
-            .map(|s| entries(s).len() as u64)
-            .product()
+        [
+            &self.source_ips,
+            &self.source_ports,
+            &self.destinations,
+            &self.destination_ports,
+        ]
+        .iter()
+        .map(|s| entries(s).len() as u64)
+        .product()
     }
 }
 
 fn scope_box(s: &Session, id: &str, f: &ScopeForm, saved: bool, problems: &[&Problem]) -> Markup {
     let n = f.index + 1;
-    let field = |name: &'static str, label: &'static str, hint: &'static str, value: &str, max: usize| {
+    let field = |name: &'static str,
+                 label: &'static str,
+                 hint: &'static str,
+                 value: &str,
+                 max: usize| {
         let fid = format!("s{n}-{name}");
         html! {
             div.field {
@@ -741,7 +859,12 @@ fn step2_page(
         .json
         .get("scopes")
         .and_then(Value::as_array)
-        .map(|a| a.iter().enumerate().map(|(i, v)| ScopeForm::from_json(i, v)).collect())
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| ScopeForm::from_json(i, v))
+                .collect()
+        })
         .unwrap_or_default();
     let others = o.total - p.quota;
     let problems: Vec<&Problem> = match pending {
@@ -750,12 +873,20 @@ fn step2_page(
     };
     let pending_index = pending.map(|(f, _)| f.index);
     let scoped = |idx: usize| -> Vec<&Problem> {
-        problems.iter().copied().filter(|p| p.scope_index == Some(idx + 1)).collect()
+        problems
+            .iter()
+            .copied()
+            .filter(|p| p.scope_index == Some(idx + 1))
+            .collect()
     };
     let general: Vec<&Problem> = problems
         .iter()
         .copied()
-        .filter(|p| p.scope_index.is_none() || p.scope_index.is_some_and(|i| Some(i - 1) != pending_index && i > saved.len() + 1))
+        .filter(|p| {
+            p.scope_index.is_none()
+                || p.scope_index
+                    .is_some_and(|i| Some(i - 1) != pending_index && i > saved.len() + 1)
+        })
         .collect();
     let show_new = add || pending_index == Some(saved.len());
     let new_form = match pending {
@@ -808,17 +939,32 @@ fn step2_page(
 }
 
 /// `GET /policies/{id}/scopes`.
-pub async fn step2(Ax(state): St, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<AddQuery>) -> R {
+pub async fn step2(
+    Ax(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<AddQuery>,
+) -> R {
     let s = page_session(&state, &headers)?;
     Ok(step2_page(&state, &s, &id, None, q.add.is_some()))
 }
 
 /// `POST /policies/{id}/scopes`: save or delete one scope.
-pub async fn step2_submit(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<ScopeForm>) -> R {
+pub async fn step2_submit(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ScopeForm>,
+) -> R {
     let s = form_session(&state, &headers, &f.csrf_token)?;
     let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
     let mut v = o.policies[i].json.clone();
-    let mut scopes: Vec<Value> = v.get("scopes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut scopes: Vec<Value> = v
+        .get("scopes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if f.op == "delete" {
         if f.index < scopes.len() {
             scopes.remove(f.index);
@@ -830,7 +976,9 @@ pub async fn step2_submit(Ax(state): St, Extension(peer): Extension<Peer>, heade
     }
     v["scopes"] = Value::Array(scopes);
     match change::commit(&state, peer.0.ip(), Edit::Replace(&id, &v)) {
-        Ok(_) => Ok(Redirect::to(&format!("/policies/{id}/scopes#scope-{}", f.index + 1)).into_response()),
+        Ok(_) => Ok(
+            Redirect::to(&format!("/policies/{id}/scopes#scope-{}", f.index + 1)).into_response(),
+        ),
         Err(e) => Ok(step2_page(&state, &s, &id, Some((&f, &e)), false)),
     }
 }
@@ -928,13 +1076,25 @@ const SETTINGS: &[(&str, &str, &[&str], &str, &str)] = &[
      "The seed interrupts existing inspected connections when inspection is turned off; \"drain\" lets them finish and only new connections pass."),
 ];
 
-fn settings_page(state: &State, s: &Session, id: &str, error: Option<&ChangeError>, saved: bool) -> Response {
+fn settings_page(
+    state: &State,
+    s: &Session,
+    id: &str,
+    error: Option<&ChangeError>,
+    saved: bool,
+) -> Response {
     let (o, i) = match find_policy(state, id) {
         Ok(x) => x,
         Err(e) => return not_found(state, s, &e),
     };
     let p = &o.policies[i];
-    let current = |k: &str, d: &str| p.json.get(k).and_then(Value::as_str).unwrap_or(d).to_owned();
+    let current = |k: &str, d: &str| {
+        p.json
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(d)
+            .to_owned()
+    };
     let exclude = list_text(p.json.get("exclude_sni"));
     let body = html! {
         p { "Policy " code { (id) } ". These decide, from the ClientHello, what an in-scope connection gets; the log records which rule decided (reason). Changes act on new connections at once." }
@@ -969,13 +1129,30 @@ fn settings_page(state: &State, s: &Session, id: &str, error: Option<&ChangeErro
 }
 
 /// `GET /policies/{id}/settings`.
-pub async fn settings(Ax(state): St, headers: HeaderMap, Path(id): Path<String>, Query(n): Query<Notice>) -> R {
+pub async fn settings(
+    Ax(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(n): Query<Notice>,
+) -> R {
     let s = page_session(&state, &headers)?;
-    Ok(settings_page(&state, &s, &id, None, n.done.as_deref() == Some("saved")))
+    Ok(settings_page(
+        &state,
+        &s,
+        &id,
+        None,
+        n.done.as_deref() == Some("saved"),
+    ))
 }
 
 /// `POST /policies/{id}/settings`.
-pub async fn settings_submit(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<SettingsForm>) -> R {
+pub async fn settings_submit(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<SettingsForm>,
+) -> R {
     let s = form_session(&state, &headers, &f.csrf_token)?;
     let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
     let mut v = o.policies[i].json.clone();
@@ -1033,20 +1210,36 @@ fn query_string(p: &LogParams, page: Option<usize>) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 const REASONS: &[&str] = &[
-    "inspected", "tls13", "ech", "excluded", "bypass_cache", "legacy_tls", "no_sni", "non_tls", "ips", "webfilter", "appcontrol", "overload",
+    "inspected",
+    "tls13",
+    "ech",
+    "excluded",
+    "bypass_cache",
+    "legacy_tls",
+    "no_sni",
+    "non_tls",
+    "ips",
+    "webfilter",
+    "appcontrol",
+    "overload",
 ];
 
 /// `GET /logs`.
 pub async fn logs(Ax(state): St, headers: HeaderMap, Query(p): Query<LogParams>) -> R {
     let s = page_session(&state, &headers)?;
-    let policies: Vec<String> = state.config().map(|c| c.policies.iter().map(|p| p.id.to_string()).collect()).unwrap_or_default();
+    let policies: Vec<String> = state
+        .config()
+        .map(|c| c.policies.iter().map(|p| p.id.to_string()).collect())
+        .unwrap_or_default();
     let path = state.app.config().appliance.log;
     let result = LogQuery::new(&p, SystemTime::now()).and_then(|q| {
         records::page(&path, &q)
@@ -1122,7 +1315,8 @@ pub async fn logs_export(Ax(state): St, headers: HeaderMap, Query(mut p): Query<
     page_session(&state, &headers)?;
     p.page = None;
     p.limit = Some(records::MAX_LIMIT.to_string());
-    let q = LogQuery::new(&p, SystemTime::now()).map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())?;
+    let q = LogQuery::new(&p, SystemTime::now())
+        .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())?;
     let path = state.app.config().appliance.log;
     let (recs, _) = records::matching(&path, &q)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())?;
@@ -1134,7 +1328,10 @@ pub async fn logs_export(Ax(state): St, headers: HeaderMap, Query(mut p): Query<
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"tlsinspect-logs.jsonl\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"tlsinspect-logs.jsonl\"",
+            ),
         ],
         out,
     )
@@ -1152,7 +1349,9 @@ pub async fn dashboard(Ax(state): St, headers: HeaderMap) -> R {
     let log = state.app.config().appliance.log;
     let sum = dashboard::summarise(&log, now);
     let policies = status["policies"].as_array().cloned().unwrap_or_default();
-    let bypass = status["counters"]["bypass_cache_entries"].as_u64().unwrap_or(0);
+    let bypass = status["counters"]["bypass_cache_entries"]
+        .as_u64()
+        .unwrap_or(0);
     let body = html! {
         p.muted { (summary) }
         @if !status["dataplane"].as_bool().unwrap_or(false) {

@@ -76,7 +76,11 @@ fn instant(field: &str, s: &str) -> Result<SystemTime, String> {
         return Ok(t.into());
     }
     // datetime-local: no seconds, no offset; taken as UTC (the log's zone).
-    let with = if s.len() == 16 { format!("{s}:00Z") } else { format!("{s}Z") };
+    let with = if s.len() == 16 {
+        format!("{s}:00Z")
+    } else {
+        format!("{s}Z")
+    };
     OffsetDateTime::parse(&with, &Rfc3339)
         .map(SystemTime::from)
         .map_err(|_| format!("{field} {s:?} is not a time (RFC 3339 such as 2026-12-01T10:00:00Z)"))
@@ -243,7 +247,10 @@ impl<'a> Record<'a> {
 
     /// The SNI, if any.
     pub fn sni(&self) -> Option<&'a str> {
-        self.0.get("tls").and_then(|t| t.get("sni")).and_then(Value::as_str)
+        self.0
+            .get("tls")
+            .and_then(|t| t.get("sni"))
+            .and_then(Value::as_str)
     }
 
     /// `ip:port` of the client.
@@ -318,13 +325,22 @@ garbage
         assert_eq!(p(|q| q.from = Some("2026-11-24T10:30".into())), 1);
         assert_eq!(p(|q| q.until = Some("2026-11-24T10:30:00Z".into())), 1);
         assert_eq!(p(|q| q.policy = Some(String::new())), 2, "empty = unset");
-        let mut q = LogParams { limit: Some("1".into()), page: Some("2".into()), ..Default::default() };
+        let mut q = LogParams {
+            limit: Some("1".into()),
+            page: Some("2".into()),
+            ..Default::default()
+        };
         let second = run(q.clone());
         assert_eq!((second.total, second.records.len()), (2, 1));
         assert_eq!(Record(&second.records[0]).reason(), "inspected");
         q.limit = Some("0".into());
-        assert!(LogQuery::new(&q, SystemTime::now()).unwrap_err().contains("limit"));
-        let bad = LogParams { addr: Some("nope".into()), ..Default::default() };
+        assert!(LogQuery::new(&q, SystemTime::now())
+            .unwrap_err()
+            .contains("limit"));
+        let bad = LogParams {
+            addr: Some("nope".into()),
+            ..Default::default()
+        };
         assert!(LogQuery::new(&bad, SystemTime::now()).is_err());
     }
 }

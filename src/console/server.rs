@@ -113,14 +113,29 @@ fn router(state: Arc<State>) -> Router {
         .route("/login", get(pages::login_page).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route("/policies", get(pages::policies))
-        .route("/policies/new", get(pages::step1_new).post(pages::step1_create))
-        .route("/policies/{id}/edit", get(pages::step1_edit).post(pages::step1_update))
-        .route("/policies/{id}/scopes", get(pages::step2).post(pages::step2_submit))
+        .route(
+            "/policies/new",
+            get(pages::step1_new).post(pages::step1_create),
+        )
+        .route(
+            "/policies/{id}/edit",
+            get(pages::step1_edit).post(pages::step1_update),
+        )
+        .route(
+            "/policies/{id}/scopes",
+            get(pages::step2).post(pages::step2_submit),
+        )
         .route("/policies/{id}/review", get(pages::step3))
-        .route("/policies/{id}/settings", get(pages::settings).post(pages::settings_submit))
+        .route(
+            "/policies/{id}/settings",
+            get(pages::settings).post(pages::settings_submit),
+        )
         .route("/policies/{id}/enable", post(pages::enable))
         .route("/policies/{id}/disable", post(pages::disable))
-        .route("/policies/{id}/delete", get(pages::delete_confirm).post(pages::delete))
+        .route(
+            "/policies/{id}/delete",
+            get(pages::delete_confirm).post(pages::delete),
+        )
         .route("/policies/{id}/certificate", get(pages::certificate))
         .route("/logs", get(pages::logs))
         .route("/logs/export", get(pages::logs_export))

@@ -115,7 +115,7 @@ pub fn set_enabled_in(
     id: &str,
     enabled: bool,
 ) -> Result<bool, EditError> {
-    let idx = find(&doc, id).ok_or_else(|| no_such(path, id))?;
+    let idx = find(doc, id).ok_or_else(|| no_such(path, id))?;
     let table = doc["policy"]
         .as_array_of_tables_mut()
         .and_then(|a| a.get_mut(idx))
@@ -144,7 +144,7 @@ pub fn delete_policy(path: &Path, id: &str) -> Result<(), EditError> {
 
 /// Removes the disabled policy `id` from `doc` (read from `path`).
 pub fn delete_policy_in(doc: &mut DocumentMut, path: &Path, id: &str) -> Result<(), EditError> {
-    let idx = find(&doc, id).ok_or_else(|| no_such(path, id))?;
+    let idx = find(doc, id).ok_or_else(|| no_such(path, id))?;
     let policies = doc["policy"]
         .as_array_of_tables_mut()
         .ok_or_else(|| no_such(path, id))?;
@@ -321,10 +321,17 @@ id = "s2"
             .unwrap()
             .iter()
             .map(|p| {
-                let scopes = p.get("scope").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+                let scopes = p
+                    .get("scope")
+                    .and_then(|s| s.as_array())
+                    .cloned()
+                    .unwrap_or_default();
                 (
                     p["id"].as_str().unwrap().to_owned(),
-                    scopes.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect(),
+                    scopes
+                        .iter()
+                        .map(|s| s["id"].as_str().unwrap().to_owned())
+                        .collect(),
                 )
             })
             .collect();

@@ -245,7 +245,10 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
     let control_line = format!("control = \"{}\"\n", dir.join("control.sock").display());
     let config = config.replacen(
         &control_line,
-        &format!("{control_line}state_dir = \"{}\"\n", dir.join("state").display()),
+        &format!(
+            "{control_line}state_dir = \"{}\"\n",
+            dir.join("state").display()
+        ),
         1,
     );
     let config = format!("{config}\n{DEMO_ENGINES}\n[console]\nlisten = \"{DEMO_CONSOLE}\"\n");
@@ -608,7 +611,10 @@ fn show_console(dir: &Path, appliance_err: &Path, ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let line = loop {
         let err = std::fs::read_to_string(appliance_err).unwrap_or_default();
-        if let Some(l) = err.lines().find(|l| l.contains("console on https://") || l.contains("console not started")) {
+        if let Some(l) = err
+            .lines()
+            .find(|l| l.contains("console on https://") || l.contains("console not started"))
+        {
             break l.to_owned();
         }
         if Instant::now() > deadline {
@@ -617,11 +623,16 @@ fn show_console(dir: &Path, appliance_err: &Path, ns: &str) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let state = dir.join("state");
-    let pw = std::fs::read_to_string(crate::console::auth::first_password_path(&state)).unwrap_or_default();
+    let pw = std::fs::read_to_string(crate::console::auth::first_password_path(&state))
+        .unwrap_or_default();
     match line.split_once("console on ") {
         Some((_, rest)) => {
             println!("console: {rest}");
-            println!("  in the appliance namespace {ns}; first password {} ({})", pw.trim(), crate::console::auth::first_password_path(&state).display());
+            println!(
+                "  in the appliance namespace {ns}; first password {} ({})",
+                pw.trim(),
+                crate::console::auth::first_password_path(&state).display()
+            );
             println!("  with --keep, open it from this host at https://{DEMO_CONSOLE}/ after:");
             println!("    socat TCP-LISTEN:9443,bind=127.0.0.1,fork,reuseaddr EXEC:'ip netns exec {ns} socat STDIO TCP:{DEMO_CONSOLE}'");
         }

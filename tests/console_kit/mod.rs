@@ -80,7 +80,9 @@ impl Kit {
     /// Starts the kit; `hash` defaults to the hash of [`PASSWORD`].
     pub fn start() -> anyhow::Result<Kit> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let dir = tempfile::Builder::new().prefix("tlsinspect-console-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tlsinspect-console-")
+            .tempdir()?;
         tlsinspect::pki::trial::create(
             &dir.path().join("cli-ca"),
             tlsinspect::pki::KeyKind::EcdsaP256,
@@ -112,7 +114,10 @@ impl Kit {
 
     /// The console's address.
     pub fn addr(&self) -> SocketAddr {
-        self.console.as_ref().map(|c| c.addr()).unwrap_or_else(|| ([127, 0, 0, 1], 0).into())
+        self.console
+            .as_ref()
+            .map(|c| c.addr())
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into())
     }
 
     /// A client without a session.
@@ -125,7 +130,10 @@ impl Kit {
         let mut c = self.client();
         let r = c.post_json("/api/v1/login", &json!({ "password": PASSWORD }), None)?;
         anyhow::ensure!(r.status == 200, "login: {} {}", r.status, r.text);
-        let csrf = r.json()?["csrf_token"].as_str().unwrap_or_default().to_owned();
+        let csrf = r.json()?["csrf_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         Ok((c, csrf))
     }
 
@@ -199,7 +207,10 @@ impl Client {
         }
     }
 
-    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Resp> {
+    fn finish(
+        &mut self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Resp> {
         let mut r = r?;
         let headers: Vec<(String, String)> = r
             .headers()
@@ -213,7 +224,12 @@ impl Client {
         let status = r.status().as_u16();
         let body = r.body_mut().with_config().limit(64 << 20).read_to_vec()?;
         let text = String::from_utf8_lossy(&body).into_owned();
-        Ok(Resp { status, headers, body, text })
+        Ok(Resp {
+            status,
+            headers,
+            body,
+            text,
+        })
     }
 
     /// GET `path`.
@@ -227,7 +243,13 @@ impl Client {
     }
 
     /// `method` with a JSON body and, if given, the CSRF header.
-    pub fn send_json(&mut self, method: &str, path: &str, body: Option<&Value>, csrf: Option<&str>) -> anyhow::Result<Resp> {
+    pub fn send_json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        csrf: Option<&str>,
+    ) -> anyhow::Result<Resp> {
         let url = format!("{}{path}", self.base);
         let mut b = ureq::http::Request::builder().method(method).uri(url);
         if let Some(c) = &self.cookie {
@@ -243,7 +265,12 @@ impl Client {
     }
 
     /// POST JSON.
-    pub fn post_json(&mut self, path: &str, body: &Value, csrf: Option<&str>) -> anyhow::Result<Resp> {
+    pub fn post_json(
+        &mut self,
+        path: &str,
+        body: &Value,
+        csrf: Option<&str>,
+    ) -> anyhow::Result<Resp> {
         self.send_json("POST", path, Some(body), csrf)
     }
 
@@ -270,7 +297,9 @@ impl Client {
 fn form_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".into(),
             _ => format!("%{b:02X}"),
         })
@@ -298,7 +327,9 @@ pub struct Browser {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Browser {
@@ -319,7 +350,9 @@ impl Browser {
             .build()
             .into();
         let url = format!("http://127.0.0.1:{port}");
-        let profile = tempfile::Builder::new().prefix("tlsinspect-chromium-").tempdir()?;
+        let profile = tempfile::Builder::new()
+            .prefix("tlsinspect-chromium-")
+            .tempdir()?;
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads)?;
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -375,25 +408,37 @@ impl Browser {
         let status = r.status().as_u16();
         let v: Value = r.body_mut().with_config().limit(64 << 20).read_json()?;
         if status != 200 {
-            bail!("WebDriver {method} {path}: {status} {}", v["value"]["message"]);
+            bail!(
+                "WebDriver {method} {path}: {status} {}",
+                v["value"]["message"]
+            );
         }
         Ok(v.get("value").cloned().unwrap_or(Value::Null))
     }
 
     /// Opens `url`.
     pub fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.cmd("POST", "/url", Some(json!({ "url": url }))).map(drop)
+        self.cmd("POST", "/url", Some(json!({ "url": url })))
+            .map(drop)
     }
 
     /// The current URL.
     pub fn current_url(&self) -> anyhow::Result<String> {
-        Ok(self.cmd("GET", "/url", None)?.as_str().unwrap_or_default().to_owned())
+        Ok(self
+            .cmd("GET", "/url", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// The element matching `css`.
     pub fn find(&self, css: &str) -> anyhow::Result<String> {
         let v = self
-            .cmd("POST", "/element", Some(json!({ "using": "css selector", "value": css })))
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
             .with_context(|| format!("finding {css}"))?;
         Ok(v[ELEMENT]
             .as_str()
@@ -403,33 +448,50 @@ impl Browser {
 
     /// How many elements match `css`.
     pub fn count(&self, css: &str) -> anyhow::Result<usize> {
-        let v = self.cmd("POST", "/elements", Some(json!({ "using": "css selector", "value": css })))?;
+        let v = self.cmd(
+            "POST",
+            "/elements",
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
         Ok(v.as_array().map_or(0, Vec::len))
     }
 
     /// Clicks the element matching `css`.
     pub fn click(&self, css: &str) -> anyhow::Result<()> {
         let e = self.find(css)?;
-        self.cmd("POST", &format!("/element/{e}/click"), None).map(drop)
+        self.cmd("POST", &format!("/element/{e}/click"), None)
+            .map(drop)
     }
 
     /// Replaces the value of the field matching `css` by typing `text`.
     pub fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let e = self.find(css)?;
         self.cmd("POST", &format!("/element/{e}/clear"), None)?;
-        self.cmd("POST", &format!("/element/{e}/value"), Some(json!({ "text": text }))).map(drop)
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .map(drop)
     }
 
     /// The visible text of the element matching `css`.
     pub fn text(&self, css: &str) -> anyhow::Result<String> {
         let e = self.find(css)?;
-        Ok(self.cmd("GET", &format!("/element/{e}/text"), None)?.as_str().unwrap_or_default().to_owned())
+        Ok(self
+            .cmd("GET", &format!("/element/{e}/text"), None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// An attribute of the element matching `css`.
     pub fn attr(&self, css: &str, name: &str) -> anyhow::Result<Option<String>> {
         let e = self.find(css)?;
-        Ok(self.cmd("GET", &format!("/element/{e}/attribute/{name}"), None)?.as_str().map(str::to_owned))
+        Ok(self
+            .cmd("GET", &format!("/element/{e}/attribute/{name}"), None)?
+            .as_str()
+            .map(str::to_owned))
     }
 
     /// The page's visible text.
@@ -441,7 +503,8 @@ impl Browser {
     pub fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         use base64::Engine as _;
         let v = self.cmd("GET", "/screenshot", None)?;
-        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
         let p = self.shots.join(format!("{name}.png"));
         std::fs::write(&p, png)?;
         Ok(p)
