@@ -29,6 +29,9 @@ apt-get install -y --no-install-recommends \
     nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps \
     chromium chromium-driver
 
+# schemathesis (PyPI) fuzzes the console API from its OpenAPI document.
+python3 -m pip install --quiet schemathesis
+
 cargo fmt --all -- --check
 # Also compiles the benchmarks, so they cannot rot.
 cargo clippy --workspace --all-targets -- -D warnings
