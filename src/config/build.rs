@@ -56,7 +56,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "state_dir",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
-const POLICY_KEYS: &[&str] = &[
+pub(crate) const POLICY_KEYS: &[&str] = &[
     "id",
     "name",
     "description",
@@ -73,7 +73,7 @@ const POLICY_KEYS: &[&str] = &[
     "on_disable",
     "scope",
 ];
-const SCOPE_KEYS: &[&str] = &[
+pub(crate) const SCOPE_KEYS: &[&str] = &[
     "id",
     "description",
     "protocol",

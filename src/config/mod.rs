@@ -24,6 +24,11 @@ mod build;
 mod error;
 mod lint;
 
+/// The keys of a `[[policy]]` table (the console's list is checked against it).
+#[cfg(test)]
+pub(crate) use build::POLICY_KEYS;
+/// The keys of a `[[policy.scope]]` table.
+pub(crate) use build::SCOPE_KEYS;
 pub use error::{thousands, ConfigError, ConfigErrors, ItemRef};
 
 /// The limits of DESIGN.md §3, as the seed product documents them.

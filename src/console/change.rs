@@ -23,7 +23,9 @@ use crate::control::edit::{self, EditError};
 use crate::control::{ControlHandler, Request};
 use crate::pki::PolicyCa;
 
-/// Policy keys the console accepts.
+/// Policy keys the console accepts: an explicit list, not the config's
+/// (`config::POLICY_KEYS`), so that a key added to the config later is not
+/// settable from the browser until someone decides it should be.
 pub const POLICY_KEYS: &[&str] = &[
     "id",
     "name",
@@ -41,16 +43,8 @@ pub const POLICY_KEYS: &[&str] = &[
     "on_disable",
     "scopes",
 ];
-/// Scope keys the console accepts.
-pub const SCOPE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "protocol",
-    "source_ips",
-    "source_ports",
-    "destinations",
-    "destination_ports",
-];
+// Scope keys the console accepts: all of the config's (none names a file).
+use crate::config::SCOPE_KEYS;
 /// Keys naming CA files, checked against `[console] ca_dirs`.
 const CA_KEYS: &[&str] = &["ca_cert", "ca_key", "ca_chain"];
 /// Largest JSON body accepted for a policy (1,000 addresses x 10 scopes fit).
@@ -608,6 +602,14 @@ pub fn available_cas(dirs: &[PathBuf]) -> Vec<CaChoice> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_console_key_is_a_config_key() {
+        for k in POLICY_KEYS {
+            let k = if *k == "scopes" { "scope" } else { k };
+            assert!(crate::config::POLICY_KEYS.contains(&k), "{k}");
+        }
+    }
 
     #[test]
     fn json_form_becomes_a_policy_table_and_back() {

@@ -574,6 +574,19 @@ fn find_policy(state: &State, id: &str) -> Result<(Overview, usize), ChangeError
     Ok((o, i))
 }
 
+/// The session of a form posted for policy `id` (CSRF checked) and the
+/// policies with the position of `id`.
+fn policy_post(
+    state: &State,
+    headers: &HeaderMap,
+    csrf: &str,
+    id: &str,
+) -> Result<(Session, Overview, usize), Response> {
+    let s = form_session(state, headers, csrf)?;
+    let (o, i) = find_policy(state, id).map_err(|e| not_found(state, &s, &e))?;
+    Ok((s, o, i))
+}
+
 fn not_found(state: &State, s: &Session, e: &ChangeError) -> Response {
     let mut r = policies_page(state, s, None, Some(e));
     *r.status_mut() = status_of(e);
@@ -648,8 +661,7 @@ pub async fn step1_update(
     Path(id): Path<String>,
     Form(f): Form<Step1Form>,
 ) -> R {
-    let s = form_session(&state, &headers, &f.csrf_token)?;
-    let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
+    let (s, o, i) = policy_post(&state, &headers, &f.csrf_token, &id)?;
     let mut v = o.policies[i].json.clone();
     let current = v
         .get("ca_cert")
@@ -957,8 +969,7 @@ pub async fn step2_submit(
     Path(id): Path<String>,
     Form(f): Form<ScopeForm>,
 ) -> R {
-    let s = form_session(&state, &headers, &f.csrf_token)?;
-    let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
+    let (s, o, i) = policy_post(&state, &headers, &f.csrf_token, &id)?;
     let mut v = o.policies[i].json.clone();
     let mut scopes: Vec<Value> = v
         .get("scopes")
@@ -1153,8 +1164,7 @@ pub async fn settings_submit(
     Path(id): Path<String>,
     Form(f): Form<SettingsForm>,
 ) -> R {
-    let s = form_session(&state, &headers, &f.csrf_token)?;
-    let (o, i) = find_policy(&state, &id).map_err(|e| not_found(&state, &s, &e))?;
+    let (s, o, i) = policy_post(&state, &headers, &f.csrf_token, &id)?;
     let mut v = o.policies[i].json.clone();
     for (key, val) in [
         ("tls13", &f.tls13),
