@@ -162,6 +162,10 @@ fn committed(status: StatusCode, c: Committed, policy: Value) -> Response {
 
 type R = Result<Response, Response>;
 
+// Handlers that take no body still extract it (`_body: Bytes`): a request
+// body left unread makes hyper close the connection after the answer, and a
+// client reusing it (keep-alive) then sees it reset.
+
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
@@ -228,7 +232,7 @@ pub async fn login(Ax(state): St, Extension(peer): Extension<Peer>, body: Bytes)
 }
 
 /// `POST /api/v1/logout`.
-pub async fn logout(Ax(state): St, headers: HeaderMap) -> R {
+pub async fn logout(Ax(state): St, headers: HeaderMap, _body: Bytes) -> R {
     authed(&state, &headers, true)?;
     if let Some(t) = server::cookie_token(&headers) {
         state.auth.logout(&t);
@@ -308,6 +312,7 @@ pub async fn remove(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _body: Bytes,
 ) -> R {
     authed(&state, &headers, true)?;
     let c = change::commit(&state, peer.0.ip(), Edit::Delete(&id)).map_err(change_error)?;
@@ -326,6 +331,7 @@ pub async fn enable(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _body: Bytes,
 ) -> R {
     toggle(state, peer, headers, id, true).await
 }
@@ -336,12 +342,18 @@ pub async fn disable(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _body: Bytes,
 ) -> R {
     toggle(state, peer, headers, id, false).await
 }
 
 /// `POST /api/v1/ca/trial`: makes the install's trial CA (once).
-pub async fn trial(Ax(state): St, Extension(peer): Extension<Peer>, headers: HeaderMap) -> R {
+pub async fn trial(
+    Ax(state): St,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    _body: Bytes,
+) -> R {
     authed(&state, &headers, true)?;
     let (cert, key) = change::make_trial_ca(&state, peer.0.ip()).map_err(change_error)?;
     Ok((
