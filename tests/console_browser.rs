@@ -26,10 +26,10 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     assert!(b.current_url()?.ends_with("/login"), "{}", b.current_url()?);
     b.screenshot("01-login")?;
     b.fill("#password", "not it")?;
-    b.click("form.login button[type=submit]")?;
+    b.click_nav("form.login button[type=submit]")?;
     assert!(b.text("div.error")?.contains("Wrong password"));
     b.fill("#password", PASSWORD)?;
-    b.click("form.login button[type=submit]")?;
+    b.click_nav("form.login button[type=submit]")?;
     assert!(
         b.current_url()?.ends_with("/policies"),
         "{}",
@@ -39,13 +39,13 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.screenshot("02-policies")?;
 
     // Step 1: name, description, "Apply for a trial certificate".
-    b.click("a.button.primary[href='/policies/new']")?;
+    b.click_nav("a.button.primary[href='/policies/new']")?;
     b.fill("#id", "pol-browser")?;
     b.fill("#name", "Browser-made policy")?;
     b.click("#ca option[value=trial]")?;
     b.fill("#description", "Made in chromium by the console test")?;
     b.screenshot("03-step1")?;
-    b.click("form.card button.primary")?;
+    b.click_nav("form.card button.primary")?;
     assert!(
         b.current_url()?.contains("/policies/pol-browser/scopes"),
         "{}",
@@ -58,15 +58,15 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.fill("#s1-id", "sc-web")?;
     b.fill("#s1-source_ips", "192.0.2.10\n192.0.2.11")?;
     b.fill("#s1-destinations", "203.0.113.0/24")?;
-    b.click("#scope-1 button[value=save]")?;
+    b.click_nav("#scope-1 button[value=save]")?;
     assert_eq!(b.text("#scope-1 [data-scope-quota]")?, "2");
     assert!(b.text("#scope-1 .badge")?.contains("Saved"));
-    b.click("a.button[href*='add=1']")?;
+    b.click_nav("a.button[href*='add=1']")?;
     b.fill("#s2-id", "sc-api")?;
     b.fill("#s2-source_ips", "192.0.2.12")?;
     b.fill("#s2-destinations", "203.0.113.7")?;
     b.fill("#s2-destination_ports", "443/443, 8443/8443")?;
-    b.click("#scope-2 button[value=save]")?;
+    b.click_nav("#scope-2 button[value=save]")?;
     assert_eq!(b.text("#scope-2 [data-scope-quota]")?, "2");
     assert_eq!(b.text("[data-policy-quota]")?, "4");
     assert_eq!(b.text("[data-total-quota]")?, "5 of 20,000");
@@ -74,7 +74,7 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
 
     // Over the limit: validate's error inline, the file unchanged.
     let before = std::fs::read_to_string(&kit.config)?;
-    b.click("a.button[href*='add=1']")?;
+    b.click_nav("a.button[href*='add=1']")?;
     let ips: Vec<String> = (1..=201).map(|i| format!("2001:db8::{i:x}")).collect();
     let ports: Vec<String> = (1..=100).map(|p| format!("{p}/{p}")).collect();
     b.fill("#s3-source_ips", &ips.join("\n"))?;
@@ -82,7 +82,7 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.fill("#s3-destinations", "203.0.113.9")?;
     // The quota is recomputed while typing (console.js).
     assert_eq!(b.text("#scope-3 [data-scope-quota]")?, "20,100");
-    b.click("#scope-3 button[value=save]")?;
+    b.click_nav("#scope-3 button[value=save]")?;
     let err = b.text("div.error")?;
     assert!(
         err.contains("quota of all policies together is 20,105")
@@ -100,7 +100,7 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
         .contains("Every current browser, curl and openssl offer TLS 1.3"));
     b.click("input[name=tls13][value=inspect]")?;
     b.click("input[name=ech][value=inspect]")?;
-    b.click("form.card button.primary")?;
+    b.click_nav("form.card button.primary")?;
     assert!(b.text("div.notice")?.contains("Saved"));
     b.screenshot("06-settings")?;
 
@@ -122,7 +122,7 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
     b.goto(&url("/policies"))?;
     let sw = "#policy-pol-browser button.switch";
     assert_eq!(b.attr(sw, "aria-checked")?.as_deref(), Some("false"));
-    b.click(sw)?;
+    b.click_nav(sw)?;
     assert!(b.text("div.notice")?.contains("Policy enabled"));
     assert_eq!(b.attr(sw, "aria-checked")?.as_deref(), Some("true"));
     assert!(
@@ -153,12 +153,12 @@ fn operator_flow_in_chromium() -> anyhow::Result<()> {
 
     // Disable, then delete with its confirmation.
     b.goto(&url("/policies"))?;
-    b.click(sw)?;
+    b.click_nav(sw)?;
     assert!(b.text("div.notice")?.contains("Policy disabled"));
-    b.click("#policy-pol-browser a.danger")?;
+    b.click_nav("#policy-pol-browser a.danger")?;
     assert!(b.body_text()?.contains("Delete policy pol-browser?"));
     b.screenshot("11-delete-confirm")?;
-    b.click("button.danger")?;
+    b.click_nav("button.danger")?;
     assert!(b.text("div.notice")?.contains("Policy deleted"));
     assert_eq!(b.count("#policy-pol-browser")?, 0);
     let cfg = tlsinspect::config::load(&kit.config).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -73,7 +73,7 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
         }
     }
     b.fill("#password", first.trim())?;
-    b.click("form.login button[type=submit]")?;
+    b.click_nav("form.login button[type=submit]")?;
     assert!(
         b.current_url()?.ends_with("/policies"),
         "{}",
@@ -85,17 +85,17 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
     b.fill("#id", "pol-lab")?;
     b.fill("#name", "Lab client")?;
     b.click("#ca option[value=trial]")?;
-    b.click("form.card button.primary")?;
+    b.click_nav("form.card button.primary")?;
     b.fill("#s1-id", "sc-lab")?;
     b.fill("#s1-source_ips", &CLIENT.to_string())?;
     b.fill("#s1-destinations", "203.0.113.0/24")?;
-    b.click("#scope-1 button[value=save]")?;
+    b.click_nav("#scope-1 button[value=save]")?;
     assert_eq!(b.text("#scope-1 [data-scope-quota]")?, "1");
     b.goto(&format!("{base}/policies/pol-lab/settings"))?;
     b.click("input[name=tls13][value=inspect]")?;
-    b.click("form.card button.primary")?;
+    b.click_nav("form.card button.primary")?;
     b.goto(&format!("{base}/policies"))?;
-    b.click("#policy-pol-lab button.switch")?;
+    b.click_nav("#policy-pol-lab button.switch")?;
     assert!(b.text("div.notice")?.contains("Policy enabled"));
     b.screenshot("01-enabled")?;
 
@@ -149,9 +149,9 @@ fn console_policy_inspects_curl_and_shows_its_record() -> anyhow::Result<()> {
 
     // Disable and delete; the file no longer has it.
     b.goto(&format!("{base}/policies"))?;
-    b.click("#policy-pol-lab button.switch")?;
-    b.click("#policy-pol-lab a.danger")?;
-    b.click("button.danger")?;
+    b.click_nav("#policy-pol-lab button.switch")?;
+    b.click_nav("#policy-pol-lab a.danger")?;
+    b.click_nav("button.danger")?;
     assert!(b.text("div.notice")?.contains("Policy deleted"));
     let cfg = tlsinspect::config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     assert!(cfg.policy("pol-lab").is_none());

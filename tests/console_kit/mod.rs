@@ -463,6 +463,32 @@ impl Browser {
             .map(drop)
     }
 
+    /// Clicks the element matching `css` and waits until the page it leads
+    /// to is loaded (WebDriver's click does not wait for a navigation).
+    pub fn click_nav(&self, css: &str) -> anyhow::Result<()> {
+        let old = self.find("html")?;
+        self.click(css)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let new = self.find("html").ok();
+            let ready = self
+                .cmd(
+                    "POST",
+                    "/execute/sync",
+                    Some(json!({ "script": "return document.readyState", "args": [] })),
+                )
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            if new.is_some_and(|n| n != old) && ready.as_deref() == Some("complete") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("clicking {css} did not load a new page within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Replaces the value of the field matching `css` by typing `text`.
     pub fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let e = self.find(css)?;
