@@ -9,6 +9,7 @@
 pub mod appliance;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod demo;
 pub mod inspect;

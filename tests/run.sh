@@ -27,7 +27,11 @@ trap cleanup EXIT
 apt-get update
 apt-get install -y --no-install-recommends \
     nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps \
-    python3 python3-jsonschema prometheus rsyslog redis-server tshark systemd
+    python3 python3-jsonschema prometheus rsyslog redis-server tshark systemd \
+    chromium chromium-driver
+
+# schemathesis (PyPI) fuzzes the console API from its OpenAPI document.
+python3 -m pip install --quiet schemathesis
 
 cargo fmt --all -- --check
 # Also compiles the benchmarks, so they cannot rot.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod ca;
+pub mod console;
 pub mod demo;
 pub mod logs;
 pub mod policy;
@@ -60,6 +61,11 @@ pub enum Command {
     },
     /// Query a traffic log.
     Logs(LogsArgs),
+    /// The operator console: set its password, show where it is.
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
+    },
     /// Built-in lab peers run inside the demo's namespaces.
     #[command(hide = true, name = "lab-helper")]
     LabHelper {
@@ -138,6 +144,21 @@ pub enum PolicyCommand {
     },
 }
 
+/// `tlsinspect console ...`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Set the admin password (argon2id hash in [console]); reads it from the terminal or stdin.
+    Passwd {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the console's address, certificate fingerprint and password state.
+    Info {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
 /// `tlsinspect logs ...`
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
@@ -192,6 +213,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => policy::run(command),
         Command::Reload { config } => policy::reload(&config),
         Command::Logs(args) => logs::run(&args),
+        Command::Console { command } => match command {
+            ConsoleCommand::Passwd { config } => console::passwd(&config),
+            ConsoleCommand::Info { config } => console::info(&config),
+        },
         Command::LabHelper { command } => demo::helper(command),
     }
 }

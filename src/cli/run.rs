@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::appliance::{Appliance, Services};
+use crate::console::Console;
 use crate::runtime;
 
 /// Runs `tlsinspect run`.
@@ -38,9 +39,29 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         cfg.appliance.log.display(),
         crate::inspect::ips::MATCHER
     );
+    let console_cfg = cfg.clone();
     // Warnings (config, CA validity, skipped IPS rules) are logged by start.
     let app = Arc::new(Appliance::start(config, cfg)?);
     let services = Services::start(&app)?;
+    // The console is off the packet path: if it cannot start, the appliance
+    // forwards and inspects all the same.
+    let console = match console_cfg.console.is_some() {
+        false => None,
+        true => match Console::start(app.clone(), &console_cfg) {
+            Ok(c) => {
+                log::info!(
+                    "console on https://{}/ (certificate SHA-256 {})",
+                    c.addr(),
+                    c.fingerprint()
+                );
+                Some(c)
+            }
+            Err(e) => {
+                log::error!("console not started: {e:#}; forwarding is not affected");
+                None
+            }
+        },
+    };
     if let Some(addr) = services.metrics_addr() {
         log::info!("metrics on http://{addr}/metrics");
     }
@@ -68,6 +89,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 
+    drop(console);
     services.stop();
     let log = app.flow_log().clone();
     let app = Arc::try_unwrap(app)

@@ -30,6 +30,15 @@ const TOP_KEYS: &[&str] = &[
     "webfilter",
     "appcontrol",
     "output",
+    "console",
+];
+const CONSOLE_KEYS: &[&str] = &[
+    "listen",
+    "cert",
+    "key",
+    "admin_password_hash",
+    "audit_log",
+    "ca_dirs",
 ];
 const APPLIANCE_KEYS: &[&str] = &[
     "mode",
@@ -46,9 +55,10 @@ const APPLIANCE_KEYS: &[&str] = &[
     "bypass_cache_entries",
     "pinning_bypass_clients",
     "stats_interval_secs",
+    "state_dir",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
-const POLICY_KEYS: &[&str] = &[
+pub(crate) const POLICY_KEYS: &[&str] = &[
     "id",
     "name",
     "description",
@@ -66,7 +76,7 @@ const POLICY_KEYS: &[&str] = &[
     "keylog",
     "scope",
 ];
-const SCOPE_KEYS: &[&str] = &[
+pub(crate) const SCOPE_KEYS: &[&str] = &[
     "id",
     "description",
     "protocol",
@@ -701,12 +711,19 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         None => Some(AppControl::default()),
     };
     let outputs = outputs(&mut cx, &top);
+    let state_dir = appliance.as_ref().map(|a| a.state_dir.clone());
+    let console = match top.sub(&mut cx, "console") {
+        // Without a valid [appliance] the defaults under state_dir are
+        // unknown; its errors are reported already.
+        Some(t) => state_dir.and_then(|dir| console(&mut cx, t, &dir).map(Some)),
+        None => Some(None),
+    };
 
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
     match (
-        appliance, upstream, policies, ips, webfilter, appcontrol, outputs,
+        appliance, upstream, policies, ips, webfilter, appcontrol, outputs, console,
     ) {
         (
             Some(appliance),
@@ -716,6 +733,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             Some(webfilter),
             Some(appcontrol),
             Some(outputs),
+            Some(console),
         ) => Ok(Config {
             path: path.to_path_buf(),
             appliance,
@@ -725,6 +743,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             webfilter,
             appcontrol,
             outputs,
+            console,
         }),
         // Every `None` above comes with an error; this arm guards that invariant
         // without a panic.
@@ -909,6 +928,11 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
     };
     let log = path_or("log", defaults::LOG, cx);
     let control = path_or("control", defaults::CONTROL, cx);
+    let state_dir = if a.t.contains_key("state_dir") {
+        a.path(cx, "state_dir", true)
+    } else {
+        Some(PathBuf::from(defaults::STATE_DIR))
+    };
     let metrics = match a.string(cx, "metrics", false) {
         None => Ok(None),
         Some(s) => match s.parse::<SocketAddr>() {
@@ -945,8 +969,105 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         bypass_cache_entries: bypass_cache? as usize,
         pinning_bypass_clients: pinning? as u32,
         stats_interval: Duration::from_secs(stats_interval?),
+        state_dir: state_dir?,
     })
     .filter(|_| ok)
+}
+
+/// A `host:port` socket address, as `metrics` and `console.listen` take.
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        "is not an address:port such as \"127.0.0.1:9443\" or \"[::1]:9443\"".to_string()
+    })
+}
+
+fn console(cx: &mut Cx, t: &Table, state_dir: &Path) -> Option<Console> {
+    let c = Tbl::new(
+        t,
+        At {
+            prefix: "console.".into(),
+            ..At::default()
+        },
+    );
+    c.known(cx, CONSOLE_KEYS);
+    let listen = match c.string(cx, "listen", false) {
+        None if c.t.contains_key("listen") => None,
+        None => defaults::CONSOLE_LISTEN.parse().ok(),
+        Some(s) => match socket_addr(s) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                c.fail(cx, "listen", format_args!("{} {e}", quote(s)));
+                None
+            }
+        },
+    };
+    let cert = c.path(cx, "cert", false);
+    let key = c.path(cx, "key", false);
+    let bad_path = |k: &str| c.t.contains_key(k) && !c.t.get(k).is_some_and(Value::is_str);
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(Some((cert, key))),
+        (None, None) if !bad_path("cert") && !bad_path("key") => Some(None),
+        (Some(_), None) if !c.t.contains_key("key") => {
+            c.fail(
+                cx,
+                "key",
+                "is missing; console.cert and console.key go together",
+            );
+            None
+        }
+        (None, Some(_)) if !c.t.contains_key("cert") => {
+            c.fail(
+                cx,
+                "cert",
+                "is missing; console.cert and console.key go together",
+            );
+            None
+        }
+        _ => None,
+    };
+    let hash = match c.string(cx, "admin_password_hash", false) {
+        None if c.t.contains_key("admin_password_hash") => None,
+        None => Some(None),
+        Some(s) if s.starts_with("$argon2id$") && s.len() < 512 => Some(Some(s.to_string())),
+        Some(s) => {
+            // Show only the start: the rest may be a secret pasted by mistake.
+            let shown: String = s.chars().take(12).collect();
+            c.fail(
+                cx,
+                "admin_password_hash",
+                format_args!(
+                    "\"{}...\" is not an argon2id hash (\"$argon2id$...\"); write one with: tlsinspect console passwd --config FILE",
+                    shown.escape_debug()
+                ),
+            );
+            None
+        }
+    };
+    let audit_log = if c.t.contains_key("audit_log") {
+        c.path(cx, "audit_log", true)
+    } else {
+        Some(state_dir.join(defaults::CONSOLE_AUDIT_LOG))
+    };
+    let ca_dirs = if c.t.contains_key("ca_dirs") {
+        c.paths(cx, "ca_dirs")
+    } else {
+        Some(vec![state_dir.join(defaults::CONSOLE_CA_DIR)])
+    };
+    if ca_dirs.as_ref().is_some_and(Vec::is_empty) {
+        c.fail(
+            cx,
+            "ca_dirs",
+            "is empty; list at least one directory (the trial CA is made in the first)",
+        );
+        return None;
+    }
+    Some(Console {
+        listen: listen?,
+        tls: tls?,
+        admin_password_hash: hash?,
+        audit_log: audit_log?,
+        ca_dirs: ca_dirs?,
+    })
 }
 
 fn upstream(cx: &mut Cx, t: &Table) -> Option<Upstream> {

@@ -191,6 +191,14 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
             ));
         }
     }
+    if let Some(console) = &c.console {
+        if !console.listen.ip().is_loopback() {
+            w.push(format!(
+                "console.listen is {}, not a loopback address: the console's login page is reachable from the network",
+                console.listen
+            ));
+        }
+    }
     w
 }
 

@@ -26,6 +26,11 @@ mod build;
 mod error;
 mod lint;
 
+/// The keys of a `[[policy]]` table (the console's list is checked against it).
+#[cfg(test)]
+pub(crate) use build::POLICY_KEYS;
+/// The keys of a `[[policy.scope]]` table.
+pub(crate) use build::SCOPE_KEYS;
 pub use error::{thousands, ConfigError, ConfigErrors, ItemRef};
 
 /// The limits of DESIGN.md §3, as the seed product documents them.
@@ -64,6 +69,14 @@ pub mod defaults {
     pub const CONTROL: &str = "/run/tlsinspect/control.sock";
     /// `appliance.stats_interval_secs`: how often a `stats` record is logged.
     pub const STATS_INTERVAL_SECS: u64 = 60;
+    /// `appliance.state_dir`.
+    pub const STATE_DIR: &str = "/var/lib/tlsinspect";
+    /// `console.listen`.
+    pub const CONSOLE_LISTEN: &str = "127.0.0.1:9443";
+    /// `console.audit_log`, relative to `appliance.state_dir`.
+    pub const CONSOLE_AUDIT_LOG: &str = "console-audit.jsonl";
+    /// `console.ca_dirs`, relative to `appliance.state_dir`.
+    pub const CONSOLE_CA_DIR: &str = "ca";
 }
 
 /// A validated configuration file.
@@ -85,6 +98,26 @@ pub struct Config {
     pub appcontrol: AppControl,
     /// `[[output]]` in file order; empty means one file at `appliance.log`.
     pub outputs: Vec<OutputSpec>,
+    /// `[console]`; `None` (no section): no console.
+    pub console: Option<Console>,
+}
+
+/// `[console]`: the operator console (web UI and JSON API, DESIGN.md §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Console {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Certificate and key (PEM, resolved paths); `None`: a console
+    /// certificate made at first start under `[appliance] state_dir`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// argon2id PHC string written by `tlsinspect console passwd`; `None`:
+    /// the first password made at first start under the state dir.
+    pub admin_password_hash: Option<String>,
+    /// Audit log of every change made through the console (JSON lines).
+    pub audit_log: PathBuf,
+    /// Directories whose CAs the console may offer and put in a policy
+    /// (resolved paths). The trial CA is made in the first one.
+    pub ca_dirs: Vec<PathBuf>,
 }
 
 impl Config {
@@ -140,6 +173,9 @@ pub struct Appliance {
     pub pinning_bypass_clients: u32,
     /// Interval of the periodic `stats` record; zero disables it.
     pub stats_interval: Duration,
+    /// Where the appliance keeps what it makes itself (the console's
+    /// certificate, first password and trial CA).
+    pub state_dir: PathBuf,
 }
 
 /// `[upstream]`.

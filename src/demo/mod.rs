@@ -241,7 +241,18 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             in_scope: IN_SCOPE,
         },
     );
-    let config = format!("{config}\n{DEMO_ENGINES}");
+    // The console, on the appliance namespace's loopback; its certificate
+    // and first password are made in the demo's state dir.
+    let control_line = format!("control = \"{}\"\n", dir.join("control.sock").display());
+    let config = config.replacen(
+        &control_line,
+        &format!(
+            "{control_line}state_dir = \"{}\"\n",
+            dir.join("state").display()
+        ),
+        1,
+    );
+    let config = format!("{config}\n{DEMO_ENGINES}\n[console]\nlisten = \"{DEMO_CONSOLE}\"\n");
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
     std::fs::create_dir_all(dir.join("rules"))?;
@@ -293,6 +304,8 @@ fn run_in(exe: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
             );
         }
     }
+
+    show_console(dir, &appliance_err, lab.appliance_ns());
 
     rule("requests");
     let mut probes = Vec::new();
@@ -602,6 +615,44 @@ fn print_record(r: &Value) {
         other => println!("  {other}:"),
     }
     println!("  log:  {r}");
+}
+
+/// Where the demo's console listens, inside the appliance namespace.
+const DEMO_CONSOLE: &str = "127.0.0.1:9443";
+
+/// Prints where the demo's console is, once the appliance says it serves.
+fn show_console(dir: &Path, appliance_err: &Path, ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let err = std::fs::read_to_string(appliance_err).unwrap_or_default();
+        if let Some(l) = err
+            .lines()
+            .find(|l| l.contains("console on https://") || l.contains("console not started"))
+        {
+            break l.to_owned();
+        }
+        if Instant::now() > deadline {
+            break String::new();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let state = dir.join("state");
+    let pw = std::fs::read_to_string(crate::console::auth::first_password_path(&state))
+        .unwrap_or_default();
+    match line.split_once("console on ") {
+        Some((_, rest)) => {
+            println!("console: {rest}");
+            println!(
+                "  in the appliance namespace {ns}; first password {} ({})",
+                pw.trim(),
+                crate::console::auth::first_password_path(&state).display()
+            );
+            println!("  with --keep, open it from this host at https://{DEMO_CONSOLE}/ after:");
+            println!("    socat TCP-LISTEN:9443,bind=127.0.0.1,fork,reuseaddr EXEC:'ip netns exec {ns} socat STDIO TCP:{DEMO_CONSOLE}'");
+        }
+        None if !line.is_empty() => println!("console: {line}"),
+        None => println!("console: the appliance did not report its console within 5 s"),
+    }
 }
 
 /// Reads a JSON-lines traffic log; a missing file is an empty log.

@@ -23,25 +23,10 @@ fn pem_of(der: &[u8]) -> String {
 /// `bundle.pem`. Refuses to overwrite any existing file (checked before
 /// anything is written). Returns the paths written, the bundle last.
 pub fn export_chain(ca: &PolicyCa, out: &Path) -> Result<Vec<PathBuf>, PkiError> {
-    let certs: Vec<&[u8]> = std::iter::once(ca.certificate().as_ref())
-        .chain(ca.chain().iter().map(|c| c.as_ref()))
+    let files: Vec<(PathBuf, String)> = chain_files(ca)
+        .into_iter()
+        .map(|(name, pem)| (out.join(name), pem))
         .collect();
-    let mut files: Vec<(PathBuf, String)> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, der)| {
-            let self_signed = x509_parser::parse_x509_certificate(der)
-                .is_ok_and(|(_, x)| super::ca::is_self_signed(&x));
-            let name = match (i, self_signed) {
-                (0, _) => "00-issuing-ca.crt".to_string(),
-                (_, true) => format!("{i:02}-root.crt"),
-                (_, false) => format!("{i:02}-intermediate.crt"),
-            };
-            (out.join(name), pem_of(der))
-        })
-        .collect();
-    let bundle: String = files.iter().map(|(_, pem)| pem.as_str()).collect();
-    files.push((out.join(BUNDLE_FILE), bundle));
     for (p, _) in &files {
         if p.symlink_metadata().is_ok() {
             return Err(PkiError::AlreadyExists { path: p.clone() });
@@ -60,4 +45,29 @@ pub fn export_chain(ca: &PolicyCa, out: &Path) -> Result<Vec<PathBuf>, PkiError>
         written.push(p);
     }
     Ok(written)
+}
+
+/// The files of [`export_chain`] as (file name, PEM text), the bundle last;
+/// also what the console's certificate download zips.
+pub fn chain_files(ca: &PolicyCa) -> Vec<(String, String)> {
+    let certs: Vec<&[u8]> = std::iter::once(ca.certificate().as_ref())
+        .chain(ca.chain().iter().map(|c| c.as_ref()))
+        .collect();
+    let mut files: Vec<(String, String)> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let self_signed = x509_parser::parse_x509_certificate(der)
+                .is_ok_and(|(_, x)| super::ca::is_self_signed(&x));
+            let name = match (i, self_signed) {
+                (0, _) => "00-issuing-ca.crt".to_string(),
+                (_, true) => format!("{i:02}-root.crt"),
+                (_, false) => format!("{i:02}-intermediate.crt"),
+            };
+            (name, pem_of(der))
+        })
+        .collect();
+    let bundle: String = files.iter().map(|(_, pem)| pem.as_str()).collect();
+    files.push((BUNDLE_FILE.to_string(), bundle));
+    files
 }
