@@ -271,7 +271,7 @@ mod tests {
         let old = crate::log::record::format_timestamp(now - Duration::from_secs(7200));
         let line = |ts: &str, action: &str, sni: &str| {
             format!(
-                r#"{{"timestamp":"{ts}","event_type":"flow","action":"{action}","tls":{{"sni":"{sni}"}}}}"#
+                r#"{{"timestamp":"{ts}","event_type":"flow","tlsinspect":{{"action":"{action}"}},"tls":{{"sni":"{sni}"}}}}"#
             )
         };
         let text = [
@@ -281,7 +281,7 @@ mod tests {
             line(&ts, "blocked", "b.example"),
             line(&old, "blocked", "old.example"),
             format!(
-                r#"{{"timestamp":"{ts}","event_type":"alert","alert":{{"msg":"path traversal"}}}}"#
+                r#"{{"timestamp":"{ts}","event_type":"alert","alert":{{"signature":"path traversal"}}}}"#
             ),
         ]
         .join("\n");

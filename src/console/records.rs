@@ -126,7 +126,7 @@ impl LogQuery {
     fn matches(&self, rec: &Value) -> bool {
         let r = Record(rec);
         if let Some(reason) = &self.reason {
-            if r.str("reason") != Some(reason.as_str()) {
+            if r.ext("reason") != Some(reason.as_str()) {
                 return false;
             }
         }
@@ -191,6 +191,18 @@ impl<'a> Record<'a> {
         self.0.get(key).and_then(Value::as_str)
     }
 
+    /// A field of the `tlsinspect` extension object of an EVE record.
+    fn ext(&self, key: &str) -> Option<&'a str> {
+        self.0
+            .get("tlsinspect")
+            .and_then(|t| t.get(key))
+            .and_then(Value::as_str)
+    }
+
+    fn ext_text(&self, key: &str) -> String {
+        self.ext(key).unwrap_or("-").to_owned()
+    }
+
     fn text(&self, key: &str) -> String {
         match self.0.get(key) {
             None | Some(Value::Null) => "-".into(),
@@ -202,8 +214,7 @@ impl<'a> Record<'a> {
     /// When it was written.
     pub fn time(&self) -> Option<SystemTime> {
         self.str("timestamp")
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-            .map(SystemTime::from)
+            .and_then(crate::log::record::parse_timestamp)
     }
 
     /// The timestamp as written.
@@ -218,17 +229,17 @@ impl<'a> Record<'a> {
 
     /// Policy id.
     pub fn policy(&self) -> String {
-        self.text("policy_id")
+        self.ext_text("policy_id")
     }
 
     /// Scope id.
     pub fn scope(&self) -> String {
-        self.text("scope_id")
+        self.ext_text("scope_id")
     }
 
     /// `inspected`, `pass` or `blocked` (for alerts: the alert's action).
     pub fn action(&self) -> String {
-        match self.str("action") {
+        match self.ext("action") {
             Some(a) => a.to_owned(),
             None => self
                 .0
@@ -242,7 +253,7 @@ impl<'a> Record<'a> {
 
     /// Decision reason.
     pub fn reason(&self) -> String {
-        self.text("reason")
+        self.ext_text("reason")
     }
 
     /// The SNI, if any.
@@ -265,7 +276,12 @@ impl<'a> Record<'a> {
 
     /// Bytes client to server and back.
     pub fn bytes(&self) -> (u64, u64) {
-        let n = |k: &str| self.0.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let flow = self.0.get("flow");
+        let n = |k: &str| {
+            flow.and_then(|f| f.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
         (n("bytes_toserver"), n("bytes_toclient"))
     }
 
@@ -276,20 +292,13 @@ impl<'a> Record<'a> {
 
     /// Alert message of an alert record, or of the flow's alerts.
     pub fn alerts(&self) -> Vec<String> {
-        let one = |a: &Value| {
-            a.get("msg")
-                .or_else(|| a.get("signature"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        if let Some(a) = self.0.get("alert") {
-            return one(a).into_iter().collect();
-        }
         self.0
-            .get("alerts")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(one).collect())
-            .unwrap_or_default()
+            .get("alert")
+            .and_then(|a| a.get("signature"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -297,8 +306,8 @@ impl<'a> Record<'a> {
 mod tests {
     use super::*;
 
-    const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00Z","event_type":"flow","policy_id":"p1","scope_id":"s1","action":"inspected","reason":"inspected","src_ip":"192.0.2.10","src_port":1,"dest_ip":"203.0.113.5","dest_port":443,"tls":{"sni":"www.example.com"}}
-{"timestamp":"2026-11-24T11:00:00Z","event_type":"flow","policy_id":"p1","scope_id":"s2","action":"pass","reason":"tls13","src_ip":"192.0.2.11","src_port":2,"dest_ip":"203.0.113.6","dest_port":443}
+    const LOG: &str = r#"{"timestamp":"2026-11-24T10:00:00.000000+0000","event_type":"flow","tlsinspect":{"policy_id":"p1","scope_id":"s1","action":"inspected","reason":"inspected"},"src_ip":"192.0.2.10","src_port":1,"dest_ip":"203.0.113.5","dest_port":443,"tls":{"sni":"www.example.com"},"flow":{"bytes_toserver":10,"bytes_toclient":20}}
+{"timestamp":"2026-11-24T11:00:00.000000+0000","event_type":"flow","tlsinspect":{"policy_id":"p1","scope_id":"s2","action":"pass","reason":"tls13"},"src_ip":"192.0.2.11","src_port":2,"dest_ip":"203.0.113.6","dest_port":443}
 garbage
 "#;
 
@@ -332,7 +341,13 @@ garbage
         };
         let second = run(q.clone());
         assert_eq!((second.total, second.records.len()), (2, 1));
-        assert_eq!(Record(&second.records[0]).reason(), "inspected");
+        let r = Record(&second.records[0]);
+        assert_eq!(r.reason(), "inspected");
+        assert_eq!(
+            (r.policy(), r.scope(), r.action()),
+            ("p1".into(), "s1".into(), "inspected".into())
+        );
+        assert_eq!(r.bytes(), (10, 20));
         q.limit = Some("0".into());
         assert!(LogQuery::new(&q, SystemTime::now())
             .unwrap_err()
