@@ -145,7 +145,12 @@ fn sessions_csrf_changes_audit_and_validate_wording() -> anyhow::Result<()> {
     assert_eq!(created["target"], "pol-office");
     assert!(created["before"].is_null());
     assert_eq!(created["after"]["scopes"][0]["id"], "sc-web");
-    assert!(created["timestamp"].as_str().unwrap().ends_with('Z'));
+    // UTC, in the traffic log's (Suricata's) timestamp format.
+    let when = created["timestamp"].as_str().unwrap();
+    assert!(
+        tlsinspect::log::record::parse_timestamp(when).is_some() && when.ends_with("+0000"),
+        "{when}"
+    );
     // Creating it again is a conflict.
     assert_eq!(
         c.post_json("/api/v1/policies", &body, Some(&csrf))?.status,
