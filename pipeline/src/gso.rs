@@ -159,11 +159,7 @@ pub fn append(
     // The pseudo-header sum, not complemented: the transmitter adds the
     // segment's own sum and complements (Linux's CHECKSUM_PARTIAL).
     let tcp_len = (len - a.ip_hl) as u64;
-    let pseudo = if a.v6 {
-        sum16(0, &p[8..40]) + 6 + tcp_len
-    } else {
-        sum16(0, &p[12..20]) + 6 + tcp_len
-    };
+    let pseudo = pseudo_sum(p, a.v6, tcp_len);
     p[tcp + 16..tcp + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
     *offload = Offload {
         flags: Offload::NEEDS_CSUM,
@@ -178,6 +174,12 @@ pub fn append(
         csum_offset: 16,
     };
     true
+}
+
+/// The TCP pseudo-header sum (addresses, protocol, `tcp_len`) of the IP packet `p`.
+fn pseudo_sum(p: &[u8], v6: bool, tcp_len: u64) -> u64 {
+    let addrs = if v6 { &p[8..40] } else { &p[12..20] };
+    sum16(0, addrs) + 6 + tcp_len
 }
 
 /// Adds big-endian 16-bit words to a one's-complement accumulator.
@@ -250,11 +252,7 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
         p[t + 16] = 0;
         p[t + 17] = 0;
         let tcp_len = (len - a.ip_hl) as u64;
-        let pseudo = if a.v6 {
-            sum16(0, &p[8..40]) + 6 + tcp_len
-        } else {
-            sum16(0, &p[12..20]) + 6 + tcp_len
-        };
+        let pseudo = pseudo_sum(p, a.v6, tcp_len);
         let sum = !fold(sum16(pseudo, &p[t..len]));
         p[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
         out.push(s);
@@ -271,11 +269,7 @@ pub(crate) fn complete_checksum(p: &[u8]) -> Vec<u8> {
         out[t + 16] = 0;
         out[t + 17] = 0;
         let tcp_len = (a.len - a.ip_hl) as u64;
-        let pseudo = if a.v6 {
-            sum16(0, &out[8..40]) + 6 + tcp_len
-        } else {
-            sum16(0, &out[12..20]) + 6 + tcp_len
-        };
+        let pseudo = pseudo_sum(&out, a.v6, tcp_len);
         let sum = !fold(sum16(pseudo, &out[t..a.len]));
         out[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
     }
