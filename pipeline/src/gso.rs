@@ -15,7 +15,10 @@
 //! only on the last). The super-frame's TCP checksum becomes the
 //! pseudo-header sum with `NEEDS_CSUM`, which the transmitter completes.
 
+use smoltcp::wire::Ipv4Packet;
+
 use crate::io::Offload;
+use crate::tcp::checksum::{fill_tcp_checksum, fill_tcp_pseudo};
 
 /// Largest IP packet (IPv4 total length, IPv6 payload length fits too).
 const MAX_IP_LEN: usize = 65_535;
@@ -145,22 +148,11 @@ pub fn append(
     buf.extend_from_slice(&seg[b.ip_hl + b.tcp_hl..b.len]);
     let p = &mut buf[start + l2..];
     let len = a.len + pb;
-    if a.v6 {
-        p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-    } else {
-        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        p[10] = 0;
-        p[11] = 0;
-        let sum = !fold(sum16(0, &p[..a.ip_hl]));
-        p[10..12].copy_from_slice(&sum.to_be_bytes());
-    }
-    let tcp = a.ip_hl;
-    p[tcp + 13] |= b.flags & (PSH | FIN);
+    set_ip_len(p, a.v6, len);
+    p[a.ip_hl + 13] |= b.flags & (PSH | FIN);
     // The pseudo-header sum, not complemented: the transmitter adds the
     // segment's own sum and complements (Linux's CHECKSUM_PARTIAL).
-    let tcp_len = (len - a.ip_hl) as u64;
-    let pseudo = pseudo_sum(p, a.v6, tcp_len);
-    p[tcp + 16..tcp + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+    fill_tcp_pseudo(p);
     *offload = Offload {
         flags: Offload::NEEDS_CSUM,
         gso_type: if a.v6 {
@@ -176,35 +168,21 @@ pub fn append(
     true
 }
 
-/// The TCP pseudo-header sum (addresses, protocol, `tcp_len`) of the IP packet `p`.
-fn pseudo_sum(p: &[u8], v6: bool, tcp_len: u64) -> u64 {
-    let addrs = if v6 { &p[8..40] } else { &p[12..20] };
-    sum16(0, addrs) + 6 + tcp_len
-}
-
-/// Adds big-endian 16-bit words to a one's-complement accumulator.
-fn sum16(mut acc: u64, data: &[u8]) -> u64 {
-    let mut pairs = data.chunks_exact(2);
-    for w in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+/// Writes the IP length of a packet of `len` bytes (headers included) and,
+/// for IPv4, its header checksum.
+fn set_ip_len(p: &mut [u8], v6: bool, len: usize) {
+    if v6 {
+        p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    } else {
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut *p).fill_checksum();
     }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Cuts a super-frame (`frame` with its `offload` header) into the segments
 /// a receiver would see, with complete checksums: what the kernel's GSO does.
 ///
-/// Used by tests and by devices that cannot take super-frames.
+/// Used by the tests and the fuzz target to check what [`append`] made.
 pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
     let Some(ip) = frame.get(l2..) else {
         return Vec::new();
@@ -233,45 +211,18 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
         let p = &mut s[l2..];
         let len = a.ip_hl + a.tcp_hl + chunk.len();
         let seq = a.seq.wrapping_add((i * size) as u32);
-        if a.v6 {
-            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        } else {
-            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        if !a.v6 {
             let id = u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16);
             p[4..6].copy_from_slice(&id.to_be_bytes());
-            p[10] = 0;
-            p[11] = 0;
-            let sum = !fold(sum16(0, &p[..a.ip_hl]));
-            p[10..12].copy_from_slice(&sum.to_be_bytes());
         }
+        set_ip_len(p, a.v6, len);
         let t = a.ip_hl;
         p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
         if i + 1 < n {
             p[t + 13] &= !(PSH | FIN);
         }
-        p[t + 16] = 0;
-        p[t + 17] = 0;
-        let tcp_len = (len - a.ip_hl) as u64;
-        let pseudo = pseudo_sum(p, a.v6, tcp_len);
-        let sum = !fold(sum16(pseudo, &p[t..len]));
-        p[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
+        fill_tcp_checksum(p);
         out.push(s);
-    }
-    out
-}
-
-/// A copy of the TCP/IP packet `p` with its TCP checksum computed in full
-/// (for a packet that came with `NEEDS_CSUM`). Other packets are copied as is.
-pub(crate) fn complete_checksum(p: &[u8]) -> Vec<u8> {
-    let mut out = p.to_vec();
-    if let Some(a) = layout(p) {
-        let t = a.ip_hl;
-        out[t + 16] = 0;
-        out[t + 17] = 0;
-        let tcp_len = (a.len - a.ip_hl) as u64;
-        let pseudo = pseudo_sum(&out, a.v6, tcp_len);
-        let sum = !fold(sum16(pseudo, &out[t..a.len]));
-        out[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
     }
     out
 }
@@ -280,6 +231,7 @@ pub(crate) fn complete_checksum(p: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::frame::tests as ft;
+    use crate::tcp::checksum::tcp_checksum_ok;
 
     fn seg(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
         ft::ipv4_tcp_seq(
@@ -328,9 +280,11 @@ mod tests {
             assert_eq!(&b[..14], b"0123456789abcd");
             let ip = &b[14..];
             assert_eq!(norm(ip), norm(p));
-            assert_eq!(fold(sum16(0, &ip[..20])), 0xffff, "IP header checksum");
-            let pseudo = sum16(0, &ip[12..20]) + 6 + (ip.len() - 20) as u64;
-            assert_eq!(fold(sum16(pseudo, &ip[20..])), 0xffff, "TCP checksum");
+            assert!(
+                Ipv4Packet::new_checked(ip).unwrap().verify_checksum(),
+                "IP header checksum"
+            );
+            assert!(tcp_checksum_ok(ip), "TCP checksum");
         }
         // A segment after a short one, or out of order, does not merge.
         assert!(!append(

@@ -658,17 +658,15 @@ impl Dispatcher {
                 return Path::Fast(FastKind::Tcp);
             }
             let ctx = ctx.load_full();
-            // A SYN from this host's own stack may carry only the
-            // pseudo-header sum; the flow parses SYNs with their checksum.
-            let completed;
-            let raw = if offload.flags & Offload::NEEDS_CSUM != 0 {
-                completed = crate::gso::complete_checksum(raw);
-                &completed[..]
-            } else {
-                raw
-            };
-            let flow =
-                InterceptedFlow::new(ctx, &m, raw, random_seed(), now, self.clock.system(now));
+            let flow = InterceptedFlow::new(
+                ctx,
+                &m,
+                raw,
+                offload.checksum_trusted(),
+                random_seed(),
+                now,
+                self.clock.system(now),
+            );
             return match flow {
                 Ok(flow) => {
                     self.held.insert(

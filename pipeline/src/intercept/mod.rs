@@ -16,7 +16,7 @@
 //!
 //! # Call order
 //!
-//! 1. An in-scope client SYN: [`InterceptedFlow::new`]`(ctx, scope, syn, seed, now, wall)`.
+//! 1. An in-scope client SYN: [`InterceptedFlow::new`]`(ctx, scope, syn, syn_checksum_trusted, seed, now, wall)`.
 //!    The flow captures the context (and with it the policy's decision
 //!    settings) it is born with: a reload that swaps the worker's context
 //!    never changes the decision of an existing flow.
@@ -284,6 +284,7 @@ impl InterceptedFlow {
         ctx: Arc<InterceptCtx>,
         scope: &ScopeMatch,
         syn: &[u8],
+        syn_checksum_trusted: bool,
         seed: u64,
         now: Instant,
         wall: SystemTime,
@@ -293,7 +294,8 @@ impl InterceptedFlow {
             .get(&scope.policy_id)
             .cloned()
             .ok_or_else(|| StartError::UnknownPolicy(scope.policy_id.clone()))?;
-        let tcp = TransparentFlow::from_syn(syn, &ctx.tcp, seed, now)?;
+        let tcp =
+            TransparentFlow::from_syn_checked(syn, syn_checksum_trusted, &ctx.tcp, seed, now)?;
         let meta = FlowMeta {
             flow_id: ctx.flow_ids.fetch_add(1, Ordering::Relaxed),
             src: tcp.client_addr(),

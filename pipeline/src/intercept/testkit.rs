@@ -760,8 +760,9 @@ impl Lab {
             policy_id: Arc::from("pol-1"),
             scope_id: Arc::from("scope-a"),
         };
-        let flow = InterceptedFlow::new(ctx, &scope, &syn, 0x1234_5678, t0, SystemTime::now())
-            .expect("flow from SYN");
+        let flow =
+            InterceptedFlow::new(ctx, &scope, &syn, false, 0x1234_5678, t0, SystemTime::now())
+                .expect("flow from SYN");
         Net {
             t0,
             now: t0,

@@ -432,6 +432,7 @@ fn unknown_policy_is_refused_at_start() {
         ctx,
         &scope,
         &[0u8; 40],
+        false,
         1,
         Instant::now(),
         std::time::SystemTime::now(),

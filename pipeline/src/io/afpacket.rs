@@ -617,9 +617,8 @@ impl Device for AfPacket {
     }
 
     fn send_segment(&mut self, frame: &[u8], offload: &Offload) -> io::Result<bool> {
-        // Only untagged IPv4/IPv6 frames; the last frame's link header must match.
-        let ip = matches!(frame.get(12..14), Some([0x08, 0x00]) | Some([0x86, 0xdd]));
-        if ip && !offload.is_gso() && self.tx.append_segment(frame, 14) {
+        // The last frame's 14-byte link header (MACs, EtherType) must match.
+        if !offload.is_gso() && self.tx.append_segment(frame, 14) {
             return Ok(true);
         }
         self.send(frame, offload).map(|()| false)

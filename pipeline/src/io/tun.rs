@@ -128,57 +128,68 @@ impl Tun {
         &self.name
     }
 
-    /// Writes the segment `send_segment` held back, if any.
+    /// Writes the segment `send_segment` held back (its offload header and
+    /// packet are contiguous in the batch), if any.
     fn write_held(&mut self) -> io::Result<()> {
-        if self.held.is_empty() {
-            return Ok(());
-        }
-        let held = std::mem::replace(&mut self.held, TxBatch::new(0, 1));
-        let r = held.frames().next().map_or(Ok(()), |f| {
-            let mut hdr = [0u8; Offload::LEN];
-            hdr.copy_from_slice(&f[..Offload::LEN]);
-            self.write_packet(&f[Offload::LEN..], &Offload::from_bytes(&hdr))
-        });
-        self.held = held;
+        let r = match self.held.frames().next() {
+            None => return Ok(()),
+            Some(frame) => write_iov(
+                self.fd.as_raw_fd(),
+                &self.name,
+                &mut self.tx_dropped,
+                &[frame],
+            ),
+        };
         self.held.clear();
         r
     }
 
     fn write_packet(&mut self, pkt: &[u8], offload: &Offload) -> io::Result<()> {
         let hdr = offload.to_bytes();
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: pkt.as_ptr() as *mut libc::c_void,
-                iov_len: pkt.len(),
-            },
-        ];
-        loop {
-            // Safety: both iovecs point at live slices of the given lengths,
-            // which the kernel only reads during the call.
-            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-            if r >= 0 {
+        write_iov(
+            self.fd.as_raw_fd(),
+            &self.name,
+            &mut self.tx_dropped,
+            &[&hdr, pkt],
+        )
+    }
+}
+
+/// Writes one packet made of `parts` (offload header first) to the queue
+/// `fd`; a packet the kernel refuses or has no room for is dropped and
+/// counted in `tx_dropped`, as a router would.
+fn write_iov(fd: RawFd, name: &str, tx_dropped: &mut u64, parts: &[&[u8]]) -> io::Result<()> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 2];
+    let n = parts.len().min(iov.len());
+    for (v, p) in iov.iter_mut().zip(parts) {
+        *v = libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        };
+    }
+    loop {
+        // Safety: the first `n` iovecs point at live slices of the given
+        // lengths, which the kernel only reads during the call.
+        let r = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINVAL)
+            | Some(libc::EMSGSIZE) => {
+                *tx_dropped += 1;
                 return Ok(());
             }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                // Queue full, or a packet the stack refuses (bad header):
-                // dropped and counted, as a router would.
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINVAL)
-                | Some(libc::EMSGSIZE) => {
-                    self.tx_dropped += 1;
-                    return Ok(());
-                }
-                _ => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("write to TUN {}: {e}", self.name),
-                    ))
-                }
+            _ => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("write to TUN {name}: {e}"),
+                ))
             }
         }
     }

@@ -276,7 +276,19 @@ impl TransparentFlow {
         seed: u64,
         now: Instant,
     ) -> Result<TransparentFlow, FlowError> {
-        let syn = segment::parse(packet)?;
+        Self::from_syn_checked(packet, false, cfg, seed, now)
+    }
+
+    /// Like [`from_syn`](Self::from_syn); with `checksum_trusted` the SYN's
+    /// TCP checksum is not verified (see [`Offload::checksum_trusted`]).
+    pub fn from_syn_checked(
+        packet: &[u8],
+        checksum_trusted: bool,
+        cfg: &FlowConfig,
+        seed: u64,
+        now: Instant,
+    ) -> Result<TransparentFlow, FlowError> {
+        let syn = segment::parse_with(packet, !checksum_trusted)?;
         if !syn.is_opening_syn() {
             return Err(FlowError::NotSyn);
         }

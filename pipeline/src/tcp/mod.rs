@@ -55,6 +55,7 @@
 //! 96 KiB-per-connection target; operators trading memory for long-RTT
 //! throughput raise `tcp_buffer_bytes`.
 
+pub(crate) mod checksum;
 mod flow;
 mod leg;
 pub mod segment;
