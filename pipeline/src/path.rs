@@ -554,7 +554,14 @@ impl Dispatcher {
                 c.inscope_bytes += len as u64;
                 return;
             }
-            Path::Malformed(_) => c.malformed += 1,
+            Path::Malformed(e) => {
+                c.malformed += 1;
+                match e {
+                    FrameError::Truncated(_) => c.malformed_truncated += 1,
+                    FrameError::BadField(_) => c.malformed_bad_field += 1,
+                    FrameError::TooDeep(_) => c.malformed_too_deep += 1,
+                }
+            }
             Path::Fast(kind) => match kind {
                 FastKind::Arp => c.fast_arp += 1,
                 FastKind::Udp => c.fast_udp += 1,
@@ -604,6 +611,22 @@ impl Dispatcher {
         let Link { macs, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         // (No hashing for the fast path while nothing is intercepted.)
+        if tcp.flags.is_initial_syn() && !self.held.is_empty() {
+            // A new attempt of the client (another ISN) on the addresses and
+            // ports of a flow whose handshake never completed, or that is
+            // over: the old flow gives way, as a host's stack would.
+            let superseded = self
+                .held
+                .get(&key)
+                .is_some_and(|h| h.flow.superseded_by_syn(ip.src, tcp.src_port, tcp.seq));
+            if superseded {
+                if let Some(mut h) = self.held.remove(&key) {
+                    self.counters.intercept_superseded += 1;
+                    h.flow.supersede();
+                    self.abort_intercepted(h, now);
+                }
+            }
+        }
         if let Some(h) = (!self.held.is_empty())
             .then(|| self.held.get_mut(&key))
             .flatten()
@@ -722,12 +745,15 @@ impl Dispatcher {
             self.end(f, now);
         }
         let idle = self.idle;
+        let mut half_open = 0;
         let stale: Vec<FlowKey> = self
             .held
             .iter()
+            .inspect(|(_, h)| half_open += u64::from(h.flow.is_half_open()))
             .filter(|(_, h)| now.saturating_duration_since(h.last_seen) >= idle)
             .map(|(k, _)| *k)
             .collect();
+        self.counters.intercept_half_open = half_open;
         for k in stale {
             if let Some(h) = self.held.remove(&k) {
                 self.abort_intercepted(h, now);
@@ -1216,6 +1242,187 @@ pub(crate) mod tests {
         assert_eq!(recs[0].meta.src, "192.0.2.10:40000".parse().unwrap());
         assert_eq!(d.active_flows(), 0);
         assert_eq!(d.next_timer(), None);
+    }
+
+    /// A dispatcher intercepting 192.0.2.10 → 203.0.113.0/24:443, passing everything.
+    fn half_open_lab() -> (Dispatcher, Arc<MemLog>, Instant) {
+        use crate::intercept::testkit;
+        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
+        let kit = testkit::Lab::new();
+        let policy = TlsPolicy {
+            non_tls: PassOrBlock::Pass,
+            ech: PassOrInspect::Pass,
+            exclude_sni: vec![],
+            legacy_tls: PassOrBlock::Pass,
+            tls13: PassOrInspect::Pass,
+            no_sni: PassOrInspect::Pass,
+        };
+        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let log = Arc::new(MemLog::default());
+        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
+            policy_id: "pol-1".into(),
+            scope_id: "sc-1".into(),
+            source_ips: vec!["192.0.2.10".parse().unwrap()],
+            source_ports: vec![],
+            destinations: vec!["203.0.113.0/24".parse().unwrap()],
+            destination_ports: vec![(443, 443)],
+        }]))));
+        let t0 = Instant::now();
+        let d = Dispatcher::new(
+            0,
+            100,
+            Duration::from_secs(300),
+            table,
+            log.clone(),
+            Clock::new(t0, SystemTime::UNIX_EPOCH),
+        )
+        .with_intercept(ctx);
+        (d, log, t0)
+    }
+
+    /// Feeds the client's SYN (ISN `isn`) and the server's SYN-ACK; returns
+    /// the client leg's SYN-ACK sequence number.
+    fn to_accepting(d: &mut Dispatcher, port: u16, isn: u32, now: Instant) -> u32 {
+        use smoltcp::wire::TcpControl;
+        let syn = crafted((C, port), (S, 443), TcpControl::Syn, isn, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        assert_eq!(
+            d.on_ethernet(
+                Side::Lan,
+                &frame,
+                parse_ethernet(&frame),
+                RxMeta::default(),
+                now
+            ),
+            Path::Intercepted
+        );
+        let out = drain(d);
+        let (_, ours) = out.iter().find(|(s, _)| *s == Side::Wan).expect("our SYN");
+        let our_isn = tcp_of(ours).1;
+        let synack = crafted(
+            (S, 443),
+            (C, port),
+            TcpControl::Syn,
+            90_000,
+            Some(our_isn.wrapping_add(1)),
+        );
+        let back = ft::ether(0x0800, &[], &synack);
+        d.on_ethernet(
+            Side::Wan,
+            &back,
+            parse_ethernet(&back),
+            RxMeta::default(),
+            now,
+        );
+        let out = drain(d);
+        let (_, f) = out
+            .iter()
+            .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
+            .expect("the client's SYN-ACK");
+        tcp_of(f).1
+    }
+
+    #[test]
+    fn a_client_reset_ends_a_half_open_flow_at_once() {
+        use smoltcp::wire::TcpControl;
+        let (mut d, log, t0) = half_open_lab();
+        // (A host without the connection answers the SYN-ACK with seq = its ACK.)
+        to_accepting(&mut d, 40100, 5000, t0);
+        d.expire(t0);
+        assert_eq!(d.counters.intercept_half_open, 1);
+        // The client never opened this connection (a spoofed SYN): its
+        // stack answers our SYN-ACK with an RST.
+        let rst = crafted((C, 40100), (S, 443), TcpControl::Rst, 5001, None);
+        let frame = ft::ether(0x0800, &[], &rst);
+        d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0,
+        );
+        let out = drain(&mut d);
+        assert!(
+            out.iter()
+                .any(|(s, f)| *s == Side::Wan && tcp_of(f).0 & 0x04 != 0),
+            "the server leg is reset: {out:?}"
+        );
+        assert_eq!(
+            d.active_flows(),
+            0,
+            "gone at once, not after the accept timeout"
+        );
+        d.expire(t0);
+        assert_eq!(d.counters.intercept_half_open, 0);
+        let recs = log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].reason, "reset");
+    }
+
+    #[test]
+    fn a_new_syn_replaces_a_half_open_flow_on_its_ports() {
+        use smoltcp::wire::TcpControl;
+        let (mut d, log, t0) = half_open_lab();
+        to_accepting(&mut d, 40200, 5000, t0);
+        let ms = Duration::from_millis(1);
+        // A retransmission of the same SYN stays with the flow.
+        let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 5000, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0 + ms,
+        );
+        drain(&mut d);
+        assert_eq!(d.counters.intercept_superseded, 0);
+        assert!(log.0.lock().unwrap().is_empty());
+        // A new attempt (another ISN) on the same ports starts a new flow:
+        // the old one is logged and a new SYN leaves toward the server.
+        let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 777_000, None);
+        let frame = ft::ether(0x0800, &[], &syn);
+        let p = d.on_ethernet(
+            Side::Lan,
+            &frame,
+            parse_ethernet(&frame),
+            RxMeta::default(),
+            t0 + 2 * ms,
+        );
+        assert_eq!(p, Path::Intercepted);
+        let out = drain(&mut d);
+        assert!(
+            out.iter()
+                .any(|(s, f)| *s == Side::Wan && tcp_of(f).0 & 0x12 == 0x02),
+            "a fresh SYN to the server: {out:?}"
+        );
+        assert_eq!(d.counters.intercept_superseded, 1);
+        assert_eq!(d.counters.intercepted_started, 2);
+        assert_eq!(d.active_flows(), 1);
+        let recs = log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].reason, "client_timeout");
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_by_kind() {
+        let (mut d, _log, t0) = half_open_lab();
+        // An IPv4 header cut short; an impossible IP version.
+        let mut short = ft::ether(0x0800, &[], &[0x45, 0, 0, 40]);
+        short.truncate(18);
+        let mut v7 = [0u8; 40];
+        v7[..4].copy_from_slice(&[0x75, 0, 0, 40]);
+        let bad = ft::ether(0x0800, &[], &v7);
+        for f in [&short, &bad] {
+            d.on_ethernet(Side::Lan, f, parse_ethernet(f), RxMeta::default(), t0);
+        }
+        let c = d.counters;
+        assert_eq!(c.malformed, 2);
+        assert_eq!(
+            c.malformed_truncated + c.malformed_bad_field + c.malformed_too_deep,
+            2
+        );
+        assert_eq!(c.malformed_bad_field, 1, "{c:?}");
     }
 
     #[test]

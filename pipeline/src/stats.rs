@@ -78,6 +78,12 @@ counters! {
     flow_overflow,
     /// Frames that failed to parse (forwarded unchanged).
     malformed,
+    /// Malformed: a header cut short or a length field beyond the frame.
+    malformed_truncated,
+    /// Malformed: an impossible version or header-length field.
+    malformed_bad_field,
+    /// Malformed: more VLAN tags or IPv6 extension headers than we walk.
+    malformed_too_deep,
     /// Fast-path TCP segments merged into the flow's previous frame (a super-frame).
     fast_coalesced,
     /// Segments of intercepted flows merged into the previous frame (a super-frame).
@@ -117,6 +123,12 @@ counters! {
     intercept_tx_packets,
     /// Intercepted flows reset because their policy was disabled with `on_disable = "interrupt"`.
     intercept_interrupted,
+    /// Half-open intercepted flows replaced by a new SYN of the client on
+    /// the same addresses and ports (another ISN: the client gave up on it).
+    intercept_superseded,
+    /// Intercepted flows whose handshake has not completed yet (gauge,
+    /// refreshed by the expiry scan).
+    intercept_half_open,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -52,9 +52,22 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
         ),
         Sample::counter(
             "malformed_frames",
-            "Frames that failed to parse (forwarded unchanged).",
-            t.malformed,
-        ),
+            "Frames that failed to parse (forwarded unchanged), by kind.",
+            t.malformed_truncated,
+        )
+        .label("kind", "truncated"),
+        Sample::counter(
+            "malformed_frames",
+            "Frames that failed to parse (forwarded unchanged), by kind.",
+            t.malformed_bad_field,
+        )
+        .label("kind", "bad_field"),
+        Sample::counter(
+            "malformed_frames",
+            "Frames that failed to parse (forwarded unchanged), by kind.",
+            t.malformed_too_deep,
+        )
+        .label("kind", "too_deep"),
         Sample::counter(
             "gso_frames",
             "Super-frames (one frame standing for several TCP segments) by direction.",
@@ -114,6 +127,16 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             "intercept_start_errors",
             "In-scope SYNs the interception driver refused (forwarded untracked).",
             t.intercept_start_errors,
+        ),
+        Sample::counter(
+            "intercept_superseded",
+            "Half-open or closed intercepted flows replaced by a new SYN of their client.",
+            t.intercept_superseded,
+        ),
+        Sample::gauge(
+            "intercept_half_open",
+            "Intercepted flows whose TCP handshake has not completed.",
+            t.intercept_half_open as f64,
         ),
         Sample::counter(
             "intercept_interrupted",

@@ -350,6 +350,24 @@ impl InterceptedFlow {
         self.tcp.server_addr()
     }
 
+    /// Whether the TCP handshake of either leg is still under way.
+    pub fn is_half_open(&self) -> bool {
+        self.tcp.is_half_open()
+    }
+
+    /// Whether a new opening SYN replaces this flow
+    /// (see [`TransparentFlow::superseded_by_syn`]).
+    pub fn superseded_by_syn(&self, src: std::net::IpAddr, port: u16, seq: u32) -> bool {
+        self.tcp.superseded_by_syn(src, port, seq)
+    }
+
+    /// Gives way to a new connection on the same addresses and ports: an
+    /// undecided flow is logged as one whose client never completed its
+    /// handshake. Then [`abort`](Self::abort) and [`finish`](Self::finish).
+    pub fn supersede(&mut self) {
+        self.end_undecided(reason::CLIENT_TIMEOUT);
+    }
+
     /// The §4 decision, once taken.
     pub fn decision(&self) -> Option<Decision> {
         self.decision

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp::{RecvError, State};
@@ -375,6 +375,31 @@ impl TransparentFlow {
         self.phase
     }
 
+    /// Whether the TCP handshake of either leg is still under way.
+    pub fn is_half_open(&self) -> bool {
+        matches!(self.phase, Phase::Connecting | Phase::Accepting)
+    }
+
+    /// Whether an opening SYN from `src`:`port` with sequence number `seq`
+    /// starts a new connection that replaces this one: the client gave up
+    /// on a handshake it never completed (another ISN), or this connection
+    /// is over on the client's side (closed, TIME-WAIT, refused, timed out).
+    ///
+    /// A retransmission of the SYN this flow was born with never does; in
+    /// `Connecting` the flow absorbs a new ISN itself (see `handle_packet`).
+    pub fn superseded_by_syn(&self, src: IpAddr, port: u16, seq: u32) -> bool {
+        if src != self.client.ip() || port != self.client.port() || seq == self.syn.seq {
+            return false;
+        }
+        match self.phase {
+            Phase::Connecting => false,
+            Phase::Accepting | Phase::Refused | Phase::TimedOut | Phase::Closed => true,
+            Phase::Established => self.client_leg.as_ref().is_some_and(|l| {
+                matches!(l.state(), State::Closed | State::TimeWait | State::Listen)
+            }),
+        }
+    }
+
     /// Whether the flow is over and has nothing left to send: the owner may drop it.
     ///
     /// Legs in TIME-WAIT count as closed: a middlebox need not keep 2*MSL of
@@ -680,11 +705,20 @@ impl TransparentFlow {
                     self.phase = Phase::Established;
                     self.deadline = None;
                     self.events.push_back(FlowEvent::Connected);
-                } else if client_state == Some(State::Closed) && !self.client_track.aborted {
-                    // The client reset its half-open connection.
+                } else if matches!(client_state, Some(State::Closed | State::Listen))
+                    && !self.client_track.aborted
+                {
+                    // The client reset its half-open connection (smoltcp
+                    // returns a listening socket to LISTEN on that RST).
                     self.client_track.aborted = true;
                     self.server_track.aborted = true;
                     self.server_leg.socket().abort();
+                    if let Some(leg) = self.client_leg.as_mut() {
+                        // Out of LISTEN, so a later SYN cannot reopen it.
+                        leg.socket().abort();
+                    }
+                    self.deadline = None;
+                    self.events.push_back(FlowEvent::Reset(Side::Client));
                 } else if server_state == State::Closed && !self.server_track.aborted {
                     // The server went away before the client finished its handshake.
                     self.client_track.aborted = true;
