@@ -247,6 +247,8 @@ pub struct Dispatcher {
     idle: Duration,
     intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
     held: hashbrown::HashMap<FlowKey, Held>,
+    /// `intercepted_ended` at the last heap trim (see `take_trim_hint`).
+    trimmed_at: u64,
     timers: BinaryHeap<Timer>,
     outbox: Outbox,
     /// Flows fed packets in the current batch, to be serviced once each.
@@ -291,6 +293,7 @@ impl Dispatcher {
             idle: idle_timeout,
             intercept: None,
             held: hashbrown::HashMap::new(),
+            trimmed_at: 0,
             timers: BinaryHeap::new(),
             outbox: Outbox::default(),
             pending: Vec::new(),
@@ -754,11 +757,29 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         self.counters.intercept_half_open = half_open;
+        // Flows are stored inline (several KiB each): after a burst, give
+        // the table's empty slots back instead of keeping its peak.
+        let cap = self.held.capacity();
+        if cap > 1024 && self.held.len() < cap / 4 {
+            self.held.shrink_to(self.held.len() * 2);
+        }
         for k in stale {
             if let Some(h) = self.held.remove(&k) {
                 self.abort_intercepted(h, now);
             }
         }
+    }
+
+    /// Whether enough intercepted flows ended since the last heap trim that
+    /// the worker should give free heap back to the OS
+    /// ([`crate::io::trim_heap`]): 1,024 or more.
+    pub fn take_trim_hint(&mut self) -> bool {
+        let ended = self.counters.intercepted_ended;
+        if ended.saturating_sub(self.trimmed_at) >= 1024 {
+            self.trimmed_at = ended;
+            return true;
+        }
+        false
     }
 
     /// Ends every flow (shutdown), logging each; intercepted ones are reset at

@@ -295,6 +295,9 @@ impl<D: Device> Worker<D> {
             if now >= next_housekeeping {
                 self.apply_interrupts(&mut interrupts_seen, now);
                 self.dispatcher.expire(now);
+                if self.dispatcher.take_trim_hint() {
+                    crate::io::trim_heap();
+                }
                 self.send_intercepted();
                 self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
                 next_housekeeping = now + HOUSEKEEPING;

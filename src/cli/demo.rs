@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::demo::probe;
+use crate::demo::{probe, storm};
 
 /// Runs `tlsinspect demo`.
 pub fn run(keep: bool) -> anyhow::Result<ExitCode> {
@@ -28,6 +28,19 @@ pub enum HelperCommand {
         count: u32,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+    },
+    /// Send a storm of hostile IPv4/TCP packets; print what was sent as JSON.
+    Storm {
+        #[arg(long)]
+        source: Ipv4Addr,
+        #[arg(long)]
+        to: Ipv4Addr,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Echo UDP datagrams until killed.
     UdpEcho {
@@ -91,6 +104,13 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
             count,
             Duration::from_millis(timeout_ms),
         )?)?,
+        HelperCommand::Storm {
+            source,
+            to,
+            port,
+            count,
+            seed,
+        } => serde_json::to_string(&storm::storm(source, to, port, count, seed)?)?,
         HelperCommand::UdpEcho { listen } => {
             probe::udp_echo_server(listen)?;
             return Ok(ExitCode::SUCCESS);

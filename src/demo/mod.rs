@@ -11,6 +11,7 @@
 pub mod lab;
 pub mod pki;
 pub mod probe;
+pub mod storm;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

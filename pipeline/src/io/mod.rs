@@ -199,6 +199,20 @@ fn os_err(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Gives the allocator's free memory back to the OS (glibc's `malloc_trim`).
+///
+/// glibc keeps freed small blocks in its arenas, so after a burst of
+/// intercepted flows ended (a SYN storm, a wave of clients) the process
+/// would keep its peak RSS. Workers call this when many of their flows
+/// ended since the last call; it walks the arenas, so not per packet.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // Safety: malloc_trim takes no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Resolves an interface name to its index.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name).map_err(|_| {

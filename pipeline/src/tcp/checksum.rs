@@ -81,7 +81,7 @@ pub(crate) fn fill_tcp_pseudo(packet: &mut [u8]) {
 }
 
 /// Fills in the TCP checksum of a packet smoltcp just emitted (with a zero checksum field).
-pub(crate) fn fill_tcp_checksum(packet: &mut [u8]) {
+pub fn fill_tcp_checksum(packet: &mut [u8]) {
     if let Some((off, len, pseudo)) = tcp_span(packet) {
         packet[off + 16] = 0;
         packet[off + 17] = 0;

@@ -1,0 +1,197 @@
+//! A storm of hostile IPv4/TCP packets for the lab (`lab-helper storm`).
+//!
+//! Sent from the client namespace through a raw socket (`IPPROTO_RAW`, so
+//! the packets leave as written; the kernel fills only the IP checksum and
+//! total length), toward the appliance's LAN port. One packet in five is a
+//! well-formed in-scope SYN from a random source port that the client's own
+//! stack never opened — its kernel answers the appliance's SYN-ACK with an
+//! RST, as after a spoofed SYN. The others are the garbage a hostile LAN
+//! sends: truncated TCP headers, option garbage, stray data on random ports
+//! and first fragments of SYNs.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// What a storm sent, by kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormResult {
+    /// Well-formed opening SYNs from random source ports.
+    pub syns: u64,
+    /// TCP headers whose data offset points past the packet.
+    pub truncated: u64,
+    /// SYNs whose options are random bytes.
+    pub bad_options: u64,
+    /// ACKs carrying data on connections that do not exist.
+    pub stray_data: u64,
+    /// First fragments of SYNs (more-fragments set).
+    pub fragments: u64,
+    /// Packets the kernel refused to send.
+    pub send_errors: u64,
+}
+
+/// Deterministic xorshift64*, seeded by the caller (tests repeat themselves).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn port(&mut self) -> u16 {
+        // Above the well-known ports, like a client's ephemeral range.
+        1024 + (self.next() % (65536 - 1024)) as u16
+    }
+}
+
+/// An IPv4 header (no options) for `payload_len` bytes of TCP.
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, frag: u16) -> Vec<u8> {
+    let total = u16::try_from(20 + payload_len).unwrap_or(u16::MAX);
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, 6, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    // The kernel fills it too; filled here so the packet stands on its own.
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    h
+}
+
+/// A TCP header with `options` (padded to 4 bytes) and `payload`.
+fn tcp(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while opts.len() % 4 != 0 {
+        opts.push(0);
+    }
+    let doff = ((20 + opts.len()) / 4) as u8;
+    let mut t = Vec::with_capacity(20 + opts.len() + payload.len());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[doff << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    t.extend_from_slice(&opts);
+    t.extend_from_slice(payload);
+    t
+}
+
+/// An IPv4 packet around `segment`, with a correct TCP checksum.
+fn packet(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Vec<u8> {
+    let mut p = ipv4(src, dst, segment.len(), 0);
+    p.extend_from_slice(segment);
+    tlsinspect_pipeline::tcp::fill_tcp_checksum(&mut p);
+    p
+}
+
+/// MSS 1460, SACK permitted, window scale 7: what a Linux client offers.
+const SYN_OPTIONS: [u8; 10] = [2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7];
+
+/// Sends `count` packets from `source` toward `to`:`port`, by kind in turn.
+pub fn storm(
+    source: Ipv4Addr,
+    to: Ipv4Addr,
+    port: u16,
+    count: u64,
+    seed: u64,
+) -> anyhow::Result<StormResult> {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const PSH: u8 = 0x08;
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255)))?;
+    let dest = SocketAddr::V4(SocketAddrV4::new(to, 0)).into();
+    let mut rng = Rng(seed | 1);
+    let mut r = StormResult::default();
+    for i in 0..count {
+        let isn = rng.next() as u32;
+        let pkt = match i % 5 {
+            0 => {
+                r.syns += 1;
+                packet(
+                    source,
+                    to,
+                    &tcp(rng.port(), port, isn, 0, SYN, &SYN_OPTIONS, &[]),
+                )
+            }
+            1 => {
+                r.truncated += 1;
+                // Data offset 15 (60 bytes) on a 24-byte segment.
+                let mut t = tcp(rng.port(), port, isn, 0, SYN, &[1, 1, 1, 1], &[]);
+                t[12] = 0xf0;
+                packet(source, to, &t)
+            }
+            2 => {
+                r.bad_options += 1;
+                let garbage: Vec<u8> = (0..16).map(|_| rng.next() as u8).collect();
+                packet(
+                    source,
+                    to,
+                    &tcp(rng.port(), port, isn, 0, SYN, &garbage, &[]),
+                )
+            }
+            3 => {
+                r.stray_data += 1;
+                let data: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
+                let ack = rng.next() as u32;
+                packet(
+                    source,
+                    to,
+                    &tcp(rng.port(), port, isn, ack, ACK | PSH, &[], &data),
+                )
+            }
+            _ => {
+                r.fragments += 1;
+                // The first 8 bytes of a SYN's TCP header, more fragments to come.
+                let t = tcp(rng.port(), port, isn, 0, SYN, &SYN_OPTIONS, &[]);
+                let mut p = ipv4(source, to, 8, 0x2000);
+                p.extend_from_slice(&t[..8]);
+                p
+            }
+        };
+        if sock.send_to(&pkt, &dest).is_err() {
+            r.send_errors += 1;
+        }
+        if i % 32 == 31 {
+            // Paced a little: a storm, not a benchmark of the veth.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storm_syn_is_a_valid_opening_syn() {
+        let p = packet(
+            Ipv4Addr::new(192, 0, 2, 10),
+            Ipv4Addr::new(203, 0, 113, 10),
+            &tcp(40000, 443, 7, 0, 0x02, &SYN_OPTIONS, &[]),
+        );
+        let seg = tlsinspect_pipeline::tcp::segment::parse(&p).expect("parses with its checksum");
+        assert!(seg.is_opening_syn());
+        assert_eq!(seg.seq, 7);
+    }
+}

@@ -1,0 +1,164 @@
+//! A storm of hostile frames from an in-scope client (issue 13): spoofed
+//! in-scope SYNs from random source ports (the client's own stack answers
+//! the appliance's SYN-ACKs with RSTs), truncated TCP headers, option
+//! garbage, stray data and fragments. Afterwards every one of 20 new
+//! connections of that client is inspected, no half-open flow is left, no
+//! flow ends undecided, and the hostile frames are counted (RSS is
+//! printed). In af_packet and tun mode, offloads off and on.
+
+mod lab;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use lab::{LabMode, TestLab};
+
+/// In scope of `pol-demo` / `sc-https` (configs/demo.toml).
+const IN_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OUT_OF_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// Frames in the storm; a fifth of them in-scope SYNs.
+const STORM_FRAMES: u64 = 20_000;
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0))
+}
+
+/// The value of `name` in the totals the appliance prints at exit
+/// (`total: name value, name value, ...`; counters at zero are left out).
+fn counter(counters: &str, name: &str) -> u64 {
+    counters
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("total:"))
+        .flat_map(|l| l.split(','))
+        .find_map(|kv| {
+            let mut it = kv.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    let t = TestLab::build(tag, mode, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER_A])?;
+    let _nginx = t.start_nginx()?;
+    let (config, log) = t.write_config(IN_SCOPE)?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER_A)?;
+    let policy_ca = &t.pki.policy_ca_cert;
+
+    // Warm up (the first connection allocates the minter's caches).
+    let out = t.path("warm.html");
+    let c = t.curl(IN_SCOPE, SERVER_A, "/index.html", policy_ca, &out, false)?;
+    assert_eq!(c.http_code, 200, "{mode:?}: {c:?}\n{}", app.stderr());
+    let rss_start = rss_kib(app.pid)?;
+
+    // Two storms: the second must not grow memory further (nothing of a
+    // spoofed flow stays behind), and neither leaves a lasting peak.
+    let mut rss_after = Vec::new();
+    for seed in ["13", "14"] {
+        let sent: serde_json::Value = t.helper(
+            t.lab.client_ns(),
+            &[
+                "storm",
+                "--source",
+                &IN_SCOPE.to_string(),
+                "--to",
+                &SERVER_A.to_string(),
+                "--count",
+                &STORM_FRAMES.to_string(),
+                "--seed",
+                seed,
+            ],
+        )?;
+        assert_eq!(sent["send_errors"], 0, "{sent}");
+        assert_eq!(sent["syns"], STORM_FRAMES / 5, "{sent}");
+        // Every spoofed handshake ends with the client's RST: nothing
+        // waits for the accept timeout (75 s).
+        std::thread::sleep(Duration::from_secs(2));
+        rss_after.push(rss_kib(app.pid)?);
+    }
+    // Not asserted yet: RSS still grows with each storm although every
+    // flow has ended (issue 13 stays open on it); printed for the record.
+    eprintln!("{mode:?}: RSS {rss_start} KiB before the storms, {rss_after:?} KiB after each");
+
+    // 20 new connections of the same client, all inspected (the stale
+    // flows of the storm no longer swallow their SYNs).
+    for i in 0..20 {
+        let out = t.path(&format!("after-{i}.html"));
+        let c = t.curl(
+            IN_SCOPE,
+            SERVER_A,
+            "/index.html",
+            policy_ca,
+            &out,
+            i % 2 == 1,
+        )?;
+        assert_eq!(c.http_code, 200, "{mode:?} #{i}: {c:?}\n{}", app.stderr());
+        assert!(
+            c.issuer.contains(lab::pki::POLICY_CA_CN),
+            "{mode:?} #{i}: issuer {:?}",
+            c.issuer
+        );
+        assert_eq!(std::fs::read_to_string(&out)?, "hello from nginx\n");
+    }
+
+    let counters = t.stop_appliance(&app)?;
+    assert_eq!(
+        counter(&counters, "intercept_half_open"),
+        0,
+        "{mode:?}: {counters}"
+    );
+    // Many spoofed SYNs reached the interception (a flood also overflows
+    // the rings: those frames are counted as dropped, never a crash).
+    let started = counter(&counters, "intercepted_started");
+    assert!(started >= 21 + 1000, "{mode:?}: {counters}");
+    assert!(counter(&counters, "malformed_truncated") > 0, "{counters}");
+    // The log: one record per flow, the storm's ended by the client's reset.
+    let records = lab::read_log(&log)?;
+    let flows: Vec<_> = records
+        .iter()
+        .filter(|r| r["event_type"] == "flow")
+        .collect();
+    let reset = flows
+        .iter()
+        .filter(|r| r["tlsinspect"]["reason"] == "reset")
+        .count() as u64;
+    assert!(
+        reset + 21 >= started * 9 / 10,
+        "{mode:?}: only {reset} of {started} flows ended by the client's reset"
+    );
+    assert!(
+        flows
+            .iter()
+            .all(|r| r["tlsinspect"]["reason"] != "undecided"),
+        "{mode:?}: flows left undecided"
+    );
+    Ok(())
+}
+
+#[test]
+fn storm_af_packet() -> anyhow::Result<()> {
+    storm(LabMode::AfPacket, "stmaf")
+}
+
+#[test]
+fn storm_af_packet_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || storm(LabMode::AfPacket, "stmafo"))
+}
+
+#[test]
+fn storm_tun() -> anyhow::Result<()> {
+    storm(LabMode::Tun, "stmtun")
+}
