@@ -614,44 +614,41 @@ impl Dispatcher {
         let Link { macs, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         // (No hashing for the fast path while nothing is intercepted.)
-        if tcp.flags.is_initial_syn() && !self.held.is_empty() {
-            // A new attempt of the client (another ISN) on the addresses and
-            // ports of a flow whose handshake never completed, or that is
-            // over: the old flow gives way, as a host's stack would.
-            let superseded = self
-                .held
-                .get(&key)
-                .is_some_and(|h| h.flow.superseded_by_syn(ip.src, tcp.src_port, tcp.seq));
-            if superseded {
-                if let Some(mut h) = self.held.remove(&key) {
-                    self.counters.intercept_superseded += 1;
-                    h.flow.supersede();
-                    self.abort_intercepted(h, now);
-                }
-            }
-        }
         if let Some(h) = (!self.held.is_empty())
             .then(|| self.held.get_mut(&key))
             .flatten()
         {
-            let client = h.flow.client_addr();
-            let from = if ip.src == client.ip() && tcp.src_port == client.port() {
-                Leg::Client
+            // A new attempt of the client (another ISN) on the addresses and
+            // ports of a flow whose handshake never completed, or that is
+            // over: the old flow gives way, as a host's stack would, and the
+            // SYN starts a new flow below.
+            if tcp.flags.is_initial_syn() && h.flow.superseded_by_syn(ip.src, tcp.src_port, tcp.seq)
+            {
+                if let Some(mut old) = self.held.remove(&key) {
+                    self.counters.intercept_superseded += 1;
+                    old.flow.supersede();
+                    self.abort_intercepted(old, now);
+                }
             } else {
-                Leg::Server
-            };
-            h.last_seen = now;
-            let trusted = offload.checksum_trusted();
-            if trusted {
-                self.counters.rx_csum_trusted += 1;
+                let client = h.flow.client_addr();
+                let from = if ip.src == client.ip() && tcp.src_port == client.port() {
+                    Leg::Client
+                } else {
+                    Leg::Server
+                };
+                h.last_seen = now;
+                let trusted = offload.checksum_trusted();
+                if trusted {
+                    self.counters.rx_csum_trusted += 1;
+                }
+                h.flow.handle_packet_checked(from, raw, trusted, now);
+                self.last_now = now;
+                if !h.pending {
+                    h.pending = true;
+                    self.pending.push(key);
+                }
+                return Path::Intercepted;
             }
-            h.flow.handle_packet_checked(from, raw, trusted, now);
-            self.last_now = now;
-            if !h.pending {
-                h.pending = true;
-                self.pending.push(key);
-            }
-            return Path::Intercepted;
         }
         let seg = Segment {
             seq: tcp.seq,
@@ -757,7 +754,7 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         self.counters.intercept_half_open = half_open;
-        // Flows are stored inline (several KiB each): after a burst, give
+        // Flows are stored inline (about 2.7 KiB each): after a burst, give
         // the table's empty slots back instead of keeping its peak.
         let cap = self.held.capacity();
         if cap > 1024 && self.held.len() < cap / 4 {
@@ -1145,11 +1142,9 @@ pub(crate) mod tests {
 
     #[test]
     fn intercepted_flow_consumes_frames_and_reapplies_l2_per_side() {
-        use crate::intercept::testkit;
         use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
         use smoltcp::wire::TcpControl;
 
-        let kit = testkit::Lab::new();
         let policy = TlsPolicy {
             non_tls: PassOrBlock::Pass,
             ech: PassOrInspect::Inspect,
@@ -1158,38 +1153,13 @@ pub(crate) mod tests {
             tls13: PassOrInspect::Inspect,
             no_sni: PassOrInspect::Inspect,
         };
-        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
-        let log = Arc::new(MemLog::default());
-        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
-            policy_id: "pol-1".into(),
-            scope_id: "sc-1".into(),
-            source_ips: vec!["192.0.2.10".parse().unwrap()],
-            source_ports: vec![],
-            destinations: vec!["203.0.113.0/24".parse().unwrap()],
-            destination_ports: vec![(443, 443)],
-        }]))));
-        let t0 = Instant::now();
-        let mut d = Dispatcher::new(
-            1,
-            100,
-            Duration::from_secs(30),
-            table,
-            log.clone(),
-            Clock::new(t0, SystemTime::UNIX_EPOCH),
-        )
-        .with_intercept(ctx);
+        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), policy);
 
         // The client's SYN: consumed, and our own SYN leaves toward the WAN
         // with the SYN frame's Ethernet header.
         let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        let p = d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0,
-        );
+        let p = feed(&mut d, Side::Lan, &frame, t0);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
         assert_eq!(out.len(), 1, "{out:?}");
@@ -1206,13 +1176,7 @@ pub(crate) mod tests {
         assert_eq!(d.active_flows(), 1);
 
         // The client retransmits its SYN: still consumed, never forwarded.
-        let p = d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0,
-        );
+        let p = feed(&mut d, Side::Lan, &frame, t0);
         assert_eq!(p, Path::Intercepted);
         assert!(drain(&mut d).iter().all(|(s, _)| *s == Side::Wan));
 
@@ -1229,13 +1193,7 @@ pub(crate) mod tests {
         back[..6].copy_from_slice(&frame[6..12]);
         back[6..12].copy_from_slice(&frame[..6]);
         let ms = Duration::from_millis(1);
-        let p = d.on_ethernet(
-            Side::Wan,
-            &back,
-            parse_ethernet(&back),
-            RxMeta::default(),
-            t0 + ms,
-        );
+        let p = feed(&mut d, Side::Wan, &back, t0 + ms);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
         let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Side::Lan).collect();
@@ -1265,19 +1223,28 @@ pub(crate) mod tests {
         assert_eq!(d.next_timer(), None);
     }
 
-    /// A dispatcher intercepting 192.0.2.10 → 203.0.113.0/24:443, passing everything.
-    fn half_open_lab() -> (Dispatcher, Arc<MemLog>, Instant) {
-        use crate::intercept::testkit;
+    /// A TLS policy that passes every kind of hello.
+    fn pass_all() -> crate::tls::decision::TlsPolicy {
         use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
-        let kit = testkit::Lab::new();
-        let policy = TlsPolicy {
+        TlsPolicy {
             non_tls: PassOrBlock::Pass,
             ech: PassOrInspect::Pass,
             exclude_sni: vec![],
             legacy_tls: PassOrBlock::Pass,
             tls13: PassOrInspect::Pass,
             no_sni: PassOrInspect::Pass,
-        };
+        }
+    }
+
+    /// Worker `worker`'s dispatcher intercepting 192.0.2.10 →
+    /// 203.0.113.0/24:443 (`pol-1`/`sc-1`) under `policy`, logging to memory.
+    fn intercept_lab(
+        worker: usize,
+        idle: Duration,
+        policy: crate::tls::decision::TlsPolicy,
+    ) -> (Dispatcher, Arc<MemLog>, Instant) {
+        use crate::intercept::testkit;
+        let kit = testkit::Lab::new();
         let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
         let log = Arc::new(MemLog::default());
         let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
@@ -1290,9 +1257,9 @@ pub(crate) mod tests {
         }]))));
         let t0 = Instant::now();
         let d = Dispatcher::new(
-            0,
+            worker,
             100,
-            Duration::from_secs(300),
+            idle,
             table,
             log.clone(),
             Clock::new(t0, SystemTime::UNIX_EPOCH),
@@ -1301,22 +1268,18 @@ pub(crate) mod tests {
         (d, log, t0)
     }
 
+    /// Feeds one Ethernet frame from `side`.
+    fn feed(d: &mut Dispatcher, side: Side, frame: &[u8], now: Instant) -> Path {
+        d.on_ethernet(side, frame, parse_ethernet(frame), RxMeta::default(), now)
+    }
+
     /// Feeds the client's SYN (ISN `isn`) and the server's SYN-ACK; returns
     /// the client leg's SYN-ACK sequence number.
     fn to_accepting(d: &mut Dispatcher, port: u16, isn: u32, now: Instant) -> u32 {
         use smoltcp::wire::TcpControl;
         let syn = crafted((C, port), (S, 443), TcpControl::Syn, isn, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        assert_eq!(
-            d.on_ethernet(
-                Side::Lan,
-                &frame,
-                parse_ethernet(&frame),
-                RxMeta::default(),
-                now
-            ),
-            Path::Intercepted
-        );
+        assert_eq!(feed(d, Side::Lan, &frame, now), Path::Intercepted);
         let out = drain(d);
         let (_, ours) = out.iter().find(|(s, _)| *s == Side::Wan).expect("our SYN");
         let our_isn = tcp_of(ours).1;
@@ -1328,13 +1291,7 @@ pub(crate) mod tests {
             Some(our_isn.wrapping_add(1)),
         );
         let back = ft::ether(0x0800, &[], &synack);
-        d.on_ethernet(
-            Side::Wan,
-            &back,
-            parse_ethernet(&back),
-            RxMeta::default(),
-            now,
-        );
+        feed(d, Side::Wan, &back, now);
         let out = drain(d);
         let (_, f) = out
             .iter()
@@ -1346,7 +1303,7 @@ pub(crate) mod tests {
     #[test]
     fn a_client_reset_ends_a_half_open_flow_at_once() {
         use smoltcp::wire::TcpControl;
-        let (mut d, log, t0) = half_open_lab();
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         // (A host without the connection answers the SYN-ACK with seq = its ACK.)
         to_accepting(&mut d, 40100, 5000, t0);
         d.expire(t0);
@@ -1355,13 +1312,7 @@ pub(crate) mod tests {
         // stack answers our SYN-ACK with an RST.
         let rst = crafted((C, 40100), (S, 443), TcpControl::Rst, 5001, None);
         let frame = ft::ether(0x0800, &[], &rst);
-        d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0,
-        );
+        feed(&mut d, Side::Lan, &frame, t0);
         let out = drain(&mut d);
         assert!(
             out.iter()
@@ -1383,19 +1334,13 @@ pub(crate) mod tests {
     #[test]
     fn a_new_syn_replaces_a_half_open_flow_on_its_ports() {
         use smoltcp::wire::TcpControl;
-        let (mut d, log, t0) = half_open_lab();
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         to_accepting(&mut d, 40200, 5000, t0);
         let ms = Duration::from_millis(1);
         // A retransmission of the same SYN stays with the flow.
         let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 5000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0 + ms,
-        );
+        feed(&mut d, Side::Lan, &frame, t0 + ms);
         drain(&mut d);
         assert_eq!(d.counters.intercept_superseded, 0);
         assert!(log.0.lock().unwrap().is_empty());
@@ -1403,13 +1348,7 @@ pub(crate) mod tests {
         // the old one is logged and a new SYN leaves toward the server.
         let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 777_000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        let p = d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0 + 2 * ms,
-        );
+        let p = feed(&mut d, Side::Lan, &frame, t0 + 2 * ms);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
         assert!(
@@ -1427,7 +1366,7 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_frames_are_counted_by_kind() {
-        let (mut d, _log, t0) = half_open_lab();
+        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         // An IPv4 header cut short; an impossible IP version.
         let mut short = ft::ether(0x0800, &[], &[0x45, 0, 0, 40]);
         short.truncate(18);
@@ -1448,49 +1387,13 @@ pub(crate) mod tests {
 
     #[test]
     fn interrupt_resets_only_flows_of_the_policy_born_before() {
-        use crate::intercept::testkit;
-        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
         use smoltcp::wire::TcpControl;
 
-        let kit = testkit::Lab::new();
-        let policy = TlsPolicy {
-            non_tls: PassOrBlock::Pass,
-            ech: PassOrInspect::Pass,
-            exclude_sni: vec![],
-            legacy_tls: PassOrBlock::Pass,
-            tls13: PassOrInspect::Pass,
-            no_sni: PassOrInspect::Pass,
-        };
-        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
-        let log = Arc::new(MemLog::default());
-        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
-            policy_id: "pol-1".into(),
-            scope_id: "sc-1".into(),
-            source_ips: vec!["192.0.2.10".parse().unwrap()],
-            source_ports: vec![],
-            destinations: vec!["203.0.113.0/24".parse().unwrap()],
-            destination_ports: vec![(443, 443)],
-        }]))));
-        let t0 = Instant::now();
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let ms = Duration::from_millis(1);
-        let mut d = Dispatcher::new(
-            0,
-            100,
-            Duration::from_secs(300),
-            table,
-            log.clone(),
-            Clock::new(t0, SystemTime::UNIX_EPOCH),
-        )
-        .with_intercept(ctx);
         let syn = crafted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        d.on_ethernet(
-            Side::Lan,
-            &frame,
-            parse_ethernet(&frame),
-            RxMeta::default(),
-            t0,
-        );
+        feed(&mut d, Side::Lan, &frame, t0);
         drain(&mut d);
         // Another policy, or a request older than the flow: untouched.
         d.interrupt(&["pol-2".into()], t0 + ms, t0 + ms);
@@ -1513,39 +1416,9 @@ pub(crate) mod tests {
 
     #[test]
     fn intercepted_timers_fire_and_tun_packets_carry_no_l2() {
-        use crate::intercept::testkit;
-        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
         use smoltcp::wire::TcpControl;
 
-        let kit = testkit::Lab::new();
-        let policy = TlsPolicy {
-            non_tls: PassOrBlock::Pass,
-            ech: PassOrInspect::Pass,
-            exclude_sni: vec![],
-            legacy_tls: PassOrBlock::Pass,
-            tls13: PassOrInspect::Pass,
-            no_sni: PassOrInspect::Pass,
-        };
-        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
-        let log = Arc::new(MemLog::default());
-        let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
-            policy_id: "pol-1".into(),
-            scope_id: "sc-1".into(),
-            source_ips: vec!["192.0.2.10".parse().unwrap()],
-            source_ports: vec![],
-            destinations: vec!["203.0.113.0/24".parse().unwrap()],
-            destination_ports: vec![(443, 443)],
-        }]))));
-        let t0 = Instant::now();
-        let mut d = Dispatcher::new(
-            0,
-            100,
-            Duration::from_secs(300),
-            table,
-            log.clone(),
-            Clock::new(t0, SystemTime::UNIX_EPOCH),
-        )
-        .with_intercept(ctx);
+        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let syn = crafted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
         assert_eq!(
             d.on_ip(Side::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),

@@ -51,24 +51,6 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.tx_errors,
         ),
         Sample::counter(
-            "malformed_frames",
-            "Frames that failed to parse (forwarded unchanged), by kind.",
-            t.malformed_truncated,
-        )
-        .label("kind", "truncated"),
-        Sample::counter(
-            "malformed_frames",
-            "Frames that failed to parse (forwarded unchanged), by kind.",
-            t.malformed_bad_field,
-        )
-        .label("kind", "bad_field"),
-        Sample::counter(
-            "malformed_frames",
-            "Frames that failed to parse (forwarded unchanged), by kind.",
-            t.malformed_too_deep,
-        )
-        .label("kind", "too_deep"),
-        Sample::counter(
             "gso_frames",
             "Super-frames (one frame standing for several TCP segments) by direction.",
             t.rx_gso_frames,
@@ -144,6 +126,20 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_interrupted,
         ),
     ];
+    for (kind, v) in [
+        ("truncated", t.malformed_truncated),
+        ("bad_field", t.malformed_bad_field),
+        ("too_deep", t.malformed_too_deep),
+    ] {
+        out.push(
+            Sample::counter(
+                "malformed_frames",
+                "Frames that failed to parse (forwarded unchanged), by kind.",
+                v,
+            )
+            .label("kind", kind),
+        );
+    }
     for (kind, v) in [
         ("arp", t.fast_arp),
         ("udp", t.fast_udp),

@@ -11,6 +11,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,23 +33,6 @@ pub struct StormResult {
     pub send_errors: u64,
 }
 
-/// Deterministic xorshift64*, seeded by the caller (tests repeat themselves).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn port(&mut self) -> u16 {
-        // Above the well-known ports, like a client's ephemeral range.
-        1024 + (self.next() % (65536 - 1024)) as u16
-    }
-}
-
 /// An IPv4 header (no options) for `payload_len` bytes of TCP.
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, frag: u16) -> Vec<u8> {
     let total = u16::try_from(20 + payload_len).unwrap_or(u16::MAX);
@@ -58,15 +43,6 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, frag: u16) -> Vec<u8> 
     h.extend_from_slice(&[64, 6, 0, 0]);
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
-    // The kernel fills it too; filled here so the packet stands on its own.
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     h
 }
 
@@ -96,11 +72,11 @@ fn tcp(
     t
 }
 
-/// An IPv4 packet around `segment`, with a correct TCP checksum.
+/// An IPv4 packet around `segment`, with correct checksums.
 fn packet(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> Vec<u8> {
     let mut p = ipv4(src, dst, segment.len(), 0);
     p.extend_from_slice(segment);
-    tlsinspect_pipeline::tcp::fill_tcp_checksum(&mut p);
+    tlsinspect_pipeline::tcp::fill_checksums(&mut p);
     p
 }
 
@@ -120,51 +96,47 @@ pub fn storm(
     const PSH: u8 = 0x08;
     let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255)))?;
     let dest = SocketAddr::V4(SocketAddrV4::new(to, 0)).into();
-    let mut rng = Rng(seed | 1);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut r = StormResult::default();
     for i in 0..count {
-        let isn = rng.next() as u32;
+        let isn: u32 = rng.gen();
+        // Above the well-known ports, like a client's ephemeral range.
+        let sport: u16 = rng.gen_range(1024..=u16::MAX);
+        let syn = |options: &[u8]| tcp(sport, port, isn, 0, SYN, options, &[]);
         let pkt = match i % 5 {
             0 => {
                 r.syns += 1;
-                packet(
-                    source,
-                    to,
-                    &tcp(rng.port(), port, isn, 0, SYN, &SYN_OPTIONS, &[]),
-                )
+                packet(source, to, &syn(&SYN_OPTIONS))
             }
             1 => {
                 r.truncated += 1;
                 // Data offset 15 (60 bytes) on a 24-byte segment.
-                let mut t = tcp(rng.port(), port, isn, 0, SYN, &[1, 1, 1, 1], &[]);
+                let mut t = syn(&[1, 1, 1, 1]);
                 t[12] = 0xf0;
                 packet(source, to, &t)
             }
             2 => {
                 r.bad_options += 1;
-                let garbage: Vec<u8> = (0..16).map(|_| rng.next() as u8).collect();
-                packet(
-                    source,
-                    to,
-                    &tcp(rng.port(), port, isn, 0, SYN, &garbage, &[]),
-                )
+                let mut garbage = [0u8; 16];
+                rng.fill(&mut garbage[..]);
+                packet(source, to, &syn(&garbage))
             }
             3 => {
                 r.stray_data += 1;
-                let data: Vec<u8> = (0..64).map(|_| rng.next() as u8).collect();
-                let ack = rng.next() as u32;
+                let mut data = [0u8; 64];
+                rng.fill(&mut data[..]);
+                let ack: u32 = rng.gen();
                 packet(
                     source,
                     to,
-                    &tcp(rng.port(), port, isn, ack, ACK | PSH, &[], &data),
+                    &tcp(sport, port, isn, ack, ACK | PSH, &[], &data),
                 )
             }
             _ => {
                 r.fragments += 1;
                 // The first 8 bytes of a SYN's TCP header, more fragments to come.
-                let t = tcp(rng.port(), port, isn, 0, SYN, &SYN_OPTIONS, &[]);
                 let mut p = ipv4(source, to, 8, 0x2000);
-                p.extend_from_slice(&t[..8]);
+                p.extend_from_slice(&syn(&SYN_OPTIONS)[..8]);
                 p
             }
         };

@@ -81,13 +81,26 @@ pub(crate) fn fill_tcp_pseudo(packet: &mut [u8]) {
 }
 
 /// Fills in the TCP checksum of a packet smoltcp just emitted (with a zero checksum field).
-pub fn fill_tcp_checksum(packet: &mut [u8]) {
+pub(crate) fn fill_tcp_checksum(packet: &mut [u8]) {
     if let Some((off, len, pseudo)) = tcp_span(packet) {
         packet[off + 16] = 0;
         packet[off + 17] = 0;
         let sum = !csum_fold(csum_add(pseudo, &packet[off..off + len]));
         packet[off + 16..off + 18].copy_from_slice(&sum.to_be_bytes());
     }
+}
+
+/// Fills in both checksums of a crafted IPv4 or IPv6 TCP packet: the IPv4
+/// header's (smoltcp) and the TCP segment's. For the lab's packet tools; a
+/// packet whose IPv4 header lengths do not fit the buffer gets only the TCP
+/// checksum, if any.
+pub fn fill_checksums(packet: &mut [u8]) {
+    if packet.first().is_some_and(|b| b >> 4 == 4) {
+        if let Ok(mut ip) = smoltcp::wire::Ipv4Packet::new_checked(&mut *packet) {
+            ip.fill_checksum();
+        }
+    }
+    fill_tcp_checksum(packet);
 }
 
 #[cfg(test)]

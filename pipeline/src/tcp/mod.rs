@@ -60,7 +60,7 @@ mod flow;
 mod leg;
 pub mod segment;
 
-pub use checksum::fill_tcp_checksum;
+pub use checksum::fill_checksums;
 pub use flow::{
     FlowConfig, FlowError, FlowEvent, Phase, Side, StreamError, Transmit, TransparentFlow,
 };
