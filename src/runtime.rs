@@ -62,6 +62,7 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         cpus: a.cpus.clone(),
         max_flows: a.max_flows,
         flow_idle_timeout: a.flow_idle_timeout,
+        faults: cfg.faults,
     }
 }
 
@@ -88,7 +89,8 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
     Ok(warnings)
 }
 
-/// Settings that only take effect on a restart, as `name: old -> new`.
+/// Settings that only take effect on a restart, as `name: old -> new`;
+/// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let (o, n) = (&old.appliance, &new.appliance);
     let mut out = Vec::new();
@@ -112,6 +114,21 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", n.flow_idle_timeout),
     );
     cmp(
+        "tcp_buffer_bytes",
+        o.tcp_buffer_bytes.to_string(),
+        n.tcp_buffer_bytes.to_string(),
+    );
+    cmp(
+        "bypass_cache_entries",
+        o.bypass_cache_entries.to_string(),
+        n.bypass_cache_entries.to_string(),
+    );
+    cmp(
+        "pinning_bypass_clients",
+        o.pinning_bypass_clients.to_string(),
+        n.pinning_bypass_clients.to_string(),
+    );
+    cmp(
         "log",
         o.log.display().to_string(),
         n.log.display().to_string(),
@@ -126,6 +143,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", o.metrics),
         format!("{:?}", n.metrics),
     );
+    if old.faults != new.faults {
+        out.push("[faults]: changed".into());
+    }
     if old.outputs != new.outputs {
         out.push("[[output]]: changed".into());
     }

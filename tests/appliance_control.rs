@@ -216,8 +216,7 @@ fn reload_policy_disable_refused_reload_and_metrics() {
     assert_eq!(status.data["counters"]["reloads_failed"], 3);
 
     // A flow record from the data plane is counted and written.
-    let parts = app.intercept_parts();
-    parts.log.record(&FlowRecord {
+    app.intercept_ctx().log.record(&FlowRecord {
         timestamp: SystemTime::now(),
         meta: FlowMeta {
             flow_id: 42,

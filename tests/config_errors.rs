@@ -670,3 +670,33 @@ fn ips_groups_reach_the_rules_and_home_net_defaults_to_the_scopes() {
     // HTTP_PORTS covers the decrypted HTTPS the appliance inspects.
     assert!(r.dport.contains(443) && r.dport.contains(80) && !r.dport.contains(8443));
 }
+
+#[test]
+fn faults_are_validated_like_the_rest() {
+    let e = load_err("err_faults.toml");
+    let at = "tests/configs/err_faults.toml";
+    has(&e, &[at, "faults.lan_in.loss", "between 0 and 1"]);
+    has(
+        &e,
+        &[at, "faults.lan_in.reorder", "a number between 0 and 1"],
+    );
+    has(&e, &[at, "faults.wan_out.duplicat", "duplicate"]);
+    has(&e, &[at, "faults.wan_out.delay_ms", "10,000"]);
+}
+
+#[test]
+fn faults_reach_the_pipeline_and_warn() {
+    use std::time::Duration;
+    let c = config::load(Path::new("tests/configs/valid_faults.toml")).unwrap();
+    let plan = tlsinspect::runtime::pipeline_config(&c).faults;
+    assert_eq!(plan.seed, 42);
+    assert_eq!(plan.lan_in.loss, 0.05);
+    assert_eq!(plan.lan_in.corrupt, 0.01);
+    assert_eq!(plan.lan_in.reorder_hold, Duration::from_millis(3));
+    assert_eq!(plan.wan_out.delay, Duration::from_millis(1));
+    assert_eq!(plan.wan_in.corrupt, 0.0);
+    assert!(c.warnings().iter().any(|w| w.contains("[faults]")));
+    let plain = config::load(Path::new("tests/configs/valid_minimal.toml")).unwrap();
+    assert!(plain.faults.is_none());
+    assert!(!plain.warnings().iter().any(|w| w.contains("[faults]")));
+}

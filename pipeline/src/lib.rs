@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod fault;
 pub mod flow;
 pub mod frame;
 pub mod gso;

@@ -342,6 +342,7 @@ fn start_ring(
         cpus,
         max_flows: 10_000,
         flow_idle_timeout: Duration::from_secs(60),
+        faults: Default::default(),
     };
     in_ns(&lab.a, move || {
         Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")

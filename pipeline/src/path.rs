@@ -637,11 +637,15 @@ impl Dispatcher {
                     Leg::Server
                 };
                 h.last_seen = now;
-                let trusted = offload.checksum_trusted();
-                if trusted {
+                if offload.checksum_trusted() {
                     self.counters.rx_csum_trusted += 1;
+                } else if !crate::tcp::checksum::tcp_checksum_ok(raw) {
+                    // Corrupted on the way: dropped, as a host would; the
+                    // peer retransmits. Checked once here, not by the leg.
+                    self.counters.rx_bad_checksum += 1;
+                    return Path::Intercepted;
                 }
-                h.flow.handle_packet_checked(from, raw, trusted, now);
+                h.flow.handle_packet_checked(from, raw, true, now);
                 self.last_now = now;
                 if !h.pending {
                     h.pending = true;

@@ -20,6 +20,7 @@ use mio::{Poll, Waker};
 
 use crate::api::FlowLog;
 use crate::classify::ScopeTable;
+use crate::fault::{FaultPlan, FaultyDevice};
 use crate::intercept::InterceptCtx;
 use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
 use crate::io::tun::Tun;
@@ -59,6 +60,8 @@ pub struct PipelineConfig {
     pub max_flows: usize,
     /// A flow without packets for this long ends.
     pub flow_idle_timeout: Duration,
+    /// Faults to inject into the devices (labs and benches; none by default).
+    pub faults: FaultPlan,
 }
 
 /// Why the pipeline could not start.
@@ -212,7 +215,7 @@ impl Pipeline {
                     wan_group = r.fanout_id();
                     devs.push((l, r));
                 }
-                Self::spawn(cfg, devs, scopes, log, intercept.clone())
+                Self::spawn_with_faults(cfg, devs, scopes, log, intercept)
             }
             DeviceMode::Tun { lan, wan } => {
                 let mut devs = Vec::with_capacity(n);
@@ -227,9 +230,37 @@ impl Pipeline {
                     };
                     devs.push((open(lan, "lan")?, open(wan, "wan")?));
                 }
-                Self::spawn(cfg, devs, scopes, log, intercept.clone())
+                Self::spawn_with_faults(cfg, devs, scopes, log, intercept)
             }
         }
+    }
+
+    /// Spawns the workers, on devices wrapped in the fault injector when
+    /// `cfg.faults` asks for any.
+    fn spawn_with_faults<D: Device + 'static>(
+        cfg: PipelineConfig,
+        devs: Vec<(D, D)>,
+        scopes: Arc<ScopeTable>,
+        log: Arc<dyn FlowLog>,
+        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    ) -> Result<Pipeline, PipelineError> {
+        let plan = cfg.faults;
+        if plan.is_none() {
+            return Self::spawn(cfg, devs, scopes, log, intercept);
+        }
+        log::warn!("injecting faults into the devices (a lab setting): {plan:?}");
+        let devs = devs
+            .into_iter()
+            .enumerate()
+            .map(|(w, (lan, wan))| {
+                let seed = plan.seed.wrapping_add(2 * w as u64);
+                (
+                    FaultyDevice::new(lan, plan.lan_in, plan.lan_out, seed),
+                    FaultyDevice::new(wan, plan.wan_in, plan.wan_out, seed.wrapping_add(1)),
+                )
+            })
+            .collect();
+        Self::spawn(cfg, devs, scopes, log, intercept)
     }
 
     fn spawn<D: Device + 'static>(
@@ -419,6 +450,7 @@ mod tests {
             cpus,
             max_flows: 10,
             flow_idle_timeout: Duration::from_secs(5),
+            faults: Default::default(),
         }
     }
 

@@ -95,6 +95,16 @@ counters! {
     /// Received TCP segments whose checksum the kernel had verified or left
     /// for the transmitter (so we did not check it).
     rx_csum_trusted,
+    /// Segments of intercepted flows dropped for a wrong TCP checksum.
+    rx_bad_checksum,
+    /// Fault injection (`[faults]`, labs only): frames dropped.
+    fault_lost,
+    /// Fault injection: extra copies of frames delivered or sent.
+    fault_duplicated,
+    /// Fault injection: frames held back so that later ones overtook them.
+    fault_reordered,
+    /// Fault injection: frames with a byte changed in their TCP segment.
+    fault_corrupted,
     /// Frames lost on receive (ring overflow, or truncated by the ring).
     rx_dropped,
     /// Frames handed to a device for transmission.

@@ -300,6 +300,7 @@ impl<D: Device> Worker<D> {
                 }
                 self.send_intercepted();
                 self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
+                self.count_faults();
                 next_housekeeping = now + HOUSEKEEPING;
             }
             self.publish();
@@ -314,11 +315,16 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             if !busy {
-                // Sleep until housekeeping or the earliest flow timer.
-                let wake_at = match self.dispatcher.next_timer() {
-                    Some(t) => t.min(next_housekeeping),
-                    None => next_housekeeping,
-                };
+                // Sleep until housekeeping, the earliest flow timer or a
+                // frame a device holds back.
+                let wake_at = [
+                    self.dispatcher.next_timer(),
+                    self.lan.next_due(),
+                    self.wan.next_due(),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(next_housekeeping, Instant::min);
                 let timeout = wake_at.saturating_duration_since(Instant::now());
                 if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != io::ErrorKind::Interrupted {
@@ -336,8 +342,19 @@ impl<D: Device> Worker<D> {
         let _ = self.lan.flush();
         let _ = self.wan.flush();
         self.dispatcher.counters.rx_dropped = self.lan.rx_dropped() + self.wan.rx_dropped();
+        self.count_faults();
         self.publish();
         result
+    }
+
+    /// Copies what fault-injecting devices did into the counters.
+    fn count_faults(&mut self) {
+        let f = self.lan.faults() + self.wan.faults();
+        let c = &mut self.dispatcher.counters;
+        c.fault_lost = f.lost;
+        c.fault_duplicated = f.duplicated;
+        c.fault_reordered = f.reordered;
+        c.fault_corrupted = f.corrupted;
     }
 
     /// Resets the flows of policies disabled with `on_disable = "interrupt"` since the last call.

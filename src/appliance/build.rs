@@ -49,7 +49,7 @@ pub struct Built {
     /// CAs of the policies that loaded, in config order.
     pub cas: Vec<LoadedCa>,
     /// The leaf minter over those CAs.
-    pub minter: Arc<Minter>,
+    pub minter: Minter,
     /// Server-leg trust and the invalid-certificate policy.
     pub upstream: Arc<UpstreamTls>,
     /// Number of trust anchors in `upstream`.
@@ -106,7 +106,7 @@ impl Built {
         );
         Ok(Built {
             cas,
-            minter: Arc::new(minter),
+            minter,
             upstream: Arc::new(upstream),
             root_count,
             tls_policies,

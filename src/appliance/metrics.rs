@@ -270,7 +270,7 @@ impl MetricsSource for Appliance {
                 );
             }
         }
-        for (sid, n) in self.inspector.ips_alert_counts() {
+        for (sid, n) in self.ips_alert_counts() {
             out.push(
                 Sample::counter(
                     "ips_alerts",
@@ -286,7 +286,7 @@ impl MetricsSource for Appliance {
             self.log.overflow(),
         ));
 
-        let m = self.minter.stats();
+        let m = self.mint_stats();
         out.push(Sample::counter(
             "cert_cache_hits",
             "Forged certificates served from the cache.",

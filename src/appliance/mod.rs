@@ -6,18 +6,20 @@
 //! check a config in exactly the same way, and a reload must either replace
 //! everything a new connection depends on or nothing. [`Appliance::reload`]
 //! therefore builds a complete [`build::Built`] first (CAs included) and only
-//! then swaps it in; any error leaves the running state untouched. The
-//! objects the data plane holds for its whole life (minter, inspector, log,
-//! bypass cache, per-policy settings) are indirections ([`reloadable`],
-//! `ArcSwap`) so a swap reaches new flows while flows already running keep
-//! what they were created with.
+//! then swaps it in; any error leaves the running state untouched. What a
+//! new intercepted flow is born with (minter, engines, upstream trust,
+//! per-policy settings) is one `InterceptCtx` behind an `ArcSwap`: a reload
+//! stores a new one built from its own objects, and a flow already running
+//! keeps the context, CA and rules it was created with until it ends.
+//!
+//! Restart-only settings (`runtime::restart_only_changes`) are compared with
+//! the configuration the process started with, which is what runs, so every
+//! reload reports them until a restart and none applies them silently.
 
 pub mod build;
 pub mod flowlog;
 mod metrics;
-pub mod reloadable;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,70 +28,30 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tlsinspect_pipeline::api::{CertMinter, FlowLog, Inspector};
 use tlsinspect_pipeline::intercept::InterceptCtx;
 use tlsinspect_pipeline::io::afpacket::RingConfig;
 use tlsinspect_pipeline::tcp::FlowConfig;
 use tlsinspect_pipeline::tls::bypass::BypassCache;
-use tlsinspect_pipeline::tls::decision::TlsPolicy;
-use tlsinspect_pipeline::tls::intercept::UpstreamTls;
 use tlsinspect_pipeline::{Pipeline, Stats};
 
 use crate::config::Config;
 use crate::control::metrics::MetricsServer;
 use crate::control::{ControlHandler, ControlServer, Request, Response};
+use crate::inspect::Engines;
 use crate::log::EveLog;
+use crate::pki::Minter;
 use crate::runtime;
 
 pub use build::{Built, LoadedCa};
 pub use flowlog::CountingLog;
-pub use reloadable::{ReloadableInspector, ReloadableMinter};
-
-/// The per-connection decision inputs that a reload replaces as one unit.
-#[derive(Debug)]
-pub struct PolicySet {
-    /// Server-leg trust and the invalid-certificate policy.
-    pub upstream: Arc<UpstreamTls>,
-    /// Decision settings by policy id (every policy, enabled or not).
-    pub tls: HashMap<Arc<str>, Arc<TlsPolicy>>,
-}
-
-/// Called after a successful reload with the new decision inputs.
-type ReloadHook = Box<dyn Fn(&Arc<PolicySet>) + Send + Sync>;
-
-/// What the interception driver needs, built once; reloads act through it.
-///
-/// `minter` and `inspector` follow reloads by themselves; `policies` is to
-/// be `load()`ed once per new flow (or copied into a per-worker context from
-/// an [`Appliance::on_reload`] hook), so a flow sees one consistent set.
-#[derive(Clone)]
-pub struct InterceptParts {
-    /// Forged chains signed by the policy CAs.
-    pub minter: Arc<dyn CertMinter>,
-    /// The inspection engines.
-    pub inspector: Arc<dyn Inspector>,
-    /// The traffic log (counted for metrics, then written to the file).
-    pub log: Arc<dyn FlowLog>,
-    /// The learned (SNI, destination) bypass cache, shared by all workers.
-    pub bypass: Arc<BypassCache>,
-    /// Upstream trust and per-policy decision settings.
-    pub policies: Arc<ArcSwap<PolicySet>>,
-    /// `[appliance] tcp_buffer_bytes`: socket buffer size per leg.
-    pub tcp_buffer_bytes: usize,
-}
-
-impl std::fmt::Debug for InterceptParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptParts")
-            .field("bypass", &self.bypass)
-            .field("tcp_buffer_bytes", &self.tcp_buffer_bytes)
-            .finish()
-    }
-}
 
 /// What is running now, replaced whole by a reload.
 struct Running {
+    /// The configuration last loaded (at start or by a reload).
     config: Config,
+    /// The minter and engines new flows are born with (for the metrics).
+    minter: Arc<Minter>,
+    engines: Arc<Engines>,
     cas: Vec<LoadedCa>,
     root_count: usize,
     ips_loaded: usize,
@@ -103,20 +65,19 @@ struct Running {
 pub struct Appliance {
     path: PathBuf,
     started: Instant,
+    /// The configuration the process started with: its restart-only
+    /// settings are the ones in force.
+    boot: Config,
     /// Also serializes reloads.
     running: Mutex<Running>,
     pipeline: Option<Pipeline>,
     log: Arc<CountingLog>,
-    minter: Arc<ReloadableMinter>,
-    inspector: Arc<ReloadableInspector>,
     bypass: Arc<BypassCache>,
-    policies: Arc<ArcSwap<PolicySet>>,
     /// What the workers give each new intercepted flow; replaced on reload.
     intercept: Arc<ArcSwap<InterceptCtx>>,
     flow_ids: Arc<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
-    hooks: Mutex<Vec<ReloadHook>>,
 }
 
 impl std::fmt::Debug for Appliance {
@@ -166,22 +127,19 @@ impl Appliance {
             scopes,
             ..
         } = built;
-        let minter = Arc::new(ReloadableMinter::new(minter));
-        let inspector = Arc::new(ReloadableInspector::new(engines));
-        let policies = Arc::new(PolicySet {
-            upstream,
-            tls: tls_policies,
-        });
+        let minter = Arc::new(minter);
         let flow_ids = Arc::new(AtomicU64::new(1));
-        let ctx = intercept_ctx(
-            &minter,
-            &inspector,
-            &log,
-            &bypass,
-            &flow_ids,
-            &policies,
-            cfg.appliance.tcp_buffer_bytes,
-        );
+        let ctx = InterceptCtx {
+            minter: minter.clone(),
+            inspector: engines.clone(),
+            log: log.clone(),
+            bypass: bypass.clone(),
+            upstream: (*upstream).clone(),
+            policies: tls_policies,
+            flow_ids: flow_ids.clone(),
+            tcp: flow_config(&cfg),
+            hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+        };
         let intercept = Arc::new(ArcSwap::from_pointee(ctx));
         let pipeline = if dataplane {
             Some(
@@ -210,7 +168,10 @@ impl Appliance {
         Ok(Appliance {
             path: path.to_owned(),
             started: Instant::now(),
+            boot: cfg.clone(),
             running: Mutex::new(Running {
+                minter,
+                engines,
                 cas,
                 root_count,
                 ips_loaded: ips_report.loaded,
@@ -221,15 +182,11 @@ impl Appliance {
             }),
             pipeline,
             log,
-            minter,
-            inspector,
             bypass,
-            policies: Arc::new(ArcSwap::new(policies)),
             intercept,
             flow_ids,
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
-            hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -252,27 +209,10 @@ impl Appliance {
         self.lock().warnings.clone()
     }
 
-    /// The objects the interception driver shares across flows.
-    pub fn intercept_parts(&self) -> InterceptParts {
-        InterceptParts {
-            minter: self.minter.clone(),
-            inspector: self.inspector.clone(),
-            log: self.log.clone(),
-            bypass: self.bypass.clone(),
-            policies: self.policies.clone(),
-            tcp_buffer_bytes: self.lock().config.appliance.tcp_buffer_bytes,
-        }
-    }
-
-    /// Registers `hook`, run after each successful reload with the new
-    /// policy set, before the new scope table selects connections (so a
-    /// data plane that copies the set into its own context is up to date
-    /// before a new scope can pick a flow).
-    pub fn on_reload(&self, hook: impl Fn(&Arc<PolicySet>) + Send + Sync + 'static) {
-        self.hooks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(hook));
+    /// The context the data plane gives each new intercepted flow: the
+    /// minter, engines and settings of the configuration loaded last.
+    pub fn intercept_ctx(&self) -> Arc<InterceptCtx> {
+        self.intercept.load_full()
     }
 
     /// Re-reads the config file, builds and checks everything (CAs, roots,
@@ -293,49 +233,24 @@ impl Appliance {
         let mut cur = self.lock();
         let new = runtime::load_config(&self.path)?;
         let built = Built::from_config(&new, SystemTime::now())?;
-        let mut restart = runtime::restart_only_changes(&cur.config, &new);
-        let (o, n) = (&cur.config.appliance, &new.appliance);
-        if o.bypass_cache_entries != n.bypass_cache_entries {
-            restart.push(format!(
-                "appliance.bypass_cache_entries: {} -> {}",
-                o.bypass_cache_entries, n.bypass_cache_entries
-            ));
-        }
-        if o.pinning_bypass_clients != n.pinning_bypass_clients {
-            restart.push(format!(
-                "appliance.pinning_bypass_clients: {} -> {}",
-                o.pinning_bypass_clients, n.pinning_bypass_clients
-            ));
-        }
-        if o.tcp_buffer_bytes != n.tcp_buffer_bytes {
-            restart.push(format!(
-                "appliance.tcp_buffer_bytes: {} -> {}",
-                o.tcp_buffer_bytes, n.tcp_buffer_bytes
-            ));
-        }
+        let restart = runtime::restart_only_changes(&self.boot, &new);
 
         // Everything a new flow reads is swapped before the scope table, so
         // a flow selected by a new scope finds its policy's CA and settings.
-        self.minter.replace(built.minter);
-        self.inspector.replace(built.engines);
-        let set = Arc::new(PolicySet {
-            upstream: built.upstream,
-            tls: built.tls_policies,
-        });
-        self.policies.store(set.clone());
-        // New flows get the new decision settings; running flows keep theirs.
-        self.intercept.store(Arc::new(intercept_ctx(
-            &self.minter,
-            &self.inspector,
-            &self.log,
-            &self.bypass,
-            &self.flow_ids,
-            &set,
-            cur.config.appliance.tcp_buffer_bytes,
-        )));
-        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            hook(&set);
-        }
+        // Flows born earlier hold the previous context, CA and rules.
+        let minter = Arc::new(built.minter.continuing(&cur.minter));
+        self.intercept.store(Arc::new(InterceptCtx {
+            minter: minter.clone(),
+            inspector: built.engines.clone(),
+            log: self.log.clone(),
+            bypass: self.bypass.clone(),
+            upstream: (*built.upstream).clone(),
+            policies: built.tls_policies,
+            flow_ids: self.flow_ids.clone(),
+            // Restart-only: the legs keep the buffers the workers started with.
+            tcp: flow_config(&self.boot),
+            hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+        }));
         if let Some(p) = &self.pipeline {
             p.set_scopes(built.scopes.clone());
             // A policy enabled before and disabled (or deleted) now, with
@@ -378,6 +293,8 @@ impl Appliance {
         }
         *cur = Running {
             config: new,
+            minter,
+            engines: built.engines,
             cas: built.cas,
             root_count: built.root_count,
             ips_loaded: built.ips_report.loaded,
@@ -421,7 +338,13 @@ impl Appliance {
 
     /// Certificate minting counters since start-up.
     pub fn mint_stats(&self) -> crate::pki::MintStats {
-        self.minter.stats()
+        self.lock().minter.stats()
+    }
+
+    /// IPS alerts per sid raised by the rule set loaded last (since its load).
+    pub fn ips_alert_counts(&self) -> Vec<(u64, u64)> {
+        let engines = self.lock().engines.clone();
+        engines.ips_alert_counts()
     }
 
     /// The state for `tlsinspect policy list` and `Status`: a one-line
@@ -444,7 +367,7 @@ impl Appliance {
             .map(|p| &*p.id)
             .collect();
         let flows: u64 = self.log.flows().iter().map(|(_, n)| n).sum();
-        let mint = self.minter.stats();
+        let mint = cur.minter.stats();
         let bypass = self.bypass.stats();
         let now = SystemTime::now();
         let summary = format!(
@@ -526,33 +449,13 @@ fn interrupted_policies(old: &Config, new: &Config) -> Vec<Arc<str>> {
         .collect()
 }
 
-/// The context each new intercepted flow is born with.
-///
-/// `tcp_buffer_bytes` is the running one: buffers change only on restart.
-fn intercept_ctx(
-    minter: &Arc<ReloadableMinter>,
-    inspector: &Arc<ReloadableInspector>,
-    log: &Arc<CountingLog>,
-    bypass: &Arc<BypassCache>,
-    flow_ids: &Arc<AtomicU64>,
-    set: &PolicySet,
-    tcp_buffer_bytes: usize,
-) -> InterceptCtx {
-    InterceptCtx {
-        minter: minter.clone(),
-        inspector: inspector.clone(),
-        log: log.clone(),
-        bypass: bypass.clone(),
-        upstream: (*set.upstream).clone(),
-        policies: set.tls.clone(),
-        flow_ids: flow_ids.clone(),
-        // The data plane's devices (AF_PACKET, TUN) always carry offload
-        // headers, so the legs leave TCP checksums to the kernel.
-        tcp: FlowConfig {
-            offload: true,
-            ..FlowConfig::with_buffer_bytes(tcp_buffer_bytes)
-        },
-        hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+/// The legs' TCP settings of `cfg` (a restart-only part of it).
+fn flow_config(cfg: &Config) -> FlowConfig {
+    // The data plane's devices (AF_PACKET, TUN) always carry offload
+    // headers, so the legs leave TCP checksums to the kernel.
+    FlowConfig {
+        offload: true,
+        ..FlowConfig::with_buffer_bytes(cfg.appliance.tcp_buffer_bytes)
     }
 }
 

@@ -323,40 +323,52 @@ fn reload_swaps_on_success_and_keeps_the_old_state_on_error() {
         );
     std::fs::write(&path, &good).unwrap();
     let app = Appliance::start_without_dataplane(&path, config::load(&path).unwrap()).unwrap();
-    let parts = app.intercept_parts();
-    assert!(parts.policies.load().tls["pol-a"].exclude_sni.is_empty());
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
-    app.on_reload(move |set| {
-        seen2
-            .lock()
-            .unwrap()
-            .push(set.tls["pol-a"].exclude_sni.len())
-    });
+    // What a flow born now holds, for its whole life.
+    let born = app.intercept_ctx();
+    assert!(born.policies["pol-a"].exclude_sni.is_empty());
 
-    std::fs::write(
-        &path,
-        good.replace(
-            "id = \"pol-a\"",
-            "id = \"pol-a\"\nexclude_sni = [\"*.bank.example\"]",
-        ),
-    )
-    .unwrap();
-    app.reload().unwrap();
-    // The bundle handed out before the reload sees the new settings.
-    assert_eq!(parts.policies.load().tls["pol-a"].exclude_sni.len(), 1);
+    let excluding = good.replace(
+        "id = \"pol-a\"",
+        "id = \"pol-a\"\nexclude_sni = [\"*.bank.example\"]",
+    );
+    std::fs::write(&path, &excluding).unwrap();
+    let msg = app.reload().unwrap();
+    assert!(msg.contains("reloaded") && msg.contains("pol-a"), "{msg}");
+    // New flows get the new settings; the flow born before keeps its own,
+    // and its own minter and engines (not ones swapped underneath it).
+    let after = app.intercept_ctx();
+    assert_eq!(after.policies["pol-a"].exclude_sni.len(), 1);
+    assert!(born.policies["pol-a"].exclude_sni.is_empty());
+    assert!(!Arc::ptr_eq(&born.minter, &after.minter));
+    assert!(!Arc::ptr_eq(&born.inspector, &after.inspector));
 
     std::fs::write(&path, good.replace("ca.key", "gone.key")).unwrap();
     let e = format!("{:#}", app.reload().unwrap_err());
     assert!(e.contains("gone.key"), "{e}");
-    assert_eq!(parts.policies.load().tls["pol-a"].exclude_sni.len(), 1);
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![1],
-        "the hook runs on success only"
+    assert!(
+        Arc::ptr_eq(&app.intercept_ctx(), &after),
+        "a failed reload changes nothing"
     );
+
+    // A restart-only setting is reported on this reload and every later
+    // one, and new flows keep the buffers the workers started with.
+    let bigger = excluding.replace("[appliance]\n", "[appliance]\ntcp_buffer_bytes = 131072\n");
+    assert_ne!(bigger, excluding);
+    std::fs::write(&path, &bigger).unwrap();
+    for _ in 0..2 {
+        let msg = app.reload().unwrap();
+        assert!(
+            msg.contains("not applied until a restart: appliance.tcp_buffer_bytes"),
+            "{msg}"
+        );
+        assert_eq!(
+            app.intercept_ctx().tcp.rx_buffer,
+            born.tcp.rx_buffer,
+            "tcp_buffer_bytes was applied by a reload"
+        );
+    }
     let (_, status) = app.status();
-    assert_eq!(status["counters"]["reloads_ok"], 1);
+    assert_eq!(status["counters"]["reloads_ok"], 3);
     assert_eq!(status["counters"]["reloads_failed"], 1);
     assert_eq!(status["enabled_policies"][0], "pol-a");
 }

@@ -31,6 +31,16 @@ const TOP_KEYS: &[&str] = &[
     "appcontrol",
     "output",
     "console",
+    "faults",
+];
+const FAULTS_KEYS: &[&str] = &["seed", "lan_in", "lan_out", "wan_in", "wan_out"];
+const FAULT_KEYS: &[&str] = &[
+    "loss",
+    "duplicate",
+    "reorder",
+    "corrupt",
+    "reorder_hold_ms",
+    "delay_ms",
 ];
 const CONSOLE_KEYS: &[&str] = &[
     "listen",
@@ -354,6 +364,26 @@ impl<'t> Tbl<'t> {
                 self.wrong_type(cx, key, "an integer", v);
                 Err(())
             }
+        }
+    }
+
+    /// A fraction between 0 and 1 (a float, or the integers 0 and 1);
+    /// `Err(())` when present but invalid.
+    fn fraction(&self, cx: &mut Cx, key: &str) -> Result<Option<f64>, ()> {
+        let x = match self.t.get(key) {
+            None => return Ok(None),
+            Some(Value::Float(x)) => *x,
+            Some(Value::Integer(n)) => *n as f64,
+            Some(v) => {
+                self.wrong_type(cx, key, "a number between 0 and 1", v);
+                return Err(());
+            }
+        };
+        if (0.0..=1.0).contains(&x) {
+            Ok(Some(x))
+        } else {
+            self.fail(cx, key, format_args!("is {x}; it must be between 0 and 1"));
+            Err(())
         }
     }
 
@@ -718,12 +748,16 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         Some(t) => state_dir.and_then(|dir| console(&mut cx, t, &dir).map(Some)),
         None => Some(None),
     };
+    let faults = match top.sub(&mut cx, "faults") {
+        Some(t) => faults(&mut cx, t),
+        None => Some(Default::default()),
+    };
 
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
     match (
-        appliance, upstream, policies, ips, webfilter, appcontrol, outputs, console,
+        appliance, upstream, policies, ips, webfilter, appcontrol, outputs, console, faults,
     ) {
         (
             Some(appliance),
@@ -734,6 +768,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             Some(appcontrol),
             Some(outputs),
             Some(console),
+            Some(faults),
         ) => Ok(Config {
             path: path.to_path_buf(),
             appliance,
@@ -744,6 +779,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             appcontrol,
             outputs,
             console,
+            faults,
         }),
         // Every `None` above comes with an error; this arm guards that invariant
         // without a panic.
@@ -1067,6 +1103,67 @@ fn console(cx: &mut Cx, t: &Table, state_dir: &Path) -> Option<Console> {
         admin_password_hash: hash?,
         audit_log: audit_log?,
         ca_dirs: ca_dirs?,
+    })
+}
+
+/// `[faults]` (DESIGN.md §12): a seed and one table per port and direction.
+fn faults(cx: &mut Cx, t: &Table) -> Option<tlsinspect_pipeline::fault::FaultPlan> {
+    use tlsinspect_pipeline::fault::{FaultPlan, Faults};
+    let f = Tbl::new(
+        t,
+        At {
+            prefix: "faults.".into(),
+            ..At::default()
+        },
+    );
+    f.known(cx, FAULTS_KEYS);
+    let seed = f.int(cx, "seed", 0, i64::MAX).ok()?.unwrap_or(1) as u64;
+    let mut direction = |key: &str| -> Option<Faults> {
+        let Some(t) = f.sub(cx, key) else {
+            return (!f.t.contains_key(key)).then(Faults::default);
+        };
+        let d = Tbl::new(
+            t,
+            At {
+                prefix: format!("faults.{key}."),
+                ..At::default()
+            },
+        );
+        d.known(cx, FAULT_KEYS);
+        let mut out = Faults::default();
+        let mut ok = true;
+        for (name, slot) in [
+            ("loss", &mut out.loss),
+            ("duplicate", &mut out.duplicate),
+            ("reorder", &mut out.reorder),
+            ("corrupt", &mut out.corrupt),
+        ] {
+            match d.fraction(cx, name) {
+                Ok(Some(x)) => *slot = x,
+                Ok(None) => {}
+                Err(()) => ok = false,
+            }
+        }
+        for (name, slot) in [
+            ("reorder_hold_ms", &mut out.reorder_hold),
+            ("delay_ms", &mut out.delay),
+        ] {
+            match d.int(cx, name, 0, 10_000) {
+                Ok(Some(ms)) => *slot = Duration::from_millis(ms as u64),
+                Ok(None) => {}
+                Err(()) => ok = false,
+            }
+        }
+        ok.then_some(out)
+    };
+    let (lan_in, lan_out) = (direction("lan_in"), direction("lan_out"));
+    let (wan_in, wan_out) = (direction("wan_in"), direction("wan_out"));
+    Some(FaultPlan {
+        seed,
+        lan_in: lan_in?,
+        lan_out: lan_out?,
+        wan_in: wan_in?,
+        wan_out: wan_out?,
     })
 }
 

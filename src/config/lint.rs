@@ -67,6 +67,11 @@ fn shadows(a: &Scope, a_src: &HashSet<IpAddr>, b: &Scope) -> bool {
 
 pub(super) fn warnings(c: &Config) -> Vec<String> {
     let mut w = Vec::new();
+    if !c.faults.is_none() {
+        w.push(
+            "[faults] is set: frames are dropped, duplicated, reordered, corrupted or delayed on purpose; a lab setting, never for production".to_string(),
+        );
+    }
     if c.policies.is_empty() {
         w.push("no [[policy]] is configured: every connection passes uninspected".to_string());
     }

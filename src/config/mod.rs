@@ -100,6 +100,9 @@ pub struct Config {
     pub outputs: Vec<OutputSpec>,
     /// `[console]`; `None` (no section): no console.
     pub console: Option<Console>,
+    /// `[faults]`: faults injected into the devices, for labs and benches
+    /// only (DESIGN.md §12); none without the section.
+    pub faults: tlsinspect_pipeline::fault::FaultPlan,
 }
 
 /// `[console]`: the operator console (web UI and JSON API, DESIGN.md §10).

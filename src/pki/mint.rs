@@ -121,6 +121,13 @@ pub struct Minter {
     rsa: LeafKey,
     rng: SystemRandom,
     cache: ClockCache<CacheKey, CacheEntry>,
+    /// Shared with the minters of later reloads (see [`Minter::continuing`]).
+    counters: Arc<MintCounters>,
+}
+
+/// The monotonic part of [`MintStats`].
+#[derive(Debug, Default)]
+struct MintCounters {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -237,20 +244,26 @@ impl Minter {
             rsa: LeafKey::generate(LeafKeyType::Rsa2048)?,
             rng,
             cache: ClockCache::new(cache_entries),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            counters: Arc::default(),
         })
+    }
+
+    /// This minter, counting on from `earlier`'s counters: a reload's new
+    /// minter keeps the metrics monotonic while flows born before the
+    /// reload go on minting with `earlier` (and counting into the same
+    /// totals).
+    pub fn continuing(mut self, earlier: &Minter) -> Minter {
+        self.counters = earlier.counters.clone();
+        self
     }
 
     /// Counters of the leaf cache.
     pub fn stats(&self) -> MintStats {
         MintStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            evictions: self.counters.evictions.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
             entries: self.cache.len() as u64,
         }
     }
@@ -286,18 +299,18 @@ impl Minter {
                 .as_deref()
                 .is_none_or(|s| hit.names.iter().any(|n| name_covers(n, s)));
             if covered {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit.certified);
             }
         }
         if let Some(s) = &sni {
             key.added_sni = Some(s.as_str().into());
             if let Some(hit) = self.cache.get(&key) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit.certified);
             }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
 
         let mut m = mirror(req.upstream_leaf)?;
         let added = match &sni {
@@ -325,7 +338,7 @@ impl Minter {
             names: m.dns.into_iter().map(String::into_boxed_str).collect(),
         };
         if self.cache.insert(key, entry) {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
         }
         Ok(certified)
     }
@@ -416,7 +429,7 @@ impl CertMinter for Minter {
     fn mint(&self, req: &MintRequest<'_>) -> Result<Arc<CertifiedKey>, MintError> {
         let r = self.mint_inner(req);
         if r.is_err() {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
         r
     }

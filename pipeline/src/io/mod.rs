@@ -191,6 +191,17 @@ pub trait Device: Send {
 
     /// The descriptor to wait on for readability.
     fn fd(&self) -> RawFd;
+
+    /// When a frame the device holds back (see [`crate::fault`]) is due,
+    /// so the worker wakes up for it without new traffic.
+    fn next_due(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// What a fault-injecting middleware did so far (nothing for a real device).
+    fn faults(&self) -> crate::fault::Injected {
+        crate::fault::Injected::default()
+    }
 }
 
 /// The last OS error as an `io::Error` with context.
