@@ -79,6 +79,11 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             "Intercepted segments whose TCP checksum the kernel verified or left to the transmitter.",
             t.rx_csum_trusted,
         ),
+        Sample::counter(
+            "bad_checksum_segments",
+            "Intercepted segments dropped for a wrong TCP checksum.",
+            t.rx_bad_checksum,
+        ),
         Sample::counter("flows_started", "In-scope flows started.", t.flows_started),
         Sample::counter(
             "flows_ended",
@@ -126,6 +131,21 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_interrupted,
         ),
     ];
+    for (fault, v) in [
+        ("lost", t.fault_lost),
+        ("duplicated", t.fault_duplicated),
+        ("reordered", t.fault_reordered),
+        ("corrupted", t.fault_corrupted),
+    ] {
+        out.push(
+            Sample::counter(
+                "injected_faults",
+                "Faults the [faults] lab setting injected into the ports, by kind.",
+                v,
+            )
+            .label("fault", fault),
+        );
+    }
     for (kind, v) in [
         ("truncated", t.malformed_truncated),
         ("bad_field", t.malformed_bad_field),

@@ -109,6 +109,11 @@ impl TestLab {
         self.dir.path().join(name)
     }
 
+    /// The document root of the nginx that [`TestLab::start_nginx`] starts.
+    pub fn nginx_html(&self) -> PathBuf {
+        self.path("nginx").join("html")
+    }
+
     /// Runs a built-in peer inside `ns` and parses its JSON answer.
     pub fn helper<T: serde::de::DeserializeOwned>(
         &self,
@@ -273,7 +278,9 @@ impl TestLab {
     /// server address, the origin certificate, an access log, and a 50 MB
     /// random file at `/big.bin`. Returns the file's SHA-256. Locations that
     /// answer 200 to any method (nginx refuses POST to static files):
-    /// `/upload/`, `/api/`, `/octo/` and `*/git-receive-pack` (a fake git push).
+    /// `/upload/`, `/api/`, `/octo/` and `*/git-receive-pack` (a fake git push);
+    /// `PUT /put/<name>` stores the body as `<root>/html/put/<name>` (see
+    /// [`TestLab::nginx_html`]).
     pub fn start_nginx(&self) -> anyhow::Result<Nginx> {
         let root = self.path("nginx");
         let html = root.join("html");
@@ -303,6 +310,7 @@ impl TestLab {
                server {{\n{listens}    server_name {SERVER_NAME};\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
                  root {};\n\
                  location /upload/ {{ return 200 \"upload ok\\n\"; }}\n\
+                 location /put/ {{ dav_methods PUT; create_full_put_path on; client_max_body_size 100m; }}\n\
                  location /api/ {{ return 200 \"api ok\\n\"; }}\n\
                  location ~ /git-receive-pack$ {{ return 200 \"pushed\\n\"; }}\n\
                  location /octo/ {{ return 200 \"repo page\\n\"; }}\n  }}\n}}\n",
