@@ -63,6 +63,8 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         max_flows: a.max_flows,
         flow_idle_timeout: a.flow_idle_timeout,
         faults: cfg.faults,
+        max_intercept_memory: a.max_intercept_memory,
+        max_half_open: a.max_half_open,
     }
 }
 
@@ -112,6 +114,16 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "flow_idle_timeout",
         format!("{:?}", o.flow_idle_timeout),
         format!("{:?}", n.flow_idle_timeout),
+    );
+    cmp(
+        "max_intercept_memory",
+        o.max_intercept_memory.to_string(),
+        n.max_intercept_memory.to_string(),
+    );
+    cmp(
+        "max_half_open",
+        o.max_half_open.to_string(),
+        n.max_half_open.to_string(),
     );
     cmp(
         "tcp_buffer_bytes",

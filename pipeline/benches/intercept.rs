@@ -44,6 +44,7 @@ fn inspect_all() -> TlsPolicy {
         legacy_tls: PassOrBlock::Block,
         tls13: PassOrInspect::Inspect,
         no_sni: PassOrInspect::Inspect,
+        on_overload: tlsinspect_pipeline::tls::decision::PassOrBlock::Pass,
     }
 }
 

@@ -343,6 +343,8 @@ fn start_ring(
         max_flows: 10_000,
         flow_idle_timeout: Duration::from_secs(60),
         faults: Default::default(),
+        max_intercept_memory: usize::MAX,
+        max_half_open: usize::MAX,
     };
     in_ns(&lab.a, move || {
         Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
-use crate::classify::ScopeTable;
+use crate::classify::{ScopeMatch, ScopeTable};
 use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
@@ -44,6 +44,7 @@ use crate::io::{Offload, RxMeta};
 use crate::latency::Latency;
 use crate::stats::Counters;
 use crate::tcp::Side as Leg;
+use crate::tls::decision::PassOrBlock;
 
 /// The reason logged for in-scope flows tracked without an interception context.
 pub const REASON_NOT_INTERCEPTING: &str = "not_intercepting_yet";
@@ -246,6 +247,13 @@ pub struct Dispatcher {
     max_flows: usize,
     idle: Duration,
     intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    /// This worker's share of `max_intercept_memory`, in bytes.
+    memory_budget: usize,
+    /// This worker's share of `max_half_open`.
+    max_half_open: u64,
+    /// Intercepted flows started since the last expiry scan counted the
+    /// half-open ones (so the cap holds between scans).
+    born_since_scan: u64,
     held: hashbrown::HashMap<FlowKey, Held>,
     /// `intercepted_ended` at the last heap trim (see `take_trim_hint`).
     trimmed_at: u64,
@@ -292,6 +300,9 @@ impl Dispatcher {
             max_flows,
             idle: idle_timeout,
             intercept: None,
+            memory_budget: usize::MAX,
+            max_half_open: u64::MAX,
+            born_since_scan: 0,
             held: hashbrown::HashMap::new(),
             trimmed_at: 0,
             timers: BinaryHeap::new(),
@@ -315,6 +326,16 @@ impl Dispatcher {
     /// A reload stores a new context; flows keep the one they were born with.
     pub fn with_intercept(mut self, ctx: Arc<ArcSwap<InterceptCtx>>) -> Dispatcher {
         self.intercept = Some(ctx);
+        self
+    }
+
+    /// Bounds what the intercepted flows may hold: `memory` bytes (see
+    /// [`InterceptCtx::flow_memory`]) and `half_open` flows whose handshake
+    /// has not completed. Beyond either, a new in-scope connection follows
+    /// its policy's `on_overload`.
+    pub fn with_limits(mut self, memory: usize, half_open: usize) -> Dispatcher {
+        self.memory_budget = memory;
+        self.max_half_open = half_open as u64;
         self
     }
 
@@ -685,6 +706,11 @@ impl Dispatcher {
                 return Path::Fast(FastKind::Tcp);
             }
             let ctx = ctx.load_full();
+            let half_open = self.counters.intercept_half_open + self.born_since_scan;
+            let memory = (self.held.len() + 1).saturating_mul(ctx.flow_memory());
+            if memory > self.memory_budget || half_open >= self.max_half_open {
+                return self.overload(&ctx, &m, raw, macs, now);
+            }
             let flow = InterceptedFlow::new(
                 ctx,
                 &m,
@@ -709,6 +735,7 @@ impl Dispatcher {
                     );
                     self.counters.flows_started += 1;
                     self.counters.intercepted_started += 1;
+                    self.born_since_scan += 1;
                     self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
                     self.service(key, now);
                     Path::Intercepted
@@ -741,6 +768,62 @@ impl Dispatcher {
         }
     }
 
+    /// An in-scope SYN beyond the memory budget or the half-open cap: counted,
+    /// logged with reason `overload`, and forwarded untouched (`on_overload =
+    /// "pass"`: the connection runs uninspected, its later packets take the
+    /// fast path) or refused with a reset to the client ("block").
+    fn overload(
+        &mut self,
+        ctx: &InterceptCtx,
+        m: &ScopeMatch,
+        syn: &[u8],
+        macs: Option<[u8; 12]>,
+        now: Instant,
+    ) -> Path {
+        self.counters.intercept_overload += 1;
+        let block = ctx
+            .policies
+            .get(&m.policy_id)
+            .is_some_and(|p| p.on_overload == PassOrBlock::Block);
+        let Ok(seg) = crate::tcp::segment::parse_with(syn, false) else {
+            return Path::Fast(FastKind::Tcp);
+        };
+        self.log.record(&FlowRecord {
+            timestamp: self.clock.system(now),
+            meta: FlowMeta {
+                flow_id: ctx
+                    .flow_ids
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                src: seg.src,
+                dest: seg.dst,
+                policy_id: m.policy_id.clone(),
+                scope_id: m.scope_id.clone(),
+                sni: None,
+                alpn: None,
+            },
+            proto: "TCP",
+            action: if block {
+                FlowAction::Blocked
+            } else {
+                FlowAction::Pass
+            },
+            reason: crate::intercept::reason::OVERLOAD.to_owned(),
+            tls: None,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            duration_ms: 0,
+            inspection: None,
+        });
+        if !block {
+            return Path::Fast(FastKind::Tcp);
+        }
+        let rst = crate::tcp::segment::refusal_rst(&seg);
+        self.outbox
+            .push(Side::Lan, macs.as_ref(), &rst, Offload::default());
+        self.counters.intercept_tx_packets += 1;
+        Path::Intercepted
+    }
+
     /// Ends flows idle for the timeout (intercepted ones reset at both ends).
     pub fn expire(&mut self, now: Instant) {
         let mut ended = Vec::new();
@@ -758,6 +841,7 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         self.counters.intercept_half_open = half_open;
+        self.born_since_scan = 0;
         // Flows are stored inline (about 2.7 KiB each): after a burst, give
         // the table's empty slots back instead of keeping its peak.
         let cap = self.held.capacity();
@@ -1156,6 +1240,7 @@ pub(crate) mod tests {
             legacy_tls: PassOrBlock::Block,
             tls13: PassOrInspect::Inspect,
             no_sni: PassOrInspect::Inspect,
+            on_overload: crate::tls::decision::PassOrBlock::Pass,
         };
         let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), policy);
 
@@ -1237,6 +1322,7 @@ pub(crate) mod tests {
             legacy_tls: PassOrBlock::Pass,
             tls13: PassOrInspect::Pass,
             no_sni: PassOrInspect::Pass,
+            on_overload: crate::tls::decision::PassOrBlock::Pass,
         }
     }
 
@@ -1416,6 +1502,74 @@ pub(crate) mod tests {
         );
         assert_eq!(log.0.lock().unwrap().len(), 1);
         assert_eq!(d.counters.intercept_interrupted, 1);
+    }
+
+    #[test]
+    fn beyond_the_memory_budget_or_the_half_open_cap_new_flows_follow_on_overload() {
+        use crate::tls::decision::TlsPolicy;
+        use smoltcp::wire::TcpControl;
+        let syn_frame = |port: u16| {
+            let syn = crafted((C, port), (S, 443), TcpControl::Syn, 7, None);
+            ft::ether(0x0800, &[], &syn)
+        };
+        // Half-open cap of 2: the third SYN is passed, untouched.
+        let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let mut d = d.with_limits(usize::MAX, 2);
+        for port in [41000, 41001] {
+            assert_eq!(
+                feed(&mut d, Side::Lan, &syn_frame(port), t0),
+                Path::Intercepted
+            );
+        }
+        assert_eq!(
+            feed(&mut d, Side::Lan, &syn_frame(41002), t0),
+            Path::Fast(FastKind::Tcp)
+        );
+        assert_eq!(d.counters.intercept_overload, 1);
+        {
+            let recs = log.0.lock().unwrap();
+            let rec = recs.last().expect("the overloaded SYN is logged");
+            assert_eq!(
+                (rec.action, rec.reason.as_str()),
+                (FlowAction::Pass, "overload")
+            );
+            assert_eq!(
+                (&*rec.meta.policy_id, &*rec.meta.scope_id),
+                ("pol-1", "sc-1")
+            );
+            assert_eq!(rec.meta.src.port(), 41002);
+        }
+        // The expiry scan counts the half-open flows: still two, still full.
+        d.expire(t0 + Duration::from_secs(1));
+        assert_eq!(d.counters.intercept_half_open, 2);
+        assert_eq!(
+            feed(&mut d, Side::Lan, &syn_frame(41003), t0),
+            Path::Fast(FastKind::Tcp)
+        );
+
+        // A budget smaller than one flow, on_overload = "block": the client
+        // gets a reset at once and nothing reaches the server.
+        let policy = TlsPolicy {
+            on_overload: PassOrBlock::Block,
+            ..pass_all()
+        };
+        let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), policy);
+        let mut d = d.with_limits(1, usize::MAX);
+        assert_eq!(
+            feed(&mut d, Side::Lan, &syn_frame(42000), t0),
+            Path::Intercepted
+        );
+        let out = drain(&mut d);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, Side::Lan);
+        assert_ne!(tcp_of(&out[0].1).0 & 0x04, 0, "a RST toward the client");
+        assert_eq!(d.counters.intercepted_started, 0);
+        let recs = log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            (recs[0].action, recs[0].reason.as_str()),
+            (FlowAction::Blocked, "overload")
+        );
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct PipelineConfig {
     pub flow_idle_timeout: Duration,
     /// Faults to inject into the devices (labs and benches; none by default).
     pub faults: FaultPlan,
+    /// Bytes all intercepted flows together may hold (split evenly over
+    /// the workers; see [`InterceptCtx::flow_memory`]).
+    pub max_intercept_memory: usize,
+    /// Intercepted flows with an incomplete handshake, all workers together.
+    pub max_half_open: usize,
 }
 
 /// Why the pipeline could not start.
@@ -313,7 +318,9 @@ impl Pipeline {
                 clock,
             );
             if let Some(ctx) = &intercept {
-                dispatcher = dispatcher.with_intercept(ctx.clone());
+                dispatcher = dispatcher
+                    .with_intercept(ctx.clone())
+                    .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n));
             }
             let latency = dispatcher.latency();
             let worker = Worker {
@@ -451,6 +458,8 @@ mod tests {
             max_flows: 10,
             flow_idle_timeout: Duration::from_secs(5),
             faults: Default::default(),
+            max_intercept_memory: usize::MAX,
+            max_half_open: usize::MAX,
         }
     }
 

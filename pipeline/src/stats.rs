@@ -136,6 +136,9 @@ counters! {
     /// Half-open intercepted flows replaced by a new SYN of the client on
     /// the same addresses and ports (another ISN: the client gave up on it).
     intercept_superseded,
+    /// In-scope SYNs beyond the memory budget or the half-open cap (passed
+    /// or refused by the policy's `on_overload`).
+    intercept_overload,
     /// Intercepted flows whose handshake has not completed yet (gauge,
     /// refreshed by the expiry scan).
     intercept_half_open,

@@ -199,6 +199,7 @@ pub fn tls_policy(p: &Policy) -> anyhow::Result<TlsPolicy> {
         legacy_tls: pass_or_block(p.legacy_tls),
         tls13: pass_or_inspect(p.tls13),
         no_sni: pass_or_inspect(p.no_sni),
+        on_overload: pass_or_block(p.on_overload),
     })
 }
 

@@ -116,6 +116,11 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_start_errors,
         ),
         Sample::counter(
+            "intercept_overload",
+            "In-scope connections beyond max_intercept_memory or max_half_open (passed or refused by on_overload).",
+            t.intercept_overload,
+        ),
+        Sample::counter(
             "intercept_superseded",
             "Half-open or closed intercepted flows replaced by a new SYN of their client.",
             t.intercept_superseded,

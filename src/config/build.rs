@@ -66,6 +66,8 @@ const APPLIANCE_KEYS: &[&str] = &[
     "pinning_bypass_clients",
     "stats_interval_secs",
     "state_dir",
+    "max_intercept_memory",
+    "max_half_open",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
 pub(crate) const POLICY_KEYS: &[&str] = &[
@@ -83,6 +85,7 @@ pub(crate) const POLICY_KEYS: &[&str] = &[
     "ech",
     "exclude_sni",
     "on_disable",
+    "on_overload",
     "keylog",
     "scope",
 ];
@@ -947,6 +950,35 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         u64::from(defaults::PINNING_BYPASS_CLIENTS),
         cx,
     );
+    let max_half_open = int(
+        "max_half_open",
+        1,
+        100_000_000,
+        defaults::MAX_HALF_OPEN as u64,
+        cx,
+    );
+    let max_intercept_memory = match a.t.get("max_intercept_memory") {
+        None => Some(defaults::max_intercept_memory()),
+        Some(Value::Integer(n)) if *n >= 1 => Some(*n as u64),
+        Some(Value::String(s)) => match parse_size::parse_size(s) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                a.fail(
+                    cx,
+                    "max_intercept_memory",
+                    format_args!(
+                        "{} is not a size such as \"4GiB\", \"512MiB\" or a number of bytes",
+                        quote(s)
+                    ),
+                );
+                None
+            }
+        },
+        Some(v) => {
+            a.wrong_type(cx, "max_intercept_memory", "a size such as \"4GiB\"", v);
+            None
+        }
+    };
     let stats_interval = int(
         "stats_interval_secs",
         0,
@@ -996,6 +1028,8 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         wan: wan?,
         cpus: cpus?,
         max_flows: max_flows? as usize,
+        max_intercept_memory: usize::try_from(max_intercept_memory?).unwrap_or(usize::MAX),
+        max_half_open: max_half_open? as usize,
         log: log?,
         control: control?,
         metrics: metrics.ok()?,
@@ -1321,6 +1355,15 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
     let no_sni = p.choice_or(cx, "no_sni", PASS_OR_INSPECT, PassOrInspect::Passthrough);
     let non_tls = p.choice_or(cx, "non_tls", PASS_OR_BLOCK, PassOrBlock::Passthrough);
     let ech = p.choice_or(cx, "ech", PASS_OR_INSPECT, PassOrInspect::Passthrough);
+    let on_overload = p.choice_or(
+        cx,
+        "on_overload",
+        &[
+            ("pass", PassOrBlock::Passthrough),
+            ("block", PassOrBlock::Block),
+        ],
+        PassOrBlock::Passthrough,
+    );
     let on_disable = p.choice_or(
         cx,
         "on_disable",
@@ -1406,6 +1449,7 @@ fn policy(cx: &mut Cx, t: &Table, index: usize) -> (Option<Policy>, u64, Option<
             ech: ech?,
             exclude_sni: exclude_sni?,
             on_disable: on_disable?,
+            on_overload: on_overload?,
             keylog: keylog?,
             scopes,
         })

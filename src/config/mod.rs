@@ -53,6 +53,19 @@ pub mod limits {
 pub mod defaults {
     /// `appliance.max_flows`.
     pub const MAX_FLOWS: usize = 1_000_000;
+    /// `appliance.max_half_open`.
+    pub const MAX_HALF_OPEN: usize = 100_000;
+
+    /// `appliance.max_intercept_memory`: a quarter of the machine's RAM
+    /// (1 GiB when /proc/meminfo cannot be read).
+    pub fn max_intercept_memory() -> u64 {
+        let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        total_kib.map_or(1 << 30, |k| k * 1024 / 4)
+    }
     /// `appliance.flow_idle_timeout_secs`.
     pub const FLOW_IDLE_TIMEOUT_SECS: u64 = 300;
     /// `appliance.tcp_buffer_bytes`.
@@ -157,6 +170,12 @@ pub struct Appliance {
     pub cpus: Vec<usize>,
     /// Flow-table cap (all workers together).
     pub max_flows: usize,
+    /// Bytes the intercepted connections may hold (legs' buffers, held
+    /// hellos, the engines' allowance), all workers together.
+    pub max_intercept_memory: usize,
+    /// Intercepted connections whose TCP handshake has not completed, all
+    /// workers together.
+    pub max_half_open: usize,
     /// Traffic log file.
     pub log: PathBuf,
     /// Control socket.
@@ -268,6 +287,9 @@ pub struct Policy {
     pub exclude_sni: Vec<String>,
     /// Existing inspected flows when the policy is disabled.
     pub on_disable: OnDisable,
+    /// New connections beyond `max_intercept_memory` or `max_half_open`:
+    /// forwarded uninspected (the default) or refused.
+    pub on_overload: PassOrBlock,
     /// TLS secrets of both legs in the NSS key log format (resolved path); off when `None`.
     pub keylog: Option<PathBuf>,
     /// Scopes in file order.

@@ -105,6 +105,9 @@ pub mod reason {
     pub const RESET: &str = "reset";
     /// The flow ended (idle timeout, shutdown) before any decision.
     pub const UNDECIDED: &str = "undecided";
+    /// Not intercepted: the memory budget or the half-open cap was reached
+    /// (DESIGN.md §12); passed or refused by the policy's `on_overload`.
+    pub const OVERLOAD: &str = "overload";
     /// An inspection engine reset the connection (an IPS `drop`): the flow
     /// is logged as blocked so `tlsinspect logs --action blocked` finds it.
     pub const IPS: &str = "ips";
@@ -139,6 +142,19 @@ pub struct InterceptCtx {
 impl InterceptCtx {
     /// Default for [`InterceptCtx::hello_timeout`].
     pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Charged per flow for its two TLS sessions and the engines' state
+    /// beyond the TCP buffers (see [`InterceptCtx::flow_memory`]).
+    pub const SESSION_ALLOWANCE: usize = 96 * 1024;
+
+    /// What one intercepted flow is charged against the memory budget
+    /// (`max_intercept_memory`): the receive and send buffers of both legs
+    /// (allocated whole at the SYN), the held ClientHello, and a fixed
+    /// allowance for the TLS sessions and the engines. Data an engine holds
+    /// beyond that (a large HTTP/2 header block) is bounded by the engine's
+    /// own limits, not charged here.
+    pub fn flow_memory(&self) -> usize {
+        2 * (self.tcp.rx_buffer + self.tcp.tx_buffer) + MAX_HELLO_BYTES + Self::SESSION_ALLOWANCE
+    }
 }
 
 impl std::fmt::Debug for InterceptCtx {

@@ -19,6 +19,7 @@ fn inspect_all() -> TlsPolicy {
         legacy_tls: PassOrBlock::Block,
         tls13: PassOrInspect::Inspect,
         no_sni: PassOrInspect::Inspect,
+        on_overload: crate::tls::decision::PassOrBlock::Pass,
     }
 }
 

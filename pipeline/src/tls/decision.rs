@@ -123,6 +123,9 @@ pub struct TlsPolicy {
     pub tls13: PassOrInspect,
     /// Hellos without a server name.
     pub no_sni: PassOrInspect,
+    /// New connections beyond the memory budget or the half-open cap
+    /// (DESIGN.md §12): forwarded untouched or refused with a reset.
+    pub on_overload: PassOrBlock,
 }
 
 /// What to do with the connection.
@@ -268,6 +271,7 @@ mod tests {
             legacy_tls: PassOrBlock::Block,
             tls13: PassOrInspect::Inspect,
             no_sni: PassOrInspect::Inspect,
+            on_overload: PassOrBlock::Pass,
         }
     }
 

@@ -1,0 +1,241 @@
+//! The memory budget (issue 11, DESIGN.md §12): beyond
+//! `max_intercept_memory` or `max_half_open`, new in-scope connections
+//! follow the policy's `on_overload` instead of costing memory.
+//!
+//! What a user would check:
+//! - with a budget smaller than one connection, an in-scope client is
+//!   passed uninspected (it sees the origin's own chain) and the flow is
+//!   logged as pass/overload with its policy and scope ids; after a reload
+//!   to `on_overload = "block"` the same client is refused with a reset and
+//!   logged as blocked/overload;
+//! - under a storm of 20,000 in-scope SYNs (and 80,000 hostile frames)
+//!   against a small budget, a normal client's 50 MB download runs
+//!   byte-identical during the storm, overloaded SYNs are counted, and the
+//!   appliance's RSS stays within the budget plus a fixed overhead.
+
+mod lab;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use lab::{LabMode, TestLab};
+
+const IN_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OUT_OF_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The `total:` value of `name` in the appliance's final counters.
+fn counter(counters: &str, name: &str) -> u64 {
+    counters
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("total:"))
+        .flat_map(|l| l.split(','))
+        .find_map(|kv| {
+            let mut it = kv.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn with_appliance_keys(text: &str, keys: &str) -> String {
+    text.replace("[appliance]\n", &format!("[appliance]\n{keys}\n"))
+}
+
+fn pass_then_block(mode: LabMode, tag: &str) -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    let t = TestLab::build(tag, mode, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER])?;
+    let _nginx = t.start_nginx()?;
+    let (config, log) = t.write_config(IN_SCOPE)?;
+    let text = with_appliance_keys(
+        &std::fs::read_to_string(&config)?,
+        "max_intercept_memory = 1",
+    );
+    std::fs::write(&config, &text)?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
+
+    // on_overload = "pass" (the default): uninspected, the origin's chain.
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/index.html",
+        &t.pki.origin_root,
+        &t.path("p.html"),
+        false,
+    )?;
+    assert_eq!(c.http_code, 200, "{mode:?}: {c:?}\n{}", app.stderr());
+    assert!(
+        c.issuer.contains(lab::pki::ORIGIN_ROOT_CN),
+        "{mode:?}: {c:?}"
+    );
+    let passed = c.local_port;
+
+    // on_overload = "block", by reload: refused at once.
+    let text = text.replace(
+        "id = \"pol-demo\"",
+        "id = \"pol-demo\"\non_overload = \"block\"",
+    );
+    std::fs::write(&config, &text)?;
+    let o = std::process::Command::new(lab::exe())
+        .args(["reload", "--config", &config.display().to_string()])
+        .output()?;
+    assert!(o.status.success(), "{o:?}");
+    let refused = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/index.html",
+        &t.pki.origin_root,
+        &t.path("b.html"),
+        false,
+    );
+    assert!(
+        refused.as_ref().map_or(true, |c| c.http_code == 0),
+        "{mode:?}: a blocked client got {refused:?}"
+    );
+
+    let report = t.stop_appliance(&app)?;
+    assert!(counter(&report, "intercept_overload") >= 2, "{report}");
+    assert_eq!(counter(&report, "intercepted_started"), 0, "{report}");
+    let records = lab::read_log(&log)?;
+    let overload: Vec<_> = records
+        .iter()
+        .filter(|r| r["event_type"] == "flow" && r["tlsinspect"]["reason"] == "overload")
+        .collect();
+    let pass = overload
+        .iter()
+        .find(|r| r["src_port"].as_u64() == Some(passed.into()))
+        .unwrap_or_else(|| panic!("{mode:?}: no overload record for the passed flow: {records:?}"));
+    assert_eq!(pass["tlsinspect"]["action"], "pass", "{pass}");
+    assert_eq!(pass["tlsinspect"]["policy_id"], "pol-demo", "{pass}");
+    assert_eq!(pass["tlsinspect"]["scope_id"], "sc-https", "{pass}");
+    assert!(
+        overload
+            .iter()
+            .any(|r| r["tlsinspect"]["action"] == "blocked"),
+        "{mode:?}: no blocked/overload record: {overload:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn overload_pass_then_block_af_packet() -> anyhow::Result<()> {
+    pass_then_block(LabMode::AfPacket, "ovl-af")
+}
+
+#[test]
+fn overload_pass_then_block_tun() -> anyhow::Result<()> {
+    pass_then_block(LabMode::Tun, "ovl-tun")
+}
+
+#[test]
+fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    const BUDGET_MIB: u64 = 4;
+    let t = TestLab::build(
+        "ovl-st",
+        LabMode::AfPacket,
+        &[IN_SCOPE, OUT_OF_SCOPE],
+        &[SERVER],
+    )?;
+    let nginx = t.start_nginx()?;
+    let (config, _log) = t.write_config(IN_SCOPE)?;
+    let text = with_appliance_keys(
+        &std::fs::read_to_string(&config)?,
+        &format!("max_intercept_memory = \"{BUDGET_MIB}MiB\""),
+    );
+    std::fs::write(&config, &text)?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/index.html",
+        &t.pki.policy_ca_cert,
+        &t.path("w.html"),
+        false,
+    )?;
+    assert_eq!(c.http_code, 200, "{c:?}");
+    let rss_start = rss_kib(app.pid)?;
+
+    let bundle = t.path("both.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&t.pki.policy_ca_cert)?
+            + &std::fs::read_to_string(&t.pki.origin_root)?,
+    )?;
+    // A download of the in-scope client (inspected or, once the budget is
+    // full, passed: either way byte-identical) during the storm.
+    let down = |from: Ipv4Addr, name: &str| {
+        let out = t.path(name);
+        let mut cmd = t.lab.command(
+            t.lab.client_ns(),
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "120",
+                "--limit-rate",
+                "10M",
+                "--interface",
+                &from.to_string(),
+                "--cacert",
+                &bundle.display().to_string(),
+                "--resolve",
+                &format!("{}:443:{SERVER}", lab::SERVER_NAME),
+                "-o",
+                &out.display().to_string(),
+                &format!("https://{}/big.bin", lab::SERVER_NAME),
+            ],
+        );
+        cmd.stdout(std::process::Stdio::null());
+        (t.lab.spawn(name, cmd), out)
+    };
+    let (pid, out) = down(IN_SCOPE, "during.bin");
+    let pid = pid?;
+    let mut peak = rss_start;
+    for seed in ["21", "22", "23", "24", "25"] {
+        let sent: serde_json::Value = t.helper(
+            t.lab.client_ns(),
+            &[
+                "storm",
+                "--source",
+                &IN_SCOPE.to_string(),
+                "--to",
+                &SERVER.to_string(),
+                "--count",
+                "20000",
+                "--seed",
+                seed,
+            ],
+        )?;
+        assert_eq!(sent["send_errors"], 0, "{sent}");
+        peak = peak.max(rss_kib(app.pid)?);
+    }
+    let status = t.lab.stop(pid, "CONT", Duration::from_secs(120))?;
+    assert!(
+        status.success(),
+        "the download during the storm failed: {status}"
+    );
+    assert_eq!(lab::sha256_file(&out)?, nginx.big_sha256);
+    std::thread::sleep(Duration::from_secs(1));
+    peak = peak.max(rss_kib(app.pid)?);
+    let report = t.stop_appliance(&app)?;
+    eprintln!("RSS {rss_start} KiB at start, peak {peak} KiB; {report}");
+    assert!(counter(&report, "intercept_overload") > 0, "{report}");
+    // The budget plus a fixed overhead (allocator slack, the flow tables,
+    // the 50 MB download's buffers).
+    let limit = rss_start + BUDGET_MIB * 1024 + 48 * 1024;
+    assert!(peak < limit, "RSS peaked at {peak} KiB, over {limit} KiB");
+    Ok(())
+}
