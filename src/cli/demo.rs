@@ -67,6 +67,26 @@ pub enum HelperCommand {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
     },
+    /// Fetch one HTTPS URL `count` times (`concurrency` at once, a full
+    /// handshake each); print a JSON summary.
+    FetchLoop {
+        #[arg(long)]
+        source: Ipv4Addr,
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        sni: String,
+        #[arg(long, required = true)]
+        ca: Vec<PathBuf>,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
     /// Fetch one HTTPS URL and print what was seen as JSON.
     Fetch {
         #[arg(long)]
@@ -130,6 +150,25 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
             probe::https_origin(&listen, &cert, &key)?;
             return Ok(ExitCode::SUCCESS);
         }
+        HelperCommand::FetchLoop {
+            source,
+            connect,
+            sni,
+            ca,
+            path,
+            count,
+            concurrency,
+            timeout_ms,
+        } => serde_json::to_string(&probe::https_fetch_loop(
+            source,
+            connect,
+            &sni,
+            &ca,
+            &path,
+            count,
+            concurrency,
+            Duration::from_millis(timeout_ms),
+        )?)?,
         HelperCommand::Fetch {
             source,
             connect,

@@ -519,3 +519,75 @@ fn read_to_end_tolerant(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result
         }
     }
 }
+
+/// What [`https_fetch_loop`] observed over all its connections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FetchLoopResult {
+    /// Connections whose handshake verified and that got a 200.
+    pub ok: u64,
+    /// Connections that failed (handshake, transport or status).
+    pub failed: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// How many connections saw each leaf issuer.
+    pub issuers: std::collections::BTreeMap<String, u64>,
+    /// Wall time of the loop.
+    pub elapsed_ms: u64,
+}
+
+/// Runs `count` fetches like [`https_fetch`] (one full handshake each, no
+/// resumption) over `concurrency` threads; for long runs and load.
+#[allow(clippy::too_many_arguments)] // one argument per command-line option
+pub fn https_fetch_loop(
+    src: Ipv4Addr,
+    dst: SocketAddr,
+    sni: &str,
+    ca_files: &[PathBuf],
+    path: &str,
+    count: u64,
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<FetchLoopResult> {
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let total = std::sync::Mutex::new(FetchLoopResult::default());
+    let req = FetchRequest::get(path);
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.max(1) {
+            s.spawn(|| {
+                let mut mine = FetchLoopResult::default();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    match https_fetch(src, dst, sni, ca_files, &req, timeout) {
+                        Ok(r) if r.ok && r.status == Some(200) => {
+                            mine.ok += 1;
+                            let issuer = r.chain.first().map(|c| c.issuer.clone());
+                            *mine.issuers.entry(issuer.unwrap_or_default()).or_default() += 1;
+                        }
+                        Ok(r) => {
+                            mine.failed += 1;
+                            mine.first_error.get_or_insert_with(|| {
+                                format!("status {:?}: {:?}", r.status, r.error)
+                            });
+                        }
+                        Err(e) => {
+                            mine.failed += 1;
+                            mine.first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
+                    }
+                }
+                let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                t.ok += mine.ok;
+                t.failed += mine.failed;
+                if t.first_error.is_none() {
+                    t.first_error = mine.first_error;
+                }
+                for (k, v) in mine.issuers {
+                    *t.issuers.entry(k).or_default() += v;
+                }
+            });
+        }
+    });
+    let mut r = total.into_inner().unwrap_or_else(|e| e.into_inner());
+    r.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(r)
+}
