@@ -857,10 +857,13 @@ impl Dispatcher {
 
     /// Whether enough intercepted flows ended since the last heap trim that
     /// the worker should give free heap back to the OS
-    /// ([`crate::io::trim_heap`]): 1,024 or more.
+    /// ([`crate::io::trim_heap`]): 1,024 or more, or 64 or more once a burst
+    /// is over (64 flows or fewer still held), so the memory of the burst's
+    /// last flows goes back too.
     pub fn take_trim_hint(&mut self) -> bool {
         let ended = self.counters.intercepted_ended;
-        if ended.saturating_sub(self.trimmed_at) >= 1024 {
+        let since = ended.saturating_sub(self.trimmed_at);
+        if since >= 1024 || (since >= 64 && self.held.len() <= 64) {
             self.trimmed_at = ended;
             return true;
         }

@@ -42,6 +42,22 @@ pub enum HelperCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Send a storm of hostile Ethernet frames out of `iface`; print what
+    /// was sent as JSON.
+    L2Storm {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        source: Ipv4Addr,
+        #[arg(long)]
+        to: Ipv4Addr,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Echo UDP datagrams until killed.
     UdpEcho {
         #[arg(long)]
@@ -131,6 +147,14 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
             count,
             seed,
         } => serde_json::to_string(&storm::storm(source, to, port, count, seed)?)?,
+        HelperCommand::L2Storm {
+            iface,
+            source,
+            to,
+            port,
+            count,
+            seed,
+        } => serde_json::to_string(&storm::l2_storm(&iface, source, to, port, count, seed)?)?,
         HelperCommand::UdpEcho { listen } => {
             probe::udp_echo_server(listen)?;
             return Ok(ExitCode::SUCCESS);

@@ -151,6 +151,108 @@ pub fn storm(
     Ok(r)
 }
 
+/// What an Ethernet-level storm sent, by kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct L2StormResult {
+    /// In-scope SYNs under a stack of five VLAN tags (802.1ad and 802.1Q).
+    pub vlan_stacked: u64,
+    /// IPv4 headers with a header length below 20 bytes.
+    pub short_ihl: u64,
+    /// IPv4 headers with a header length beyond the frame.
+    pub long_ihl: u64,
+    /// IP version fields that are neither 4 nor 6.
+    pub bad_version: u64,
+    /// An Ethernet header announcing IPv4 and nothing after it.
+    pub empty_ip: u64,
+    /// Frames the kernel refused to send.
+    pub send_errors: u64,
+}
+
+/// Sends `count` hostile Ethernet frames out of `iface` (in the client
+/// namespace, toward the appliance's LAN port), by kind in turn: what an
+/// IP-level raw socket cannot send because the kernel fixes or refuses it.
+pub fn l2_storm(
+    iface: &str,
+    source: Ipv4Addr,
+    to: Ipv4Addr,
+    port: u16,
+    count: u64,
+    seed: u64,
+) -> anyhow::Result<L2StormResult> {
+    use tlsinspect_pipeline::io::afpacket::{AfPacket, Fanout, RingConfig};
+    use tlsinspect_pipeline::io::{Device as _, Offload};
+    let mut dev = AfPacket::open(iface, RingConfig::default(), Fanout::None, &[])?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut r = L2StormResult::default();
+    // Broadcast from a locally administered address: it crosses a bridge.
+    let macs: [u8; 12] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x0b];
+    for i in 0..count {
+        let sport: u16 = rng.gen_range(1024..=u16::MAX);
+        let syn = packet(
+            source,
+            to,
+            &tcp(sport, port, rng.gen(), 0, 0x02, &SYN_OPTIONS, &[]),
+        );
+        let mut f = macs.to_vec();
+        match i % 5 {
+            0 => {
+                r.vlan_stacked += 1;
+                for (tpid, vid) in [
+                    (0x88a8u16, 100u16),
+                    (0x8100, 200),
+                    (0x8100, 300),
+                    (0x8100, 400),
+                    (0x8100, 500),
+                ] {
+                    f.extend_from_slice(&tpid.to_be_bytes());
+                    f.extend_from_slice(&vid.to_be_bytes());
+                }
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend_from_slice(&syn);
+            }
+            1 => {
+                r.short_ihl += 1;
+                let mut p = syn.clone();
+                p[0] = 0x43;
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend_from_slice(&p);
+            }
+            2 => {
+                r.long_ihl += 1;
+                let mut p = syn[..24].to_vec();
+                p[0] = 0x4f;
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend_from_slice(&p);
+            }
+            3 => {
+                r.bad_version += 1;
+                let mut p = syn.clone();
+                p[0] = 0x75;
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                f.extend_from_slice(&p);
+            }
+            _ => {
+                r.empty_ip += 1;
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+            }
+        }
+        if dev.send(&f, &Offload::default()).is_err() {
+            r.send_errors += 1;
+        }
+        if i % 32 == 31 {
+            if dev.flush().is_err() {
+                r.send_errors += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    if dev.flush().is_err() {
+        r.send_errors += 1;
+    }
+    r.send_errors += dev.tx_dropped();
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
