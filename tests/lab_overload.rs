@@ -11,7 +11,10 @@
 //! - under a storm of 20,000 in-scope SYNs (and 80,000 hostile frames)
 //!   against a small budget, a normal client's 50 MB download runs
 //!   byte-identical during the storm, overloaded SYNs are counted, and the
-//!   appliance's RSS stays within the budget plus a fixed overhead.
+//!   appliance's RSS stays within the budget plus a fixed overhead;
+//! - 3,000 clients that connect and never send a hello: the first fill the
+//!   budget, the rest are passed, RSS stays within the budget plus the same
+//!   overhead, and a normal client's download works while they hold on.
 
 mod lab;
 
@@ -135,6 +138,133 @@ fn overload_pass_then_block_af_packet() -> anyhow::Result<()> {
 #[test]
 fn overload_pass_then_block_tun() -> anyhow::Result<()> {
     pass_then_block(LabMode::Tun, "ovl-tun")
+}
+
+/// Opens `argv[3]` connections from `argv[1]` to `argv[2]`:443, sends
+/// nothing, prints one JSON line, then holds them until stdin closes.
+const IDLE_CLIENTS: &str = r#"
+import json, resource, socket, sys
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+held, failed = [], 0
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.bind((src, 0))
+        s.connect((dst, 443))
+        held.append(s)
+    except OSError:
+        failed += 1
+        s.close()
+print(json.dumps({"connected": len(held), "failed": failed}), flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn idle_clients_beyond_the_budget_are_passed_not_held() -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    const BUDGET_MIB: u64 = 8;
+    const CLIENTS: u64 = 3_000;
+    let t = TestLab::build(
+        "ovl-idle",
+        LabMode::AfPacket,
+        &[IN_SCOPE, OUT_OF_SCOPE],
+        &[SERVER],
+    )?;
+    let nginx = t.start_nginx()?;
+    let (config, log) = t.write_config(IN_SCOPE)?;
+    let text = with_appliance_keys(
+        &std::fs::read_to_string(&config)?,
+        &format!("max_intercept_memory = \"{BUDGET_MIB}MiB\""),
+    );
+    std::fs::write(&config, &text)?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/index.html",
+        &t.pki.policy_ca_cert,
+        &t.path("w.html"),
+        false,
+    )?;
+    assert_eq!(c.http_code, 200, "{c:?}");
+    let rss_start = rss_kib(app.pid)?;
+
+    let script = t.path("idle.py");
+    std::fs::write(&script, IDLE_CLIENTS)?;
+    let out = t.path("idle.out");
+    let mut cmd = t.lab.command(
+        t.lab.client_ns(),
+        "python3",
+        &[
+            &script.display().to_string(),
+            &IN_SCOPE.to_string(),
+            &SERVER.to_string(),
+            &CLIENTS.to_string(),
+        ],
+    );
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out)?);
+    let idle = t.lab.spawn("idle clients", cmd)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let summary: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(v) = text.lines().find_map(|l| serde_json::from_str(l).ok()) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle clients never connected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(summary["connected"], CLIENTS, "{summary}");
+    let rss_held = rss_kib(app.pid)?;
+
+    // A normal download while they hold on: passed (the budget is full),
+    // byte-identical.
+    let got = t.path("during.bin");
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/big.bin",
+        &t.pki.origin_root,
+        &got,
+        false,
+    )?;
+    assert_eq!(
+        c.http_code,
+        200,
+        "{c:?}
+{}",
+        app.stderr()
+    );
+    assert_eq!(lab::sha256_file(&got)?, nginx.big_sha256);
+    let _ = t.lab.stop(idle, "TERM", Duration::from_secs(10));
+
+    let report = t.stop_appliance(&app)?;
+    eprintln!("RSS {rss_start} KiB at start, {rss_held} KiB with {CLIENTS} idle clients; {report}");
+    let overloaded = counter(&report, "intercept_overload");
+    assert!(
+        overloaded + 100 >= CLIENTS,
+        "{overloaded} overloaded: {report}"
+    );
+    let limit = rss_start + BUDGET_MIB * 1024 + 48 * 1024;
+    assert!(
+        rss_held < limit,
+        "RSS {rss_held} KiB with idle clients, over {limit} KiB"
+    );
+    let records = lab::read_log(&log)?;
+    let passed = records
+        .iter()
+        .filter(|r| r["tlsinspect"]["reason"] == "overload" && r["tlsinspect"]["action"] == "pass")
+        .count() as u64;
+    assert!(passed + 100 >= CLIENTS, "{passed} pass/overload records");
+    Ok(())
 }
 
 #[test]
