@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appliance;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod console;

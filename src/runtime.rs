@@ -155,6 +155,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", o.metrics),
         format!("{:?}", n.metrics),
     );
+    if old.capture != new.capture {
+        out.push("[capture]: changed".into());
+    }
     if old.faults != new.faults {
         out.push("[faults]: changed".into());
     }

@@ -700,3 +700,28 @@ fn faults_reach_the_pipeline_and_warn() {
     assert!(plain.faults.is_none());
     assert!(!plain.warnings().iter().any(|w| w.contains("[faults]")));
 }
+
+#[test]
+fn capture_is_validated_like_the_rest() {
+    let e = load_err("err_capture.toml");
+    let at = "tests/configs/err_capture.toml";
+    has(
+        &e,
+        &[
+            at,
+            "capture.policies #1",
+            "pol-nobody",
+            "names no [[policy]]",
+        ],
+    );
+    has(&e, &[at, "capture.max_file_bytes", "10,000"]);
+    has(&e, &[at, "capture.pcap_over_ip", "localhost"]);
+    // Without a dir.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = std::fs::read_to_string("tests/configs/valid_minimal.toml").unwrap()
+        + "\n[capture]\nmax_files = 2\n";
+    std::fs::write(&path, text).unwrap();
+    let e = config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("capture.dir"), "{e}");
+}

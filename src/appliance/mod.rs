@@ -34,6 +34,7 @@ use tlsinspect_pipeline::tcp::FlowConfig;
 use tlsinspect_pipeline::tls::bypass::BypassCache;
 use tlsinspect_pipeline::{Pipeline, Stats};
 
+use crate::capture::{Capture, CapturingInspector};
 use crate::config::Config;
 use crate::control::metrics::MetricsServer;
 use crate::control::{ControlHandler, ControlServer, Request, Response};
@@ -73,6 +74,8 @@ pub struct Appliance {
     pipeline: Option<Pipeline>,
     log: Arc<CountingLog>,
     bypass: Arc<BypassCache>,
+    /// `[capture]`, started once (restart-only): it wraps every reload's engines.
+    capture: Option<Arc<Capture>>,
     /// What the workers give each new intercepted flow; replaced on reload.
     intercept: Arc<ArcSwap<InterceptCtx>>,
     flow_ids: Arc<AtomicU64>,
@@ -129,9 +132,13 @@ impl Appliance {
         } = built;
         let minter = Arc::new(minter);
         let flow_ids = Arc::new(AtomicU64::new(1));
+        let capture = match &cfg.capture {
+            Some(c) => Some(Capture::start(c).context("starting [capture]")?),
+            None => None,
+        };
         let ctx = InterceptCtx {
             minter: minter.clone(),
-            inspector: engines.clone(),
+            inspector: inspector_of(&engines, capture.as_ref()),
             log: log.clone(),
             bypass: bypass.clone(),
             upstream: (*upstream).clone(),
@@ -183,6 +190,7 @@ impl Appliance {
             pipeline,
             log,
             bypass,
+            capture,
             intercept,
             flow_ids,
             reloads_ok: AtomicU64::new(0),
@@ -241,7 +249,7 @@ impl Appliance {
         let minter = Arc::new(built.minter.continuing(&cur.minter));
         self.intercept.store(Arc::new(InterceptCtx {
             minter: minter.clone(),
-            inspector: built.engines.clone(),
+            inspector: inspector_of(&built.engines, self.capture.as_ref()),
             log: self.log.clone(),
             bypass: self.bypass.clone(),
             upstream: (*built.upstream).clone(),
@@ -434,7 +442,16 @@ impl Appliance {
 
     /// Stops the workers (if any) and returns their final counters.
     pub fn shutdown(self) -> Option<Stats> {
-        self.pipeline.map(Pipeline::shutdown)
+        let stats = self.pipeline.map(Pipeline::shutdown);
+        if let Some(c) = &self.capture {
+            c.shutdown();
+        }
+        stats
+    }
+
+    /// `[capture]`, when on.
+    pub fn capture(&self) -> Option<Arc<Capture>> {
+        self.capture.clone()
     }
 }
 
@@ -447,6 +464,17 @@ fn interrupted_policies(old: &Config, new: &Config) -> Vec<Arc<str>> {
         .filter(|p| !new.policies.iter().any(|n| n.id == p.id && n.enabled))
         .map(|p| Arc::<str>::from(&*p.id))
         .collect()
+}
+
+/// The inspector new flows get: the engines, behind the capture when on.
+fn inspector_of(
+    engines: &Arc<Engines>,
+    capture: Option<&Arc<Capture>>,
+) -> Arc<dyn tlsinspect_pipeline::api::Inspector> {
+    match capture {
+        Some(c) => Arc::new(CapturingInspector::new(engines.clone(), c.clone())),
+        None => engines.clone(),
+    }
 }
 
 /// The legs' TCP settings of `cfg` (a restart-only part of it).

@@ -95,6 +95,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("internal: the appliance is still referenced at shutdown"))?;
     let started = app.started();
+    let capture = app.capture();
     let stats = app.shutdown();
     // A last `stats` event with the final counters, as Suricata writes at exit.
     log.outputs()
@@ -127,6 +128,9 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 c.dropped
             );
         }
+    }
+    if let Some(c) = capture {
+        println!("{}", c.report());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,14 @@ const TOP_KEYS: &[&str] = &[
     "output",
     "console",
     "faults",
+    "capture",
+];
+const CAPTURE_KEYS: &[&str] = &[
+    "dir",
+    "policies",
+    "max_file_bytes",
+    "max_files",
+    "pcap_over_ip",
 ];
 const FAULTS_KEYS: &[&str] = &["seed", "lan_in", "lan_out", "wan_in", "wan_out"];
 const FAULT_KEYS: &[&str] = &[
@@ -751,6 +759,10 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         Some(t) => state_dir.and_then(|dir| console(&mut cx, t, &dir).map(Some)),
         None => Some(None),
     };
+    let capture = match top.sub(&mut cx, "capture") {
+        Some(t) => capture(&mut cx, t, policies.as_deref()).map(Some),
+        None => Some(None),
+    };
     let faults = match top.sub(&mut cx, "faults") {
         Some(t) => faults(&mut cx, t),
         None => Some(Default::default()),
@@ -761,6 +773,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
     match (
         appliance, upstream, policies, ips, webfilter, appcontrol, outputs, console, faults,
+        capture,
     ) {
         (
             Some(appliance),
@@ -772,6 +785,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             Some(outputs),
             Some(console),
             Some(faults),
+            Some(capture),
         ) => Ok(Config {
             path: path.to_path_buf(),
             appliance,
@@ -783,6 +797,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             outputs,
             console,
             faults,
+            capture,
         }),
         // Every `None` above comes with an error; this arm guards that invariant
         // without a panic.
@@ -1137,6 +1152,56 @@ fn console(cx: &mut Cx, t: &Table, state_dir: &Path) -> Option<Console> {
         admin_password_hash: hash?,
         audit_log: audit_log?,
         ca_dirs: ca_dirs?,
+    })
+}
+
+/// `[capture]` (DESIGN.md §11): where and how much decrypted traffic is kept.
+fn capture(cx: &mut Cx, t: &Table, policies: Option<&[Policy]>) -> Option<Capture> {
+    let c = Tbl::new(
+        t,
+        At {
+            prefix: "capture.".into(),
+            ..At::default()
+        },
+    );
+    c.known(cx, CAPTURE_KEYS);
+    let dir = c.path(cx, "dir", true);
+    let selected = match c.array(cx, "policies", "an array of policy ids", false) {
+        None if c.t.contains_key("policies") => None,
+        None => Some(None),
+        Some(items) => c
+            .each_str(cx, "policies", items, |s| match policies {
+                Some(ps) if !ps.iter().any(|p| &*p.id == s) => {
+                    Err("names no [[policy]] of this file".to_string())
+                }
+                _ => Ok(Arc::<str>::from(s)),
+            })
+            .map(Some),
+    };
+    let int =
+        |key: &str, min: i64, max: i64, default: u64, cx: &mut Cx| match c.int(cx, key, min, max) {
+            Ok(v) => Some(v.map_or(default, |v| v as u64)),
+            Err(()) => None,
+        };
+    let max_file_bytes = int("max_file_bytes", 10_000, 1 << 40, 100_000_000, cx);
+    let max_files = int("max_files", 1, 100_000, 10, cx);
+    let pcap_over_ip = match c.string(cx, "pcap_over_ip", false) {
+        None if c.t.contains_key("pcap_over_ip") => None,
+        None => Some(None),
+        Some(s) => match socket_addr(s) {
+            Ok(a) => Some(Some(a)),
+            Err(e) => {
+                c.fail(cx, "pcap_over_ip", format_args!("{} {e}", quote(s)));
+                None
+            }
+        },
+    };
+    Some(Capture {
+        dir: dir?,
+        policies: selected?,
+        max_file_bytes: max_file_bytes?,
+        max_files: max_files? as usize,
+        pcap_over_ip: pcap_over_ip?,
     })
 }
 

@@ -116,6 +116,25 @@ pub struct Config {
     /// `[faults]`: faults injected into the devices, for labs and benches
     /// only (DESIGN.md §12); none without the section.
     pub faults: tlsinspect_pipeline::fault::FaultPlan,
+    /// `[capture]`: decrypted traffic as pcap; `None` (no section): off.
+    pub capture: Option<Capture>,
+}
+
+/// `[capture]`: the plaintext of inspected connections as synthetic TCP
+/// sessions in rotating pcap files, optionally served as PCAP-over-IP
+/// (DESIGN.md §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// Directory of the pcap files (resolved path).
+    pub dir: PathBuf,
+    /// Policies whose inspected connections are captured; `None`: all.
+    pub policies: Option<Vec<Arc<str>>>,
+    /// A file is closed and the next one started beyond this size.
+    pub max_file_bytes: u64,
+    /// Files kept; the oldest is deleted beyond it.
+    pub max_files: usize,
+    /// TCP address where PCAP-over-IP clients get the live stream.
+    pub pcap_over_ip: Option<SocketAddr>,
 }
 
 /// `[console]`: the operator console (web UI and JSON API, DESIGN.md §10).
