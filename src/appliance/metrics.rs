@@ -295,6 +295,35 @@ impl MetricsSource for Appliance {
                 );
             }
         }
+        if let Some(c) = self.capture() {
+            let s = c.stats();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            for (name, help, value) in [
+                (
+                    "capture_packets",
+                    "Synthetic packets written to the pcap files ([capture]).",
+                    load(&s.packets),
+                ),
+                (
+                    "capture_dropped_events",
+                    "Plaintext chunks not captured because the capture queue was full.",
+                    load(&s.dropped),
+                ),
+                (
+                    "capture_write_errors",
+                    "Packets lost to pcap write errors (a full disk).",
+                    load(&s.write_errors),
+                ),
+                (
+                    "capture_clients_dropped",
+                    "PCAP-over-IP clients disconnected for lagging or closing.",
+                    load(&s.clients_dropped),
+                ),
+            ] {
+                out.push(Sample::counter(name, help, value));
+            }
+        }
         for (sid, n) in self.ips_alert_counts() {
             out.push(
                 Sample::counter(
