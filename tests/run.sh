@@ -38,3 +38,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Two cores: keep the test harness at two threads; lab tests size themselves.
 cargo test --workspace -- --test-threads=2
+# Every fuzz target for a short while, from the committed seeds (cargo-fuzz).
+bash fuzz/smoke.sh

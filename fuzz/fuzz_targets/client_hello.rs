@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(h)) = &whole {
         assert!(h.len <= data.len());
         // The answer for a complete hello does not depend on trailing bytes.
-        assert_eq!(client_hello::parse(&data[..h.len]).ok().flatten().as_ref(), Some(h));
+        assert_eq!(
+            client_hello::parse(&data[..h.len]).ok().flatten().as_ref(),
+            Some(h)
+        );
     }
     if let Err(inc) = whole {
         assert!(inc.needed >= 1);

@@ -35,15 +35,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let file = Path::new("fuzz/console.toml");
-    if let Ok(params) = serde_json::from_value::<tlsinspect::console::records::LogParams>(v.clone()) {
+    if let Ok(params) = serde_json::from_value::<tlsinspect::console::records::LogParams>(v.clone())
+    {
         let _ = tlsinspect::console::records::LogQuery::new(&params, SystemTime::now());
     }
     match tlsinspect::console::change::policy_table(&v, file, 1) {
         Ok(t) => {
             let mut doc: toml_edit::DocumentMut = DOC.parse().expect("the fixed document parses");
-            let replace = if data.len() % 2 == 0 { Some("pol-a") } else { None };
+            let replace = if data.len() % 2 == 0 {
+                Some("pol-a")
+            } else {
+                None
+            };
             if tlsinspect::control::edit::put_policy_in(&mut doc, file, replace, t).is_ok() {
-                let _ = tlsinspect::config::parse(&doc.to_string(), file).map_err(|e| e.to_string());
+                let _ =
+                    tlsinspect::config::parse(&doc.to_string(), file).map_err(|e| e.to_string());
             }
         }
         Err(problems) => assert!(!problems.is_empty()),

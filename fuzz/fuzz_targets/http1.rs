@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut f = Engines::pass_through().new_flow(&meta);
     let mut out = Emit::default();
-    f.on_data(Direction::ToServer, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &mut out);
+    f.on_data(
+        Direction::ToServer,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        &mut out,
+    );
     f.on_data(Direction::ToServer, &rest[..at], &mut out);
     f.on_data(Direction::ToClient, &rest[at..], &mut out);
     f.on_data(Direction::ToServer, &rest[at..], &mut out);

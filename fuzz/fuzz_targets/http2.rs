@@ -5,7 +5,9 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tlsinspect::inspect::{AppControl, AppTable, Engines, Mode, Ruleset, Vars, WebFilter, WebRule, Verdict};
+use tlsinspect::inspect::{
+    AppControl, AppTable, Engines, Mode, Ruleset, Vars, Verdict, WebFilter, WebRule,
+};
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
 
 fn engines() -> &'static Engines {
@@ -13,7 +15,8 @@ fn engines() -> &'static Engines {
     E.get_or_init(|| {
         let rules = include_str!("../../configs/rules/default.rules");
         let (set, _) = Ruleset::from_text(rules, "default.rules", &Vars::default());
-        let apps = AppTable::from_toml(include_str!("../../configs/apps.toml"), "apps.toml").unwrap();
+        let apps =
+            AppTable::from_toml(include_str!("../../configs/apps.toml"), "apps.toml").unwrap();
         Engines::new(
             WebFilter::new(vec![WebRule {
                 host: "*".into(),
@@ -45,8 +48,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut f = engines().new_flow(&meta);
     let mut out = Emit::default();
-    f.on_data(Direction::ToServer, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &mut out);
-    f.on_data(Direction::ToClient, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", &mut out);
+    f.on_data(
+        Direction::ToServer,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        &mut out,
+    );
+    f.on_data(
+        Direction::ToClient,
+        b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+        &mut out,
+    );
     f.on_data(Direction::ToServer, &rest[..at], &mut out);
     f.on_data(Direction::ToClient, &rest[at..], &mut out);
     let _ = f.take_alerts();

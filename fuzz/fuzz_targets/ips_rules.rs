@@ -5,9 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlsinspect::inspect::ips::{
-    Buffer, Buffers, EvalCtx, FlowBits, Phase, Ruleset, Scratch, Vars,
-};
+use tlsinspect::inspect::ips::{Buffer, Buffers, EvalCtx, FlowBits, Phase, Ruleset, Scratch, Vars};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

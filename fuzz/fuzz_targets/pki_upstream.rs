@@ -5,9 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
+use rustls_pki_types::CertificateDer;
 use tlsinspect::pki::{trial, KeyKind, Minter, PolicyCa};
 use tlsinspect_pipeline::api::{CertMinter, LeafKeyType, MintRequest};
-use rustls_pki_types::CertificateDer;
 
 fn minter() -> &'static Minter {
     static M: OnceLock<Minter> = OnceLock::new();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Largest request accepted; a request is a few dozen bytes.
-const MAX_REQUEST: u64 = 4096;
+pub const MAX_REQUEST: u64 = 4096;
 
 /// A command sent to the running appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,15 +81,29 @@ impl std::fmt::Debug for ControlServer {
 fn serve_one(stream: UnixStream, handler: &dyn ControlHandler) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    serve(&stream, &stream, handler)
+}
+
+/// Answers the one request of a control connection: reads a line (at most
+/// 4 KiB) from `input`, has `handler` handle it and writes the JSON answer
+/// line to `output`.
+///
+/// What the socket thread does on each connection, apart from the socket
+/// itself; the `control_request` fuzz target drives it with bytes.
+pub fn serve(
+    input: impl Read,
+    mut output: impl Write,
+    handler: &dyn ControlHandler,
+) -> std::io::Result<()> {
     let mut line = Vec::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_until(b'\n', &mut line)?;
+    BufReader::new(input.take(MAX_REQUEST)).read_until(b'\n', &mut line)?;
     let resp = match serde_json::from_slice::<Request>(line.trim_ascii()) {
         Ok(req) => handler.handle(&req),
         Err(e) => Response::err(format!("malformed control request: {e}")),
     };
     let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
     out.push(b'\n');
-    (&stream).write_all(&out)
+    output.write_all(&out)
 }
 
 impl ControlServer {

@@ -302,7 +302,8 @@ pub struct App {
 pub struct Host {
     iface: Interface,
     sockets: SocketSet<'static>,
-    dev: QueueDev,
+    /// The host's link: packets it will receive (`rx`) and has sent (`tx`).
+    pub dev: QueueDev,
     pub apps: Vec<App>,
 }
 
@@ -356,7 +357,7 @@ impl Host {
     }
 
     /// Moves application bytes in and out of every socket; returns whether any moved.
-    fn apps_step(&mut self) -> bool {
+    pub fn apps_step(&mut self) -> bool {
         let mut progress = false;
         for app in &mut self.apps {
             let s = self.sockets.get_mut::<Socket>(app.handle);
@@ -485,8 +486,14 @@ impl Host {
             .collect()
     }
 
-    fn poll(&mut self, t: SmolInstant) {
+    /// Runs the host's TCP/IP stack: receives `dev.rx`, sends into `dev.tx`.
+    pub fn poll(&mut self, t: SmolInstant) {
         self.iface.poll(t, &mut self.dev, &mut self.sockets);
+    }
+
+    /// When the host's stack next needs a `poll` (retransmissions, delayed ACKs).
+    pub fn poll_at(&mut self, t: SmolInstant) -> Option<SmolInstant> {
+        self.iface.poll_at(t, &self.sockets)
     }
 
     /// The certificate chain the TLS peer presented.
@@ -775,7 +782,8 @@ impl Lab {
     }
 }
 
-fn smol(t0: Instant, now: Instant) -> SmolInstant {
+/// `now` as the hosts' clock, which starts at `t0`.
+pub fn smol(t0: Instant, now: Instant) -> SmolInstant {
     SmolInstant::from_micros((now - t0).as_micros() as i64)
 }
 
@@ -823,7 +831,7 @@ impl Net {
             // Quiet: advance virtual time to the next timer.
             let mut next: Option<Instant> = self.flow.poll_timeout();
             for host in [&mut self.client, &mut self.server] {
-                if let Some(at) = host.iface.poll_at(t, &host.sockets) {
+                if let Some(at) = host.poll_at(t) {
                     let at = self.t0 + Duration::from_micros(at.total_micros() as u64);
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }

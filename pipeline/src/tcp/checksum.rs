@@ -35,6 +35,18 @@ pub(crate) fn csum_fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
+/// The pseudo-header sum (RFC 9293 §3.1) over the addresses, the protocol
+/// and the segment length.
+///
+/// Every word goes through `csum_add`'s end-around carry: a plain `+` on the
+/// accumulator overflows for addresses like 255.255.255.255 (the
+/// `tcp_segment` fuzz target found it: a panic with overflow checks, a
+/// checksum off by one without).
+fn pseudo_sum(addresses: &[u8], proto: u8, len: usize) -> u64 {
+    let [hi, lo] = (len as u16).to_be_bytes();
+    csum_add(csum_add(0, addresses), &[0, proto, hi, lo])
+}
+
 /// Locates the TCP segment of an IP packet: (offset, length, pseudo-header sum).
 /// `None` for anything that is not plain IPv4/IPv6 + TCP.
 pub(crate) fn tcp_span(packet: &[u8]) -> Option<(usize, usize, u64)> {
@@ -47,16 +59,14 @@ pub(crate) fn tcp_span(packet: &[u8]) -> Option<(usize, usize, u64)> {
                 return None;
             }
             let len = total - ihl;
-            let pseudo = csum_add(0, &packet[12..20]) + u64::from(TCP) + len as u64;
-            Some((ihl, len, pseudo))
+            Some((ihl, len, pseudo_sum(&packet[12..20], TCP, len)))
         }
         6 => {
             let len = usize::from(u16::from_be_bytes([*packet.get(4)?, *packet.get(5)?]));
             if *packet.get(6)? != TCP || len < 20 || 40 + len > packet.len() {
                 return None;
             }
-            let pseudo = csum_add(0, &packet[8..40]) + u64::from(TCP) + len as u64;
-            Some((40, len, pseudo))
+            Some((40, len, pseudo_sum(&packet[8..40], TCP, len)))
         }
         _ => None,
     }
@@ -137,6 +147,41 @@ mod tests {
             assert_eq!([p[off + 16], p[off + 17]], good);
             p[off + 5] ^= 1;
             assert!(!tcp_checksum_ok(&p));
+        }
+    }
+
+    #[test]
+    fn pseudo_header_of_all_ones_addresses_does_not_overflow() {
+        // The input the `tcp_segment` fuzz target found: 255.255.255.255 to
+        // 255.255.255.255 (and the IPv6 all-ones pair), checked against
+        // smoltcp's own checksum code.
+        for (src, dst) in [
+            ("255.255.255.255:40000", "255.255.255.255:443"),
+            (
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:40000",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:443",
+            ),
+        ] {
+            let syn = segment::Segment {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                seq: 0xffff_ffff,
+                ack: None,
+                syn: true,
+                rst: false,
+                fin: false,
+                mss: None,
+                window_scale: None,
+                sack_permitted: false,
+                timestamps: false,
+                payload_len: 0,
+            };
+            let mut p = segment::refusal_rst(&syn);
+            assert!(tcp_checksum_ok(&p), "{src}");
+            let (off, _, _) = tcp_span(&p).unwrap();
+            let good = [p[off + 16], p[off + 17]];
+            fill_tcp_checksum(&mut p);
+            assert_eq!([p[off + 16], p[off + 17]], good, "{src}");
         }
     }
 }

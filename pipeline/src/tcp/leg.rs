@@ -242,6 +242,11 @@ impl Leg {
     /// segment no socket accepts, a challenge ACK) lands in `reply`.
     /// Returns whether `reply` was filled.
     /// With `checksum_trusted` the TCP checksum is not verified.
+    ///
+    /// Anything but a plain IPv4/IPv6 TCP segment is dropped unanswered: the
+    /// leg owns another host's address, and smoltcp would answer an ICMP
+    /// echo, a UDP datagram or an unknown protocol (even an IPv4 header
+    /// shorter than 20 bytes) in that host's name.
     pub(crate) fn ingress(
         &mut self,
         packet: &[u8],
@@ -249,6 +254,9 @@ impl Leg {
         now: SmolInstant,
         reply: &mut Vec<u8>,
     ) -> bool {
+        if tcp_span(packet).is_none() {
+            return false;
+        }
         if !checksum_trusted && !tcp_checksum_ok(packet) {
             // A corrupted segment is dropped, as a host would; the peer retransmits.
             return false;

@@ -798,3 +798,82 @@ fn lost_synack_to_client_is_recovered() {
     assert_eq!(net.dropped, 1);
     assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
 }
+
+/// An IPv4 packet of `proto` from `src` to `dst` with a right header checksum.
+fn ipv4_packet(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        panic!("IPv4 addresses")
+    };
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&s.octets());
+    p.extend_from_slice(&d.octets());
+    p.extend_from_slice(payload);
+    fill_checksums(&mut p);
+    p
+}
+
+/// Non-TCP packets on a flow's addresses, each of which a host's stack
+/// answers (an echo reply, "protocol / port unreachable").
+fn stray_packets(from: SocketAddr, to: SocketAddr) -> Vec<Vec<u8>> {
+    let (src, dst) = (from.ip(), to.ip());
+    // ICMP echo request, checksum over the message.
+    let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'];
+    let sum = !super::checksum::csum_fold(super::checksum::csum_add(0, &echo));
+    echo[2..4].copy_from_slice(&sum.to_be_bytes());
+    // UDP (checksum 0: none, for IPv4).
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&from.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&to.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+    // Found by the `tcp_segment` fuzz target: an IPv4 header with IHL 0 and
+    // an unknown protocol, which smoltcp reads and answers with ICMP
+    // "protocol unreachable".
+    let mut ihl0 = ipv4_packet(src, dst, 166, &[]);
+    ihl0[0] = 0x40;
+    ihl0[2..4].copy_from_slice(&0u16.to_be_bytes());
+    ihl0[10..12].copy_from_slice(&[0, 0]);
+    vec![
+        ipv4_packet(src, dst, 1, &echo),
+        ipv4_packet(src, dst, 17, &udp),
+        ipv4_packet(src, dst, 166, b"unknown"),
+        ihl0,
+    ]
+}
+
+#[test]
+fn non_tcp_packets_are_dropped_unanswered() {
+    // A leg is a TCP endpoint under another host's address: it must not
+    // answer anything else in that host's name.
+    let mut net = Net::new(v4(), FlowConfig::default(), 16 * 1024, true, true);
+    // While the server leg connects (the client leg does not exist yet)...
+    net.client.poll(net.smol());
+    let syn = net.client.dev.tx.remove(0);
+    let mut flow = TransparentFlow::from_syn(&syn, &net.cfg, 1, net.now).unwrap();
+    while flow.poll_transmit(net.now).is_some() {}
+    for p in stray_packets(net.a.server, net.a.client) {
+        flow.handle_packet(Side::Server, &p, net.now);
+        assert!(flow.poll_transmit(net.now).is_none(), "answered {p:02x?}");
+    }
+    // ...and on both legs once established.
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.client.socket().state()
+            == State::Established)
+    );
+    let now = net.now;
+    let flow = net.flow.as_mut().unwrap();
+    while flow.poll_transmit(now).is_some() {}
+    for (side, from, to) in [
+        (Side::Client, net.a.client, net.a.server),
+        (Side::Server, net.a.server, net.a.client),
+    ] {
+        for p in stray_packets(from, to) {
+            flow.handle_packet(side, &p, now);
+            assert!(
+                flow.poll_transmit(now).is_none(),
+                "{side:?} leg answered {p:02x?}"
+            );
+        }
+    }
+    assert_eq!(flow.phase(), Phase::Established);
+}
