@@ -657,6 +657,7 @@ fn policy(p: &Policy) -> TlsPolicy {
         legacy_tls: pass_or(p.legacy_block),
         tls13: inspect_unless(p.tls13_pass),
         no_sni: inspect_unless(p.no_sni_pass),
+        on_overload: PassOrBlock::Pass,
     }
 }
 
