@@ -8,11 +8,11 @@
 //!   logged as pass/overload with its policy and scope ids; after a reload
 //!   to `on_overload = "block"` the same client is refused with a reset and
 //!   logged as blocked/overload;
-//! - under a storm of 20,000 in-scope SYNs (and 80,000 hostile frames)
-//!   against a small budget, a normal client's 50 MB download runs
+//! - under a storm of 100,000 in-scope SYNs (to an open server, a closed
+//!   port and a silent address; and 400,000 hostile frames) against a small budget, a normal client's 50 MB download runs
 //!   byte-identical during the storm, overloaded SYNs are counted, and the
 //!   appliance's RSS stays within the budget plus a fixed overhead;
-//! - 3,000 clients that connect and never send a hello: the first fill the
+//! - 10,000 clients that connect and never send a hello: the first fill the
 //!   budget, the rest are passed, RSS stays within the budget plus the same
 //!   overhead, and a normal client's download works while they hold on.
 
@@ -26,6 +26,8 @@ use lab::{LabMode, TestLab};
 const IN_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const OUT_OF_SCOPE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// In the scope's destination range, but no host answers.
+const SILENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 99);
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -168,7 +170,7 @@ fn idle_clients_beyond_the_budget_are_passed_not_held() -> anyhow::Result<()> {
         return Ok(());
     }
     const BUDGET_MIB: u64 = 8;
-    const CLIENTS: u64 = 3_000;
+    const CLIENTS: u64 = 10_000;
     let t = TestLab::build(
         "ovl-idle",
         LabMode::AfPacket,
@@ -284,6 +286,10 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
     let text = with_appliance_keys(
         &std::fs::read_to_string(&config)?,
         &format!("max_intercept_memory = \"{BUDGET_MIB}MiB\""),
+    )
+    .replace(
+        "destination_ports = [\"443/443\"]",
+        "destination_ports = [\"443/443\", \"8443/8443\"]",
     );
     std::fs::write(&config, &text)?;
     let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
@@ -334,7 +340,15 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
     let (pid, out) = down(IN_SCOPE, "during.bin");
     let pid = pid?;
     let mut peak = rss_start;
-    for seed in ["21", "22", "23", "24", "25"] {
+    // 100,000 in-scope SYNs (one frame in five of each storm), in turn to
+    // the open server, a closed port and a silent address of the scope.
+    let mut syns = 0;
+    for round in 0..10u64 {
+        let (to, port) = match round % 3 {
+            0 => (SERVER, "443"),
+            1 => (SERVER, "8443"),
+            _ => (SILENT, "443"),
+        };
         let sent: serde_json::Value = t.helper(
             t.lab.client_ns(),
             &[
@@ -342,16 +356,20 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
                 "--source",
                 &IN_SCOPE.to_string(),
                 "--to",
-                &SERVER.to_string(),
+                &to.to_string(),
+                "--port",
+                port,
                 "--count",
-                "20000",
+                "50000",
                 "--seed",
-                seed,
+                &(21 + round).to_string(),
             ],
         )?;
         assert_eq!(sent["send_errors"], 0, "{sent}");
+        syns += sent["syns"].as_u64().unwrap_or(0);
         peak = peak.max(rss_kib(app.pid)?);
     }
+    assert_eq!(syns, 100_000);
     let status = t.lab.stop(pid, "CONT", Duration::from_secs(120))?;
     assert!(
         status.success(),

@@ -303,7 +303,7 @@ impl TestLab {
         let r = root.display();
         let conf = format!(
             "daemon off;\nmaster_process off;\nuser root;\npid {r}/nginx.pid;\nerror_log {r}/logs/error.log warn;\n\
-             worker_rlimit_nofile 16384;\nevents {{ worker_connections 8192; }}\n\
+             worker_rlimit_nofile 20000;\nevents {{ worker_connections 16384; }}\n\
              http {{\n  access_log {r}/logs/access.log;\n  client_body_temp_path {r}/tmp/body;\n  proxy_temp_path {r}/tmp/proxy;\n\
                fastcgi_temp_path {r}/tmp/fastcgi;\n  uwsgi_temp_path {r}/tmp/uwsgi;\n  scgi_temp_path {r}/tmp/scgi;\n\
                types {{ text/html html; application/octet-stream bin; }}\n  sendfile on;\n\
