@@ -84,8 +84,10 @@ impl Built {
         let (roots, root_warnings) = upstream_roots(&cfg.upstream)?;
         warnings.extend(root_warnings);
         let root_count = roots.len();
-        let mut upstream = UpstreamTls::new(Arc::new(roots), invalid_cert_policy(&cfg.upstream))
-            .map_err(|e| anyhow::anyhow!("[upstream]: {e}"))?;
+        let crls = upstream_crls(&cfg.upstream)?;
+        let mut upstream =
+            UpstreamTls::with_crls(Arc::new(roots), crls, invalid_cert_policy(&cfg.upstream))
+                .map_err(|e| anyhow::anyhow!("[upstream]: {e}"))?;
         for p in cfg.policies.iter() {
             if let Some(path) = &p.keylog {
                 let k = crate::log::keylog::KeyLogFile::open(path)
@@ -223,6 +225,56 @@ fn pem_certs(path: &Path, field: &str) -> anyhow::Result<Vec<CertificateDer<'sta
         );
     }
     Ok(certs)
+}
+
+/// The CRLs of `[upstream] crls`: each entry a PEM file or a glob of the
+/// file name (`crl/*.pem`); every matched file must hold at least one CRL.
+pub fn upstream_crls(
+    u: &config::Upstream,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateRevocationListDer;
+    let mut out = Vec::new();
+    for entry in &u.crls {
+        let name = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let files: Vec<std::path::PathBuf> = if name.contains(['*', '?']) {
+            let dir = entry.parent().unwrap_or(Path::new("."));
+            let glob = wildmatch::WildMatch::new(name);
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .map_err(|e| anyhow::anyhow!("[upstream] crls {}: {e}", entry.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| glob.matches(n))
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("[upstream] crls {}: matches no file", entry.display());
+            }
+            files
+        } else {
+            vec![entry.clone()]
+        };
+        for f in files {
+            let crls = CertificateRevocationListDer::pem_file_iter(&f)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("[upstream] crls {}: {e}", f.display()))?;
+            if crls.is_empty() {
+                bail!(
+                    "[upstream] crls {}: no PEM X509 CRL in the file",
+                    f.display()
+                );
+            }
+            out.extend(crls);
+        }
+    }
+    Ok(out)
 }
 
 /// Adds `certs` to `store`; a certificate that is not a usable trust anchor

@@ -432,3 +432,64 @@ fn a_ca_with_less_than_a_year_left_warns_at_start_and_shows_its_days_in_the_metr
     assert_eq!(left.0, vec![("policy".to_owned(), "pol-a".to_owned())]);
     assert!((98.0..=100.0).contains(&left.1), "{left:?}");
 }
+
+#[test]
+fn upstream_crls_load_by_glob_and_refuse_what_is_not_a_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let crls = dir.path().join("crl");
+    std::fs::create_dir(&crls).unwrap();
+    let with = |entry: &str| {
+        config_text("", "").replace(
+            &format!("roots = \"{}/ca.crt\"\n", ca_dir().display()),
+            &format!(
+                "roots = \"{}/ca.crt\"\ncrls = [\"{entry}\"]\n",
+                ca_dir().display()
+            ),
+        )
+    };
+    // A glob that matches nothing yet.
+    let glob = format!("{}/*.pem", crls.display());
+    let cfg = parse(dir.path(), &with(&glob));
+    let e = err_of(Built::from_config(&cfg, SystemTime::now()));
+    assert!(e.contains("matches no file"), "{e}");
+    // A certificate where a CRL belongs.
+    std::fs::copy(ca_dir().join("ca.crt"), crls.join("a.pem")).unwrap();
+    let e = err_of(Built::from_config(&cfg, SystemTime::now()));
+    assert!(e.contains("a.pem") && e.contains("no PEM X509 CRL"), "{e}");
+    // A real CRL of the test CA (openssl, as an operator makes one).
+    std::fs::remove_file(crls.join("a.pem")).unwrap();
+    let db = dir.path().join("index.txt");
+    std::fs::write(&db, "").unwrap();
+    let number = dir.path().join("crlnumber");
+    std::fs::write(&number, "01\n").unwrap();
+    let conf = dir.path().join("ca.cnf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {}\ncrlnumber = {}\ndefault_md = sha256\n\
+             default_crl_days = 30\ncrl_extensions = ext\n[ext]\nauthorityKeyIdentifier = keyid:always\n",
+            db.display(),
+            number.display()
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new("openssl")
+        .args(["ca", "-gencrl", "-config"])
+        .arg(&conf)
+        .arg("-cert")
+        .arg(ca_dir().join("ca.crt"))
+        .arg("-keyfile")
+        .arg(ca_dir().join("ca.key"))
+        .arg("-out")
+        .arg(crls.join("test-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let n = build::upstream_crls(&cfg.upstream).unwrap().len();
+    assert_eq!(n, 1);
+    Built::from_config(&cfg, SystemTime::now()).unwrap();
+}

@@ -77,7 +77,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "max_intercept_memory",
     "max_half_open",
 ];
-const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate"];
+const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate", "crls"];
 pub(crate) const POLICY_KEYS: &[&str] = &[
     "id",
     "name",
@@ -730,6 +730,7 @@ pub(super) fn build(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         None => Some(Upstream {
             roots: Roots::System,
             extra_roots: Vec::new(),
+            crls: Vec::new(),
             invalid_certificate: InvalidCertificate::Untrusted,
         }),
     };
@@ -1290,6 +1291,11 @@ fn upstream(cx: &mut Cx, t: &Table) -> Option<Upstream> {
             }
         },
     };
+    let crls = if u.t.contains_key("crls") {
+        u.paths(cx, "crls")
+    } else {
+        Some(Vec::new())
+    };
     let extra_roots = if u.t.contains_key("extra_roots") {
         u.paths(cx, "extra_roots")
     } else {
@@ -1307,6 +1313,7 @@ fn upstream(cx: &mut Cx, t: &Table) -> Option<Upstream> {
     Some(Upstream {
         roots: roots?,
         extra_roots: extra_roots?,
+        crls: crls?,
         invalid_certificate: invalid_certificate?,
     })
 }

@@ -226,6 +226,9 @@ pub struct Upstream {
     pub roots: Roots,
     /// More PEM files added to the roots.
     pub extra_roots: Vec<PathBuf>,
+    /// PEM CRLs (files, or globs of the file name) checked against upstream
+    /// chains (resolved paths).
+    pub crls: Vec<PathBuf>,
     /// What to do when a server certificate does not verify.
     pub invalid_certificate: InvalidCertificate,
 }

@@ -178,8 +178,25 @@ impl UpstreamTls {
         roots: Arc<RootCertStore>,
         invalid_certificate: InvalidCertPolicy,
     ) -> Result<UpstreamTls, InterceptError> {
+        Self::with_crls(roots, Vec::new(), invalid_certificate)
+    }
+
+    /// Like [`new`](Self::new), also checking upstream chains against `crls`
+    /// (`[upstream] crls`): a certificate a CRL revokes fails verification
+    /// as any other invalid certificate does. Certificates whose issuer has
+    /// no CRL here are not judged on revocation (rustls' "unknown status
+    /// allowed"), as a browser without that CRL would not.
+    pub fn with_crls(
+        roots: Arc<RootCertStore>,
+        crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+        invalid_certificate: InvalidCertPolicy,
+    ) -> Result<UpstreamTls, InterceptError> {
         let provider = Arc::new(provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        let mut builder = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+        if !crls.is_empty() {
+            builder = builder.with_crls(crls).allow_unknown_revocation_status();
+        }
+        let verifier = builder
             .build()
             .map_err(|e| InterceptError::Config(TlsError::General(e.to_string())))?;
         Ok(UpstreamTls {

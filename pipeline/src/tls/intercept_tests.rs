@@ -56,6 +56,30 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A CRL of this CA revoking `serials`.
+    fn crl(&self, serials: &[u64]) -> rustls::pki_types::CertificateRevocationListDer<'static> {
+        let now = time::OffsetDateTime::now_utc();
+        let p = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        p.signed_by(&self.cert, &self.key).unwrap().der().clone()
+    }
+}
+
 fn roots(cas: &[&Ca]) -> Arc<RootCertStore> {
     let mut r = RootCertStore::empty();
     for ca in cas {
@@ -610,6 +634,64 @@ fn wrong_name_untrusted_forges_with_the_untrusted_issuer() {
     // Not pinning: the rejection of an untrusted forgery is expected.
     assert!(!w.has(|e| matches!(e, Event::ClientRejected { .. })));
     assert!(w.has(|e| matches!(e, Event::Failed(InterceptError::ClientLeg(_)))));
+}
+
+/// An origin whose leaf (serial 4242) the origin CA's CRL lists, or not.
+fn with_crl(revoked: &[u64]) -> (Wire, Lab) {
+    let lab = Lab::new();
+    let client = lab.client(&[&lab.minter.policy], &[&rustls::version::TLS13]);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["origin.test".to_string()]).unwrap();
+    p.serial_number = Some(rcgen::SerialNumber::from(4242u64));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p
+        .signed_by(&key, &lab.origin_ca.cert, &lab.origin_ca.key)
+        .unwrap();
+    let server = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let mut params = lab.params(InvalidCertPolicy::Untrusted, true);
+    params.upstream = UpstreamTls::with_crls(
+        roots(&[&lab.origin_ca]),
+        vec![lab.origin_ca.crl(revoked)],
+        InvalidCertPolicy::Untrusted,
+    )
+    .unwrap();
+    let mut w = Wire::new(client, server, params, 100);
+    w.pump();
+    (w, lab)
+}
+
+#[test]
+fn a_revoked_upstream_certificate_is_invalid_and_an_unlisted_one_is_not() {
+    let (w, _lab) = with_crl(&[4242]);
+    let uc = w.mitm().tls_info().upstream_cert.clone().unwrap();
+    assert!(!uc.verified);
+    assert!(
+        uc.error.as_deref().unwrap_or("").contains("Revoked"),
+        "{:?}",
+        uc.error
+    );
+    // The client fails as it would with the CRL: our leaf is untrusted.
+    assert!(
+        matches!(
+            w.client_err,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{:?}",
+        w.client_err
+    );
+
+    let (w, _lab) = with_crl(&[1, 2, 3]);
+    let uc = w.mitm().tls_info().upstream_cert.clone().unwrap();
+    assert!(uc.verified, "{:?}", uc.error);
+    assert!(w.client_err.is_none(), "{:?}", w.client_err);
 }
 
 #[test]
