@@ -158,6 +158,15 @@ fn capture(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(f)?.permissions().mode() & 0o777, 0o600);
         seen.extend(requests(f)?);
+        // Well-formed sessions: nothing for Wireshark's TCP analysis to flag
+        // (no retransmission, lost segment, out-of-order or bad checksum).
+        let o = std::process::Command::new("tshark")
+            .args(["-n", "-o", "tcp.check_checksum:TRUE", "-r"])
+            .arg(f)
+            .args(["-Y", "tcp.analysis.flags || tcp.checksum.status == 0"])
+            .output()?;
+        let flagged = String::from_utf8_lossy(&o.stdout);
+        assert!(flagged.trim().is_empty(), "{mode:?}: {flagged}");
     }
     let want_get = format!(
         "{IN_SCOPE} {get_port} {SERVER} 443 {} /index.html GET",
