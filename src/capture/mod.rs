@@ -54,15 +54,20 @@ enum Event {
         server: SocketAddr,
         at: SystemTime,
     },
+    /// `bytes` start `offset` bytes into the direction's stream: a chunk
+    /// dropped before it shows as a gap in the sequence numbers, as a
+    /// capture that lost packets does, instead of shifting what follows.
     Data {
         id: u64,
         dir: Direction,
+        offset: u64,
         bytes: Vec<u8>,
         at: SystemTime,
     },
     Fin {
         id: u64,
         dir: Direction,
+        offset: u64,
         at: SystemTime,
     },
     Close {
@@ -233,6 +238,7 @@ impl Inspector for CapturingInspector {
             inner,
             capture: self.capture.clone(),
             id: meta.flow_id,
+            offset: [0; 2],
             closed: false,
         })
     }
@@ -246,15 +252,20 @@ struct CapturingFlow {
     inner: Box<dyn FlowInspector>,
     capture: Arc<Capture>,
     id: u64,
+    /// Bytes seen so far per direction ([`index`]).
+    offset: [u64; 2],
     closed: bool,
 }
 
 impl FlowInspector for CapturingFlow {
     fn on_data(&mut self, dir: Direction, data: &[u8], out: &mut Emit) {
         if !data.is_empty() {
+            let offset = self.offset[index(dir)];
+            self.offset[index(dir)] += data.len() as u64;
             self.capture.send(Event::Data {
                 id: self.id,
                 dir,
+                offset,
                 bytes: data.to_vec(),
                 at: SystemTime::now(),
             });
@@ -266,6 +277,7 @@ impl FlowInspector for CapturingFlow {
         self.capture.send(Event::Fin {
             id: self.id,
             dir,
+            offset: self.offset[index(dir)],
             at: SystemTime::now(),
         });
         self.inner.on_eof(dir, out);
@@ -302,6 +314,8 @@ impl Drop for CapturingFlow {
 struct Session {
     client: SocketAddr,
     server: SocketAddr,
+    /// Sequence number of each stream's first byte.
+    base: [u32; 2],
     /// Next sequence number of the client's and the server's stream.
     seq: [u32; 2],
     fin: [bool; 2],
@@ -420,6 +434,7 @@ impl Writer {
                 let s = Session {
                     client,
                     server,
+                    base: [isn.wrapping_add(1), (!isn).wrapping_add(1)],
                     seq: [isn, !isn],
                     fin: [false; 2],
                 };
@@ -452,12 +467,19 @@ impl Writer {
                 self.emit(&s, Direction::ToServer, s.seq[0], s.seq[1], ack, &[], at);
                 self.sessions.insert(id, s);
             }
-            Event::Data { id, dir, bytes, at } => {
+            Event::Data {
+                id,
+                dir,
+                offset,
+                bytes,
+                at,
+            } => {
                 let Some(mut s) = self.sessions.remove(&id) else {
                     return;
                 };
                 let i = index(dir);
                 if !s.fin[i] {
+                    s.seq[i] = s.base[i].wrapping_add(offset as u32);
                     let flags = Flags {
                         ack: true,
                         psh: true,
@@ -470,8 +492,17 @@ impl Writer {
                 }
                 self.sessions.insert(id, s);
             }
-            Event::Fin { id, dir, at } => {
+            Event::Fin {
+                id,
+                dir,
+                offset,
+                at,
+            } => {
                 if let Some(mut s) = self.sessions.remove(&id) {
+                    let i = index(dir);
+                    if !s.fin[i] {
+                        s.seq[i] = s.base[i].wrapping_add(offset as u32);
+                    }
                     self.fin(&mut s, dir, at);
                     self.sessions.insert(id, s);
                 }
