@@ -877,3 +877,29 @@ fn non_tcp_packets_are_dropped_unanswered() {
     }
     assert_eq!(flow.phase(), Phase::Established);
 }
+
+#[test]
+fn syn_to_or_from_a_non_unicast_address_is_refused() {
+    // A SYN to 255.255.255.255 made the leg's smoltcp interface panic
+    // ("not unicast"); found by the `tcp_segment` fuzz target.
+    let t0 = Instant::now();
+    for (client, server) in [
+        ("192.0.2.10:40000", "255.255.255.255:443"),
+        ("255.255.255.255:40000", "203.0.113.5:443"),
+        ("192.0.2.10:40000", "224.0.0.1:443"),
+        ("0.0.0.0:40000", "203.0.113.5:443"),
+        ("[2001:db8:1::10]:40000", "[ff02::1]:443"),
+    ] {
+        let mut a = v4();
+        a.client = client.parse().unwrap();
+        a.server = server.parse().unwrap();
+        let syn = craft_syn(&a, 1);
+        assert!(
+            matches!(
+                TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, t0),
+                Err(FlowError::Unaddressable { .. })
+            ),
+            "{client} -> {server}"
+        );
+    }
+}
