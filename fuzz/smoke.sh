@@ -41,7 +41,7 @@ for target in $(cargo fuzz list); do
     echo "== $target: ${secs} s from ${dirs[*]:1}"
     if ! cargo fuzz run "$target" "${dirs[@]}" -- \
         -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
-        2> >(grep -vE '^#[0-9]+ +(NEW|REDUCE|pulse|RELOAD) ' >&2); then
+        2> >(grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)[[:space:]]' >&2); then
         failed+=("$target")
     fi
 done

@@ -28,7 +28,9 @@
 //! * the record's byte counters never exceed the TCP payload the flow was
 //!   given from that side; an undecided flow carries an undecided reason, a
 //!   decided one does not; the duration is the virtual time it lived;
-//! * the flow's memory stays bounded.
+//! * the flow's memory stays bounded;
+//! * without hostile input, faults or time jumps, a TLS client trusting the
+//!   policy CA gets its download byte for byte and the connection ends.
 #![no_main]
 
 use std::cell::RefCell;
@@ -749,7 +751,7 @@ fn scenario(input: &Input, lab: &Lab) {
         Server::Raw(b) => (ServerApp::Raw, b[..b.len().min(4096)].to_vec()),
         Server::Closed => (ServerApp::Closed, Vec::new()),
     };
-    let net = lab.net(ctx, client_app, server_app, up, down);
+    let net = lab.net(ctx, client_app, server_app, up.clone(), down.clone());
     let (client, server) = (net.flow.client_addr(), net.flow.server_addr());
     let mut h = Harness {
         net,
@@ -803,6 +805,39 @@ fn scenario(input: &Input, lab: &Lab) {
     }
     let lived = h.net.now.saturating_duration_since(h.net.t0).as_millis() as u64;
     assert_eq!(rec.duration_ms, lived, "duration of the record");
+
+    // Without hostile input, faults or time jumps, a TLS client that trusts
+    // the policy CA gets its download from a TLS server byte for byte,
+    // inspected or passed, and the connection ends.
+    let benign = !input.silent_server
+        && !input.block_inspector
+        && input
+            .ops
+            .iter()
+            .take(MAX_OPS)
+            .all(|op| matches!(op, Op::Run { fault: None, .. }));
+    if let (
+        true,
+        Client::Tls {
+            distrust_policy_ca: false,
+            client_auth: false,
+            ..
+        },
+        Server::Tls {
+            require_client_auth: false,
+            ..
+        },
+    ) = (benign, &input.client, &input.server)
+    {
+        assert_eq!(h.end, Some(End::Finished), "benign connection did not end");
+        assert!(
+            ["inspected", "tls13", "excluded"].contains(&rec.reason.as_str()),
+            "benign connection logged {:?}",
+            rec.reason
+        );
+        assert!(h.net.client_app().got == down, "download corrupted");
+        assert!(h.net.server_app().got == up, "upload corrupted");
+    }
     if trace() {
         // One line per input, to see which paths a corpus reaches:
         // `TLSINSPECT_FUZZ_TRACE=1 cargo fuzz run intercepted_flow <corpus> -- -runs=0`.

@@ -388,7 +388,9 @@ impl Host {
                         match app.tls.as_mut() {
                             Some(c) => {
                                 let mut rd = &buf[..n];
-                                while !rd.is_empty() {
+                                // After a fatal error rustls must not be fed
+                                // again (it asserts so); the rest is dropped.
+                                while !rd.is_empty() && app.tls_err.is_none() {
                                     if c.read_tls(&mut rd).is_err() {
                                         break;
                                     }

@@ -157,7 +157,8 @@ pub enum FlowError {
     /// The packet is TCP but not an opening SYN.
     #[error("client packet is not an opening SYN")]
     NotSyn,
-    /// An address or port of the SYN cannot be used (unspecified, multicast, port 0).
+    /// An address or port of the SYN cannot be used (unspecified, multicast,
+    /// broadcast, port 0).
     #[error("client SYN {src} -> {dst} has an unusable address")]
     Unaddressable {
         /// The SYN's source.
@@ -292,8 +293,11 @@ impl TransparentFlow {
         if !syn.is_opening_syn() {
             return Err(FlowError::NotSyn);
         }
+        // smoltcp's notion of unicast, which a leg's interface asserts for the
+        // address it takes on: a SYN to or from 255.255.255.255 panicked there
+        // (found by the `tcp_segment` fuzz target).
         let usable =
-            |a: SocketAddr| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast();
+            |a: SocketAddr| a.port() != 0 && smoltcp::wire::IpAddress::from(a.ip()).is_unicast();
         if !usable(syn.src) || !usable(syn.dst) {
             return Err(FlowError::Unaddressable {
                 src: syn.src,

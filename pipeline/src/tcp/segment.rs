@@ -84,6 +84,11 @@ pub fn parse_with(packet: &[u8], verify_tcp: bool) -> Result<Segment, PacketErro
     let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match version {
         4 => {
             let ip = Ipv4Packet::new_checked(packet).map_err(|_| PacketError::Ip)?;
+            // smoltcp takes an IHL under 5 and reads TCP from inside the IP
+            // header (found by the `tcp_segment` fuzz target).
+            if ip.header_len() < 20 {
+                return Err(PacketError::Ip);
+            }
             let repr = Ipv4Repr::parse(&ip, &caps).map_err(|_| PacketError::Ip)?;
             if repr.next_header != IpProtocol::Tcp {
                 return Err(PacketError::NotTcp(repr.next_header.into()));
@@ -174,6 +179,9 @@ pub(crate) fn rewrite_syn_mss(packet: &mut [u8], f: impl FnOnce(u16, bool) -> u1
                 let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
                     return false;
                 };
+                if ip.header_len() < 20 {
+                    return false;
+                }
                 (
                     usize::from(ip.header_len()),
                     usize::from(ip.total_len()),
