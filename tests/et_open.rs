@@ -66,9 +66,16 @@ fn validate_prints_loaded_and_skipped_by_keyword_per_file() {
     let (_, rep) = Ruleset::load_files(&paths, &Vars::default());
     let out = tlsinspect::cli::validate::render_ips(&rep);
     eprintln!("{out}");
+    let want = if cfg!(feature = "vectorscan") {
+        "vectorscan"
+    } else {
+        "aho-corasick"
+    };
+    assert_eq!(tlsinspect::inspect::ips::MATCHER, want);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with("ips rules: ") && lines[0].ends_with("prefilter aho-corasick"),
+        lines[0].starts_with("ips rules: ")
+            && lines[0].ends_with(&format!("prefilter {}", tlsinspect::inspect::ips::MATCHER)),
         "{}",
         lines[0]
     );
