@@ -28,7 +28,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
     nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps \
     python3 python3-jsonschema prometheus rsyslog redis-server tshark systemd \
-    chromium chromium-driver libvectorscan-dev
+    chromium chromium-driver libvectorscan-dev pkg-config
 
 # schemathesis (PyPI) fuzzes the console API from its OpenAPI document.
 python3 -m pip install --quiet schemathesis
