@@ -162,7 +162,23 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
 fn read_number(r: &ByteRead, data: &[u8], prev_end: usize) -> Option<(u64, usize)> {
     let base = if r.relative { prev_end as i64 } else { 0 };
     let start = usize::try_from(base.checked_add(r.offset)?).ok()?;
-    let end = start.checked_add(r.nbytes)?;
+    let (start, end) = if r.nbytes == 0 {
+        // A string number of any length (Suricata's strtoull without a
+        // length): leading white space, then the digits there are.
+        let rest = data.get(start..)?;
+        let ws = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let radix = r.string_base?;
+        let digits = rest[ws..]
+            .iter()
+            .position(|b| !(*b as char).is_digit(radix))
+            .unwrap_or(rest.len() - ws);
+        (start + ws, start + ws + digits)
+    } else {
+        (start, start.checked_add(r.nbytes)?)
+    };
     let bytes = data.get(start..end)?;
     let mut v: u64 = match r.string_base {
         Some(radix) => {
@@ -798,5 +814,47 @@ mod tests {
         // not in the buffer the prefilter scans.
         let r = p("fast_pattern; base64_decode; base64_data; content:\"longer literal\";").unwrap();
         assert_eq!(r.fast_pattern, Some((Buffer::RequestBody, b"a".to_vec())));
+    }
+
+    #[test]
+    fn byte_test_of_a_whole_string_number() {
+        // ET's `http.content_len; byte_test:0,<=,30000,0,string,dec;`.
+        let le = "byte_test:0,<=,30000,0,string,dec;";
+        assert!(buf(
+            &format!("http.content_len; {le} content:\"2\";"),
+            Buffer::ContentLen,
+            b"29999"
+        ));
+        assert!(!buf(
+            &format!("http.content_len; {le} content:\"3\";"),
+            Buffer::ContentLen,
+            b"30001"
+        ));
+        // Every digit counts, however many (a 1-byte read would see "3").
+        let gt = "http.content_len; content:\"3\"; byte_test:0,>,4000,0,string,dec;";
+        assert!(buf(gt, Buffer::ContentLen, b"300000"));
+        assert!(!buf(gt, Buffer::ContentLen, b"3000"));
+        // No digits, or a number past u64: no match.
+        let eq0 = "http.content_len; content:\"x\"; byte_test:0,=,0,0,string,dec;";
+        assert!(!buf(eq0, Buffer::ContentLen, b"x"));
+        let eq = "http.content_len; content:\"0\"; byte_test:0,=,0,0,string,dec;";
+        assert!(buf(eq, Buffer::ContentLen, b"0"));
+        let big = "http.content_len; content:\"9\"; byte_test:0,>,1,0,string,dec;";
+        assert!(!buf(big, Buffer::ContentLen, b"99999999999999999999999"));
+        // Relative, after white space, in hex.
+        let hex = "http.content_len; content:\"len=\"; byte_test:0,=,255,0,relative,string,hex;";
+        assert!(buf(hex, Buffer::ContentLen, b"len= ff;"));
+        // Binary reads of 0 bytes stay refused, as do string reads in byte_jump.
+        for opts in ["byte_test:0,=,0,0;", "byte_jump:0,0,string,dec;"] {
+            let rule =
+                format!("alert http any any -> any any (http.uri; content:\"a\"; {opts} sid:1;)");
+            assert!(
+                matches!(
+                    parse_rule(&rule, &Vars::default(), "t:1"),
+                    Err((_, RuleError::Unsupported(_)))
+                ),
+                "{opts}"
+            );
+        }
     }
 }

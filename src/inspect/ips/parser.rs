@@ -696,7 +696,10 @@ fn byte_read(
         return invalid(format!("`{kw}` names a base without `string`"));
     }
     let max = if read.string_base.is_some() { 23 } else { 8 };
-    if nbytes == 0 || nbytes > max {
+    // `byte_test:0,...,string`: Suricata reads the whole number there
+    // (strtoull with no length), as ET's `http.content_len` rules use it.
+    let whole_number = nbytes == 0 && kw == "byte_test" && read.string_base.is_some();
+    if (nbytes == 0 && !whole_number) || nbytes > max {
         return Err(RuleError::Unsupported(format!("{kw} of {nbytes} bytes")));
     }
     Ok((read, rest))
