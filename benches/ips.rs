@@ -7,7 +7,13 @@
 //!   in 16 KiB chunks (TLS-record sized), pass-through engines vs the shipped
 //!   default rules; and a 200 KiB upload held and inspected.
 //!
+//! * `et_open_*`: ET Open's HTTP + TLS set loaded vs no rules, same run.
+//!
 //! Run: `cargo bench --bench ips -- --warm-up-time 1 --measurement-time 3`.
+//! CPU-time tables instead of criterion's wall time (the shared machine is
+//! loaded): `IPS_CPU_TABLE=1` (scan and engine cases), `IPS_ET_TABLE=1`
+//! (ET Open: load time, CPU per MB and per connection with and without the
+//! rules), e.g. `IPS_ET_TABLE=1 cargo bench --bench ips -- et_table`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -338,79 +344,294 @@ fn et_open(c: &mut Criterion) {
     g.finish();
     let et = engines_of(Ruleset::load_files(&et_paths(), &Vars::default()).0);
     let none = Engines::pass_through();
-    let mut m = meta();
-    m.src = "10.0.0.10:40000".parse().unwrap();
-
-    const BODY: usize = 16 << 20;
-    let body = mixed_buffer(BODY);
-    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nServer: nginx\r\nContent-Length: {BODY}\r\n\r\n");
-    let req: &[u8] = b"GET /download/big.html HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html\r\nAccept-Language: en-US\r\nCookie: session=3f9a0c1d2e\r\n\r\n";
+    let w = EtWork::new();
     let mut g = c.benchmark_group("et_open_bulk");
-    g.throughput(Throughput::Bytes(BODY as u64));
+    g.throughput(Throughput::Bytes(w.body.len() as u64));
     g.sample_size(10);
     for (name, e) in [("no_rules", &none), ("et_http_tls", &et)] {
-        g.bench_function(name, |b| {
-            b.iter(|| black_box(download(e, &m, req, head.as_bytes(), &body)))
-        });
+        g.bench_function(name, |b| b.iter(|| w.bulk(e)));
     }
     g.finish();
 
     // One new connection's engine work: its ClientHello, its certificate,
     // one page request and response (the TLS legs are measured elsewhere).
-    let hello = tlsinspect_pipeline::tls::ClientHello {
-        len: 512,
-        legacy_version: 0x0303,
-        sni: Some("www.shop.example.com".into()),
-        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        supported_versions: vec![0x0304, 0x0303],
-        cipher_suites: vec![0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f],
-        extensions: vec![0, 10, 11, 13, 16, 43, 45, 51],
-        signature_algorithms: vec![0x0403, 0x0804, 0x0401],
-        supported_groups: vec![0x001d, 0x0017],
-        ech: false,
-        ja4: "t13d0508h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
-    };
-    let hello_bytes = vec![0x16u8; 512];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["www.shop.example.com".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let chain = vec![leaf.der().clone()];
-    let page = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2048\r\n\r\n";
-    let page_body = mixed_buffer(2048);
     let mut g = c.benchmark_group("et_open_connection");
     for (name, e) in [("no_rules", &none), ("et_http_tls", &et)] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                use tlsinspect_pipeline::api::TlsHandshake;
-                black_box(e.on_tls(
-                    &m,
-                    &TlsHandshake {
-                        hello: &hello,
-                        hello_bytes: &hello_bytes,
-                        upstream_chain: None,
-                    },
-                ));
-                black_box(e.on_tls(
-                    &m,
-                    &TlsHandshake {
-                        hello: &hello,
-                        hello_bytes: &[],
-                        upstream_chain: Some(&chain),
-                    },
-                ));
-                let mut f = e.new_flow(&m);
-                let mut out = Emit::default();
-                f.on_data(Direction::ToServer, req, &mut out);
-                f.on_data(Direction::ToClient, page, &mut out);
-                f.on_data(Direction::ToClient, &page_body, &mut out);
-                black_box(f.finish())
-            })
-        });
+        g.bench_function(name, |b| b.iter(|| w.connection(e)));
     }
     g.finish();
 }
 
-criterion_group!(benches, ips_scan, engine, et_open, cpu_table);
+/// CPU seconds of this thread spent in `f`, run `n` times.
+fn cpu_of(n: usize, mut f: impl FnMut()) -> f64 {
+    let start = thread_cpu_secs();
+    for _ in 0..n {
+        f();
+    }
+    thread_cpu_secs() - start
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// With `IPS_ET_TABLE=1`: ET Open's HTTP + TLS set against no rules in one
+/// run, in CPU time (rounds alternate so drift hits both alike): the set's
+/// load time, CPU per MB of an inspected download, CPU per new connection
+/// (its ClientHello, certificate, one request and response).
+fn et_table(_c: &mut Criterion) {
+    if std::env::var_os("IPS_ET_TABLE").is_none() {
+        return;
+    }
+    let rounds: usize = std::env::var("IPS_ET_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut load_wall = Vec::new();
+    let mut load_cpu = Vec::new();
+    let mut loaded = 0;
+    for _ in 0..rounds {
+        let (t, c) = (std::time::Instant::now(), thread_cpu_secs());
+        let (set, _) = Ruleset::load_files(&et_paths(), &Vars::default());
+        load_cpu.push(thread_cpu_secs() - c);
+        load_wall.push(t.elapsed().as_secs_f64());
+        loaded = set.rules().len();
+    }
+    println!(
+        "et-table prefilter {}: {loaded} rules load in {:.3} s wall, {:.2} s CPU (median of {rounds})",
+        tlsinspect::inspect::ips::MATCHER,
+        median(load_wall),
+        median(load_cpu)
+    );
+    let et = engines_of(Ruleset::load_files(&et_paths(), &Vars::default()).0);
+    let none = Engines::pass_through();
+    let w = EtWork::new();
+    let (mut bulk_none, mut bulk_et, mut conn_none, mut conn_et) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    const BULK_ITERS: usize = 8;
+    const CONN_ITERS: usize = 4_000;
+    let mb = (BULK_ITERS * w.body.len()) as f64 / 1e6;
+    for _ in 0..rounds {
+        bulk_none.push(cpu_of(BULK_ITERS, || w.bulk(&none)) / mb);
+        bulk_et.push(cpu_of(BULK_ITERS, || w.bulk(&et)) / mb);
+        conn_none.push(cpu_of(CONN_ITERS, || w.connection(&none)) / CONN_ITERS as f64);
+        conn_et.push(cpu_of(CONN_ITERS, || w.connection(&et)) / CONN_ITERS as f64);
+    }
+    let legs = TlsLegs::new();
+    let mut pair = legs.pair();
+    let (mut bulk_tls, mut conn_tls) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        bulk_tls.push(cpu_of(BULK_ITERS, || legs.bulk(&mut pair, &w.body)) / mb);
+        conn_tls.push(cpu_of(CONN_ITERS / 10, || legs.connection()) / (CONN_ITERS / 10) as f64);
+    }
+    let (bt, ct) = (median(bulk_tls), median(conn_tls));
+    let (bn, be) = (median(bulk_none), median(bulk_et));
+    let (cn, ce) = (median(conn_none), median(conn_et));
+    println!(
+        "et-table inspected bulk CPU per MB (TLS legs + engines): no rules {:.3} ms, ET {:.3} ms, ratio {:.2} (target <= 1.5)",
+        (bt + bn) * 1e3,
+        (bt + be) * 1e3,
+        (bt + be) / (bt + bn)
+    );
+    println!(
+        "et-table inspected connection CPU (TLS legs + engines): no rules {:.1} us, ET {:.1} us, ratio {:.3} (target <= 1.2)",
+        (ct + cn) * 1e6,
+        (ct + ce) * 1e6,
+        (ct + ce) / (ct + cn)
+    );
+    println!(
+        "et-table bulk CPU per MB: no rules {:.3} ms, ET {:.3} ms, +{:.3} ms/MB (x{:.2} engine only)",
+        bn * 1e3,
+        be * 1e3,
+        (be - bn) * 1e3,
+        be / bn
+    );
+    println!(
+        "et-table connection CPU: no rules {:.1} us, ET {:.1} us, +{:.1} us (x{:.2} engine only)",
+        cn * 1e6,
+        ce * 1e6,
+        (ce - cn) * 1e6,
+        ce / cn
+    );
+}
+
+/// The work of [`et_open`], shared with [`et_table`].
+struct EtWork {
+    meta: FlowMeta,
+    body: Vec<u8>,
+    head: Vec<u8>,
+    req: &'static [u8],
+    hello: tlsinspect_pipeline::tls::ClientHello,
+    hello_bytes: Vec<u8>,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    page: &'static [u8],
+    page_body: Vec<u8>,
+}
+
+impl EtWork {
+    fn new() -> EtWork {
+        let mut meta = meta();
+        meta.src = "10.0.0.10:40000".parse().unwrap();
+        const BODY: usize = 16 << 20;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["www.shop.example.com".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        EtWork {
+            meta,
+            body: mixed_buffer(BODY),
+            head: format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nServer: nginx\r\nContent-Length: {BODY}\r\n\r\n").into_bytes(),
+            req: b"GET /download/big.html HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: text/html\r\nAccept-Language: en-US\r\nCookie: session=3f9a0c1d2e\r\n\r\n",
+            hello: tlsinspect_pipeline::tls::ClientHello {
+                len: 512,
+                legacy_version: 0x0303,
+                sni: Some("www.shop.example.com".into()),
+                alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                supported_versions: vec![0x0304, 0x0303],
+                cipher_suites: vec![0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f],
+                extensions: vec![0, 10, 11, 13, 16, 43, 45, 51],
+                signature_algorithms: vec![0x0403, 0x0804, 0x0401],
+                supported_groups: vec![0x001d, 0x0017],
+                ech: false,
+                ja4: "t13d0508h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
+            },
+            hello_bytes: vec![0x16u8; 512],
+            chain: vec![leaf.der().clone()],
+            page: b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2048\r\n\r\n",
+            page_body: mixed_buffer(2048),
+        }
+    }
+
+    fn bulk(&self, e: &Engines) {
+        black_box(download(e, &self.meta, self.req, &self.head, &self.body));
+    }
+
+    fn connection(&self, e: &Engines) {
+        use tlsinspect_pipeline::api::TlsHandshake;
+        black_box(e.on_tls(
+            &self.meta,
+            &TlsHandshake {
+                hello: &self.hello,
+                hello_bytes: &self.hello_bytes,
+                upstream_chain: None,
+            },
+        ));
+        black_box(e.on_tls(
+            &self.meta,
+            &TlsHandshake {
+                hello: &self.hello,
+                hello_bytes: &[],
+                upstream_chain: Some(&self.chain),
+            },
+        ));
+        let mut f = e.new_flow(&self.meta);
+        let mut out = Emit::default();
+        f.on_data(Direction::ToServer, self.req, &mut out);
+        f.on_data(Direction::ToClient, self.page, &mut out);
+        f.on_data(Direction::ToClient, &self.page_body, &mut out);
+        black_box(f.finish());
+    }
+}
+
+/// The TLS work an inspected connection costs the appliance besides its
+/// engines, in memory: one rustls client and server (TLS 1.3, ECDSA P-256,
+/// X25519, AES-128-GCM) — a handshake pair per new connection (the
+/// appliance is server to the client and client to the origin), one
+/// encryption and one decryption per byte of bulk. No TCP, no packet I/O:
+/// a lower bound on what the appliance spends without rules, so a ratio
+/// against it overstates the rules' share.
+struct TlsLegs {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl TlsLegs {
+    fn new() -> TlsLegs {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["www.shop.example.com".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.resumption = rustls::client::Resumption::disabled();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let mut server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        server.send_tls13_tickets = 0;
+        TlsLegs {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        }
+    }
+
+    /// A connected pair, handshake done.
+    fn pair(&self) -> (rustls::Connection, rustls::Connection) {
+        let name = rustls_pki_types::ServerName::try_from("www.shop.example.com").unwrap();
+        let mut c: rustls::Connection = rustls::ClientConnection::new(self.client.clone(), name)
+            .unwrap()
+            .into();
+        let mut s: rustls::Connection = rustls::ServerConnection::new(self.server.clone())
+            .unwrap()
+            .into();
+        while c.is_handshaking() || s.is_handshaking() {
+            let a = move_tls(&mut c, &mut s);
+            let b = move_tls(&mut s, &mut c);
+            assert!(a + b > 0, "handshake stalled");
+        }
+        (c, s)
+    }
+
+    /// CPU work of one new connection's TLS (both sides of one handshake).
+    fn connection(&self) {
+        black_box(self.pair());
+    }
+
+    /// Sends `body` from the server side to the client side in 16 KiB
+    /// records: one encryption and one decryption per byte.
+    fn bulk(&self, pair: &mut (rustls::Connection, rustls::Connection), body: &[u8]) {
+        use std::io::Write as _;
+        let (c, s) = pair;
+        for chunk in body.chunks(16 * 1024) {
+            s.writer().write_all(chunk).unwrap();
+            move_tls(s, c);
+        }
+    }
+}
+
+/// Moves `from`'s pending TLS records into `to` (and drains what `to`
+/// decrypted); the bytes moved.
+fn move_tls(from: &mut rustls::Connection, to: &mut rustls::Connection) -> usize {
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buf).unwrap();
+    }
+    let mut rest = &buf[..];
+    let mut sink = [0u8; 16 * 1024];
+    while !rest.is_empty() {
+        to.read_tls(&mut rest).unwrap();
+        to.process_new_packets().unwrap();
+        while let Ok(n) = to.reader().read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+            black_box(&sink[..n]);
+        }
+    }
+    buf.len()
+}
+
+criterion_group!(benches, ips_scan, engine, et_open, cpu_table, et_table);
 criterion_main!(benches);

@@ -43,6 +43,13 @@ fn at_least_90_percent_of_each_protocol_loads() {
             &top[..top.len().min(15)]
         );
         assert_eq!(loaded + rep.skipped.len(), total);
+        // Keywords supported since: none of their rules is skipped.
+        for kw in ["base64_decode", "base64_data"] {
+            assert!(
+                !rep.skipped.iter().any(|s| s.error.to_string().contains(kw)),
+                "{proto}: a rule skipped for {kw}"
+            );
+        }
         assert!(ratio >= 0.90, "{proto}: only {:.1} % load", ratio * 100.0);
     }
 }
@@ -66,9 +73,16 @@ fn validate_prints_loaded_and_skipped_by_keyword_per_file() {
     let (_, rep) = Ruleset::load_files(&paths, &Vars::default());
     let out = tlsinspect::cli::validate::render_ips(&rep);
     eprintln!("{out}");
+    let want = if cfg!(feature = "vectorscan") {
+        "vectorscan"
+    } else {
+        "aho-corasick"
+    };
+    assert_eq!(tlsinspect::inspect::ips::MATCHER, want);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with("ips rules: ") && lines[0].ends_with("prefilter aho-corasick"),
+        lines[0].starts_with("ips rules: ")
+            && lines[0].ends_with(&format!("prefilter {}", tlsinspect::inspect::ips::MATCHER)),
         "{}",
         lines[0]
     );

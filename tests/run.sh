@@ -28,15 +28,17 @@ apt-get update
 apt-get install -y --no-install-recommends \
     nginx curl openssl ca-certificates iproute2 ethtool iperf3 sslsplit socat procps \
     python3 python3-jsonschema prometheus rsyslog redis-server tshark systemd \
-    chromium chromium-driver
+    chromium chromium-driver libvectorscan-dev pkg-config
 
 # schemathesis (PyPI) fuzzes the console API from its OpenAPI document.
 python3 -m pip install --quiet schemathesis
 
 cargo fmt --all -- --check
-# Also compiles the benchmarks, so they cannot rot.
+# Also compiles the benchmarks, so they cannot rot. Both IPS prefilters:
+# the default build (aho-corasick) and the Vectorscan one the tests run.
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features tlsinspect/vectorscan -- -D warnings
 # Two cores: keep the test harness at two threads; lab tests size themselves.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --features tlsinspect/vectorscan -- --test-threads=2
 # Every fuzz target for a short while, from the committed seeds (cargo-fuzz).
 bash fuzz/smoke.sh

@@ -78,13 +78,42 @@ fn group_matches(g: &Group, data: &[u8]) -> bool {
     } else {
         data
     };
-    // Size conditions do not depend on the match position.
-    let sizes_ok = g.items.iter().all(|it| match it {
+    let mut budget = STEP_BUDGET;
+    sizes_ok(&g.items, data) && step(&g.items, 0, data, 0, &mut budget)
+}
+
+/// Size conditions do not depend on the match position.
+fn sizes_ok(items: &[Item], data: &[u8]) -> bool {
+    items.iter().all(|it| match it {
         Item::Size(c) => c.holds(data.len() as u64),
         _ => true,
-    });
-    let mut budget = STEP_BUDGET;
-    sizes_ok && step(&g.items, 0, data, 0, &mut budget)
+    })
+}
+
+/// Most bytes one `base64_decode` produces: a bound on the work of one
+/// rule on one buffer (the ET rules that decode ask for 300 bytes or a
+/// parameter value).
+const BASE64_MAX_DECODED: usize = 64 * 1024;
+
+/// Decodes base64 as Suricata's RFC 4648 mode does: from the start of
+/// `input` up to the first byte outside the alphabet (or `=`), a trailing
+/// partial quantum decoding to the whole bytes it holds.
+pub fn base64_decode(input: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    let n = input
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'))
+        .unwrap_or(input.len());
+    let n = n.min(BASE64_MAX_DECODED / 3 * 4);
+    // One sextet alone holds no whole byte.
+    let n = if n % 4 == 1 { n - 1 } else { n };
+    ENGINE.decode(&input[..n]).unwrap_or_default()
 }
 
 fn window(c: &Content, prev_end: usize, len: usize) -> (usize, usize) {
@@ -123,6 +152,7 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
         Some(Item::Pcre(p)) => p.relative,
         Some(Item::IsDataAt { relative, .. }) => *relative,
         Some(Item::ByteTest { read, .. } | Item::ByteJump { read, .. }) => read.relative,
+        Some(Item::Base64 { relative, .. }) => *relative,
         Some(Item::Size(_)) => retry_useful(items, next + 1),
     }
 }
@@ -132,7 +162,23 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
 fn read_number(r: &ByteRead, data: &[u8], prev_end: usize) -> Option<(u64, usize)> {
     let base = if r.relative { prev_end as i64 } else { 0 };
     let start = usize::try_from(base.checked_add(r.offset)?).ok()?;
-    let end = start.checked_add(r.nbytes)?;
+    let (start, end) = if r.nbytes == 0 {
+        // A string number of any length (Suricata's strtoull without a
+        // length): leading white space, then the digits there are.
+        let rest = data.get(start..)?;
+        let ws = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let radix = r.string_base?;
+        let digits = rest[ws..]
+            .iter()
+            .position(|b| !(*b as char).is_digit(radix))
+            .unwrap_or(rest.len() - ws);
+        (start + ws, start + ws + digits)
+    } else {
+        (start, start.checked_add(r.nbytes)?)
+    };
     let bytes = data.get(start..end)?;
     let mut v: u64 = match r.string_base {
         Some(radix) => {
@@ -184,6 +230,27 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
         Item::Content(c) => content_step(c, items, i, data, prev_end, budget),
         Item::Pcre(p) => pcre_step(p, items, i, data, prev_end, budget),
         Item::Size(_) => step(items, i + 1, data, prev_end, budget),
+        Item::Base64 {
+            bytes,
+            offset,
+            relative,
+            data: decoded_items,
+        } => {
+            let base = if *relative { prev_end } else { 0 };
+            let start = base.saturating_add(*offset);
+            if start >= data.len() {
+                return false;
+            }
+            let end = match bytes {
+                Some(b) => start.saturating_add(*b).min(data.len()),
+                None => data.len(),
+            };
+            let decoded = base64_decode(&data[start..end]);
+            !decoded.is_empty()
+                && sizes_ok(decoded_items, &decoded)
+                && step(decoded_items, 0, &decoded, 0, budget)
+                && step(items, i + 1, data, prev_end, budget)
+        }
         Item::IsDataAt {
             n,
             relative,
@@ -374,7 +441,7 @@ pub fn luhn_valid(s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parser::{parse_rule, Vars};
+    use super::super::parser::{parse_rule, RuleError, Vars};
     use super::*;
 
     fn m(rule: &str, buf: Buffer, data: &[u8]) -> bool {
@@ -659,5 +726,135 @@ mod tests {
             panic!()
         };
         assert!(c.fast_pattern && c.nocase);
+    }
+
+    #[test]
+    fn base64_decode_and_data() {
+        use base64::Engine as _;
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        // Suricata's RFC 4648 mode: stop at the first byte outside the
+        // alphabet; a partial last quantum gives the bytes it holds.
+        assert_eq!(base64_decode(b"aGVsbG8gd29ybGQ=&x=1"), b"hello world");
+        assert_eq!(base64_decode(b"aGVsbG8"), b"hello");
+        assert_eq!(base64_decode(b"aGVsbG8gdw"), b"hello w");
+        assert_eq!(base64_decode(b"aGVsbG8gd"), b"hello ");
+        assert_eq!(base64_decode(b"%%%"), b"");
+        // ET's ManageEngine shape: relative to the parameter name.
+        let rule = "http.request_body; content:\"SAMLResponse=\"; startswith; nocase; \
+                    base64_decode:offset 0, relative; base64_data; \
+                    content:\"|3a|getRuntime|28 29|\"; nocase; content:\"|3a|exec|28|\"; nocase;";
+        let payload = b64(b"<x>java.lang.Runtime:getRuntime():exec(id)</x>");
+        let body = format!("SAMLResponse={payload}&RelayState=x");
+        assert!(buf(rule, Buffer::RequestBody, body.as_bytes()));
+        // The decoded data, not the encoded text, is inspected.
+        let plain = "SAMLResponse=:getRuntime():exec(";
+        assert!(!buf(rule, Buffer::RequestBody, plain.as_bytes()));
+        // Order inside the decoded data follows its own positions.
+        let swapped = format!("SAMLResponse={}", b64(b":exec( then :getRuntime()"));
+        assert!(buf(rule, Buffer::RequestBody, swapped.as_bytes()));
+        let missing = format!("SAMLResponse={}", b64(b":getRuntime() only"));
+        assert!(!buf(rule, Buffer::RequestBody, missing.as_bytes()));
+        // `bytes` bounds the input; `offset` skips from the relative start.
+        let bounded = "http.request_body; content:\"<m:Data>\"; \
+                       base64_decode:bytes 8, offset 0, relative; base64_data; content:\"SYSTEM\";";
+        let far = format!("<m:Data>{}", b64(b"0123456789 SYSTEM"));
+        assert!(!buf(bounded, Buffer::RequestBody, far.as_bytes()));
+        let near = format!("<m:Data>{}", b64(b"SYSTEM"));
+        assert!(buf(bounded, Buffer::RequestBody, near.as_bytes()));
+        let skip =
+            "http.request_body; base64_decode:offset 4; base64_data; content:\"ok\"; startswith;";
+        assert!(buf(
+            skip,
+            Buffer::RequestBody,
+            format!("xxxx{}", b64(b"ok!")).as_bytes()
+        ));
+        assert!(!buf(
+            skip,
+            Buffer::RequestBody,
+            format!("xx{}", b64(b"ok!")).as_bytes()
+        ));
+        // Backtracking: the first `<base64>` holds no match, the second does.
+        let again = "http.request_body; content:\"<base64>\"; \
+                     base64_decode:relative; base64_data; content:\"|60|\"; startswith;";
+        let two = format!("<base64>{}</base64><base64>{}", b64(b"nope"), b64(b"`id`"));
+        assert!(buf(again, Buffer::RequestBody, two.as_bytes()));
+    }
+
+    #[test]
+    fn base64_keywords_parse_strictly() {
+        let p = |opts: &str| {
+            parse_rule(
+                &format!("alert http any any -> any any (http.request_body; content:\"a\"; {opts} sid:1;)"),
+                &Vars::default(),
+                "t:1",
+            )
+            .map_err(|(_, e)| e)
+        };
+        assert!(
+            p("base64_decode:bytes 10, offset 2, relative; base64_data; content:\"x\";").is_ok()
+        );
+        assert!(p("base64_decode; base64_data; content:\"x\";").is_ok());
+        assert!(matches!(
+            p("base64_data; content:\"x\";"),
+            Err(RuleError::Invalid(_))
+        ));
+        assert!(matches!(
+            p("base64_decode:bytes 0; base64_data; content:\"x\";"),
+            Err(RuleError::Invalid(_))
+        ));
+        assert!(matches!(
+            p("base64_decode:size 3; base64_data; content:\"x\";"),
+            Err(RuleError::Invalid(_))
+        ));
+        assert!(matches!(
+            p("base64_decode; base64_data;"),
+            Err(RuleError::Invalid(_))
+        ));
+        // The decoded data's literal is never the prefilter's key: it is
+        // not in the buffer the prefilter scans.
+        let r = p("fast_pattern; base64_decode; base64_data; content:\"longer literal\";").unwrap();
+        assert_eq!(r.fast_pattern, Some((Buffer::RequestBody, b"a".to_vec())));
+    }
+
+    #[test]
+    fn byte_test_of_a_whole_string_number() {
+        // ET's `http.content_len; byte_test:0,<=,30000,0,string,dec;`.
+        let le = "byte_test:0,<=,30000,0,string,dec;";
+        assert!(buf(
+            &format!("http.content_len; {le} content:\"2\";"),
+            Buffer::ContentLen,
+            b"29999"
+        ));
+        assert!(!buf(
+            &format!("http.content_len; {le} content:\"3\";"),
+            Buffer::ContentLen,
+            b"30001"
+        ));
+        // Every digit counts, however many (a 1-byte read would see "3").
+        let gt = "http.content_len; content:\"3\"; byte_test:0,>,4000,0,string,dec;";
+        assert!(buf(gt, Buffer::ContentLen, b"300000"));
+        assert!(!buf(gt, Buffer::ContentLen, b"3000"));
+        // No digits, or a number past u64: no match.
+        let eq0 = "http.content_len; content:\"x\"; byte_test:0,=,0,0,string,dec;";
+        assert!(!buf(eq0, Buffer::ContentLen, b"x"));
+        let eq = "http.content_len; content:\"0\"; byte_test:0,=,0,0,string,dec;";
+        assert!(buf(eq, Buffer::ContentLen, b"0"));
+        let big = "http.content_len; content:\"9\"; byte_test:0,>,1,0,string,dec;";
+        assert!(!buf(big, Buffer::ContentLen, b"99999999999999999999999"));
+        // Relative, after white space, in hex.
+        let hex = "http.content_len; content:\"len=\"; byte_test:0,=,255,0,relative,string,hex;";
+        assert!(buf(hex, Buffer::ContentLen, b"len= ff;"));
+        // Binary reads of 0 bytes stay refused, as do string reads in byte_jump.
+        for opts in ["byte_test:0,=,0,0;", "byte_jump:0,0,string,dec;"] {
+            let rule =
+                format!("alert http any any -> any any (http.uri; content:\"a\"; {opts} sid:1;)");
+            assert!(
+                matches!(
+                    parse_rule(&rule, &Vars::default(), "t:1"),
+                    Err((_, RuleError::Unsupported(_)))
+                ),
+                "{opts}"
+            );
+        }
     }
 }

@@ -696,7 +696,10 @@ fn byte_read(
         return invalid(format!("`{kw}` names a base without `string`"));
     }
     let max = if read.string_base.is_some() { 23 } else { 8 };
-    if nbytes == 0 || nbytes > max {
+    // `byte_test:0,...,string`: Suricata reads the whole number there
+    // (strtoull with no length), as ET's `http.content_len` rules use it.
+    let whole_number = nbytes == 0 && kw == "byte_test" && read.string_base.is_some();
+    if (nbytes == 0 && !whole_number) || nbytes > max {
         return Err(RuleError::Unsupported(format!("{kw} of {nbytes} bytes")));
     }
     Ok((read, rest))
@@ -959,8 +962,33 @@ struct Parsed {
 /// past any `bsize`/`isdataat`/`pcre` written after it (as Suricata looks
 /// up the last content match).
 fn last_content<'a>(items: &'a mut [Parsed], kw: &str) -> Result<&'a mut Content, RuleError> {
-    for p in items.iter_mut().rev() {
-        match &mut p.item {
+    // After `base64_data`, the last content is in the decoded data's list.
+    let nested = matches!(
+        items.last(),
+        Some(Parsed {
+            item: Item::Base64 { .. },
+            ..
+        })
+    );
+    if nested {
+        if let Some(Parsed {
+            item: Item::Base64 { data, .. },
+            ..
+        }) = items.last_mut()
+        {
+            return last_content_in(data.iter_mut().rev(), kw);
+        }
+        unreachable!("checked above");
+    }
+    last_content_in(items.iter_mut().rev().map(|p| &mut p.item), kw)
+}
+
+fn last_content_in<'a>(
+    rev: impl Iterator<Item = &'a mut Item>,
+    kw: &str,
+) -> Result<&'a mut Content, RuleError> {
+    for it in rev {
+        match it {
             Item::Content(c) => return Ok(c),
             Item::Size(_) | Item::IsDataAt { .. } => {}
             _ => break,
@@ -969,12 +997,45 @@ fn last_content<'a>(items: &'a mut [Parsed], kw: &str) -> Result<&'a mut Content
     invalid(format!("`{kw}` does not follow a content"))
 }
 
+/// `base64_decode[:bytes N][, offset N][, relative]`.
+fn parse_base64_decode(v: Option<&str>) -> Result<Item, RuleError> {
+    let (mut bytes, mut offset, mut relative) = (None, 0usize, false);
+    for part in v.unwrap_or("").split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (k, n) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
+        match k {
+            "relative" if n.is_empty() => relative = true,
+            "bytes" => {
+                let b: usize = num("base64_decode bytes", Some(n.trim()))?;
+                if b == 0 {
+                    return invalid("base64_decode bytes 0");
+                }
+                bytes = Some(b);
+            }
+            "offset" => offset = num("base64_decode offset", Some(n.trim()))?,
+            _ => return invalid(format!("base64_decode option `{part}`")),
+        }
+    }
+    Ok(Item::Base64 {
+        bytes,
+        offset,
+        relative,
+        data: Vec::new(),
+    })
+}
+
 /// The current sticky buffer.
 #[derive(Clone, Copy)]
 struct Cursor {
     buffer: Buffer,
     dual: bool,
     dotprefix: bool,
+    /// After `base64_data`: conditions go to the decoded data of the last
+    /// `base64_decode`.
+    b64: bool,
 }
 
 fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleError> {
@@ -1046,18 +1107,31 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         buffer: Buffer::Raw,
         dual: false,
         dotprefix: false,
+        b64: false,
     };
     // Relative keywords continue the list of the condition before them
     // (which a legacy modifier may have moved off the sticky buffer).
     let prev_cursor = |items: &[Parsed], cur: Cursor| match items.last() {
+        _ if cur.b64 => cur,
         Some(p) => Cursor {
             buffer: p.buffer,
             dual: p.dual,
             dotprefix: p.dotprefix,
+            b64: false,
         },
         None => cur,
     };
     let push = |items: &mut Vec<Parsed>, at: Cursor, item: Item| {
+        if at.b64 {
+            if let Some(Parsed {
+                item: Item::Base64 { data, .. },
+                ..
+            }) = items.last_mut()
+            {
+                data.push(item);
+                return;
+            }
+        }
         items.push(Parsed {
             buffer: at.buffer,
             dual: at.dual,
@@ -1075,6 +1149,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                 buffer: b,
                 dual,
                 dotprefix: false,
+                b64: false,
             };
             continue;
         }
@@ -1165,6 +1240,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                         buffer: b,
                         dual,
                         dotprefix: false,
+                        b64: false,
                     },
                     None if p.relative => prev_cursor(&items, cur),
                     None => cur,
@@ -1208,6 +1284,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                         buffer: b,
                         dual: false,
                         dotprefix: false,
+                        b64: false,
                     },
                     Item::Size(c),
                 );
@@ -1236,6 +1313,40 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                     cur
                 };
                 push(&mut items, at, it);
+            }
+            "base64_decode" => {
+                if cur.b64 {
+                    return Err(RuleError::Unsupported(
+                        "base64_decode of base64_data".into(),
+                    ));
+                }
+                let it = parse_base64_decode(v)?;
+                let at = match it {
+                    Item::Base64 { relative: true, .. } => prev_cursor(&items, cur),
+                    _ => cur,
+                };
+                push(&mut items, at, it);
+            }
+            "base64_data" => {
+                if v.is_some() {
+                    return invalid("`base64_data` takes no value");
+                }
+                match items.last() {
+                    Some(
+                        p @ Parsed {
+                            item: Item::Base64 { .. },
+                            ..
+                        },
+                    ) if !cur.b64 => {
+                        cur = Cursor {
+                            buffer: p.buffer,
+                            dual: p.dual,
+                            dotprefix: p.dotprefix,
+                            b64: true,
+                        };
+                    }
+                    _ => return invalid("`base64_data` does not follow a base64_decode"),
+                }
             }
             "flowbits" => parse_flowbits(v, &mut rule)?,
             "xbits" => rule.xbits.push(parse_xbits(v)?),
@@ -1267,10 +1378,12 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     if !have_sid {
         return invalid("rule has no sid");
     }
-    if !items
-        .iter()
-        .any(|p| matches!(p.item, Item::Content(_) | Item::Pcre(_)))
-    {
+    if !items.iter().any(|p| {
+        matches!(
+            p.item,
+            Item::Content(_) | Item::Pcre(_) | Item::Base64 { .. }
+        )
+    }) {
         return invalid("rule has no content or pcre (header-only rules are not supported)");
     }
     // Group by buffer (and transform), keeping rule order inside each.
@@ -1327,8 +1440,22 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     });
     for g in &mut groups {
         for it in g.items.iter_mut() {
-            if let Item::Content(c) = it {
-                c.searcher = Some(build_searcher(&c.pattern, c.nocase)?);
+            match it {
+                Item::Content(c) => c.searcher = Some(build_searcher(&c.pattern, c.nocase)?),
+                Item::Base64 { data, .. } => {
+                    if !data
+                        .iter()
+                        .any(|d| matches!(d, Item::Content(_) | Item::Pcre(_)))
+                    {
+                        return invalid("base64_data without a content or pcre");
+                    }
+                    for d in data.iter_mut() {
+                        if let Item::Content(c) = d {
+                            c.searcher = Some(build_searcher(&c.pattern, c.nocase)?);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }

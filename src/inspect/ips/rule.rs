@@ -382,6 +382,19 @@ pub enum Item {
         /// `from_beginning`: jump from the buffer start.
         from_beginning: bool,
     },
+    /// `base64_decode` with the conditions of its `base64_data`: the
+    /// decoded bytes must satisfy `data` (a buffer of their own, as
+    /// Suricata's `base64_data`).
+    Base64 {
+        /// `bytes`: most input bytes decoded (none: the rest of the buffer).
+        bytes: Option<usize>,
+        /// `offset` from the buffer start, or from the previous match.
+        offset: usize,
+        /// `relative`.
+        relative: bool,
+        /// Conditions on the decoded data, in rule order.
+        data: Vec<Item>,
+    },
 }
 
 /// The conditions a rule puts on one buffer.
