@@ -94,75 +94,46 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// Settings that only take effect on a restart, as `name: old -> new`;
 /// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let (o, n) = (&old.appliance, &new.appliance);
-    let mut out = Vec::new();
-    let mut cmp = |name: &str, a: String, b: String| {
-        if a != b {
-            out.push(format!("appliance.{name}: {a} -> {b}"));
+    type Show = fn(&config::Appliance) -> String;
+    const FIELDS: [(&str, Show); 14] = [
+        ("mode", |a| format!("{:?}", a.mode)),
+        ("lan", |a| a.lan.clone()),
+        ("wan", |a| a.wan.clone()),
+        ("cpus", |a| format!("{:?}", a.cpus)),
+        ("max_flows", |a| a.max_flows.to_string()),
+        ("flow_idle_timeout", |a| {
+            format!("{:?}", a.flow_idle_timeout)
+        }),
+        ("max_intercept_memory", |a| {
+            a.max_intercept_memory.to_string()
+        }),
+        ("max_half_open", |a| a.max_half_open.to_string()),
+        ("tcp_buffer_bytes", |a| a.tcp_buffer_bytes.to_string()),
+        ("bypass_cache_entries", |a| {
+            a.bypass_cache_entries.to_string()
+        }),
+        ("pinning_bypass_clients", |a| {
+            a.pinning_bypass_clients.to_string()
+        }),
+        ("log", |a| a.log.display().to_string()),
+        ("control", |a| a.control.display().to_string()),
+        ("metrics", |a| format!("{:?}", a.metrics)),
+    ];
+    let mut out: Vec<String> = FIELDS
+        .iter()
+        .filter_map(|(name, show)| {
+            let (a, b) = (show(&old.appliance), show(&new.appliance));
+            (a != b).then(|| format!("appliance.{name}: {a} -> {b}"))
+        })
+        .collect();
+    for (changed, section) in [
+        (old.capture != new.capture, "[capture]"),
+        (old.faults != new.faults, "[faults]"),
+        (old.outputs != new.outputs, "[[output]]"),
+    ] {
+        if changed {
+            out.push(format!("{section}: changed"));
         }
-    };
-    cmp("mode", format!("{:?}", o.mode), format!("{:?}", n.mode));
-    cmp("lan", o.lan.clone(), n.lan.clone());
-    cmp("wan", o.wan.clone(), n.wan.clone());
-    cmp("cpus", format!("{:?}", o.cpus), format!("{:?}", n.cpus));
-    cmp(
-        "max_flows",
-        o.max_flows.to_string(),
-        n.max_flows.to_string(),
-    );
-    cmp(
-        "flow_idle_timeout",
-        format!("{:?}", o.flow_idle_timeout),
-        format!("{:?}", n.flow_idle_timeout),
-    );
-    cmp(
-        "max_intercept_memory",
-        o.max_intercept_memory.to_string(),
-        n.max_intercept_memory.to_string(),
-    );
-    cmp(
-        "max_half_open",
-        o.max_half_open.to_string(),
-        n.max_half_open.to_string(),
-    );
-    cmp(
-        "tcp_buffer_bytes",
-        o.tcp_buffer_bytes.to_string(),
-        n.tcp_buffer_bytes.to_string(),
-    );
-    cmp(
-        "bypass_cache_entries",
-        o.bypass_cache_entries.to_string(),
-        n.bypass_cache_entries.to_string(),
-    );
-    cmp(
-        "pinning_bypass_clients",
-        o.pinning_bypass_clients.to_string(),
-        n.pinning_bypass_clients.to_string(),
-    );
-    cmp(
-        "log",
-        o.log.display().to_string(),
-        n.log.display().to_string(),
-    );
-    cmp(
-        "control",
-        o.control.display().to_string(),
-        n.control.display().to_string(),
-    );
-    cmp(
-        "metrics",
-        format!("{:?}", o.metrics),
-        format!("{:?}", n.metrics),
-    );
-    if old.capture != new.capture {
-        out.push("[capture]: changed".into());
-    }
-    if old.faults != new.faults {
-        out.push("[faults]: changed".into());
-    }
-    if old.outputs != new.outputs {
-        out.push("[[output]]: changed".into());
     }
     out
 }

@@ -12,7 +12,6 @@
 
 mod lab;
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use lab::{LabMode, TestLab};
@@ -48,18 +47,6 @@ loss = 0.05
 reorder = 0.05
 duplicate = 0.01
 "#;
-
-/// The `total:` line of the appliance's final counters, as a map.
-fn totals(stdout: &str) -> HashMap<String, u64> {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("total: "))
-        .unwrap_or_default();
-    line.split(", ")
-        .filter_map(|kv| kv.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
-}
 
 fn faults_lab(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     if lab::skip_without_root() {
@@ -128,8 +115,7 @@ fn faults_lab(mode: LabMode, tag: &str) -> anyhow::Result<()> {
             .find(|l| l.starts_with("total: "))
             .unwrap_or("")
     );
-    let n = totals(&stdout);
-    let get = |k: &str| n.get(k).copied().unwrap_or(0);
+    let get = |k: &str| lab::total(&stdout, k);
     for k in [
         "fault_lost",
         "fault_duplicated",
@@ -143,19 +129,8 @@ fn faults_lab(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     assert!(get("rx_bad_checksum") <= get("fault_corrupted"), "{stdout}");
 
     let records = lab::read_log(&log)?;
-    for port in [down_port, up_port] {
-        let rec = records
-            .iter()
-            .find(|r| r["event_type"] == "flow" && r["src_port"].as_u64() == Some(port.into()))
-            .unwrap_or_else(|| panic!("{mode:?}: no flow record for port {port}"));
-        assert_eq!(rec["tlsinspect"]["action"], "inspected", "{rec}");
-        assert_eq!(rec["tlsinspect"]["policy_id"], "pol-demo", "{rec}");
-        assert_eq!(rec["tlsinspect"]["scope_id"], "sc-https", "{rec}");
-    }
-    let up = records
-        .iter()
-        .find(|r| r["event_type"] == "flow" && r["src_port"].as_u64() == Some(up_port.into()))
-        .unwrap();
+    lab::assert_inspected_flow(&records, down_port);
+    let up = lab::assert_inspected_flow(&records, up_port);
     assert!(
         up["flow"]["bytes_toserver"].as_u64().unwrap_or(0) > 50 << 20,
         "{mode:?}: {up}"

@@ -19,21 +19,6 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const WARM_UP: u64 = 5_000;
 const STEP: u64 = 5_000;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 #[test]
 fn rss_and_descriptors_stay_flat_over_a_long_run() -> anyhow::Result<()> {
     if lab::skip_without_root() {
@@ -94,8 +79,8 @@ fn rss_and_descriptors_stay_flat_over_a_long_run() -> anyhow::Result<()> {
         done += n;
         let point = (
             done,
-            rss_kib(app.pid),
-            open_fds(app.pid),
+            lab::rss_kib(app.pid)?,
+            lab::open_fds(app.pid),
             r["elapsed_ms"].clone(),
         );
         eprintln!(
@@ -110,12 +95,7 @@ fn rss_and_descriptors_stay_flat_over_a_long_run() -> anyhow::Result<()> {
     let report = t.stop_appliance(&app)?;
     let (warm_rss, warm_fds) = warm.unwrap_or_default();
     let (_, last_rss, last_fds, _) = curve.last().cloned().unwrap_or_default();
-    let ended: u64 = report
-        .lines()
-        .filter_map(|l| l.strip_prefix("total:"))
-        .flat_map(|l| l.split(','))
-        .find_map(|kv| kv.trim().strip_prefix("intercepted_ended ")?.parse().ok())
-        .unwrap_or(0);
+    let ended = lab::total(&report, "intercepted_ended");
     // The start-up probe and the warm-up are all the appliance saw besides.
     assert!(
         ended >= total,

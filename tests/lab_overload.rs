@@ -29,28 +29,6 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// In the scope's destination range, but no host answers.
 const SILENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 99);
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0))
-}
-
-/// The `total:` value of `name` in the appliance's final counters.
-fn counter(counters: &str, name: &str) -> u64 {
-    counters
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("total:"))
-        .flat_map(|l| l.split(','))
-        .find_map(|kv| {
-            let mut it = kv.split_whitespace();
-            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 fn with_appliance_keys(text: &str, keys: &str) -> String {
     text.replace("[appliance]\n", &format!("[appliance]\n{keys}\n"))
 }
@@ -109,16 +87,15 @@ fn pass_then_block(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     );
 
     let report = t.stop_appliance(&app)?;
-    assert!(counter(&report, "intercept_overload") >= 2, "{report}");
-    assert_eq!(counter(&report, "intercepted_started"), 0, "{report}");
+    assert!(lab::total(&report, "intercept_overload") >= 2, "{report}");
+    assert_eq!(lab::total(&report, "intercepted_started"), 0, "{report}");
     let records = lab::read_log(&log)?;
     let overload: Vec<_> = records
         .iter()
         .filter(|r| r["event_type"] == "flow" && r["tlsinspect"]["reason"] == "overload")
         .collect();
-    let pass = overload
-        .iter()
-        .find(|r| r["src_port"].as_u64() == Some(passed.into()))
+    let pass = lab::flow_record(&records, passed)
+        .filter(|r| r["tlsinspect"]["reason"] == "overload")
         .unwrap_or_else(|| panic!("{mode:?}: no overload record for the passed flow: {records:?}"));
     assert_eq!(pass["tlsinspect"]["action"], "pass", "{pass}");
     assert_eq!(pass["tlsinspect"]["policy_id"], "pol-demo", "{pass}");
@@ -140,6 +117,50 @@ fn overload_pass_then_block_af_packet() -> anyhow::Result<()> {
 #[test]
 fn overload_pass_then_block_tun() -> anyhow::Result<()> {
     pass_then_block(LabMode::Tun, "ovl-tun")
+}
+
+/// A lab whose appliance runs with a memory budget of `budget_mib` MiB
+/// (and `edit` applied to its config), warmed up by one inspected request.
+struct BudgetLab {
+    t: TestLab,
+    nginx: lab::Nginx,
+    log: std::path::PathBuf,
+    app: lab::Appliance,
+    /// RSS after the warm-up.
+    rss_start: u64,
+}
+
+fn budget_lab(
+    tag: &str,
+    budget_mib: u64,
+    edit: impl FnOnce(String) -> String,
+) -> anyhow::Result<BudgetLab> {
+    let t = TestLab::build(tag, LabMode::AfPacket, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER])?;
+    let nginx = t.start_nginx()?;
+    let (config, log) = t.write_config(IN_SCOPE)?;
+    let text = with_appliance_keys(
+        &std::fs::read_to_string(&config)?,
+        &format!("max_intercept_memory = \"{budget_mib}MiB\""),
+    );
+    std::fs::write(&config, edit(text))?;
+    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
+    let c = t.curl(
+        IN_SCOPE,
+        SERVER,
+        "/index.html",
+        &t.pki.policy_ca_cert,
+        &t.path("w.html"),
+        false,
+    )?;
+    assert_eq!(c.http_code, 200, "{c:?}");
+    let rss_start = lab::rss_kib(app.pid)?;
+    Ok(BudgetLab {
+        t,
+        nginx,
+        log,
+        app,
+        rss_start,
+    })
 }
 
 /// Opens `argv[3]` connections from `argv[1]` to `argv[2]`:443, sends
@@ -171,30 +192,13 @@ fn idle_clients_beyond_the_budget_are_passed_not_held() -> anyhow::Result<()> {
     }
     const BUDGET_MIB: u64 = 8;
     const CLIENTS: u64 = 10_000;
-    let t = TestLab::build(
-        "ovl-idle",
-        LabMode::AfPacket,
-        &[IN_SCOPE, OUT_OF_SCOPE],
-        &[SERVER],
-    )?;
-    let nginx = t.start_nginx()?;
-    let (config, log) = t.write_config(IN_SCOPE)?;
-    let text = with_appliance_keys(
-        &std::fs::read_to_string(&config)?,
-        &format!("max_intercept_memory = \"{BUDGET_MIB}MiB\""),
-    );
-    std::fs::write(&config, &text)?;
-    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
-    let c = t.curl(
-        IN_SCOPE,
-        SERVER,
-        "/index.html",
-        &t.pki.policy_ca_cert,
-        &t.path("w.html"),
-        false,
-    )?;
-    assert_eq!(c.http_code, 200, "{c:?}");
-    let rss_start = rss_kib(app.pid)?;
+    let BudgetLab {
+        t,
+        nginx,
+        log,
+        app,
+        rss_start,
+    } = budget_lab("ovl-idle", BUDGET_MIB, |text| text)?;
 
     let script = t.path("idle.py");
     std::fs::write(&script, IDLE_CLIENTS)?;
@@ -225,7 +229,7 @@ fn idle_clients_beyond_the_budget_are_passed_not_held() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(summary["connected"], CLIENTS, "{summary}");
-    let rss_held = rss_kib(app.pid)?;
+    let rss_held = lab::rss_kib(app.pid)?;
 
     // A normal download while they hold on: passed (the budget is full),
     // byte-identical.
@@ -250,7 +254,7 @@ fn idle_clients_beyond_the_budget_are_passed_not_held() -> anyhow::Result<()> {
 
     let report = t.stop_appliance(&app)?;
     eprintln!("RSS {rss_start} KiB at start, {rss_held} KiB with {CLIENTS} idle clients; {report}");
-    let overloaded = counter(&report, "intercept_overload");
+    let overloaded = lab::total(&report, "intercept_overload");
     assert!(
         overloaded + 100 >= CLIENTS,
         "{overloaded} overloaded: {report}"
@@ -275,34 +279,18 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
         return Ok(());
     }
     const BUDGET_MIB: u64 = 4;
-    let t = TestLab::build(
-        "ovl-st",
-        LabMode::AfPacket,
-        &[IN_SCOPE, OUT_OF_SCOPE],
-        &[SERVER],
-    )?;
-    let nginx = t.start_nginx()?;
-    let (config, _log) = t.write_config(IN_SCOPE)?;
-    let text = with_appliance_keys(
-        &std::fs::read_to_string(&config)?,
-        &format!("max_intercept_memory = \"{BUDGET_MIB}MiB\""),
-    )
-    .replace(
-        "destination_ports = [\"443/443\"]",
-        "destination_ports = [\"443/443\", \"8443/8443\"]",
-    );
-    std::fs::write(&config, &text)?;
-    let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
-    let c = t.curl(
-        IN_SCOPE,
-        SERVER,
-        "/index.html",
-        &t.pki.policy_ca_cert,
-        &t.path("w.html"),
-        false,
-    )?;
-    assert_eq!(c.http_code, 200, "{c:?}");
-    let rss_start = rss_kib(app.pid)?;
+    let BudgetLab {
+        t,
+        nginx,
+        app,
+        rss_start,
+        ..
+    } = budget_lab("ovl-st", BUDGET_MIB, |text| {
+        text.replace(
+            "destination_ports = [\"443/443\"]",
+            "destination_ports = [\"443/443\", \"8443/8443\"]",
+        )
+    })?;
 
     let bundle = t.path("both.pem");
     std::fs::write(
@@ -367,7 +355,7 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
         )?;
         assert_eq!(sent["send_errors"], 0, "{sent}");
         syns += sent["syns"].as_u64().unwrap_or(0);
-        peak = peak.max(rss_kib(app.pid)?);
+        peak = peak.max(lab::rss_kib(app.pid)?);
     }
     assert_eq!(syns, 100_000);
     let status = t.lab.stop(pid, "CONT", Duration::from_secs(120))?;
@@ -377,10 +365,10 @@ fn a_syn_storm_against_a_small_budget_costs_no_memory_and_no_download() -> anyho
     );
     assert_eq!(lab::sha256_file(&out)?, nginx.big_sha256);
     std::thread::sleep(Duration::from_secs(1));
-    peak = peak.max(rss_kib(app.pid)?);
+    peak = peak.max(lab::rss_kib(app.pid)?);
     let report = t.stop_appliance(&app)?;
     eprintln!("RSS {rss_start} KiB at start, peak {peak} KiB; {report}");
-    assert!(counter(&report, "intercept_overload") > 0, "{report}");
+    assert!(lab::total(&report, "intercept_overload") > 0, "{report}");
     // The budget plus a fixed overhead (allocator slack, the flow tables,
     // the 50 MB download's buffers).
     let limit = rss_start + BUDGET_MIB * 1024 + 48 * 1024;

@@ -154,7 +154,10 @@ fn reload_lab(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     assert_eq!(r["ok"], true, "{mode:?}: held flow: {r}\n{}", app.stderr());
     assert_eq!(r["issuer"], lab::pki::POLICY_CA_CN, "{mode:?}: {r}");
     assert!(r["status"].as_str().unwrap_or("").contains("200"), "{r}");
-    let held_port = r["port"].as_u64().unwrap_or(0);
+    let held_port = r["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
     let _ = t.lab.stop(held, "TERM", Duration::from_secs(5));
 
     // A connection born after the reload: CA B's chain, and CA A refuses it.
@@ -213,14 +216,8 @@ fn reload_lab(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 
     t.stop_appliance(&app)?;
     let records = lab::read_log(&log)?;
-    for port in [held_port, u64::from(new_port)] {
-        let rec = records
-            .iter()
-            .find(|r| r["event_type"] == "flow" && r["src_port"].as_u64() == Some(port))
-            .unwrap_or_else(|| panic!("{mode:?}: no flow record for port {port}"));
-        assert_eq!(rec["tlsinspect"]["action"], "inspected", "{rec}");
-        assert_eq!(rec["tlsinspect"]["policy_id"], "pol-demo", "{rec}");
-        assert_eq!(rec["tlsinspect"]["scope_id"], "sc-https", "{rec}");
+    for port in [held_port, new_port] {
+        lab::assert_inspected_flow(&records, port);
     }
     Ok(())
 }

@@ -21,34 +21,6 @@ const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Frames in the storm; a fifth of them in-scope SYNs.
 const STORM_FRAMES: u64 = 20_000;
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0))
-}
-
-/// The value of `name` in the totals the appliance prints at exit
-/// (`total: name value, name value, ...`; counters at zero are left out).
-fn counter(counters: &str, name: &str) -> u64 {
-    counters
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("total:"))
-        .flat_map(|l| l.split(','))
-        .find_map(|kv| {
-            let mut it = kv.split_whitespace();
-            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     if lab::skip_without_root() {
         return Ok(());
@@ -63,7 +35,7 @@ fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     let out = t.path("warm.html");
     let c = t.curl(IN_SCOPE, SERVER_A, "/index.html", policy_ca, &out, false)?;
     assert_eq!(c.http_code, 200, "{mode:?}: {c:?}\n{}", app.stderr());
-    let rss_start = rss_kib(app.pid)?;
+    let rss_start = lab::rss_kib(app.pid)?;
 
     // Two storms: the second must not grow memory further (nothing of a
     // spoofed flow stays behind), and neither leaves a lasting peak.
@@ -88,7 +60,7 @@ fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         // Every spoofed handshake ends with the client's RST: nothing
         // waits for the accept timeout (75 s).
         std::thread::sleep(Duration::from_secs(2));
-        rss_after.push(rss_kib(app.pid)?);
+        rss_after.push(lab::rss_kib(app.pid)?);
     }
     // On a bridge, also what only an Ethernet sender can make: VLAN stacks
     // deeper than we walk, IPv4 header lengths below 20 bytes or beyond
@@ -116,10 +88,10 @@ fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     // trimmed after bursts of ended flows), near where it started.
     let limit = rss_start + 32 * 1024;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut rss_end = rss_kib(app.pid)?;
+    let mut rss_end = lab::rss_kib(app.pid)?;
     while rss_end > limit && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
-        rss_end = rss_kib(app.pid)?;
+        rss_end = lab::rss_kib(app.pid)?;
     }
     eprintln!(
         "{mode:?}: RSS {rss_start} KiB before the storms, {rss_after:?} KiB after each, {rss_end} KiB settled"
@@ -152,21 +124,24 @@ fn storm(mode: LabMode, tag: &str) -> anyhow::Result<()> {
 
     let counters = t.stop_appliance(&app)?;
     assert_eq!(
-        counter(&counters, "intercept_half_open"),
+        lab::total(&counters, "intercept_half_open"),
         0,
         "{mode:?}: {counters}"
     );
     // Many spoofed SYNs reached the interception (a flood also overflows
     // the rings: those frames are counted as dropped, never a crash).
-    let started = counter(&counters, "intercepted_started");
+    let started = lab::total(&counters, "intercepted_started");
     assert!(started >= 21 + 1000, "{mode:?}: {counters}");
-    assert!(counter(&counters, "malformed_truncated") > 0, "{counters}");
+    assert!(
+        lab::total(&counters, "malformed_truncated") > 0,
+        "{counters}"
+    );
     if l2 {
         // 4,000 of each kind were sent; a loaded machine's ring overflows
         // lose some of them (counted in rx_dropped), never all.
         for kind in ["malformed_bad_field", "malformed_too_deep"] {
             assert!(
-                counter(&counters, kind) >= 1000,
+                lab::total(&counters, kind) >= 1000,
                 "{mode:?}: {kind}: {counters}"
             );
         }

@@ -242,12 +242,22 @@ impl<D: Device> FaultyDevice<D> {
     /// Sends the transmit frames that are due.
     fn release_tx(&mut self, now: Instant) -> io::Result<()> {
         while let Some(h) = self.tx.held.pop_due(now) {
-            match h.tag {
-                Some(tag) => self.inner.send_tagged(&h.frame, tag, &h.meta.offload)?,
-                None => self.inner.send(&h.frame, &h.meta.offload)?,
-            }
+            self.send_inner(&h.frame, h.tag, &h.meta.offload)?;
         }
         Ok(())
+    }
+
+    /// Hands one frame to the wrapped device, tagged or not.
+    fn send_inner(
+        &mut self,
+        frame: &[u8],
+        tag: Option<VlanTag>,
+        offload: &Offload,
+    ) -> io::Result<()> {
+        match tag {
+            Some(tag) => self.inner.send_tagged(frame, tag, offload),
+            None => self.inner.send(frame, offload),
+        }
     }
 
     /// Sends `frame` through the transmit faults (tagged or not).
@@ -262,32 +272,24 @@ impl<D: Device> FaultyDevice<D> {
         let fates = self.tx.decide(&mut self.rng, now, &mut self.injected);
         for fate in fates.into_iter().flatten() {
             match fate {
-                Fate::Now => match tag {
-                    Some(tag) => self.inner.send_tagged(frame, tag, offload)?,
-                    None => self.inner.send(frame, offload)?,
-                },
+                Fate::Now => self.send_inner(frame, tag, offload)?,
                 Fate::Copy { corrupt, due } => {
                     let mut copy = frame.to_vec();
                     let mut offload = *offload;
                     if corrupt && corrupt_frame(&mut copy, medium, &mut offload, &mut self.rng) {
                         self.injected.corrupted += 1;
                     }
-                    let held = HeldFrame {
-                        due: due.unwrap_or(now),
-                        frame: copy,
-                        meta: RxMeta {
-                            vlan: None,
-                            offload,
-                        },
-                        tag,
-                    };
-                    if due.is_some() {
-                        self.tx.held.push(held);
-                    } else {
-                        match tag {
-                            Some(tag) => self.inner.send_tagged(&held.frame, tag, &offload)?,
-                            None => self.inner.send(&held.frame, &offload)?,
-                        }
+                    match due {
+                        Some(due) => self.tx.held.push(HeldFrame {
+                            due,
+                            frame: copy,
+                            meta: RxMeta {
+                                vlan: None,
+                                offload,
+                            },
+                            tag,
+                        }),
+                        None => self.send_inner(&copy, tag, &offload)?,
                     }
                 }
             }

@@ -22,7 +22,7 @@ use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +74,8 @@ enum Event {
         id: u64,
         at: SystemTime,
     },
+    /// [`Capture::shutdown`]: write what is queued, then end.
+    Stop,
 }
 
 /// Counters of the capture, for the metrics and the shutdown report.
@@ -91,7 +93,9 @@ pub struct CaptureStats {
 
 /// The running capture: the queue into its thread.
 pub struct Capture {
-    tx: Mutex<Option<Sender<Event>>>,
+    tx: Sender<Event>,
+    /// Set by [`Capture::shutdown`]; later events are dropped and counted.
+    stopped: AtomicBool,
     policies: Option<HashSet<Arc<str>>>,
     stats: Arc<CaptureStats>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -147,7 +151,8 @@ impl Capture {
             })
             .context("starting the capture thread")?;
         Ok(Arc::new(Capture {
-            tx: Mutex::new(Some(tx)),
+            tx,
+            stopped: AtomicBool::new(false),
             policies: cfg.policies.as_ref().map(|p| p.iter().cloned().collect()),
             stats,
             thread: Mutex::new(Some(thread)),
@@ -171,9 +176,11 @@ impl Capture {
     }
 
     fn send(&self, ev: Event) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        match tx.try_send(ev) {
+        if self.stopped.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +190,10 @@ impl Capture {
 
     /// Writes what is queued, closes the files and stops the thread.
     pub fn shutdown(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            // Blocks while the queue is full: the writer drains it.
+            let _ = self.tx.send(Event::Stop);
+        }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
@@ -392,13 +402,17 @@ impl Writer {
         loop {
             self.accept();
             match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(ev) => self.on_event(ev),
                 Err(RecvTimeoutError::Timeout) => {
                     self.files.flush(&self.stats);
                     self.flush_clients();
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             }
+        }
+        // What workers queued while the stop was on its way.
+        while let Ok(ev) = rx.try_recv() {
+            self.on_event(ev);
         }
         // Sessions still open get their FINs, so the files end cleanly.
         let open: Vec<u64> = self.sessions.keys().copied().collect();
@@ -423,6 +437,7 @@ impl Writer {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
+            Event::Stop => {}
             Event::Open {
                 id,
                 client,

@@ -30,33 +30,14 @@ pub enum HelperCommand {
         timeout_ms: u64,
     },
     /// Send a storm of hostile IPv4/TCP packets; print what was sent as JSON.
-    Storm {
-        #[arg(long)]
-        source: Ipv4Addr,
-        #[arg(long)]
-        to: Ipv4Addr,
-        #[arg(long, default_value_t = 443)]
-        port: u16,
-        #[arg(long, default_value_t = 10_000)]
-        count: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Storm(StormArgs),
     /// Send a storm of hostile Ethernet frames out of `iface`; print what
     /// was sent as JSON.
     L2Storm {
         #[arg(long)]
         iface: String,
-        #[arg(long)]
-        source: Ipv4Addr,
-        #[arg(long)]
-        to: Ipv4Addr,
-        #[arg(long, default_value_t = 443)]
-        port: u16,
-        #[arg(long, default_value_t = 10_000)]
-        count: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        storm: StormArgs,
     },
     /// Echo UDP datagrams until killed.
     UdpEcho {
@@ -126,6 +107,21 @@ pub enum HelperCommand {
     },
 }
 
+/// Who a storm comes from, where it goes, how long and which one.
+#[derive(Debug, clap::Args)]
+pub struct StormArgs {
+    #[arg(long)]
+    source: Ipv4Addr,
+    #[arg(long)]
+    to: Ipv4Addr,
+    #[arg(long, default_value_t = 443)]
+    port: u16,
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
 /// Runs one `lab-helper` command.
 pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
     let json = match cmd {
@@ -140,21 +136,12 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
             count,
             Duration::from_millis(timeout_ms),
         )?)?,
-        HelperCommand::Storm {
-            source,
-            to,
-            port,
-            count,
-            seed,
-        } => serde_json::to_string(&storm::storm(source, to, port, count, seed)?)?,
-        HelperCommand::L2Storm {
-            iface,
-            source,
-            to,
-            port,
-            count,
-            seed,
-        } => serde_json::to_string(&storm::l2_storm(&iface, source, to, port, count, seed)?)?,
+        HelperCommand::Storm(s) => {
+            serde_json::to_string(&storm::storm(s.source, s.to, s.port, s.count, s.seed)?)?
+        }
+        HelperCommand::L2Storm { iface, storm: s } => serde_json::to_string(&storm::l2_storm(
+            &iface, s.source, s.to, s.port, s.count, s.seed,
+        )?)?,
         HelperCommand::UdpEcho { listen } => {
             probe::udp_echo_server(listen)?;
             return Ok(ExitCode::SUCCESS);

@@ -534,3 +534,50 @@ pub fn read_log(path: &Path) -> anyhow::Result<Vec<Value>> {
     eve::assert_valid(&records);
     Ok(records)
 }
+
+/// Resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+/// Open descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The value of `name` in the totals the appliance prints at exit
+/// (`total: name value, name value, ...`; counters at zero are left out).
+pub fn total(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("total:"))
+        .flat_map(|l| l.split(','))
+        .find_map(|kv| {
+            let mut it = kv.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The `flow` record of the connection from client port `port`.
+pub fn flow_record(records: &[Value], port: u16) -> Option<&Value> {
+    records
+        .iter()
+        .find(|r| r["event_type"] == "flow" && r["src_port"].as_u64() == Some(port.into()))
+}
+
+/// Asserts that the connection from client port `port` was logged as an
+/// inspected flow of the demo policy and scope; returns its record.
+pub fn assert_inspected_flow(records: &[Value], port: u16) -> &Value {
+    let rec =
+        flow_record(records, port).unwrap_or_else(|| panic!("no flow record for port {port}"));
+    assert_eq!(rec["tlsinspect"]["action"], "inspected", "{rec}");
+    assert_eq!(rec["tlsinspect"]["policy_id"], "pol-demo", "{rec}");
+    assert_eq!(rec["tlsinspect"]["scope_id"], "sc-https", "{rec}");
+    rec
+}
