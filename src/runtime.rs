@@ -65,6 +65,7 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         faults: cfg.faults,
         max_intercept_memory: a.max_intercept_memory,
         max_half_open: a.max_half_open,
+        release_passed_flows: a.release_passed_flows,
     }
 }
 
@@ -95,7 +96,7 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     type Show = fn(&config::Appliance) -> String;
-    const FIELDS: [(&str, Show); 14] = [
+    const FIELDS: [(&str, Show); 15] = [
         ("mode", |a| format!("{:?}", a.mode)),
         ("lan", |a| a.lan.clone()),
         ("wan", |a| a.wan.clone()),
@@ -108,6 +109,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             a.max_intercept_memory.to_string()
         }),
         ("max_half_open", |a| a.max_half_open.to_string()),
+        ("release_passed_flows", |a| {
+            a.release_passed_flows.to_string()
+        }),
         ("tcp_buffer_bytes", |a| a.tcp_buffer_bytes.to_string()),
         ("bypass_cache_entries", |a| {
             a.bypass_cache_entries.to_string()

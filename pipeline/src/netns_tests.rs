@@ -345,6 +345,7 @@ fn start_ring(
         faults: Default::default(),
         max_intercept_memory: usize::MAX,
         max_half_open: usize::MAX,
+        release_passed_flows: true,
     };
     in_ns(&lab.a, move || {
         Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")

@@ -37,13 +37,13 @@ use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
-use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
+use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::latency::Latency;
 use crate::stats::Counters;
-use crate::tcp::Side as Leg;
+use crate::tcp::{Release, Side as Leg, TcpFacts};
 use crate::tls::decision::PassOrBlock;
 
 /// The reason logged for in-scope flows tracked without an interception context.
@@ -94,6 +94,9 @@ pub enum Path {
     InScope,
     /// Consumed by an intercepted flow: NOT forwarded (its output is in the outbox).
     Intercepted,
+    /// Belongs to a passed flow released from its TCP legs: forward the
+    /// rewritten frame [`Dispatcher::rewritten`] instead of the received one.
+    Released,
     /// Did not parse; forwarded unchanged.
     Malformed(FrameError),
 }
@@ -255,7 +258,9 @@ pub struct Dispatcher {
     /// half-open ones (so the cap holds between scans).
     born_since_scan: u64,
     held: hashbrown::HashMap<FlowKey, Held>,
-    /// `intercepted_ended` at the last heap trim (see `take_trim_hint`).
+    /// Intercepted flows whose TCP legs were dropped (ended or released).
+    legs_freed: u64,
+    /// `legs_freed` at the last heap trim (see `take_trim_hint`).
     trimmed_at: u64,
     timers: BinaryHeap<Timer>,
     outbox: Outbox,
@@ -264,6 +269,10 @@ pub struct Dispatcher {
     /// The `now` of the latest packet fed to an intercepted flow.
     last_now: Instant,
     scratch: Vec<u8>,
+    /// Release passed flows from their TCP legs (see [`crate::tcp::release`]).
+    release: bool,
+    /// The rewritten frame of the latest [`Path::Released`].
+    rewritten: Vec<u8>,
     due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
     pub counters: Counters,
@@ -304,12 +313,15 @@ impl Dispatcher {
             max_half_open: u64::MAX,
             born_since_scan: 0,
             held: hashbrown::HashMap::new(),
+            legs_freed: 0,
             trimmed_at: 0,
             timers: BinaryHeap::new(),
             outbox: Outbox::default(),
             pending: Vec::new(),
             last_now: clock.instant,
             scratch: Vec::with_capacity(2048),
+            release: true,
+            rewritten: Vec::with_capacity(2048),
             due: Vec::new(),
             counters: Counters::default(),
             latency: Arc::default(),
@@ -337,6 +349,26 @@ impl Dispatcher {
         self.memory_budget = memory;
         self.max_half_open = half_open as u64;
         self
+    }
+
+    /// Releases passed flows from their TCP legs once everything they hold
+    /// is delivered (on by default; off keeps every passed byte on the legs,
+    /// for comparison benches).
+    pub fn with_release(mut self, on: bool) -> Dispatcher {
+        self.release = on;
+        self
+    }
+
+    /// The frame to forward for the latest [`Path::Released`] (the received
+    /// frame with its TCP header rewritten).
+    pub fn rewritten(&self) -> &[u8] {
+        &self.rewritten
+    }
+
+    /// The buffer behind [`rewritten`](Self::rewritten), for the worker to
+    /// borrow while it forwards the frame.
+    pub(crate) fn rewritten_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.rewritten
     }
 
     /// Hands every frame the intercepted flows produced to `send`, in order, and empties the outbox.
@@ -436,6 +468,14 @@ impl Dispatcher {
             }
             return;
         }
+        if self.release && h.flow.is_releasable() {
+            if let Some(rel) = h.flow.release(None, now) {
+                if let Some(h) = self.held.remove(&key) {
+                    self.release_flow(key, h, rel, now);
+                }
+                return;
+            }
+        }
         if let Some(d) = h.flow.poll_timeout() {
             if h.armed.is_none_or(|a| d < a) {
                 h.armed = Some(d);
@@ -480,6 +520,146 @@ impl Dispatcher {
                 self.abort_intercepted(h, now);
             }
         }
+        let mut released = Vec::new();
+        self.flows.remove_where(
+            |f| {
+                f.released.as_deref().is_some_and(|r| {
+                    r.record.is_some() && r.born < before && policies.contains(&f.scope.policy_id)
+                })
+            },
+            |f| released.push(f),
+        );
+        for f in released {
+            self.counters.intercept_interrupted += 1;
+            self.reset_released(&f);
+            self.end(f, now);
+        }
+    }
+
+    /// Moves a passed flow from its TCP legs to the flow table, where its
+    /// packets are rewritten by `rel`; its record is written when it ends.
+    fn release_flow(&mut self, key: FlowKey, mut h: Held, rel: Release, now: Instant) {
+        let timings = h.flow.timings();
+        if let Ok(mut l) = self.latency.lock() {
+            l.record(&timings);
+        }
+        let record = h.flow.finish(now);
+        self.counters.intercept_released += 1;
+        self.legs_freed += 1;
+        let scope = ScopeMatch {
+            policy_id: record.meta.policy_id.clone(),
+            scope_id: record.meta.scope_id.clone(),
+        };
+        let mut flow = Flow::new(record.meta.flow_id, rel.client, rel.server, scope, now);
+        flow.released = Some(Box::new(Released {
+            rewrite: rel,
+            record: Some(record),
+            macs: h.macs,
+            born: h.born,
+            next_to_client: rel.next_to_client,
+            next_to_server: rel.next_to_server,
+        }));
+        if let Err(e) = self.flows.insert(key, flow) {
+            // Cannot happen: the held flow counted against the same cap.
+            log::warn!("worker {}: releasing {key:?}: {e}", self.worker);
+        }
+    }
+
+    /// Forwards a packet of a released flow rewritten (into `self.rewritten`).
+    fn forward_released(
+        &mut self,
+        key: FlowKey,
+        from_client: bool,
+        seg: Segment,
+        raw: &[u8],
+        link: Link,
+        now: Instant,
+    ) -> Path {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return Path::Fast(FastKind::Tcp);
+        };
+        let done = flow.on_segment(from_client, seg, now);
+        let Some(rel) = flow.released.as_deref_mut() else {
+            return Path::InScope;
+        };
+        let (rewrite, next) = if from_client {
+            (rel.rewrite.to_server, &mut rel.next_to_server)
+        } else {
+            (rel.rewrite.to_client, &mut rel.next_to_client)
+        };
+        if !seg.flags.rst() {
+            let ctl = u32::from(seg.flags.syn()) + u32::from(seg.flags.fin());
+            let end = (seg.seq.wrapping_add(seg.len as u32))
+                .wrapping_add(ctl)
+                .wrapping_add(rewrite.seq);
+            if (end.wrapping_sub(*next) as i32) > 0 {
+                *next = end;
+            }
+        }
+        let out = &mut self.rewritten;
+        out.clear();
+        if let Some(m) = &link.macs {
+            out.extend_from_slice(m);
+            let v6 = raw.first().map(|b| b >> 4) == Some(6);
+            out.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        }
+        let l2 = out.len();
+        out.extend_from_slice(raw);
+        let partial = link.offload.flags & Offload::NEEDS_CSUM != 0;
+        rewrite.apply(&mut out[l2..], partial);
+        self.counters.released_frames += 1;
+        self.counters.released_bytes += out.len() as u64;
+        if done && flow.linger_until.is_none() {
+            // Written now; the entry stays a little for the last ACKs.
+            let record = flow.released.as_mut().and_then(|r| r.record.take());
+            let (toserver, toclient, lived) = (
+                flow.bytes_toserver(),
+                flow.bytes_toclient(),
+                flow.duration(),
+            );
+            self.flows.linger(&key, now, RELEASED_LINGER);
+            if let Some(rec) = record {
+                self.write_released(rec, toserver, toclient, lived, now);
+            }
+        }
+        Path::Released
+    }
+
+    /// Resets both ends of a released flow the appliance gives up on (idle
+    /// timeout, shutdown, an interrupted policy): each gets an RST at the
+    /// sequence number it expects, so it takes it at once.
+    fn reset_released(&mut self, flow: &Flow) {
+        let Some(rel) = flow.released.as_deref().filter(|r| r.record.is_some()) else {
+            return; // not released, or ended already
+        };
+        let (client, server) = (flow.client, flow.server);
+        for (side, src, dst, seq) in [
+            (Side::Lan, server, client, rel.next_to_client),
+            (Side::Wan, client, server, rel.next_to_server),
+        ] {
+            let rst = crate::tcp::segment::reset(src, dst, seq);
+            self.outbox
+                .push(side, rel.macs.as_ref(), &rst, Offload::default());
+            self.counters.intercept_tx_packets += 1;
+        }
+    }
+
+    /// Completes and writes the record of a released flow.
+    fn write_released(
+        &mut self,
+        mut rec: FlowRecord,
+        toserver: u64,
+        toclient: u64,
+        lived: Duration,
+        now: Instant,
+    ) {
+        rec.bytes_toserver += toserver;
+        rec.bytes_toclient += toclient;
+        rec.duration_ms += u64::try_from(lived.as_millis()).unwrap_or(u64::MAX);
+        rec.timestamp = self.clock.system(now);
+        self.log.record(&rec);
+        self.counters.flows_ended += 1;
+        self.counters.intercepted_ended += 1;
     }
 
     fn end_intercepted(&mut self, mut h: Held, now: Instant) {
@@ -489,6 +669,7 @@ impl Dispatcher {
         }
         let rec = h.flow.finish(now);
         self.log.record(&rec);
+        self.legs_freed += 1;
         self.counters.flows_ended += 1;
         self.counters.intercepted_ended += 1;
         self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
@@ -578,6 +759,8 @@ impl Dispatcher {
                 c.inscope_bytes += len as u64;
                 return;
             }
+            // Counted by `forward_released`.
+            Path::Released => return,
             Path::Malformed(e) => {
                 c.malformed += 1;
                 match e {
@@ -634,6 +817,11 @@ impl Dispatcher {
     ) -> Path {
         let Link { macs, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
+        let seg = Segment {
+            seq: tcp.seq,
+            len: tcp.payload.len(),
+            flags: tcp.flags,
+        };
         // (No hashing for the fast path while nothing is intercepted.)
         if let Some(h) = (!self.held.is_empty())
             .then(|| self.held.get_mut(&key))
@@ -666,6 +854,25 @@ impl Dispatcher {
                     self.counters.rx_bad_checksum += 1;
                     return Path::Intercepted;
                 }
+                // A packet that acknowledges all a passed flow's leg sent
+                // releases the flow and is the first to cross rewritten.
+                if self.release && h.flow.is_releasable() {
+                    let rel =
+                        TcpFacts::parse(raw).and_then(|f| h.flow.release(Some((from, &f)), now));
+                    if let Some(rel) = rel {
+                        if let Some(h) = self.held.remove(&key) {
+                            self.release_flow(key, h, rel, now);
+                        }
+                        return self.forward_released(
+                            key,
+                            from == Leg::Client,
+                            seg,
+                            raw,
+                            link,
+                            now,
+                        );
+                    }
+                }
                 h.flow.handle_packet_checked(from, raw, true, now);
                 self.last_now = now;
                 if !h.pending {
@@ -675,11 +882,23 @@ impl Dispatcher {
                 return Path::Intercepted;
             }
         }
-        let seg = Segment {
-            seq: tcp.seq,
-            len: tcp.payload.len(),
-            flags: tcp.flags,
-        };
+        match self.flows.get_mut(&key).map(|f| f.released.is_some()) {
+            // A client's new connection on the ports of a released flow
+            // (ended, or given up on by the client): the old entry goes.
+            Some(true) if side == Side::Lan && tcp.flags.is_initial_syn() => {
+                if let Some(old) = self.flows.remove(&key) {
+                    self.end(old, now);
+                }
+            }
+            Some(true) => {
+                let from_client = self
+                    .flows
+                    .get_mut(&key)
+                    .is_some_and(|f| f.is_from_client(ip.src, tcp.src_port));
+                return self.forward_released(key, from_client, seg, raw, link, now);
+            }
+            _ => {}
+        }
         if let Some(flow) = self.flows.get_mut(&key) {
             let from_client = flow.is_from_client(ip.src, tcp.src_port);
             let done = flow.on_segment(from_client, seg, now);
@@ -829,6 +1048,7 @@ impl Dispatcher {
         let mut ended = Vec::new();
         self.flows.expire(now, |f| ended.push(f));
         for f in ended {
+            self.reset_released(&f);
             self.end(f, now);
         }
         let idle = self.idle;
@@ -861,7 +1081,7 @@ impl Dispatcher {
     /// is over (64 flows or fewer still held), so the memory of the burst's
     /// last flows goes back too.
     pub fn take_trim_hint(&mut self) -> bool {
-        let ended = self.counters.intercepted_ended;
+        let ended = self.legs_freed;
         let since = ended.saturating_sub(self.trimmed_at);
         if since >= 1024 || (since >= 64 && self.held.len() <= 64) {
             self.trimmed_at = ended;
@@ -876,6 +1096,7 @@ impl Dispatcher {
         let mut ended = Vec::new();
         self.flows.drain(|f| ended.push(f));
         for f in ended {
+            self.reset_released(&f);
             self.end(f, now);
         }
         // The state of these connections dies with the worker: reset both
@@ -892,7 +1113,19 @@ impl Dispatcher {
         self.flows.len() + self.held.len()
     }
 
-    fn end(&mut self, flow: Flow, now: Instant) {
+    fn end(&mut self, mut flow: Flow, now: Instant) {
+        if let Some(rel) = flow.released.as_mut() {
+            if let Some(rec) = rel.record.take() {
+                let (s, c, d) = (
+                    flow.bytes_toserver(),
+                    flow.bytes_toclient(),
+                    flow.duration(),
+                );
+                self.write_released(rec, s, c, d, now);
+            }
+            self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
+            return;
+        }
         self.counters.flows_ended += 1;
         self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
         let rec = FlowRecord {
@@ -918,6 +1151,11 @@ impl Dispatcher {
         self.log.record(&rec);
     }
 }
+
+/// How long an ended released flow keeps its entry so that its last
+/// packets (the final ACK, a retransmitted FIN or RST) are still rewritten:
+/// longer than a few retransmissions of a FIN, far shorter than 2*MSL.
+const RELEASED_LINGER: Duration = Duration::from_secs(10);
 
 /// A random seed for a flow's TCP initial sequence numbers.
 fn random_seed() -> u64 {

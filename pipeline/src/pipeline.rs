@@ -67,6 +67,8 @@ pub struct PipelineConfig {
     pub max_intercept_memory: usize,
     /// Intercepted flows with an incomplete handshake, all workers together.
     pub max_half_open: usize,
+    /// Release passed flows from their TCP legs to the fast path.
+    pub release_passed_flows: bool,
 }
 
 /// Why the pipeline could not start.
@@ -320,7 +322,8 @@ impl Pipeline {
             if let Some(ctx) = &intercept {
                 dispatcher = dispatcher
                     .with_intercept(ctx.clone())
-                    .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n));
+                    .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n))
+                    .with_release(cfg.release_passed_flows);
             }
             let latency = dispatcher.latency();
             let worker = Worker {
@@ -460,6 +463,7 @@ mod tests {
             faults: Default::default(),
             max_intercept_memory: usize::MAX,
             max_half_open: usize::MAX,
+            release_passed_flows: true,
         }
     }
 

@@ -142,6 +142,13 @@ counters! {
     /// Intercepted flows whose handshake has not completed yet (gauge,
     /// refreshed by the expiry scan).
     intercept_half_open,
+    /// Passed flows released from their TCP legs to the fast path (their
+    /// later packets cross with a constant-offset rewrite).
+    intercept_released,
+    /// Frames of released flows forwarded (rewritten).
+    released_frames,
+    /// Bytes of released flows forwarded (whole frames).
+    released_bytes,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -126,8 +126,10 @@ impl Ctx<'_> {
                 let path = self
                     .dispatcher
                     .on_ethernet(side, frame, parsed, meta, self.now);
-                if path == Path::Intercepted {
-                    return;
+                match path {
+                    Path::Intercepted => return,
+                    Path::Released => return self.forward_rewritten(meta, out),
+                    _ => {}
                 }
             }
             Medium::Ip => {
@@ -161,12 +163,21 @@ impl Ctx<'_> {
                     }
                 }
                 let path = self.dispatcher.on_ip(side, frame, parsed, meta, self.now);
-                if path == Path::Intercepted {
-                    return;
+                match path {
+                    Path::Intercepted => return,
+                    Path::Released => return self.forward_rewritten(meta, out),
+                    _ => {}
                 }
             }
         }
         self.forward(frame, meta, out);
+    }
+
+    /// Forwards the frame the dispatcher rewrote for a released flow.
+    fn forward_rewritten<D: Device>(&mut self, meta: RxMeta, out: &mut D) {
+        let frame = std::mem::take(self.dispatcher.rewritten_mut());
+        self.forward(&frame, meta, out);
+        *self.dispatcher.rewritten_mut() = frame;
     }
 
     fn forward<D: Device>(&mut self, frame: &[u8], meta: RxMeta, out: &mut D) {

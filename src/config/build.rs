@@ -76,6 +76,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "state_dir",
     "max_intercept_memory",
     "max_half_open",
+    "release_passed_flows",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate", "crls"];
 pub(crate) const POLICY_KEYS: &[&str] = &[
@@ -995,6 +996,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
             None
         }
     };
+    let release_passed_flows = a.boolean(cx, "release_passed_flows").unwrap_or(true);
     let stats_interval = int(
         "stats_interval_secs",
         0,
@@ -1046,6 +1048,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         max_flows: max_flows? as usize,
         max_intercept_memory: usize::try_from(max_intercept_memory?).unwrap_or(usize::MAX),
         max_half_open: max_half_open? as usize,
+        release_passed_flows,
         log: log?,
         control: control?,
         metrics: metrics.ok()?,
