@@ -169,6 +169,8 @@ pub struct Released {
     pub next_to_client: u32,
     /// See `next_to_client`.
     pub next_to_server: u32,
+    /// Its latency, recorded once the server's first bytes are forwarded.
+    pub timings: Option<crate::latency::FlowTimings>,
 }
 
 impl Flow {

@@ -538,10 +538,15 @@ impl Dispatcher {
 
     /// Moves a passed flow from its TCP legs to the flow table, where its
     /// packets are rewritten by `rel`; its record is written when it ends.
+    /// Its latency is recorded now, or, when the server had not answered
+    /// yet, once its first bytes are forwarded.
     fn release_flow(&mut self, key: FlowKey, mut h: Held, rel: Release, now: Instant) {
         let timings = h.flow.timings();
-        if let Ok(mut l) = self.latency.lock() {
-            l.record(&timings);
+        let pending = timings.to_client.is_none().then_some(timings);
+        if pending.is_none() {
+            if let Ok(mut l) = self.latency.lock() {
+                l.record(&timings);
+            }
         }
         let record = h.flow.finish(now);
         self.counters.intercept_released += 1;
@@ -558,6 +563,7 @@ impl Dispatcher {
             born: h.born,
             next_to_client: rel.next_to_client,
             next_to_server: rel.next_to_server,
+            timings: pending,
         }));
         if let Err(e) = self.flows.insert(key, flow) {
             // Cannot happen: the held flow counted against the same cap.
@@ -587,6 +593,15 @@ impl Dispatcher {
         } else {
             (rel.rewrite.to_client, &mut rel.next_to_client)
         };
+        if !from_client && seg.len > 0 {
+            if let Some(mut t) = rel.timings.take() {
+                // The server's first bytes: forwarded in this step.
+                t.to_client = Some(Instant::now().saturating_duration_since(now));
+                if let Ok(mut l) = self.latency.lock() {
+                    l.record(&t);
+                }
+            }
+        }
         if !seg.flags.rst() {
             let ctl = u32::from(seg.flags.syn()) + u32::from(seg.flags.fin());
             let end = (seg.seq.wrapping_add(seg.len as u32))
@@ -1115,6 +1130,11 @@ impl Dispatcher {
 
     fn end(&mut self, mut flow: Flow, now: Instant) {
         if let Some(rel) = flow.released.as_mut() {
+            if let Some(t) = rel.timings.take() {
+                if let Ok(mut l) = self.latency.lock() {
+                    l.record(&t);
+                }
+            }
             if let Some(rec) = rel.record.take() {
                 let (s, c, d) = (
                     flow.bytes_toserver(),
