@@ -1651,6 +1651,137 @@ pub(crate) mod tests {
         tcp_of(f).1
     }
 
+    /// A crafted TCP/IPv4 segment with flags `flags` and a payload, in an
+    /// Ethernet frame.
+    fn segment_frame(
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = crafted(src, dst, smoltcp::wire::TcpControl::None, seq, Some(ack));
+        p.extend_from_slice(payload);
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[20 + 13] = flags;
+        crate::tcp::fill_checksums(&mut p);
+        ft::ether(0x0800, &[], &p)
+    }
+
+    #[test]
+    fn a_passed_flow_is_released_and_its_packets_cross_rewritten() {
+        use smoltcp::wire::TcpControl;
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let port = 40300;
+        let syn = crafted((C, port), (S, 443), TcpControl::Syn, 5000, None);
+        feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn), t0);
+        let ours = drain(&mut d);
+        let our_isn = tcp_of(&ours.iter().find(|(s, _)| *s == Side::Wan).unwrap().1).1;
+        let synack = crafted(
+            (S, 443),
+            (C, port),
+            TcpControl::Syn,
+            90_000,
+            Some(our_isn + 1),
+        );
+        feed(&mut d, Side::Wan, &ft::ether(0x0800, &[], &synack), t0);
+        let out = drain(&mut d);
+        let (_, f) = out
+            .iter()
+            .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
+            .expect("the client's SYN-ACK");
+        let client_isn = tcp_of(f).1;
+        // The client's first bytes are not TLS: passed (non_tls).
+        let req = b"GET / HTTP/1.0\r\n\r\n";
+        let (psh_ack, fin_ack) = (0x18, 0x11);
+        let c1 = segment_frame((C, port), (S, 443), psh_ack, 5001, client_isn + 1, req);
+        assert_eq!(feed(&mut d, Side::Lan, &c1, t0), Path::Intercepted);
+        let out = drain(&mut d);
+        let (_, sent) = out
+            .iter()
+            .find(|(s, f)| *s == Side::Wan && f.len() > 54)
+            .expect("the request on the server leg");
+        assert_eq!(tcp_of(sent).1, our_isn + 1);
+        assert!(sent.ends_with(req));
+        assert_eq!(
+            d.counters.intercept_released, 0,
+            "the request is not acknowledged yet"
+        );
+        // The server's answer acknowledges the request: the flow is released
+        // on it, and it crosses with the client leg's numbers.
+        let resp = b"HTTP/1.0 200 OK\r\n\r\nhi";
+        let ack_req = our_isn + 1 + req.len() as u32;
+        let s1 = segment_frame((S, 443), (C, port), psh_ack, 90_001, ack_req, resp);
+        assert_eq!(feed(&mut d, Side::Wan, &s1, t0), Path::Released);
+        assert_eq!(d.counters.intercept_released, 1);
+        let fwd = d.rewritten().to_vec();
+        assert_eq!(&fwd[..12], &s1[..12], "the frame keeps its link header");
+        let seg = crate::tcp::segment::parse(&fwd[14..]).expect("a valid checksum");
+        assert_eq!(seg.seq, client_isn + 1);
+        assert_eq!(seg.ack, Some(5001 + req.len() as u32));
+        assert!(fwd.ends_with(resp));
+        // The client's ACK and FIN cross with the server leg's numbers.
+        let c2 = segment_frame(
+            (C, port),
+            (S, 443),
+            fin_ack,
+            5001 + req.len() as u32,
+            client_isn + 1 + resp.len() as u32,
+            b"",
+        );
+        assert_eq!(feed(&mut d, Side::Lan, &c2, t0), Path::Released);
+        let seg = crate::tcp::segment::parse(&d.rewritten()[14..]).unwrap();
+        assert_eq!(seg.seq, ack_req);
+        assert_eq!(seg.ack, Some(90_001 + resp.len() as u32));
+        assert!(log.0.lock().unwrap().is_empty());
+        // The server's FIN ends it: logged with every byte, then the entry
+        // lingers for the last ACK.
+        let s2 = segment_frame(
+            (S, 443),
+            (C, port),
+            fin_ack,
+            90_001 + resp.len() as u32,
+            ack_req + 1,
+            b"",
+        );
+        assert_eq!(feed(&mut d, Side::Wan, &s2, t0), Path::Released);
+        {
+            let recs = log.0.lock().unwrap();
+            assert_eq!(recs.len(), 1);
+            assert_eq!(
+                (recs[0].action, recs[0].reason.as_str()),
+                (FlowAction::Pass, "non_tls")
+            );
+            assert_eq!(recs[0].bytes_toserver, req.len() as u64);
+            assert_eq!(recs[0].bytes_toclient, resp.len() as u64);
+            assert_eq!(&*recs[0].meta.policy_id, "pol-1");
+        }
+        let last = segment_frame(
+            (C, port),
+            (S, 443),
+            0x10,
+            5002 + req.len() as u32,
+            client_isn + 2 + resp.len() as u32,
+            b"",
+        );
+        assert_eq!(feed(&mut d, Side::Lan, &last, t0), Path::Released);
+        // A new connection on the same ports is a new intercepted flow.
+        let syn2 = crafted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
+        assert_eq!(
+            feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn2), t0),
+            Path::Intercepted
+        );
+        assert_eq!(
+            log.0.lock().unwrap().len(),
+            1,
+            "the ended flow is not logged twice"
+        );
+        d.expire(t0 + Duration::from_secs(11));
+        assert_eq!(d.active_flows(), 1);
+    }
+
     #[test]
     fn a_client_reset_ends_a_half_open_flow_at_once() {
         use smoltcp::wire::TcpControl;
