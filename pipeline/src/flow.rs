@@ -90,6 +90,14 @@ pub struct StreamBytes {
 }
 
 impl StreamBytes {
+    /// Counts from sequence number `next` on (a stream already under way).
+    pub fn starting_at(next: u32) -> StreamBytes {
+        StreamBytes {
+            next: Some(next),
+            bytes: 0,
+        }
+    }
+
     /// Accounts a segment starting at `seq` carrying `len` payload bytes
     /// (`syn`: the SYN occupies `seq` itself, payload starts one later;
     /// `fin`: the FIN occupies the sequence number after the payload).

@@ -43,7 +43,7 @@ use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::latency::Latency;
 use crate::stats::Counters;
-use crate::tcp::{Release, Side as Leg, TcpFacts};
+use crate::tcp::{Release, Rewrite, Side as Leg, TcpFacts};
 use crate::tls::decision::PassOrBlock;
 
 /// The reason logged for in-scope flows tracked without an interception context.
@@ -94,9 +94,10 @@ pub enum Path {
     InScope,
     /// Consumed by an intercepted flow: NOT forwarded (its output is in the outbox).
     Intercepted,
-    /// Belongs to a passed flow released from its TCP legs: forward the
-    /// rewritten frame [`Dispatcher::rewritten`] instead of the received one.
-    Released,
+    /// Belongs to a passed flow released from its TCP legs: forward it
+    /// after applying the rewrite to its IP packet, in place (the frame's
+    /// TCP checksum is partial when its offload header says `NEEDS_CSUM`).
+    Released(Rewrite),
     /// Did not parse; forwarded unchanged.
     Malformed(FrameError),
 }
@@ -271,8 +272,6 @@ pub struct Dispatcher {
     scratch: Vec<u8>,
     /// Release passed flows from their TCP legs (see [`crate::tcp::release`]).
     release: bool,
-    /// The rewritten frame of the latest [`Path::Released`].
-    rewritten: Vec<u8>,
     due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
     pub counters: Counters,
@@ -321,7 +320,6 @@ impl Dispatcher {
             last_now: clock.instant,
             scratch: Vec::with_capacity(2048),
             release: true,
-            rewritten: Vec::with_capacity(2048),
             due: Vec::new(),
             counters: Counters::default(),
             latency: Arc::default(),
@@ -357,18 +355,6 @@ impl Dispatcher {
     pub fn with_release(mut self, on: bool) -> Dispatcher {
         self.release = on;
         self
-    }
-
-    /// The frame to forward for the latest [`Path::Released`] (the received
-    /// frame with its TCP header rewritten).
-    pub fn rewritten(&self) -> &[u8] {
-        &self.rewritten
-    }
-
-    /// The buffer behind [`rewritten`](Self::rewritten), for the worker to
-    /// borrow while it forwards the frame.
-    pub(crate) fn rewritten_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.rewritten
     }
 
     /// Hands every frame the intercepted flows produced to `send`, in order, and empties the outbox.
@@ -556,6 +542,9 @@ impl Dispatcher {
             scope_id: record.meta.scope_id.clone(),
         };
         let mut flow = Flow::new(record.meta.flow_id, rel.client, rel.server, scope, now);
+        // Reordered segments right after the release still count.
+        flow.toserver = crate::flow::StreamBytes::starting_at(rel.client_seq);
+        flow.toclient = crate::flow::StreamBytes::starting_at(rel.server_seq);
         flow.released = Some(Box::new(Released {
             rewrite: rel,
             record: Some(record),
@@ -571,14 +560,14 @@ impl Dispatcher {
         }
     }
 
-    /// Forwards a packet of a released flow rewritten (into `self.rewritten`).
+    /// Accounts a packet of a released flow; the caller forwards it with
+    /// the rewrite returned in [`Path::Released`].
     fn forward_released(
         &mut self,
         key: FlowKey,
         from_client: bool,
         seg: Segment,
-        raw: &[u8],
-        link: Link,
+        len: usize,
         now: Instant,
     ) -> Path {
         let Some(flow) = self.flows.get_mut(&key) else {
@@ -611,19 +600,8 @@ impl Dispatcher {
                 *next = end;
             }
         }
-        let out = &mut self.rewritten;
-        out.clear();
-        if let Some(m) = &link.macs {
-            out.extend_from_slice(m);
-            let v6 = raw.first().map(|b| b >> 4) == Some(6);
-            out.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-        }
-        let l2 = out.len();
-        out.extend_from_slice(raw);
-        let partial = link.offload.flags & Offload::NEEDS_CSUM != 0;
-        rewrite.apply(&mut out[l2..], partial);
         self.counters.released_frames += 1;
-        self.counters.released_bytes += out.len() as u64;
+        self.counters.released_bytes += len as u64;
         if done && flow.linger_until.is_none() {
             // Written now; the entry stays a little for the last ACKs.
             let record = flow.released.as_mut().and_then(|r| r.record.take());
@@ -637,7 +615,7 @@ impl Dispatcher {
                 self.write_released(rec, toserver, toclient, lived, now);
             }
         }
-        Path::Released
+        Path::Released(rewrite)
     }
 
     /// Resets both ends of a released flow the appliance gives up on (idle
@@ -775,7 +753,7 @@ impl Dispatcher {
                 return;
             }
             // Counted by `forward_released`.
-            Path::Released => return,
+            Path::Released(_) => return,
             Path::Malformed(e) => {
                 c.malformed += 1;
                 match e {
@@ -831,6 +809,7 @@ impl Dispatcher {
         now: Instant,
     ) -> Path {
         let Link { macs, offload } = link;
+        let wire_len = raw.len() + if macs.is_some() { 14 } else { 0 };
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         let seg = Segment {
             seq: tcp.seq,
@@ -878,14 +857,7 @@ impl Dispatcher {
                         if let Some(h) = self.held.remove(&key) {
                             self.release_flow(key, h, rel, now);
                         }
-                        return self.forward_released(
-                            key,
-                            from == Leg::Client,
-                            seg,
-                            raw,
-                            link,
-                            now,
-                        );
+                        return self.forward_released(key, from == Leg::Client, seg, wire_len, now);
                     }
                 }
                 h.flow.handle_packet_checked(from, raw, true, now);
@@ -910,7 +882,7 @@ impl Dispatcher {
                     .flows
                     .get_mut(&key)
                     .is_some_and(|f| f.is_from_client(ip.src, tcp.src_port));
-                return self.forward_released(key, from_client, seg, raw, link, now);
+                return self.forward_released(key, from_client, seg, wire_len, now);
             }
             _ => {}
         }
@@ -1670,6 +1642,17 @@ pub(crate) mod tests {
         ft::ether(0x0800, &[], &p)
     }
 
+    /// Feeds a frame that must take the released path; returns it as the
+    /// worker forwards it (rewritten in place).
+    fn released(d: &mut Dispatcher, side: Side, frame: &[u8], now: Instant) -> Vec<u8> {
+        let Path::Released(rw) = feed(d, side, frame, now) else {
+            panic!("not released");
+        };
+        let mut out = frame.to_vec();
+        assert!(rw.apply(&mut out[14..], false));
+        out
+    }
+
     #[test]
     fn a_passed_flow_is_released_and_its_packets_cross_rewritten() {
         use smoltcp::wire::TcpControl;
@@ -1714,9 +1697,8 @@ pub(crate) mod tests {
         let resp = b"HTTP/1.0 200 OK\r\n\r\nhi";
         let ack_req = our_isn + 1 + req.len() as u32;
         let s1 = segment_frame((S, 443), (C, port), psh_ack, 90_001, ack_req, resp);
-        assert_eq!(feed(&mut d, Side::Wan, &s1, t0), Path::Released);
+        let fwd = released(&mut d, Side::Wan, &s1, t0);
         assert_eq!(d.counters.intercept_released, 1);
-        let fwd = d.rewritten().to_vec();
         assert_eq!(&fwd[..12], &s1[..12], "the frame keeps its link header");
         let seg = crate::tcp::segment::parse(&fwd[14..]).expect("a valid checksum");
         assert_eq!(seg.seq, client_isn + 1);
@@ -1731,8 +1713,8 @@ pub(crate) mod tests {
             client_isn + 1 + resp.len() as u32,
             b"",
         );
-        assert_eq!(feed(&mut d, Side::Lan, &c2, t0), Path::Released);
-        let seg = crate::tcp::segment::parse(&d.rewritten()[14..]).unwrap();
+        let fwd = released(&mut d, Side::Lan, &c2, t0);
+        let seg = crate::tcp::segment::parse(&fwd[14..]).unwrap();
         assert_eq!(seg.seq, ack_req);
         assert_eq!(seg.ack, Some(90_001 + resp.len() as u32));
         assert!(log.0.lock().unwrap().is_empty());
@@ -1746,7 +1728,7 @@ pub(crate) mod tests {
             ack_req + 1,
             b"",
         );
-        assert_eq!(feed(&mut d, Side::Wan, &s2, t0), Path::Released);
+        released(&mut d, Side::Wan, &s2, t0);
         {
             let recs = log.0.lock().unwrap();
             assert_eq!(recs.len(), 1);
@@ -1766,7 +1748,7 @@ pub(crate) mod tests {
             client_isn + 2 + resp.len() as u32,
             b"",
         );
-        assert_eq!(feed(&mut d, Side::Lan, &last, t0), Path::Released);
+        released(&mut d, Side::Lan, &last, t0);
         // A new connection on the same ports is a new intercepted flow.
         let syn2 = crafted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
         assert_eq!(

@@ -30,6 +30,7 @@ use crate::io::{Device, Medium, Offload, RxMeta};
 use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
 use crate::steer::{packet_hash, worker_of};
+use crate::tcp::Rewrite;
 
 /// Frames taken from one side before turning to the other.
 const BUDGET: usize = 256;
@@ -98,7 +99,7 @@ impl Ctx<'_> {
     fn handle<D: Device>(
         &mut self,
         side: Side,
-        frame: &[u8],
+        frame: &mut [u8],
         meta: RxMeta,
         out: &mut D,
         handed: bool,
@@ -128,7 +129,7 @@ impl Ctx<'_> {
                     .on_ethernet(side, frame, parsed, meta, self.now);
                 match path {
                     Path::Intercepted => return,
-                    Path::Released => return self.forward_rewritten(meta, out),
+                    Path::Released(rw) => return self.forward_rewritten(frame, rw, 14, meta, out),
                     _ => {}
                 }
             }
@@ -165,7 +166,7 @@ impl Ctx<'_> {
                 let path = self.dispatcher.on_ip(side, frame, parsed, meta, self.now);
                 match path {
                     Path::Intercepted => return,
-                    Path::Released => return self.forward_rewritten(meta, out),
+                    Path::Released(rw) => return self.forward_rewritten(frame, rw, 0, meta, out),
                     _ => {}
                 }
             }
@@ -173,11 +174,21 @@ impl Ctx<'_> {
         self.forward(frame, meta, out);
     }
 
-    /// Forwards the frame the dispatcher rewrote for a released flow.
-    fn forward_rewritten<D: Device>(&mut self, meta: RxMeta, out: &mut D) {
-        let frame = std::mem::take(self.dispatcher.rewritten_mut());
-        self.forward(&frame, meta, out);
-        *self.dispatcher.rewritten_mut() = frame;
+    /// Forwards a frame of a released flow, its TCP header rewritten in
+    /// place (the IP packet starts `l2` bytes in).
+    fn forward_rewritten<D: Device>(
+        &mut self,
+        frame: &mut [u8],
+        rw: Rewrite,
+        l2: usize,
+        meta: RxMeta,
+        out: &mut D,
+    ) {
+        let partial = meta.offload.flags & Offload::NEEDS_CSUM != 0;
+        if let Some(ip) = frame.get_mut(l2..) {
+            rw.apply(ip, partial);
+        }
+        self.forward(frame, meta, out);
     }
 
     fn forward<D: Device>(&mut self, frame: &[u8], meta: RxMeta, out: &mut D) {
@@ -267,7 +278,7 @@ impl<D: Device> Worker<D> {
                 .wan
                 .recv(BUDGET, |f, m| ctx.handle(Side::Wan, f, m, lan, false));
             let mut handed = 0;
-            while let Ok((side, pkt, offload)) = self.handoff_rx.try_recv() {
+            while let Ok((side, mut pkt, offload)) = self.handoff_rx.try_recv() {
                 ctx.dispatcher.counters.handoff_in += 1;
                 let out = match side {
                     Side::Lan => &mut self.wan,
@@ -277,7 +288,7 @@ impl<D: Device> Worker<D> {
                     vlan: None,
                     offload,
                 };
-                ctx.handle(side, &pkt, meta, out, true);
+                ctx.handle(side, &mut pkt, meta, out, true);
                 handed += 1;
                 if handed >= BUDGET {
                     break;

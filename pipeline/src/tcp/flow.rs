@@ -1125,6 +1125,8 @@ impl TransparentFlow {
             },
             next_to_client: c.snd_nxt()?,
             next_to_server: s.snd_nxt()?,
+            client_seq: c.rcv_nxt()?,
+            server_seq: s.rcv_nxt()?,
         })
     }
 

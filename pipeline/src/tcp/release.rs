@@ -259,6 +259,12 @@ pub struct Release {
     pub next_to_client: u32,
     /// See `next_to_client`.
     pub next_to_server: u32,
+    /// At the release: the next sequence number of the client's own
+    /// stream, and of the server's (as each sends them), where the byte
+    /// counts of the released flow start.
+    pub client_seq: u32,
+    /// See `client_seq`.
+    pub server_seq: u32,
 }
 
 impl Release {
