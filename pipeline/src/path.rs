@@ -440,6 +440,11 @@ impl Dispatcher {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
+            if crate::tcp::TcpFacts::parse(&self.scratch)
+                .is_some_and(|f| f.payload_len == 0 && f.flags == crate::tcp::release::ACK)
+            {
+                self.counters.intercept_tx_acks += 1;
+            }
             if self
                 .outbox
                 .push(side, h.macs.as_ref(), &self.scratch, offload)

@@ -149,6 +149,11 @@ counters! {
     released_frames,
     /// Bytes of released flows forwarded (whole frames).
     released_bytes,
+    /// Pure ACKs (no payload, no other flag) the intercepted flows' legs sent.
+    intercept_tx_acks,
+    /// Times the worker slept in poll(2) and woke up (events, timers or the
+    /// housekeeping tick).
+    wakeups,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -348,6 +348,7 @@ impl<D: Device> Worker<D> {
                 .flatten()
                 .fold(next_housekeeping, Instant::min);
                 let timeout = wake_at.saturating_duration_since(Instant::now());
+                self.dispatcher.counters.wakeups += 1;
                 if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != io::ErrorKind::Interrupted {
                         result = Err(e);

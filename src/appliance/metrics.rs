@@ -130,6 +130,16 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_superseded,
         ),
         Sample::counter(
+            "intercept_tx_acks",
+            "Pure ACKs the intercepted flows' TCP legs sent.",
+            t.intercept_tx_acks,
+        ),
+        Sample::counter(
+            "worker_wakeups",
+            "Times a worker slept in poll(2) and woke up.",
+            t.wakeups,
+        ),
+        Sample::counter(
             "intercept_released",
             "Passed flows released from their TCP legs to the fast path (sequence numbers rewritten per packet).",
             t.intercept_released,

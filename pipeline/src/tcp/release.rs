@@ -28,7 +28,8 @@ use super::checksum::{csum_add, csum_fold, tcp_span};
 pub(crate) const FIN: u8 = 0x01;
 pub(crate) const SYN: u8 = 0x02;
 pub(crate) const RST: u8 = 0x04;
-pub(crate) const ACK: u8 = 0x10;
+/// The ACK flag.
+pub const ACK: u8 = 0x10;
 
 const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;
