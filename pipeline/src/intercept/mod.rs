@@ -71,6 +71,8 @@ use crate::api::{
     TlsInfo,
 };
 use crate::classify::ScopeMatch;
+use smoltcp::socket::tcp::{RecvError, State as TcpState};
+
 use crate::tcp::{FlowConfig, FlowError, FlowEvent, Side, StreamError, TransparentFlow};
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
@@ -280,14 +282,63 @@ impl std::fmt::Debug for InterceptedFlow {
     }
 }
 
-/// Size of the per-call read buffer: one TLS record plus header.
-const READ_CHUNK: usize = 16 * 1024 + 512;
+/// Hands everything `side`'s peer sent to `f` where it lies, in the leg's
+/// receive ring (at most two contiguous runs), and consumes it: the inspected
+/// path reads TLS without copying it out first.
+///
+/// `Ok(0)` when nothing is buffered; the errors of [`TransparentFlow::recv`].
+fn recv_in_place(
+    tcp: &mut TransparentFlow,
+    side: Side,
+    mut f: impl FnMut(&[u8]),
+) -> Result<usize, StreamError> {
+    tcp.with_socket(side, |s| {
+        let mut total = 0;
+        for _ in 0..2 {
+            match s.recv(|data| {
+                f(data);
+                (data.len(), data.len())
+            }) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(_) if total > 0 => break,
+                Err(RecvError::Finished) => return Err(StreamError::Finished(side)),
+                Err(_) => {
+                    return Err(match s.state() {
+                        TcpState::SynSent | TcpState::SynReceived | TcpState::Listen => {
+                            StreamError::NotConnected(side)
+                        }
+                        _ => StreamError::Closed(side),
+                    })
+                }
+            }
+        }
+        Ok(total)
+    })?
+}
 
-thread_local! {
-    /// Per-thread read buffer: a worker drives its flows one at a time, and
-    /// zeroing 16 KiB on the stack for every pump would cost more than the
-    /// bytes it carries; per flow it would cost memory.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK]);
+/// Lets `fill` write into the free space of `side`'s send ring (at most two
+/// contiguous runs) and queues what it wrote; `fill` returns how many bytes
+/// it wrote into the slice it was given. Returns the total.
+fn send_in_place(
+    tcp: &mut TransparentFlow,
+    side: Side,
+    mut fill: impl FnMut(&mut [u8]) -> usize,
+) -> usize {
+    tcp.with_socket(side, |s| {
+        let mut total = 0;
+        for _ in 0..2 {
+            match s.send(|buf| {
+                let n = fill(buf);
+                (n, n)
+            }) {
+                Ok(n) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+        total
+    })
+    .unwrap_or(0)
 }
 
 impl InterceptedFlow {
@@ -795,11 +846,7 @@ impl InterceptedFlow {
     fn pump_out(&mut self) -> bool {
         let mut progress = false;
         for side in [Side::Client, Side::Server] {
-            let mut sink = [0u8; 2048];
-            while let Ok(n) = self.tcp.recv(side, &mut sink) {
-                if n == 0 {
-                    break;
-                }
+            if recv_in_place(&mut self.tcp, side, |_| {}).is_ok_and(|n| n > 0) {
                 progress = true;
             }
         }
@@ -807,16 +854,47 @@ impl InterceptedFlow {
         progress
     }
 
+    /// Whether bytes for `side` wait to be queued on its leg: in the
+    /// [`Pending`] queue or, while inspecting, in the TLS machine.
+    fn unsent(&self, side: Side) -> bool {
+        let pending = match side {
+            Side::Server => &self.to_server,
+            Side::Client => &self.to_client,
+        };
+        !pending.is_empty()
+            || match &self.mode {
+                Mode::Inspect(ic) => match side {
+                    Side::Server => ic.wants_write_to_server(),
+                    Side::Client => ic.wants_write_to_client(),
+                },
+                _ => false,
+            }
+    }
+
     /// Flushes both queues and applies a pending close/abort once a queue is empty.
+    ///
+    /// While inspecting, the TLS machine writes its records straight into
+    /// the legs' send rings once the [`Pending`] queue ahead of them is empty.
     fn flush_and_after(&mut self) -> bool {
         let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
         progress |= self.to_client.flush(&mut self.tcp, Side::Client);
+        if let Mode::Inspect(ic) = &mut self.mode {
+            if self.to_server.is_empty() && ic.wants_write_to_server() {
+                progress |=
+                    send_in_place(&mut self.tcp, Side::Server, |b| ic.write_to_server(b)) > 0;
+            }
+            if self.to_client.is_empty() && ic.wants_write_to_client() {
+                progress |=
+                    send_in_place(&mut self.tcp, Side::Client, |b| ic.write_to_client(b)) > 0;
+            }
+        }
         for side in [Side::Server, Side::Client] {
-            let (pending, after) = match side {
-                Side::Server => (&self.to_server, &mut self.after_server),
-                Side::Client => (&self.to_client, &mut self.after_client),
+            let unsent = self.unsent(side);
+            let after = match side {
+                Side::Server => &mut self.after_server,
+                Side::Client => &mut self.after_client,
             };
-            if !pending.is_empty() || *after == After::Nothing {
+            if unsent || *after == After::Nothing {
                 continue;
             }
             match *after {
@@ -834,10 +912,7 @@ impl InterceptedFlow {
     /// Inspect: ciphertext in from each leg, TLS machine, ciphertext out.
     fn pump_inspect(&mut self, now: Instant) -> bool {
         let mut progress = self.flush_and_after();
-        progress |= SCRATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            self.feed_intercept(&mut b)
-        });
+        progress |= self.feed_intercept();
         if progress {
             self.drain_intercept(now);
             self.flush_and_after();
@@ -846,18 +921,22 @@ impl InterceptedFlow {
     }
 
     /// Reads each leg once into the TLS machine, honouring backpressure.
-    fn feed_intercept(&mut self, buf: &mut [u8]) -> bool {
+    ///
+    /// The TLS machine reads the ciphertext where it lies in the leg's
+    /// receive ring: whole records, everything the batch brought.
+    fn feed_intercept(&mut self) -> bool {
         let mut progress = false;
+        // Read a leg only while the opposite queue is drained (backpressure).
+        let read_client = !self.client_eof && !self.unsent(Side::Server);
+        let read_server = !self.server_eof && !self.unsent(Side::Client);
         let Mode::Inspect(ic) = &mut self.mode else {
             return false;
         };
-        // Read a leg only while the opposite queue is drained (backpressure).
-        if self.to_server.is_empty() && !self.client_eof {
-            match self.tcp.recv(Side::Client, buf) {
+        if read_client {
+            match recv_in_place(&mut self.tcp, Side::Client, |b| ic.handle_client_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toserver += n as u64;
-                    ic.handle_client_bytes(&buf[..n]);
                     progress = true;
                 }
                 Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
@@ -868,12 +947,11 @@ impl InterceptedFlow {
                 Err(StreamError::NotConnected(_)) => {}
             }
         }
-        if self.to_client.is_empty() && !self.server_eof {
-            match self.tcp.recv(Side::Server, buf) {
+        if read_server {
+            match recv_in_place(&mut self.tcp, Side::Server, |b| ic.handle_server_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toclient += n as u64;
-                    ic.handle_server_bytes(&buf[..n]);
                     progress = true;
                 }
                 Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
@@ -982,9 +1060,11 @@ impl InterceptedFlow {
         if let Some((why, replay)) = bypass {
             return self.bypass_and_replay(why, replay, now);
         }
-        ic.poll_to_server(&mut self.to_server.buf);
-        ic.poll_to_client(&mut self.to_client.buf);
         if ic.is_done() {
+            // What the TLS machine still holds (an alert, close_notify)
+            // outlives it in the queues.
+            ic.poll_to_server(&mut self.to_server.buf);
+            ic.poll_to_client(&mut self.to_client.buf);
             self.tls = Some(ic.tls_info().clone());
             self.meta.alpn = ic.meta().alpn.clone();
             self.report = ic.finish();
