@@ -25,7 +25,9 @@
 //!    packets from the server).
 //! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
 //!    until `None`, sending each packet toward its side (re-applying that
-//!    side's L2 header).
+//!    side's L2 header). The work the packets of 2 made possible happens
+//!    there, so a worker feeds a whole receive batch through 2 first and
+//!    then calls 3 once: the flow reads its legs once per batch.
 //! 4. When the instant of [`poll_timeout`](InterceptedFlow::poll_timeout) has
 //!    passed: [`handle_timeout`](InterceptedFlow::handle_timeout)`(now)`, then 3.
 //! 5. Once [`is_finished`](InterceptedFlow::is_finished) (or when the worker
@@ -45,9 +47,11 @@
 //!   were never consumed, so they are relayed unchanged like the rest;
 //! * block: a TLS `access_denied` alert then FIN to the client for a TLS
 //!   hello, an RST for non-TLS bytes; the server leg is closed;
-//! * inspect: ciphertext of each leg goes through [`Intercept`]; its output
-//!   waits in a per-direction queue until the opposite TCP leg has room, and
-//!   a leg is read only while the opposite queue is empty (backpressure);
+//! * inspect: ciphertext of each leg goes through [`Intercept`], read where
+//!   it lies in the leg's receive ring; the records it produces are written
+//!   straight into the opposite leg's send ring and wait in rustls while that
+//!   ring is full, and a leg is read only while nothing waits for the
+//!   opposite one (backpressure);
 //! * an mTLS or unsupported server found while inspecting: the pair goes into
 //!   the bypass cache, the server leg is replaced by a fresh TCP connection
 //!   from the client's address ([`TransparentFlow::reconnect_server`]), every
@@ -269,6 +273,8 @@ pub struct InterceptedFlow {
     error: Option<String>,
     /// The upstream chain was handed to [`Inspector::on_tls`].
     chain_seen: bool,
+    /// Packets arrived since the last [`drive`](Self::drive).
+    fed: bool,
 }
 
 impl std::fmt::Debug for InterceptedFlow {
@@ -399,6 +405,7 @@ impl InterceptedFlow {
             bytes_toclient: 0,
             error: None,
             chain_seen: false,
+            fed: false,
         })
     }
 
@@ -489,7 +496,11 @@ impl InterceptedFlow {
     ) {
         self.tcp
             .handle_packet_checked(from, packet, checksum_trusted, now);
-        self.drive(now);
+        // The work the packet makes possible waits for the next
+        // poll_transmit: a worker feeds a whole receive batch first, so the
+        // legs are read once per batch (whole TLS records, one cumulative
+        // ACK) instead of once per segment.
+        self.fed = true;
     }
 
     /// Runs the timers; call once `poll_timeout`'s instant has passed.
@@ -535,6 +546,9 @@ impl InterceptedFlow {
         now: Instant,
         buf: &mut Vec<u8>,
     ) -> Option<(Side, crate::io::Offload)> {
+        if std::mem::take(&mut self.fed) {
+            self.drive(now);
+        }
         if let Some(t) = self.tcp.poll_transmit_offload(now, buf) {
             return Some(t);
         }
