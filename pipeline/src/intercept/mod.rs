@@ -69,14 +69,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::AlertDescription;
+use smoltcp::socket::tcp::{RecvError, State as TcpState};
 
 use crate::api::{
     CertMinter, FlowAction, FlowLog, FlowMeta, FlowRecord, InspectReport, Inspector, TlsHandshake,
     TlsInfo,
 };
 use crate::classify::ScopeMatch;
-use smoltcp::socket::tcp::{RecvError, State as TcpState};
-
 use crate::tcp::{FlowConfig, FlowError, FlowEvent, Side, StreamError, TransparentFlow};
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};

@@ -21,7 +21,10 @@
 //! 2. After `new` and after every `handle_*` call, drain in this order:
 //!    [`Intercept::poll_event`] until `None`, then
 //!    [`Intercept::poll_to_server`] and [`Intercept::poll_to_client`], and
-//!    write what they return to the respective TCP leg.
+//!    write what they return to the respective TCP leg; or, without that
+//!    copy, let [`Intercept::write_to_server`] / [`Intercept::write_to_client`]
+//!    fill the free space of the leg's send buffer, and leave the rest in
+//!    rustls ([`Intercept::wants_write_to_server`] says whether any is left).
 //! 3. Feed bytes from the server with [`Intercept::handle_server_bytes`] and
 //!    from the client with [`Intercept::handle_client_bytes`]; a FIN from a
 //!    leg with [`Intercept::handle_server_eof`] /
