@@ -25,7 +25,9 @@
 //!    packets from the server).
 //! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
 //!    until `None`, sending each packet toward its side (re-applying that
-//!    side's L2 header).
+//!    side's L2 header). The work the packets of 2 made possible happens
+//!    there, so a worker feeds a whole receive batch through 2 first and
+//!    then calls 3 once: the flow reads its legs once per batch.
 //! 4. When the instant of [`poll_timeout`](InterceptedFlow::poll_timeout) has
 //!    passed: [`handle_timeout`](InterceptedFlow::handle_timeout)`(now)`, then 3.
 //! 5. Once [`is_finished`](InterceptedFlow::is_finished) (or when the worker
@@ -45,9 +47,11 @@
 //!   were never consumed, so they are relayed unchanged like the rest;
 //! * block: a TLS `access_denied` alert then FIN to the client for a TLS
 //!   hello, an RST for non-TLS bytes; the server leg is closed;
-//! * inspect: ciphertext of each leg goes through [`Intercept`]; its output
-//!   waits in a per-direction queue until the opposite TCP leg has room, and
-//!   a leg is read only while the opposite queue is empty (backpressure);
+//! * inspect: ciphertext of each leg goes through [`Intercept`], read where
+//!   it lies in the leg's receive ring; the records it produces are written
+//!   straight into the opposite leg's send ring and wait in rustls while that
+//!   ring is full, and a leg is read only while nothing waits for the
+//!   opposite one (backpressure);
 //! * an mTLS or unsupported server found while inspecting: the pair goes into
 //!   the bypass cache, the server leg is replaced by a fresh TCP connection
 //!   from the client's address ([`TransparentFlow::reconnect_server`]), every
@@ -65,6 +69,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::AlertDescription;
+use smoltcp::socket::tcp::{RecvError, State as TcpState};
 
 use crate::api::{
     CertMinter, FlowAction, FlowLog, FlowMeta, FlowRecord, InspectReport, Inspector, TlsHandshake,
@@ -269,6 +274,8 @@ pub struct InterceptedFlow {
     error: Option<String>,
     /// The upstream chain was handed to [`Inspector::on_tls`].
     chain_seen: bool,
+    /// Packets arrived since the last [`drive`](Self::drive).
+    fed: bool,
 }
 
 impl std::fmt::Debug for InterceptedFlow {
@@ -282,14 +289,63 @@ impl std::fmt::Debug for InterceptedFlow {
     }
 }
 
-/// Size of the per-call read buffer: one TLS record plus header.
-const READ_CHUNK: usize = 16 * 1024 + 512;
+/// Hands everything `side`'s peer sent to `f` where it lies, in the leg's
+/// receive ring (at most two contiguous runs), and consumes it: the inspected
+/// path reads TLS without copying it out first.
+///
+/// `Ok(0)` when nothing is buffered; the errors of [`TransparentFlow::recv`].
+fn recv_in_place(
+    tcp: &mut TransparentFlow,
+    side: Side,
+    mut f: impl FnMut(&[u8]),
+) -> Result<usize, StreamError> {
+    tcp.with_socket(side, |s| {
+        let mut total = 0;
+        for _ in 0..2 {
+            match s.recv(|data| {
+                f(data);
+                (data.len(), data.len())
+            }) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(_) if total > 0 => break,
+                Err(RecvError::Finished) => return Err(StreamError::Finished(side)),
+                Err(_) => {
+                    return Err(match s.state() {
+                        TcpState::SynSent | TcpState::SynReceived | TcpState::Listen => {
+                            StreamError::NotConnected(side)
+                        }
+                        _ => StreamError::Closed(side),
+                    })
+                }
+            }
+        }
+        Ok(total)
+    })?
+}
 
-thread_local! {
-    /// Per-thread read buffer: a worker drives its flows one at a time, and
-    /// zeroing 16 KiB on the stack for every pump would cost more than the
-    /// bytes it carries; per flow it would cost memory.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK]);
+/// Lets `fill` write into the free space of `side`'s send ring (at most two
+/// contiguous runs) and queues what it wrote; `fill` returns how many bytes
+/// it wrote into the slice it was given. Returns the total.
+fn send_in_place(
+    tcp: &mut TransparentFlow,
+    side: Side,
+    mut fill: impl FnMut(&mut [u8]) -> usize,
+) -> usize {
+    tcp.with_socket(side, |s| {
+        let mut total = 0;
+        for _ in 0..2 {
+            match s.send(|buf| {
+                let n = fill(buf);
+                (n, n)
+            }) {
+                Ok(n) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+        total
+    })
+    .unwrap_or(0)
 }
 
 impl InterceptedFlow {
@@ -350,6 +406,7 @@ impl InterceptedFlow {
             bytes_toclient: 0,
             error: None,
             chain_seen: false,
+            fed: false,
         })
     }
 
@@ -440,7 +497,11 @@ impl InterceptedFlow {
     ) {
         self.tcp
             .handle_packet_checked(from, packet, checksum_trusted, now);
-        self.drive(now);
+        // The work the packet makes possible waits for the next
+        // poll_transmit: a worker feeds a whole receive batch first, so the
+        // legs are read once per batch (whole TLS records, one cumulative
+        // ACK) instead of once per segment.
+        self.fed = true;
     }
 
     /// Runs the timers; call once `poll_timeout`'s instant has passed.
@@ -486,6 +547,9 @@ impl InterceptedFlow {
         now: Instant,
         buf: &mut Vec<u8>,
     ) -> Option<(Side, crate::io::Offload)> {
+        if std::mem::take(&mut self.fed) {
+            self.drive(now);
+        }
         if let Some(t) = self.tcp.poll_transmit_offload(now, buf) {
             return Some(t);
         }
@@ -819,11 +883,7 @@ impl InterceptedFlow {
     fn pump_out(&mut self) -> bool {
         let mut progress = false;
         for side in [Side::Client, Side::Server] {
-            let mut sink = [0u8; 2048];
-            while let Ok(n) = self.tcp.recv(side, &mut sink) {
-                if n == 0 {
-                    break;
-                }
+            if recv_in_place(&mut self.tcp, side, |_| {}).is_ok_and(|n| n > 0) {
                 progress = true;
             }
         }
@@ -831,16 +891,47 @@ impl InterceptedFlow {
         progress
     }
 
+    /// Whether bytes for `side` wait to be queued on its leg: in the
+    /// [`Pending`] queue or, while inspecting, in the TLS machine.
+    fn unsent(&self, side: Side) -> bool {
+        let pending = match side {
+            Side::Server => &self.to_server,
+            Side::Client => &self.to_client,
+        };
+        !pending.is_empty()
+            || match &self.mode {
+                Mode::Inspect(ic) => match side {
+                    Side::Server => ic.wants_write_to_server(),
+                    Side::Client => ic.wants_write_to_client(),
+                },
+                _ => false,
+            }
+    }
+
     /// Flushes both queues and applies a pending close/abort once a queue is empty.
+    ///
+    /// While inspecting, the TLS machine writes its records straight into
+    /// the legs' send rings once the [`Pending`] queue ahead of them is empty.
     fn flush_and_after(&mut self) -> bool {
         let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
         progress |= self.to_client.flush(&mut self.tcp, Side::Client);
+        if let Mode::Inspect(ic) = &mut self.mode {
+            if self.to_server.is_empty() && ic.wants_write_to_server() {
+                progress |=
+                    send_in_place(&mut self.tcp, Side::Server, |b| ic.write_to_server(b)) > 0;
+            }
+            if self.to_client.is_empty() && ic.wants_write_to_client() {
+                progress |=
+                    send_in_place(&mut self.tcp, Side::Client, |b| ic.write_to_client(b)) > 0;
+            }
+        }
         for side in [Side::Server, Side::Client] {
-            let (pending, after) = match side {
-                Side::Server => (&self.to_server, &mut self.after_server),
-                Side::Client => (&self.to_client, &mut self.after_client),
+            let unsent = self.unsent(side);
+            let after = match side {
+                Side::Server => &mut self.after_server,
+                Side::Client => &mut self.after_client,
             };
-            if !pending.is_empty() || *after == After::Nothing {
+            if unsent || *after == After::Nothing {
                 continue;
             }
             match *after {
@@ -858,10 +949,7 @@ impl InterceptedFlow {
     /// Inspect: ciphertext in from each leg, TLS machine, ciphertext out.
     fn pump_inspect(&mut self, now: Instant) -> bool {
         let mut progress = self.flush_and_after();
-        progress |= SCRATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            self.feed_intercept(&mut b)
-        });
+        progress |= self.feed_intercept();
         if progress {
             self.drain_intercept(now);
             self.flush_and_after();
@@ -870,18 +958,22 @@ impl InterceptedFlow {
     }
 
     /// Reads each leg once into the TLS machine, honouring backpressure.
-    fn feed_intercept(&mut self, buf: &mut [u8]) -> bool {
+    ///
+    /// The TLS machine reads the ciphertext where it lies in the leg's
+    /// receive ring: whole records, everything the batch brought.
+    fn feed_intercept(&mut self) -> bool {
         let mut progress = false;
+        // Read a leg only while the opposite queue is drained (backpressure).
+        let read_client = !self.client_eof && !self.unsent(Side::Server);
+        let read_server = !self.server_eof && !self.unsent(Side::Client);
         let Mode::Inspect(ic) = &mut self.mode else {
             return false;
         };
-        // Read a leg only while the opposite queue is drained (backpressure).
-        if self.to_server.is_empty() && !self.client_eof {
-            match self.tcp.recv(Side::Client, buf) {
+        if read_client {
+            match recv_in_place(&mut self.tcp, Side::Client, |b| ic.handle_client_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toserver += n as u64;
-                    ic.handle_client_bytes(&buf[..n]);
                     progress = true;
                 }
                 Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
@@ -892,12 +984,11 @@ impl InterceptedFlow {
                 Err(StreamError::NotConnected(_)) => {}
             }
         }
-        if self.to_client.is_empty() && !self.server_eof {
-            match self.tcp.recv(Side::Server, buf) {
+        if read_server {
+            match recv_in_place(&mut self.tcp, Side::Server, |b| ic.handle_server_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toclient += n as u64;
-                    ic.handle_server_bytes(&buf[..n]);
                     progress = true;
                 }
                 Err(StreamError::Finished(_) | StreamError::Closed(_)) => {
@@ -1006,9 +1097,11 @@ impl InterceptedFlow {
         if let Some((why, replay)) = bypass {
             return self.bypass_and_replay(why, replay, now);
         }
-        ic.poll_to_server(&mut self.to_server.buf);
-        ic.poll_to_client(&mut self.to_client.buf);
         if ic.is_done() {
+            // What the TLS machine still holds (an alert, close_notify)
+            // outlives it in the queues.
+            ic.poll_to_server(&mut self.to_server.buf);
+            ic.poll_to_client(&mut self.to_client.buf);
             self.tls = Some(ic.tls_info().clone());
             self.meta.alpn = ic.meta().alpn.clone();
             self.report = ic.finish();

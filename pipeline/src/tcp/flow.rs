@@ -1267,6 +1267,34 @@ impl TransparentFlow {
             + self.out.iter().map(|t| t.packet.capacity()).sum::<usize>()
             + self.events.capacity() * std::mem::size_of::<FlowEvent>()
     }
+
+    /// Lends `side`'s socket to `f`, to read its receive ring and fill its
+    /// send ring in place (the inspected path decrypts from one leg's ring
+    /// and encrypts into the other's without a buffer in between). Bytes
+    /// `f` queues count for [`added_latency`](Self::added_latency) as those
+    /// of [`send`](Self::send) do.
+    pub(crate) fn with_socket<R>(
+        &mut self,
+        side: Side,
+        f: impl FnOnce(&mut smoltcp::socket::tcp::Socket<'static>) -> R,
+    ) -> Result<R, StreamError> {
+        let now = self.last_now;
+        let first = &mut self.first_tx[side_index(side)];
+        let socket = match side {
+            Side::Server => self.server_leg.socket(),
+            Side::Client => self
+                .client_leg
+                .as_mut()
+                .ok_or(StreamError::NotConnected(Side::Client))?
+                .socket(),
+        };
+        let queued = socket.send_queue();
+        let r = f(socket);
+        if first.is_none() && socket.send_queue() > queued {
+            *first = Some(now);
+        }
+        Ok(r)
+    }
 }
 
 /// The MSS to hand smoltcp for a peer that announced `mss`.

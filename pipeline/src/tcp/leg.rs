@@ -44,6 +44,10 @@ struct OneShot<'a> {
     partial: bool,
 }
 
+/// Longest IP + TCP header smoltcp emits: IPv6 (40 bytes; no IPv4 options)
+/// and a TCP header with the most options (60).
+const MAX_HEADERS: usize = 40 + 60;
+
 struct Rx<'a>(&'a [u8]);
 
 struct Tx<'a> {
@@ -67,9 +71,16 @@ impl TxToken for Tx<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         *self.used = true;
-        self.buf.clear();
-        // Zero-filled: smoltcp need not write every byte (checksum field included).
+        // The buffer is reused from packet to packet. smoltcp writes every
+        // byte of the payload, but not every byte of the headers (the padding
+        // after an end-of-options, the checksum field we fill below), so only
+        // the headers are zeroed: a memset of the whole packet cost as much
+        // as the copy of its payload.
+        let old = self.buf.len();
+        self.buf.truncate(len);
         self.buf.resize(len, 0);
+        let headers = len.min(old).min(MAX_HEADERS);
+        self.buf[..headers].fill(0);
         let r = f(&mut self.buf[..]);
         if self.partial {
             fill_tcp_pseudo(self.buf);

@@ -21,7 +21,10 @@
 //! 2. After `new` and after every `handle_*` call, drain in this order:
 //!    [`Intercept::poll_event`] until `None`, then
 //!    [`Intercept::poll_to_server`] and [`Intercept::poll_to_client`], and
-//!    write what they return to the respective TCP leg.
+//!    write what they return to the respective TCP leg; or, without that
+//!    copy, let [`Intercept::write_to_server`] / [`Intercept::write_to_client`]
+//!    fill the free space of the leg's send buffer, and leave the rest in
+//!    rustls ([`Intercept::wants_write_to_server`] says whether any is left).
 //! 3. Feed bytes from the server with [`Intercept::handle_server_bytes`] and
 //!    from the client with [`Intercept::handle_client_bytes`]; a FIN from a
 //!    leg with [`Intercept::handle_server_eof`] /
@@ -49,7 +52,7 @@
 //! buffer is full.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -402,6 +405,9 @@ pub struct Intercept {
     client_auth: Arc<ClientAuthRecorder>,
     client: Option<ServerConnection>,
     inspector: Option<Box<dyn FlowInspector>>,
+    /// The inspector's output for the record being relayed; emptied after
+    /// each record, its buffers kept.
+    emit: Emit,
     /// Raw records for the client sent without a client-leg connection (alerts).
     raw_to_client: Vec<u8>,
     events: VecDeque<Event>,
@@ -516,6 +522,7 @@ impl Intercept {
             client_auth,
             client: None,
             inspector: None,
+            emit: Emit::default(),
             raw_to_client: Vec::new(),
             events: VecDeque::new(),
             info,
@@ -596,6 +603,42 @@ impl Intercept {
             }
         }
         out.len() - start
+    }
+
+    /// Whether TLS bytes for the server wait to be sent.
+    pub fn wants_write_to_server(&self) -> bool {
+        self.server.wants_write()
+    }
+
+    /// Whether TLS bytes for the client wait to be sent.
+    pub fn wants_write_to_client(&self) -> bool {
+        !self.raw_to_client.is_empty() || self.client.as_ref().is_some_and(|c| c.wants_write())
+    }
+
+    /// Writes as many of the bytes for the server as fit into `out` (the
+    /// free space of the server leg's send buffer); returns how many.
+    ///
+    /// The same bytes [`poll_to_server`](Self::poll_to_server) would
+    /// return, without an intermediate buffer.
+    pub fn write_to_server(&mut self, out: &mut [u8]) -> usize {
+        write_tls_into(&mut self.server, out)
+    }
+
+    /// Writes as many of the bytes for the client as fit into `out`;
+    /// returns how many. See [`write_to_server`](Self::write_to_server).
+    pub fn write_to_client(&mut self, out: &mut [u8]) -> usize {
+        let raw = self.raw_to_client.len().min(out.len());
+        if raw > 0 {
+            out[..raw].copy_from_slice(&self.raw_to_client[..raw]);
+            self.raw_to_client.drain(..raw);
+            if !self.raw_to_client.is_empty() {
+                return raw;
+            }
+        }
+        match self.client.as_mut() {
+            Some(c) => raw + write_tls_into(c, &mut out[raw..]),
+            None => raw,
+        }
     }
 
     /// Feeds bytes received from the server.
@@ -948,37 +991,48 @@ impl Intercept {
     }
 
     /// Moves decrypted plaintext travelling in `dir` through the inspector.
+    ///
+    /// The inspector reads each decrypted record where rustls keeps it
+    /// (`BufRead::fill_buf`), so a record is not copied on its way to the
+    /// inspector, and its output goes through one [`Emit`] reused for the
+    /// life of the connection, so the pass-through path allocates nothing
+    /// per record.
     fn relay(&mut self, dir: Direction) {
-        let mut buf = [0u8; 16 * 1024];
         loop {
             if self.phase != Phase::Relay {
                 return;
             }
-            let read = match dir {
+            let mut reader = match dir {
                 Direction::ToServer => match self.client.as_mut() {
-                    Some(c) => std::io::Read::read(&mut c.reader(), &mut buf),
+                    Some(c) => c.reader(),
                     None => return,
                 },
-                Direction::ToClient => std::io::Read::read(&mut self.server.reader(), &mut buf),
+                Direction::ToClient => self.server.reader(),
+            };
+            let read = match reader.fill_buf() {
+                // Ok(empty): close_notify received.
+                Ok(chunk) if !chunk.is_empty() => {
+                    if let Some(i) = self.inspector.as_mut() {
+                        i.on_data(dir, chunk, &mut self.emit);
+                    }
+                    Ok(chunk.len())
+                }
+                other => other.map(<[u8]>::len),
             };
             match read {
                 Ok(0) => {
-                    // close_notify received.
                     return match dir {
                         Direction::ToServer => self.client_eof(),
                         Direction::ToClient => self.server_eof(),
                     };
                 }
                 Ok(n) => {
+                    reader.consume(n);
                     match dir {
                         Direction::ToServer => self.plaintext_toserver += n as u64,
                         Direction::ToClient => self.plaintext_toclient += n as u64,
                     }
-                    let mut emit = Emit::default();
-                    if let Some(i) = self.inspector.as_mut() {
-                        i.on_data(dir, &buf[..n], &mut emit);
-                    }
-                    self.apply(emit);
+                    self.apply();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 // UnexpectedEof: the transport closed without close_notify.
@@ -992,7 +1046,10 @@ impl Intercept {
         }
     }
 
-    fn apply(&mut self, emit: Emit) {
+    /// Acts on what the inspector put into `self.emit`, then empties it
+    /// (keeping its buffers for the next record).
+    fn apply(&mut self) {
+        let emit = &mut self.emit;
         if !emit.to_server.is_empty() && !self.toserver_closed {
             // Unlimited buffer (set in new), so the write is never short.
             let _ = self.server.writer().write_all(&emit.to_server);
@@ -1002,7 +1059,10 @@ impl Intercept {
                 let _ = c.writer().write_all(&emit.to_client);
             }
         }
-        match emit.action {
+        emit.to_server.clear();
+        emit.to_client.clear();
+        let action = std::mem::take(&mut emit.action);
+        match action {
             ConnAction::Continue => {}
             ConnAction::Close => {
                 self.close_toward_server();
@@ -1020,11 +1080,10 @@ impl Intercept {
         if self.toserver_closed || self.phase != Phase::Relay {
             return;
         }
-        let mut emit = Emit::default();
         if let Some(i) = self.inspector.as_mut() {
-            i.on_eof(Direction::ToServer, &mut emit);
+            i.on_eof(Direction::ToServer, &mut self.emit);
         }
-        self.apply(emit);
+        self.apply();
         self.close_toward_server();
     }
 
@@ -1033,11 +1092,10 @@ impl Intercept {
         if self.toclient_closed || self.phase != Phase::Relay {
             return;
         }
-        let mut emit = Emit::default();
         if let Some(i) = self.inspector.as_mut() {
-            i.on_eof(Direction::ToClient, &mut emit);
+            i.on_eof(Direction::ToClient, &mut self.emit);
         }
-        self.apply(emit);
+        self.apply();
         self.close_toward_client();
     }
 
@@ -1069,6 +1127,18 @@ impl Intercept {
             self.events.push_back(Event::Finished);
         }
     }
+}
+
+/// Moves `conn`'s queued TLS records into `out` as far as they fit.
+fn write_tls_into<D>(conn: &mut rustls::ConnectionCommon<D>, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < out.len() && conn.wants_write() {
+        match conn.write_tls(&mut &mut out[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
 }
 
 /// Subject, issuer, validity, serial and fingerprint of a DER certificate, for the log.

@@ -270,12 +270,41 @@ struct Wire {
     params: Option<InterceptParams>,
     held: Vec<u8>,
     chunk: usize,
+    /// Take the appliance's output with `write_to_*` into slots of this
+    /// size (a send ring with that much room per poll) instead of `poll_to_*`.
+    window: Option<usize>,
     events: Vec<Event>,
     client_err: Option<rustls::Error>,
     server_err: Option<rustls::Error>,
     client_got: Vec<u8>,
     server_got: Vec<u8>,
     client_bytes_sent: Vec<u8>,
+}
+
+/// What the appliance has for one side: everything through `poll`, or
+/// one `window`-sized slot at a time through `write` (each slot filled as
+/// far as the bytes go, as a send ring would be).
+fn take_output(
+    window: Option<usize>,
+    poll: impl FnOnce(&mut Vec<u8>) -> usize,
+    mut write: impl FnMut(&mut [u8]) -> usize,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    match window {
+        None => {
+            poll(&mut out);
+        }
+        Some(w) => loop {
+            let mut slot = vec![0u8; w];
+            let n = write(&mut slot);
+            assert!(n <= w);
+            out.extend_from_slice(&slot[..n]);
+            if n == 0 {
+                break;
+            }
+        },
+    }
+    out
 }
 
 /// Feeds `data` to a peer in chunks, collecting its plaintext into `got`.
@@ -347,6 +376,7 @@ impl Wire {
             params: Some(params),
             held: Vec::new(),
             chunk,
+            window: None,
             events: Vec::new(),
             client_err: None,
             server_err: None,
@@ -387,8 +417,15 @@ impl Wire {
                 progress = true;
             }
             if let Some(m) = self.mitm.as_mut() {
-                let mut to_s = Vec::new();
-                m.poll_to_server(&mut to_s);
+                let window = self.window;
+                let to_s = {
+                    let m = std::cell::RefCell::new(m);
+                    take_output(
+                        window,
+                        |v| m.borrow_mut().poll_to_server(v),
+                        |b| m.borrow_mut().write_to_server(b),
+                    )
+                };
                 if !to_s.is_empty() {
                     progress = true;
                     feed_into(
@@ -408,8 +445,14 @@ impl Wire {
                     }
                 }
                 self.collect_events();
-                let mut to_c = Vec::new();
-                self.mitm.as_mut().unwrap().poll_to_client(&mut to_c);
+                let to_c = {
+                    let m = std::cell::RefCell::new(self.mitm.as_mut().unwrap());
+                    take_output(
+                        window,
+                        |v| m.borrow_mut().poll_to_client(v),
+                        |b| m.borrow_mut().write_to_client(b),
+                    )
+                };
                 if !to_c.is_empty() {
                     progress = true;
                     feed_into(
@@ -458,6 +501,11 @@ fn issuer_cn(der: &[u8]) -> String {
 
 /// Runs a full inspected connection and checks what a user would see.
 fn end_to_end(tls13: bool, chunk: usize, up: usize, down: usize) {
+    end_to_end_through(tls13, chunk, up, down, None)
+}
+
+/// [`end_to_end`], the appliance's output taken `window` bytes at a time.
+fn end_to_end_through(tls13: bool, chunk: usize, up: usize, down: usize, window: Option<usize>) {
     let lab = Lab::new();
     let versions: &[&'static SupportedProtocolVersion] = if tls13 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -472,6 +520,7 @@ fn end_to_end(tls13: bool, chunk: usize, up: usize, down: usize) {
         lab.params(InvalidCertPolicy::Untrusted, tls13),
         chunk,
     );
+    w.window = window;
     w.pump();
     assert!(w.client_err.is_none(), "client: {:?}", w.client_err);
     assert!(w.server_err.is_none(), "server: {:?}", w.server_err);
@@ -593,6 +642,15 @@ fn tls13_in_small_chunks() {
 #[test]
 fn tls12_byte_by_byte() {
     end_to_end(false, 1, 3_000, 5_000);
+}
+
+/// The records written straight into a send ring with little room (odd
+/// sizes, so records and their headers are cut anywhere) arrive whole and
+/// in order.
+#[test]
+fn output_written_into_a_small_send_window() {
+    end_to_end_through(true, usize::MAX, 50_000, 200_000, Some(97));
+    end_to_end_through(false, 1000, 20_000, 60_000, Some(1));
 }
 
 fn wrong_name(invalid: InvalidCertPolicy) -> (Wire, Lab) {
