@@ -180,6 +180,14 @@ fn run(mode: LabMode, variant: Variant, tag: &str) -> anyhow::Result<()> {
         up["flow"]["bytes_toserver"].as_u64().unwrap_or(0) >= 50 << 20,
         "{what}: {up}"
     );
+    // Counted by sequence progress: a corrupted segment (Lossy) never
+    // inflates them.
+    for (rec, key) in [(&r, "bytes_toserver"), (&up, "bytes_toclient")] {
+        assert!(
+            rec["flow"][key].as_u64().unwrap_or(u64::MAX) < 1 << 20,
+            "{what}: {key} of {rec}"
+        );
+    }
     assert_eq!(
         lab::sha256_file(&t.nginx_html().join("put/up.bin"))?,
         nginx.big_sha256,

@@ -90,6 +90,20 @@ pub struct StreamBytes {
 }
 
 impl StreamBytes {
+    /// How far a segment at `seq` with `len` payload bytes would move the
+    /// stream forward (0 if not, or nothing seen yet).
+    pub fn jump(&self, seq: u32, len: usize) -> u32 {
+        let end = seq.wrapping_add(len as u32);
+        self.next.map_or(0, |n| {
+            let d = end.wrapping_sub(n);
+            if (d as i32) > 0 {
+                d
+            } else {
+                0
+            }
+        })
+    }
+
     /// Counts from sequence number `next` on (a stream already under way).
     pub fn starting_at(next: u32) -> StreamBytes {
         StreamBytes {

@@ -133,6 +133,8 @@ struct Held {
     armed: Option<Instant>,
     /// Fed packets since it was last serviced (listed in `Dispatcher::pending`).
     pending: bool,
+    /// Counted in `Dispatcher::half_open` (its handshake has not completed).
+    half_open: bool,
 }
 
 /// A timer heap entry; ordered so that `BinaryHeap` pops the earliest first.
@@ -255,9 +257,12 @@ pub struct Dispatcher {
     memory_budget: usize,
     /// This worker's share of `max_half_open`.
     max_half_open: u64,
-    /// Intercepted flows started since the last expiry scan counted the
-    /// half-open ones (so the cap holds between scans).
-    born_since_scan: u64,
+    /// Intercepted flows whose handshake has not completed, kept exact as
+    /// flows are born, complete their handshakes and end.
+    half_open: u64,
+    /// `(deadline, key, flow id)` of the intercepted flows in push order:
+    /// idle expiry in amortized O(1), as in [`FlowTable`].
+    held_expiry: std::collections::VecDeque<(Instant, FlowKey, u64)>,
     held: hashbrown::HashMap<FlowKey, Held>,
     /// Intercepted flows whose TCP legs were dropped (ended or released).
     legs_freed: u64,
@@ -310,7 +315,8 @@ impl Dispatcher {
             intercept: None,
             memory_budget: usize::MAX,
             max_half_open: u64::MAX,
-            born_since_scan: 0,
+            half_open: 0,
+            held_expiry: std::collections::VecDeque::new(),
             held: hashbrown::HashMap::new(),
             legs_freed: 0,
             trimmed_at: 0,
@@ -453,15 +459,20 @@ impl Dispatcher {
             }
             self.counters.intercept_tx_packets += 1;
         }
+        if h.half_open && !h.flow.is_half_open() {
+            h.half_open = false;
+            self.half_open = self.half_open.saturating_sub(1);
+            self.counters.intercept_half_open = self.half_open;
+        }
         if h.flow.is_finished() {
-            if let Some(h) = self.held.remove(&key) {
+            if let Some(h) = self.take_held(&key) {
                 self.end_intercepted(h, now);
             }
             return;
         }
         if self.release && h.flow.is_releasable() {
             if let Some(rel) = h.flow.release(None, now) {
-                if let Some(h) = self.held.remove(&key) {
+                if let Some(h) = self.take_held(&key) {
                     self.release_flow(key, h, rel, now);
                 }
                 return;
@@ -506,7 +517,7 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         for k in hit {
-            if let Some(h) = self.held.remove(&k) {
+            if let Some(h) = self.take_held(&k) {
                 self.counters.intercept_interrupted += 1;
                 self.abort_intercepted(h, now);
             }
@@ -525,6 +536,16 @@ impl Dispatcher {
             self.reset_released(&f);
             self.end(f, now);
         }
+    }
+
+    /// Removes an intercepted flow from the table, keeping the half-open count.
+    fn take_held(&mut self, key: &FlowKey) -> Option<Held> {
+        let h = self.held.remove(key)?;
+        if h.half_open {
+            self.half_open = self.half_open.saturating_sub(1);
+            self.counters.intercept_half_open = self.half_open;
+        }
+        Some(h)
     }
 
     /// Moves a passed flow from its TCP legs to the flow table, where its
@@ -567,17 +588,43 @@ impl Dispatcher {
 
     /// Accounts a packet of a released flow; the caller forwards it with
     /// the rewrite returned in [`Path::Released`].
+    ///
+    /// Its checksum is not verified (the end host does that) unless the
+    /// flow's bookkeeping would act on it: a FIN, RST or SYN, or a jump of
+    /// the stream far beyond what was seen. A corrupted segment is still
+    /// forwarded but counts for nothing, so a flipped bit can neither end
+    /// the flow nor inflate its byte counts.
     fn forward_released(
         &mut self,
         key: FlowKey,
         from_client: bool,
         seg: Segment,
-        len: usize,
+        raw: &[u8],
+        trusted: bool,
         now: Instant,
     ) -> Path {
+        let len = raw.len();
         let Some(flow) = self.flows.get_mut(&key) else {
             return Path::Fast(FastKind::Tcp);
         };
+        let stream = if from_client {
+            &flow.toserver
+        } else {
+            &flow.toclient
+        };
+        let suspicious = seg.flags.fin()
+            || seg.flags.rst()
+            || seg.flags.syn()
+            || stream.jump(seg.seq, seg.len) > SUSPICIOUS_JUMP;
+        if !trusted && suspicious && !crate::tcp::checksum::tcp_checksum_ok(raw) {
+            self.counters.rx_bad_checksum += 1;
+            let rel = flow.released.as_deref();
+            return match rel {
+                Some(r) if from_client => Path::Released(r.rewrite.to_server),
+                Some(r) => Path::Released(r.rewrite.to_client),
+                None => Path::InScope,
+            };
+        }
         let done = flow.on_segment(from_client, seg, now);
         let Some(rel) = flow.released.as_deref_mut() else {
             return Path::InScope;
@@ -814,7 +861,6 @@ impl Dispatcher {
         now: Instant,
     ) -> Path {
         let Link { macs, offload } = link;
-        let wire_len = raw.len() + if macs.is_some() { 14 } else { 0 };
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         let seg = Segment {
             seq: tcp.seq,
@@ -832,7 +878,7 @@ impl Dispatcher {
             // SYN starts a new flow below.
             if tcp.flags.is_initial_syn() && h.flow.superseded_by_syn(ip.src, tcp.src_port, tcp.seq)
             {
-                if let Some(mut old) = self.held.remove(&key) {
+                if let Some(mut old) = self.take_held(&key) {
                     self.counters.intercept_superseded += 1;
                     old.flow.supersede();
                     self.abort_intercepted(old, now);
@@ -859,10 +905,18 @@ impl Dispatcher {
                     let rel =
                         TcpFacts::parse(raw).and_then(|f| h.flow.release(Some((from, &f)), now));
                     if let Some(rel) = rel {
-                        if let Some(h) = self.held.remove(&key) {
+                        if let Some(h) = self.take_held(&key) {
                             self.release_flow(key, h, rel, now);
                         }
-                        return self.forward_released(key, from == Leg::Client, seg, wire_len, now);
+                        let trusted = offload.checksum_trusted();
+                        return self.forward_released(
+                            key,
+                            from == Leg::Client,
+                            seg,
+                            raw,
+                            trusted,
+                            now,
+                        );
                     }
                 }
                 h.flow.handle_packet_checked(from, raw, true, now);
@@ -877,7 +931,12 @@ impl Dispatcher {
         match self.flows.get_mut(&key).map(|f| f.released.is_some()) {
             // A client's new connection on the ports of a released flow
             // (ended, or given up on by the client): the old entry goes.
-            Some(true) if side == Side::Lan && tcp.flags.is_initial_syn() => {
+            Some(true)
+                if side == Side::Lan
+                    && tcp.flags.is_initial_syn()
+                    && (offload.checksum_trusted()
+                        || crate::tcp::checksum::tcp_checksum_ok(raw)) =>
+            {
                 if let Some(old) = self.flows.remove(&key) {
                     self.end(old, now);
                 }
@@ -887,7 +946,14 @@ impl Dispatcher {
                     .flows
                     .get_mut(&key)
                     .is_some_and(|f| f.is_from_client(ip.src, tcp.src_port));
-                return self.forward_released(key, from_client, seg, wire_len, now);
+                return self.forward_released(
+                    key,
+                    from_client,
+                    seg,
+                    raw,
+                    offload.checksum_trusted(),
+                    now,
+                );
             }
             _ => {}
         }
@@ -917,7 +983,7 @@ impl Dispatcher {
                 return Path::Fast(FastKind::Tcp);
             }
             let ctx = ctx.load_full();
-            let half_open = self.counters.intercept_half_open + self.born_since_scan;
+            let half_open = self.half_open;
             let memory = (self.held.len() + 1).saturating_mul(ctx.flow_memory());
             if memory > self.memory_budget || half_open >= self.max_half_open {
                 return self.overload(&ctx, &m, raw, macs, now);
@@ -933,6 +999,7 @@ impl Dispatcher {
             );
             return match flow {
                 Ok(flow) => {
+                    let flow_id = flow.meta().flow_id;
                     self.held.insert(
                         key,
                         Held {
@@ -942,11 +1009,15 @@ impl Dispatcher {
                             last_seen: now,
                             armed: None,
                             pending: false,
+                            half_open: true,
                         },
                     );
+                    self.half_open += 1;
+                    self.counters.intercept_half_open = self.half_open;
+                    self.held_expiry.push_back((now + self.idle, key, flow_id));
+                    self.compact_held_expiry();
                     self.counters.flows_started += 1;
                     self.counters.intercepted_started += 1;
-                    self.born_since_scan += 1;
                     self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
                     self.service(key, now);
                     Path::Intercepted
@@ -1044,16 +1115,27 @@ impl Dispatcher {
             self.end(f, now);
         }
         let idle = self.idle;
-        let mut half_open = 0;
-        let stale: Vec<FlowKey> = self
-            .held
-            .iter()
-            .inspect(|(_, h)| half_open += u64::from(h.flow.is_half_open()))
-            .filter(|(_, h)| now.saturating_duration_since(h.last_seen) >= idle)
-            .map(|(k, _)| *k)
-            .collect();
-        self.counters.intercept_half_open = half_open;
-        self.born_since_scan = 0;
+        let mut stale = Vec::new();
+        while let Some(&(deadline, key, id)) = self.held_expiry.front() {
+            if deadline > now {
+                break;
+            }
+            self.held_expiry.pop_front();
+            let Some(h) = self.held.get(&key) else {
+                continue;
+            };
+            if h.flow.meta().flow_id != id {
+                continue; // the key now belongs to a newer flow with its own entry
+            }
+            let due = h.last_seen + idle;
+            if due <= now {
+                stale.push(key);
+            } else {
+                // Seen since it was queued: requeue at its real deadline.
+                self.held_expiry.push_back((due, key, id));
+            }
+        }
+        self.counters.intercept_half_open = self.half_open;
         // Flows are stored inline (about 2.7 KiB each): after a burst, give
         // the table's empty slots back instead of keeping its peak.
         let cap = self.held.capacity();
@@ -1061,9 +1143,19 @@ impl Dispatcher {
             self.held.shrink_to(self.held.len() * 2);
         }
         for k in stale {
-            if let Some(h) = self.held.remove(&k) {
+            if let Some(h) = self.take_held(&k) {
                 self.abort_intercepted(h, now);
             }
+        }
+    }
+
+    /// Keeps the intercepted flows' expiry queue bounded when many end
+    /// before their deadline: drops the entries of flows that are gone.
+    fn compact_held_expiry(&mut self) {
+        if self.held_expiry.len() > 2 * self.held.len().max(1024) {
+            let held = &self.held;
+            self.held_expiry
+                .retain(|(_, key, id)| held.get(key).is_some_and(|h| h.flow.meta().flow_id == *id));
         }
     }
 
@@ -1094,6 +1186,9 @@ impl Dispatcher {
         // The state of these connections dies with the worker: reset both
         // ends rather than leave them waiting.
         let held: Vec<Held> = self.held.drain().map(|(_, h)| h).collect();
+        self.held_expiry.clear();
+        self.half_open = 0;
+        self.counters.intercept_half_open = 0;
         for h in held {
             self.abort_intercepted(h, now);
         }
@@ -1153,6 +1248,10 @@ impl Dispatcher {
 /// packets (the final ACK, a retransmitted FIN or RST) are still rewritten:
 /// longer than a few retransmissions of a FIN, far shorter than 2*MSL.
 const RELEASED_LINGER: Duration = Duration::from_secs(10);
+
+/// A released flow's stream jumping ahead by more than this in one segment
+/// is checked before it counts (a corrupted sequence number, most likely).
+const SUSPICIOUS_JUMP: u32 = 4 << 20;
 
 /// A random seed for a flow's TCP initial sequence numbers.
 fn random_seed() -> u64 {

@@ -147,7 +147,7 @@ counters! {
     intercept_released,
     /// Frames of released flows forwarded (rewritten).
     released_frames,
-    /// Bytes of released flows forwarded (whole frames).
+    /// Bytes of released flows forwarded (IP packets).
     released_bytes,
     /// Pure ACKs (no payload, no other flag) the intercepted flows' legs sent.
     intercept_tx_acks,
