@@ -122,6 +122,12 @@ struct Column {
     /// Frames per MB of the bulk run at the ports: to the client, from the
     /// client, to the server, from the server.
     bulk_frames_per_mb: Option<[f64; 4]>,
+    /// h2load (nghttp2), HTTP/1.1 keep-alive GET /: requests/s and
+    /// interceptor CPU per request.
+    h2load_req_per_s: Option<f64>,
+    h2load_cpu_us_per_req: Option<f64>,
+    /// Added latency p50/p99 (µs, histogram bucket bounds; appliance only).
+    latency_us: Option<(f64, f64)>,
     idle_held: Option<u64>,
     idle_secs: Option<f64>,
     rss_base_kib: Option<u64>,
@@ -430,7 +436,9 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
                 "max_flows = 10_000",
                 &format!("max_flows = {}", k.idle * 2 + 10_000),
             )
-            .replace("cpus = [0]", &format!("cpus = [{}]", k.core));
+            .replace("cpus = [0]", &format!("cpus = [{}]", k.core))
+            // The added-latency histograms are read from the metrics.
+            .replace("\ncontrol = ", "\nmetrics = \"127.0.0.1:9273\"\ncontrol = ");
             let config = match std::env::var("LAB_BENCH_TCP_BUFFER") {
                 Ok(b) => config.replace(
                     "[appliance]\n",
@@ -684,6 +692,72 @@ fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Resul
         r.elapsed_s
     );
 
+    // (c) a standard generator: h2load (Debian's nghttp2-client), HTTP/1.1
+    // keep-alive requests over `concurrency` connections (sslsplit does
+    // not speak h2 to its clients; both get the same protocol).
+    if lab::have_program("h2load") {
+        // The name in the URL (SNI www.example.com), the address of the interceptor.
+        let url = format!("https://{SNI}/");
+        let connect_to = match engine {
+            Engine::Sslsplit => format!("--connect-to={SSLSPLIT_ADDR}:{SSLSPLIT_PORT}"),
+            Engine::Appliance => format!("--connect-to={SERVER}:443"),
+        };
+        let c0 = cpu_s(s.pid, tck);
+        let out = s.lab.exec(
+            s.lab.client_ns(),
+            "taskset",
+            &[
+                "-c",
+                &k.peer_cores(),
+                "h2load",
+                "--h1",
+                "-c",
+                &k.concurrency.to_string(),
+                "-D",
+                &secs,
+                &connect_to,
+                &url,
+            ],
+        )?;
+        let cpu = cpu_s(s.pid, tck) - c0;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let req_s = text
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in "))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|v| v.trim_end_matches(" req/s").parse::<f64>().ok());
+        let done = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("requests: "))
+            .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        col.h2load_req_per_s = req_s;
+        if done > 0.0 {
+            col.h2load_cpu_us_per_req = Some(cpu * 1e6 / done);
+        }
+        eprintln!(
+            "{}: h2load: {done} requests, {req_s:?} req/s, interceptor CPU {cpu:.2} s",
+            engine.name()
+        );
+    }
+    if engine == Engine::Appliance {
+        if let Ok(m) = s.lab.exec(
+            s.lab.appliance_ns(),
+            "curl",
+            &["-sS", "http://127.0.0.1:9273/metrics"],
+        ) {
+            let m = String::from_utf8_lossy(&m.stdout);
+            let name = "tlsinspect_added_latency_seconds";
+            if let (Some(a), Some(b)) = (
+                super::quantile(&m, name, 0.5),
+                super::quantile(&m, name, 0.99),
+            ) {
+                col.latency_us = Some((a * 1e6, b * 1e6));
+            }
+        }
+    }
+
     // (c) memory with idle connections.
     if k.idle > 0 {
         std::thread::sleep(Duration::from_secs(1));
@@ -909,6 +983,28 @@ pub fn run() -> anyhow::Result<()> {
         fmt(a.bulk_util.map(|u| u * 100.0), 0) + "%",
         String::new(),
         "",
+    );
+    row(
+        "h2load req/s (HTTP/1.1)",
+        fmt(s.h2load_req_per_s, 0),
+        fmt(a.h2load_req_per_s, 0),
+        ratio(a.h2load_req_per_s, s.h2load_req_per_s),
+        "",
+    );
+    row(
+        "  CPU per request (µs)",
+        fmt(s.h2load_cpu_us_per_req, 1),
+        fmt(a.h2load_cpu_us_per_req, 1),
+        ratio(a.h2load_cpu_us_per_req, s.h2load_cpu_us_per_req),
+        "",
+    );
+    row(
+        "added latency p50/p99 (µs)",
+        "-".into(),
+        a.latency_us
+            .map_or("-".into(), |(p50, p99)| format!("{p50:.0}/{p99:.0}")),
+        String::new(),
+        "histogram bucket bounds",
     );
     let frames = |c: &Column, i: usize| c.bulk_frames_per_mb.map(|f| f[i]);
     for (i, name) in [
