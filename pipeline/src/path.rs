@@ -1752,6 +1752,7 @@ pub(crate) mod tests {
         let Path::Released(rw) = feed(d, side, frame, now) else {
             panic!("not released");
         };
+        assert_eq!(rw.shift_in, rw.shift_out, "windows cross unchanged");
         let mut out = frame.to_vec();
         assert!(rw.apply(&mut out[14..], false));
         out
@@ -1780,6 +1781,12 @@ pub(crate) mod tests {
             .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
             .expect("the client's SYN-ACK");
         let client_isn = tcp_of(f).1;
+        // Both legs announce the other real peer's window scale (7 here,
+        // smoltcp's own would be 1 or 2 for its buffer).
+        let facts = |frame: &[u8]| crate::tcp::TcpFacts::parse(&frame[14..]).unwrap();
+        assert_eq!(facts(f).wscale, Some(7), "the client leg's SYN-ACK");
+        let (_, our_syn) = ours.iter().find(|(s, _)| *s == Side::Wan).unwrap();
+        assert_eq!(facts(our_syn).wscale, Some(7), "the server leg's SYN");
         // The client's first bytes are not TLS: passed (non_tls).
         let req = b"GET / HTTP/1.0\r\n\r\n";
         let (psh_ack, fin_ack) = (0x18, 0x11);
