@@ -16,6 +16,7 @@ pub mod frame;
 pub mod gso;
 pub mod intercept;
 pub mod io;
+pub mod kernel_fast_path;
 pub mod latency;
 pub mod path;
 pub mod pipeline;
