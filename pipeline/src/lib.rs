@@ -31,5 +31,5 @@ mod netns_tests;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
-pub use pipeline::{DeviceMode, Pipeline, PipelineConfig, PipelineError};
+pub use pipeline::{DeviceMode, KernelFastPathMode, Pipeline, PipelineConfig, PipelineError};
 pub use stats::{Counters, Stats};

@@ -345,6 +345,9 @@ fn start_ring(
         faults: Default::default(),
         max_intercept_memory: usize::MAX,
         max_half_open: usize::MAX,
+        // These tests are about the user-space fast path (its counters,
+        // its throughput); the kernel one has its own lab test.
+        kernel_fast_path: crate::KernelFastPathMode::Off,
     };
     in_ns(&lab.a, move || {
         Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")

@@ -202,6 +202,22 @@ impl AfPacket {
         fanout: Fanout,
         program: &[BpfInsn],
     ) -> io::Result<AfPacket> {
+        Self::open_filtered(iface, ring, fanout, program, None)
+    }
+
+    /// As [`AfPacket::open`], with `filter` deciding which frames the ring
+    /// gets (the kernel fast path's: not those it redirects at tc ingress).
+    ///
+    /// The filter runs after the fanout picked this socket (the group's
+    /// steering program is a separate, classic one, so the two coexist) and
+    /// before the frame and its virtio header are copied into the ring.
+    pub fn open_filtered(
+        iface: &str,
+        ring: RingConfig,
+        fanout: Fanout,
+        program: &[BpfInsn],
+        filter: Option<&super::bpf::BpfProgram>,
+    ) -> io::Result<AfPacket> {
         let idx = ifindex(iface)?;
         let ctx = |what: &str| format!("AF_PACKET on {iface}: {what}");
         // Protocol 0: receive nothing until the ring is set up and we bind.
@@ -219,6 +235,11 @@ impl AfPacket {
         // Safety: `raw` is a fresh descriptor we own from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let s = fd.as_raw_fd();
+        // First: no frame may reach the socket unfiltered.
+        if let Some(f) = filter {
+            f.attach_to_socket(s)
+                .map_err(|e| io::Error::new(e.kind(), ctx(&e.to_string())))?;
+        }
         let version = match ring.version {
             RingVersion::V2 => TPACKET_V2,
             RingVersion::V3 => TPACKET_V3,

@@ -471,5 +471,92 @@ impl KernelFastPath {
     }
 }
 
+/// The kernel side of the fast path, attached to both ports: the flow map,
+/// the packet sockets' filter, and a classifier at each port's tc ingress
+/// (detached when this is dropped).
+#[derive(Debug)]
+pub struct Attached {
+    map: Arc<crate::io::bpf::BpfMap>,
+    filter: crate::io::bpf::BpfProgram,
+    _links: [crate::io::bpf::TcLink; 2],
+    entries: u32,
+}
+
+/// Why the kernel fast path could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct AttachError {
+    /// What was being done.
+    pub step: String,
+    /// The kernel's answer (for a refused program, with the verifier log).
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Attached {
+    /// Creates the map (two entries per flow, `max_flows` flows), loads the
+    /// programs and attaches a classifier at ingress of `lan` and `wan`,
+    /// each redirecting to the other.
+    pub fn attach(lan: &str, wan: &str, max_flows: usize) -> Result<Attached, AttachError> {
+        use crate::io::bpf::{BpfMap, BpfProgram, ProgramType};
+        use program::{build, Hook};
+        fn at<E: std::error::Error + Send + Sync + 'static>(
+            step: impl Into<String>,
+        ) -> impl FnOnce(E) -> AttachError {
+            let step = step.into();
+            move |e| AttachError {
+                step,
+                source: Box::new(e),
+            }
+        }
+        let lan_idx = crate::io::ifindex(lan).map_err(at(format!("interface {lan}")))?;
+        let wan_idx = crate::io::ifindex(wan).map_err(at(format!("interface {wan}")))?;
+        let entries = u32::try_from(max_flows.saturating_mul(2)).unwrap_or(u32::MAX);
+        let map = Arc::new(BpfMap::create("tlsi_flows", entries).map_err(at("flow map"))?);
+        let filter = BpfProgram::load(
+            ProgramType::SocketFilter,
+            "tlsi_filter",
+            &build(Hook::SocketFilter, map.fd()),
+        )
+        .map_err(at("socket filter"))?;
+        let classifier = |to_ifindex| {
+            BpfProgram::load(
+                ProgramType::SchedCls,
+                "tlsi_redirect",
+                &build(Hook::TcIngress { to_ifindex }, map.fd()),
+            )
+        };
+        let to_wan = classifier(wan_idx).map_err(at("tc classifier"))?;
+        let to_lan = classifier(lan_idx).map_err(at("tc classifier"))?;
+        let lan_link = to_wan
+            .attach_tc_ingress(lan_idx)
+            .map_err(at(format!("attaching at tc ingress of {lan}")))?;
+        let wan_link = to_lan
+            .attach_tc_ingress(wan_idx)
+            .map_err(at(format!("attaching at tc ingress of {wan}")))?;
+        Ok(Attached {
+            map,
+            filter,
+            _links: [lan_link, wan_link],
+            entries,
+        })
+    }
+
+    /// The map, for the workers' bookkeeping.
+    pub fn map(&self) -> Arc<dyn FlowMap> {
+        self.map.clone()
+    }
+
+    /// The filter every packet socket of both ports must carry.
+    pub fn filter(&self) -> &crate::io::bpf::BpfProgram {
+        &self.filter
+    }
+
+    /// The map's capacity in entries (two per flow).
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+}
+
 #[cfg(test)]
 mod tests;
