@@ -269,7 +269,8 @@ impl Pipeline {
                 };
                 if let Some(k) = &kernel {
                     log::info!(
-                        "kernel fast path: on (tc-BPF at ingress of {lan} and {wan}, map of {} entries); the user-space fast path carries the rest",
+                        "kernel fast path: on (tc-BPF at ingress of {lan} and {wan} via {}, map of {} entries); the user-space fast path carries the rest",
+                        k.attachment(),
                         k.entries()
                     );
                 }

@@ -35,6 +35,15 @@
 //!   kernel or the NIC segments it at the far end), and the intercepted
 //!   flows hand the kernel super-frames of their own. Ring slots are large
 //!   enough for a 64 KiB frame for the same reason.
+//! - With the kernel fast path ([`crate::kernel_fast_path`]) every socket
+//!   carries its eBPF filter (`SO_ATTACH_BPF`, set first): frames the tc
+//!   program redirects are not copied into the ring. Packet taps run before
+//!   tc ingress, so without the filter the worker would forward a second
+//!   copy. The kernel runs the fanout's classic steering program to pick the
+//!   member and then that member's filter, so the two coexist; the filter
+//!   sees the whole skb (a GRO super-frame is one call) and returns its full
+//!   length or 0, so the virtio header that `PACKET_VNET_HDR` adds is
+//!   unaffected and nothing is truncated.
 //! - Promiscuous mode is a socket membership (`PACKET_MR_PROMISC`), so the
 //!   kernel drops it when the socket closes, also after a crash.
 

@@ -3,15 +3,14 @@
 //! filters. What the programs do and which flows are listed:
 //! [`crate::kernel_fast_path`].
 //!
-//! Attachment is a tcx link (`BPF_LINK_CREATE` with `BPF_TCX_INGRESS`,
-//! Linux 6.6+) rather than a clsact qdisc and a `bpf` filter made over
-//! rtnetlink: a link is owned by its file descriptor, so the classifier
-//! leaves the port when the appliance closes it, exits or crashes. A
-//! clsact filter would outlive a crashed appliance and keep redirecting
-//! the listed flows with nobody left to expire them (the program holds the
-//! map). No qdisc is created, so there is none to remove. On older kernels
-//! the attach fails and the appliance keeps the user-space fast path,
-//! saying why.
+//! Attachment is first a tcx link (`BPF_LINK_CREATE` with
+//! `BPF_TCX_INGRESS`, Linux 6.6+): a link is owned by its file descriptor,
+//! so the classifier leaves the port when the appliance closes it, exits or
+//! crashes, and no qdisc is involved. Kernels without tcx get a clsact
+//! qdisc and a direct-action `bpf` filter made over rtnetlink
+//! ([`TcFilter`], our own few-line message builder): removed on drop (and
+//! the qdisc, if we made it); a filter left by a crash has a fixed
+//! priority and handle and is replaced at the next start.
 
 use std::io;
 use std::mem::size_of;
@@ -341,6 +340,255 @@ impl BpfProgram {
 #[derive(Debug)]
 pub struct TcLink {
     _fd: OwnedFd,
+}
+
+// rtnetlink (include/uapi/linux/netlink.h, rtnetlink.h, pkt_sched.h, pkt_cls.h).
+const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_DELTFILTER: u16 = 45;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x01;
+const NLM_F_ACK: u16 = 0x04;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_FD: u16 = 6;
+const TCA_BPF_NAME: u16 = 7;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2;
+/// The clsact qdisc's handle (`ffff:`).
+const CLSACT_HANDLE: u32 = 0xffff_0000;
+/// Our filter's priority and handle at clsact ingress: fixed, so a start
+/// after a crash finds and replaces a filter the crashed process left.
+const FILTER_PRIO: u32 = 0xc0de;
+const FILTER_HANDLE: u32 = 1;
+
+/// An rtnetlink request: header, `struct tcmsg`, attributes.
+struct TcRequest {
+    buf: Vec<u8>,
+    /// Start offsets of the open nested attributes.
+    nests: Vec<usize>,
+}
+
+impl TcRequest {
+    fn new(kind: u16, flags: u16, ifindex: u32, handle: u32, parent: u32, info: u32) -> TcRequest {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        buf.extend_from_slice(&[0u8; 4]); // family AF_UNSPEC, padding
+        buf.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+        buf.extend_from_slice(&handle.to_ne_bytes());
+        buf.extend_from_slice(&parent.to_ne_bytes());
+        buf.extend_from_slice(&info.to_ne_bytes());
+        TcRequest {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut TcRequest {
+        let len = (4 + payload.len()) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+        self
+    }
+
+    fn attr_str(&mut self, kind: u16, s: &str) -> &mut TcRequest {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.attr(kind, &b)
+    }
+
+    fn begin_nest(&mut self, kind: u16) -> &mut TcRequest {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    fn end_nest(&mut self) -> &mut TcRequest {
+        if let Some(at) = self.nests.pop() {
+            let len = (self.buf.len() - at) as u16;
+            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    fn finish(&mut self) -> &[u8] {
+        let len = self.buf.len() as u32;
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        &self.buf
+    }
+}
+
+/// Sends one request on a fresh rtnetlink socket and returns the kernel's answer (0 or an errno).
+fn rtnetlink(req: &mut TcRequest) -> io::Result<i32> {
+    // Safety: plain syscall with constant arguments.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(os_err("socket(AF_NETLINK)"));
+    }
+    // Safety: `raw` is a fresh descriptor we own from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let msg = req.finish();
+    // Safety: sockaddr_nl is plain old data; all-zero (pid 0: the kernel) is valid.
+    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as u16;
+    // Safety: `msg` and `to` are live for the call, with their exact sizes.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&to as *const libc::sockaddr_nl).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(os_err("sendto(rtnetlink)"));
+    }
+    let mut answer = [0u8; 8192];
+    loop {
+        // Safety: `answer` is a live buffer of the length passed.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
+        if n < 0 {
+            return Err(os_err("recv(rtnetlink)"));
+        }
+        let mut at = 0usize;
+        let n = n as usize;
+        while at + 20 <= n {
+            let len =
+                u32::from_ne_bytes(answer[at..at + 4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes([answer[at + 4], answer[at + 5]]);
+            if kind == NLMSG_ERROR {
+                let e = i32::from_ne_bytes(answer[at + 16..at + 20].try_into().unwrap_or_default());
+                return Ok(-e);
+            }
+            if len < 16 {
+                break;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+fn errno_error(what: &str, errno: i32) -> io::Error {
+    let e = io::Error::from_raw_os_error(errno);
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn check(what: &str, errno: i32) -> io::Result<()> {
+    match errno {
+        0 => Ok(()),
+        e => Err(errno_error(what, e)),
+    }
+}
+
+fn filter_request(kind: u16, flags: u16, ifindex: u32) -> TcRequest {
+    let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+    let info = (FILTER_PRIO << 16) | u32::from(eth_p_all);
+    let mut r = TcRequest::new(
+        kind,
+        flags,
+        ifindex,
+        FILTER_HANDLE,
+        TC_H_CLSACT_INGRESS,
+        info,
+    );
+    r.attr_str(TCA_KIND, "bpf");
+    r
+}
+
+/// A classifier attached as a `bpf` filter (direct action) at ingress of a
+/// clsact qdisc, made over rtnetlink: the way for kernels without tcx
+/// (before 6.6). Dropping it deletes the filter, and the qdisc if this
+/// made it.
+///
+/// Unlike a tcx link it outlives a crashed process; the filter has a fixed
+/// priority and handle, so the next start replaces it (and the map it
+/// used, and so every stale entry, goes with it).
+#[derive(Debug)]
+pub struct TcFilter {
+    ifindex: u32,
+    made_qdisc: bool,
+}
+
+impl TcFilter {
+    /// Attaches `prog` at clsact ingress of `ifindex`, making the qdisc if there is none.
+    pub fn attach(prog: &BpfProgram, ifindex: u32, name: &str) -> io::Result<TcFilter> {
+        let mut q = TcRequest::new(
+            RTM_NEWQDISC,
+            NLM_F_CREATE | NLM_F_EXCL,
+            ifindex,
+            CLSACT_HANDLE,
+            TC_H_CLSACT,
+            0,
+        );
+        q.attr_str(TCA_KIND, "clsact");
+        let made_qdisc = match rtnetlink(&mut q)? {
+            0 => true,
+            libc::EEXIST => false,
+            e => return Err(errno_error("creating the clsact qdisc", e)),
+        };
+        let f = TcFilter {
+            ifindex,
+            made_qdisc,
+        };
+        // A filter a crashed appliance left.
+        let _ = rtnetlink(&mut filter_request(RTM_DELTFILTER, 0, ifindex));
+        let mut add = filter_request(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, ifindex);
+        add.begin_nest(TCA_OPTIONS)
+            .attr(TCA_BPF_FD, &(prog.fd() as u32).to_ne_bytes())
+            .attr_str(TCA_BPF_NAME, name)
+            .attr(TCA_BPF_FLAGS, &TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes())
+            .end_nest();
+        // On failure `f` is dropped, which takes the qdisc back if we made it.
+        rtnetlink(&mut add).and_then(|e| check("adding the bpf filter at clsact ingress", e))?;
+        Ok(f)
+    }
+
+    fn detach(&mut self) {
+        let _ = rtnetlink(&mut filter_request(RTM_DELTFILTER, 0, self.ifindex));
+        if std::mem::take(&mut self.made_qdisc) {
+            let mut q =
+                TcRequest::new(RTM_DELQDISC, 0, self.ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0);
+            q.attr_str(TCA_KIND, "clsact");
+            let _ = rtnetlink(&mut q);
+        }
+    }
+}
+
+impl Drop for TcFilter {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Whether this process runs as root (the tests that load programs need it).
+#[cfg(test)]
+pub(crate) fn is_root() -> bool {
+    // Safety: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ use crate::stats::Counters;
 
 /// Flows [`KernelFastPath::housekeep`] reads from the map per call.
 pub const SCAN_BUDGET: usize = 4096;
+/// SYNs a worker remembers while their SYN-ACK is due: a SYN flood towards
+/// out-of-scope addresses costs at most this many entries (about 100 bytes each).
+pub const MAX_OPENING: usize = 65_536;
+/// How long a SYN waits for its SYN-ACK (a retransmitted SYN restarts it).
+pub const OPENING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A map key: one direction of a TCP flow, as the program builds it from
 /// the headers (addresses and ports in network order, IPv4 addresses in
@@ -289,7 +294,9 @@ impl KernelFastPath {
         if let Some(l) = self.listed.remove(&key) {
             self.end(l, End::Superseded, c);
         }
-        if self.opening.len() + self.listed.len() >= self.cap && !self.opening.contains_key(&key) {
+        let full =
+            self.opening.len() + self.listed.len() >= self.cap || self.opening.len() >= MAX_OPENING;
+        if full && !self.opening.contains_key(&key) {
             c.kernel_over_cap += 1;
             return;
         }
@@ -429,14 +436,15 @@ impl KernelFastPath {
         }
     }
 
-    /// The periodic scan: forgets SYNs unanswered for the idle timeout,
+    /// The periodic scan: forgets SYNs unanswered for [`OPENING_TIMEOUT`] (or the idle timeout if shorter),
     /// reads up to [`SCAN_BUDGET`] listed flows' counters and ends those idle
     /// for the timeout.
     pub fn housekeep(&mut self, c: &mut Counters) {
         let now = self.map.now_ns();
         let idle = self.idle_ns;
+        let wait = idle.min(OPENING_TIMEOUT.as_nanos() as u64);
         self.opening
-            .retain(|_, o| now.saturating_sub(o.at_ns) < idle);
+            .retain(|_, o| now.saturating_sub(o.at_ns) < wait);
         for _ in 0..SCAN_BUDGET.min(self.scan.len()) {
             let Some((key, generation)) = self.scan.pop_front() else {
                 break;
@@ -478,8 +486,50 @@ impl KernelFastPath {
 pub struct Attached {
     map: Arc<crate::io::bpf::BpfMap>,
     filter: crate::io::bpf::BpfProgram,
-    _links: [crate::io::bpf::TcLink; 2],
+    hooks: [TcHook; 2],
     entries: u32,
+}
+
+/// How a classifier is attached at a port's tc ingress.
+#[derive(Debug)]
+enum TcHook {
+    /// A tcx link (Linux 6.6+), detached when dropped.
+    Tcx { _link: crate::io::bpf::TcLink },
+    /// A filter on a clsact qdisc (older kernels), deleted when dropped.
+    Clsact { _filter: crate::io::bpf::TcFilter },
+}
+
+/// Which attachment to use (both: tcx, else clsact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Either,
+    #[cfg(test)]
+    Clsact,
+}
+
+fn hook(
+    prog: &crate::io::bpf::BpfProgram,
+    ifindex: u32,
+    iface: &str,
+    via: Via,
+) -> Result<TcHook, AttachError> {
+    let tcx = match via {
+        Via::Either => match prog.attach_tc_ingress(ifindex) {
+            Ok(l) => return Ok(TcHook::Tcx { _link: l }),
+            Err(e) => Some(e),
+        },
+        #[cfg(test)]
+        Via::Clsact => None,
+    };
+    crate::io::bpf::TcFilter::attach(prog, ifindex, "tlsi_redirect")
+        .map(|f| TcHook::Clsact { _filter: f })
+        .map_err(|e| AttachError {
+            step: format!("attaching at tc ingress of {iface}"),
+            source: match tcx {
+                Some(t) => format!("{t}; clsact: {e}").into(),
+                None => Box::new(e),
+            },
+        })
 }
 
 /// Why the kernel fast path could not be set up.
@@ -498,6 +548,15 @@ impl Attached {
     /// programs and attaches a classifier at ingress of `lan` and `wan`,
     /// each redirecting to the other.
     pub fn attach(lan: &str, wan: &str, max_flows: usize) -> Result<Attached, AttachError> {
+        Self::attach_via(lan, wan, max_flows, Via::Either)
+    }
+
+    pub(crate) fn attach_via(
+        lan: &str,
+        wan: &str,
+        max_flows: usize,
+        via: Via,
+    ) -> Result<Attached, AttachError> {
         use crate::io::bpf::{BpfMap, BpfProgram, ProgramType};
         use program::{build, Hook};
         fn at<E: std::error::Error + Send + Sync + 'static>(
@@ -528,18 +587,22 @@ impl Attached {
         };
         let to_wan = classifier(wan_idx).map_err(at("tc classifier"))?;
         let to_lan = classifier(lan_idx).map_err(at("tc classifier"))?;
-        let lan_link = to_wan
-            .attach_tc_ingress(lan_idx)
-            .map_err(at(format!("attaching at tc ingress of {lan}")))?;
-        let wan_link = to_lan
-            .attach_tc_ingress(wan_idx)
-            .map_err(at(format!("attaching at tc ingress of {wan}")))?;
+        let lan_hook = hook(&to_wan, lan_idx, lan, via)?;
+        let wan_hook = hook(&to_lan, wan_idx, wan, via)?;
         Ok(Attached {
             map,
             filter,
-            _links: [lan_link, wan_link],
+            hooks: [lan_hook, wan_hook],
             entries,
         })
+    }
+
+    /// How the classifiers are attached, for the start-up line.
+    pub fn attachment(&self) -> &'static str {
+        match self.hooks[0] {
+            TcHook::Tcx { .. } => "tcx",
+            TcHook::Clsact { .. } => "clsact",
+        }
     }
 
     /// The map, for the workers' bookkeeping.

@@ -337,16 +337,7 @@ fn v6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, next: u8, flag
 fn the_kernel_accepts_the_programs_and_they_pick_the_listed_segments() {
     use crate::io::bpf::{BpfMap, BpfProgram, ProgramType};
     use program::{build, Hook};
-    // SAFETY-free check for root: the effective uid via /proc.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
+    if !crate::io::bpf::is_root() {
         eprintln!("skipped: needs root (bpf(2))");
         return;
     }
@@ -468,4 +459,141 @@ fn the_kernel_accepts_the_programs_and_they_pick_the_listed_segments() {
     vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
     assert_eq!(run(&vlan), (0, u32::MAX), "an 802.1Q tag in the frame");
     assert_eq!(map.get(&other).unwrap().packets, 0);
+}
+
+/// A program the verifier refuses comes back with the errno and the
+/// verifier's own words (root only).
+#[test]
+fn a_refused_program_reports_the_verifier_log() {
+    use crate::io::bpf::{BpfProgram, ProgramType};
+    use program::{Asm, Reg, Size};
+    if !crate::io::bpf::is_root() {
+        eprintln!("skipped: needs root (bpf(2))");
+        return;
+    }
+    // Reads R0 before anything wrote it.
+    let mut a = Asm::new();
+    a.load(Size::W, Reg::R0, Reg::R0, 0).exit();
+    let e = BpfProgram::load(ProgramType::SocketFilter, "test_bad", &a.finish().unwrap())
+        .expect_err("the verifier refuses a read through an uninitialized register");
+    assert_eq!(e.source.raw_os_error(), Some(libc::EACCES), "{e}");
+    assert!(e.log.contains("R0 !read_ok"), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("test_bad") && text.contains("verifier log"),
+        "{text}"
+    );
+}
+
+/// The dispatcher's hooks: an out-of-scope connection from the LAN is
+/// listed at its SYN-ACK and leaves at the FINs; an in-scope one, and one
+/// opened from the WAN side, never are; every frame still takes its path
+/// as without the kernel fast path.
+#[test]
+fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
+    use crate::classify::{ScopeSpec, ScopeTable};
+    use crate::frame::{parse_ethernet, tests as ft};
+    use crate::io::RxMeta;
+    use crate::path::{Clock, Dispatcher, FastKind, Path, Side};
+    use arc_swap::ArcSwap;
+    use std::time::{Instant, SystemTime};
+
+    let map = MemMap::new(100);
+    let scopes = ScopeTable::compile(&[ScopeSpec {
+        policy_id: "corp".into(),
+        scope_id: "web".into(),
+        source_ips: vec!["192.0.2.10".parse().unwrap()],
+        source_ports: vec![],
+        destinations: vec!["203.0.113.0/24".parse().unwrap()],
+        destination_ports: vec![(443, 443)],
+    }]);
+    let t0 = Instant::now();
+    let log = Arc::new(crate::path::tests::MemLog::default());
+    let mut d = Dispatcher::new(
+        0,
+        100,
+        IDLE,
+        Arc::new(ArcSwap::from_pointee(scopes)),
+        log.clone(),
+        Clock::new(t0, SystemTime::UNIX_EPOCH),
+    )
+    .with_kernel_fast_path(KernelFastPath::new(map.clone(), 100, IDLE));
+    let mut feed = |side: Side,
+                    src: [u8; 4],
+                    sport: u16,
+                    dst: [u8; 4],
+                    dport: u16,
+                    flags: u8,
+                    seq: u32,
+                    ack: u32| {
+        let mut pkt = ft::ipv4_tcp_seq(src, sport, dst, dport, flags, seq, b"");
+        pkt[28..32].copy_from_slice(&ack.to_be_bytes());
+        let f = ft::ether(0x0800, &[], &pkt);
+        d.on_ethernet(side, &f, parse_ethernet(&f), RxMeta::default(), t0)
+    };
+    let (out, inside, server) = ([192, 0, 2, 20], [192, 0, 2, 10], [203, 0, 113, 5]);
+    let fast = Path::Fast(FastKind::Tcp);
+    let (syn, syn_ack, ack, fin) = (
+        TcpFlags::SYN,
+        TcpFlags::SYN | TcpFlags::ACK,
+        TcpFlags::ACK,
+        TcpFlags::FIN | TcpFlags::ACK,
+    );
+    assert_eq!(feed(Side::Lan, out, 40000, server, 443, syn, 100, 0), fast);
+    assert_eq!(map.len(), 0);
+    assert_eq!(
+        feed(Side::Wan, server, 443, out, 40000, syn_ack, 7000, 101),
+        fast
+    );
+    assert_eq!(map.len(), 2);
+    assert_eq!(
+        feed(Side::Lan, out, 40000, server, 443, ack, 101, 7001),
+        fast
+    );
+    assert_eq!(
+        feed(Side::Lan, out, 40000, server, 443, fin, 101, 7001),
+        fast
+    );
+    assert_eq!(
+        feed(Side::Wan, server, 443, out, 40000, fin, 7001, 102),
+        fast
+    );
+    assert_eq!(map.len(), 0);
+    // In scope: tracked by the flow table, never listed.
+    assert_eq!(
+        feed(Side::Lan, inside, 40001, server, 443, syn, 100, 0),
+        Path::InScope
+    );
+    assert_eq!(
+        feed(Side::Wan, server, 443, inside, 40001, syn_ack, 7000, 101),
+        Path::InScope
+    );
+    // Opened from the WAN side: not ours to list.
+    assert_eq!(feed(Side::Wan, server, 5000, out, 22, syn, 1, 0), fast);
+    assert_eq!(feed(Side::Lan, out, 22, server, 5000, syn_ack, 9, 2), fast);
+    assert_eq!(map.len(), 0);
+    assert_eq!(d.counters.kernel_flows_listed, 1);
+    assert_eq!(d.counters.kernel_flows_ended, 1);
+    assert_eq!(d.counters.flows_started, 1);
+}
+
+#[test]
+fn a_syn_flood_costs_a_bounded_number_of_entries() {
+    let map = MemMap::new(usize::MAX);
+    let mut k = KernelFastPath::new(map.clone(), 1_000_000, IDLE);
+    let mut n = Counters::default();
+    let s = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+    for i in 0..(MAX_OPENING as u32 + 1000) {
+        let c = IpAddr::V4(Ipv4Addr::from(0xc000_0200 | (i >> 16)));
+        let port = i as u16;
+        let key = FlowKey::new(PROTO_TCP, c, port, s, 80);
+        k.on_syn(key, (c, port), (s, 80), i, &mut n);
+    }
+    assert_eq!(k.opening.len(), MAX_OPENING);
+    assert_eq!(n.kernel_over_cap, 1000);
+    // Unanswered, they are forgotten after OPENING_TIMEOUT.
+    map.advance(OPENING_TIMEOUT);
+    k.housekeep(&mut n);
+    assert!(k.opening.is_empty());
+    assert_eq!(map.len(), 0);
 }
