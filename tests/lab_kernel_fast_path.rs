@@ -4,7 +4,8 @@
 //! user-space fast path sees only the handshake and teardown), the FINs take
 //! the flow out of the map, and a second connection on the same addresses
 //! and ports is listed anew. With `kernel_fast_path = "off"` the same
-//! downloads take the user-space fast path. Both offload settings.
+//! downloads take the user-space fast path, as they do in tun mode, which
+//! says so at start. Both offload settings.
 
 mod lab;
 
@@ -27,14 +28,16 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn kernel_fast_path(kernel: bool, tag: &str) -> anyhow::Result<()> {
+/// `setting` is `kernel_fast_path`'s value; the kernel path is expected
+/// where it is "auto" in af_packet mode.
+fn kernel_fast_path(mode: LabMode, setting: &str, tag: &str) -> anyhow::Result<()> {
     if lab::skip_without_root() {
         return Ok(());
     }
-    let t = TestLab::build(tag, LabMode::AfPacket, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER])?;
+    let kernel = mode == LabMode::AfPacket && setting == "auto";
+    let t = TestLab::build(tag, mode, &[IN_SCOPE, OUT_OF_SCOPE], &[SERVER])?;
     let nginx = t.start_nginx()?;
     let (config, _log) = t.write_config(IN_SCOPE)?;
-    let setting = if kernel { "auto" } else { "off" };
     let text = std::fs::read_to_string(&config)?.replace(
         "\ncontrol = ",
         &format!("\nmetrics = \"127.0.0.1:9273\"\nkernel_fast_path = \"{setting}\"\ncontrol = "),
@@ -44,6 +47,8 @@ fn kernel_fast_path(kernel: bool, tag: &str) -> anyhow::Result<()> {
     let app = t.start_appliance(&config, OUT_OF_SCOPE, SERVER)?;
     let said = if kernel {
         "kernel fast path: on"
+    } else if mode == LabMode::Tun {
+        "kernel fast path: off (tun mode)"
     } else {
         "kernel fast path: off (kernel_fast_path = \"off\")"
     };
@@ -158,20 +163,36 @@ fn kernel_fast_path(kernel: bool, tag: &str) -> anyhow::Result<()> {
 
 #[test]
 fn kernel_fast_path_af_packet() -> anyhow::Result<()> {
-    kernel_fast_path(true, "kfp")
+    kernel_fast_path(LabMode::AfPacket, "auto", "kfp")
 }
 
 #[test]
 fn kernel_fast_path_af_packet_offloads_on() -> anyhow::Result<()> {
-    lab::with_offloads(lab::Offloads::On, || kernel_fast_path(true, "kfpo"))
+    lab::with_offloads(lab::Offloads::On, || {
+        kernel_fast_path(LabMode::AfPacket, "auto", "kfpo")
+    })
 }
 
 #[test]
 fn kernel_fast_path_off_af_packet() -> anyhow::Result<()> {
-    kernel_fast_path(false, "kfpx")
+    kernel_fast_path(LabMode::AfPacket, "off", "kfpx")
 }
 
 #[test]
 fn kernel_fast_path_off_af_packet_offloads_on() -> anyhow::Result<()> {
-    lab::with_offloads(lab::Offloads::On, || kernel_fast_path(false, "kfpxo"))
+    lab::with_offloads(lab::Offloads::On, || {
+        kernel_fast_path(LabMode::AfPacket, "off", "kfpxo")
+    })
+}
+
+#[test]
+fn kernel_fast_path_auto_in_tun_mode_is_the_user_space_one() -> anyhow::Result<()> {
+    kernel_fast_path(LabMode::Tun, "auto", "kfpt")
+}
+
+#[test]
+fn kernel_fast_path_auto_in_tun_mode_is_the_user_space_one_offloads_on() -> anyhow::Result<()> {
+    lab::with_offloads(lab::Offloads::On, || {
+        kernel_fast_path(LabMode::Tun, "auto", "kfpto")
+    })
 }
