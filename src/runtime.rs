@@ -69,6 +69,7 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
             config::KernelFastPath::Auto => KernelFastPathMode::Auto,
             config::KernelFastPath::Off => KernelFastPathMode::Off,
         },
+        release_passed_flows: a.release_passed_flows,
     }
 }
 
@@ -99,7 +100,7 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     type Show = fn(&config::Appliance) -> String;
-    const FIELDS: [(&str, Show); 15] = [
+    const FIELDS: [(&str, Show); 16] = [
         ("mode", |a| format!("{:?}", a.mode)),
         ("lan", |a| a.lan.clone()),
         ("wan", |a| a.wan.clone()),
@@ -113,6 +114,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         }),
         ("max_half_open", |a| a.max_half_open.to_string()),
         ("kernel_fast_path", |a| format!("{:?}", a.kernel_fast_path)),
+        ("release_passed_flows", |a| {
+            a.release_passed_flows.to_string()
+        }),
         ("tcp_buffer_bytes", |a| a.tcp_buffer_bytes.to_string()),
         ("bypass_cache_entries", |a| {
             a.bypass_cache_entries.to_string()

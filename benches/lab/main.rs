@@ -1,16 +1,23 @@
 //! End-to-end throughput: iperf3 through the appliance (af_packet, one
 //! worker core) against a kernel bridge in the same lab topology with the
 //! same offload settings, measured in the same run (DESIGN.md §9), at both
-//! offload settings of §8. Four things cross: the kernel bridge (the
-//! reference), the appliance's user-space fast path (iperf3 selected by no
-//! scope, `kernel_fast_path = "off"`), its kernel fast path (the same flow
-//! with the default `"auto"`: redirected by the tc-BPF program once the
-//! handshake crossed the worker), and a passed in-scope flow (iperf3
-//! selected by the policy; not TLS, so the `non_tls = "passthrough"` row
-//! passes it: the splice every passed flow takes). For the appliance runs it
-//! reports CPU per MB and frames per MB (the kernel fast path's forwarding
-//! runs in the senders' softirq context, not in the appliance's threads, so
-//! its appliance CPU per MB is the workers' share only).
+//! offload settings of §8. Three things cross: the kernel bridge (the
+//! reference), the appliance's fast path (iperf3 selected by no scope), and
+//! a passed in-scope flow (iperf3 selected by the policy; not TLS, so the
+//! `non_tls = "passthrough"` row passes it and, once its first bytes are
+//! delivered, releases it to the fast path with its sequence numbers
+//! rewritten, like every passed flow). For the appliance runs it reports CPU
+//! per MB, frames, leg ACKs and worker wake-ups per MB, and the passed
+//! flows' added latency (p50/p99 from the appliance's histograms). Two more
+//! rows compare the fast path with two iperf3 streams on one worker and on
+//! two workers (`cpus = [0, 1]`): CPU per MB should not grow with workers.
+//! These appliance rows run with `kernel_fast_path = "off"`, so the fast
+//! path is the user-space one; a last row measures the kernel fast path
+//! (the default `"auto"`: the no-scope flow redirected by the tc-BPF program
+//! once its handshake crossed the worker) beside them and the bridge. Its
+//! forwarding runs in the kernel's softirq on the senders' cores, not in the
+//! appliance's threads, so its appliance CPU per MB is the workers' share
+//! (handshake and teardown) only.
 //!
 //! `cargo bench --bench lab -- intercept` runs the TLS interception
 //! benchmark instead (appliance against sslsplit, see `intercept.rs`).
@@ -91,6 +98,54 @@ struct Run {
     ms_per_mb: Option<f64>,
     /// Frames the appliance transmitted per MB (appliance runs only).
     frames_per_mb: Option<f64>,
+    /// Pure ACKs its TCP legs sent and worker wake-ups, per MB.
+    acks_per_mb: Option<f64>,
+    wakeups_per_mb: Option<f64>,
+    /// Added latency (first byte in to first byte out) of the intercepted
+    /// flows, p50 and p99 upper bucket bounds in µs, both directions.
+    latency_us: Option<(f64, f64)>,
+}
+
+/// A counter of the appliance's `total:` line at exit.
+fn total(report: &str, name: &str) -> f64 {
+    report
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("total:"))
+        .flat_map(|l| l.split(','))
+        .find_map(|kv| {
+            let mut it = kv.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next()?.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// The `q` quantile of a Prometheus histogram's `_bucket` series summed
+/// over its label sets: the upper bound of the first bucket holding it.
+fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let prefix = format!("{name}_bucket{{");
+    for l in metrics.lines() {
+        let Some(rest) = l.strip_prefix(&prefix) else {
+            continue;
+        };
+        let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+        let le: f64 = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        let n: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        match buckets.iter_mut().find(|b| b.0 == le) {
+            Some(b) => b.1 += n,
+            None => buckets.push((le, n)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last()?.1;
+    if count <= 0.0 {
+        return None;
+    }
+    buckets.iter().find(|b| b.1 >= q * count).map(|b| b.0)
 }
 
 /// What iperf3's flow crosses.
@@ -98,12 +153,16 @@ struct Run {
 enum Target {
     /// A kernel bridge.
     Bridge,
-    /// The appliance, the flow in no scope, the user-space fast path.
+    /// The appliance, the flow in no scope.
     Fast,
-    /// The appliance, the flow in no scope, the kernel fast path.
-    Kernel,
     /// The appliance, the flow in scope and passed (`non_tls`).
     Passed,
+    /// The appliance's fast path, two streams, one worker.
+    FastTwoStreams,
+    /// The same with two workers (`cpus = [0, 1]`).
+    FastTwoWorkers,
+    /// The appliance, the flow in no scope, the kernel fast path.
+    Kernel,
 }
 
 impl Target {
@@ -111,8 +170,10 @@ impl Target {
         match self {
             Target::Bridge => "kernel bridge",
             Target::Fast => "appliance fast path",
-            Target::Kernel => "appliance kernel fast path",
             Target::Passed => "appliance, passed in-scope",
+            Target::FastTwoStreams => "fast path, 2 streams, 1 worker",
+            Target::FastTwoWorkers => "fast path, 2 streams, 2 workers",
+            Target::Kernel => "appliance kernel fast path",
         }
     }
 }
@@ -167,9 +228,18 @@ fn measure(
         .replace(
             "destination_ports = [\"443/443\"]",
             "destination_ports = [\"443/443\", \"5201/5201\"]",
+        )
+        .replace("\ncontrol = ", "\nmetrics = \"127.0.0.1:9273\"\ncontrol = ")
+        .replace(
+            "cpus = [0]",
+            if target == Target::FastTwoWorkers {
+                "cpus = [0, 1]"
+            } else {
+                "cpus = [0]"
+            },
         );
         // The kernel fast path is the default ("auto"); the other appliance
-        // rows measure the user-space paths as before.
+        // rows measure the user-space paths.
         let setting = if target == Target::Kernel {
             "auto"
         } else {
@@ -263,9 +333,22 @@ fn measure(
     }
     let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
     let mb = bytes / 1e6;
-    let (mut ms_per_mb, mut frames_per_mb) = (None, None);
+    let (mut ms_per_mb, mut frames_per_mb, mut acks_per_mb, mut wakeups_per_mb) =
+        (None, None, None, None);
+    let mut latency_us = None;
     if let (Some(pid), Some(before)) = (appliance, cpu_before) {
         let cpu = cpu_ns(pid).saturating_sub(before);
+        if let Ok(m) = lab.exec(
+            lab.appliance_ns(),
+            "curl",
+            &["-sS", "http://127.0.0.1:9273/metrics"],
+        ) {
+            let m = String::from_utf8_lossy(&m.stdout);
+            let name = "tlsinspect_added_latency_seconds";
+            if let (Some(a), Some(b)) = (quantile(&m, name, 0.5), quantile(&m, name, 0.99)) {
+                latency_us = Some((a * 1e6, b * 1e6));
+            }
+        }
         lab.stop(pid, "TERM", Duration::from_secs(20))?;
         let report = std::fs::read_to_string(dir.join("appliance.out")).unwrap_or_default();
         let frames: f64 = report
@@ -277,6 +360,8 @@ fn measure(
         if mb > 0.0 {
             ms_per_mb = Some(cpu as f64 / 1e6 / mb);
             frames_per_mb = Some(frames / mb);
+            acks_per_mb = Some(total(&report, "intercept_tx_acks") / mb);
+            wakeups_per_mb = Some(total(&report, "wakeups") / mb);
         }
         eprintln!("appliance report:\n{}", report.trim());
     }
@@ -284,6 +369,9 @@ fn measure(
         gbps: bps / 1e9,
         ms_per_mb,
         frames_per_mb,
+        acks_per_mb,
+        wakeups_per_mb,
+        latency_us,
     })
 }
 
@@ -326,64 +414,123 @@ fn iperf3() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("tlsinspect-bench-")
         .tempdir()?;
-    let targets = [Target::Bridge, Target::Fast, Target::Kernel, Target::Passed];
+    let targets = [
+        Target::Bridge,
+        Target::Fast,
+        Target::Passed,
+        Target::FastTwoStreams,
+        Target::FastTwoWorkers,
+        Target::Kernel,
+    ];
     let mut table = Vec::new();
     for offloads in [lab::Offloads::Off, lab::Offloads::On] {
-        // Per target: Gbit/s, ms/MB, frames/MB of every round.
-        let mut runs: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
-            targets.iter().map(|_| Default::default()).collect();
+        // Per target, every round's run.
+        let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 1..=rounds {
             for (i, &t) in targets.iter().enumerate() {
-                let r = measure(t, offloads, dir.path(), seconds, streams)?;
-                let cost = match (r.ms_per_mb, r.frames_per_mb) {
+                let n = match t {
+                    Target::FastTwoStreams | Target::FastTwoWorkers => streams.max(2),
+                    _ => streams,
+                };
+                let r = measure(t, offloads, dir.path(), seconds, n)?;
+                let mut cost = match (r.ms_per_mb, r.frames_per_mb) {
                     (Some(c), Some(f)) => format!(", CPU {c:.2} ms/MB, {f:.0} frames/MB"),
                     _ => String::new(),
                 };
+                if let (Some(a), Some(w)) = (r.acks_per_mb, r.wakeups_per_mb) {
+                    cost += &format!(", {a:.1} leg ACKs/MB, {w:.1} wake-ups/MB");
+                }
+                if let Some((p50, p99)) = r.latency_us {
+                    cost += &format!(", added latency p50 <= {p50:.0} us, p99 <= {p99:.0} us");
+                }
                 println!(
-                    "{}, round {round}: {:28} {:6.2} Gbit/s{cost}",
+                    "{}, round {round}: {:32} {:6.2} Gbit/s{cost}",
                     offloads.as_str(),
                     t.name(),
                     r.gbps
                 );
-                runs[i].0.push(r.gbps);
-                runs[i].1.extend(r.ms_per_mb);
-                runs[i].2.extend(r.frames_per_mb);
+                runs[i].push(r);
             }
         }
-        let med: Vec<(f64, Option<f64>, Option<f64>)> = runs
-            .iter_mut()
-            .map(|(g, c, f)| {
-                let opt = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v));
-                (median(g), opt(c), opt(f))
-            })
-            .collect();
-        table.push((offloads, med));
+        table.push((offloads, runs));
     }
+    let med = |runs: &[Run], f: fn(&Run) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(&mut v))
+    };
+    let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let gbps = |r: &Run| Some(r.gbps);
+    let cpu = |r: &Run| r.ms_per_mb;
+    let frames = |r: &Run| r.frames_per_mb;
     println!("\niperf3 TCP, {streams} stream(s), {seconds} s x {rounds} rounds, 1 appliance worker; medians");
-    println!("| offloads | kernel bridge | fast path | ratio (target >= 0.9) | kernel fast path | ratio (target >= 0.9) | passed in-scope | passed CPU/MB vs fast (target <= 1.2) | fast ms/MB | kernel fast ms/MB | passed ms/MB | fast frames/MB | kernel fast frames/MB | passed frames/MB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (o, m) in &table {
-        let (b, f, k, p) = (m[0], m[1], m[2], m[3]);
-        let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
-        let cost_ratio = match (p.1, f.1) {
-            (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
-            _ => "-".into(),
-        };
+    println!("| offloads | kernel bridge | fast path | ratio (target >= 0.9) | passed in-scope | passed CPU/MB vs fast (target <= 1.2) | fast ms/MB | passed ms/MB | fast frames/MB | passed frames/MB | passed leg ACKs/MB | passed wake-ups/MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (o, runs) in &table {
+        let (b, f, p) = (&runs[0], &runs[1], &runs[2]);
         println!(
-            "| {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2} | {:.2} Gbit/s | {:.2} | {:.2} Gbit/s | {cost_ratio} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} | {} | {} |",
             o.as_str(),
-            b.0,
-            f.0,
-            f.0 / b.0,
-            k.0,
-            k.0 / b.0,
-            p.0,
-            fmt(f.1, 2),
-            fmt(k.1, 3),
-            fmt(p.1, 2),
-            fmt(f.2, 0),
-            fmt(k.2, 1),
-            fmt(p.2, 0),
+            fmt(med(b, gbps), 2),
+            fmt(med(f, gbps), 2),
+            fmt(div(med(f, gbps), med(b, gbps)), 2),
+            fmt(med(p, gbps), 2),
+            fmt(div(med(p, cpu), med(f, cpu)), 2),
+            fmt(med(f, cpu), 2),
+            fmt(med(p, cpu), 2),
+            fmt(med(f, frames), 0),
+            fmt(med(p, frames), 0),
+            fmt(med(p, |r| r.acks_per_mb), 1),
+            fmt(med(p, |r| r.wakeups_per_mb), 1),
+        );
+    }
+    println!("\nTwo workers against one, fast path, 2 iperf3 streams (target: CPU/MB within 10 %)");
+    println!("| offloads | 1 worker | 2 workers | 1 worker ms/MB | 2 workers ms/MB | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (o, runs) in &table {
+        let (one, two) = (&runs[3], &runs[4]);
+        println!(
+            "| {} | {} Gbit/s | {} Gbit/s | {} | {} | {} |",
+            o.as_str(),
+            fmt(med(one, gbps), 2),
+            fmt(med(two, gbps), 2),
+            fmt(med(one, cpu), 2),
+            fmt(med(two, cpu), 2),
+            fmt(div(med(two, cpu), med(one, cpu)), 2),
+        );
+    }
+    println!(
+        "\nKernel fast path (tc-BPF) beside the user-space fast path and the bridge, 1 stream"
+    );
+    println!("| offloads | kernel bridge | kernel fast path | ratio (target >= 0.9) | user-space fast path | ratio | kernel fast ms/MB | kernel fast frames/MB | fast ms/MB | fast frames/MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (o, runs) in &table {
+        let (b, f, k) = (&runs[0], &runs[1], &runs[5]);
+        println!(
+            "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} |",
+            o.as_str(),
+            fmt(med(b, gbps), 2),
+            fmt(med(k, gbps), 2),
+            fmt(div(med(k, gbps), med(b, gbps)), 2),
+            fmt(med(f, gbps), 2),
+            fmt(div(med(f, gbps), med(b, gbps)), 2),
+            fmt(med(k, cpu), 3),
+            fmt(med(k, frames), 1),
+            fmt(med(f, cpu), 2),
+            fmt(med(f, frames), 0),
+        );
+    }
+    println!("\nAdded latency of the passed in-scope flows (histogram bucket bounds, all rounds' medians)");
+    for (o, runs) in &table {
+        let p = &runs[2];
+        println!(
+            "{}: p50 <= {} us, p99 <= {} us",
+            o.as_str(),
+            fmt(med(p, |r| r.latency_us.map(|l| l.0)), 0),
+            fmt(med(p, |r| r.latency_us.map(|l| l.1)), 0),
         );
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {

@@ -153,6 +153,7 @@ impl HoldQueue {
 }
 
 /// What to do with one copy of a frame.
+#[derive(Clone, Copy)]
 enum Fate {
     /// Pass it on now, unchanged.
     Now,
@@ -303,19 +304,25 @@ impl<D: Device> Device for FaultyDevice<D> {
         self.inner.medium()
     }
 
-    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
         let now = Instant::now();
         let medium = self.inner.medium();
         let mut n = 0;
-        while let Some(h) = self.rx.held.pop_due(now) {
-            f(&h.frame, h.meta);
+        while let Some(mut h) = self.rx.held.pop_due(now) {
+            f(&mut h.frame, h.meta);
             n += 1;
         }
         let (rng, rx, injected) = (&mut self.rng, &mut self.rx, &mut self.injected);
         n += self.inner.recv(budget, |frame, meta| {
-            for fate in rx.decide(rng, now, injected).into_iter().flatten() {
+            let fates = rx.decide(rng, now, injected);
+            for (i, fate) in fates.into_iter().enumerate() {
+                let Some(fate) = fate else { continue };
+                // `f` may rewrite the frame in place: a duplicate still to
+                // come gets the frame as it arrived.
+                let last = fates[i + 1..].iter().all(Option::is_none);
                 match fate {
-                    Fate::Now => f(frame, meta),
+                    Fate::Now if last => f(frame, meta),
+                    Fate::Now => f(&mut frame.to_vec(), meta),
                     Fate::Copy { corrupt, due } => {
                         let mut copy = frame.to_vec();
                         let mut meta = meta;
@@ -329,7 +336,7 @@ impl<D: Device> Device for FaultyDevice<D> {
                                 meta,
                                 tag: None,
                             }),
-                            None => f(&copy, meta),
+                            None => f(&mut copy, meta),
                         }
                     }
                 }
@@ -439,11 +446,17 @@ mod tests {
         fn medium(&self) -> Medium {
             Medium::Ip
         }
-        fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
+        fn recv<F: FnMut(&mut [u8], RxMeta)>(
+            &mut self,
+            budget: usize,
+            mut f: F,
+        ) -> io::Result<usize> {
             let mut n = 0;
             while n < budget {
-                let Some(p) = self.rx.pop_front() else { break };
-                f(&p, RxMeta::default());
+                let Some(mut p) = self.rx.pop_front() else {
+                    break;
+                };
+                f(&mut p, RxMeta::default());
                 n += 1;
             }
             Ok(n)

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
+use crate::api::FlowRecord;
 use crate::classify::ScopeMatch;
 use crate::frame::TcpFlags;
+use crate::tcp::Release;
 
 /// What the flow table needs of a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,14 @@ pub struct StreamBytes {
 }
 
 impl StreamBytes {
+    /// Counts from sequence number `next` on (a stream already under way).
+    pub fn starting_at(next: u32) -> StreamBytes {
+        StreamBytes {
+            next: Some(next),
+            bytes: 0,
+        }
+    }
+
     /// Accounts a segment starting at `seq` carrying `len` payload bytes
     /// (`syn`: the SYN occupies `seq` itself, payload starts one later;
     /// `fin`: the FIN occupies the sequence number after the payload).
@@ -142,6 +152,33 @@ pub struct Flow {
     pub frames: u64,
     /// FIN/RST bookkeeping.
     pub teardown: Teardown,
+    /// Set for a passed flow released from its TCP legs: how its packets
+    /// are rewritten, and its traffic-log record.
+    pub released: Option<Box<Released>>,
+    /// Ended, kept until this instant so late packets (the last ACK, a
+    /// retransmitted FIN) are still rewritten.
+    pub linger_until: Option<Instant>,
+}
+
+/// What a released flow carries in the flow table.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// The rewrite of its packets, both directions.
+    pub rewrite: Release,
+    /// Its record as of the release, completed and written when the flow
+    /// ends (then `None`).
+    pub record: Option<FlowRecord>,
+    /// The MACs of the client's SYN frame (see the dispatcher's outbox); `None` on TUN.
+    pub macs: Option<[u8; 12]>,
+    /// When the intercepted flow was born (for `on_disable = "interrupt"`).
+    pub born: Instant,
+    /// The next sequence number each end expects, as it sees them: where
+    /// a reset of the flow must start.
+    pub next_to_client: u32,
+    /// See `next_to_client`.
+    pub next_to_server: u32,
+    /// Its latency, recorded once the server's first bytes are forwarded.
+    pub timings: Option<crate::latency::FlowTimings>,
 }
 
 impl Flow {
@@ -164,6 +201,8 @@ impl Flow {
             toclient: StreamBytes::default(),
             frames: 0,
             teardown: Teardown::default(),
+            released: None,
+            linger_until: None,
         }
     }
 
@@ -220,6 +259,8 @@ pub struct FlowTable {
     flows: HashMap<FlowKey, Flow>,
     /// `(deadline, key, flow id)` in push order; stale entries are skipped.
     expiry: VecDeque<(Instant, FlowKey, u64)>,
+    /// The same for ended flows kept a little longer ([`FlowTable::linger`]).
+    lingering: VecDeque<(Instant, FlowKey, u64)>,
     cap: usize,
     idle: Duration,
 }
@@ -231,6 +272,7 @@ impl FlowTable {
             // Reserve a modest start; hashbrown grows as needed up to the cap.
             flows: HashMap::with_capacity(cap.min(4096)),
             expiry: VecDeque::with_capacity(cap.min(4096)),
+            lingering: VecDeque::new(),
             cap,
             idle,
         }
@@ -274,8 +316,29 @@ impl FlowTable {
         self.flows.remove(key)
     }
 
-    /// Removes every flow idle for the timeout at `now`, passing each to `f`.
+    /// Keeps an ended flow for `linger` more (see [`Flow::linger_until`]);
+    /// [`expire`](Self::expire) then drops it without passing it on.
+    pub fn linger(&mut self, key: &FlowKey, now: Instant, linger: Duration) {
+        if let Some(flow) = self.flows.get_mut(key) {
+            if flow.linger_until.is_none() {
+                flow.linger_until = Some(now + linger);
+                self.lingering.push_back((now + linger, *key, flow.id));
+            }
+        }
+    }
+
+    /// Removes every flow idle for the timeout at `now`, passing each to `f`;
+    /// lingering flows past their time are dropped.
     pub fn expire(&mut self, now: Instant, mut f: impl FnMut(Flow)) {
+        while let Some(&(until, key, id)) = self.lingering.front() {
+            if until > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.flows.get(&key).is_some_and(|fl| fl.id == id) {
+                self.flows.remove(&key);
+            }
+        }
         while let Some(&(deadline, key, id)) = self.expiry.front() {
             if deadline > now {
                 break;
@@ -299,9 +362,25 @@ impl FlowTable {
         }
     }
 
+    /// The flows for which `pick` is true, removed and passed to `f`.
+    pub fn remove_where(&mut self, mut pick: impl FnMut(&Flow) -> bool, mut f: impl FnMut(Flow)) {
+        let keys: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, fl)| pick(fl))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(fl) = self.flows.remove(&k) {
+                f(fl);
+            }
+        }
+    }
+
     /// Removes every flow, passing each to `f` (shutdown).
     pub fn drain(&mut self, mut f: impl FnMut(Flow)) {
         self.expiry.clear();
+        self.lingering.clear();
         for (_, flow) in self.flows.drain() {
             f(flow);
         }

@@ -348,6 +348,7 @@ fn start_ring(
         // These tests are about the user-space fast path (its counters,
         // its throughput); the kernel one has its own lab test.
         kernel_fast_path: crate::KernelFastPathMode::Off,
+        release_passed_flows: true,
     };
     in_ns(&lab.a, move || {
         Pipeline::start_with_ring(cfg, ring, scopes(), log).expect("pipeline starts")

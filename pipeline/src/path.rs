@@ -37,14 +37,14 @@ use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
-use crate::flow::{Flow, FlowKey, FlowTable, Segment, PROTO_TCP};
+use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::kernel_fast_path::KernelFastPath;
 use crate::latency::Latency;
 use crate::stats::Counters;
-use crate::tcp::Side as Leg;
+use crate::tcp::{Release, Rewrite, Side as Leg, TcpFacts};
 use crate::tls::decision::PassOrBlock;
 
 /// The reason logged for in-scope flows tracked without an interception context.
@@ -95,6 +95,10 @@ pub enum Path {
     InScope,
     /// Consumed by an intercepted flow: NOT forwarded (its output is in the outbox).
     Intercepted,
+    /// Belongs to a passed flow released from its TCP legs: forward it
+    /// after applying the rewrite to its IP packet, in place (the frame's
+    /// TCP checksum is partial when its offload header says `NEEDS_CSUM`).
+    Released(Rewrite),
     /// Did not parse; forwarded unchanged.
     Malformed(FrameError),
 }
@@ -256,7 +260,9 @@ pub struct Dispatcher {
     /// half-open ones (so the cap holds between scans).
     born_since_scan: u64,
     held: hashbrown::HashMap<FlowKey, Held>,
-    /// `intercepted_ended` at the last heap trim (see `take_trim_hint`).
+    /// Intercepted flows whose TCP legs were dropped (ended or released).
+    legs_freed: u64,
+    /// `legs_freed` at the last heap trim (see `take_trim_hint`).
     trimmed_at: u64,
     timers: BinaryHeap<Timer>,
     outbox: Outbox,
@@ -265,6 +271,8 @@ pub struct Dispatcher {
     /// The `now` of the latest packet fed to an intercepted flow.
     last_now: Instant,
     scratch: Vec<u8>,
+    /// Release passed flows from their TCP legs (see [`crate::tcp::release`]).
+    release: bool,
     due: Vec<Timer>,
     /// The worker's counters (published by the worker loop).
     pub counters: Counters,
@@ -307,12 +315,14 @@ impl Dispatcher {
             max_half_open: u64::MAX,
             born_since_scan: 0,
             held: hashbrown::HashMap::new(),
+            legs_freed: 0,
             trimmed_at: 0,
             timers: BinaryHeap::new(),
             outbox: Outbox::default(),
             pending: Vec::new(),
             last_now: clock.instant,
             scratch: Vec::with_capacity(2048),
+            release: true,
             due: Vec::new(),
             counters: Counters::default(),
             latency: Arc::default(),
@@ -340,6 +350,14 @@ impl Dispatcher {
     pub fn with_limits(mut self, memory: usize, half_open: usize) -> Dispatcher {
         self.memory_budget = memory;
         self.max_half_open = half_open as u64;
+        self
+    }
+
+    /// Releases passed flows from their TCP legs once everything they hold
+    /// is delivered (on by default; off keeps every passed byte on the legs,
+    /// for comparison benches).
+    pub fn with_release(mut self, on: bool) -> Dispatcher {
+        self.release = on;
         self
     }
 
@@ -426,6 +444,11 @@ impl Dispatcher {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
+            if crate::tcp::TcpFacts::parse(&self.scratch)
+                .is_some_and(|f| f.payload_len == 0 && f.flags == crate::tcp::release::ACK)
+            {
+                self.counters.intercept_tx_acks += 1;
+            }
             if self
                 .outbox
                 .push(side, h.macs.as_ref(), &self.scratch, offload)
@@ -439,6 +462,14 @@ impl Dispatcher {
                 self.end_intercepted(h, now);
             }
             return;
+        }
+        if self.release && h.flow.is_releasable() {
+            if let Some(rel) = h.flow.release(None, now) {
+                if let Some(h) = self.held.remove(&key) {
+                    self.release_flow(key, h, rel, now);
+                }
+                return;
+            }
         }
         if let Some(d) = h.flow.poll_timeout() {
             if h.armed.is_none_or(|a| d < a) {
@@ -484,6 +515,153 @@ impl Dispatcher {
                 self.abort_intercepted(h, now);
             }
         }
+        let mut released = Vec::new();
+        self.flows.remove_where(
+            |f| {
+                f.released.as_deref().is_some_and(|r| {
+                    r.record.is_some() && r.born < before && policies.contains(&f.scope.policy_id)
+                })
+            },
+            |f| released.push(f),
+        );
+        for f in released {
+            self.counters.intercept_interrupted += 1;
+            self.reset_released(&f);
+            self.end(f, now);
+        }
+    }
+
+    /// Moves a passed flow from its TCP legs to the flow table, where its
+    /// packets are rewritten by `rel`; its record is written when it ends.
+    /// Its latency is recorded now, or, when the server had not answered
+    /// yet, once its first bytes are forwarded.
+    fn release_flow(&mut self, key: FlowKey, mut h: Held, rel: Release, now: Instant) {
+        let timings = h.flow.timings();
+        let pending = timings.to_client.is_none().then_some(timings);
+        if pending.is_none() {
+            if let Ok(mut l) = self.latency.lock() {
+                l.record(&timings);
+            }
+        }
+        let record = h.flow.finish(now);
+        self.counters.intercept_released += 1;
+        self.legs_freed += 1;
+        let scope = ScopeMatch {
+            policy_id: record.meta.policy_id.clone(),
+            scope_id: record.meta.scope_id.clone(),
+        };
+        let mut flow = Flow::new(record.meta.flow_id, rel.client, rel.server, scope, now);
+        // Reordered segments right after the release still count.
+        flow.toserver = crate::flow::StreamBytes::starting_at(rel.client_seq);
+        flow.toclient = crate::flow::StreamBytes::starting_at(rel.server_seq);
+        flow.released = Some(Box::new(Released {
+            rewrite: rel,
+            record: Some(record),
+            macs: h.macs,
+            born: h.born,
+            next_to_client: rel.next_to_client,
+            next_to_server: rel.next_to_server,
+            timings: pending,
+        }));
+        if let Err(e) = self.flows.insert(key, flow) {
+            // Cannot happen: the held flow counted against the same cap.
+            log::warn!("worker {}: releasing {key:?}: {e}", self.worker);
+        }
+    }
+
+    /// Accounts a packet of a released flow; the caller forwards it with
+    /// the rewrite returned in [`Path::Released`].
+    fn forward_released(
+        &mut self,
+        key: FlowKey,
+        from_client: bool,
+        seg: Segment,
+        len: usize,
+        now: Instant,
+    ) -> Path {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return Path::Fast(FastKind::Tcp);
+        };
+        let done = flow.on_segment(from_client, seg, now);
+        let Some(rel) = flow.released.as_deref_mut() else {
+            return Path::InScope;
+        };
+        let (rewrite, next) = if from_client {
+            (rel.rewrite.to_server, &mut rel.next_to_server)
+        } else {
+            (rel.rewrite.to_client, &mut rel.next_to_client)
+        };
+        if !from_client && seg.len > 0 {
+            if let Some(mut t) = rel.timings.take() {
+                // The server's first bytes: forwarded in this step.
+                t.to_client = Some(Instant::now().saturating_duration_since(now));
+                if let Ok(mut l) = self.latency.lock() {
+                    l.record(&t);
+                }
+            }
+        }
+        if !seg.flags.rst() {
+            let ctl = u32::from(seg.flags.syn()) + u32::from(seg.flags.fin());
+            let end = (seg.seq.wrapping_add(seg.len as u32))
+                .wrapping_add(ctl)
+                .wrapping_add(rewrite.seq);
+            if (end.wrapping_sub(*next) as i32) > 0 {
+                *next = end;
+            }
+        }
+        self.counters.released_frames += 1;
+        self.counters.released_bytes += len as u64;
+        if done && flow.linger_until.is_none() {
+            // Written now; the entry stays a little for the last ACKs.
+            let record = flow.released.as_mut().and_then(|r| r.record.take());
+            let (toserver, toclient, lived) = (
+                flow.bytes_toserver(),
+                flow.bytes_toclient(),
+                flow.duration(),
+            );
+            self.flows.linger(&key, now, RELEASED_LINGER);
+            if let Some(rec) = record {
+                self.write_released(rec, toserver, toclient, lived, now);
+            }
+        }
+        Path::Released(rewrite)
+    }
+
+    /// Resets both ends of a released flow the appliance gives up on (idle
+    /// timeout, shutdown, an interrupted policy): each gets an RST at the
+    /// sequence number it expects, so it takes it at once.
+    fn reset_released(&mut self, flow: &Flow) {
+        let Some(rel) = flow.released.as_deref().filter(|r| r.record.is_some()) else {
+            return; // not released, or ended already
+        };
+        let (client, server) = (flow.client, flow.server);
+        for (side, src, dst, seq) in [
+            (Side::Lan, server, client, rel.next_to_client),
+            (Side::Wan, client, server, rel.next_to_server),
+        ] {
+            let rst = crate::tcp::segment::reset(src, dst, seq);
+            self.outbox
+                .push(side, rel.macs.as_ref(), &rst, Offload::default());
+            self.counters.intercept_tx_packets += 1;
+        }
+    }
+
+    /// Completes and writes the record of a released flow.
+    fn write_released(
+        &mut self,
+        mut rec: FlowRecord,
+        toserver: u64,
+        toclient: u64,
+        lived: Duration,
+        now: Instant,
+    ) {
+        rec.bytes_toserver += toserver;
+        rec.bytes_toclient += toclient;
+        rec.duration_ms += u64::try_from(lived.as_millis()).unwrap_or(u64::MAX);
+        rec.timestamp = self.clock.system(now);
+        self.log.record(&rec);
+        self.counters.flows_ended += 1;
+        self.counters.intercepted_ended += 1;
     }
 
     fn end_intercepted(&mut self, mut h: Held, now: Instant) {
@@ -493,6 +671,7 @@ impl Dispatcher {
         }
         let rec = h.flow.finish(now);
         self.log.record(&rec);
+        self.legs_freed += 1;
         self.counters.flows_ended += 1;
         self.counters.intercepted_ended += 1;
         self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
@@ -582,6 +761,8 @@ impl Dispatcher {
                 c.inscope_bytes += len as u64;
                 return;
             }
+            // Counted by `forward_released`.
+            Path::Released(_) => return,
             Path::Malformed(e) => {
                 c.malformed += 1;
                 match e {
@@ -637,7 +818,13 @@ impl Dispatcher {
         now: Instant,
     ) -> Path {
         let Link { macs, offload } = link;
+        let wire_len = raw.len() + if macs.is_some() { 14 } else { 0 };
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
+        let seg = Segment {
+            seq: tcp.seq,
+            len: tcp.payload.len(),
+            flags: tcp.flags,
+        };
         // (No hashing for the fast path while nothing is intercepted.)
         if let Some(h) = (!self.held.is_empty())
             .then(|| self.held.get_mut(&key))
@@ -670,6 +857,18 @@ impl Dispatcher {
                     self.counters.rx_bad_checksum += 1;
                     return Path::Intercepted;
                 }
+                // A packet that acknowledges all a passed flow's leg sent
+                // releases the flow and is the first to cross rewritten.
+                if self.release && h.flow.is_releasable() {
+                    let rel =
+                        TcpFacts::parse(raw).and_then(|f| h.flow.release(Some((from, &f)), now));
+                    if let Some(rel) = rel {
+                        if let Some(h) = self.held.remove(&key) {
+                            self.release_flow(key, h, rel, now);
+                        }
+                        return self.forward_released(key, from == Leg::Client, seg, wire_len, now);
+                    }
+                }
                 h.flow.handle_packet_checked(from, raw, true, now);
                 self.last_now = now;
                 if !h.pending {
@@ -679,11 +878,23 @@ impl Dispatcher {
                 return Path::Intercepted;
             }
         }
-        let seg = Segment {
-            seq: tcp.seq,
-            len: tcp.payload.len(),
-            flags: tcp.flags,
-        };
+        match self.flows.get_mut(&key).map(|f| f.released.is_some()) {
+            // A client's new connection on the ports of a released flow
+            // (ended, or given up on by the client): the old entry goes.
+            Some(true) if side == Side::Lan && tcp.flags.is_initial_syn() => {
+                if let Some(old) = self.flows.remove(&key) {
+                    self.end(old, now);
+                }
+            }
+            Some(true) => {
+                let from_client = self
+                    .flows
+                    .get_mut(&key)
+                    .is_some_and(|f| f.is_from_client(ip.src, tcp.src_port));
+                return self.forward_released(key, from_client, seg, wire_len, now);
+            }
+            _ => {}
+        }
         if let Some(flow) = self.flows.get_mut(&key) {
             let from_client = flow.is_from_client(ip.src, tcp.src_port);
             let done = flow.on_segment(from_client, seg, now);
@@ -874,6 +1085,7 @@ impl Dispatcher {
         let mut ended = Vec::new();
         self.flows.expire(now, |f| ended.push(f));
         for f in ended {
+            self.reset_released(&f);
             self.end(f, now);
         }
         let idle = self.idle;
@@ -906,7 +1118,7 @@ impl Dispatcher {
     /// is over (64 flows or fewer still held), so the memory of the burst's
     /// last flows goes back too.
     pub fn take_trim_hint(&mut self) -> bool {
-        let ended = self.counters.intercepted_ended;
+        let ended = self.legs_freed;
         let since = ended.saturating_sub(self.trimmed_at);
         if since >= 1024 || (since >= 64 && self.held.len() <= 64) {
             self.trimmed_at = ended;
@@ -921,6 +1133,7 @@ impl Dispatcher {
         let mut ended = Vec::new();
         self.flows.drain(|f| ended.push(f));
         for f in ended {
+            self.reset_released(&f);
             self.end(f, now);
         }
         // The state of these connections dies with the worker: reset both
@@ -937,7 +1150,24 @@ impl Dispatcher {
         self.flows.len() + self.held.len()
     }
 
-    fn end(&mut self, flow: Flow, now: Instant) {
+    fn end(&mut self, mut flow: Flow, now: Instant) {
+        if let Some(rel) = flow.released.as_mut() {
+            if let Some(t) = rel.timings.take() {
+                if let Ok(mut l) = self.latency.lock() {
+                    l.record(&t);
+                }
+            }
+            if let Some(rec) = rel.record.take() {
+                let (s, c, d) = (
+                    flow.bytes_toserver(),
+                    flow.bytes_toclient(),
+                    flow.duration(),
+                );
+                self.write_released(rec, s, c, d, now);
+            }
+            self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
+            return;
+        }
         self.counters.flows_ended += 1;
         self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
         let rec = FlowRecord {
@@ -963,6 +1193,11 @@ impl Dispatcher {
         self.log.record(&rec);
     }
 }
+
+/// How long an ended released flow keeps its entry so that its last
+/// packets (the final ACK, a retransmitted FIN or RST) are still rewritten:
+/// longer than a few retransmissions of a FIN, far shorter than 2*MSL.
+const RELEASED_LINGER: Duration = Duration::from_secs(10);
 
 /// A random seed for a flow's TCP initial sequence numbers.
 fn random_seed() -> u64 {
@@ -1436,6 +1671,147 @@ pub(crate) mod tests {
             .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
             .expect("the client's SYN-ACK");
         tcp_of(f).1
+    }
+
+    /// A crafted TCP/IPv4 segment with flags `flags` and a payload, in an
+    /// Ethernet frame.
+    fn segment_frame(
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = crafted(src, dst, smoltcp::wire::TcpControl::None, seq, Some(ack));
+        p.extend_from_slice(payload);
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[20 + 13] = flags;
+        crate::tcp::fill_checksums(&mut p);
+        ft::ether(0x0800, &[], &p)
+    }
+
+    /// Feeds a frame that must take the released path; returns it as the
+    /// worker forwards it (rewritten in place).
+    fn released(d: &mut Dispatcher, side: Side, frame: &[u8], now: Instant) -> Vec<u8> {
+        let Path::Released(rw) = feed(d, side, frame, now) else {
+            panic!("not released");
+        };
+        let mut out = frame.to_vec();
+        assert!(rw.apply(&mut out[14..], false));
+        out
+    }
+
+    #[test]
+    fn a_passed_flow_is_released_and_its_packets_cross_rewritten() {
+        use smoltcp::wire::TcpControl;
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let port = 40300;
+        let syn = crafted((C, port), (S, 443), TcpControl::Syn, 5000, None);
+        feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn), t0);
+        let ours = drain(&mut d);
+        let our_isn = tcp_of(&ours.iter().find(|(s, _)| *s == Side::Wan).unwrap().1).1;
+        let synack = crafted(
+            (S, 443),
+            (C, port),
+            TcpControl::Syn,
+            90_000,
+            Some(our_isn + 1),
+        );
+        feed(&mut d, Side::Wan, &ft::ether(0x0800, &[], &synack), t0);
+        let out = drain(&mut d);
+        let (_, f) = out
+            .iter()
+            .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
+            .expect("the client's SYN-ACK");
+        let client_isn = tcp_of(f).1;
+        // The client's first bytes are not TLS: passed (non_tls).
+        let req = b"GET / HTTP/1.0\r\n\r\n";
+        let (psh_ack, fin_ack) = (0x18, 0x11);
+        let c1 = segment_frame((C, port), (S, 443), psh_ack, 5001, client_isn + 1, req);
+        assert_eq!(feed(&mut d, Side::Lan, &c1, t0), Path::Intercepted);
+        let out = drain(&mut d);
+        let (_, sent) = out
+            .iter()
+            .find(|(s, f)| *s == Side::Wan && f.len() > 54)
+            .expect("the request on the server leg");
+        assert_eq!(tcp_of(sent).1, our_isn + 1);
+        assert!(sent.ends_with(req));
+        assert_eq!(
+            d.counters.intercept_released, 0,
+            "the request is not acknowledged yet"
+        );
+        // The server's answer acknowledges the request: the flow is released
+        // on it, and it crosses with the client leg's numbers.
+        let resp = b"HTTP/1.0 200 OK\r\n\r\nhi";
+        let ack_req = our_isn + 1 + req.len() as u32;
+        let s1 = segment_frame((S, 443), (C, port), psh_ack, 90_001, ack_req, resp);
+        let fwd = released(&mut d, Side::Wan, &s1, t0);
+        assert_eq!(d.counters.intercept_released, 1);
+        assert_eq!(&fwd[..12], &s1[..12], "the frame keeps its link header");
+        let seg = crate::tcp::segment::parse(&fwd[14..]).expect("a valid checksum");
+        assert_eq!(seg.seq, client_isn + 1);
+        assert_eq!(seg.ack, Some(5001 + req.len() as u32));
+        assert!(fwd.ends_with(resp));
+        // The client's ACK and FIN cross with the server leg's numbers.
+        let c2 = segment_frame(
+            (C, port),
+            (S, 443),
+            fin_ack,
+            5001 + req.len() as u32,
+            client_isn + 1 + resp.len() as u32,
+            b"",
+        );
+        let fwd = released(&mut d, Side::Lan, &c2, t0);
+        let seg = crate::tcp::segment::parse(&fwd[14..]).unwrap();
+        assert_eq!(seg.seq, ack_req);
+        assert_eq!(seg.ack, Some(90_001 + resp.len() as u32));
+        assert!(log.0.lock().unwrap().is_empty());
+        // The server's FIN ends it: logged with every byte, then the entry
+        // lingers for the last ACK.
+        let s2 = segment_frame(
+            (S, 443),
+            (C, port),
+            fin_ack,
+            90_001 + resp.len() as u32,
+            ack_req + 1,
+            b"",
+        );
+        released(&mut d, Side::Wan, &s2, t0);
+        {
+            let recs = log.0.lock().unwrap();
+            assert_eq!(recs.len(), 1);
+            assert_eq!(
+                (recs[0].action, recs[0].reason.as_str()),
+                (FlowAction::Pass, "non_tls")
+            );
+            assert_eq!(recs[0].bytes_toserver, req.len() as u64);
+            assert_eq!(recs[0].bytes_toclient, resp.len() as u64);
+            assert_eq!(&*recs[0].meta.policy_id, "pol-1");
+        }
+        let last = segment_frame(
+            (C, port),
+            (S, 443),
+            0x10,
+            5002 + req.len() as u32,
+            client_isn + 2 + resp.len() as u32,
+            b"",
+        );
+        released(&mut d, Side::Lan, &last, t0);
+        // A new connection on the same ports is a new intercepted flow.
+        let syn2 = crafted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
+        assert_eq!(
+            feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn2), t0),
+            Path::Intercepted
+        );
+        assert_eq!(
+            log.0.lock().unwrap().len(),
+            1,
+            "the ended flow is not logged twice"
+        );
+        d.expire(t0 + Duration::from_secs(11));
+        assert_eq!(d.active_flows(), 1);
     }
 
     #[test]

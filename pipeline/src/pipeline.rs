@@ -71,6 +71,8 @@ pub struct PipelineConfig {
     /// Whether out-of-scope TCP flows may be forwarded by a tc-BPF program
     /// (AF_PACKET only; see [`crate::kernel_fast_path`]).
     pub kernel_fast_path: KernelFastPathMode,
+    /// Release passed flows from their TCP legs to the fast path.
+    pub release_passed_flows: bool,
 }
 
 /// Whether to try the kernel fast path.
@@ -378,7 +380,8 @@ impl Pipeline {
             if let Some(ctx) = &intercept {
                 dispatcher = dispatcher
                     .with_intercept(ctx.clone())
-                    .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n));
+                    .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n))
+                    .with_release(cfg.release_passed_flows);
             }
             if let Some(k) = &kernel {
                 dispatcher = dispatcher.with_kernel_fast_path(KernelFastPath::new(
@@ -527,6 +530,7 @@ mod tests {
             max_intercept_memory: usize::MAX,
             max_half_open: usize::MAX,
             kernel_fast_path: KernelFastPathMode::Auto,
+            release_passed_flows: true,
         }
     }
 

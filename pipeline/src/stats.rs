@@ -158,6 +158,18 @@ counters! {
     kernel_packets,
     /// Kernel fast path: bytes the tc program redirected (whole frames).
     kernel_bytes,
+    /// Passed flows released from their TCP legs to the fast path (their
+    /// later packets cross with a constant-offset rewrite).
+    intercept_released,
+    /// Frames of released flows forwarded (rewritten).
+    released_frames,
+    /// Bytes of released flows forwarded (whole frames).
+    released_bytes,
+    /// Pure ACKs (no payload, no other flag) the intercepted flows' legs sent.
+    intercept_tx_acks,
+    /// Times the worker slept in poll(2) and woke up (events, timers or the
+    /// housekeeping tick).
+    wakeups,
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -30,6 +30,7 @@ use crate::io::{Device, Medium, Offload, RxMeta};
 use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
 use crate::steer::{packet_hash, worker_of};
+use crate::tcp::Rewrite;
 
 /// Frames taken from one side before turning to the other.
 const BUDGET: usize = 256;
@@ -98,7 +99,7 @@ impl Ctx<'_> {
     fn handle<D: Device>(
         &mut self,
         side: Side,
-        frame: &[u8],
+        frame: &mut [u8],
         meta: RxMeta,
         out: &mut D,
         handed: bool,
@@ -126,8 +127,10 @@ impl Ctx<'_> {
                 let path = self
                     .dispatcher
                     .on_ethernet(side, frame, parsed, meta, self.now);
-                if path == Path::Intercepted {
-                    return;
+                match path {
+                    Path::Intercepted => return,
+                    Path::Released(rw) => return self.forward_rewritten(frame, rw, 14, meta, out),
+                    _ => {}
                 }
             }
             Medium::Ip => {
@@ -161,10 +164,29 @@ impl Ctx<'_> {
                     }
                 }
                 let path = self.dispatcher.on_ip(side, frame, parsed, meta, self.now);
-                if path == Path::Intercepted {
-                    return;
+                match path {
+                    Path::Intercepted => return,
+                    Path::Released(rw) => return self.forward_rewritten(frame, rw, 0, meta, out),
+                    _ => {}
                 }
             }
+        }
+        self.forward(frame, meta, out);
+    }
+
+    /// Forwards a frame of a released flow, its TCP header rewritten in
+    /// place (the IP packet starts `l2` bytes in).
+    fn forward_rewritten<D: Device>(
+        &mut self,
+        frame: &mut [u8],
+        rw: Rewrite,
+        l2: usize,
+        meta: RxMeta,
+        out: &mut D,
+    ) {
+        let partial = meta.offload.flags & Offload::NEEDS_CSUM != 0;
+        if let Some(ip) = frame.get_mut(l2..) {
+            rw.apply(ip, partial);
         }
         self.forward(frame, meta, out);
     }
@@ -256,7 +278,7 @@ impl<D: Device> Worker<D> {
                 .wan
                 .recv(BUDGET, |f, m| ctx.handle(Side::Wan, f, m, lan, false));
             let mut handed = 0;
-            while let Ok((side, pkt, offload)) = self.handoff_rx.try_recv() {
+            while let Ok((side, mut pkt, offload)) = self.handoff_rx.try_recv() {
                 ctx.dispatcher.counters.handoff_in += 1;
                 let out = match side {
                     Side::Lan => &mut self.wan,
@@ -266,7 +288,7 @@ impl<D: Device> Worker<D> {
                     vlan: None,
                     offload,
                 };
-                ctx.handle(side, &pkt, meta, out, true);
+                ctx.handle(side, &mut pkt, meta, out, true);
                 handed += 1;
                 if handed >= BUDGET {
                     break;
@@ -327,6 +349,7 @@ impl<D: Device> Worker<D> {
                 .flatten()
                 .fold(next_housekeeping, Instant::min);
                 let timeout = wake_at.saturating_duration_since(Instant::now());
+                self.dispatcher.counters.wakeups += 1;
                 if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != io::ErrorKind::Interrupted {
                         result = Err(e);

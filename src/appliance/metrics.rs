@@ -34,6 +34,10 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
         Sample::counter("bytes", "Bytes by data-plane path.", t.fast_bytes).label("path", "fast"),
         Sample::counter("bytes", "Bytes by data-plane path.", t.inscope_bytes)
             .label("path", "in_scope"),
+        Sample::counter("frames", "Frames by data-plane path.", t.released_frames)
+            .label("path", "released"),
+        Sample::counter("bytes", "Bytes by data-plane path.", t.released_bytes)
+            .label("path", "released"),
         Sample::counter("rx_frames", "Frames received on lan and wan.", t.rx_frames),
         Sample::counter(
             "tx_frames",
@@ -124,6 +128,21 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             "intercept_superseded",
             "Half-open or closed intercepted flows replaced by a new SYN of their client.",
             t.intercept_superseded,
+        ),
+        Sample::counter(
+            "intercept_tx_acks",
+            "Pure ACKs the intercepted flows' TCP legs sent.",
+            t.intercept_tx_acks,
+        ),
+        Sample::counter(
+            "worker_wakeups",
+            "Times a worker slept in poll(2) and woke up.",
+            t.wakeups,
+        ),
+        Sample::counter(
+            "intercept_released",
+            "Passed flows released from their TCP legs to the fast path (sequence numbers rewritten per packet).",
+            t.intercept_released,
         ),
         Sample::gauge(
             "intercept_half_open",

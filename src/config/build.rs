@@ -77,6 +77,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "max_intercept_memory",
     "max_half_open",
     "kernel_fast_path",
+    "release_passed_flows",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate", "crls"];
 pub(crate) const POLICY_KEYS: &[&str] = &[
@@ -1002,6 +1003,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         &[("auto", KernelFastPath::Auto), ("off", KernelFastPath::Off)],
         KernelFastPath::Auto,
     );
+    let release_passed_flows = a.boolean(cx, "release_passed_flows").unwrap_or(true);
     let stats_interval = int(
         "stats_interval_secs",
         0,
@@ -1053,6 +1055,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         max_flows: max_flows? as usize,
         max_intercept_memory: usize::try_from(max_intercept_memory?).unwrap_or(usize::MAX),
         max_half_open: max_half_open? as usize,
+        release_passed_flows,
         log: log?,
         control: control?,
         metrics: metrics.ok()?,

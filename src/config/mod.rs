@@ -204,6 +204,9 @@ pub struct Appliance {
     /// Intercepted connections whose TCP handshake has not completed, all
     /// workers together.
     pub max_half_open: usize,
+    /// Passed in-scope connections leave the TCP legs once their
+    /// ClientHello is delivered (DESIGN.md §4); false keeps them on the legs.
+    pub release_passed_flows: bool,
     /// Traffic log file.
     pub log: PathBuf,
     /// Control socket.

@@ -71,7 +71,9 @@ use crate::api::{
     TlsInfo,
 };
 use crate::classify::ScopeMatch;
-use crate::tcp::{FlowConfig, FlowError, FlowEvent, Side, StreamError, TransparentFlow};
+use crate::tcp::{
+    FlowConfig, FlowError, FlowEvent, Release, Side, StreamError, TcpFacts, TransparentFlow,
+};
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
 use crate::tls::decision::{self, Action, Decision, TlsPolicy};
@@ -502,6 +504,28 @@ impl InterceptedFlow {
     pub fn abort(&mut self) {
         self.tcp.abort(Side::Client);
         self.tcp.abort(Side::Server);
+    }
+
+    /// Whether the flow is passed and only relays its legs' bytes, with
+    /// nothing of its own queued: it may leave its TCP legs (see
+    /// [`release`](Self::release)).
+    pub fn is_releasable(&self) -> bool {
+        matches!(self.mode, Mode::Pass)
+            && self.to_server.is_empty()
+            && !self.client_eof
+            && !self.server_eof
+    }
+
+    /// Whether a passed flow can be released from its TCP legs now, and
+    /// how its later packets are rewritten; see
+    /// [`TransparentFlow::release`] for `trigger`. The caller then drops
+    /// the flow (after taking its record with [`finish`](Self::finish))
+    /// and forwards its packets, the trigger first, rewritten.
+    pub fn release(&self, trigger: Option<(Side, &TcpFacts)>, now: Instant) -> Option<Release> {
+        if !self.is_releasable() {
+            return None;
+        }
+        self.tcp.release(trigger, now)
     }
 
     /// Whether the connection is over on both legs with nothing left to send.

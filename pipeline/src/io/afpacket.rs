@@ -494,7 +494,7 @@ unsafe fn read_offload(p: *const u8) -> Offload {
 }
 
 impl AfPacket {
-    fn recv_v2<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> usize {
+    fn recv_v2<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> usize {
         let r = &mut self.ring;
         let slot_size = r.frame_size;
         let mut delivered = 0;
@@ -521,7 +521,7 @@ impl AfPacket {
             } else {
                 // Safety: the frame lies inside the slot (checked above), which
                 // the kernel does not touch until we release it.
-                let frame = unsafe { std::slice::from_raw_parts(slot.add(mac), snap) };
+                let frame = unsafe { std::slice::from_raw_parts_mut(slot.add(mac), snap) };
                 let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
                     tpid: if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                         h.tp_vlan_tpid
@@ -547,7 +547,7 @@ impl AfPacket {
         delivered
     }
 
-    fn recv_v3<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> usize {
+    fn recv_v3<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> usize {
         let r = &mut self.ring;
         let mut delivered = 0;
         while delivered < budget {
@@ -584,7 +584,8 @@ impl AfPacket {
                 } else if off + mac + snap <= r.block_size && mac >= HDR_ROOM {
                     // Safety: the frame lies inside the block (checked), which
                     // the kernel does not touch until we release it below.
-                    let frame = unsafe { std::slice::from_raw_parts(block.add(off + mac), snap) };
+                    let frame =
+                        unsafe { std::slice::from_raw_parts_mut(block.add(off + mac), snap) };
                     let vlan =
                         (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
                             tpid: if hdr.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
@@ -626,7 +627,7 @@ impl Device for AfPacket {
         Medium::Ethernet
     }
 
-    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize> {
         match self.ring.version {
             RingVersion::V2 => Ok(self.recv_v2(budget, f)),
             RingVersion::V3 => Ok(self.recv_v3(budget, f)),

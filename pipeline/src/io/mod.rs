@@ -157,7 +157,7 @@ pub trait Device: Send {
     /// Each frame is passed to `f` as a slice valid only during the call.
     /// Returns the number of frames delivered; a result `>= budget` means more
     /// may be ready and the caller should call again before waiting.
-    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize>;
+    fn recv<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, f: F) -> io::Result<usize>;
 
     /// Queues a copy of `frame` for transmission with its checksum and
     /// segmentation state `offload` (the default: complete checksum, one

@@ -200,7 +200,7 @@ impl Device for Tun {
         Medium::Ip
     }
 
-    fn recv<F: FnMut(&[u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(&mut [u8], RxMeta)>(&mut self, budget: usize, mut f: F) -> io::Result<usize> {
         let mut n = 0;
         while n < budget {
             // Safety: `buf` is a live, writable buffer of `buf.len()` bytes.
@@ -234,7 +234,7 @@ impl Device for Tun {
                 vlan: None,
                 offload: Offload::from_bytes(&hdr),
             };
-            f(&self.buf[Offload::LEN..r], meta);
+            f(&mut self.buf[Offload::LEN..r], meta);
             n += 1;
         }
         Ok(n)

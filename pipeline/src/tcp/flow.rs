@@ -9,6 +9,7 @@ use smoltcp::socket::tcp::{RecvError, State};
 use smoltcp::time::Instant as SmolInstant;
 
 use super::leg::{Leg, LegParams};
+use super::release::{Release, Rewrite, TcpFacts, ACK, RST, SYN};
 use super::segment::{self, PacketError, Segment};
 use crate::io::Offload;
 
@@ -203,6 +204,84 @@ impl Track {
     }
 }
 
+/// What one leg's segments said on the wire, for [`TransparentFlow::release`].
+///
+/// "Local" is the appliance's end of the leg, "peer" the real host's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wire {
+    /// Our SYN (server leg) or SYN-ACK (client leg): ISN, window scale, timestamps.
+    local_isn: Option<u32>,
+    local_wscale: Option<u8>,
+    local_ts: bool,
+    /// The peer's SYN or SYN-ACK.
+    peer_isn: Option<u32>,
+    peer_wscale: Option<u8>,
+    peer_ts: bool,
+    /// The latest TSval the peer sent.
+    peer_tsval: Option<u32>,
+    /// The highest sequence number just past a segment of the peer.
+    peer_end: Option<u32>,
+    /// Stream bytes read from this leg and written to it.
+    read: u64,
+    written: u64,
+}
+
+impl Wire {
+    fn scaling(&self) -> bool {
+        self.local_wscale.is_some() && self.peer_wscale.is_some()
+    }
+
+    fn timestamps(&self) -> bool {
+        self.local_ts && self.peer_ts
+    }
+
+    /// The next sequence number we send, once our ISN is known.
+    fn snd_nxt(&self) -> Option<u32> {
+        Some(
+            self.local_isn?
+                .wrapping_add(1)
+                .wrapping_add(self.written as u32),
+        )
+    }
+
+    /// The next sequence number of the peer we expect, once its ISN is known.
+    fn rcv_nxt(&self) -> Option<u32> {
+        Some(
+            self.peer_isn?
+                .wrapping_add(1)
+                .wrapping_add(self.read as u32),
+        )
+    }
+
+    /// Notes a segment that arrived from the peer.
+    fn on_ingress(&mut self, f: &TcpFacts) {
+        if f.has(SYN) {
+            self.peer_isn = Some(f.seq);
+            self.peer_wscale = f.wscale;
+            self.peer_ts = f.ts.is_some();
+        }
+        let later =
+            |new: u32, old: Option<u32>| old.is_none_or(|o| (new.wrapping_sub(o) as i32) > 0);
+        if let Some((val, _)) = f.ts {
+            if later(val, self.peer_tsval) || self.peer_tsval == Some(val) {
+                self.peer_tsval = Some(val);
+            }
+        }
+        if !f.has(RST) && later(f.end(), self.peer_end) {
+            self.peer_end = Some(f.end());
+        }
+    }
+
+    /// Notes a segment this leg sent.
+    fn on_egress(&mut self, f: &TcpFacts) {
+        if f.has(SYN) {
+            self.local_isn = Some(f.seq);
+            self.local_wscale = f.wscale;
+            self.local_ts = f.ts.is_some();
+        }
+    }
+}
+
 /// A transparent TCP splice for one intercepted connection, sans-IO.
 ///
 /// Born from the client's SYN. The server leg connects first, sourced from
@@ -239,6 +318,10 @@ pub struct TransparentFlow {
     first_rx: [Option<SmolInstant>; 2],
     /// When bytes were first queued toward each leg's peer.
     first_tx: [Option<SmolInstant>; 2],
+    /// What each leg's segments said ([`side_index`]).
+    wire: [Wire; 2],
+    /// The MSS the server announced (the client leg announces no more).
+    server_mss: Option<u16>,
 }
 
 /// Index of a leg in per-leg arrays.
@@ -356,6 +439,8 @@ impl TransparentFlow {
             next_egress: Side::Server,
             first_rx: [None; 2],
             first_tx: [None; 2],
+            wire: [Wire::default(); 2],
+            server_mss: None,
         })
     }
 
@@ -477,6 +562,12 @@ impl TransparentFlow {
             (_, Phase::Refused | Phase::TimedOut) => return,
             _ => {}
         }
+        if let Some(f) = TcpFacts::parse(packet) {
+            if from == Side::Server && f.has(SYN) {
+                self.server_mss = f.mss;
+            }
+            self.wire[side_index(from)].on_ingress(&f);
+        }
         let mut reply = Vec::new();
         let replied = match from {
             Side::Server if self.phase == Phase::Connecting || self.server_reconnecting => {
@@ -592,11 +683,23 @@ impl TransparentFlow {
                     }
                 }
                 Side::Client => match self.client_leg.as_mut() {
-                    Some(leg) => leg.egress(t, buf),
+                    Some(leg) => leg.egress(t, buf).map(|o| {
+                        if self.phase == Phase::Accepting && self.clamp_synack_mss(buf) {
+                            Offload::default()
+                        } else {
+                            o
+                        }
+                    }),
                     None => None,
                 },
             };
             if let Some(offload) = sent {
+                // SYNs (and their retransmissions) leave only during the handshakes.
+                if self.is_half_open() || self.server_reconnecting {
+                    if let Some(f) = TcpFacts::parse(buf).filter(|f| f.has(SYN)) {
+                        self.wire[side_index(side)].on_egress(&f);
+                    }
+                }
                 self.next_egress = side.other();
                 self.update(t);
                 return Some((side, offload));
@@ -785,9 +888,24 @@ impl TransparentFlow {
             segment::rewrite_syn_mss(&mut self.held_syn, |m, ts| {
                 peer_mss_for_smoltcp(m, ts, link)
             });
+            // The client leg uses timestamps only if the server leg does,
+            // so that a released connection's legs agree (see `release`).
+            let server_ts = self.wire[side_index(Side::Server)].peer_ts;
+            if self.syn.timestamps && !server_ts {
+                segment::strip_syn_timestamps(&mut self.held_syn);
+            }
+            let c = &mut self.wire[side_index(Side::Client)];
+            c.peer_isn = Some(self.syn.seq);
+            c.peer_wscale = self.syn.window_scale;
+            c.peer_ts = self.syn.timestamps && server_ts;
+            c.peer_end = Some(self.syn.seq.wrapping_add(1));
             let mut reply = Vec::new();
             // The held SYN was checked when it arrived (or trusted then).
             if leg.ingress(&self.held_syn, true, t, &mut reply) {
+                self.clamp_synack_mss(&mut reply);
+                if let Some(f) = TcpFacts::parse(&reply).filter(|f| f.has(SYN)) {
+                    self.wire[side_index(Side::Client)].on_egress(&f);
+                }
                 self.out.push_back(Transmit {
                     side: Side::Client,
                     packet: reply,
@@ -813,7 +931,10 @@ impl TransparentFlow {
     pub fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<usize, StreamError> {
         let socket = self.leg_mut(side)?.socket();
         match socket.recv_slice(buf) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.wire[side_index(side)].read += n as u64;
+                Ok(n)
+            }
             Err(RecvError::Finished) => Err(StreamError::Finished(side)),
             Err(_) => Err(recv_state_error(socket.state(), side)),
         }
@@ -847,6 +968,7 @@ impl TransparentFlow {
                 if n > 0 && first.is_none() {
                     *first = Some(now);
                 }
+                self.wire[side_index(side)].written += n as u64;
                 Ok(n)
             }
             Err(_) => Err(match socket.state() {
@@ -893,10 +1015,119 @@ impl TransparentFlow {
                 Err(_) => break,
             }
         }
+        self.wire[side_index(from)].read += moved as u64;
+        self.wire[side_index(from.other())].written += moved as u64;
         if moved > 0 && self.first_tx[side_index(from.other())].is_none() {
             self.first_tx[side_index(from.other())] = Some(self.last_now);
         }
         Ok(moved)
+    }
+
+    /// Gives the client leg's SYN-ACK the server's MSS when it is smaller
+    /// than ours, so the client never sends segments the server did not
+    /// ask for (they cross unchanged once the flow is released). Returns
+    /// whether the packet changed (its checksum is then complete).
+    fn clamp_synack_mss(&self, packet: &mut [u8]) -> bool {
+        let Some(mss) = self.server_mss else {
+            return false;
+        };
+        if !TcpFacts::parse(packet).is_some_and(|f| f.has(SYN) && f.mss.is_some_and(|m| m > mss)) {
+            return false;
+        }
+        segment::rewrite_syn_mss(packet, |ours, _| ours.min(mss))
+    }
+
+    /// Whether the connection can leave user-space TCP now, and how its
+    /// later packets must be rewritten (see [`super::release`]).
+    ///
+    /// Only for a spliced connection (the owner relays bytes unchanged and
+    /// has nothing of its own queued) whose legs are both established, with
+    /// nothing buffered: every byte read from one leg was written to the
+    /// other, every byte each peer sent was read (none held out of order)
+    /// and every byte written was acknowledged. `trigger` is a packet that
+    /// has arrived from a leg and was NOT handed to [`handle_packet`](Self::handle_packet):
+    /// when it acknowledges everything that leg sent, the flow is released
+    /// on it (the caller forwards it rewritten), which is how a flow whose
+    /// server answers the ClientHello at once is released on that answer.
+    /// A trigger with SYN or RST never releases.
+    pub fn release(&self, trigger: Option<(Side, &TcpFacts)>, now: Instant) -> Option<Release> {
+        if self.phase != Phase::Established || self.server_reconnecting {
+            return None;
+        }
+        if trigger.is_some_and(|(_, f)| f.has(SYN | RST)) {
+            return None;
+        }
+        let client_leg = self.client_leg.as_ref()?;
+        for (side, leg) in [(Side::Client, client_leg), (Side::Server, &self.server_leg)] {
+            let sock = leg.socket_ref();
+            if sock.state() != State::Established || sock.recv_queue() != 0 {
+                return None;
+            }
+            let w = &self.wire[side_index(side)];
+            if w.peer_end != w.rcv_nxt() {
+                return None;
+            }
+            let acked = match trigger {
+                Some((from, f)) if from == side => f.has(ACK) && Some(f.ack) == w.snd_nxt(),
+                _ => sock.send_queue() == 0,
+            };
+            if !acked {
+                return None;
+            }
+        }
+        let [c, s] = self.wire;
+        if c.read != s.written || s.read != c.written || c.timestamps() != s.timestamps() {
+            return None;
+        }
+        let seq = s.snd_nxt()?.wrapping_sub(c.rcv_nxt()?);
+        let ack = s.rcv_nxt()?.wrapping_sub(c.snd_nxt()?);
+        let ts = if c.timestamps() {
+            // The trigger carries its sender's latest TSval.
+            let latest = |side: Side, w: &Wire| match trigger {
+                Some((from, f)) if from == side => f.ts.map(|t| t.0).or(w.peer_tsval),
+                _ => w.peer_tsval,
+            };
+            let t = self.smol(now);
+            // Each peer's clock continues where our leg's clock stood:
+            // tsvals only move forward for the host that receives them.
+            let d1 = self
+                .server_leg
+                .tsval_at(t)
+                .wrapping_sub(latest(Side::Client, &c)?);
+            let d2 = client_leg
+                .tsval_at(t)
+                .wrapping_sub(latest(Side::Server, &s)?);
+            Some((d1, d2))
+        } else {
+            None
+        };
+        let shift = |w: &Wire, peer: bool| match (w.scaling(), peer) {
+            (false, _) => 0,
+            (true, true) => w.peer_wscale.unwrap_or(0),
+            (true, false) => w.local_wscale.unwrap_or(0),
+        };
+        Some(Release {
+            client: self.client,
+            server: self.server,
+            to_server: Rewrite {
+                seq,
+                ack,
+                ts: ts.map(|(d1, d2)| (d1, d2.wrapping_neg())),
+                shift_in: shift(&c, true),
+                shift_out: shift(&s, false),
+            },
+            to_client: Rewrite {
+                seq: ack.wrapping_neg(),
+                ack: seq.wrapping_neg(),
+                ts: ts.map(|(d1, d2)| (d2, d1.wrapping_neg())),
+                shift_in: shift(&s, true),
+                shift_out: shift(&c, false),
+            },
+            next_to_client: c.snd_nxt()?,
+            next_to_server: s.snd_nxt()?,
+            client_seq: c.rcv_nxt()?,
+            server_seq: s.rcv_nxt()?,
+        })
     }
 
     /// Bytes buffered for reading on `side`.
@@ -973,6 +1204,7 @@ impl TransparentFlow {
             return Err(StreamError::Closed(Side::Server));
         }
         self.server_leg = leg;
+        self.wire[side_index(Side::Server)] = Wire::default();
         self.server_track = Track {
             prev: State::SynSent,
             ..Track::new()

@@ -234,8 +234,12 @@ impl Leg {
     }
 
     fn set_clock(&self, now: SmolInstant) {
-        let ms = (now.total_millis() as u64 as u32).wrapping_add(self.ts_offset);
-        TSVAL_NOW.with(|c| c.set(ms));
+        TSVAL_NOW.with(|c| c.set(self.tsval_at(now)));
+    }
+
+    /// The TSval this leg's segments carry at `now`.
+    pub(crate) fn tsval_at(&self, now: SmolInstant) -> u32 {
+        (now.total_millis() as u64 as u32).wrapping_add(self.ts_offset)
     }
 
     /// Feeds one IP packet; a reply smoltcp sends at once (an RST for a

@@ -58,12 +58,14 @@
 pub(crate) mod checksum;
 mod flow;
 mod leg;
+pub mod release;
 pub mod segment;
 
 pub use checksum::fill_checksums;
 pub use flow::{
     FlowConfig, FlowError, FlowEvent, Phase, Side, StreamError, Transmit, TransparentFlow,
 };
+pub use release::{Release, Rewrite, TcpFacts};
 pub use segment::{PacketError, Segment};
 
 #[cfg(test)]

@@ -167,12 +167,103 @@ pub fn refusal_rst(syn: &Segment) -> Vec<u8> {
     buf
 }
 
+/// Builds a bare RST from `src` to `dst` with sequence number `seq`: what
+/// ends a connection the appliance gives up on once its own TCP legs are
+/// gone (a released flow), `seq` being the next number `dst` expects so it
+/// takes the reset at once (RFC 5961 §3.2).
+pub fn reset(src: SocketAddr, dst: SocketAddr, seq: u32) -> Vec<u8> {
+    let (s, d): (IpAddress, IpAddress) = (src.ip().into(), dst.ip().into());
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Rst,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: None,
+        window_len: 0,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = IpRepr::new(s, d, IpProtocol::Tcp, tcp.buffer_len(), 64);
+    let caps = ChecksumCapabilities::default();
+    let mut buf = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut buf[..], &caps);
+    let hl = ip.header_len();
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[hl..]), &s, &d, &caps);
+    buf
+}
+
 /// Rewrites the MSS option of a SYN or SYN-ACK in place, fixing the TCP
 /// checksum. `f(mss, has_timestamps)` returns the new value. Returns whether
 /// an MSS option was found (and rewritten).
 ///
 /// Used on SYNs only, so recomputing the whole checksum costs nothing that matters.
 pub(crate) fn rewrite_syn_mss(packet: &mut [u8], f: impl FnOnce(u16, bool) -> u16) -> bool {
+    edit_options(packet, |opts| {
+        let (mut mss_at, mut timestamps) = (None, false);
+        walk_options(opts, |kind, at, len| {
+            if kind == 2 && len == 4 {
+                mss_at = Some(at + 2);
+            }
+            timestamps |= kind == 8;
+        });
+        let Some(at) = mss_at else {
+            return false;
+        };
+        let old = u16::from_be_bytes([opts[at], opts[at + 1]]);
+        let new = f(old, timestamps);
+        opts[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        true
+    })
+}
+
+/// Replaces the timestamps option of a SYN with NOPs, fixing the TCP
+/// checksum: the client leg then answers without timestamps, as the server
+/// did (so a released connection uses them on both legs or on neither).
+/// Returns whether there was one.
+pub(crate) fn strip_syn_timestamps(packet: &mut [u8]) -> bool {
+    edit_options(packet, |opts| {
+        let mut found = None;
+        walk_options(opts, |kind, at, len| {
+            if kind == 8 {
+                found = Some((at, len));
+            }
+        });
+        let Some((at, len)) = found else {
+            return false;
+        };
+        opts[at..at + len].fill(1);
+        true
+    })
+}
+
+/// Calls `f(kind, at, len)` for each well-formed option (`opts[at..at + len]`
+/// is the whole option, kind and length bytes included).
+fn walk_options(opts: &[u8], mut f: impl FnMut(u8, usize, usize)) {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                f(kind, i, len);
+                i += len;
+            }
+        }
+    }
+}
+
+/// Runs `edit` on the TCP options of an IPv4/IPv6 packet and, when it says
+/// it changed them, recomputes the TCP checksum. Returns what `edit` returned.
+fn edit_options(packet: &mut [u8], edit: impl FnOnce(&mut [u8]) -> bool) -> bool {
     let (start, end, src, dst): (usize, usize, IpAddress, IpAddress) =
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
@@ -208,34 +299,9 @@ pub(crate) fn rewrite_syn_mss(packet: &mut [u8], f: impl FnOnce(u16, bool) -> u1
     let Ok(mut tcp) = TcpPacket::new_checked(bytes) else {
         return false;
     };
-    let opts = tcp.options_mut();
-    let (mut i, mut mss_at, mut timestamps) = (0, None, false);
-    while i < opts.len() {
-        match opts[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = opts.get(i + 1) else { break };
-                let len = usize::from(len);
-                if len < 2 || i + len > opts.len() {
-                    break;
-                }
-                if kind == 2 && len == 4 {
-                    mss_at = Some(i + 2);
-                }
-                if kind == 8 {
-                    timestamps = true;
-                }
-                i += len;
-            }
-        }
-    }
-    let Some(at) = mss_at else {
+    if !edit(tcp.options_mut()) {
         return false;
-    };
-    let old = u16::from_be_bytes([opts[at], opts[at + 1]]);
-    let new = f(old, timestamps);
-    opts[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    }
     tcp.fill_checksum(&src, &dst);
     true
 }

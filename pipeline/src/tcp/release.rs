@@ -1,0 +1,435 @@
+//! A passed connection released from its two TCP legs, sans-IO.
+//!
+//! After a `pass` decision the legs of a splice carry the same bytes in the
+//! same order: what the client leg reads, the server leg writes, and back.
+//! Only the numbering differs: each leg's smoltcp socket chose its own
+//! initial sequence number, its own window scale and its own timestamp
+//! clock. Once every byte a leg took responsibility for has been delivered
+//! and acknowledged, those differences are constants, and the connection can
+//! leave user-space TCP: each later packet crosses the fast path with its
+//! sequence and acknowledgement numbers (and SACK edges) shifted by a fixed
+//! offset, its window re-expressed in the receiver's scale and its
+//! timestamps shifted, the TCP checksum updated incrementally (RFC 1624) or
+//! left alone when it is only the pseudo-header sum (`NEEDS_CSUM`: none of
+//! the rewritten fields are in it). DESIGN.md §4 allows either this rewrite
+//! or steering smoltcp's ISNs; steering would still leave the window scale
+//! and the timestamp clock to rewrite (smoltcp derives its scale from its
+//! buffer size, and a peer's clock is its own), so every packet would be
+//! touched anyway, and one constant-offset rewrite does all of it.
+//!
+//! [`TransparentFlow::release`](super::TransparentFlow::release) says when
+//! a splice may be released and computes the [`Release`]; the dispatcher
+//! applies it to every later packet with [`Release::apply`].
+
+use std::net::SocketAddr;
+
+use super::checksum::{csum_add, csum_fold, tcp_span};
+
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+/// The ACK flag.
+pub const ACK: u8 = 0x10;
+
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_WSCALE: u8 = 3;
+const OPT_SACK: u8 = 5;
+const OPT_TIMESTAMPS: u8 = 8;
+
+/// The largest window scale shift RFC 7323 allows.
+const MAX_WSCALE: u8 = 14;
+
+/// What the release logic reads of one TCP segment; nothing is verified
+/// (the checksum was checked, or trusted, before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpFacts {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number (meaningful with [`ACK`] in `flags`).
+    pub ack: u32,
+    /// The flags byte (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    pub flags: u8,
+    /// The window field as sent (not scaled).
+    pub window: u16,
+    /// Payload bytes.
+    pub payload_len: u32,
+    /// MSS option.
+    pub mss: Option<u16>,
+    /// Window scale option (shift count, capped at 14).
+    pub wscale: Option<u8>,
+    /// Timestamps option: (TSval, TSecr).
+    pub ts: Option<(u32, u32)>,
+}
+
+impl TcpFacts {
+    /// Reads the TCP header of a plain IPv4/IPv6 TCP packet; `None` for
+    /// anything else or a header that does not fit.
+    pub fn parse(packet: &[u8]) -> Option<TcpFacts> {
+        let (off, len, _) = tcp_span(packet)?;
+        let tcp = packet.get(off..off + len)?;
+        let hl = usize::from(tcp[12] >> 4) * 4;
+        if hl < 20 || hl > tcp.len() {
+            return None;
+        }
+        let be32 = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
+        let mut f = TcpFacts {
+            seq: be32(4),
+            ack: be32(8),
+            flags: tcp[13],
+            window: u16::from_be_bytes([tcp[14], tcp[15]]),
+            payload_len: (len - hl) as u32,
+            ..TcpFacts::default()
+        };
+        let opts = &tcp[20..hl];
+        for_each_option(opts, |kind, at, len| match (kind, &opts[at..at + len]) {
+            (OPT_MSS, &[a, b]) => f.mss = Some(u16::from_be_bytes([a, b])),
+            (OPT_WSCALE, &[shift]) => f.wscale = Some(shift.min(MAX_WSCALE)),
+            (OPT_TIMESTAMPS, body) if body.len() == 8 => {
+                let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                f.ts = Some((v, e));
+            }
+            _ => {}
+        });
+        Some(f)
+    }
+
+    /// Whether any of `flags` is set.
+    pub fn has(&self, flags: u8) -> bool {
+        self.flags & flags != 0
+    }
+
+    /// The sequence number just past this segment (payload, SYN and FIN
+    /// each take their place in the sequence space).
+    pub fn end(&self) -> u32 {
+        let ctl = u32::from(self.has(SYN)) + u32::from(self.has(FIN));
+        self.seq.wrapping_add(self.payload_len).wrapping_add(ctl)
+    }
+}
+
+/// Calls `f(kind, start, len)` for the body of every well-formed option of
+/// a TCP options area (`opts[start..start + len]`); stops at the
+/// end-of-list option or at the first malformed one.
+fn for_each_option(opts: &[u8], mut f: impl FnMut(u8, usize, usize)) {
+    let mut i = 0;
+    while let Some(&kind) = opts.get(i) {
+        match kind {
+            OPT_END => break,
+            OPT_NOP => i += 1,
+            _ => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                f(kind, i + 2, len - 2);
+                i += len;
+            }
+        }
+    }
+}
+
+/// The rewrite of one direction of a released connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Added to the sequence number.
+    pub seq: u32,
+    /// Added to the acknowledgement number and to every SACK edge.
+    pub ack: u32,
+    /// Added to (TSval, TSecr), when both legs use timestamps.
+    pub ts: Option<(u32, u32)>,
+    /// The scale of the window field as the sender wrote it.
+    pub shift_in: u8,
+    /// The scale the receiver reads the window field with.
+    pub shift_out: u8,
+}
+
+impl Rewrite {
+    /// Whether the rewrite changes nothing (packets may cross as they are).
+    pub fn is_identity(&self) -> bool {
+        self.seq == 0
+            && self.ack == 0
+            && self.ts.is_none_or(|t| t == (0, 0))
+            && self.shift_in == self.shift_out
+    }
+
+    /// The window field for the receiver: the same number of bytes in its
+    /// scale, rounded up so a small open window never reads as closed, and
+    /// capped at what the field holds.
+    fn window(&self, field: u16) -> u16 {
+        if self.shift_in == self.shift_out {
+            return field;
+        }
+        let bytes = u64::from(field) << self.shift_in;
+        let unit = 1u64 << self.shift_out;
+        let scaled = bytes.div_ceil(unit);
+        u16::try_from(scaled).unwrap_or(u16::MAX)
+    }
+
+    /// Rewrites one IP packet of this direction in place. With
+    /// `checksum_partial` the TCP checksum field holds only the
+    /// pseudo-header sum (a `NEEDS_CSUM` frame) and is left as it is;
+    /// otherwise it is updated for the changed header words, so a segment
+    /// that arrived corrupted stays corrupted. Returns `false` (packet
+    /// untouched) for anything but a plain IPv4/IPv6 TCP packet.
+    pub fn apply(&self, packet: &mut [u8], checksum_partial: bool) -> bool {
+        let Some((off, len, _)) = tcp_span(packet) else {
+            return false;
+        };
+        let Some(tcp) = packet.get_mut(off..off + len) else {
+            return false;
+        };
+        let hl = usize::from(tcp[12] >> 4) * 4;
+        if hl < 20 || hl > tcp.len() {
+            return false;
+        }
+        let mut before = [0u8; 60];
+        before[..hl].copy_from_slice(&tcp[..hl]);
+        let add32 = |b: &mut [u8], delta: u32| {
+            let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_add(delta);
+            b[..4].copy_from_slice(&v.to_be_bytes());
+        };
+        let flags = tcp[13];
+        add32(&mut tcp[4..8], self.seq);
+        if flags & ACK != 0 {
+            add32(&mut tcp[8..12], self.ack);
+        }
+        if flags & SYN == 0 {
+            // A SYN's window is never scaled (RFC 7323 §2.2).
+            let w = self.window(u16::from_be_bytes([tcp[14], tcp[15]]));
+            tcp[14..16].copy_from_slice(&w.to_be_bytes());
+        }
+        // SACK edges and timestamps, at most 8 options (40 bytes of them).
+        let mut edits = [(0u8, 0usize, 0usize); 8];
+        let mut n = 0;
+        let opts = &mut tcp[20..hl];
+        for_each_option(opts, |kind, at, len| {
+            if n < edits.len() && (kind == OPT_SACK || kind == OPT_TIMESTAMPS) {
+                edits[n] = (kind, at, len);
+                n += 1;
+            }
+        });
+        for &(kind, at, len) in &edits[..n] {
+            let body = &mut opts[at..at + len];
+            match (kind, self.ts) {
+                (OPT_SACK, _) => {
+                    for edge in body.chunks_exact_mut(4) {
+                        add32(edge, self.ack);
+                    }
+                }
+                (_, Some((val, ecr))) if len == 8 => {
+                    add32(&mut body[0..4], val);
+                    add32(&mut body[4..8], ecr);
+                }
+                _ => {}
+            }
+        }
+        if !checksum_partial {
+            // RFC 1624 eqn. 3 over the whole header, checksum field excluded.
+            before[16] = 0;
+            before[17] = 0;
+            let old = csum_fold(csum_add(0, &before[..hl]));
+            let (c0, c1) = (tcp[16], tcp[17]);
+            tcp[16] = 0;
+            tcp[17] = 0;
+            let new = csum_fold(csum_add(0, &tcp[..hl]));
+            let hc = u16::from_be_bytes([c0, c1]);
+            let sum = u64::from(!hc) + u64::from(!old) + u64::from(new);
+            let hc = !csum_fold(sum);
+            tcp[16..18].copy_from_slice(&hc.to_be_bytes());
+        }
+        true
+    }
+}
+
+/// How a released connection's packets are rewritten, both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// The client (source of the SYN).
+    pub client: SocketAddr,
+    /// The server.
+    pub server: SocketAddr,
+    /// Packets from the client.
+    pub to_server: Rewrite,
+    /// Packets from the server.
+    pub to_client: Rewrite,
+    /// At the release: the next sequence number the client expects from
+    /// the server, and the server from the client (as they see them).
+    pub next_to_client: u32,
+    /// See `next_to_client`.
+    pub next_to_server: u32,
+    /// At the release: the next sequence number of the client's own
+    /// stream, and of the server's (as each sends them), where the byte
+    /// counts of the released flow start.
+    pub client_seq: u32,
+    /// See `client_seq`.
+    pub server_seq: u32,
+}
+
+impl Release {
+    /// The rewrite for a packet from `src`:`port`.
+    pub fn direction(&self, src: std::net::IpAddr, port: u16) -> &Rewrite {
+        if src == self.client.ip() && port == self.client.port() {
+            &self.to_server
+        } else {
+            &self.to_client
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::checksum::{fill_tcp_checksum, fill_tcp_pseudo, tcp_checksum_ok};
+
+    /// An IPv4 TCP packet with the given options area and payload, checksum complete.
+    fn packet(seq: u32, ack: u32, flags: u8, window: u16, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+        assert_eq!(opts.len() % 4, 0);
+        let tcp_len = 20 + opts.len() + payload.len();
+        let total = 20 + tcp_len;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[192, 0, 2, 10]);
+        p[16..20].copy_from_slice(&[203, 0, 113, 10]);
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&443u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = (((20 + opts.len()) / 4) as u8) << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&window.to_be_bytes());
+        t[20..20 + opts.len()].copy_from_slice(opts);
+        t[20 + opts.len()..].copy_from_slice(payload);
+        fill_tcp_checksum(&mut p);
+        p
+    }
+
+    fn ts_sack_opts(tsval: u32, tsecr: u32, left: u32, right: u32) -> Vec<u8> {
+        let mut o = vec![1, 1, 8, 10];
+        o.extend_from_slice(&tsval.to_be_bytes());
+        o.extend_from_slice(&tsecr.to_be_bytes());
+        o.extend_from_slice(&[1, 1, 5, 10]);
+        o.extend_from_slice(&left.to_be_bytes());
+        o.extend_from_slice(&right.to_be_bytes());
+        o
+    }
+
+    #[test]
+    fn rewrites_numbers_sack_timestamps_and_window_keeping_the_checksum_valid() {
+        let rw = Rewrite {
+            seq: 1000,
+            ack: 0xffff_fff0, // -16, wrapping
+            ts: Some((7, u32::MAX)),
+            shift_in: 7,
+            shift_out: 1,
+        };
+        let mut p = packet(
+            u32::MAX - 10,
+            500,
+            ACK,
+            100,
+            &ts_sack_opts(42, 9, 600, 700),
+            b"hello",
+        );
+        assert!(rw.apply(&mut p, false));
+        assert!(tcp_checksum_ok(&p), "incremental update is exact");
+        let f = TcpFacts::parse(&p).unwrap();
+        assert_eq!(f.seq, (u32::MAX - 10).wrapping_add(1000));
+        assert_eq!(f.ack, 484);
+        assert_eq!(f.ts, Some((49, 8)));
+        assert_eq!(f.window, (100u32 << 7 >> 1) as u16);
+        let sack = &p[40 + 16..40 + 24];
+        assert_eq!(sack, &[0, 0, 2, 0x48, 0, 0, 2, 0xac][..]); // 584, 684
+        assert_eq!(f.payload_len, 5);
+        assert_eq!(&p[p.len() - 5..], b"hello");
+    }
+
+    #[test]
+    fn a_corrupted_segment_stays_corrupted_and_a_partial_checksum_is_left_alone() {
+        let rw = Rewrite {
+            seq: 5,
+            ack: 6,
+            ..Rewrite::default()
+        };
+        let mut p = packet(1, 2, ACK, 10, &[], b"data");
+        let last = p.len() - 1;
+        p[last] ^= 0x40;
+        assert!(!tcp_checksum_ok(&p));
+        rw.apply(&mut p, false);
+        assert!(!tcp_checksum_ok(&p));
+
+        let mut q = packet(1, 2, ACK, 10, &[], b"data");
+        fill_tcp_pseudo(&mut q);
+        let csum = q[36..38].to_vec();
+        rw.apply(&mut q, true);
+        assert_eq!(
+            &q[36..38],
+            &csum[..],
+            "the pseudo-header sum does not cover seq/ack"
+        );
+        assert_eq!(TcpFacts::parse(&q).unwrap().seq, 6);
+    }
+
+    #[test]
+    fn windows_round_up_and_saturate_and_syns_keep_theirs() {
+        let rw = Rewrite {
+            shift_in: 0,
+            shift_out: 7,
+            ..Rewrite::default()
+        };
+        assert_eq!(rw.window(1), 1, "a small open window never reads as closed");
+        assert_eq!(rw.window(0), 0);
+        assert_eq!(rw.window(256), 2);
+        let up = Rewrite {
+            shift_in: 14,
+            shift_out: 0,
+            ..Rewrite::default()
+        };
+        assert_eq!(up.window(1000), u16::MAX);
+        let mut syn = packet(1, 0, SYN, 64240, &[], b"");
+        up.apply(&mut syn, false);
+        assert_eq!(TcpFacts::parse(&syn).unwrap().window, 64240);
+        assert!(tcp_checksum_ok(&syn));
+    }
+
+    #[test]
+    fn no_ack_flag_no_ack_rewrite_and_non_tcp_is_refused() {
+        let rw = Rewrite {
+            seq: 1,
+            ack: 1,
+            ..Rewrite::default()
+        };
+        let mut rst = packet(10, 77, RST, 0, &[], b"");
+        rw.apply(&mut rst, false);
+        let f = TcpFacts::parse(&rst).unwrap();
+        assert_eq!((f.seq, f.ack), (11, 77));
+        let mut udp = packet(1, 1, ACK, 1, &[], b"x");
+        udp[9] = 17;
+        let before = udp.clone();
+        assert!(!rw.apply(&mut udp, false));
+        assert_eq!(udp, before);
+        // Every prefix of a packet parses or is refused, never panics.
+        let p = packet(1, 2, ACK, 3, &ts_sack_opts(1, 2, 3, 4), b"abc");
+        for n in 0..p.len() {
+            let mut q = p[..n].to_vec();
+            let _ = TcpFacts::parse(&q);
+            let _ = rw.apply(&mut q, false);
+        }
+    }
+
+    #[test]
+    fn facts_of_a_syn() {
+        let opts = [2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0];
+        let p = packet(99, 0, SYN, 64240, &opts, b"");
+        let f = TcpFacts::parse(&p).unwrap();
+        assert_eq!((f.mss, f.wscale, f.ts), (Some(1460), Some(7), None));
+        assert_eq!(f.end(), 100);
+        assert!(Rewrite::default().is_identity());
+    }
+}
