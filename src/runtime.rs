@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use tlsinspect_pipeline::classify::{ScopeSpec, ScopeTable};
-use tlsinspect_pipeline::{DeviceMode, PipelineConfig, Stats};
+use tlsinspect_pipeline::{DeviceMode, KernelFastPathMode, PipelineConfig, Stats};
 
 use crate::config::{self, Config, Mode};
 
@@ -65,6 +65,10 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         faults: cfg.faults,
         max_intercept_memory: a.max_intercept_memory,
         max_half_open: a.max_half_open,
+        kernel_fast_path: match a.kernel_fast_path {
+            config::KernelFastPath::Auto => KernelFastPathMode::Auto,
+            config::KernelFastPath::Off => KernelFastPathMode::Off,
+        },
         release_passed_flows: a.release_passed_flows,
     }
 }
@@ -96,7 +100,7 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     type Show = fn(&config::Appliance) -> String;
-    const FIELDS: [(&str, Show); 15] = [
+    const FIELDS: [(&str, Show); 16] = [
         ("mode", |a| format!("{:?}", a.mode)),
         ("lan", |a| a.lan.clone()),
         ("wan", |a| a.wan.clone()),
@@ -109,6 +113,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             a.max_intercept_memory.to_string()
         }),
         ("max_half_open", |a| a.max_half_open.to_string()),
+        ("kernel_fast_path", |a| format!("{:?}", a.kernel_fast_path)),
         ("release_passed_flows", |a| {
             a.release_passed_flows.to_string()
         }),

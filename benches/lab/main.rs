@@ -11,6 +11,13 @@
 //! flows' added latency (p50/p99 from the appliance's histograms). Two more
 //! rows compare the fast path with two iperf3 streams on one worker and on
 //! two workers (`cpus = [0, 1]`): CPU per MB should not grow with workers.
+//! These appliance rows run with `kernel_fast_path = "off"`, so the fast
+//! path is the user-space one; a last row measures the kernel fast path
+//! (the default `"auto"`: the no-scope flow redirected by the tc-BPF program
+//! once its handshake crossed the worker) beside them and the bridge. Its
+//! forwarding runs in the kernel's softirq on the senders' cores, not in the
+//! appliance's threads, so its appliance CPU per MB is the workers' share
+//! (handshake and teardown) only.
 //!
 //! `cargo bench --bench lab -- intercept` runs the TLS interception
 //! benchmark instead (appliance against sslsplit, see `intercept.rs`).
@@ -154,6 +161,8 @@ enum Target {
     FastTwoStreams,
     /// The same with two workers (`cpus = [0, 1]`).
     FastTwoWorkers,
+    /// The appliance, the flow in no scope, the kernel fast path.
+    Kernel,
 }
 
 impl Target {
@@ -164,6 +173,7 @@ impl Target {
             Target::Passed => "appliance, passed in-scope",
             Target::FastTwoStreams => "fast path, 2 streams, 1 worker",
             Target::FastTwoWorkers => "fast path, 2 streams, 2 workers",
+            Target::Kernel => "appliance kernel fast path",
         }
     }
 }
@@ -228,6 +238,20 @@ fn measure(
                 "cpus = [0]"
             },
         );
+        // The kernel fast path is the default ("auto"); the other appliance
+        // rows measure the user-space paths.
+        let setting = if target == Target::Kernel {
+            "auto"
+        } else {
+            "off"
+        };
+        let config = config.replace(
+            "\ncontrol = ",
+            &format!("\nkernel_fast_path = \"{setting}\"\ncontrol = "),
+        );
+        if !config.contains("kernel_fast_path = ") {
+            bail!("the demo config has no control line to put kernel_fast_path before");
+        }
         let path = dir.join("bench.toml");
         std::fs::write(&path, config)?;
         let mut cmd = lab.command(
@@ -251,6 +275,12 @@ fn measure(
         }
     }
 
+    if target == Target::Kernel {
+        let err = std::fs::read_to_string(dir.join("appliance.err")).unwrap_or_default();
+        if !err.contains("kernel fast path: on") {
+            bail!("the kernel fast path is not on: {}", err.trim());
+        }
+    }
     let mut cmd = lab.command(
         lab.server_ns(),
         "iperf3",
@@ -390,6 +420,7 @@ fn iperf3() -> anyhow::Result<()> {
         Target::Passed,
         Target::FastTwoStreams,
         Target::FastTwoWorkers,
+        Target::Kernel,
     ];
     let mut table = Vec::new();
     for offloads in [lab::Offloads::Off, lab::Offloads::On] {
@@ -469,6 +500,27 @@ fn iperf3() -> anyhow::Result<()> {
             fmt(med(one, cpu), 2),
             fmt(med(two, cpu), 2),
             fmt(div(med(two, cpu), med(one, cpu)), 2),
+        );
+    }
+    println!(
+        "\nKernel fast path (tc-BPF) beside the user-space fast path and the bridge, 1 stream"
+    );
+    println!("| offloads | kernel bridge | kernel fast path | ratio (target >= 0.9) | user-space fast path | ratio | kernel fast ms/MB | kernel fast frames/MB | fast ms/MB | fast frames/MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (o, runs) in &table {
+        let (b, f, k) = (&runs[0], &runs[1], &runs[5]);
+        println!(
+            "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} |",
+            o.as_str(),
+            fmt(med(b, gbps), 2),
+            fmt(med(k, gbps), 2),
+            fmt(div(med(k, gbps), med(b, gbps)), 2),
+            fmt(med(f, gbps), 2),
+            fmt(div(med(f, gbps), med(b, gbps)), 2),
+            fmt(med(k, cpu), 3),
+            fmt(med(k, frames), 1),
+            fmt(med(f, cpu), 2),
+            fmt(med(f, frames), 0),
         );
     }
     println!("\nAdded latency of the passed in-scope flows (histogram bucket bounds, all rounds' medians)");

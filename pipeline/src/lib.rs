@@ -16,6 +16,7 @@ pub mod frame;
 pub mod gso;
 pub mod intercept;
 pub mod io;
+pub mod kernel_fast_path;
 pub mod latency;
 pub mod path;
 pub mod pipeline;
@@ -30,5 +31,5 @@ mod netns_tests;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
-pub use pipeline::{DeviceMode, Pipeline, PipelineConfig, PipelineError};
+pub use pipeline::{DeviceMode, KernelFastPathMode, Pipeline, PipelineConfig, PipelineError};
 pub use stats::{Counters, Stats};

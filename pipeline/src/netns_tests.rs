@@ -345,6 +345,9 @@ fn start_ring(
         faults: Default::default(),
         max_intercept_memory: usize::MAX,
         max_half_open: usize::MAX,
+        // These tests are about the user-space fast path (its counters,
+        // its throughput); the kernel one has its own lab test.
+        kernel_fast_path: crate::KernelFastPathMode::Off,
         release_passed_flows: true,
     };
     in_ns(&lab.a, move || {
@@ -769,4 +772,41 @@ fn fastpath_ab_vs_kernel_bridge() {
         m3 / mb,
         median(&mut v3_cpu)
     );
+}
+
+/// The kernel fast path's fallback attachment for kernels without tcx: a
+/// clsact qdisc and a direct-action `bpf` filter at ingress of both ports,
+/// made over rtnetlink and removed on drop; a clsact qdisc someone else
+/// made stays.
+#[test]
+fn kernel_fast_path_clsact_attachment_is_made_and_removed() {
+    use crate::kernel_fast_path::{Attached, Via};
+    let lab = Lab::bridged("kc");
+    lab.x(&lab.a, &["tc", "qdisc", "add", "dev", "awan", "clsact"]);
+    in_ns(&lab.a, || {
+        let tc = |args: &[&str]| {
+            let o = Command::new("tc").args(args).output().expect("tc");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let k =
+            Attached::attach_via("alan", "awan", 16, Via::Clsact).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.attachment(), "clsact");
+        for dev in ["alan", "awan"] {
+            assert!(tc(&["qdisc", "show", "dev", dev]).contains("clsact"));
+            let f = tc(&["filter", "show", "dev", dev, "ingress"]);
+            assert!(
+                f.contains("tlsi_redirect") && f.contains("direct-action"),
+                "{dev}: {f}"
+            );
+        }
+        drop(k);
+        assert!(!tc(&["qdisc", "show", "dev", "alan"]).contains("clsact"));
+        assert!(tc(&["qdisc", "show", "dev", "awan"]).contains("clsact"));
+        for dev in ["alan", "awan"] {
+            let f = tc(&["filter", "show", "dev", dev, "ingress"]);
+            assert!(!f.contains("tlsi_redirect"), "{dev}: {f}");
+        }
+    })
+    .join()
+    .unwrap();
 }

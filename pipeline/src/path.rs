@@ -41,6 +41,7 @@ use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
+use crate::kernel_fast_path::KernelFastPath;
 use crate::latency::Latency;
 use crate::stats::Counters;
 use crate::tcp::{Release, Rewrite, Side as Leg, TcpFacts};
@@ -282,6 +283,8 @@ pub struct Dispatcher {
     pub counters: Counters,
     /// The worker's latency histograms (recorded as flows end, read by scrapes).
     latency: Arc<Mutex<Latency>>,
+    /// Out-of-scope flows forwarded by the kernel (AF_PACKET with BPF), if on.
+    kernel: Option<KernelFastPath>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -329,6 +332,7 @@ impl Dispatcher {
             due: Vec::new(),
             counters: Counters::default(),
             latency: Arc::default(),
+            kernel: None,
         }
     }
 
@@ -967,12 +971,14 @@ impl Dispatcher {
             }
             return Path::InScope;
         }
+        self.kernel_segment(key, ip, tcp);
         // Only a client's opening SYN from the LAN side can start a flow.
         if side != Side::Lan || !tcp.flags.is_initial_syn() {
             return Path::Fast(FastKind::Tcp);
         }
         let scopes = self.scopes.load();
         let Some(m) = scopes.lookup(ip.src, tcp.src_port, ip.dst, tcp.dst_port) else {
+            self.kernel_syn(key, ip, tcp);
             return Path::Fast(FastKind::Tcp);
         };
         let m = m.clone();
@@ -1104,6 +1110,45 @@ impl Dispatcher {
             .push(Side::Lan, macs.as_ref(), &rst, Offload::default());
         self.counters.intercept_tx_packets += 1;
         Path::Intercepted
+    }
+
+    /// Forwards the out-of-scope flows through the kernel fast path `k`
+    /// (see [`crate::kernel_fast_path`]).
+    pub fn with_kernel_fast_path(mut self, k: KernelFastPath) -> Dispatcher {
+        self.kernel = Some(k);
+        self
+    }
+
+    /// An out-of-scope initial SYN from the LAN side: a candidate for the kernel fast path.
+    fn kernel_syn(&mut self, key: FlowKey, ip: &IpView<'_>, tcp: &TcpView<'_>) {
+        if let Some(k) = &mut self.kernel {
+            let (src, dst) = ((ip.src, tcp.src_port), (ip.dst, tcp.dst_port));
+            k.on_syn(key, src, dst, tcp.seq, &mut self.counters);
+        }
+    }
+
+    /// A TCP segment of no tracked flow: the handshake, teardown and
+    /// lifetime of the kernel fast path's flows (the program hands their
+    /// SYN, FIN and RST segments to user space).
+    fn kernel_segment(&mut self, key: FlowKey, ip: &IpView<'_>, tcp: &TcpView<'_>) {
+        if let Some(k) = self.kernel.as_mut().filter(|k| k.is_tracking()) {
+            let (src, dst) = ((ip.src, tcp.src_port), (ip.dst, tcp.dst_port));
+            k.on_segment(key, src, dst, tcp.flags, tcp.ack, &mut self.counters);
+        }
+    }
+
+    /// The kernel fast path's periodic scan (idle flows, forwarded counts).
+    pub fn housekeep_kernel_fast_path(&mut self) {
+        if let Some(k) = &mut self.kernel {
+            k.housekeep(&mut self.counters);
+        }
+    }
+
+    /// Takes this worker's flows off the kernel fast path (shutdown).
+    pub fn finish_kernel_fast_path(&mut self) {
+        if let Some(k) = &mut self.kernel {
+            k.finish(&mut self.counters);
+        }
     }
 
     /// Ends flows idle for the timeout (intercepted ones reset at both ends).

@@ -25,6 +25,7 @@ use crate::intercept::InterceptCtx;
 use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
 use crate::io::tun::Tun;
 use crate::io::Device;
+use crate::kernel_fast_path::{Attached, KernelFastPath};
 use crate::path::{Clock, Dispatcher};
 use crate::stats::{Counters, SharedCounters, Stats};
 use crate::steer::fanout_program;
@@ -67,8 +68,21 @@ pub struct PipelineConfig {
     pub max_intercept_memory: usize,
     /// Intercepted flows with an incomplete handshake, all workers together.
     pub max_half_open: usize,
+    /// Whether out-of-scope TCP flows may be forwarded by a tc-BPF program
+    /// (AF_PACKET only; see [`crate::kernel_fast_path`]).
+    pub kernel_fast_path: KernelFastPathMode,
     /// Release passed flows from their TCP legs to the fast path.
     pub release_passed_flows: bool,
+}
+
+/// Whether to try the kernel fast path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KernelFastPathMode {
+    /// Try it; if the kernel refuses, keep the user-space fast path and say why.
+    #[default]
+    Auto,
+    /// Do not try.
+    Off,
 }
 
 /// Why the pipeline could not start.
@@ -129,6 +143,9 @@ pub struct Pipeline {
     interrupt_seq: std::sync::atomic::AtomicU64,
     stop: Arc<AtomicBool>,
     workers: Vec<Running>,
+    /// The kernel fast path's programs and map (dropped after the workers
+    /// stopped, which detaches the classifiers).
+    kernel: Option<Attached>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -198,31 +215,68 @@ impl Pipeline {
         match &cfg.mode {
             DeviceMode::AfPacket { lan, wan } => {
                 let program = fanout_program();
-                let mut devs = Vec::with_capacity(n);
-                let (mut lan_group, mut wan_group) = (None, None);
-                for w in 0..n {
-                    let open = |iface: &str, group: Option<u16>, side| {
-                        let fanout = match (n, group) {
-                            (1, _) => Fanout::None,
-                            (_, None) => Fanout::Create,
-                            (_, Some(id)) => Fanout::Join(id),
+                let open_all = |filter: Option<&crate::io::bpf::BpfProgram>| {
+                    let mut devs = Vec::with_capacity(n);
+                    let (mut lan_group, mut wan_group) = (None, None);
+                    for w in 0..n {
+                        let open = |iface: &str, group: Option<u16>, side| {
+                            let fanout = match (n, group) {
+                                (1, _) => Fanout::None,
+                                (_, None) => Fanout::Create,
+                                (_, Some(id)) => Fanout::Join(id),
+                            };
+                            AfPacket::open_filtered(iface, ring, fanout, &program, filter).map_err(
+                                |source| PipelineError::Device {
+                                    side,
+                                    iface: iface.to_owned(),
+                                    worker: w,
+                                    source,
+                                },
+                            )
                         };
-                        AfPacket::open(iface, ring, fanout, &program).map_err(|source| {
-                            PipelineError::Device {
-                                side,
-                                iface: iface.to_owned(),
-                                worker: w,
-                                source,
-                            }
-                        })
-                    };
-                    let l = open(lan, lan_group, "lan")?;
-                    let r = open(wan, wan_group, "wan")?;
-                    lan_group = l.fanout_id();
-                    wan_group = r.fanout_id();
-                    devs.push((l, r));
+                        let l = open(lan, lan_group, "lan")?;
+                        let r = open(wan, wan_group, "wan")?;
+                        lan_group = l.fanout_id();
+                        wan_group = r.fanout_id();
+                        devs.push((l, r));
+                    }
+                    Ok::<_, PipelineError>(devs)
+                };
+                let mut kernel = match cfg.kernel_fast_path {
+                    KernelFastPathMode::Off => {
+                        log::info!("kernel fast path: off (kernel_fast_path = \"off\"); out-of-scope flows take the user-space fast path");
+                        None
+                    }
+                    // The injector works on the frames the workers see.
+                    KernelFastPathMode::Auto if !cfg.faults.is_none() => {
+                        log::info!("kernel fast path: off ([faults] injects into the user-space path); out-of-scope flows take the user-space fast path");
+                        None
+                    }
+                    KernelFastPathMode::Auto => match Attached::attach(lan, wan, cfg.max_flows) {
+                        Ok(k) => Some(k),
+                        Err(e) => {
+                            log::warn!("kernel fast path: off, the user-space fast path forwards out-of-scope flows: {e}");
+                            None
+                        }
+                    },
+                };
+                let devs = match open_all(kernel.as_ref().map(Attached::filter)) {
+                    Ok(d) => d,
+                    Err(e) if kernel.is_some() => {
+                        log::warn!("kernel fast path: off, the user-space fast path forwards out-of-scope flows: packet-socket filter: {e}");
+                        kernel = None;
+                        open_all(None)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(k) = &kernel {
+                    log::info!(
+                        "kernel fast path: on (tc-BPF at ingress of {lan} and {wan} via {}, map of {} entries); the user-space fast path carries the rest",
+                        k.attachment(),
+                        k.entries()
+                    );
                 }
-                Self::spawn_with_faults(cfg, devs, scopes, log, intercept)
+                Self::spawn_with_faults(cfg, devs, scopes, log, intercept, kernel)
             }
             DeviceMode::Tun { lan, wan } => {
                 let mut devs = Vec::with_capacity(n);
@@ -237,7 +291,8 @@ impl Pipeline {
                     };
                     devs.push((open(lan, "lan")?, open(wan, "wan")?));
                 }
-                Self::spawn_with_faults(cfg, devs, scopes, log, intercept)
+                log::info!("kernel fast path: off (tun mode); out-of-scope flows take the user-space fast path");
+                Self::spawn_with_faults(cfg, devs, scopes, log, intercept, None)
             }
         }
     }
@@ -250,10 +305,11 @@ impl Pipeline {
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
         intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+        kernel: Option<Attached>,
     ) -> Result<Pipeline, PipelineError> {
         let plan = cfg.faults;
         if plan.is_none() {
-            return Self::spawn(cfg, devs, scopes, log, intercept);
+            return Self::spawn(cfg, devs, scopes, log, intercept, kernel);
         }
         log::warn!("injecting faults into the devices (a lab setting): {plan:?}");
         let devs = devs
@@ -267,7 +323,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        Self::spawn(cfg, devs, scopes, log, intercept)
+        Self::spawn(cfg, devs, scopes, log, intercept, kernel)
     }
 
     fn spawn<D: Device + 'static>(
@@ -276,6 +332,7 @@ impl Pipeline {
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
         intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+        kernel: Option<Attached>,
     ) -> Result<Pipeline, PipelineError> {
         let n = devs.len();
         let table = Arc::new(ArcSwap::new(scopes));
@@ -306,6 +363,7 @@ impl Pipeline {
             interrupt_seq: std::sync::atomic::AtomicU64::new(0),
             stop: stop.clone(),
             workers: Vec::with_capacity(n),
+            kernel: None,
         };
         for (w, (((lan, wan), poll), handoff_rx)) in
             devs.into_iter().zip(polls).zip(rxs).enumerate()
@@ -324,6 +382,13 @@ impl Pipeline {
                     .with_intercept(ctx.clone())
                     .with_limits(cfg.max_intercept_memory / n, cfg.max_half_open.div_ceil(n))
                     .with_release(cfg.release_passed_flows);
+            }
+            if let Some(k) = &kernel {
+                dispatcher = dispatcher.with_kernel_fast_path(KernelFastPath::new(
+                    k.map(),
+                    per_worker,
+                    cfg.flow_idle_timeout,
+                ));
             }
             let latency = dispatcher.latency();
             let worker = Worker {
@@ -359,6 +424,7 @@ impl Pipeline {
                 latency,
             });
         }
+        pipeline.kernel = kernel;
         Ok(pipeline)
     }
 
@@ -463,6 +529,7 @@ mod tests {
             faults: Default::default(),
             max_intercept_memory: usize::MAX,
             max_half_open: usize::MAX,
+            kernel_fast_path: KernelFastPathMode::Auto,
             release_passed_flows: true,
         }
     }

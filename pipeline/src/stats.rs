@@ -142,6 +142,22 @@ counters! {
     /// Intercepted flows whose handshake has not completed yet (gauge,
     /// refreshed by the expiry scan).
     intercept_half_open,
+    /// Kernel fast path: out-of-scope flows listed in the BPF map.
+    kernel_flows_listed,
+    /// Kernel fast path: listed flows taken out of the map (FIN, RST, idle, new SYN, shutdown).
+    kernel_flows_ended,
+    /// Kernel fast path: listed flows ended by the idle timeout.
+    kernel_ended_idle,
+    /// Kernel fast path: flows left on the user-space fast path because the map was full.
+    kernel_map_full,
+    /// Kernel fast path: flows left on the user-space fast path by another map error.
+    kernel_map_errors,
+    /// Kernel fast path: SYNs beyond the worker's share of the flow cap (user-space fast path).
+    kernel_over_cap,
+    /// Kernel fast path: frames the tc program redirected (summed from the map at housekeeping).
+    kernel_packets,
+    /// Kernel fast path: bytes the tc program redirected (whole frames).
+    kernel_bytes,
     /// Passed flows released from their TCP legs to the fast path (their
     /// later packets cross with a constant-offset rewrite).
     intercept_released,

@@ -317,6 +317,7 @@ impl<D: Device> Worker<D> {
             if now >= next_housekeeping {
                 self.apply_interrupts(&mut interrupts_seen, now);
                 self.dispatcher.expire(now);
+                self.dispatcher.housekeep_kernel_fast_path();
                 if self.dispatcher.take_trim_hint() {
                     crate::io::trim_heap();
                 }
@@ -361,6 +362,7 @@ impl<D: Device> Worker<D> {
         let _ = self.lan.flush();
         let _ = self.wan.flush();
         self.dispatcher.finish(Instant::now());
+        self.dispatcher.finish_kernel_fast_path();
         self.send_intercepted();
         let _ = self.lan.flush();
         let _ = self.wan.flush();

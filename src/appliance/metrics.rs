@@ -150,6 +150,42 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_half_open as f64,
         ),
         Sample::counter(
+            "kernel_flows_listed",
+            "Out-of-scope TCP flows handed to the kernel fast path (tc-BPF).",
+            t.kernel_flows_listed,
+        ),
+        Sample::counter(
+            "kernel_flows_ended",
+            "Flows taken off the kernel fast path (FIN, RST, idle, new SYN, shutdown).",
+            t.kernel_flows_ended,
+        ),
+        Sample::counter(
+            "kernel_fast_path_refused",
+            "Flows left on the user-space fast path, by reason.",
+            t.kernel_map_full,
+        )
+        .label("reason", "map_full"),
+        Sample::counter(
+            "kernel_fast_path_refused",
+            "Flows left on the user-space fast path, by reason.",
+            t.kernel_over_cap,
+        )
+        .label("reason", "over_cap"),
+        Sample::counter(
+            "kernel_fast_path_refused",
+            "Flows left on the user-space fast path, by reason.",
+            t.kernel_map_errors,
+        )
+        .label("reason", "error"),
+        Sample::counter(
+            "frames",
+            "Frames by data-plane path.",
+            t.kernel_packets,
+        )
+        .label("path", "kernel"),
+        Sample::counter("bytes", "Bytes by data-plane path.", t.kernel_bytes)
+            .label("path", "kernel"),
+        Sample::counter(
             "intercept_interrupted",
             "Intercepted flows reset because their policy was disabled (on_disable = interrupt).",
             t.intercept_interrupted,

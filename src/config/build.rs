@@ -76,6 +76,7 @@ const APPLIANCE_KEYS: &[&str] = &[
     "state_dir",
     "max_intercept_memory",
     "max_half_open",
+    "kernel_fast_path",
     "release_passed_flows",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate", "crls"];
@@ -996,6 +997,12 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
             None
         }
     };
+    let kernel_fast_path = a.choice_or(
+        cx,
+        "kernel_fast_path",
+        &[("auto", KernelFastPath::Auto), ("off", KernelFastPath::Off)],
+        KernelFastPath::Auto,
+    );
     let release_passed_flows = a.boolean(cx, "release_passed_flows").unwrap_or(true);
     let stats_interval = int(
         "stats_interval_secs",
@@ -1058,6 +1065,7 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         bypass_cache_entries: bypass_cache? as usize,
         pinning_bypass_clients: pinning? as u32,
         stats_interval: Duration::from_secs(stats_interval?),
+        kernel_fast_path: kernel_fast_path?,
         state_dir: state_dir?,
     })
     .filter(|_| ok)

@@ -176,6 +176,15 @@ pub enum Mode {
     Tun,
 }
 
+/// Whether out-of-scope TCP flows may be forwarded in the kernel (`appliance.kernel_fast_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFastPath {
+    /// Try the tc-BPF fast path; fall back to user space, saying why (`"auto"`).
+    Auto,
+    /// The user-space fast path only (`"off"`).
+    Off,
+}
+
 /// `[appliance]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Appliance {
@@ -217,6 +226,8 @@ pub struct Appliance {
     pub pinning_bypass_clients: u32,
     /// Interval of the periodic `stats` record; zero disables it.
     pub stats_interval: Duration,
+    /// Whether to try the kernel fast path (af_packet mode).
+    pub kernel_fast_path: KernelFastPath,
     /// Where the appliance keeps what it makes itself (the console's
     /// certificate, first password and trial CA).
     pub state_dir: PathBuf,

@@ -35,6 +35,15 @@
 //!   kernel or the NIC segments it at the far end), and the intercepted
 //!   flows hand the kernel super-frames of their own. Ring slots are large
 //!   enough for a 64 KiB frame for the same reason.
+//! - With the kernel fast path ([`crate::kernel_fast_path`]) every socket
+//!   carries its eBPF filter (`SO_ATTACH_BPF`, set first): frames the tc
+//!   program redirects are not copied into the ring. Packet taps run before
+//!   tc ingress, so without the filter the worker would forward a second
+//!   copy. The kernel runs the fanout's classic steering program to pick the
+//!   member and then that member's filter, so the two coexist; the filter
+//!   sees the whole skb (a GRO super-frame is one call) and returns its full
+//!   length or 0, so the virtio header that `PACKET_VNET_HDR` adds is
+//!   unaffected and nothing is truncated.
 //! - Promiscuous mode is a socket membership (`PACKET_MR_PROMISC`), so the
 //!   kernel drops it when the socket closes, also after a crash.
 
@@ -202,6 +211,22 @@ impl AfPacket {
         fanout: Fanout,
         program: &[BpfInsn],
     ) -> io::Result<AfPacket> {
+        Self::open_filtered(iface, ring, fanout, program, None)
+    }
+
+    /// As [`AfPacket::open`], with `filter` deciding which frames the ring
+    /// gets (the kernel fast path's: not those it redirects at tc ingress).
+    ///
+    /// The filter runs after the fanout picked this socket (the group's
+    /// steering program is a separate, classic one, so the two coexist) and
+    /// before the frame and its virtio header are copied into the ring.
+    pub fn open_filtered(
+        iface: &str,
+        ring: RingConfig,
+        fanout: Fanout,
+        program: &[BpfInsn],
+        filter: Option<&super::bpf::BpfProgram>,
+    ) -> io::Result<AfPacket> {
         let idx = ifindex(iface)?;
         let ctx = |what: &str| format!("AF_PACKET on {iface}: {what}");
         // Protocol 0: receive nothing until the ring is set up and we bind.
@@ -219,6 +244,11 @@ impl AfPacket {
         // Safety: `raw` is a fresh descriptor we own from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let s = fd.as_raw_fd();
+        // First: no frame may reach the socket unfiltered.
+        if let Some(f) = filter {
+            f.attach_to_socket(s)
+                .map_err(|e| io::Error::new(e.kind(), ctx(&e.to_string())))?;
+        }
         let version = match ring.version {
             RingVersion::V2 => TPACKET_V2,
             RingVersion::V3 => TPACKET_V3,

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod afpacket;
+pub mod bpf;
 pub mod tun;
 
 /// An 802.1Q/802.1ad tag that the kernel removed from a received frame.
