@@ -584,6 +584,10 @@ impl Dispatcher {
             next_to_server: rel.next_to_server,
             timings: pending,
         }));
+        // An entry left on these ports (a lingering released flow) gives way.
+        if let Some(old) = self.flows.remove(&key) {
+            self.end(old, now);
+        }
         if let Err(e) = self.flows.insert(key, flow) {
             // Cannot happen: the held flow counted against the same cap.
             log::warn!("worker {}: releasing {key:?}: {e}", self.worker);
