@@ -209,13 +209,9 @@ impl Track {
 /// "Local" is the appliance's end of the leg, "peer" the real host's.
 #[derive(Debug, Clone, Copy, Default)]
 struct Wire {
-    /// Our SYN (server leg) or SYN-ACK (client leg): ISN, window scale
-    /// (as announced: the other peer's, see `mirror_syn`), timestamps.
+    /// Our SYN (server leg) or SYN-ACK (client leg): ISN, window scale, timestamps.
     local_isn: Option<u32>,
     local_wscale: Option<u8>,
-    /// The window scale smoltcp chose for the leg (from its buffer size);
-    /// its window fields are re-expressed in `local_wscale` on the way out.
-    smol_wscale: Option<u8>,
     local_ts: bool,
     /// The peer's SYN or SYN-ACK.
     peer_isn: Option<u32>,
@@ -276,15 +272,13 @@ impl Wire {
         }
     }
 
-    /// The rewrite that re-expresses smoltcp's window fields in the scale
-    /// the leg announced, when they differ.
-    fn window_fix(&self) -> Option<Rewrite> {
-        let (smol, ours) = (self.smol_wscale?, self.local_wscale?);
-        (self.scaling() && smol != ours).then_some(Rewrite {
-            shift_in: smol,
-            shift_out: ours,
-            ..Rewrite::default()
-        })
+    /// Notes a segment this leg sent.
+    fn on_egress(&mut self, f: &TcpFacts) {
+        if f.has(SYN) {
+            self.local_isn = Some(f.seq);
+            self.local_wscale = f.wscale;
+            self.local_ts = f.ts.is_some();
+        }
     }
 }
 
@@ -663,9 +657,6 @@ impl TransparentFlow {
         self.check_deadlines(t);
         if let Some(tx) = self.out.pop_front() {
             *buf = tx.packet;
-            if let Some(fix) = self.wire[side_index(tx.side)].window_fix() {
-                fix.apply(buf, false);
-            }
             return Some((tx.side, Offload::default()));
         }
         if matches!(self.phase, Phase::Refused | Phase::TimedOut) {
@@ -702,13 +693,12 @@ impl TransparentFlow {
                     None => None,
                 },
             };
-            if let Some(mut offload) = sent {
+            if let Some(offload) = sent {
                 // SYNs (and their retransmissions) leave only during the handshakes.
-                if (self.is_half_open() || self.server_reconnecting) && self.mirror_syn(side, buf) {
-                    offload = Offload::default();
-                }
-                if let Some(fix) = self.wire[side_index(side)].window_fix() {
-                    fix.apply(buf, offload.flags & Offload::NEEDS_CSUM != 0);
+                if self.is_half_open() || self.server_reconnecting {
+                    if let Some(f) = TcpFacts::parse(buf).filter(|f| f.has(SYN)) {
+                        self.wire[side_index(side)].on_egress(&f);
+                    }
                 }
                 self.next_egress = side.other();
                 self.update(t);
@@ -913,7 +903,9 @@ impl TransparentFlow {
             // The held SYN was checked when it arrived (or trusted then).
             if leg.ingress(&self.held_syn, true, t, &mut reply) {
                 self.clamp_synack_mss(&mut reply);
-                self.mirror_syn(Side::Client, &mut reply);
+                if let Some(f) = TcpFacts::parse(&reply).filter(|f| f.has(SYN)) {
+                    self.wire[side_index(Side::Client)].on_egress(&f);
+                }
                 self.out.push_back(Transmit {
                     side: Side::Client,
                     packet: reply,
@@ -1029,35 +1021,6 @@ impl TransparentFlow {
             self.first_tx[side_index(from.other())] = Some(self.last_now);
         }
         Ok(moved)
-    }
-
-    /// Notes a SYN (server leg) or SYN-ACK (client leg) leaving, and makes
-    /// it announce the window scale of the real peer on the other leg (the
-    /// client's toward the server, the server's toward the client) in place
-    /// of the one smoltcp derived from its buffer, so a released flow's
-    /// windows cross unchanged; `window_fix` then re-expresses every later
-    /// window field of the leg. Returns whether the packet changed (its
-    /// checksum is then complete).
-    fn mirror_syn(&mut self, side: Side, packet: &mut [u8]) -> bool {
-        let Some(f) = TcpFacts::parse(packet).filter(|f| f.has(SYN)) else {
-            return false;
-        };
-        let target = match side {
-            Side::Server => self.syn.window_scale.map(|s| s.min(14)),
-            Side::Client => self.wire[side_index(Side::Server)].peer_wscale,
-        };
-        let w = &mut self.wire[side_index(side)];
-        w.local_isn = Some(f.seq);
-        w.local_ts = f.ts.is_some();
-        w.smol_wscale = f.wscale;
-        w.local_wscale = f.wscale;
-        match (f.wscale, target) {
-            (Some(ours), Some(theirs)) if ours != theirs => {
-                w.local_wscale = Some(theirs);
-                segment::rewrite_syn_wscale(packet, theirs)
-            }
-            _ => false,
-        }
     }
 
     /// Gives the client leg's SYN-ACK the server's MSS when it is smaller
@@ -1325,11 +1288,19 @@ impl TransparentFlow {
                 .ok_or(StreamError::NotConnected(Side::Client))?
                 .socket(),
         };
-        let queued = socket.send_queue();
+        let (queued, buffered) = (socket.send_queue(), socket.recv_queue());
         let r = f(socket);
-        if first.is_none() && socket.send_queue() > queued {
+        let (sent, read) = (
+            socket.send_queue().saturating_sub(queued),
+            buffered.saturating_sub(socket.recv_queue()),
+        );
+        if first.is_none() && sent > 0 {
             *first = Some(now);
         }
+        // Counted as `send` and `recv` count (see `release`).
+        let w = &mut self.wire[side_index(side)];
+        w.written += sent as u64;
+        w.read += read as u64;
         Ok(r)
     }
 }

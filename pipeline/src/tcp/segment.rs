@@ -220,24 +220,6 @@ pub(crate) fn rewrite_syn_mss(packet: &mut [u8], f: impl FnOnce(u16, bool) -> u1
     })
 }
 
-/// Sets the window scale option of a SYN or SYN-ACK to `shift`, fixing
-/// the TCP checksum. Returns whether there was one.
-pub(crate) fn rewrite_syn_wscale(packet: &mut [u8], shift: u8) -> bool {
-    edit_options(packet, |opts| {
-        let mut found = None;
-        walk_options(opts, |kind, at, len| {
-            if kind == 3 && len == 3 {
-                found = Some(at + 2);
-            }
-        });
-        let Some(at) = found else {
-            return false;
-        };
-        opts[at] = shift;
-        true
-    })
-}
-
 /// Replaces the timestamps option of a SYN with NOPs, fixing the TCP
 /// checksum: the client leg then answers without timestamps, as the server
 /// did (so a released connection uses them on both legs or on neither).
