@@ -90,6 +90,11 @@ pub struct StreamBytes {
 }
 
 impl StreamBytes {
+    /// The sequence number just past the highest byte seen, once known.
+    pub fn next(&self) -> Option<u32> {
+        self.next
+    }
+
     /// How far a segment at `seq` with `len` payload bytes would move the
     /// stream forward (0 if not, or nothing seen yet).
     pub fn jump(&self, seq: u32, len: usize) -> u32 {
@@ -186,11 +191,6 @@ pub struct Released {
     pub macs: Option<[u8; 12]>,
     /// When the intercepted flow was born (for `on_disable = "interrupt"`).
     pub born: Instant,
-    /// The next sequence number each end expects, as it sees them: where
-    /// a reset of the flow must start.
-    pub next_to_client: u32,
-    /// See `next_to_client`.
-    pub next_to_server: u32,
     /// Its latency, recorded once the server's first bytes are forwarded.
     pub timings: Option<crate::latency::FlowTimings>,
 }

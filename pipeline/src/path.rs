@@ -450,9 +450,7 @@ impl Dispatcher {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
-            if crate::tcp::TcpFacts::parse(&self.scratch)
-                .is_some_and(|f| f.payload_len == 0 && f.flags == crate::tcp::release::ACK)
-            {
+            if crate::tcp::release::is_pure_ack(&self.scratch) {
                 self.counters.intercept_tx_acks += 1;
             }
             if self
@@ -580,8 +578,6 @@ impl Dispatcher {
             record: Some(record),
             macs: h.macs,
             born: h.born,
-            next_to_client: rel.next_to_client,
-            next_to_server: rel.next_to_server,
             timings: pending,
         }));
         // An entry left on these ports (a lingering released flow) gives way.
@@ -612,14 +608,16 @@ impl Dispatcher {
         trusted: bool,
         now: Instant,
     ) -> Path {
-        let len = raw.len();
         let Some(flow) = self.flows.get_mut(&key) else {
             return Path::Fast(FastKind::Tcp);
         };
-        let stream = if from_client {
-            &flow.toserver
+        let Some(rel) = flow.released.as_deref() else {
+            return Path::InScope;
+        };
+        let (rewrite, stream) = if from_client {
+            (rel.rewrite.to_server, &flow.toserver)
         } else {
-            &flow.toclient
+            (rel.rewrite.to_client, &flow.toclient)
         };
         let suspicious = seg.flags.fin()
             || seg.flags.rst()
@@ -627,23 +625,14 @@ impl Dispatcher {
             || stream.jump(seg.seq, seg.len) as usize > seg.len;
         if !trusted && suspicious && !crate::tcp::checksum::tcp_checksum_ok(raw) {
             self.counters.rx_bad_checksum += 1;
-            let rel = flow.released.as_deref();
-            return match rel {
-                Some(r) if from_client => Path::Released(r.rewrite.to_server),
-                Some(r) => Path::Released(r.rewrite.to_client),
-                None => Path::InScope,
-            };
+            return Path::Released(rewrite);
         }
         let done = flow.on_segment(from_client, seg, now);
-        let Some(rel) = flow.released.as_deref_mut() else {
-            return Path::InScope;
-        };
-        let (rewrite, next) = if from_client {
-            (rel.rewrite.to_server, &mut rel.next_to_server)
-        } else {
-            (rel.rewrite.to_client, &mut rel.next_to_client)
-        };
-        if !from_client && seg.len > 0 {
+        if let Some(rel) = flow
+            .released
+            .as_deref_mut()
+            .filter(|_| !from_client && seg.len > 0)
+        {
             if let Some(mut t) = rel.timings.take() {
                 // The server's first bytes: forwarded in this step.
                 t.to_client = Some(Instant::now().saturating_duration_since(now));
@@ -652,17 +641,8 @@ impl Dispatcher {
                 }
             }
         }
-        if !seg.flags.rst() {
-            let ctl = u32::from(seg.flags.syn()) + u32::from(seg.flags.fin());
-            let end = (seg.seq.wrapping_add(seg.len as u32))
-                .wrapping_add(ctl)
-                .wrapping_add(rewrite.seq);
-            if (end.wrapping_sub(*next) as i32) > 0 {
-                *next = end;
-            }
-        }
         self.counters.released_frames += 1;
-        self.counters.released_bytes += len as u64;
+        self.counters.released_bytes += raw.len() as u64;
         if done && flow.linger_until.is_none() {
             // Written now; the entry stays a little for the last ACKs.
             let record = flow.released.as_mut().and_then(|r| r.record.take());
@@ -687,10 +667,25 @@ impl Dispatcher {
             return; // not released, or ended already
         };
         let (client, server) = (flow.client, flow.server);
+        // The next number each end expects: its peer's stream so far, in
+        // the numbering the end sees.
+        let expects =
+            |s: &crate::flow::StreamBytes, rw: &Rewrite| s.next().map(|n| n.wrapping_add(rw.seq));
         for (side, src, dst, seq) in [
-            (Side::Lan, server, client, rel.next_to_client),
-            (Side::Wan, client, server, rel.next_to_server),
+            (
+                Side::Lan,
+                server,
+                client,
+                expects(&flow.toclient, &rel.rewrite.to_client),
+            ),
+            (
+                Side::Wan,
+                client,
+                server,
+                expects(&flow.toserver, &rel.rewrite.to_server),
+            ),
         ] {
+            let Some(seq) = seq else { continue };
             let rst = crate::tcp::segment::reset(src, dst, seq);
             self.outbox
                 .push(side, rel.macs.as_ref(), &rst, Offload::default());
@@ -917,7 +912,8 @@ impl Dispatcher {
                         if let Some(h) = self.take_held(&key) {
                             self.release_flow(key, h, rel, now);
                         }
-                        let trusted = offload.checksum_trusted();
+                        // The checksum was checked (or trusted) above.
+                        let trusted = true;
                         return self.forward_released(
                             key,
                             from == Leg::Client,
@@ -937,10 +933,15 @@ impl Dispatcher {
                 return Path::Intercepted;
             }
         }
-        match self.flows.get_mut(&key).map(|f| f.released.is_some()) {
+        let released = self
+            .flows
+            .get_mut(&key)
+            .filter(|f| f.released.is_some())
+            .map(|f| f.is_from_client(ip.src, tcp.src_port));
+        match released {
             // A client's new connection on the ports of a released flow
             // (ended, or given up on by the client): the old entry goes.
-            Some(true)
+            Some(_)
                 if side == Side::Lan
                     && tcp.flags.is_initial_syn()
                     && (offload.checksum_trusted()
@@ -950,11 +951,7 @@ impl Dispatcher {
                     self.end(old, now);
                 }
             }
-            Some(true) => {
-                let from_client = self
-                    .flows
-                    .get_mut(&key)
-                    .is_some_and(|f| f.is_from_client(ip.src, tcp.src_port));
+            Some(from_client) => {
                 return self.forward_released(
                     key,
                     from_client,

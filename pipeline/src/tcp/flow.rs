@@ -953,31 +953,13 @@ impl TransparentFlow {
 
     /// Queues bytes to send to the peer of `side`; returns how many fit.
     pub fn send(&mut self, side: Side, data: &[u8]) -> Result<usize, StreamError> {
-        let now = self.last_now;
-        let first = &mut self.first_tx[side_index(side)];
-        let socket = match side {
-            Side::Server => self.server_leg.socket(),
-            Side::Client => self
-                .client_leg
-                .as_mut()
-                .ok_or(StreamError::NotConnected(Side::Client))?
-                .socket(),
-        };
-        match socket.send_slice(data) {
-            Ok(n) => {
-                if n > 0 && first.is_none() {
-                    *first = Some(now);
-                }
-                self.wire[side_index(side)].written += n as u64;
-                Ok(n)
-            }
-            Err(_) => Err(match socket.state() {
+        self.with_socket(side, |s| s.send_slice(data).map_err(|_| s.state()))?
+            .map_err(|state| match state {
                 State::SynSent | State::SynReceived | State::Listen => {
                     StreamError::NotConnected(side)
                 }
                 _ => StreamError::Closed(side),
-            }),
-        }
+            })
     }
 
     /// Moves as many buffered bytes as fit from `from`'s receive buffer to
@@ -1123,8 +1105,6 @@ impl TransparentFlow {
                 shift_in: shift(&s, true),
                 shift_out: shift(&c, false),
             },
-            next_to_client: c.snd_nxt()?,
-            next_to_server: s.snd_nxt()?,
             client_seq: c.rcv_nxt()?,
             server_seq: s.rcv_nxt()?,
         })
@@ -1279,25 +1259,18 @@ impl TransparentFlow {
         f: impl FnOnce(&mut smoltcp::socket::tcp::Socket<'static>) -> R,
     ) -> Result<R, StreamError> {
         let now = self.last_now;
-        let first = &mut self.first_tx[side_index(side)];
-        let socket = match side {
-            Side::Server => self.server_leg.socket(),
-            Side::Client => self
-                .client_leg
-                .as_mut()
-                .ok_or(StreamError::NotConnected(Side::Client))?
-                .socket(),
-        };
+        let socket = self.leg_mut(side)?.socket();
         let (queued, buffered) = (socket.send_queue(), socket.recv_queue());
         let r = f(socket);
         let (sent, read) = (
             socket.send_queue().saturating_sub(queued),
             buffered.saturating_sub(socket.recv_queue()),
         );
+        let first = &mut self.first_tx[side_index(side)];
         if first.is_none() && sent > 0 {
             *first = Some(now);
         }
-        // Counted as `send` and `recv` count (see `release`).
+        // Counted as `recv` counts (see `release`).
         let w = &mut self.wire[side_index(side)];
         w.written += sent as u64;
         w.read += read as u64;

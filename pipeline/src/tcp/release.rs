@@ -109,10 +109,20 @@ impl TcpFacts {
     }
 }
 
+/// Whether a TCP/IP packet is a pure ACK (no payload, no flag but ACK),
+/// read from the fixed header only.
+pub fn is_pure_ack(packet: &[u8]) -> bool {
+    let Some((off, len, _)) = tcp_span(packet) else {
+        return false;
+    };
+    let hl = usize::from(packet[off + 12] >> 4) * 4;
+    packet[off + 13] == ACK && len == hl
+}
+
 /// Calls `f(kind, start, len)` for the body of every well-formed option of
 /// a TCP options area (`opts[start..start + len]`); stops at the
 /// end-of-list option or at the first malformed one.
-fn for_each_option(opts: &[u8], mut f: impl FnMut(u8, usize, usize)) {
+pub(crate) fn for_each_option(opts: &[u8], mut f: impl FnMut(u8, usize, usize)) {
     let mut i = 0;
     while let Some(&kind) = opts.get(i) {
         match kind {
@@ -147,14 +157,6 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
-    /// Whether the rewrite changes nothing (packets may cross as they are).
-    pub fn is_identity(&self) -> bool {
-        self.seq == 0
-            && self.ack == 0
-            && self.ts.is_none_or(|t| t == (0, 0))
-            && self.shift_in == self.shift_out
-    }
-
     /// The window field for the receiver: the same number of bytes in its
     /// scale, rounded up so a small open window never reads as closed, and
     /// capped at what the field holds.
@@ -255,28 +257,12 @@ pub struct Release {
     pub to_server: Rewrite,
     /// Packets from the server.
     pub to_client: Rewrite,
-    /// At the release: the next sequence number the client expects from
-    /// the server, and the server from the client (as they see them).
-    pub next_to_client: u32,
-    /// See `next_to_client`.
-    pub next_to_server: u32,
     /// At the release: the next sequence number of the client's own
     /// stream, and of the server's (as each sends them), where the byte
     /// counts of the released flow start.
     pub client_seq: u32,
     /// See `client_seq`.
     pub server_seq: u32,
-}
-
-impl Release {
-    /// The rewrite for a packet from `src`:`port`.
-    pub fn direction(&self, src: std::net::IpAddr, port: u16) -> &Rewrite {
-        if src == self.client.ip() && port == self.client.port() {
-            &self.to_server
-        } else {
-            &self.to_client
-        }
-    }
 }
 
 #[cfg(test)]
@@ -430,6 +416,5 @@ mod tests {
         let f = TcpFacts::parse(&p).unwrap();
         assert_eq!((f.mss, f.wscale, f.ts), (Some(1460), Some(7), None));
         assert_eq!(f.end(), 100);
-        assert!(Rewrite::default().is_identity());
     }
 }

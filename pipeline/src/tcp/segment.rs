@@ -137,34 +137,7 @@ pub fn parse_with(packet: &[u8], verify_tcp: bool) -> Result<Segment, PacketErro
 /// whose ACK acknowledges its SYN, so the client reports "connection refused"
 /// at once.
 pub fn refusal_rst(syn: &Segment) -> Vec<u8> {
-    let src: IpAddress = syn.dst.ip().into();
-    let dst: IpAddress = syn.src.ip().into();
-    let tcp = TcpRepr {
-        src_port: syn.dst.port(),
-        dst_port: syn.src.port(),
-        control: TcpControl::Rst,
-        seq_number: TcpSeqNumber(0),
-        ack_number: Some(TcpSeqNumber(syn.seq.wrapping_add(1) as i32)),
-        window_len: 0,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, tcp.buffer_len(), 64);
-    let caps = ChecksumCapabilities::default();
-    let mut buf = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut buf[..], &caps);
-    let hl = ip.header_len();
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[hl..]),
-        &src,
-        &dst,
-        &caps,
-    );
-    buf
+    rst(syn.dst, syn.src, 0, Some(syn.seq.wrapping_add(1)))
 }
 
 /// Builds a bare RST from `src` to `dst` with sequence number `seq`: what
@@ -172,13 +145,18 @@ pub fn refusal_rst(syn: &Segment) -> Vec<u8> {
 /// gone (a released flow), `seq` being the next number `dst` expects so it
 /// takes the reset at once (RFC 5961 §3.2).
 pub fn reset(src: SocketAddr, dst: SocketAddr, seq: u32) -> Vec<u8> {
+    rst(src, dst, seq, None)
+}
+
+/// An RST (RST|ACK with `ack`) from `src` to `dst`, both checksums filled.
+fn rst(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
     let (s, d): (IpAddress, IpAddress) = (src.ip().into(), dst.ip().into());
     let tcp = TcpRepr {
         src_port: src.port(),
         dst_port: dst.port(),
         control: TcpControl::Rst,
         seq_number: TcpSeqNumber(seq as i32),
-        ack_number: None,
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
         window_len: 0,
         window_scale: None,
         max_seg_size: None,
@@ -243,22 +221,7 @@ pub(crate) fn strip_syn_timestamps(packet: &mut [u8]) -> bool {
 /// Calls `f(kind, at, len)` for each well-formed option (`opts[at..at + len]`
 /// is the whole option, kind and length bytes included).
 fn walk_options(opts: &[u8], mut f: impl FnMut(u8, usize, usize)) {
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = opts.get(i + 1) else { break };
-                let len = usize::from(len);
-                if len < 2 || i + len > opts.len() {
-                    break;
-                }
-                f(kind, i, len);
-                i += len;
-            }
-        }
-    }
+    super::release::for_each_option(opts, |kind, body, len| f(kind, body - 2, len + 2));
 }
 
 /// Runs `edit` on the TCP options of an IPv4/IPv6 packet and, when it says
