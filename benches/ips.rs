@@ -120,6 +120,7 @@ fn meta() -> FlowMeta {
         scope_id: "s".into(),
         sni: Some("shop.example.com".into()),
         alpn: Some((&b"http/1.1"[..]).into()),
+        tunnel: None,
     }
 }
 

@@ -56,6 +56,9 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
             lan: a.lan.clone(),
             wan: a.wan.clone(),
         },
+        Mode::Geneve => DeviceMode::Geneve {
+            iface: a.lan.clone(),
+        },
     };
     PipelineConfig {
         mode,
@@ -100,7 +103,7 @@ pub fn check_cas(cfg: &Config) -> anyhow::Result<Vec<String>> {
 /// `old` is the configuration the process started with.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     type Show = fn(&config::Appliance) -> String;
-    const FIELDS: [(&str, Show); 16] = [
+    const FIELDS: [(&str, Show); 18] = [
         ("mode", |a| format!("{:?}", a.mode)),
         ("lan", |a| a.lan.clone()),
         ("wan", |a| a.wan.clone()),
@@ -127,6 +130,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ("log", |a| a.log.display().to_string()),
         ("control", |a| a.control.display().to_string()),
         ("metrics", |a| format!("{:?}", a.metrics)),
+        ("health", |a| format!("{:?}", a.health)),
+        ("drain_secs", |a| a.drain.as_secs().to_string()),
     ];
     let mut out: Vec<String> = FIELDS
         .iter()

@@ -226,6 +226,7 @@ fn reload_policy_disable_refused_reload_and_metrics() {
             scope_id: "sc-1".into(),
             sni: Some("www.example.com".into()),
             alpn: None,
+            tunnel: None,
         },
         proto: "TCP",
         action: FlowAction::Pass,

@@ -22,6 +22,7 @@ fn meta(alpn: Option<&[u8]>) -> FlowMeta {
         scope_id: Arc::from("sc-web"),
         sni: Some(Arc::from("www.example.com")),
         alpn: alpn.map(Arc::from),
+        tunnel: None,
     }
 }
 

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         scope_id: "s".into(),
         sni: None,
         alpn: Some((&b"http/1.1"[..]).into()),
+        tunnel: None,
     };
     let mut f = Engines::pass_through().new_flow(&meta);
     let mut out = Emit::default();

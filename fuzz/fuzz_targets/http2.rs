@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         scope_id: "s".into(),
         sni: None,
         alpn: Some((&b"h2"[..]).into()),
+        tunnel: None,
     };
     let mut f = engines().new_flow(&meta);
     let mut out = Emit::default();

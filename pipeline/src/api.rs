@@ -90,6 +90,18 @@ pub struct FlowMeta {
     pub sni: Option<Arc<str>>,
     /// Negotiated ALPN toward the client, when known.
     pub alpn: Option<Arc<[u8]>>,
+    /// The GENEVE tunnel the flow came through (`mode = "geneve"`).
+    pub tunnel: Option<TunnelInfo>,
+}
+
+/// The tunnel of a flow seen through a gateway load balancer, so that a
+/// fleet's logs can be joined with the load balancer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelInfo {
+    /// The GENEVE virtual network identifier.
+    pub vni: u32,
+    /// The load balancer's (outer source) address.
+    pub peer: std::net::IpAddr,
 }
 
 /// What the inspector wants done with the connection as a whole.

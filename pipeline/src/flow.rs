@@ -187,8 +187,8 @@ pub struct Released {
     /// Its record as of the release, completed and written when the flow
     /// ends (then `None`).
     pub record: Option<FlowRecord>,
-    /// The MACs of the client's SYN frame (see the dispatcher's outbox); `None` on TUN.
-    pub macs: Option<[u8; 12]>,
+    /// What goes in front of its packets toward each side (the dispatcher's outbox).
+    pub framing: crate::framing::Framing,
     /// When the intercepted flow was born (for `on_disable = "interrupt"`).
     pub born: Instant,
     /// Its latency, recorded once the server's first bytes are forwarded.

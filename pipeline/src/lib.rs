@@ -13,6 +13,8 @@ pub mod classify;
 pub mod fault;
 pub mod flow;
 pub mod frame;
+pub mod framing;
+pub mod geneve;
 pub mod gso;
 pub mod intercept;
 pub mod io;

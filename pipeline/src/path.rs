@@ -39,6 +39,7 @@ use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
 use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
+use crate::framing::{Framing, Received};
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::kernel_fast_path::KernelFastPath;
@@ -125,9 +126,8 @@ impl Clock {
 /// An intercepted flow and what the worker needs to send its packets.
 struct Held {
     flow: InterceptedFlow,
-    /// The MACs of the client's SYN frame (destination, source): the WAN
-    /// side's header as is, the LAN side's swapped. `None` on TUN.
-    macs: Option<[u8; 12]>,
+    /// What goes in front of its packets toward each side.
+    framing: Framing,
     born: Instant,
     last_seen: Instant,
     /// The deadline of this flow's live heap entry, if any.
@@ -187,22 +187,16 @@ impl Outbox {
         self.lan.frames.is_empty() && self.wan.frames.is_empty()
     }
 
-    /// Appends `packet` for `side`, with its Ethernet header when `macs` is
-    /// known; `offload` describes the bare IP packet. Returns whether it was
-    /// merged into the previous frame instead.
-    fn push(
-        &mut self,
-        side: Side,
-        macs: Option<&[u8; 12]>,
-        packet: &[u8],
-        offload: Offload,
-    ) -> bool {
+    /// Appends `packet` for `side` in its flow's `framing`; `offload`
+    /// describes the bare IP packet. Returns whether it was merged into the
+    /// previous frame instead.
+    fn push(&mut self, side: Side, framing: &Framing, packet: &[u8], offload: Offload) -> bool {
         let q = match side {
             Side::Lan => &mut self.lan,
             Side::Wan => &mut self.wan,
         };
-        let l2 = if macs.is_some() { 14 } else { 0 };
-        if let Some(last) = q.frames.last_mut() {
+        let l2 = framing.header_len(side);
+        if let Some(last) = q.frames.last_mut().filter(|_| framing.coalesces()) {
             if !offload.is_gso() && crate::gso::append(&mut q.buf, last.0, l2, &mut last.2, packet)
             {
                 last.1 = q.buf.len() - last.0;
@@ -211,24 +205,7 @@ impl Outbox {
         }
         let start = q.buf.len();
         let offload = offload.shifted(l2 as u16);
-        if let Some(m) = macs {
-            match side {
-                // Toward the server: as the client's SYN frame was addressed.
-                Side::Wan => q.buf.extend_from_slice(m),
-                // Toward the client: from the gateway's MAC to the client's.
-                Side::Lan => {
-                    q.buf.extend_from_slice(&m[6..12]);
-                    q.buf.extend_from_slice(&m[0..6]);
-                }
-            }
-            let ethertype: u16 = if packet.first().map(|b| b >> 4) == Some(6) {
-                0x86dd
-            } else {
-                0x0800
-            };
-            q.buf.extend_from_slice(&ethertype.to_be_bytes());
-        }
-        q.buf.extend_from_slice(packet);
+        framing.write(side, packet, &mut q.buf);
         q.frames.push((start, q.buf.len() - start, offload));
         false
     }
@@ -236,9 +213,9 @@ impl Outbox {
 
 /// What a received packet came with besides its IP bytes.
 #[derive(Debug, Clone, Copy)]
-struct Link {
-    /// The MACs of its Ethernet header (destination, source); `None` on TUN.
-    macs: Option<[u8; 12]>,
+struct Link<'a> {
+    /// Its link header or encapsulation.
+    framing: Received<'a>,
     /// Its checksum and segmentation state.
     offload: Offload,
 }
@@ -453,10 +430,7 @@ impl Dispatcher {
             if crate::tcp::release::is_pure_ack(&self.scratch) {
                 self.counters.intercept_tx_acks += 1;
             }
-            if self
-                .outbox
-                .push(side, h.macs.as_ref(), &self.scratch, offload)
-            {
+            if self.outbox.push(side, &h.framing, &self.scratch, offload) {
                 self.counters.intercept_tx_coalesced += 1;
             }
             self.counters.intercept_tx_packets += 1;
@@ -496,10 +470,7 @@ impl Dispatcher {
                 Leg::Client => Side::Lan,
                 Leg::Server => Side::Wan,
             };
-            if self
-                .outbox
-                .push(side, h.macs.as_ref(), &self.scratch, offload)
-            {
+            if self.outbox.push(side, &h.framing, &self.scratch, offload) {
                 self.counters.intercept_tx_coalesced += 1;
             }
             self.counters.intercept_tx_packets += 1;
@@ -576,7 +547,7 @@ impl Dispatcher {
         flow.released = Some(Box::new(Released {
             rewrite: rel,
             record: Some(record),
-            macs: h.macs,
+            framing: h.framing,
             born: h.born,
             timings: pending,
         }));
@@ -688,7 +659,7 @@ impl Dispatcher {
             let Some(seq) = seq else { continue };
             let rst = crate::tcp::segment::reset(src, dst, seq);
             self.outbox
-                .push(side, rel.macs.as_ref(), &rst, Offload::default());
+                .push(side, &rel.framing, &rst, Offload::default());
             self.counters.intercept_tx_packets += 1;
         }
     }
@@ -751,13 +722,16 @@ impl Dispatcher {
                     // Untagged (tagged frames took the branch above): the
                     // IP packet follows the 14-byte Ethernet header.
                     let raw = frame.get(14..).unwrap_or_default();
-                    let macs = frame.get(..12).and_then(|m| <[u8; 12]>::try_from(m).ok());
+                    let framing = frame
+                        .get(..12)
+                        .and_then(|m| <[u8; 12]>::try_from(m).ok())
+                        .map_or(Received::Ip, Received::Ethernet);
                     self.ip_path(
                         side,
                         &ip,
                         raw,
                         Link {
-                            macs,
+                            framing,
                             offload: meta.offload,
                         },
                         now,
@@ -790,11 +764,49 @@ impl Dispatcher {
                 &ip,
                 packet,
                 Link {
-                    macs: None,
+                    framing: Received::Ip,
                     offload: meta.offload,
                 },
                 now,
             ),
+        };
+        self.count(path, wire_len);
+        path
+    }
+
+    /// Decides the path of a GENEVE frame (`mode = "geneve"`): `frame` is
+    /// the whole frame, already swapped back toward its load balancer (see
+    /// [`crate::geneve::swap_outer`]), `t` where its parts are, `offload`
+    /// the checksum state of the inner packet.
+    ///
+    /// Both directions arrive on one interface, so the side is the
+    /// packet's role: a TCP SYN without ACK comes from the client ("LAN"),
+    /// everything else may come from either end, and only SYNs ask.
+    pub fn on_geneve(
+        &mut self,
+        frame: &[u8],
+        t: crate::geneve::Tunnel,
+        offload: Offload,
+        now: Instant,
+    ) -> Path {
+        let wire_len = frame.len();
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += wire_len as u64;
+        self.counters.geneve_frames += 1;
+        let inner = frame.get(t.inner..).unwrap_or_default();
+        let path = match crate::frame::parse_ip(inner) {
+            Err(e) => Path::Malformed(e),
+            Ok(ip) => {
+                let side = match ip.transport {
+                    Transport::Tcp(tcp) if tcp.flags.is_initial_syn() => Side::Lan,
+                    _ => Side::Wan,
+                };
+                let link = Link {
+                    framing: Received::Geneve(frame, t),
+                    offload,
+                };
+                self.ip_path(side, &ip, inner, link, now)
+            }
         };
         self.count(path, wire_len);
         path
@@ -836,7 +848,7 @@ impl Dispatcher {
         side: Side,
         ip: &IpView<'_>,
         raw: &[u8],
-        link: Link,
+        link: Link<'_>,
         now: Instant,
     ) -> Path {
         if link.offload.is_gso() {
@@ -861,10 +873,10 @@ impl Dispatcher {
         ip: &IpView<'_>,
         tcp: &TcpView<'_>,
         raw: &[u8],
-        link: Link,
+        link: Link<'_>,
         now: Instant,
     ) -> Path {
-        let Link { macs, offload } = link;
+        let Link { framing, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
         let seg = Segment {
             seq: tcp.seq,
@@ -892,6 +904,7 @@ impl Dispatcher {
                 let from = if ip.src == client.ip() && tcp.src_port == client.port() {
                     Leg::Client
                 } else {
+                    h.framing.learn_from_server(framing);
                     Leg::Server
                 };
                 h.last_seen = now;
@@ -994,8 +1007,9 @@ impl Dispatcher {
             let half_open = self.half_open;
             let memory = (self.held.len() + 1).saturating_mul(ctx.flow_memory());
             if memory > self.memory_budget || half_open >= self.max_half_open {
-                return self.overload(&ctx, &m, raw, macs, now);
+                return self.overload(&ctx, &m, raw, Framing::of(framing), now);
             }
+            let framing = Framing::of(framing);
             let flow = InterceptedFlow::new(
                 ctx,
                 &m,
@@ -1004,7 +1018,8 @@ impl Dispatcher {
                 random_seed(),
                 now,
                 self.clock.system(now),
-            );
+            )
+            .map(|f| f.seen_through(framing.tunnel()));
             return match flow {
                 Ok(flow) => {
                     let flow_id = flow.meta().flow_id;
@@ -1012,7 +1027,7 @@ impl Dispatcher {
                         key,
                         Held {
                             flow,
-                            macs,
+                            framing,
                             born: now,
                             last_seen: now,
                             armed: None,
@@ -1067,7 +1082,7 @@ impl Dispatcher {
         ctx: &InterceptCtx,
         m: &ScopeMatch,
         syn: &[u8],
-        macs: Option<[u8; 12]>,
+        framing: Framing,
         now: Instant,
     ) -> Path {
         self.counters.intercept_overload += 1;
@@ -1090,6 +1105,7 @@ impl Dispatcher {
                 scope_id: m.scope_id.clone(),
                 sni: None,
                 alpn: None,
+                tunnel: framing.tunnel(),
             },
             proto: "TCP",
             action: if block {
@@ -1109,7 +1125,7 @@ impl Dispatcher {
         }
         let rst = crate::tcp::segment::refusal_rst(&seg);
         self.outbox
-            .push(Side::Lan, macs.as_ref(), &rst, Offload::default());
+            .push(Side::Lan, &framing, &rst, Offload::default());
         self.counters.intercept_tx_packets += 1;
         Path::Intercepted
     }
@@ -1277,6 +1293,7 @@ impl Dispatcher {
                 scope_id: flow.scope.scope_id.clone(),
                 sni: None,
                 alpn: None,
+                tunnel: None,
             },
             proto: "TCP",
             action: FlowAction::Pass,
@@ -1690,6 +1707,103 @@ pub(crate) mod tests {
         assert_eq!(recs[0].meta.src, "192.0.2.10:40000".parse().unwrap());
         assert_eq!(d.active_flows(), 0);
         assert_eq!(d.next_timer(), None);
+    }
+
+    #[test]
+    fn geneve_frames_are_handled_inside_and_answered_with_their_direction_s_header() {
+        use crate::geneve::{self, tests::frame_with};
+        use smoltcp::wire::TcpControl;
+
+        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), pass_all());
+        let lb = std::net::Ipv4Addr::new(198, 51, 100, 129);
+        let received = |inner: &[u8], cookie: [u8; 4]| {
+            let mut f = frame_with(inner, 77, cookie);
+            let t = geneve::parse(&f).unwrap();
+            geneve::swap_outer(&mut f);
+            (f, t)
+        };
+        // What the load balancer gets back, parsed as it would: from the appliance.
+        let at_lb = |f: &[u8]| {
+            let t = geneve::parse(f).unwrap();
+            assert_eq!(
+                (t.vni, t.peer),
+                (77, std::net::Ipv4Addr::new(198, 51, 100, 131))
+            );
+            (f.to_vec(), t)
+        };
+
+        // The client's SYN, through the tunnel: consumed; our SYN toward the
+        // server goes back to the load balancer in the SYN's encapsulation.
+        let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
+        let (f, t) = received(&syn, [1, 1, 1, 1]);
+        assert_eq!(
+            d.on_geneve(&f, t, Offload::default(), t0),
+            Path::Intercepted
+        );
+        let out = drain(&mut d);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, Side::Wan);
+        assert_eq!(&out[0].1[30..34], &lb.octets(), "to the load balancer");
+        let (back, bt) = at_lb(&out[0].1);
+        assert_eq!(
+            &back[bt.udp + 8..bt.inner],
+            &f[t.udp + 8..t.inner],
+            "VNI and options"
+        );
+        let inner = &back[bt.inner..];
+        assert_eq!(&inner[12..20], &syn[12..20], "the client's addresses");
+        assert!(crate::tcp::checksum::tcp_checksum_ok(inner));
+        let our_isn = u32::from_be_bytes(inner[24..28].try_into().unwrap());
+
+        // The server answers with its own flow cookie: the client's SYN-ACK
+        // leaves in the encapsulation of the server's direction.
+        let synack = crafted(
+            (S, 443),
+            (C, 40000),
+            TcpControl::Syn,
+            90_000,
+            Some(our_isn.wrapping_add(1)),
+        );
+        let (f2, t2) = received(&synack, [2, 2, 2, 2]);
+        let ms = Duration::from_millis(1);
+        assert_eq!(
+            d.on_geneve(&f2, t2, Offload::default(), t0 + ms),
+            Path::Intercepted
+        );
+        let out = drain(&mut d);
+        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Side::Lan).collect();
+        assert_eq!(to_client.len(), 1, "{out:?}");
+        let (back, bt) = at_lb(&to_client[0].1);
+        assert_eq!(&back[bt.udp + 8..bt.inner], &f2[t2.udp + 8..t2.inner]);
+        assert_eq!(
+            &back[bt.inner + 12..bt.inner + 16],
+            &S,
+            "from the server's address"
+        );
+
+        // Traffic of no flow crosses as it came, back to the load balancer.
+        let mut udp = syn.clone();
+        udp[9] = 17;
+        let udp_len = (udp.len() - 20) as u16;
+        udp[24..26].copy_from_slice(&udp_len.to_be_bytes());
+        let (f3, t3) = received(&udp, [3; 4]);
+        assert_eq!(
+            d.on_geneve(&f3, t3, Offload::default(), t0),
+            Path::Fast(FastKind::Udp)
+        );
+        let (f4, t4) = received(&syn[..10], [3; 4]);
+        assert!(matches!(
+            d.on_geneve(&f4, t4, Offload::default(), t0),
+            Path::Malformed(_)
+        ));
+        assert_eq!(d.counters.geneve_frames, 4);
+
+        // The record says which tunnel the flow came through.
+        d.finish(t0 + 2 * ms);
+        let recs = log.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        let tunnel = recs[0].meta.tunnel.expect("tunnel");
+        assert_eq!((tunnel.vni, tunnel.peer), (77, std::net::IpAddr::V4(lb)));
     }
 
     /// A TLS policy that passes every kind of hello.

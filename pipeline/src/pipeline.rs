@@ -48,6 +48,12 @@ pub enum DeviceMode {
         /// TUN interface the server-side routes point into.
         wan: String,
     },
+    /// Behind a gateway load balancer: GENEVE on UDP 6081 on one interface
+    /// (DESIGN.md §13), both directions of every flow.
+    Geneve {
+        /// The interface the load balancer reaches (an address of the host's).
+        iface: String,
+    },
 }
 
 /// What the data plane needs from the configuration.
@@ -146,6 +152,9 @@ pub struct Pipeline {
     /// The kernel fast path's programs and map (dropped after the workers
     /// stopped, which detaches the classifiers).
     kernel: Option<Attached>,
+    /// GENEVE mode: the socket that keeps the host's stack from answering
+    /// the load balancer's packets (see [`crate::io::udp_sink`]).
+    sink: Option<std::net::UdpSocket>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -294,6 +303,38 @@ impl Pipeline {
                 log::info!("kernel fast path: off (tun mode); out-of-scope flows take the user-space fast path");
                 Self::spawn_with_faults(cfg, devs, scopes, log, intercept, None)
             }
+            DeviceMode::Geneve { iface } => {
+                let device = |w: usize, source| PipelineError::Device {
+                    side: "lan",
+                    iface: iface.clone(),
+                    worker: w,
+                    source,
+                };
+                let sink = crate::io::udp_sink(crate::geneve::PORT).map_err(|e| device(0, e))?;
+                let program = fanout_program();
+                let mut devs = Vec::with_capacity(n);
+                let mut group = None;
+                for w in 0..n {
+                    let fanout = match (n, group) {
+                        (1, _) => Fanout::None,
+                        (_, None) => Fanout::Create,
+                        (_, Some(id)) => Fanout::Join(id),
+                    };
+                    let rx =
+                        AfPacket::open_geneve(iface, ring, fanout, &program, crate::geneve::PORT)
+                            .map_err(|e| device(w, e))?;
+                    group = rx.fanout_id();
+                    let tx = AfPacket::open_sender(iface).map_err(|e| device(w, e))?;
+                    devs.push((rx, tx));
+                }
+                log::info!(
+                    "geneve mode on {iface}: the load balancer's GENEVE on UDP {}, answered in kind; kernel fast path: off (geneve mode)",
+                    crate::geneve::PORT
+                );
+                let mut p = Self::spawn_with_faults(cfg, devs, scopes, log, intercept, None)?;
+                p.sink = Some(sink);
+                Ok(p)
+            }
         }
     }
 
@@ -364,6 +405,7 @@ impl Pipeline {
             stop: stop.clone(),
             workers: Vec::with_capacity(n),
             kernel: None,
+            sink: None,
         };
         for (w, (((lan, wan), poll), handoff_rx)) in
             devs.into_iter().zip(polls).zip(rxs).enumerate()
@@ -402,6 +444,7 @@ impl Pipeline {
                 handoff_rx,
                 peers: peers.clone(),
                 interrupts: interrupts.clone(),
+                geneve: matches!(cfg.mode, DeviceMode::Geneve { .. }),
             };
             let cpu = cfg.cpus[w];
             let handle = std::thread::Builder::new()
@@ -426,6 +469,11 @@ impl Pipeline {
         }
         pipeline.kernel = kernel;
         Ok(pipeline)
+    }
+
+    /// Whether every worker is still running (none stopped on a device error).
+    pub fn workers_running(&self) -> bool {
+        self.workers.iter().all(|w| !w.handle.is_finished())
     }
 
     /// Replaces the scope table; flows already tracked keep their match.

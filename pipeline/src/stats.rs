@@ -170,6 +170,52 @@ counters! {
     /// Times the worker slept in poll(2) and woke up (events, timers or the
     /// housekeeping tick).
     wakeups,
+    /// GENEVE mode: frames received from the load balancer and decapsulated.
+    geneve_frames,
+    /// GENEVE mode: frames on the interface that were not GENEVE (left to the kernel).
+    geneve_not_ours,
+    /// GENEVE mode: dropped, lengths inconsistent or truncated.
+    geneve_bad_length,
+    /// GENEVE mode: dropped, version other than 0.
+    geneve_bad_version,
+    /// GENEVE mode: dropped, control (OAM) packets.
+    geneve_control,
+    /// GENEVE mode: dropped, an option marked critical.
+    geneve_critical_option,
+    /// GENEVE mode: dropped, inner protocol not IPv4/IPv6.
+    geneve_bad_protocol,
+    /// GENEVE mode: dropped, outer packet fragmented, IPv6 or VLAN-tagged.
+    geneve_bad_outer,
+}
+
+impl Counters {
+    /// Counts a frame GENEVE mode could not take.
+    pub fn geneve_refused(&mut self, e: crate::geneve::GeneveError) {
+        use crate::geneve::GeneveError as E;
+        let c = match e {
+            E::NotGeneve => &mut self.geneve_not_ours,
+            E::Length => &mut self.geneve_bad_length,
+            E::Version => &mut self.geneve_bad_version,
+            E::Control => &mut self.geneve_control,
+            E::Critical => &mut self.geneve_critical_option,
+            E::Protocol => &mut self.geneve_bad_protocol,
+            E::Outer => &mut self.geneve_bad_outer,
+        };
+        *c += 1;
+    }
+
+    /// GENEVE frames dropped, by reason, with the metrics label of each.
+    pub fn geneve_dropped(&self) -> [(&'static str, u64); 6] {
+        use crate::geneve::GeneveError as E;
+        [
+            (E::Length.as_str(), self.geneve_bad_length),
+            (E::Version.as_str(), self.geneve_bad_version),
+            (E::Control.as_str(), self.geneve_control),
+            (E::Critical.as_str(), self.geneve_critical_option),
+            (E::Protocol.as_str(), self.geneve_bad_protocol),
+            (E::Outer.as_str(), self.geneve_bad_outer),
+        ]
+    }
 }
 
 /// Counters of the whole pipeline, per worker and summed.

@@ -26,6 +26,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::frame::{parse_ethernet, parse_ip, Transport};
+use crate::geneve::{self, GeneveError};
 use crate::io::{Device, Medium, Offload, RxMeta};
 use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
@@ -81,6 +82,9 @@ pub(crate) struct Worker<D: Device> {
     pub(crate) handoff_rx: Receiver<Handoff>,
     pub(crate) peers: Vec<Peer>,
     pub(crate) interrupts: Arc<ArcSwap<Interrupts>>,
+    /// `mode = "geneve"`: `lan` receives the load balancer's GENEVE frames,
+    /// `wan` is a send-only socket on the same interface.
+    pub(crate) geneve: bool,
 }
 
 /// The per-batch state the receive closure needs besides the receiving device.
@@ -88,6 +92,7 @@ struct Ctx<'a> {
     index: usize,
     workers: usize,
     medium: Medium,
+    geneve: bool,
     dispatcher: &'a mut Dispatcher,
     peers: &'a [Peer],
     wake: &'a mut [bool],
@@ -105,6 +110,9 @@ impl Ctx<'_> {
         handed: bool,
     ) {
         let len = frame.len();
+        if self.geneve {
+            return self.handle_geneve(side, frame, meta, out, handed);
+        }
         match self.medium {
             Medium::Ethernet => {
                 let parsed = parse_ethernet(frame);
@@ -170,6 +178,70 @@ impl Ctx<'_> {
                     _ => {}
                 }
             }
+        }
+        self.forward(frame, meta, out);
+    }
+
+    /// A frame in GENEVE mode: decapsulated, its inner packet handled as in
+    /// the bridge modes, and whatever is forwarded sent back to the load
+    /// balancer with the outer addresses swapped (in place, in the ring).
+    fn handle_geneve<D: Device>(
+        &mut self,
+        side: Side,
+        frame: &mut [u8],
+        meta: RxMeta,
+        out: &mut D,
+        handed: bool,
+    ) {
+        let t = match geneve::parse(frame) {
+            Ok(t) if !meta.offload.is_gso() => t,
+            // A super-frame of UDP: its segments cannot be told apart here.
+            Ok(_) => return self.dispatcher.counters.geneve_refused(GeneveError::Outer),
+            Err(e) => return self.dispatcher.counters.geneve_refused(e),
+        };
+        if !handed && self.workers > 1 {
+            // The load balancer's outer header says nothing about the flow:
+            // the owner is the inner packet's, as in TUN mode.
+            if let Ok(ip) = parse_ip(&frame[t.inner..]) {
+                let owner = worker_of(packet_hash(&ip, &frame[t.inner..]), self.workers);
+                if owner != self.index {
+                    if self.peers[owner]
+                        .tx
+                        .try_send((side, frame.to_vec(), meta.offload))
+                        .is_ok()
+                    {
+                        self.dispatcher.counters.handoff_out += 1;
+                        self.wake[owner] = true;
+                        return;
+                    }
+                    // Handled here rather than lost (the flow may break, as
+                    // with any state spread over two workers).
+                    self.dispatcher.counters.handoff_overflow += 1;
+                }
+            }
+        }
+        geneve::swap_outer(frame);
+        let o = meta.offload;
+        let partial = o.flags & Offload::NEEDS_CSUM != 0;
+        let inner_partial = partial && usize::from(o.csum_start) >= t.inner;
+        let inner = if inner_partial {
+            Offload {
+                flags: Offload::NEEDS_CSUM,
+                csum_start: o.csum_start - t.inner as u16,
+                csum_offset: o.csum_offset,
+                ..Offload::default()
+            }
+        } else {
+            Offload::default()
+        };
+        match self.dispatcher.on_geneve(frame, t, inner, self.now) {
+            Path::Intercepted => return,
+            Path::Released(rw) => {
+                rw.apply(&mut frame[t.inner..], inner_partial);
+                let at_udp = partial && usize::from(o.csum_start) == t.udp;
+                geneve::inner_changed(frame, &t, at_udp);
+            }
+            _ => {}
         }
         self.forward(frame, meta, out);
     }
@@ -264,6 +336,7 @@ impl<D: Device> Worker<D> {
                 index: self.index,
                 workers,
                 medium,
+                geneve: self.geneve,
                 dispatcher: &mut self.dispatcher,
                 peers: &self.peers,
                 wake: &mut wake,

@@ -232,6 +232,26 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             Sample::counter("fast_frames", "Fast-path frames by kind.", v).label("kind", kind),
         );
     }
+    out.push(Sample::counter(
+        "geneve_frames",
+        "GENEVE mode: frames received from the load balancer and decapsulated.",
+        t.geneve_frames,
+    ));
+    out.push(Sample::counter(
+        "geneve_not_ours",
+        "GENEVE mode: frames on the interface that were not GENEVE (left to the host's stack).",
+        t.geneve_not_ours,
+    ));
+    for (reason, v) in t.geneve_dropped() {
+        out.push(
+            Sample::counter(
+                "geneve_dropped",
+                "GENEVE mode: malformed or unsupported GENEVE frames dropped, by reason.",
+                v,
+            )
+            .label("reason", reason),
+        );
+    }
     for (i, w) in stats.workers.iter().enumerate() {
         out.push(
             Sample::counter(
@@ -298,6 +318,18 @@ impl MetricsSource for Appliance {
             .unwrap_or_default();
         if let Some(l) = self.latency() {
             out.extend(latency_samples(&l));
+        }
+        out.push(Sample::gauge(
+            "draining",
+            "1 while the appliance drains (SIGTERM in GENEVE mode: health checks fail, flows go on).",
+            f64::from(u8::from(self.draining())),
+        ));
+        let (up, down) = self.health_answers();
+        for (status, n) in [("200", up), ("503", down)] {
+            out.push(
+                Sample::counter("health_checks", "Health checks answered, by status.", n)
+                    .label("status", status),
+            );
         }
         for ((policy, scope, action, reason), n) in self.log.flows() {
             out.push(

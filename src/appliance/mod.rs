@@ -22,7 +22,7 @@ mod metrics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -36,7 +36,7 @@ use tlsinspect_pipeline::{Pipeline, Stats};
 
 use crate::capture::{Capture, CapturingInspector};
 use crate::config::Config;
-use crate::control::metrics::MetricsServer;
+use crate::control::metrics::{HttpServer, MetricsServer, Reply};
 use crate::control::{ControlHandler, ControlServer, Request, Response};
 use crate::inspect::Engines;
 use crate::log::EveLog;
@@ -81,6 +81,10 @@ pub struct Appliance {
     flow_ids: Arc<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Set by SIGTERM in GENEVE mode: health checks fail, flows go on.
+    draining: AtomicBool,
+    /// Health checks answered 200 and 503.
+    health_answers: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Appliance {
@@ -195,6 +199,8 @@ impl Appliance {
             flow_ids,
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            health_answers: [AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
 
@@ -311,6 +317,37 @@ impl Appliance {
             loaded_at: SystemTime::now(),
         };
         Ok(msg)
+    }
+
+    /// Starts draining: health checks answer 503 from now on, so a load
+    /// balancer sends no new flows; the flows it already sends go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the appliance is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Answers a health check: whether the workers run and the appliance
+    /// is not draining (counted for the metrics).
+    pub fn health_check(&self) -> bool {
+        let up = !self.draining()
+            && self
+                .pipeline
+                .as_ref()
+                .is_some_and(Pipeline::workers_running);
+        self.health_answers[usize::from(!up)].fetch_add(1, Ordering::Relaxed);
+        up
+    }
+
+    /// Health checks answered (200, 503).
+    pub fn health_answers(&self) -> (u64, u64) {
+        (
+            self.health_answers[0].load(Ordering::Relaxed),
+            self.health_answers[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Data-plane counters, when the pipeline runs.
@@ -525,6 +562,7 @@ pub struct Services {
     /// Held for its `Drop`, which removes the socket.
     _control: ControlServer,
     metrics: Option<MetricsServer>,
+    health: Option<HttpServer>,
     stats: Option<StatsThread>,
 }
 
@@ -541,6 +579,29 @@ impl Services {
                 MetricsServer::start(addr, app.clone())
                     .with_context(|| format!("starting the metrics endpoint {addr}"))?,
             ),
+            None => None,
+        };
+        let health = match cfg.appliance.health {
+            Some(addr) => {
+                let app = app.clone();
+                Some(
+                    HttpServer::start(addr, "health", move |method, target| {
+                        match (method, target) {
+                            ("GET" | "HEAD", "/health") if app.health_check() => {
+                                Reply::text("200 OK", "ok\n")
+                            }
+                            ("GET" | "HEAD", "/health") if app.draining() => {
+                                Reply::text("503 Service Unavailable", "draining\n")
+                            }
+                            ("GET" | "HEAD", "/health") => {
+                                Reply::text("503 Service Unavailable", "workers stopped\n")
+                            }
+                            _ => Reply::text("404 Not Found", "only GET /health is served here\n"),
+                        }
+                    })
+                    .with_context(|| format!("starting the health endpoint {addr}"))?,
+                )
+            }
             None => None,
         };
         let interval = cfg.appliance.stats_interval;
@@ -571,8 +632,14 @@ impl Services {
         Ok(Services {
             _control: control,
             metrics,
+            health,
             stats,
         })
+    }
+
+    /// Where the health endpoint listens, if enabled.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().map(HttpServer::addr)
     }
 
     /// Where the metrics endpoint listens, if enabled.

@@ -180,6 +180,7 @@ fn meta() -> FlowMeta {
         scope_id: "sc-1".into(),
         sni: Some("files.example.com".into()),
         alpn: None,
+        tunnel: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn meta(id: u64, policy: &str) -> FlowMeta {
         scope_id: "sc-1".into(),
         sni: Some("www.example.com".into()),
         alpn: None,
+        tunnel: None,
     }
 }
 

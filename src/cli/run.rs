@@ -3,7 +3,9 @@
 //! Signals are registered before anything starts, so a SIGTERM that arrives
 //! during start-up still ends in a clean shutdown. The main thread only
 //! waits for signals; the workers, the control socket and the metrics
-//! endpoint run on their own threads.
+//! endpoint run on their own threads. In GENEVE mode the first SIGTERM
+//! drains (DESIGN.md §13): health checks answer 503 for `drain_secs` while
+//! the flows the load balancer still sends are carried, then it stops.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,6 +19,13 @@ use crate::appliance::{Appliance, Services};
 use crate::console::Console;
 use crate::runtime;
 
+/// How long SIGTERM drains: `drain_secs` in GENEVE mode (a load balancer
+/// deregisters the appliance meanwhile), `None` otherwise or when 0.
+fn cfg_drain(app: &Appliance) -> Option<std::time::Duration> {
+    let a = app.config().appliance;
+    (a.mode == crate::config::Mode::Geneve && !a.drain.is_zero()).then_some(a.drain)
+}
+
 /// Runs `tlsinspect run`.
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -28,10 +37,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let control_path = cfg.appliance.control.clone();
     let cpus = cfg.appliance.cpus.clone();
     let summary = format!(
-        "{:?} lan {} wan {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}, IPS prefilter {}",
+        "{:?} {}, {} worker(s) on cpus {:?}, {} enabled polic(ies), {} scope(s), log {}, IPS prefilter {}",
         cfg.appliance.mode,
-        cfg.appliance.lan,
-        cfg.appliance.wan,
+        if cfg.appliance.wan.is_empty() {
+            format!("on {}", cfg.appliance.lan)
+        } else {
+            format!("lan {} wan {}", cfg.appliance.lan, cfg.appliance.wan)
+        },
         cfg.appliance.cpus.len(),
         cfg.appliance.cpus,
         cfg.policies.iter().filter(|p| p.enabled).count(),
@@ -70,8 +82,41 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         control_path.display()
     );
 
-    for sig in signals.forever() {
+    if let Some(addr) = services.health_addr() {
+        log::info!("health checks on http://{addr}/health");
+    }
+    let drains = cfg_drain(&app);
+    let mut drain_until: Option<std::time::Instant> = None;
+    loop {
+        let sig = match drain_until {
+            None => match signals.forever().next() {
+                Some(sig) => sig,
+                None => break,
+            },
+            Some(until) => {
+                if std::time::Instant::now() >= until {
+                    log::info!("drained: shutting down");
+                    break;
+                }
+                match signals.pending().next() {
+                    Some(sig) => sig,
+                    None => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        continue;
+                    }
+                }
+            }
+        };
         match sig {
+            SIGTERM if drain_until.is_none() && drains.is_some() => {
+                let secs = drains.unwrap_or_default();
+                app.drain();
+                drain_until = Some(std::time::Instant::now() + secs);
+                log::info!(
+                    "signal {sig}: draining for {} s (health checks answer 503, running flows go on); a second SIGTERM or a SIGINT stops at once",
+                    secs.as_secs()
+                );
+            }
             SIGHUP => {
                 // logrotate's postrotate: the file outputs open their path anew.
                 app.flow_log().outputs().reopen();

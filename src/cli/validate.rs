@@ -207,12 +207,13 @@ pub fn render_report(
     let mode = match a.mode {
         Mode::AfPacket => "af_packet",
         Mode::Tun => "tun",
+        Mode::Geneve => "geneve",
     };
     let _ = writeln!(
         o,
         "appliance: mode {mode}, lan {}, wan {}, cpus [{}] ({} worker{}), max_flows {}",
         a.lan,
-        a.wan,
+        if a.wan.is_empty() { "-" } else { &a.wan },
         a.cpus
             .iter()
             .map(ToString::to_string)
@@ -230,6 +231,15 @@ pub fn render_report(
         a.metrics
             .map_or_else(|| "off".to_string(), |m| m.to_string())
     );
+    if a.mode == Mode::Geneve || a.health.is_some() {
+        let _ = writeln!(
+            o,
+            "  health {}, SIGTERM drains {} s (geneve mode only)",
+            a.health
+                .map_or_else(|| "off".to_string(), |h| h.to_string()),
+            a.drain.as_secs()
+        );
+    }
     let _ = writeln!(
         o,
         "  flow_idle_timeout {} s, tcp_buffer {} bytes, cert_cache {} entries, bypass_cache {} entries, pinning_bypass_clients {}",

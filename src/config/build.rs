@@ -78,6 +78,8 @@ const APPLIANCE_KEYS: &[&str] = &[
     "max_half_open",
     "kernel_fast_path",
     "release_passed_flows",
+    "health",
+    "drain_secs",
 ];
 const UPSTREAM_KEYS: &[&str] = &["roots", "extra_roots", "invalid_certificate", "crls"];
 pub(crate) const POLICY_KEYS: &[&str] = &[
@@ -829,7 +831,11 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
     let mode = match a.choice(
         cx,
         "mode",
-        &[("af_packet", Mode::AfPacket), ("tun", Mode::Tun)],
+        &[
+            ("af_packet", Mode::AfPacket),
+            ("tun", Mode::Tun),
+            ("geneve", Mode::Geneve),
+        ],
     ) {
         Ok(Some(m)) => Some(m),
         Ok(None) => {
@@ -849,7 +855,21 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         }
     };
     let lan = iface("lan", cx);
-    let wan = iface("wan", cx);
+    let wan = if mode == Some(Mode::Geneve) {
+        // One interface: the load balancer's packets come and go on `lan`.
+        if a.t.contains_key("wan") {
+            a.fail(
+                cx,
+                "wan",
+                "is not used with mode = \"geneve\" (the load balancer reaches lan only); remove it",
+            );
+            None
+        } else {
+            Some(String::new())
+        }
+    } else {
+        iface("wan", cx)
+    };
     if let (Some(l), Some(w)) = (&lan, &wan) {
         if l == w {
             a.fail(
@@ -1046,6 +1066,20 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
     if a.t.get("metrics").is_some_and(|v| !v.is_str()) {
         ok = false;
     }
+    let health = match a.string(cx, "health", false) {
+        None => Ok(None),
+        Some(s) => match socket_addr(s) {
+            Ok(addr) => Ok(Some(addr)),
+            Err(e) => {
+                a.fail(cx, "health", format_args!("{} {e}", quote(s)));
+                Err(())
+            }
+        },
+    };
+    if a.t.get("health").is_some_and(|v| !v.is_str()) {
+        ok = false;
+    }
+    let drain = int("drain_secs", 0, 3_600, defaults::DRAIN_SECS, cx);
 
     Some(Appliance {
         mode: mode?,
@@ -1067,6 +1101,8 @@ fn appliance(cx: &mut Cx, t: &Table) -> Option<Appliance> {
         stats_interval: Duration::from_secs(stats_interval?),
         kernel_fast_path: kernel_fast_path?,
         state_dir: state_dir?,
+        health: health.ok()?,
+        drain: Duration::from_secs(drain?),
     })
     .filter(|_| ok)
 }

@@ -82,6 +82,8 @@ pub mod defaults {
     pub const CONTROL: &str = "/run/tlsinspect/control.sock";
     /// `appliance.stats_interval_secs`: how often a `stats` record is logged.
     pub const STATS_INTERVAL_SECS: u64 = 60;
+    /// `appliance.drain_secs`: how long SIGTERM drains in GENEVE mode (DESIGN.md §13).
+    pub const DRAIN_SECS: u64 = 30;
     /// `appliance.state_dir`.
     pub const STATE_DIR: &str = "/var/lib/tlsinspect";
     /// `console.listen`.
@@ -174,6 +176,8 @@ pub enum Mode {
     AfPacket,
     /// L3 between two TUN devices (`"tun"`).
     Tun,
+    /// Behind a gateway load balancer: GENEVE on `lan` only (`"geneve"`, DESIGN.md §13).
+    Geneve,
 }
 
 /// Whether out-of-scope TCP flows may be forwarded in the kernel (`appliance.kernel_fast_path`).
@@ -192,7 +196,7 @@ pub struct Appliance {
     pub mode: Mode,
     /// Client-side interface.
     pub lan: String,
-    /// Internet-side interface.
+    /// Internet-side interface (empty in GENEVE mode, which has one).
     pub wan: String,
     /// One pinned worker per listed core, in order.
     pub cpus: Vec<usize>,
@@ -231,6 +235,11 @@ pub struct Appliance {
     /// Where the appliance keeps what it makes itself (the console's
     /// certificate, first password and trial CA).
     pub state_dir: PathBuf,
+    /// Where `GET /health` is served for a load balancer's health checks.
+    pub health: Option<SocketAddr>,
+    /// GENEVE mode: how long SIGTERM drains (health 503, flows carried on)
+    /// before the process stops.
+    pub drain: Duration,
 }
 
 /// `[upstream]`.

@@ -207,22 +207,74 @@ pub fn render(source: Arc<dyn MetricsSource>) -> String {
     out
 }
 
-/// A minimal HTTP/1.1 server for `GET /metrics`, one thread.
-pub struct MetricsServer {
+/// The Prometheus endpoint: `GET /metrics` on its own thread.
+#[derive(Debug)]
+pub struct MetricsServer(HttpServer);
+
+impl MetricsServer {
+    /// Listens on `addr` and serves `source` until dropped.
+    pub fn start(
+        addr: SocketAddr,
+        source: Arc<dyn MetricsSource>,
+    ) -> std::io::Result<MetricsServer> {
+        HttpServer::start(addr, "metrics", move |method, target| {
+            match (method, target) {
+                ("GET", "/metrics") => Reply {
+                    status: "200 OK",
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: render(source.clone()),
+                },
+                _ => Reply::text("404 Not Found", "only GET /metrics is served here\n"),
+            }
+        })
+        .map(MetricsServer)
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr()
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status line after the version, e.g. `200 OK`.
+    pub status: &'static str,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    /// A plain-text answer.
+    pub fn text(status: &'static str, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 server, one thread, one request per connection: what
+/// a scraper or a load balancer's health check needs and nothing more.
+pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for MetricsServer {
+impl std::fmt::Debug for HttpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
+        f.debug_struct("HttpServer")
             .field("addr", &self.addr)
             .finish()
     }
 }
 
-fn answer(stream: TcpStream, source: &Arc<dyn MetricsSource>) -> std::io::Result<()> {
+fn answer(stream: TcpStream, handler: &impl Fn(&str, &str) -> Reply) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut reader = BufReader::new(&stream);
     let mut request_line = String::new();
@@ -233,48 +285,44 @@ fn answer(stream: TcpStream, source: &Arc<dyn MetricsSource>) -> std::io::Result
         line.clear();
     }
     let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next(), parts.next());
-    let (status, ctype, body) = match (method, target) {
-        (Some("GET"), Some("/metrics")) => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(source.clone()),
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "only GET /metrics is served here\n".to_string(),
-        ),
-    };
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let reply = handler(method, target);
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
     );
     let mut w = &stream;
     w.write_all(head.as_bytes())?;
-    w.write_all(body.as_bytes())
+    if method != "HEAD" {
+        w.write_all(reply.body.as_bytes())?;
+    }
+    Ok(())
 }
 
-impl MetricsServer {
-    /// Listens on `addr` and serves `source` until dropped.
+impl HttpServer {
+    /// Listens on `addr` and answers each request with `handler(method,
+    /// target)` on a thread named `name`, until dropped.
     pub fn start(
         addr: SocketAddr,
-        source: Arc<dyn MetricsSource>,
-    ) -> std::io::Result<MetricsServer> {
+        name: &str,
+        handler: impl Fn(&str, &str) -> Reply + Send + 'static,
+    ) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(addr)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{name} endpoint {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("metrics".into())
+            .name(name.into())
             .spawn(move || {
                 while !stop2.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             let _ = stream.set_nonblocking(false);
-                            let _ = answer(stream, &source);
+                            let _ = answer(stream, &handler);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(50));
@@ -283,7 +331,7 @@ impl MetricsServer {
                     }
                 }
             })?;
-        Ok(MetricsServer {
+        Ok(HttpServer {
             addr,
             stop,
             thread: Some(thread),
@@ -296,7 +344,7 @@ impl MetricsServer {
     }
 }
 
-impl Drop for MetricsServer {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -21,6 +21,7 @@ pub(crate) fn meta(alpn: Option<&[u8]>) -> FlowMeta {
         scope_id: "s1".into(),
         sni: Some("www.example.com".into()),
         alpn: alpn.map(|a| a.into()),
+        tunnel: None,
     }
 }
 

@@ -92,6 +92,14 @@ fn head(
     let mut ext = Map::new();
     ext.insert("policy_id".into(), json!(&*meta.policy_id));
     ext.insert("scope_id".into(), json!(&*meta.scope_id));
+    if let Some(t) = meta.tunnel {
+        // Seen through a gateway load balancer: its GENEVE VNI and address,
+        // to join a fleet's logs with the load balancer's.
+        ext.insert(
+            "geneve".into(),
+            json!({"vni": t.vni, "load_balancer": t.peer.to_string()}),
+        );
+    }
     (obj, ext)
 }
 
@@ -352,6 +360,7 @@ mod tests {
             scope_id: Arc::from("sc-web"),
             sni: Some(Arc::from("www.example.com")),
             alpn: None,
+            tunnel: None,
         }
     }
 
@@ -406,6 +415,22 @@ mod tests {
             parse_timestamp("2023-11-14T22:13:20.5Z"),
             Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
         );
+    }
+
+    #[test]
+    fn a_flow_through_a_load_balancer_carries_its_tunnel_on_every_event() {
+        let mut rec = inspected();
+        for v in flow_events(&rec) {
+            assert!(v["tlsinspect"].get("geneve").is_none());
+        }
+        rec.meta.tunnel = Some(tlsinspect_pipeline::api::TunnelInfo {
+            vni: 0x12_3456,
+            peer: "198.51.100.129".parse().unwrap(),
+        });
+        for v in flow_events(&rec) {
+            assert_eq!(v["tlsinspect"]["geneve"]["vni"], 0x12_3456);
+            assert_eq!(v["tlsinspect"]["geneve"]["load_balancer"], "198.51.100.129");
+        }
     }
 
     #[test]

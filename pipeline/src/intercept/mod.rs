@@ -378,6 +378,7 @@ impl InterceptedFlow {
             scope_id: scope.scope_id.clone(),
             sni: None,
             alpn: None,
+            tunnel: None,
         };
         Ok(InterceptedFlow {
             ctx,
@@ -408,6 +409,13 @@ impl InterceptedFlow {
             chain_seen: false,
             fed: false,
         })
+    }
+
+    /// Marks the flow as seen through `tunnel` (its records and alerts say
+    /// so); called before its first packet is handled.
+    pub fn seen_through(mut self, tunnel: Option<crate::api::TunnelInfo>) -> InterceptedFlow {
+        self.meta.tunnel = tunnel;
+        self
     }
 
     /// Identity of the flow (addresses, policy, scope, SNI once known).

@@ -67,6 +67,62 @@ const TX_ARENA: usize = 1024 * 1024;
 const SNDBUF: libc::c_int = 16 * 1024 * 1024;
 const SO_SNDBUFFORCE: libc::c_int = 32;
 
+/// What a socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A bridge port: every frame, promiscuous.
+    Bridge,
+    /// GENEVE mode's receiving socket: IPv4 UDP to this port, not promiscuous.
+    Geneve(u16),
+    /// Sends only.
+    Sender,
+}
+
+/// The classic filter of a GENEVE socket: IPv4 UDP whose destination port
+/// is `port`, and IPv4 UDP fragments (the worker counts and drops them).
+fn geneve_filter(port: u16) -> Vec<BpfInsn> {
+    let i = |code, jt, jf, k| BpfInsn { code, jt, jf, k };
+    const LD_H_ABS: u16 = 0x28;
+    const LD_B_ABS: u16 = 0x30;
+    const LDX_B_MSH: u16 = 0xb1;
+    const LD_H_IND: u16 = 0x48;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    vec![
+        i(LD_H_ABS, 0, 0, 12),
+        i(JEQ_K, 0, 8, 0x0800),
+        i(LD_B_ABS, 0, 0, 23),
+        i(JEQ_K, 0, 6, 17),
+        i(LD_H_ABS, 0, 0, 20),
+        i(JSET_K, 3, 0, 0x3fff),
+        i(LDX_B_MSH, 0, 0, 14),
+        i(LD_H_IND, 0, 0, 16),
+        i(JEQ_K, 0, 1, u32::from(port)),
+        i(RET_K, 0, 0, u32::MAX),
+        i(RET_K, 0, 0, 0),
+    ]
+}
+
+/// Attaches a classic BPF socket filter (`SO_ATTACH_FILTER`).
+pub(crate) fn attach_classic(s: RawFd, program: &[BpfInsn], what: &str) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = program
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as u16,
+        filter: insns.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `insns` outlives it.
+    setsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, what)
+}
+
 /// The ring layout the kernel fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingVersion {
@@ -227,6 +283,46 @@ impl AfPacket {
         program: &[BpfInsn],
         filter: Option<&super::bpf::BpfProgram>,
     ) -> io::Result<AfPacket> {
+        Self::open_as(iface, ring, fanout, program, filter, Role::Bridge)
+    }
+
+    /// Opens a socket for GENEVE mode (DESIGN.md §13) on `iface`, the
+    /// interface the load balancer sends to: not promiscuous (the frames
+    /// are addressed to this host), and a classic filter lets only IPv4 UDP
+    /// to port `port` (and IPv4 fragments, to be counted) into the ring,
+    /// so the host's own traffic (ARP, the health checks) is not copied.
+    pub fn open_geneve(
+        iface: &str,
+        ring: RingConfig,
+        fanout: Fanout,
+        program: &[BpfInsn],
+        port: u16,
+    ) -> io::Result<AfPacket> {
+        Self::open_as(iface, ring, fanout, program, None, Role::Geneve(port))
+    }
+
+    /// Opens a socket on `iface` that only sends: bound to protocol 0, so
+    /// the kernel delivers it nothing (GENEVE mode's second port, the same
+    /// interface as the first).
+    pub fn open_sender(iface: &str) -> io::Result<AfPacket> {
+        let ring = RingConfig {
+            version: RingVersion::V2,
+            block_size: 4096,
+            block_count: 1,
+            frame_size: 4096,
+            retire_ms: 0,
+        };
+        Self::open_as(iface, ring, Fanout::None, &[], None, Role::Sender)
+    }
+
+    fn open_as(
+        iface: &str,
+        ring: RingConfig,
+        fanout: Fanout,
+        program: &[BpfInsn],
+        filter: Option<&super::bpf::BpfProgram>,
+        role: Role,
+    ) -> io::Result<AfPacket> {
         let idx = ifindex(iface)?;
         let ctx = |what: &str| format!("AF_PACKET on {iface}: {what}");
         // Protocol 0: receive nothing until the ring is set up and we bind.
@@ -248,6 +344,9 @@ impl AfPacket {
         if let Some(f) = filter {
             f.attach_to_socket(s)
                 .map_err(|e| io::Error::new(e.kind(), ctx(&e.to_string())))?;
+        }
+        if let Role::Geneve(port) = role {
+            attach_classic(s, &geneve_filter(port), &ctx("SO_ATTACH_FILTER (GENEVE)"))?;
         }
         let version = match ring.version {
             RingVersion::V2 => TPACKET_V2,
@@ -372,7 +471,10 @@ impl AfPacket {
         // Safety: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_protocol = match role {
+            Role::Sender => 0,
+            _ => (libc::ETH_P_ALL as u16).to_be(),
+        };
         sll.sll_ifindex = idx as i32;
         // Safety: `sll` is a valid sockaddr_ll and we pass its exact size.
         let r = unsafe {
@@ -385,17 +487,19 @@ impl AfPacket {
         if r < 0 {
             return Err(os_err(&ctx("bind")));
         }
-        // Safety: packet_mreq is plain old data; all-zero is a valid value.
-        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
-        mreq.mr_ifindex = idx as i32;
-        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        setsockopt(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_ADD_MEMBERSHIP,
-            &mreq,
-            &ctx("promiscuous mode"),
-        )?;
+        if role == Role::Bridge {
+            // Safety: packet_mreq is plain old data; all-zero is a valid value.
+            let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+            mreq.mr_ifindex = idx as i32;
+            mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+            setsockopt(
+                s,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                &mreq,
+                &ctx("promiscuous mode"),
+            )?;
+        }
         let mut dev = AfPacket {
             fd,
             ring,

@@ -205,6 +205,28 @@ pub trait Device: Send {
     }
 }
 
+/// A UDP socket on `port` (all IPv4 addresses) that takes nothing: its
+/// socket filter drops every datagram before it is queued.
+///
+/// GENEVE mode reads the load balancer's packets from a packet socket;
+/// without a socket on the port the host's stack would answer each of
+/// them with an ICMP port unreachable. A socket whose filter drops all
+/// keeps the stack quiet at the cost of a lookup per packet, and holds no
+/// memory.
+pub fn udp_sink(port: u16) -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
+    let drop_all = [crate::steer::BpfInsn {
+        code: 0x06, // ret #0
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    afpacket::attach_classic(sock.as_raw_fd(), &drop_all, "SO_ATTACH_FILTER (UDP sink)")?;
+    Ok(sock)
+}
+
 /// The last OS error as an `io::Error` with context.
 fn os_err(what: &str) -> io::Error {
     let e = io::Error::last_os_error();

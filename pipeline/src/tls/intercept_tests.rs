@@ -226,6 +226,7 @@ impl Lab {
                 scope_id: Arc::from("sc-test"),
                 sni: None,
                 alpn: None,
+                tunnel: None,
             },
             tls13,
             now: SystemTime::now(),
