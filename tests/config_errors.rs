@@ -369,7 +369,7 @@ fn settings_outside_their_choices() {
     let e = load_err("err_settings.toml");
     has(
         &e,
-        &["appliance.mode is \"bridge\"; it must be \"af_packet\" or \"tun\""],
+        &["appliance.mode is \"bridge\"; it must be \"af_packet\", \"tun\" or \"geneve\""],
     );
     has(
         &e,
@@ -436,6 +436,21 @@ fn appliance_values_outside_their_ranges() {
         &["appliance.metrics \"localhost\" is not an address:port"],
     );
     assert_eq!(e.len(), 11, "{e}");
+}
+
+#[test]
+fn geneve_mode_has_one_interface_a_health_address_and_a_bounded_drain() {
+    let e = load_err("err_geneve.toml");
+    has(
+        &e,
+        &["appliance.wan is not used with mode = \"geneve\" (the load balancer reaches lan only); remove it"],
+    );
+    has(&e, &["appliance.health \"0.0.0.0\" is not an address:port"]);
+    has(
+        &e,
+        &["appliance.drain_secs is 4,000; it must be between 0 and 3,600"],
+    );
+    assert_eq!(e.len(), 3, "{e}");
 }
 
 #[test]

@@ -59,6 +59,21 @@ fn tuning_examples_validate() {
 }
 
 #[test]
+fn geneve_mode_takes_one_interface_and_its_health_settings() {
+    let c = config::load(Path::new("tests/configs/valid_geneve.toml")).unwrap();
+    let a = &c.appliance;
+    assert_eq!(a.mode, Mode::Geneve);
+    assert_eq!((a.lan.as_str(), a.wan.as_str()), ("eth1", ""));
+    assert_eq!(a.health, Some("0.0.0.0:8081".parse().unwrap()));
+    assert_eq!(a.drain, Duration::from_secs(10));
+    let d = config::load(Path::new("tests/configs/valid_minimal.toml")).unwrap();
+    assert_eq!(
+        (d.appliance.health, d.appliance.drain),
+        (None, Duration::from_secs(30))
+    );
+}
+
+#[test]
 fn defaults_follow_the_seed_product() {
     let c = config::load(Path::new("tests/configs/valid_minimal.toml")).unwrap();
     let a = &c.appliance;
