@@ -1,0 +1,1009 @@
+//! The test lab's gateway load balancer (`lab-helper lb`, DESIGN.md §13).
+//!
+//! It behaves as AWS's GWLB does toward its targets, so the fleet tests see
+//! what a cloud deployment sees:
+//!
+//! - It taps the client-side and server-side ports with AF_PACKET (the
+//!   kernel of its namespace drops every IP packet at tc ingress, so nothing
+//!   else moves them) and sends each packet GENEVE-encapsulated (RFC 8926)
+//!   over UDP to one appliance, with AWS's option class `0x0108`: endpoint
+//!   id, attachment id, and a flow cookie per flow and direction.
+//! - Flows are sticky: keyed by the canonical (symmetric) 5-tuple, assigned
+//!   by a hash of it to one of the healthy appliances, both directions to the
+//!   same one; an assigned flow stays on its appliance when that turns
+//!   unhealthy (GWLB lets existing flows drain), and is forgotten after 350 s
+//!   idle. An unhealthy appliance gets no new flows; with none healthy a new
+//!   flow's packets are dropped and counted.
+//! - What comes back is checked before it is delivered: a valid header, the
+//!   options byte-identical to those sent for that flow and direction, the
+//!   VNI unchanged, the outer source the flow's appliance. Refused packets
+//!   are dropped and counted, so a test sees why a download failed.
+//! - Health checks are HTTP `GET /health` every 500 ms, 1 s timeout; two
+//!   consecutive failures make an appliance unhealthy, one success healthy.
+//!   An appliance starts unhealthy ("initial") until its first check passes.
+//!
+//! Super-frames the kernel hands the tap (TSO on the senders, GRO on the
+//! ports: the lab's "offloads on") are cut into MTU-sized segments with
+//! complete checksums first, as the network between a real GWLB and its
+//! clients would have carried them; an inner packet larger than the
+//! delivering port's MTU is cut the same way on the way out.
+//!
+//! The decisions live in [`Balancer`], which takes `now` and touches no
+//! socket; [`run`] is the I/O shell around it (plain threads and blocking
+//! std sockets; see [`Shell::capture_loop`] for why the taps poll).
+
+use std::collections::HashMap;
+use std::hash::Hasher as _;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tlsinspect_pipeline::frame::{parse_ip, IpView, Transport};
+use tlsinspect_pipeline::gso;
+use tlsinspect_pipeline::io::afpacket::{AfPacket, Fanout, RingConfig};
+use tlsinspect_pipeline::io::{Device as _, Offload, RxMeta};
+
+use super::geneve::{self, Packet, Repr};
+
+/// Flows idle longer than this are forgotten (GWLB's TCP idle timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(350);
+/// Interval between health checks of one appliance.
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// A health check not answered within this fails.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failed checks that make an appliance unhealthy.
+pub const UNHEALTHY_AFTER: u32 = 2;
+/// Most flows the table holds; new flows beyond it are dropped and counted.
+pub const MAX_FLOWS: usize = 65_536;
+/// First UDP source port of the pool the flow hash picks from.
+pub const SRC_PORT_BASE: u16 = 49_152;
+
+/// Which way a packet travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Captured on the client-side port, bound for a server.
+    ToServer,
+    /// Captured on the server-side port, bound for a client.
+    ToClient,
+}
+
+impl Direction {
+    fn index(self) -> usize {
+        match self {
+            Direction::ToServer => 0,
+            Direction::ToClient => 1,
+        }
+    }
+}
+
+/// The canonical 5-tuple: the same for both directions of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    proto: u8,
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+}
+
+impl FlowKey {
+    /// The key of a parsed packet; ports count for TCP and UDP only (a
+    /// 3-tuple for the rest, as GWLB does).
+    pub fn of(ip: &IpView<'_>, raw: &[u8]) -> FlowKey {
+        let proto = match ip.src {
+            IpAddr::V4(_) => raw.get(9).copied().unwrap_or(0),
+            IpAddr::V6(_) => raw.get(6).copied().unwrap_or(0),
+        };
+        let (sp, dp) = match ip.transport {
+            Transport::Tcp(t) => (t.src_port, t.dst_port),
+            Transport::Udp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+            _ => (0, 0),
+        };
+        let (a, b) = ((ip.src, sp), (ip.dst, dp));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey { proto, lo, hi }
+    }
+
+    /// The symmetric flow hash: of the canonical tuple, so both directions
+    /// agree. SipHash with fixed keys, the same in every run.
+    pub fn hash32(&self) -> u32 {
+        #[allow(deprecated)] // SipHasher: stable keys across runs are the point.
+        let mut h = std::hash::SipHasher::new_with_keys(0x7469_6e73, 0x6c62);
+        h.write_u8(self.proto);
+        for (ip, port) in [self.lo, self.hi] {
+            match ip {
+                IpAddr::V4(a) => h.write(&a.octets()),
+                IpAddr::V6(a) => h.write(&a.octets()),
+            }
+            h.write_u16(port);
+        }
+        let v = h.finish();
+        (v ^ (v >> 32)) as u32
+    }
+}
+
+/// One flow the balancer carries.
+#[derive(Debug, Clone)]
+struct Flow {
+    appliance: usize,
+    hash: u32,
+    /// The client-side and server-side endpoints, as first seen.
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    /// The GENEVE options sent with each direction, to compare returns with.
+    options: [Vec<u8>; 2],
+    packets: [u64; 2],
+    returned: [u64; 2],
+    last_seen: Instant,
+}
+
+/// One appliance behind the balancer and what it was given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApplianceStats {
+    /// Its GENEVE and health-check address.
+    pub addr: String,
+    /// Whether it gets new flows.
+    pub healthy: bool,
+    /// Changes of `healthy` (the first passing check counts: appliances start unhealthy).
+    pub transitions: u64,
+    /// Health checks passed and failed.
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    /// Flows assigned to it since the start.
+    pub flows_assigned: u64,
+    /// Flows assigned to it in the table now.
+    pub active_flows: u64,
+    /// GENEVE datagrams sent to it and their UDP payload bytes.
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// GENEVE datagrams received from it (accepted or not) and their bytes.
+    pub packets_received: u64,
+    pub bytes_received: u64,
+}
+
+/// One flow in the stats file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowStats {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Client-side endpoint, `addr:port`.
+    pub client: String,
+    /// Server-side endpoint, `addr:port`.
+    pub server: String,
+    /// Index of its appliance in `appliances`.
+    pub appliance: usize,
+    /// Packets sent toward the appliance, per direction.
+    pub to_server: u64,
+    pub to_client: u64,
+    /// Packets of it delivered after the appliance returned them.
+    pub returned_to_server: u64,
+    pub returned_to_client: u64,
+    /// Milliseconds since its last packet.
+    pub idle_ms: u64,
+}
+
+/// Totals of the balancer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    /// IP packets taken from the client-side and server-side ports.
+    pub captured_client: u64,
+    pub captured_server: u64,
+    /// Frames on the ports that were not IP for someone else (ARP, other MACs, VLANs).
+    pub ignored: u64,
+    /// Captured packets that did not parse as IP.
+    pub unparsable: u64,
+    /// Captured super-frames (GSO/GRO, the "offloads on" setting) cut into segments.
+    pub super_frames: u64,
+    /// New flows' packets dropped: no healthy appliance.
+    pub no_healthy_appliance: u64,
+    /// New flows' packets dropped: the flow table is full.
+    pub flow_table_full: u64,
+    /// Flows forgotten after the idle timeout.
+    pub flows_expired: u64,
+    /// Datagrams the UDP socket refused (buffer full).
+    pub send_errors: u64,
+    /// Returns that are not valid GENEVE (version, lengths, protocol type,
+    /// inner packet).
+    pub malformed_returns: u64,
+    /// Returns whose options differ from those sent for that flow and direction.
+    pub option_mismatches: u64,
+    /// Returns with another VNI than the one sent.
+    pub vni_mismatches: u64,
+    /// Returns from an address other than the flow's appliance.
+    pub wrong_source_returns: u64,
+    /// Returns of a flow the balancer does not carry.
+    pub unknown_flow_returns: u64,
+    /// Inner packets delivered to the client-side and server-side ports.
+    pub delivered_client: u64,
+    pub delivered_server: u64,
+    /// Inner packets too large for the port that could not be cut.
+    pub oversize_drops: u64,
+    /// Frames the ports refused on transmit.
+    pub tx_dropped: u64,
+}
+
+/// The stats file's content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LbStats {
+    /// The VNI it sends.
+    pub vni: u32,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// Whether this is the file written at exit.
+    pub final_write: bool,
+    pub appliances: Vec<ApplianceStats>,
+    pub totals: Totals,
+    /// Flows in the table now, at most 10,000 of them.
+    pub flows: Vec<FlowStats>,
+}
+
+/// What a balancer stamps on every packet.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The 24-bit VNI.
+    pub vni: u32,
+    /// AWS option type 1.
+    pub endpoint_id: u64,
+    /// AWS option type 2.
+    pub attachment_id: u64,
+}
+
+/// Where to send an encapsulated packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encapsulated {
+    /// Index of the appliance.
+    pub appliance: usize,
+    /// Its GENEVE address.
+    pub to: SocketAddrV4,
+    /// The flow hash (the UDP source port is picked from it).
+    pub hash: u32,
+}
+
+/// Why a packet was not sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not IP.
+    Unparsable,
+    /// A new flow and no healthy appliance.
+    NoHealthyAppliance,
+    /// A new flow and a full table.
+    TableFull,
+    /// Returned: not valid GENEVE.
+    Malformed,
+    /// Returned: a flow the balancer does not carry.
+    UnknownFlow,
+    /// Returned: not from the flow's appliance.
+    WrongSource,
+    /// Returned: another VNI.
+    VniMismatch,
+    /// Returned: other options than were sent.
+    OptionMismatch,
+}
+
+/// The balancer's state and decisions, sans-IO.
+#[derive(Debug)]
+pub struct Balancer {
+    id: Identity,
+    appliances: Vec<ApplianceStats>,
+    failures: Vec<u32>,
+    flows: HashMap<FlowKey, Flow>,
+    totals: Totals,
+    started: Instant,
+    client_prefix: Ipv4Net,
+}
+
+impl Balancer {
+    /// A balancer for `appliances` (all unhealthy until checked); packets
+    /// bound for `client_prefix` are delivered to the client side.
+    pub fn new(
+        id: Identity,
+        appliances: &[Ipv4Addr],
+        client_prefix: Ipv4Net,
+        now: Instant,
+    ) -> Balancer {
+        Balancer {
+            id,
+            appliances: appliances
+                .iter()
+                .map(|a| ApplianceStats {
+                    addr: a.to_string(),
+                    ..ApplianceStats::default()
+                })
+                .collect(),
+            failures: vec![0; appliances.len()],
+            flows: HashMap::new(),
+            totals: Totals::default(),
+            started: now,
+            client_prefix,
+        }
+    }
+
+    fn addr(&self, i: usize) -> Ipv4Addr {
+        self.appliances[i]
+            .addr
+            .parse()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Records a health check of appliance `i`.
+    pub fn health(&mut self, i: usize, ok: bool) {
+        let a = &mut self.appliances[i];
+        let was = a.healthy;
+        if ok {
+            a.checks_passed += 1;
+            self.failures[i] = 0;
+            a.healthy = true;
+        } else {
+            a.checks_failed += 1;
+            self.failures[i] += 1;
+            if self.failures[i] >= UNHEALTHY_AFTER {
+                a.healthy = false;
+            }
+        }
+        if a.healthy != was {
+            a.transitions += 1;
+        }
+    }
+
+    /// Encapsulates the IP packet `packet`, travelling `dir`, into `out`
+    /// (cleared first) and says where it goes.
+    pub fn encapsulate(
+        &mut self,
+        packet: &[u8],
+        dir: Direction,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<Encapsulated, Refusal> {
+        let ip = parse_ip(packet).map_err(|_| {
+            self.totals.unparsable += 1;
+            Refusal::Unparsable
+        })?;
+        let packet = &packet[..ip.len.min(packet.len())];
+        let key = FlowKey::of(&ip, packet);
+        if !self.flows.contains_key(&key) {
+            self.new_flow(key, &ip, dir, now)?;
+        }
+        let flow = self.flows.get_mut(&key).expect("inserted above");
+        flow.last_seen = now;
+        flow.packets[dir.index()] += 1;
+        out.clear();
+        Repr {
+            vni: self.id.vni,
+            protocol: if matches!(ip.src, IpAddr::V4(_)) {
+                geneve::PROTO_IPV4
+            } else {
+                geneve::PROTO_IPV6
+            },
+            options: flow.options[dir.index()].clone(),
+        }
+        .emit(out);
+        out.extend_from_slice(packet);
+        let (appliance, hash) = (flow.appliance, flow.hash);
+        let a = &mut self.appliances[appliance];
+        a.packets_sent += 1;
+        a.bytes_sent += out.len() as u64;
+        Ok(Encapsulated {
+            appliance,
+            to: SocketAddrV4::new(self.addr(appliance), geneve::PORT),
+            hash,
+        })
+    }
+
+    fn new_flow(
+        &mut self,
+        key: FlowKey,
+        ip: &IpView<'_>,
+        dir: Direction,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if self.flows.len() >= MAX_FLOWS {
+            self.totals.flow_table_full += 1;
+            return Err(Refusal::TableFull);
+        }
+        let healthy: Vec<usize> = (0..self.appliances.len())
+            .filter(|&i| self.appliances[i].healthy)
+            .collect();
+        if healthy.is_empty() {
+            self.totals.no_healthy_appliance += 1;
+            return Err(Refusal::NoHealthyAppliance);
+        }
+        let hash = key.hash32();
+        let appliance = healthy[hash as usize % healthy.len()];
+        self.appliances[appliance].flows_assigned += 1;
+        let ports = match ip.transport {
+            Transport::Tcp(t) => (t.src_port, t.dst_port),
+            Transport::Udp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+            _ => (0, 0),
+        };
+        let (src, dst) = ((ip.src, ports.0), (ip.dst, ports.1));
+        let (client, server) = match dir {
+            Direction::ToServer => (src, dst),
+            Direction::ToClient => (dst, src),
+        };
+        let cookie = || rand::random::<u32>();
+        let options = [
+            geneve::aws_options(self.id.endpoint_id, self.id.attachment_id, cookie()),
+            geneve::aws_options(self.id.endpoint_id, self.id.attachment_id, cookie()),
+        ];
+        self.flows.insert(
+            key,
+            Flow {
+                appliance,
+                hash,
+                client,
+                server,
+                options,
+                packets: [0; 2],
+                returned: [0; 2],
+                last_seen: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks a GENEVE datagram an appliance sent from `from` and returns
+    /// the inner packet and which way it goes on.
+    pub fn decapsulate<'a>(
+        &mut self,
+        from: Ipv4Addr,
+        datagram: &'a [u8],
+        now: Instant,
+    ) -> Result<(Direction, &'a [u8]), Refusal> {
+        if let Some(a) = self
+            .appliances
+            .iter_mut()
+            .find(|a| a.addr.parse() == Ok(from))
+        {
+            a.packets_received += 1;
+            a.bytes_received += datagram.len() as u64;
+        }
+        let Ok(g) = Packet::new_checked(datagram) else {
+            self.totals.malformed_returns += 1;
+            return Err(Refusal::Malformed);
+        };
+        let inner = &datagram[g.header_len()..];
+        let Ok(ip) = parse_ip(inner) else {
+            self.totals.malformed_returns += 1;
+            return Err(Refusal::Malformed);
+        };
+        let inner = &inner[..ip.len.min(inner.len())];
+        let key = FlowKey::of(&ip, inner);
+        let dir = match ip.dst {
+            IpAddr::V4(d) if self.client_prefix.contains(&d) => Direction::ToClient,
+            _ => Direction::ToServer,
+        };
+        let Some(flow) = self.flows.get_mut(&key) else {
+            self.totals.unknown_flow_returns += 1;
+            return Err(Refusal::UnknownFlow);
+        };
+        let appliance = flow.appliance;
+        if self.appliances[appliance].addr.parse() != Ok(from) {
+            self.totals.wrong_source_returns += 1;
+            return Err(Refusal::WrongSource);
+        }
+        if g.vni() != self.id.vni {
+            self.totals.vni_mismatches += 1;
+            return Err(Refusal::VniMismatch);
+        }
+        if g.options_bytes() != flow.options[dir.index()] {
+            self.totals.option_mismatches += 1;
+            return Err(Refusal::OptionMismatch);
+        }
+        flow.returned[dir.index()] += 1;
+        flow.last_seen = now;
+        match dir {
+            Direction::ToClient => self.totals.delivered_client += 1,
+            Direction::ToServer => self.totals.delivered_server += 1,
+        }
+        Ok((dir, inner))
+    }
+
+    /// Forgets flows idle longer than [`IDLE_TIMEOUT`].
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.flows.len();
+        self.flows
+            .retain(|_, f| now.saturating_duration_since(f.last_seen) <= IDLE_TIMEOUT);
+        self.totals.flows_expired += (before - self.flows.len()) as u64;
+    }
+
+    /// Counts a packet captured on a port.
+    pub fn count_captured(&mut self, dir: Direction) {
+        match dir {
+            Direction::ToServer => self.totals.captured_client += 1,
+            Direction::ToClient => self.totals.captured_server += 1,
+        }
+    }
+
+    /// The totals, for the I/O shell's own counting.
+    pub fn totals_mut(&mut self) -> &mut Totals {
+        &mut self.totals
+    }
+
+    /// What the stats file shows.
+    pub fn stats(&self, now: Instant) -> LbStats {
+        let mut appliances = self.appliances.clone();
+        for f in self.flows.values() {
+            appliances[f.appliance].active_flows += 1;
+        }
+        let ep = |(ip, port): (IpAddr, u16)| SocketAddr::new(ip, port).to_string();
+        let mut flows: Vec<FlowStats> = self
+            .flows
+            .iter()
+            .take(10_000)
+            .map(|(k, f)| FlowStats {
+                proto: k.proto,
+                client: ep(f.client),
+                server: ep(f.server),
+                appliance: f.appliance,
+                to_server: f.packets[0],
+                to_client: f.packets[1],
+                returned_to_server: f.returned[0],
+                returned_to_client: f.returned[1],
+                idle_ms: now.saturating_duration_since(f.last_seen).as_millis() as u64,
+            })
+            .collect();
+        flows.sort_by(|a, b| (&a.client, &a.server).cmp(&(&b.client, &b.server)));
+        LbStats {
+            vni: self.id.vni,
+            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            final_write: false,
+            appliances,
+            totals: self.totals.clone(),
+            flows,
+        }
+    }
+}
+
+/// How `lab-helper lb` is set up.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// The client-side port (`lbc`).
+    pub client_iface: String,
+    /// The server-side port (`lbs`).
+    pub server_iface: String,
+    /// Inner packets to these addresses leave by the client-side port.
+    pub client_prefix: Ipv4Net,
+    /// The MAC address of the client-side neighbour (`c0`).
+    pub client_mac: [u8; 6],
+    /// The MAC address of the server-side neighbour (`s0`).
+    pub server_mac: [u8; 6],
+    /// The balancer's GENEVE address.
+    pub local: Ipv4Addr,
+    /// The appliances' GENEVE addresses.
+    pub appliances: Vec<Ipv4Addr>,
+    /// TCP port of their health check (`GET /health`).
+    pub health_port: u16,
+    /// VNI and AWS ids to send.
+    pub identity: Identity,
+    /// How many UDP source ports the flow hash picks from.
+    pub src_ports: u16,
+    /// Where the stats JSON goes (replaced whole, at least every second).
+    pub stats: PathBuf,
+    /// The balancer stops when this file appears (or on SIGTERM/SIGINT).
+    pub stop_file: Option<PathBuf>,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if parts.len() != 6 {
+        bail!("MAC address {s:?} is not six hex bytes");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("MAC address {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+fn sys_net(iface: &str, file: &str) -> anyhow::Result<String> {
+    let path = format!("/sys/class/net/{iface}/{file}");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {path}"))?
+        .trim()
+        .to_owned())
+}
+
+/// A tapped port: its AF_PACKET socket, addresses and MTU.
+struct Port {
+    dev: Mutex<AfPacket>,
+    mac: [u8; 6],
+    neighbour: [u8; 6],
+    mtu: usize,
+    /// Which way what is captured here travels.
+    dir: Direction,
+}
+
+impl Port {
+    fn open(iface: &str, neighbour: [u8; 6], dir: Direction) -> anyhow::Result<Port> {
+        // 8 MiB of ring per port: the lab's bursts are a few super-frames.
+        let ring = RingConfig {
+            block_count: 8,
+            ..RingConfig::default()
+        };
+        let dev = AfPacket::open(iface, ring, Fanout::None, &[])
+            .with_context(|| format!("tapping {iface}"))?;
+        Ok(Port {
+            dev: Mutex::new(dev),
+            mac: parse_mac(&sys_net(iface, "address")?)?,
+            neighbour,
+            mtu: sys_net(iface, "mtu")?.parse().context("MTU")?,
+            dir,
+        })
+    }
+
+    /// Sends the IP packet `ip` to the neighbour now, cut to the MTU if it
+    /// is TCP; counts what it cannot send.
+    fn deliver(&self, ip: &[u8], totals: &mut Totals) -> std::io::Result<()> {
+        let ethertype: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&self.neighbour);
+        frame.extend_from_slice(&self.mac);
+        frame.extend_from_slice(&ethertype.to_be_bytes());
+        frame.extend_from_slice(ip);
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if ip.len() <= self.mtu {
+            dev.send(&frame, &Offload::default())?;
+            return dev.flush();
+        }
+        let headers = parse_ip(ip)
+            .ok()
+            .and_then(|v| Some(ip.len() - v.tcp()?.payload.len()))
+            .filter(|&h| h < self.mtu);
+        let Some(headers) = headers else {
+            totals.oversize_drops += 1;
+            return Ok(());
+        };
+        let offload = Offload {
+            gso_type: if ethertype == 0x0800 {
+                Offload::GSO_TCPV4
+            } else {
+                Offload::GSO_TCPV6
+            },
+            gso_size: (self.mtu - headers) as u16,
+            ..Offload::default()
+        };
+        for seg in gso::segment(&frame, &offload, 14) {
+            dev.send(&seg, &Offload::default())?;
+        }
+        dev.flush()
+    }
+}
+
+/// Completes a checksum the sender left to the NIC (`NEEDS_CSUM`): the
+/// ones'-complement sum from `csum_start` to the end, which already holds
+/// the pseudo-header sum in the checksum field.
+fn complete_checksum(frame: &mut [u8], o: &Offload) {
+    let start = usize::from(o.csum_start);
+    let at = start + usize::from(o.csum_offset);
+    if at + 2 > frame.len() {
+        return;
+    }
+    let mut sum: u64 = 0;
+    for c in frame[start..].chunks(2) {
+        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[at..at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// What the I/O threads share.
+struct Shell {
+    bal: Mutex<Balancer>,
+    client: Port,
+    server: Port,
+    /// Sockets of the source-port pool: each sends the flows whose hash
+    /// picks its port and receives what appliances send back to that port.
+    pool: Vec<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    failure: Mutex<Option<anyhow::Error>>,
+}
+
+impl Shell {
+    fn bal(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        self.bal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, e: anyhow::Error) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Takes the frames of one port's ring: IP for someone else, cut into
+    /// segments with complete checksums, each encapsulated and sent.
+    ///
+    /// The AF_PACKET device only reads without blocking, and a readiness
+    /// wait on its descriptor would need `unsafe` outside `pipeline/src/io`
+    /// (tokio's `AsyncFd` constructors are `unsafe` now), so an empty ring
+    /// backs off: a few yields, then sleeps doubling from 20 us to 1 ms.
+    /// Under load the ring is never empty; idle, it costs ~1,000 wakeups a
+    /// second, and the first packet after a pause waits up to 1 ms.
+    fn capture_loop(&self, port: &Port) {
+        const BUDGET: usize = 128;
+        let mut idle = 0u32;
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(BUDGET);
+        let mut out = Vec::with_capacity(65_536);
+        while !self.stopping() {
+            parts.clear();
+            let (mut frames, mut supers) = (0usize, 0u64);
+            let got =
+                port.dev
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv(BUDGET, |frame, meta| {
+                        frames += usize::from(take_frame(port, frame, meta, &mut parts));
+                        supers += u64::from(meta.offload.is_gso());
+                    });
+            let n = match got {
+                Ok(n) => n,
+                Err(e) => return self.fail(anyhow::Error::from(e).context("tapping a port")),
+            };
+            if n == 0 {
+                idle = idle.saturating_add(1);
+                if idle < 8 {
+                    std::thread::yield_now();
+                } else {
+                    let us = (20u64 << (idle - 8).min(6)).min(1000);
+                    std::thread::sleep(Duration::from_micros(us));
+                }
+                continue;
+            }
+            idle = 0;
+            let now = Instant::now();
+            let mut bal = self.bal();
+            bal.totals_mut().ignored += (n - frames) as u64;
+            bal.totals_mut().super_frames += supers;
+            for part in &parts {
+                bal.count_captured(port.dir);
+                let Ok(e) = bal.encapsulate(&part[14..], port.dir, now, &mut out) else {
+                    continue;
+                };
+                let sock = &self.pool[(e.hash >> 16) as usize % self.pool.len()];
+                if sock.send_to(&out, e.to).is_err() {
+                    bal.totals_mut().send_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Receives what appliances send to `sock` and delivers the inner packets.
+    fn return_loop(&self, sock: &UdpSocket) {
+        let mut buf = vec![0u8; 65_536];
+        while !self.stopping() {
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return self.fail(anyhow::Error::from(e).context("receiving GENEVE")),
+            };
+            let SocketAddr::V4(from) = from else { continue };
+            let mut bal = self.bal();
+            let Ok((dir, inner)) = bal.decapsulate(*from.ip(), &buf[..n], Instant::now()) else {
+                continue;
+            };
+            let port = match dir {
+                Direction::ToServer => &self.server,
+                Direction::ToClient => &self.client,
+            };
+            if let Err(e) = port.deliver(inner, bal.totals_mut()) {
+                drop(bal);
+                return self.fail(anyhow::Error::from(e).context("delivering a returned packet"));
+            }
+        }
+    }
+
+    /// Checks appliance `i` at `addr` every [`HEALTH_INTERVAL`].
+    fn health_loop(&self, i: usize, addr: SocketAddrV4) {
+        let mut next = Instant::now();
+        while !self.stopping() {
+            let ok = check(addr);
+            self.bal().health(i, ok);
+            next += HEALTH_INTERVAL;
+            let now = Instant::now();
+            if next < now {
+                next = now;
+            }
+            std::thread::sleep(next - now);
+        }
+    }
+
+    fn port_drops(&self) -> u64 {
+        [&self.client, &self.server]
+            .iter()
+            .map(|p| p.dev.lock().unwrap_or_else(|e| e.into_inner()).tx_dropped())
+            .sum()
+    }
+
+    fn stats(&self, now: Instant) -> LbStats {
+        let mut s = self.bal().stats(now);
+        s.totals.tx_dropped = self.port_drops();
+        s
+    }
+}
+
+/// Copies what the balancer carries out of a received frame: IPv4/IPv6 to
+/// this port's MAC, untagged, as MTU-sized segments with complete
+/// checksums. Returns whether it took the frame.
+fn take_frame(port: &Port, frame: &mut [u8], meta: RxMeta, parts: &mut Vec<Vec<u8>>) -> bool {
+    let ours = frame.len() > 14
+        && frame[..6] == port.mac
+        && meta.vlan.is_none()
+        && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86dd);
+    if !ours {
+        return false;
+    }
+    let o = meta.offload;
+    if o.is_gso() {
+        parts.extend(gso::segment(frame, &o, 14));
+        return true;
+    }
+    if o.flags & Offload::NEEDS_CSUM != 0 {
+        complete_checksum(frame, &o);
+    }
+    parts.push(frame.to_vec());
+    true
+}
+
+/// One `GET /health` within [`HEALTH_TIMEOUT`]: true for a 200.
+fn check(addr: SocketAddrV4) -> bool {
+    let deadline = Instant::now() + HEALTH_TIMEOUT;
+    let attempt = || -> std::io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::V4(addr), HEALTH_TIMEOUT)?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left))?;
+        s.set_write_timeout(Some(left))?;
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.contains(&b'\n') {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            match s.read(&mut buf)? {
+                0 => break,
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let line = String::from_utf8_lossy(&head);
+        let mut it = line.split_whitespace();
+        Ok(it.next().is_some_and(|v| v.starts_with("HTTP/1.")) && it.next() == Some("200"))
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Writes the stats file whole (a reader never sees half of it).
+pub fn write_stats(path: &Path, stats: &LbStats) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(stats)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads a stats file [`run`] wrote.
+pub fn read_stats(path: &Path) -> anyhow::Result<LbStats> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Runs the load balancer until SIGTERM/SIGINT or the stop file, writing
+/// the stats file every 500 ms and at exit.
+///
+/// Threads: one per tapped port (capture), one per UDP socket (returns),
+/// one per appliance (health checks); this one writes the stats.
+pub fn run(cfg: LbConfig) -> anyhow::Result<()> {
+    if cfg.appliances.is_empty() {
+        bail!("a load balancer needs at least one appliance");
+    }
+    if cfg.src_ports == 0 || cfg.src_ports > 1024 {
+        bail!("--src-ports must be 1..=1024");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&signalled))?;
+    }
+    let bind = |port: u16| -> anyhow::Result<UdpSocket> {
+        let addr = SocketAddrV4::new(cfg.local, port);
+        let s = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let raw = socket2::SockRef::from(&s);
+        let _ = raw.set_send_buffer_size(4 << 20);
+        let _ = raw.set_recv_buffer_size(4 << 20);
+        // Receivers wake up to see the stop flag.
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(s)
+    };
+    let pool = (0..cfg.src_ports)
+        .map(|i| bind(SRC_PORT_BASE + i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // For appliances that answer to the GENEVE port rather than swapping ports.
+    let listener = bind(geneve::PORT)?;
+    let started = Instant::now();
+    let shell = Shell {
+        bal: Mutex::new(Balancer::new(
+            cfg.identity.clone(),
+            &cfg.appliances,
+            cfg.client_prefix,
+            started,
+        )),
+        client: Port::open(&cfg.client_iface, cfg.client_mac, Direction::ToServer)?,
+        server: Port::open(&cfg.server_iface, cfg.server_mac, Direction::ToClient)?,
+        pool,
+        stop,
+        failure: Mutex::new(None),
+    };
+    std::thread::scope(|scope| {
+        let shell = &shell;
+        scope.spawn(|| shell.capture_loop(&shell.client));
+        scope.spawn(|| shell.capture_loop(&shell.server));
+        let listener = &listener;
+        scope.spawn(move || shell.return_loop(listener));
+        for sock in &shell.pool {
+            scope.spawn(move || shell.return_loop(sock));
+        }
+        for (i, a) in cfg.appliances.iter().enumerate() {
+            let addr = SocketAddrV4::new(*a, cfg.health_port);
+            scope.spawn(move || shell.health_loop(i, addr));
+        }
+        let mut last_write: Option<Instant> = None;
+        let result = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = Instant::now();
+            if last_write.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
+                shell.bal().expire(now);
+                if let Err(e) = write_stats(&cfg.stats, &shell.stats(now)) {
+                    shell.fail(e);
+                }
+                last_write = Some(now);
+            }
+            if let Some(e) = shell
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                break Err(e);
+            }
+            if signalled.load(Ordering::Relaxed)
+                || cfg.stop_file.as_deref().is_some_and(Path::exists)
+            {
+                break Ok(());
+            }
+        };
+        shell.stop.store(true, Ordering::Relaxed);
+        let mut stats = shell.stats(Instant::now());
+        stats.final_write = true;
+        write_stats(&cfg.stats, &stats)?;
+        result
+    })
+}
