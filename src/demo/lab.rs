@@ -152,7 +152,8 @@ pub struct LabSpec {
 
 /// A prefix unique to this process and call, `tag` saying which test made it.
 ///
-/// Namespace names end up as `<prefix>-c`, `-a`, `-s`; the process id and a
+/// Namespace names end up as `<prefix>-c`, `-a`, `-s` (in a fleet `-c`,
+/// `-l` for the load balancer, `-a0`, `-a1`, `-s`); the process id and a
 /// counter keep parallel tests (and parallel test binaries) apart.
 pub fn unique_prefix(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -688,7 +689,7 @@ impl Lab {
         &self.client_ns
     }
 
-    /// Namespace of the appliance.
+    /// Namespace of the appliance (in a fleet, of the first appliance).
     pub fn appliance_ns(&self) -> &str {
         &self.appliance_ns
     }
@@ -698,7 +699,8 @@ impl Lab {
         &self.server_ns
     }
 
-    /// All three namespaces.
+    /// The client, appliance and server namespaces (in a fleet the first
+    /// appliance's; [`Lab::all_namespaces`] has every one).
     pub fn namespaces(&self) -> [String; 3] {
         [
             self.client_ns.clone(),

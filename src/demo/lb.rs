@@ -1007,3 +1007,227 @@ pub fn run(cfg: LbConfig) -> anyhow::Result<()> {
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A0: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 131);
+    const A1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 132);
+
+    fn balancer(now: Instant) -> Balancer {
+        let mut b = Balancer::new(
+            Identity {
+                vni: 77,
+                endpoint_id: 1,
+                attachment_id: 2,
+            },
+            &[A0, A1],
+            "192.0.2.0/24".parse().unwrap(),
+            now,
+        );
+        b.health(0, true);
+        b.health(1, true);
+        b
+    }
+
+    fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1000)
+            .ack(1);
+        let mut p = Vec::new();
+        builder.write(&mut p, b"data").unwrap();
+        p
+    }
+
+    fn request(port: u16) -> Vec<u8> {
+        tcp([192, 0, 2, 10], port, [203, 0, 113, 10], 443)
+    }
+
+    fn response(port: u16) -> Vec<u8> {
+        tcp([203, 0, 113, 10], 443, [192, 0, 2, 10], port)
+    }
+
+    fn encap(b: &mut Balancer, p: &[u8], dir: Direction, now: Instant) -> (Encapsulated, Vec<u8>) {
+        let mut out = Vec::new();
+        let e = b.encapsulate(p, dir, now, &mut out).unwrap();
+        (e, out)
+    }
+
+    /// Opens a flow from the first client port whose hash puts it on
+    /// appliance `a` (both healthy) and returns the port.
+    fn port_on(b: &mut Balancer, a: usize, now: Instant) -> u16 {
+        let p = (40_000..41_000)
+            .find(|&p| {
+                FlowKey::of(&parse_ip(&request(p)).unwrap(), &request(p)).hash32() % 2 == a as u32
+            })
+            .unwrap();
+        let (e, _) = encap(b, &request(p), Direction::ToServer, now);
+        assert_eq!(e.appliance, a);
+        p
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_go_to_one_appliance_with_their_own_cookie() {
+        let now = Instant::now();
+        let mut b = balancer(now);
+        let mut seen = [0; 2];
+        for port in 40_000..40_064 {
+            let (up, up_bytes) = encap(&mut b, &request(port), Direction::ToServer, now);
+            let (down, down_bytes) = encap(&mut b, &response(port), Direction::ToClient, now);
+            assert_eq!(up.appliance, down.appliance, "port {port}");
+            assert_eq!(up.hash, down.hash);
+            seen[up.appliance] += 1;
+            let (u, d) = (
+                Packet::new_checked(&up_bytes[..]).unwrap(),
+                Packet::new_checked(&down_bytes[..]).unwrap(),
+            );
+            assert_eq!((u.vni(), u.protocol()), (77, geneve::PROTO_IPV4));
+            assert_eq!(u.payload(), &request(port)[..]);
+            // Same endpoint and attachment ids, a cookie per direction.
+            assert_eq!(u.options_bytes()[..24], d.options_bytes()[..24]);
+            assert_ne!(u.options_bytes()[24..], d.options_bytes()[24..]);
+            // Each direction keeps its header.
+            let (_, again) = encap(&mut b, &request(port), Direction::ToServer, now);
+            assert_eq!(again, up_bytes);
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "64 flows over both: {seen:?}");
+        let s = b.stats(now);
+        assert_eq!(s.flows.len(), 64);
+        assert_eq!(
+            s.appliances[0].flows_assigned + s.appliances[1].flows_assigned,
+            64
+        );
+    }
+
+    #[test]
+    fn returns_are_checked_then_delivered_toward_their_side() {
+        let now = Instant::now();
+        let mut b = balancer(now);
+        let port = port_on(&mut b, 1, now);
+        let (_, up) = encap(&mut b, &request(port), Direction::ToServer, now);
+        let (_, down) = encap(&mut b, &response(port), Direction::ToClient, now);
+
+        let (dir, inner) = b.decapsulate(A1, &up, now).unwrap();
+        assert_eq!((dir, inner), (Direction::ToServer, &request(port)[..]));
+        let (dir, _) = b.decapsulate(A1, &down, now).unwrap();
+        assert_eq!(dir, Direction::ToClient);
+
+        assert_eq!(b.decapsulate(A0, &up, now), Err(Refusal::WrongSource));
+        let mut swapped = up.clone();
+        swapped[8 + 24..8 + 32].copy_from_slice(&down[8 + 24..8 + 32]);
+        assert_eq!(
+            b.decapsulate(A1, &swapped, now),
+            Err(Refusal::OptionMismatch)
+        );
+        let mut vni = up.clone();
+        vni[6] ^= 1;
+        assert_eq!(b.decapsulate(A1, &vni, now), Err(Refusal::VniMismatch));
+        assert_eq!(b.decapsulate(A1, &up[..20], now), Err(Refusal::Malformed));
+        let mut unknown = Vec::new();
+        Repr {
+            vni: 77,
+            protocol: geneve::PROTO_IPV4,
+            options: Vec::new(),
+        }
+        .emit(&mut unknown);
+        unknown.extend_from_slice(&request(port + 1));
+        assert_eq!(b.decapsulate(A1, &unknown, now), Err(Refusal::UnknownFlow));
+
+        let t = b.stats(now).totals;
+        assert_eq!(
+            (
+                t.wrong_source_returns,
+                t.option_mismatches,
+                t.vni_mismatches,
+                t.malformed_returns,
+                t.unknown_flow_returns,
+                t.delivered_client,
+                t.delivered_server
+            ),
+            (1, 1, 1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_appliance_keeps_its_flows_and_gets_no_new_ones() {
+        let now = Instant::now();
+        let mut b = balancer(now);
+        let old = port_on(&mut b, 0, now);
+        b.health(0, false);
+        assert!(
+            b.stats(now).appliances[0].healthy,
+            "one failure is not enough"
+        );
+        b.health(0, false);
+        let s = b.stats(now);
+        assert!(!s.appliances[0].healthy);
+        assert_eq!(s.appliances[0].transitions, 2, "up at start, then down");
+        for port in 41_000..41_050 {
+            let (e, _) = encap(&mut b, &request(port), Direction::ToServer, now);
+            assert_eq!(e.appliance, 1, "new flow from {port}");
+        }
+        let (e, _) = encap(&mut b, &response(old), Direction::ToClient, now);
+        assert_eq!(e.appliance, 0, "the existing flow stays");
+        b.health(0, true);
+        assert!(b.stats(now).appliances[0].healthy, "one success is enough");
+
+        b.health(0, false);
+        b.health(0, false);
+        b.health(1, false);
+        b.health(1, false);
+        let mut out = Vec::new();
+        assert_eq!(
+            b.encapsulate(&request(42_000), Direction::ToServer, now, &mut out),
+            Err(Refusal::NoHealthyAppliance)
+        );
+    }
+
+    #[test]
+    fn idle_flows_are_forgotten_after_350_s() {
+        let now = Instant::now();
+        let mut b = balancer(now);
+        encap(&mut b, &request(40_000), Direction::ToServer, now);
+        encap(&mut b, &request(40_001), Direction::ToServer, now);
+        let later = now + Duration::from_secs(200);
+        encap(&mut b, &response(40_001), Direction::ToClient, later);
+        b.expire(now + IDLE_TIMEOUT);
+        assert_eq!(b.stats(now).flows.len(), 2);
+        b.expire(now + IDLE_TIMEOUT + Duration::from_secs(1));
+        let s = b.stats(later);
+        assert_eq!(s.flows.len(), 1);
+        assert_eq!(s.flows[0].client, "192.0.2.10:40001");
+        assert_eq!(s.totals.flows_expired, 1);
+    }
+
+    #[test]
+    fn a_checksum_left_to_the_nic_is_completed() {
+        let p = request(40_000);
+        let sum = u16::from_be_bytes([p[36], p[37]]);
+        let mut frame = vec![0u8; 14];
+        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&p);
+        let o = Offload {
+            flags: Offload::NEEDS_CSUM,
+            csum_start: 14 + 20,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        // The field seeded with the pseudo-header sum, as the kernel leaves it.
+        let mut seeded = frame.clone();
+        let pseudo_sum = {
+            let mut s: u32 = 0;
+            for c in p[12..20].chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            s += 6 + (p.len() as u32 - 20);
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        seeded[50..52].copy_from_slice(&pseudo_sum.to_be_bytes());
+        complete_checksum(&mut seeded, &o);
+        assert_eq!(u16::from_be_bytes([seeded[50], seeded[51]]), sum);
+    }
+}
