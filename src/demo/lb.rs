@@ -7,7 +7,15 @@
 //!   kernel of its namespace drops every IP packet at tc ingress, so nothing
 //!   else moves them) and sends each packet GENEVE-encapsulated (RFC 8926)
 //!   over UDP to one appliance, with AWS's option class `0x0108`: endpoint
-//!   id, attachment id, and a flow cookie per flow and direction.
+//!   id, attachment id, and a flow cookie per flow and direction. The
+//!   outer UDP goes to port 6081 from a source port the flow hash picks
+//!   (a pool of sockets from [`SRC_PORT_BASE`], RFC 8926's entropy
+//!   recommendation); the kernel builds the outer headers. Its UDP checksum
+//!   is the kernel's, not 0 as AWS sends it: zero needs `SO_NO_CHECK`, a
+//!   socket option no crate of ours wraps safely; RFC 8926 allows both and
+//!   an appliance must accept both. Returns are accepted on every pool port
+//!   (an appliance that swaps the ports) and on 6081 (one that answers to
+//!   the GENEVE port).
 //! - Flows are sticky: keyed by the canonical (symmetric) 5-tuple, assigned
 //!   by a hash of it to one of the healthy appliances, both directions to the
 //!   same one; an assigned flow stays on its appliance when that turns
@@ -1180,6 +1188,33 @@ mod tests {
         assert_eq!(
             b.encapsulate(&request(42_000), Direction::ToServer, now, &mut out),
             Err(Refusal::NoHealthyAppliance)
+        );
+    }
+
+    #[test]
+    fn an_inner_ipv6_packet_is_sent_as_such_and_comes_back() {
+        let now = Instant::now();
+        let mut b = balancer(now);
+        let builder = etherparse::PacketBuilder::ipv6(
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20,
+            ],
+            64,
+        )
+        .udp(5353, 53);
+        let mut p = Vec::new();
+        builder.write(&mut p, b"query").unwrap();
+        let (e, out) = encap(&mut b, &p, Direction::ToServer, now);
+        let g = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(g.protocol(), geneve::PROTO_IPV6);
+        assert_eq!(g.payload(), &p[..]);
+        let from = b.addr(e.appliance);
+        assert_eq!(
+            b.decapsulate(from, &out, now),
+            Ok((Direction::ToServer, &p[..]))
         );
     }
 

@@ -630,6 +630,25 @@ impl TestLab {
         Ok(Reflector { pid, drain_file })
     }
 
+    /// Starts `tlsinspect run --config` in the namespace `ns` (an appliance
+    /// of the fleet) without waiting for it: in a fleet the load balancer's
+    /// health checks say when it is up ([`TestLab::wait_health`]). Its
+    /// stdout and stderr go to `appliance-<ns>.out`/`.err`.
+    pub fn start_appliance_in(&self, ns: &str, config: &Path) -> anyhow::Result<Appliance> {
+        let out = self.path(&format!("appliance-{ns}.out"));
+        let err = self.path(&format!("appliance-{ns}.err"));
+        let mut cmd = self.lab.command(
+            ns,
+            exe(),
+            &["run", "--config", &config.display().to_string()],
+        );
+        cmd.stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .env("RUST_LOG", "info");
+        let pid = self.lab.spawn(&format!("appliance in {ns}"), cmd)?;
+        Ok(Appliance { pid, out, err })
+    }
+
     /// Sends the malformed GENEVE packets (`lab-helper geneve-malformed`)
     /// from `source` in `ns` to `to` and counts replies within `wait`.
     pub fn geneve_malformed(
