@@ -76,12 +76,38 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     let reflectors = (0..2)
         .map(|i| t.start_reflector(i))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Nothing but the load balancer moves packets across its namespace:
+    // without it no ping crosses and the gateway does not answer.
+    for to in [SERVER, tlsinspect::demo::lab::CLIENT_GATEWAY] {
+        let p = t.helper::<lab::PingResult>(
+            t.lab.client_ns(),
+            &[
+                "ping",
+                "--source",
+                &CLIENT.to_string(),
+                "--to",
+                &to.to_string(),
+                "--count",
+                "1",
+                "--timeout-ms",
+                "300",
+            ],
+        )?;
+        assert_eq!(p.received, 0, "ping {to} without the load balancer: {p:?}");
+    }
     let lb = t.start_lb(&[])?;
     let s = t.wait_health(&lb, &[true, true])?;
     assert!(
         s.appliances.iter().all(|a| a.transitions == 1),
         "each appliance became healthy once: {s:#?}"
     );
+    // With it, a ping crosses (a 3-tuple flow); the gateway still does not
+    // answer, and the balancer does not carry what is addressed to it.
+    let p = t.ping(CLIENT, SERVER, 2)?;
+    assert_eq!(p.received, 2, "ping through the fleet: {p:?}");
+    let p = t.ping(CLIENT, tlsinspect::demo::lab::CLIENT_GATEWAY, 1)?;
+    assert_eq!(p.received, 0, "the gateway answered: {p:?}");
+    t.wait_lb(&lb, Duration::from_secs(3), |s| s.totals.not_routed >= 1)?;
 
     // A 50 MB download, byte-identical, carried whole by its appliance.
     let out = t.path("big.bin");

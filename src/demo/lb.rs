@@ -207,6 +207,8 @@ pub struct Totals {
     pub ignored: u64,
     /// Captured packets that did not parse as IP.
     pub unparsable: u64,
+    /// Captured packets not bound for the other side (see [`Refusal::NotRouted`]).
+    pub not_routed: u64,
     /// Captured super-frames (GSO/GRO, the "offloads on" setting) cut into segments.
     pub super_frames: u64,
     /// New flows' packets dropped: no healthy appliance.
@@ -279,6 +281,10 @@ pub struct Encapsulated {
 pub enum Refusal {
     /// Not IP.
     Unparsable,
+    /// Not for the other side: a client's packet to the client prefix (the
+    /// balancer's own address among it), a server's to anywhere else. Cloud
+    /// route tables send a GWLB only what crosses it.
+    NotRouted,
     /// A new flow and no healthy appliance.
     NoHealthyAppliance,
     /// A new flow and a full table.
@@ -374,6 +380,10 @@ impl Balancer {
             Refusal::Unparsable
         })?;
         let packet = &packet[..ip.len.min(packet.len())];
+        if self.direction_to(ip.dst) != dir {
+            self.totals.not_routed += 1;
+            return Err(Refusal::NotRouted);
+        }
         let key = FlowKey::of(&ip, packet);
         if !self.flows.contains_key(&key) {
             self.new_flow(key, &ip, dir, now)?;
@@ -485,10 +495,7 @@ impl Balancer {
         };
         let inner = &inner[..ip.len.min(inner.len())];
         let key = FlowKey::of(&ip, inner);
-        let dir = match ip.dst {
-            IpAddr::V4(d) if self.client_prefix.contains(&d) => Direction::ToClient,
-            _ => Direction::ToServer,
-        };
+        let dir = self.direction_to(ip.dst);
         let Some(flow) = self.flows.get_mut(&key) else {
             self.totals.unknown_flow_returns += 1;
             return Err(Refusal::UnknownFlow);
@@ -513,6 +520,15 @@ impl Balancer {
             Direction::ToServer => self.totals.delivered_server += 1,
         }
         Ok((dir, inner))
+    }
+
+    /// Which way a packet to `dst` travels: toward the clients for the
+    /// client prefix, else toward the servers.
+    fn direction_to(&self, dst: IpAddr) -> Direction {
+        match dst {
+            IpAddr::V4(d) if self.client_prefix.contains(&d) => Direction::ToClient,
+            _ => Direction::ToServer,
+        }
     }
 
     /// Forgets flows idle longer than [`IDLE_TIMEOUT`].
@@ -1227,6 +1243,17 @@ mod tests {
         let later = now + Duration::from_secs(200);
         encap(&mut b, &response(40_001), Direction::ToClient, later);
         b.expire(now + IDLE_TIMEOUT);
+        // (a client's packet to its own prefix, e.g. the gateway, is not carried)
+        let mut out = Vec::new();
+        let gw = tcp([192, 0, 2, 10], 40_002, [192, 0, 2, 1], 80);
+        assert_eq!(
+            b.encapsulate(&gw, Direction::ToServer, now, &mut out),
+            Err(Refusal::NotRouted)
+        );
+        assert_eq!(
+            b.encapsulate(&request(40_003), Direction::ToClient, now, &mut out),
+            Err(Refusal::NotRouted)
+        );
         assert_eq!(b.stats(now).flows.len(), 2);
         b.expire(now + IDLE_TIMEOUT + Duration::from_secs(1));
         let s = b.stats(later);
