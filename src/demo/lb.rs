@@ -15,7 +15,9 @@
 //!   socket option no crate of ours wraps safely; RFC 8926 allows both and
 //!   an appliance must accept both. Returns are accepted on every pool port
 //!   (an appliance that swaps the ports) and on 6081 (one that answers to
-//!   the GENEVE port).
+//!   the GENEVE port). It carries only what crosses it, as a cloud route
+//!   table hands a GWLB: from the client side what is not for the client
+//!   prefix, from the server side what is (its own addresses never).
 //! - Flows are sticky: keyed by the canonical (symmetric) 5-tuple, assigned
 //!   by a hash of it to one of the healthy appliances, both directions to the
 //!   same one; an assigned flow stays on its appliance when that turns
@@ -306,6 +308,8 @@ pub enum Refusal {
 pub struct Balancer {
     id: Identity,
     appliances: Vec<ApplianceStats>,
+    /// The appliances' addresses, by index (`appliances[i].addr` as text).
+    addrs: Vec<Ipv4Addr>,
     failures: Vec<u32>,
     flows: HashMap<FlowKey, Flow>,
     totals: Totals,
@@ -331,6 +335,7 @@ impl Balancer {
                     ..ApplianceStats::default()
                 })
                 .collect(),
+            addrs: appliances.to_vec(),
             failures: vec![0; appliances.len()],
             flows: HashMap::new(),
             totals: Totals::default(),
@@ -340,10 +345,7 @@ impl Balancer {
     }
 
     fn addr(&self, i: usize) -> Ipv4Addr {
-        self.appliances[i]
-            .addr
-            .parse()
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.addrs[i]
     }
 
     /// Records a health check of appliance `i`.
@@ -476,11 +478,8 @@ impl Balancer {
         datagram: &'a [u8],
         now: Instant,
     ) -> Result<(Direction, &'a [u8]), Refusal> {
-        if let Some(a) = self
-            .appliances
-            .iter_mut()
-            .find(|a| a.addr.parse() == Ok(from))
-        {
+        if let Some(i) = self.addrs.iter().position(|&a| a == from) {
+            let a = &mut self.appliances[i];
             a.packets_received += 1;
             a.bytes_received += datagram.len() as u64;
         }
@@ -501,7 +500,7 @@ impl Balancer {
             return Err(Refusal::UnknownFlow);
         };
         let appliance = flow.appliance;
-        if self.appliances[appliance].addr.parse() != Ok(from) {
+        if self.addrs[appliance] != from {
             self.totals.wrong_source_returns += 1;
             return Err(Refusal::WrongSource);
         }
