@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::demo::{probe, storm};
+use crate::demo::{geneve, lb, probe, storm};
 
 /// Runs `tlsinspect demo`.
 pub fn run(keep: bool) -> anyhow::Result<ExitCode> {
@@ -105,6 +105,76 @@ pub enum HelperCommand {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Run the lab's gateway load balancer until SIGTERM or the stop file
+    /// (DESIGN.md §13), writing its stats JSON at least every second.
+    Lb(LbArgs),
+    /// Stand in for an appliance: reflect GENEVE datagrams to their sender
+    /// and answer `GET /health` (503 while the drain file exists).
+    GeneveReflect {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        health: SocketAddr,
+        #[arg(long)]
+        drain_file: Option<PathBuf>,
+    },
+    /// Send malformed GENEVE packets to `to` and count any reply; print a
+    /// JSON summary.
+    GeneveMalformed {
+        #[arg(long)]
+        source: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+    },
+}
+
+/// `lab-helper lb`: ports, neighbours, appliances, identity and files.
+#[derive(Debug, clap::Args)]
+pub struct LbArgs {
+    /// The client-side port it taps.
+    #[arg(long, default_value = "lbc")]
+    client_iface: String,
+    /// The server-side port it taps.
+    #[arg(long, default_value = "lbs")]
+    server_iface: String,
+    /// Inner packets to this prefix leave by the client-side port.
+    #[arg(long, default_value = "192.0.2.0/24")]
+    client_prefix: ipnet::Ipv4Net,
+    /// MAC address of the client-side neighbour.
+    #[arg(long)]
+    client_mac: String,
+    /// MAC address of the server-side neighbour.
+    #[arg(long)]
+    server_mac: String,
+    /// Its own GENEVE address.
+    #[arg(long)]
+    local: Ipv4Addr,
+    /// An appliance's GENEVE address (repeat, in order).
+    #[arg(long = "appliance", required = true)]
+    appliances: Vec<Ipv4Addr>,
+    /// TCP port of the appliances' `GET /health`.
+    #[arg(long, default_value_t = 8081)]
+    health_port: u16,
+    /// The 24-bit VNI to send.
+    #[arg(long, default_value_t = 4242)]
+    vni: u32,
+    /// AWS option type 1, the endpoint id.
+    #[arg(long, default_value_t = 0x7470_6c61_625f_6531)]
+    endpoint_id: u64,
+    /// AWS option type 2, the attachment id.
+    #[arg(long, default_value_t = 0x7470_6c61_625f_6132)]
+    attachment_id: u64,
+    /// How many UDP source ports (from 49152) the flow hash picks from.
+    #[arg(long, default_value_t = 16)]
+    src_ports: u16,
+    /// Stats JSON, replaced whole.
+    #[arg(long)]
+    stats: PathBuf,
+    /// Stop when this file appears.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
 }
 
 /// Who a storm comes from, where it goes, how long and which one.
@@ -202,6 +272,47 @@ pub fn helper(cmd: HelperCommand) -> anyhow::Result<ExitCode> {
                 body,
             },
             Duration::from_millis(timeout_ms),
+        )?)?,
+        HelperCommand::Lb(a) => {
+            if a.vni > 0x00ff_ffff {
+                anyhow::bail!("--vni {} does not fit 24 bits", a.vni);
+            }
+            lb::run(lb::LbConfig {
+                client_iface: a.client_iface,
+                server_iface: a.server_iface,
+                client_prefix: a.client_prefix,
+                client_mac: lb::parse_mac(&a.client_mac)?,
+                server_mac: lb::parse_mac(&a.server_mac)?,
+                local: a.local,
+                appliances: a.appliances,
+                health_port: a.health_port,
+                identity: lb::Identity {
+                    vni: a.vni,
+                    endpoint_id: a.endpoint_id,
+                    attachment_id: a.attachment_id,
+                },
+                src_ports: a.src_ports,
+                stats: a.stats,
+                stop_file: a.stop_file,
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        HelperCommand::GeneveReflect {
+            listen,
+            health,
+            drain_file,
+        } => {
+            geneve::reflect(listen, health, drain_file)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        HelperCommand::GeneveMalformed {
+            source,
+            to,
+            wait_ms,
+        } => serde_json::to_string(&geneve::send_malformed(
+            source,
+            to,
+            Duration::from_millis(wait_ms),
         )?)?,
     };
     println!("{json}");

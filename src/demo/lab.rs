@@ -27,6 +27,25 @@
 //!   sends what arrives on `lan` into the TUN device `tlan` and what arrives on
 //!   `wan` into `twan`; what the appliance writes to `twan` is routed out of
 //!   `wan`, what it writes to `tlan` out of `lan` (rp_filter off everywhere).
+//! - [`LabMode::Geneve`]: a fleet behind a gateway load balancer (DESIGN.md
+//!   §13). No appliance sits between client and router; a load-balancer
+//!   namespace does, and two appliance namespaces hang off it:
+//!
+//!   ```text
+//!    client ns            lb ns                                   router ns
+//!    c0 192.0.2.10/24 ─ lbc 192.0.2.1/24   lbs 198.51.100.1/25 ─ s0 198.51.100.2/25
+//!                         lbbr 198.51.100.129/25 (bridge, MTU 9000)
+//!                          ├ lba0 ─ lan 198.51.100.131/25  appliance ns 0
+//!                          └ lba1 ─ lan 198.51.100.132/25  appliance ns 1
+//!   ```
+//!
+//!   The kernel of the lb ns neither routes nor answers client or server IP
+//!   packets (`ip_forward` 0 and a tc ingress drop of IP on `lbc`/`lbs`;
+//!   ARP still reaches it, so the neighbours resolve their gateway): only
+//!   the load balancer (`tlsinspect lab-helper lb`, [`crate::demo::lb`]),
+//!   which taps `lbc`/`lbs` with AF_PACKET before tc ingress, moves them,
+//!   GENEVE-encapsulated to an appliance's `lan` and back. IPv6 is off on
+//!   every link of this mode, so nothing but the test's traffic moves.
 //!
 //! Offloads follow DESIGN.md §8, in two settings ([`Offloads`]): "off"
 //! (GRO/LRO off on the appliance ports, tx checksum offload — hence TSO —
@@ -52,6 +71,21 @@ pub const CLIENT_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const TUN_WAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// The router's `s0` address in TUN mode.
 pub const TUN_ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The load balancer's server-side address (`lbs`) in GENEVE mode.
+pub const FLEET_LB_SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The router's `s0` address in GENEVE mode.
+pub const FLEET_ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The load balancer's GENEVE address (the bridge `lbbr`) in GENEVE mode.
+pub const FLEET_LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 129);
+/// The appliances' `lan` addresses in GENEVE mode, one per appliance namespace.
+pub const FLEET_APPLIANCE_ADDRS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 51, 100, 131),
+    Ipv4Addr::new(198, 51, 100, 132),
+];
+/// MTU of the links GENEVE crosses (the bridge and the appliance links):
+/// room for a 1500-byte inner packet and the encapsulation (and jumbo
+/// frames, as cloud networks between a GWLB and its targets have).
+pub const FLEET_TUNNEL_MTU: u32 = 9000;
 
 /// How the appliance namespace joins its two ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +96,10 @@ pub enum LabMode {
     Tun,
     /// Reference: a kernel bridge `br0` joins `lan` and `wan` (no appliance).
     Bridge,
+    /// A fleet: a load-balancer ns between client and router sends every
+    /// flow GENEVE-encapsulated to one of two appliance namespaces, each
+    /// with one port `lan` (DESIGN.md §13).
+    Geneve,
 }
 
 impl LabMode {
@@ -71,6 +109,7 @@ impl LabMode {
             LabMode::AfPacket => "af_packet",
             LabMode::Tun => "tun",
             LabMode::Bridge => "bridge",
+            LabMode::Geneve => "geneve",
         }
     }
 }
@@ -113,7 +152,8 @@ pub struct LabSpec {
 
 /// A prefix unique to this process and call, `tag` saying which test made it.
 ///
-/// Namespace names end up as `<prefix>-c`, `-a`, `-s`; the process id and a
+/// Namespace names end up as `<prefix>-c`, `-a`, `-s` (in a fleet `-c`,
+/// `-l` for the load balancer, `-a0`, `-a1`, `-s`); the process id and a
 /// counter keep parallel tests (and parallel test binaries) apart.
 pub fn unique_prefix(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -133,6 +173,24 @@ struct Proc {
     child: Child,
 }
 
+/// One appliance of a fleet ([`LabMode::Geneve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember {
+    /// Its namespace.
+    pub ns: String,
+    /// The address of its one port `lan`, where GENEVE and health checks arrive.
+    pub addr: Ipv4Addr,
+}
+
+/// The load balancer's side of a fleet lab ([`LabMode::Geneve`]).
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The load balancer's namespace.
+    pub lb_ns: String,
+    /// The appliances, in the order the load balancer numbers them.
+    pub appliances: Vec<FleetMember>,
+}
+
 /// A built lab. Dropping it kills every process it started (by PID) and
 /// deletes its namespaces (by name), also when a test panics.
 #[derive(Debug)]
@@ -141,6 +199,7 @@ pub struct Lab {
     client_ns: String,
     appliance_ns: String,
     server_ns: String,
+    fleet: Option<Fleet>,
     procs: Mutex<Vec<Proc>>,
     notes: Vec<String>,
     keep: bool,
@@ -160,10 +219,27 @@ impl Lab {
                 bail!("lab server address {ip} is not in 203.0.113.0/24");
             }
         }
+        let fleet = (spec.mode == LabMode::Geneve).then(|| Fleet {
+            lb_ns: format!("{}-l", spec.prefix),
+            appliances: FLEET_APPLIANCE_ADDRS
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| FleetMember {
+                    ns: format!("{}-a{i}", spec.prefix),
+                    addr: *addr,
+                })
+                .collect(),
+        });
         let mut lab = Lab {
             client_ns: format!("{}-c", spec.prefix),
-            appliance_ns: format!("{}-a", spec.prefix),
+            // In a fleet the first appliance is "the" appliance, so helpers
+            // written for one appliance (start it, read its files) still work.
+            appliance_ns: match &fleet {
+                Some(f) => f.appliances[0].ns.clone(),
+                None => format!("{}-a", spec.prefix),
+            },
             server_ns: format!("{}-s", spec.prefix),
+            fleet,
             spec,
             procs: Mutex::new(Vec::new()),
             notes: Vec::new(),
@@ -171,7 +247,7 @@ impl Lab {
         };
         // A namespace left over from a crashed run with the same name would
         // make `ip netns add` fail; it is ours by construction of the name.
-        for ns in lab.namespaces() {
+        for ns in lab.all_namespaces() {
             if Path::new("/run/netns").join(&ns).exists() {
                 let _ = run_cmd(Command::new("ip").args(["netns", "del", &ns]));
             }
@@ -187,6 +263,9 @@ impl Lab {
     }
 
     fn setup(&mut self) -> anyhow::Result<()> {
+        if self.spec.mode == LabMode::Geneve {
+            return self.setup_fleet();
+        }
         let (c, a, s) = (
             self.client_ns.clone(),
             self.appliance_ns.clone(),
@@ -266,6 +345,7 @@ impl Lab {
                     ip(&["-n", &a, "link", "set", "br0", "up"])?;
                 }
             }
+            LabMode::Geneve => unreachable!("built by setup_fleet"),
             LabMode::Tun => {
                 ip(&[
                     "-n",
@@ -348,6 +428,159 @@ impl Lab {
         Ok(())
     }
 
+    /// Builds the [`LabMode::Geneve`] topology (see the module docs).
+    fn setup_fleet(&mut self) -> anyhow::Result<()> {
+        let fleet = self
+            .fleet
+            .clone()
+            .context("a fleet lab without its fleet")?;
+        let (c, s, l) = (
+            self.client_ns.clone(),
+            self.server_ns.clone(),
+            fleet.lb_ns.clone(),
+        );
+        let mut all = vec![c.clone(), s.clone(), l.clone()];
+        all.extend(fleet.appliances.iter().map(|m| m.ns.clone()));
+        for ns in &all {
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            // Only the test's IPv4 traffic: no router solicitations or
+            // neighbour discovery for the load balancer to carry.
+            self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        ip(&[
+            "-n", &l, "link", "add", "lbc", "type", "veth", "peer", "name", "c0", "netns", &c,
+        ])?;
+        ip(&[
+            "-n", &l, "link", "add", "lbs", "type", "veth", "peer", "name", "s0", "netns", &s,
+        ])?;
+        let mtu = FLEET_TUNNEL_MTU.to_string();
+        ip(&[
+            "-n", &l, "link", "add", "lbbr", "mtu", &mtu, "type", "bridge",
+        ])?;
+        for (i, m) in fleet.appliances.iter().enumerate() {
+            let port = format!("lba{i}");
+            ip(&[
+                "-n", &l, "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "lan",
+                "netns", &m.ns,
+            ])?;
+            ip(&["-n", &l, "link", "set", &port, "master", "lbbr"])?;
+            ip(&["-n", &l, "link", "set", &port, "up"])?;
+            ip(&["-n", &m.ns, "link", "set", "lan", "mtu", &mtu])?;
+            ip(&[
+                "-n",
+                &m.ns,
+                "addr",
+                "add",
+                &format!("{}/25", m.addr),
+                "dev",
+                "lan",
+            ])?;
+            ip(&["-n", &m.ns, "link", "set", "lan", "up"])?;
+        }
+
+        for client in &self.spec.clients {
+            ip(&[
+                "-n",
+                &c,
+                "addr",
+                "add",
+                &format!("{client}/24"),
+                "dev",
+                "c0",
+            ])?;
+        }
+        ip(&["-n", &c, "link", "set", "c0", "up"])?;
+        ip(&[
+            "-n",
+            &c,
+            "route",
+            "add",
+            "default",
+            "via",
+            &CLIENT_GATEWAY.to_string(),
+        ])?;
+
+        for server in &self.spec.servers {
+            ip(&[
+                "-n",
+                &s,
+                "addr",
+                "add",
+                &format!("{server}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        ip(&[
+            "-n",
+            &s,
+            "addr",
+            "add",
+            &format!("{FLEET_ROUTER_ADDR}/25"),
+            "dev",
+            "s0",
+        ])?;
+        ip(&["-n", &s, "link", "set", "s0", "up"])?;
+        ip(&[
+            "-n",
+            &s,
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            &FLEET_LB_SERVER_ADDR.to_string(),
+        ])?;
+
+        for (dev, addr) in [
+            ("lbc", format!("{CLIENT_GATEWAY}/24")),
+            ("lbs", format!("{FLEET_LB_SERVER_ADDR}/25")),
+            ("lbbr", format!("{FLEET_LB_ADDR}/25")),
+        ] {
+            ip(&["-n", &l, "addr", "add", &addr, "dev", dev])?;
+            ip(&["-n", &l, "link", "set", dev, "up"])?;
+        }
+        self.sysctl(&l, "net.ipv4.ip_forward", "0")?;
+        for dev in ["lbc", "lbs"] {
+            self.drop_ip_at_ingress(&l, dev)?;
+        }
+        self.tune_offloads()
+    }
+
+    /// Makes the kernel of `ns` drop every IPv4 packet arriving on `dev`
+    /// before its IP layer sees it; AF_PACKET taps run earlier and still get
+    /// them, and ARP is not IP, so the kernel keeps answering it.
+    ///
+    /// `matchall` with `gact` is the plain way; kernels built without those
+    /// modules (this lab's CI kernel among them) get the same drop from a
+    /// one-instruction classic BPF program in direct-action mode
+    /// (`ret #2`, `TC_ACT_SHOT`).
+    fn drop_ip_at_ingress(&mut self, ns: &str, dev: &str) -> anyhow::Result<()> {
+        let tc = |args: &[&str]| {
+            run_cmd(
+                Command::new("ip")
+                    .args(["netns", "exec", ns, "tc"])
+                    .args(args),
+            )
+            .map(|_| ())
+        };
+        tc(&["qdisc", "add", "dev", dev, "clsact"])?;
+        let filter = [
+            "filter", "add", "dev", dev, "ingress", "protocol", "ip", "pref", "1",
+        ];
+        let matchall = [&filter[..], &["matchall", "action", "drop"]].concat();
+        if tc(&matchall).is_ok() {
+            return Ok(());
+        }
+        let bpf = [&filter[..], &["bpf", "da", "bytecode", "1,6 0 0 2"]].concat();
+        tc(&bpf).with_context(|| format!("no tc ingress drop on {dev} (matchall nor bpf)"))?;
+        self.notes.push(format!(
+            "tc matchall/gact unavailable: IP dropped on {dev} by a classic BPF filter"
+        ));
+        Ok(())
+    }
+
     fn sysctl(&self, ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
         run_cmd(Command::new("ip").args([
             "netns",
@@ -374,6 +607,9 @@ impl Lab {
             self.appliance_ns.clone(),
             self.server_ns.clone(),
         );
+        if let Some(fleet) = self.fleet.clone() {
+            return self.tune_fleet_offloads(&fleet);
+        }
         if self.spec.offloads == Offloads::On {
             // Explicitly the defaults, so a host with other defaults for
             // new veths still gets the setting the tests name.
@@ -399,6 +635,45 @@ impl Lab {
         Ok(())
     }
 
+    /// A fleet's ports and their peers: the load balancer's capture ports
+    /// `lbc`/`lbs` and each appliance's `lan` play the appliance ports of
+    /// §8; `c0`/`s0` and the bridge ports `lba<i>` are their peers.
+    fn tune_fleet_offloads(&mut self, fleet: &Fleet) -> anyhow::Result<()> {
+        let mut ports = vec![(fleet.lb_ns.clone(), "lbc"), (fleet.lb_ns.clone(), "lbs")];
+        ports.extend(fleet.appliances.iter().map(|m| (m.ns.clone(), "lan")));
+        let mut peers = vec![
+            (self.client_ns.clone(), "c0".to_owned()),
+            (self.server_ns.clone(), "s0".to_owned()),
+        ];
+        peers.extend((0..fleet.appliances.len()).map(|i| (fleet.lb_ns.clone(), format!("lba{i}"))));
+        let on = self.spec.offloads == Offloads::On;
+        for (ns, port) in &ports {
+            ethtool(ns, &[port, "gro", if on { "on" } else { "off" }])?;
+            if !on && ethtool(ns, &[port, "lro", "off"]).is_err() {
+                self.notes
+                    .push(format!("LRO on {port} is fixed (already off)"));
+            }
+        }
+        for (ns, peer) in &peers {
+            if on {
+                ethtool(ns, &[peer, "tx", "on", "tso", "on", "gso", "on"])?;
+            } else {
+                ethtool(ns, &[peer, "tx", "off"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fleet of a [`LabMode::Geneve`] lab (`None` in the other modes).
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
+    }
+
+    /// The load balancer's namespace ([`LabMode::Geneve`] only).
+    pub fn lb_ns(&self) -> Option<&str> {
+        self.fleet.as_ref().map(|f| f.lb_ns.as_str())
+    }
+
     /// The mode the lab was built in.
     pub fn mode(&self) -> LabMode {
         self.spec.mode
@@ -414,7 +689,7 @@ impl Lab {
         &self.client_ns
     }
 
-    /// Namespace of the appliance.
+    /// Namespace of the appliance (in a fleet, of the first appliance).
     pub fn appliance_ns(&self) -> &str {
         &self.appliance_ns
     }
@@ -424,13 +699,29 @@ impl Lab {
         &self.server_ns
     }
 
-    /// All three namespaces.
+    /// The client, appliance and server namespaces (in a fleet the first
+    /// appliance's; [`Lab::all_namespaces`] has every one).
     pub fn namespaces(&self) -> [String; 3] {
         [
             self.client_ns.clone(),
             self.appliance_ns.clone(),
             self.server_ns.clone(),
         ]
+    }
+
+    /// Every namespace of the lab: the three of [`Lab::namespaces`] and, in
+    /// a fleet, the load balancer's and every appliance's.
+    pub fn all_namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.client_ns.clone()];
+        match &self.fleet {
+            Some(f) => {
+                all.push(f.lb_ns.clone());
+                all.extend(f.appliances.iter().map(|m| m.ns.clone()));
+            }
+            None => all.push(self.appliance_ns.clone()),
+        }
+        all.push(self.server_ns.clone());
+        all
     }
 
     /// Client addresses.
@@ -447,7 +738,8 @@ impl Lab {
     pub fn appliance_ports(&self) -> (&'static str, &'static str) {
         match self.spec.mode {
             LabMode::Tun => ("tlan", "twan"),
-            LabMode::AfPacket | LabMode::Bridge => ("lan", "wan"),
+            // In a fleet `lan` is the one port; `wan` is named but unused.
+            LabMode::AfPacket | LabMode::Bridge | LabMode::Geneve => ("lan", "wan"),
         }
     }
 
@@ -532,6 +824,32 @@ impl Lab {
         }
     }
 
+    /// Waits up to `timeout` for a process this lab started to exit by
+    /// itself (then kills it and fails). Returns its exit status.
+    pub fn wait(&self, pid: u32, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+                let idx = procs
+                    .iter()
+                    .position(|p| p.child.id() == pid)
+                    .with_context(|| format!("process {pid} was not started by this lab"))?;
+                if let Some(status) = procs[idx].child.try_wait()? {
+                    procs.swap_remove(idx);
+                    return Ok(status);
+                }
+                if Instant::now() >= deadline {
+                    let mut p = procs.swap_remove(idx);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    bail!("{} (pid {pid}) did not exit within {timeout:?}", p.name);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `signal` (e.g. `HUP`) to a running process this lab started.
     pub fn signal(&self, pid: u32, signal: &str) -> anyhow::Result<()> {
         if !self.is_running(pid) {
@@ -555,7 +873,7 @@ impl Lab {
         for p in self.procs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(s, "kill {}    # {}", p.child.id(), p.name);
         }
-        for ns in self.namespaces() {
+        for ns in self.all_namespaces() {
             let _ = writeln!(s, "ip netns del {ns}");
         }
         s
@@ -567,7 +885,7 @@ impl Lab {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-        for ns in self.namespaces() {
+        for ns in self.all_namespaces() {
             let _ = Command::new("ip")
                 .args(["netns", "del", &ns])
                 .stderr(Stdio::null())

@@ -8,7 +8,9 @@
 //! namespaces) and the appliance's traffic log. It claims nothing it did not
 //! observe.
 
+pub mod geneve;
 pub mod lab;
+pub mod lb;
 pub mod pki;
 pub mod probe;
 pub mod storm;

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
+pub use tlsinspect::demo::geneve::MalformedResult;
+pub use tlsinspect::demo::lab::Fleet;
 pub use tlsinspect::demo::lab::{Lab, LabMode, LabSpec};
+pub use tlsinspect::demo::lb::LbStats;
 pub use tlsinspect::demo::pki::{self, LabPki};
 pub use tlsinspect::demo::probe::{self, PingResult, UdpResult};
 
@@ -193,6 +196,7 @@ impl TestLab {
         let mode = match self.lab.mode() {
             LabMode::Tun => "tun",
             LabMode::AfPacket | LabMode::Bridge => "af_packet",
+            LabMode::Geneve => "geneve",
         };
         let log = self.path("traffic.jsonl");
         let text = tlsinspect::demo::render_config(
@@ -467,6 +471,235 @@ impl TestLab {
             ),
         })
     }
+}
+
+/// The fleet lab (`LabMode::Geneve`, DESIGN.md §13): the load balancer,
+/// the stand-in appliances and the malformed-GENEVE probe.
+impl TestLab {
+    /// The fleet of this lab; fails unless it was built in `LabMode::Geneve`.
+    pub fn fleet(&self) -> anyhow::Result<&Fleet> {
+        self.lab
+            .fleet()
+            .context("not a fleet lab (build it with LabMode::Geneve)")
+    }
+
+    /// The MAC address of `dev` in `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> anyhow::Result<String> {
+        let o = self
+            .lab
+            .exec(ns, "cat", &[&format!("/sys/class/net/{dev}/address")])?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    }
+
+    /// Starts the load balancer (`lab-helper lb`) in the lb ns, sending to
+    /// every appliance of the fleet, with `extra` arguments (e.g.
+    /// `["--vni", "7"]`), and waits for its first stats file. Appliances
+    /// start unhealthy: see [`TestLab::wait_lb`] to wait for their checks.
+    pub fn start_lb(&self, extra: &[&str]) -> anyhow::Result<Lb> {
+        let fleet = self.fleet()?;
+        let client_mac = self.mac(self.lab.client_ns(), "c0")?;
+        let server_mac = self.mac(self.lab.server_ns(), "s0")?;
+        let stats = self.path("lb-stats.json");
+        let stop_file = self.path("lb.stop");
+        let err = self.path("lb.err");
+        let local = tlsinspect::demo::lab::FLEET_LB_ADDR.to_string();
+        let stats_s = stats.display().to_string();
+        let stop_s = stop_file.display().to_string();
+        let mut args = vec![
+            "lab-helper",
+            "lb",
+            "--client-mac",
+            &client_mac,
+            "--server-mac",
+            &server_mac,
+            "--local",
+            &local,
+            "--stats",
+            &stats_s,
+            "--stop-file",
+            &stop_s,
+        ];
+        let addrs: Vec<String> = fleet
+            .appliances
+            .iter()
+            .map(|m| m.addr.to_string())
+            .collect();
+        for a in &addrs {
+            args.extend_from_slice(&["--appliance", a]);
+        }
+        args.extend_from_slice(extra);
+        let mut cmd = self.lab.command(&fleet.lb_ns, exe(), &args);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err)?);
+        let pid = self.lab.spawn("load balancer", cmd)?;
+        let lb = Lb {
+            pid,
+            stats,
+            stop_file,
+            err,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lb.stats().is_err() {
+            if !self.lab.is_running(pid) {
+                bail!("the load balancer exited during start-up: {}", lb.stderr());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the load balancer wrote no stats within 10 s: {}",
+                    lb.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(lb)
+    }
+
+    /// Waits up to `timeout` for the load balancer's stats to satisfy `pred`
+    /// and returns them; fails with the last stats seen.
+    pub fn wait_lb(
+        &self,
+        lb: &Lb,
+        timeout: Duration,
+        pred: impl Fn(&LbStats) -> bool,
+    ) -> anyhow::Result<LbStats> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = lb.stats()?;
+            if pred(&s) {
+                return Ok(s);
+            }
+            if !self.lab.is_running(lb.pid) {
+                bail!("the load balancer exited: {}", lb.stderr());
+            }
+            if Instant::now() > deadline {
+                bail!("load balancer stats not as expected within {timeout:?}: {s:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the appliances' health states are `healthy` (in order).
+    pub fn wait_health(&self, lb: &Lb, healthy: &[bool]) -> anyhow::Result<LbStats> {
+        self.wait_lb(lb, Duration::from_secs(10), |s| {
+            s.appliances
+                .iter()
+                .map(|a| a.healthy)
+                .eq(healthy.iter().copied())
+        })
+    }
+
+    /// Stops the load balancer with SIGTERM and returns its final stats.
+    pub fn stop_lb(&self, lb: &Lb) -> anyhow::Result<LbStats> {
+        let status = self.lab.stop(lb.pid, "TERM", Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("the load balancer exited with {status}: {}", lb.stderr());
+        }
+        let s = lb.stats()?;
+        if !s.final_write {
+            bail!("the load balancer did not write its stats at exit");
+        }
+        Ok(s)
+    }
+
+    /// Starts the stand-in appliance (`lab-helper geneve-reflect`) in
+    /// appliance namespace `i`: GENEVE on `:6081`, health on `:8081`.
+    pub fn start_reflector(&self, i: usize) -> anyhow::Result<Reflector> {
+        let m = self
+            .fleet()?
+            .appliances
+            .get(i)
+            .with_context(|| format!("no appliance {i} in the fleet"))?
+            .clone();
+        let drain_file = self.path(&format!("reflector{i}.drain"));
+        let mut cmd = self.lab.command(
+            &m.ns,
+            exe(),
+            &[
+                "lab-helper",
+                "geneve-reflect",
+                "--listen",
+                &format!("{}:6081", m.addr),
+                "--health",
+                &format!("{}:8081", m.addr),
+                "--drain-file",
+                &drain_file.display().to_string(),
+            ],
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let pid = self.lab.spawn(&format!("reflector {i}"), cmd)?;
+        Ok(Reflector { pid, drain_file })
+    }
+
+    /// Starts `tlsinspect run --config` in the namespace `ns` (an appliance
+    /// of the fleet) without waiting for it: in a fleet the load balancer's
+    /// health checks say when it is up ([`TestLab::wait_health`]). Its
+    /// stdout and stderr go to `appliance-<ns>.out`/`.err`.
+    pub fn start_appliance_in(&self, ns: &str, config: &Path) -> anyhow::Result<Appliance> {
+        let out = self.path(&format!("appliance-{ns}.out"));
+        let err = self.path(&format!("appliance-{ns}.err"));
+        let mut cmd = self.lab.command(
+            ns,
+            exe(),
+            &["run", "--config", &config.display().to_string()],
+        );
+        cmd.stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .env("RUST_LOG", "info");
+        let pid = self.lab.spawn(&format!("appliance in {ns}"), cmd)?;
+        Ok(Appliance { pid, out, err })
+    }
+
+    /// Sends the malformed GENEVE packets (`lab-helper geneve-malformed`)
+    /// from `source` in `ns` to `to` and counts replies within `wait`.
+    pub fn geneve_malformed(
+        &self,
+        ns: &str,
+        source: std::net::SocketAddr,
+        to: std::net::SocketAddr,
+        wait: Duration,
+    ) -> anyhow::Result<MalformedResult> {
+        self.helper(
+            ns,
+            &[
+                "geneve-malformed",
+                "--source",
+                &source.to_string(),
+                "--to",
+                &to.to_string(),
+                "--wait-ms",
+                &wait.as_millis().to_string(),
+            ],
+        )
+    }
+}
+
+/// A running load balancer.
+pub struct Lb {
+    pub pid: u32,
+    /// Its stats JSON (see `tlsinspect::demo::lb::LbStats`).
+    pub stats: PathBuf,
+    /// Creating this file stops it, as SIGTERM does.
+    pub stop_file: PathBuf,
+    err: PathBuf,
+}
+
+impl Lb {
+    /// Its latest stats.
+    pub fn stats(&self) -> anyhow::Result<LbStats> {
+        tlsinspect::demo::lb::read_stats(&self.stats)
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+/// A running stand-in appliance.
+pub struct Reflector {
+    pub pid: u32,
+    /// While this file exists its health check answers 503.
+    pub drain_file: PathBuf,
 }
 
 /// What `openssl s_client` printed.
