@@ -105,11 +105,12 @@ impl Framing {
         }
     }
 
-    /// Whether consecutive TCP segments toward a side may be merged into
-    /// one super-frame (not inside a tunnel: the kernel cannot segment a
-    /// TCP super-frame inside UDP from a packet socket's offload header).
-    pub fn coalesces(&self) -> bool {
-        !matches!(self, Framing::Geneve { .. })
+    /// Whether the packets go inside a tunnel. Then consecutive TCP
+    /// segments are not merged into super-frames (the kernel cannot segment
+    /// TCP inside UDP from a packet socket's offload header) and checksums
+    /// are complete (see [`crate::geneve::complete_checksum`]).
+    pub fn tunnelled(&self) -> bool {
+        matches!(self, Framing::Geneve { .. })
     }
 
     /// Appends `packet` framed toward `side` to `out`.

@@ -196,6 +196,25 @@ pub fn swap_outer(frame: &mut [u8]) {
     }
 }
 
+/// Completes a partial checksum (the kernel's `NEEDS_CSUM`: the field at
+/// `start + offset` holds the pseudo-header sum) over `buf[start..]`.
+///
+/// Inside a tunnel nobody completes it later: a packet socket's offload
+/// header describes the outer packet to the kernel, and a virtual link
+/// (veth) hands a partial checksum to the receiver as it is, so the load
+/// balancer would forward the inner packet with a wrong checksum.
+pub fn complete_checksum(buf: &mut [u8], start: usize, offset: usize) {
+    let at = start + offset;
+    if at + 2 > buf.len() || start >= buf.len() {
+        return;
+    }
+    let c = match !ones(&buf[start..]) {
+        0 => 0xffff, // the same value in ones' complement; UDP needs this one
+        c => c,
+    };
+    buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Marks the outer UDP checksum of a frame whose inner packet was changed
 /// in place as absent (0, allowed for UDP over IPv4), unless the kernel
 /// completes it on transmit (`partial_at_udp`).

@@ -196,7 +196,7 @@ impl Outbox {
             Side::Wan => &mut self.wan,
         };
         let l2 = framing.header_len(side);
-        if let Some(last) = q.frames.last_mut().filter(|_| framing.coalesces()) {
+        if let Some(last) = q.frames.last_mut().filter(|_| !framing.tunnelled()) {
             if !offload.is_gso() && crate::gso::append(&mut q.buf, last.0, l2, &mut last.2, packet)
             {
                 last.1 = q.buf.len() - last.0;
@@ -204,8 +204,13 @@ impl Outbox {
             }
         }
         let start = q.buf.len();
-        let offload = offload.shifted(l2 as u16);
+        let mut offload = offload.shifted(l2 as u16);
         framing.write(side, packet, &mut q.buf);
+        if framing.tunnelled() && offload.flags & Offload::NEEDS_CSUM != 0 {
+            let (at, off) = (usize::from(offload.csum_start), offload.csum_offset);
+            crate::geneve::complete_checksum(&mut q.buf[start..], at, usize::from(off));
+            offload = Offload::default();
+        }
         q.frames.push((start, q.buf.len() - start, offload));
         false
     }

@@ -234,6 +234,7 @@ impl Ctx<'_> {
         } else {
             Offload::default()
         };
+        let mut meta = meta;
         match self.dispatcher.on_geneve(frame, t, inner, self.now) {
             Path::Intercepted => return,
             Path::Released(rw) => {
@@ -242,6 +243,13 @@ impl Ctx<'_> {
                 geneve::inner_changed(frame, &t, at_udp);
             }
             _ => {}
+        }
+        if inner_partial {
+            // Nobody past us completes it (see `geneve::complete_checksum`).
+            let (at, off) = (usize::from(o.csum_start), usize::from(o.csum_offset));
+            geneve::complete_checksum(frame, at, off);
+            geneve::inner_changed(frame, &t, false);
+            meta.offload = Offload::default();
         }
         self.forward(frame, meta, out);
     }

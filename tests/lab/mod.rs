@@ -752,6 +752,11 @@ impl Appliance {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
+
+    /// What it wrote to stdout so far (the final counters once it stopped).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
 }
 
 /// SHA-256 of a file.

@@ -1,0 +1,417 @@
+//! A fleet of two appliances in `mode = "geneve"` behind the lab's gateway
+//! load balancer (DESIGN.md §13, issue 15), with the offloads off and on.
+//!
+//! What an operator scaling out would check: curl and openssl through the
+//! fleet see the policy CA's chain and a 50 MB download arrives
+//! byte-identical; 40 concurrent connections are carried by both
+//! appliances, each appliance's log holds both directions of its own flows
+//! and nothing of the other's, and every record names the VNI and the load
+//! balancer; malformed GENEVE is counted and dropped and the appliance goes
+//! on; `GET /health` answers 200, and after SIGTERM 503 while the appliance
+//! drains: the load balancer sends new flows to the other appliance while a
+//! download running through the draining one completes byte-identical.
+
+mod lab;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use lab::{LbStats, Offloads, TestLab};
+use serde_json::Value;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The load balancer's VNI (`lab-helper lb --vni`).
+const VNI: u32 = 0x00_5a_17;
+/// How long SIGTERM drains in the test.
+const DRAIN_SECS: u64 = 20;
+
+/// The appliance config of fleet member `i`: the demo policy, GENEVE on
+/// its `lan`, health checks on its address, its own log and control socket.
+fn member_config(t: &TestLab, i: usize, addr: Ipv4Addr) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (base, _) = t.write_config(CLIENT)?;
+    let text = std::fs::read_to_string(&base)?;
+    let log = t.path(&format!("traffic-{i}.jsonl"));
+    let control = t.path(&format!("control-{i}.sock"));
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("wan = ") {
+            continue; // one interface in geneve mode
+        }
+        if line.starts_with("log = ") {
+            out.push_str(&format!("log = {:?}\n", log.display().to_string()));
+        } else if line.starts_with("control = ") {
+            out.push_str(&format!(
+                "control = {:?}\nhealth = \"{addr}:8081\"\ndrain_secs = {DRAIN_SECS}\n",
+                control.display().to_string()
+            ));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        out.contains("mode = \"geneve\"") && out.contains("health = "),
+        "{out}"
+    );
+    let path = t.path(&format!("tlsinspect-{i}.toml"));
+    std::fs::write(&path, out)?;
+    Ok((path, log))
+}
+
+/// The load balancer's flow of the client port `port`.
+fn flow_of(s: &LbStats, port: u16) -> Option<&tlsinspect::demo::lb::FlowStats> {
+    let client = format!("{CLIENT}:{port}");
+    s.flows
+        .iter()
+        .find(|f| f.client == client && f.server == format!("{SERVER}:443"))
+}
+
+/// Fetches `/` from `n` curls at once (trusting the policy CA); returns their local ports.
+fn concurrent_fetches(t: &TestLab, n: usize, tag: &str) -> anyhow::Result<Vec<u16>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                scope.spawn(move || -> anyhow::Result<u16> {
+                    let out = t.path(&format!("{tag}-{i}.html"));
+                    let c = t.curl(CLIENT, SERVER, "/", &t.pki.policy_ca_cert, &out, false)?;
+                    anyhow::ensure!(c.http_code == 200, "{tag} fetch {i}: {c:?}");
+                    anyhow::ensure!(
+                        std::fs::read_to_string(&out)? == "hello from nginx\n",
+                        "{tag} fetch {i}: body"
+                    );
+                    Ok(c.local_port)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a fetch thread panicked"))
+            .collect()
+    })
+}
+
+/// The flow records of `log` by client port, waiting up to 10 s until
+/// every port of `ports` has one.
+fn records_for(log: &Path, ports: &[u16]) -> anyhow::Result<BTreeMap<u16, Value>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let recs: BTreeMap<u16, Value> = lab::read_log(log)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["event_type"] == "flow")
+            .filter_map(|r| Some((u16::try_from(r["src_port"].as_u64()?).ok()?, r)))
+            .collect();
+        if ports.iter().all(|p| recs.contains_key(p)) || Instant::now() > deadline {
+            return Ok(recs);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An inspected flow of the demo policy, both directions seen, through the tunnel.
+fn assert_tunnelled_inspected(rec: &Value, who: &str) {
+    assert_eq!(rec["tlsinspect"]["action"], "inspected", "{who}: {rec}");
+    assert_eq!(rec["tlsinspect"]["policy_id"], "pol-demo", "{who}: {rec}");
+    assert_eq!(rec["tlsinspect"]["scope_id"], "sc-https", "{who}: {rec}");
+    let g = &rec["tlsinspect"]["geneve"];
+    assert_eq!(g["vni"], VNI, "{who}: {rec}");
+    assert_eq!(
+        g["load_balancer"],
+        tlsinspect::demo::lab::FLEET_LB_ADDR.to_string(),
+        "{who}: {rec}"
+    );
+    assert!(
+        rec["flow"]["bytes_toserver"].as_u64() > Some(0)
+            && rec["flow"]["bytes_toclient"].as_u64() > Some(0),
+        "{who}: both directions crossed this appliance: {rec}"
+    );
+}
+
+/// `GET /health` of `addr` from the load balancer's namespace: the status code.
+fn health(t: &TestLab, addr: Ipv4Addr) -> anyhow::Result<String> {
+    let ns = t.fleet()?.lb_ns.clone();
+    let o = t.lab.exec(
+        &ns,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+            &format!("http://{addr}:8081/health"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+fn fleet(tag: &str) -> anyhow::Result<()> {
+    let t = TestLab::build(tag, lab::LabMode::Geneve, &[CLIENT], &[SERVER])?;
+    let fleet = t.fleet()?.clone();
+    let nginx = t.start_nginx()?;
+    let mut apps = Vec::new();
+    let mut logs = Vec::new();
+    for (i, m) in fleet.appliances.iter().enumerate() {
+        let (cfg, log) = member_config(&t, i, m.addr)?;
+        apps.push(t.start_appliance_in(&m.ns, &cfg)?);
+        logs.push(log);
+    }
+    let lb = t.start_lb(&["--vni", &VNI.to_string()])?;
+    t.wait_health(&lb, &[true, true])
+        .with_context(|| format!("appliance 0: {}", apps[0].stderr()))?;
+    for m in &fleet.appliances {
+        assert_eq!(health(&t, m.addr)?, "200", "GET /health of {}", m.addr);
+    }
+    let policy_ca = &t.pki.policy_ca_cert;
+
+    // openssl and curl through the fleet see the policy CA's chain.
+    let s = t.s_client(CLIENT, SERVER, policy_ca, &[])?;
+    assert!(
+        s.success,
+        "s_client: {}\nappliance 0: {}\nappliance 1: {}\nload balancer: {:#?}",
+        s.output,
+        apps[0].stderr(),
+        apps[1].stderr(),
+        lb.stats()?.totals
+    );
+    let issuers = s.issuers();
+    assert!(
+        issuers
+            .first()
+            .is_some_and(|i| i.contains(lab::pki::POLICY_CA_CN)),
+        "s_client chain issuers {issuers:?}"
+    );
+    let big = t.path("big.bin");
+    let c = t.curl(CLIENT, SERVER, "/big.bin", policy_ca, &big, false)?;
+    assert_eq!(c.http_code, 200, "{c:?}");
+    assert_eq!(
+        lab::sha256_file(&big)?,
+        nginx.big_sha256,
+        "50 MB through the fleet"
+    );
+    std::fs::remove_file(&big)?;
+
+    // 40 concurrent connections: both appliances carry flows, each logs
+    // both directions of its own flows and nothing of the other's.
+    let ports = concurrent_fetches(&t, 40, "spread")?;
+    let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
+        ports.iter().all(|&p| flow_of(s, p).is_some())
+    })?;
+    let recs: Vec<BTreeMap<u16, Value>> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| {
+            let mine: Vec<u16> = ports
+                .iter()
+                .copied()
+                .filter(|&p| flow_of(&s, p).is_some_and(|f| f.appliance == i))
+                .collect();
+            records_for(log, &mine)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut carried = [0usize; 2];
+    for &p in &ports {
+        let i = flow_of(&s, p).expect("waited for above").appliance;
+        carried[i] += 1;
+        let rec = recs[i]
+            .get(&p)
+            .unwrap_or_else(|| panic!("appliance {i} has no record of port {p}"));
+        assert_tunnelled_inspected(rec, &format!("appliance {i}, port {p}"));
+        assert!(
+            !recs[1 - i].contains_key(&p),
+            "appliance {} also logged port {p}, carried by appliance {i}",
+            1 - i
+        );
+    }
+    assert!(
+        carried.iter().all(|&n| n > 0),
+        "40 connections over both: {carried:?}"
+    );
+    assert_eq!(
+        s.totals.option_mismatches + s.totals.wrong_source_returns,
+        0,
+        "{s:#?}"
+    );
+
+    // Malformed GENEVE to appliance 0: counted by reason, never answered,
+    // and the appliance goes on.
+    let m = t.geneve_malformed(
+        &fleet.lb_ns,
+        SocketAddr::from((tlsinspect::demo::lab::FLEET_LB_ADDR, 0)),
+        SocketAddr::from((fleet.appliances[0].addr, 6081)),
+        Duration::from_millis(300),
+    )?;
+    assert_eq!((m.sent.len(), m.replies), (6, 0), "{m:?}");
+    let again = concurrent_fetches(&t, 6, "after-malformed")?;
+    assert_eq!(again.len(), 6);
+
+    // Drain: a slow download runs through one appliance, which gets SIGTERM.
+    let slow_out = t.path("slow.bin");
+    let slow_w = t.path("slow.w");
+    let resolve = format!("{}:443:{SERVER}", lab::SERVER_NAME);
+    let url = format!("https://{}/big.bin", lab::SERVER_NAME);
+    let mut cmd = t.lab.command(
+        t.lab.client_ns(),
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            "6M",
+            "--interface",
+            &CLIENT.to_string(),
+            "--cacert",
+            &policy_ca.display().to_string(),
+            "--resolve",
+            &resolve,
+            "-o",
+            &slow_out.display().to_string(),
+            "-w",
+            "%{http_code} %{local_port}",
+            "--http1.1",
+            &url,
+        ],
+    );
+    cmd.stdout(std::fs::File::create(&slow_w)?)
+        .stderr(Stdio::null());
+    let slow = t.lab.spawn("slow curl", cmd)?;
+    let known: BTreeSet<u16> = ports
+        .iter()
+        .chain(&again)
+        .copied()
+        .chain([c.local_port])
+        .collect();
+    let is_slow = |f: &tlsinspect::demo::lb::FlowStats| {
+        f.server == format!("{SERVER}:443")
+            && f.client
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| !known.contains(&p))
+            && f.to_client > 1000
+    };
+    let s = t.wait_lb(&lb, Duration::from_secs(10), |s| {
+        s.flows.iter().any(is_slow)
+    })?;
+    let slow_flow = s
+        .flows
+        .iter()
+        .find(|f| is_slow(f))
+        .expect("waited for above");
+    let draining = slow_flow.appliance;
+    let other = 1 - draining;
+    t.lab.signal(apps[draining].pid, "TERM")?;
+    let mut healthy = [true, true];
+    healthy[draining] = false;
+    let s = t.wait_health(&lb, &healthy)?;
+    assert_eq!(health(&t, fleet.appliances[draining].addr)?, "503");
+    let assigned_before = s.appliances[draining].flows_assigned;
+    let new_ports = concurrent_fetches(&t, 10, "drained")?;
+    assert!(
+        t.lab.is_running(slow),
+        "the slow download still ran while new connections were made"
+    );
+    let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
+        new_ports.iter().all(|&p| flow_of(s, p).is_some())
+    })?;
+    for &p in &new_ports {
+        assert_eq!(flow_of(&s, p).expect("waited").appliance, other, "port {p}");
+    }
+    assert_eq!(s.appliances[draining].flows_assigned, assigned_before);
+    let other_recs = records_for(&logs[other], &new_ports)?;
+    for &p in &new_ports {
+        let rec = other_recs
+            .get(&p)
+            .unwrap_or_else(|| panic!("appliance {other} has no record of port {p}"));
+        assert_tunnelled_inspected(
+            rec,
+            &format!("appliance {other}, port {p} after the drain began"),
+        );
+    }
+    let status = t.lab.wait(slow, Duration::from_secs(40))?;
+    assert!(status.success(), "slow curl exited with {status}");
+    let w = std::fs::read_to_string(&slow_w)?;
+    assert!(w.starts_with("200 "), "slow curl -w {w:?}");
+    assert_eq!(
+        lab::sha256_file(&slow_out)?,
+        nginx.big_sha256,
+        "the download through the draining appliance"
+    );
+    let slow_port: u16 = w.split_whitespace().nth(1).unwrap_or("0").parse()?;
+
+    // The draining appliance stops by itself once drain_secs have passed.
+    let status = t
+        .lab
+        .wait(apps[draining].pid, Duration::from_secs(DRAIN_SECS + 15))?;
+    assert!(
+        status.success(),
+        "drained appliance: {status}: {}",
+        apps[draining].stderr()
+    );
+    let err = apps[draining].stderr();
+    assert!(err.contains("draining for"), "{err}");
+    let report = apps[draining].stdout();
+    let recs = records_for(&logs[draining], &[slow_port])?;
+    let rec = recs.get(&slow_port).expect("the slow flow's record");
+    assert_tunnelled_inspected(rec, "the drained download");
+    assert!(
+        rec["flow"]["bytes_toclient"].as_u64() > Some(50_000_000),
+        "{rec}"
+    );
+    if draining == 0 {
+        assert_malformed_counted(&report);
+    }
+
+    // The other appliance: a second SIGTERM stops it at once.
+    let app = &apps[other];
+    t.lab.signal(app.pid, "TERM")?;
+    std::thread::sleep(Duration::from_millis(300));
+    t.lab.signal(app.pid, "TERM")?;
+    let status = t.lab.wait(app.pid, Duration::from_secs(10))?;
+    assert!(status.success(), "{status}: {}", app.stderr());
+    let report = app.stdout();
+    assert!(lab::total(&report, "geneve_frames") > 10_000, "{report}");
+    if other == 0 {
+        assert_malformed_counted(&report);
+    }
+    let s = t.stop_lb(&lb)?;
+    assert_eq!(
+        s.totals.option_mismatches + s.totals.wrong_source_returns,
+        0,
+        "{s:#?}"
+    );
+    Ok(())
+}
+
+/// Appliance 0's final counters show the probe's six malformed packets by reason.
+fn assert_malformed_counted(report: &str) {
+    let n = |k| lab::total(report, k);
+    assert_eq!(n("geneve_bad_version"), 1, "{report}");
+    assert_eq!(n("geneve_critical_option"), 1, "{report}");
+    assert_eq!(n("geneve_bad_protocol"), 1, "{report}");
+    assert_eq!(n("geneve_bad_length"), 3, "{report}");
+}
+
+#[test]
+fn fleet_offloads_off() -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    lab::with_offloads(Offloads::Off, || fleet("gfleet"))
+}
+
+#[test]
+fn fleet_offloads_on() -> anyhow::Result<()> {
+    if lab::skip_without_root() {
+        return Ok(());
+    }
+    lab::with_offloads(Offloads::On, || fleet("gfleeto"))
+}
