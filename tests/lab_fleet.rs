@@ -27,6 +27,9 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The load balancer's VNI (`lab-helper lb --vni`).
 const VNI: u32 = 0x00_5a_17;
+/// A name the policy excludes: its connections are passed, then released
+/// from the TCP legs to the fast path inside the tunnel.
+const PASSED_NAME: &str = "passed.example.com";
 /// How long SIGTERM drains in the test.
 const DRAIN_SECS: u64 = 20;
 
@@ -41,6 +44,10 @@ fn member_config(t: &TestLab, i: usize, addr: Ipv4Addr) -> anyhow::Result<(PathB
     for line in text.lines() {
         if line.starts_with("wan = ") {
             continue; // one interface in geneve mode
+        }
+        if line.starts_with("exclude_sni = ") {
+            out.push_str(&format!("exclude_sni = [{PASSED_NAME:?}]\n"));
+            continue;
         }
         if line.starts_with("log = ") {
             out.push_str(&format!("log = {:?}\n", log.display().to_string()));
@@ -153,7 +160,13 @@ fn health(t: &TestLab, addr: Ipv4Addr) -> anyhow::Result<String> {
 }
 
 fn fleet(tag: &str) -> anyhow::Result<()> {
-    let t = TestLab::build(tag, lab::LabMode::Geneve, &[CLIENT], &[SERVER])?;
+    let t = TestLab::build_with_names(
+        tag,
+        lab::LabMode::Geneve,
+        &[CLIENT],
+        &[SERVER],
+        &[PASSED_NAME],
+    )?;
     let fleet = t.fleet()?.clone();
     let nginx = t.start_nginx()?;
     let mut apps = Vec::new();
@@ -197,6 +210,46 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
         "50 MB through the fleet"
     );
     std::fs::remove_file(&big)?;
+
+    // A passed connection leaves the TCP legs inside the tunnel too: its
+    // 50 MB cross rewritten by the fast path, byte-identical, with the
+    // origin's own chain.
+    let passed = t.path("passed.bin");
+    let o = t.lab.exec(
+        t.lab.client_ns(),
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "--interface",
+            &CLIENT.to_string(),
+            "--cacert",
+            &t.pki.origin_root.display().to_string(),
+            "--resolve",
+            &format!("{PASSED_NAME}:443:{SERVER}"),
+            "-o",
+            &passed.display().to_string(),
+            "-w",
+            "%{http_code} %{local_port}",
+            &format!("https://{PASSED_NAME}/big.bin"),
+        ],
+    )?;
+    let w = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(w.starts_with("200 "), "passed download: {w:?}");
+    assert_eq!(
+        lab::sha256_file(&passed)?,
+        nginx.big_sha256,
+        "50 MB passed through the fleet"
+    );
+    std::fs::remove_file(&passed)?;
+    let passed_port: u16 = w.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
+        flow_of(s, passed_port).is_some()
+    })?;
+    let passed_on = flow_of(&s, passed_port)
+        .expect("waited for above")
+        .appliance;
 
     // 40 concurrent connections: both appliances carry flows, each logs
     // both directions of its own flows and nothing of the other's.
@@ -287,7 +340,7 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
         .iter()
         .chain(&again)
         .copied()
-        .chain([c.local_port])
+        .chain([c.local_port, passed_port])
         .collect();
     let is_slow = |f: &tlsinspect::demo::lb::FlowStats| {
         f.server == format!("{SERVER}:443")
@@ -378,6 +431,23 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
     let status = t.lab.wait(app.pid, Duration::from_secs(10))?;
     assert!(status.success(), "{status}: {}", app.stderr());
     let report = app.stdout();
+    // The passed download crossed released: its frames rewritten by the
+    // fast path of the appliance that carried it.
+    let released = lab::total(&apps[passed_on].stdout(), "released_frames");
+    assert!(
+        released > 2_000,
+        "released frames {released}: {}",
+        apps[passed_on].stdout()
+    );
+    let recs = records_for(&logs[passed_on], &[passed_port])?;
+    let rec = recs.get(&passed_port).expect("the passed flow's record");
+    assert_eq!(rec["tlsinspect"]["action"], "pass", "{rec}");
+    assert_eq!(rec["tlsinspect"]["reason"], "excluded", "{rec}");
+    assert_eq!(rec["tlsinspect"]["geneve"]["vni"], VNI, "{rec}");
+    assert!(
+        rec["flow"]["bytes_toclient"].as_u64() > Some(50_000_000),
+        "{rec}"
+    );
     assert!(lab::total(&report, "geneve_frames") > 10_000, "{report}");
     if other == 0 {
         assert_malformed_counted(&report);
