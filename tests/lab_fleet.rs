@@ -16,11 +16,10 @@ mod lab;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use lab::{LbStats, Offloads, TestLab};
+use lab::{Offloads, TestLab};
 use serde_json::Value;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -74,38 +73,6 @@ fn member_config(t: &TestLab, i: usize, addr: Ipv4Addr) -> anyhow::Result<(PathB
     let path = t.path(&format!("tlsinspect-{i}.toml"));
     std::fs::write(&path, out)?;
     Ok((path, log))
-}
-
-/// The load balancer's flow of the client port `port`.
-fn flow_of(s: &LbStats, port: u16) -> Option<&tlsinspect::demo::lb::FlowStats> {
-    let client = format!("{CLIENT}:{port}");
-    s.flows
-        .iter()
-        .find(|f| f.client == client && f.server == format!("{SERVER}:443"))
-}
-
-/// Fetches `/` from `n` curls at once (trusting the policy CA); returns their local ports.
-fn concurrent_fetches(t: &TestLab, n: usize, tag: &str) -> anyhow::Result<Vec<u16>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                scope.spawn(move || -> anyhow::Result<u16> {
-                    let out = t.path(&format!("{tag}-{i}.html"));
-                    let c = t.curl(CLIENT, SERVER, "/", &t.pki.policy_ca_cert, &out, false)?;
-                    anyhow::ensure!(c.http_code == 200, "{tag} fetch {i}: {c:?}");
-                    anyhow::ensure!(
-                        std::fs::read_to_string(&out)? == "hello from nginx\n",
-                        "{tag} fetch {i}: body"
-                    );
-                    Ok(c.local_port)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a fetch thread panicked"))
-            .collect()
-    })
 }
 
 /// The flow records of `log` by client port, waiting up to 10 s until
@@ -251,17 +218,19 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
     std::fs::remove_file(&passed)?;
     let passed_port: u16 = w.split_whitespace().nth(1).unwrap_or("0").parse()?;
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        flow_of(s, passed_port).is_some()
+        lab::lb_flow(s, CLIENT, passed_port, SERVER).is_some()
     })?;
-    let passed_on = flow_of(&s, passed_port)
+    let passed_on = lab::lb_flow(&s, CLIENT, passed_port, SERVER)
         .expect("waited for above")
         .appliance;
 
     // 40 concurrent connections: both appliances carry flows, each logs
     // both directions of its own flows and nothing of the other's.
-    let ports = concurrent_fetches(&t, 40, "spread")?;
+    let ports = t.concurrent_fetches(CLIENT, SERVER, &t.pki.policy_ca_cert, 40, "spread")?;
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        ports.iter().all(|&p| flow_of(s, p).is_some())
+        ports
+            .iter()
+            .all(|&p| lab::lb_flow(s, CLIENT, p, SERVER).is_some())
     })?;
     let recs: Vec<BTreeMap<u16, Value>> = logs
         .iter()
@@ -270,14 +239,16 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
             let mine: Vec<u16> = ports
                 .iter()
                 .copied()
-                .filter(|&p| flow_of(&s, p).is_some_and(|f| f.appliance == i))
+                .filter(|&p| lab::lb_flow(&s, CLIENT, p, SERVER).is_some_and(|f| f.appliance == i))
                 .collect();
             records_for(log, &mine)
         })
         .collect::<anyhow::Result<_>>()?;
     let mut carried = [0usize; 2];
     for &p in &ports {
-        let i = flow_of(&s, p).expect("waited for above").appliance;
+        let i = lab::lb_flow(&s, CLIENT, p, SERVER)
+            .expect("waited for above")
+            .appliance;
         carried[i] += 1;
         let rec = recs[i]
             .get(&p)
@@ -308,40 +279,14 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
         Duration::from_millis(300),
     )?;
     assert_eq!((m.sent.len(), m.replies), (6, 0), "{m:?}");
-    let again = concurrent_fetches(&t, 6, "after-malformed")?;
+    let again =
+        t.concurrent_fetches(CLIENT, SERVER, &t.pki.policy_ca_cert, 6, "after-malformed")?;
     assert_eq!(again.len(), 6);
 
     // Drain: a slow download runs through one appliance, which gets SIGTERM.
     let slow_out = t.path("slow.bin");
-    let slow_w = t.path("slow.w");
-    let resolve = format!("{}:443:{SERVER}", lab::SERVER_NAME);
-    let url = format!("https://{}/big.bin", lab::SERVER_NAME);
-    let mut cmd = t.lab.command(
-        t.lab.client_ns(),
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "60",
-            "--limit-rate",
-            "6M",
-            "--interface",
-            &CLIENT.to_string(),
-            "--cacert",
-            &policy_ca.display().to_string(),
-            "--resolve",
-            &resolve,
-            "-o",
-            &slow_out.display().to_string(),
-            "-w",
-            "%{http_code} %{local_port}",
-            "--http1.1",
-            &url,
-        ],
-    );
-    cmd.stdout(std::fs::File::create(&slow_w)?)
-        .stderr(Stdio::null());
-    let slow = t.lab.spawn("slow curl", cmd)?;
+    let slow_w = slow_out.with_extension("w");
+    let slow = t.slow_download(CLIENT, SERVER, &t.pki.policy_ca_cert, "6M", &slow_out)?;
     let known: BTreeSet<u16> = ports
         .iter()
         .chain(&again)
@@ -373,16 +318,24 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
     let s = t.wait_health(&lb, &healthy)?;
     assert_eq!(health(&t, fleet.appliances[draining].addr)?, "503");
     let assigned_before = s.appliances[draining].flows_assigned;
-    let new_ports = concurrent_fetches(&t, 10, "drained")?;
+    let new_ports = t.concurrent_fetches(CLIENT, SERVER, &t.pki.policy_ca_cert, 10, "drained")?;
     assert!(
         t.lab.is_running(slow),
         "the slow download still ran while new connections were made"
     );
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        new_ports.iter().all(|&p| flow_of(s, p).is_some())
+        new_ports
+            .iter()
+            .all(|&p| lab::lb_flow(s, CLIENT, p, SERVER).is_some())
     })?;
     for &p in &new_ports {
-        assert_eq!(flow_of(&s, p).expect("waited").appliance, other, "port {p}");
+        assert_eq!(
+            lab::lb_flow(&s, CLIENT, p, SERVER)
+                .expect("waited")
+                .appliance,
+            other,
+            "port {p}"
+        );
     }
     assert_eq!(s.appliances[draining].flows_assigned, assigned_before);
     let other_recs = records_for(&logs[other], &new_ports)?;
@@ -454,7 +407,12 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
         rec["flow"]["bytes_toclient"].as_u64() > Some(50_000_000),
         "{rec}"
     );
-    assert!(lab::total(&report, "geneve_frames") > 10_000, "{report}");
+    // Three 50 MB downloads crossed the fleet, some on each appliance.
+    let frames = [apps[0].stdout(), apps[1].stdout()].map(|r| lab::total(&r, "geneve_frames"));
+    assert!(
+        frames.iter().sum::<u64>() > 100_000 && frames.iter().all(|&n| n > 100),
+        "GENEVE frames per appliance {frames:?}"
+    );
     let handed = lab::total(&apps[1].stdout(), "handoff_out");
     assert!(
         handed > 0,

@@ -15,7 +15,6 @@ mod lab;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use lab::{LbStats, Offloads, TestLab};
@@ -23,14 +22,6 @@ use tlsinspect::demo::lb::FlowStats;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-
-/// The load balancer's flow of the client port `port`.
-fn flow_of(s: &LbStats, port: u16) -> Option<&FlowStats> {
-    let client = format!("{CLIENT}:{port}");
-    s.flows
-        .iter()
-        .find(|f| f.client == client && f.server == format!("{SERVER}:443"))
-}
 
 fn assert_clean(s: &LbStats, when: &str) {
     let t = &s.totals;
@@ -41,31 +32,6 @@ fn assert_clean(s: &LbStats, when: &str) {
         "{when}: wrong-source returns: {s:#?}"
     );
     assert_eq!(t.malformed_returns, 0, "{when}: malformed returns: {s:#?}");
-}
-
-/// Fetches `/` from `n` curls at once; returns each one's local port.
-fn concurrent_fetches(t: &TestLab, n: usize, tag: &str) -> anyhow::Result<Vec<u16>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                scope.spawn(move || -> anyhow::Result<u16> {
-                    let out = t.path(&format!("{tag}-{i}.html"));
-                    let c = t.curl(CLIENT, SERVER, "/", &t.pki.origin_root, &out, false)?;
-                    assert_eq!(c.http_code, 200, "{tag} fetch {i}: {c:?}");
-                    assert_eq!(
-                        std::fs::read_to_string(&out)?,
-                        "hello from nginx\n",
-                        "{tag} fetch {i} body"
-                    );
-                    Ok(c.local_port)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a fetch thread panicked"))
-            .collect()
-    })
 }
 
 fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
@@ -122,9 +88,10 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     // At most 1500-byte inner packets: 50 MB is at least 35,000 of them,
     // all returned (the stats file lags by up to 500 ms).
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        flow_of(s, c.local_port).is_some_and(|f| f.returned_to_client >= 35_000)
+        lab::lb_flow(s, CLIENT, c.local_port, SERVER)
+            .is_some_and(|f| f.returned_to_client >= 35_000)
     })?;
-    let f = flow_of(&s, c.local_port).expect("waited for above");
+    let f = lab::lb_flow(&s, CLIENT, c.local_port, SERVER).expect("waited for above");
     assert!(f.to_client >= f.returned_to_client, "download flow {f:?}");
     assert!(f.returned_to_server > 0, "download flow {f:?}");
     // The offload setting is the one named: super-frames reach the
@@ -136,13 +103,15 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     assert_clean(&s, "after the download");
 
     // 40 concurrent connections land on both appliances.
-    let ports = concurrent_fetches(&t, 40, "spread")?;
+    let ports = t.concurrent_fetches(CLIENT, SERVER, &t.pki.origin_root, 40, "spread")?;
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        ports.iter().all(|&p| flow_of(s, p).is_some())
+        ports
+            .iter()
+            .all(|&p| lab::lb_flow(s, CLIENT, p, SERVER).is_some())
     })?;
     let mut per_appliance = BTreeMap::new();
     for &p in &ports {
-        let f = flow_of(&s, p).expect("waited for above");
+        let f = lab::lb_flow(&s, CLIENT, p, SERVER).expect("waited for above");
         assert!(
             f.returned_to_client > 0 && f.returned_to_server > 0,
             "flow both ways {f:?}"
@@ -164,37 +133,10 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
 
     // A slow download, then its appliance drains.
     let slow_out = t.path("slow.bin");
-    let slow_w = t.path("slow.w");
-    let resolve = format!("{}:443:{SERVER}", lab::SERVER_NAME);
-    let url = format!("https://{}/big.bin", lab::SERVER_NAME);
-    let mut cmd = t.lab.command(
-        t.lab.client_ns(),
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "120",
-            "--limit-rate",
-            "5M",
-            "--interface",
-            &CLIENT.to_string(),
-            "--cacert",
-            &t.pki.origin_root.display().to_string(),
-            "--resolve",
-            &resolve,
-            "-o",
-            &slow_out.display().to_string(),
-            "-w",
-            "%{http_code} %{local_port}",
-            "--http1.1",
-            &url,
-        ],
-    );
-    cmd.stdout(std::fs::File::create(&slow_w)?)
-        .stderr(Stdio::null());
-    let slow = t.lab.spawn("slow curl", cmd)?;
+    let slow_w = slow_out.with_extension("w");
+    let slow = t.slow_download(CLIENT, SERVER, &t.pki.origin_root, "5M", &slow_out)?;
     let known: HashSet<u16> = ports.iter().copied().chain([c.local_port]).collect();
-    let is_slow = |f: &FlowStats| !known.contains(&client_port(f)) && f.to_client > 1000;
+    let is_slow = |f: &FlowStats| !known.contains(&lab::lb_client_port(f)) && f.to_client > 1000;
     let s = t.wait_lb(&lb, Duration::from_secs(10), |s| {
         s.flows.iter().any(is_slow)
     })?;
@@ -203,7 +145,7 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
         .iter()
         .find(|f| is_slow(f))
         .expect("waited for above");
-    let slow_port = client_port(slow_flow);
+    let slow_port = lab::lb_client_port(slow_flow);
     let draining = slow_flow.appliance;
     let other = 1 - draining;
     std::fs::write(&reflectors[draining].drain_file, "draining\n")?;
@@ -211,20 +153,22 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     healthy[draining] = false;
     let s = t.wait_health(&lb, &healthy)?;
     let assigned_before = s.appliances[draining].flows_assigned;
-    let slow_at_drain = flow_of(&s, slow_port)
+    let slow_at_drain = lab::lb_flow(&s, CLIENT, slow_port, SERVER)
         .expect("the slow flow is in the table")
         .returned_to_client;
 
-    let new_ports = concurrent_fetches(&t, 20, "drained")?;
+    let new_ports = t.concurrent_fetches(CLIENT, SERVER, &t.pki.origin_root, 20, "drained")?;
     assert!(
         t.lab.is_running(slow),
         "the slow download was still running while new connections were made"
     );
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        new_ports.iter().all(|&p| flow_of(s, p).is_some())
+        new_ports
+            .iter()
+            .all(|&p| lab::lb_flow(s, CLIENT, p, SERVER).is_some())
     })?;
     for &p in &new_ports {
-        let f = flow_of(&s, p).expect("waited for above");
+        let f = lab::lb_flow(&s, CLIENT, p, SERVER).expect("waited for above");
         assert_eq!(
             f.appliance, other,
             "new connection from port {p} went to the healthy appliance: {f:?}"
@@ -246,7 +190,7 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
         "the download through the draining appliance"
     );
     let s = lb.stats()?;
-    let f = flow_of(&s, slow_port).expect("the slow flow is in the table");
+    let f = lab::lb_flow(&s, CLIENT, slow_port, SERVER).expect("the slow flow is in the table");
     assert_eq!(
         f.appliance, draining,
         "the slow flow stayed on its appliance"
@@ -288,15 +232,6 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     assert_eq!(s.totals.option_mismatches, 0, "{s:#?}");
     assert_eq!(s.totals.wrong_source_returns, 0, "{s:#?}");
     Ok(())
-}
-
-/// The client port of a flow in the stats.
-fn client_port(f: &FlowStats) -> u16 {
-    f.client
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -146,28 +146,18 @@ impl Ctx<'_> {
                 if !handed && self.workers > 1 {
                     if let Ok(ip) = &parsed {
                         let owner = worker_of(packet_hash(ip, frame), self.workers);
-                        if owner != self.index {
-                            match self.peers[owner].tx.try_send((
-                                side,
-                                frame.to_vec(),
-                                meta.offload,
-                            )) {
-                                Ok(()) => {
-                                    self.dispatcher.counters.handoff_out += 1;
-                                    self.wake[owner] = true;
-                                    return;
-                                }
-                                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                                    // Forwarded untracked rather than lost.
-                                    self.dispatcher.counters.handoff_overflow += 1;
-                                    self.dispatcher.counters.rx_frames += 1;
-                                    self.dispatcher.counters.rx_bytes += len as u64;
-                                    self.dispatcher.counters.fast_frames += 1;
-                                    self.dispatcher.counters.fast_bytes += len as u64;
-                                    self.forward(frame, meta, out);
-                                    return;
-                                }
+                        match self.hand_over(owner, side, frame, meta) {
+                            Some(true) => return,
+                            Some(false) => {
+                                // Forwarded untracked rather than lost.
+                                self.dispatcher.counters.rx_frames += 1;
+                                self.dispatcher.counters.rx_bytes += len as u64;
+                                self.dispatcher.counters.fast_frames += 1;
+                                self.dispatcher.counters.fast_bytes += len as u64;
+                                self.forward(frame, meta, out);
+                                return;
                             }
+                            None => {}
                         }
                     }
                 }
@@ -180,6 +170,29 @@ impl Ctx<'_> {
             }
         }
         self.forward(frame, meta, out);
+    }
+
+    /// Hands a copy of `frame` to worker `owner` unless that is this one
+    /// (`None`): `Some(true)` when queued, `Some(false)` (counted) when the
+    /// owner's queue is full.
+    fn hand_over(&mut self, owner: usize, side: Side, frame: &[u8], meta: RxMeta) -> Option<bool> {
+        if owner == self.index {
+            return None;
+        }
+        match self.peers[owner]
+            .tx
+            .try_send((side, frame.to_vec(), meta.offload))
+        {
+            Ok(()) => {
+                self.dispatcher.counters.handoff_out += 1;
+                self.wake[owner] = true;
+                Some(true)
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dispatcher.counters.handoff_overflow += 1;
+                Some(false)
+            }
+        }
     }
 
     /// A frame in GENEVE mode: decapsulated, its inner packet handled as in
@@ -204,19 +217,9 @@ impl Ctx<'_> {
             // the owner is the inner packet's, as in TUN mode.
             if let Ok(ip) = parse_ip(&frame[t.inner..]) {
                 let owner = worker_of(packet_hash(&ip, &frame[t.inner..]), self.workers);
-                if owner != self.index {
-                    if self.peers[owner]
-                        .tx
-                        .try_send((side, frame.to_vec(), meta.offload))
-                        .is_ok()
-                    {
-                        self.dispatcher.counters.handoff_out += 1;
-                        self.wake[owner] = true;
-                        return;
-                    }
-                    // Handled here rather than lost (the flow may break, as
-                    // with any state spread over two workers).
-                    self.dispatcher.counters.handoff_overflow += 1;
+                // Handled here when the owner's queue is full, rather than lost.
+                if self.hand_over(owner, side, frame, meta) == Some(true) {
+                    return;
                 }
             }
         }

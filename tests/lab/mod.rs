@@ -673,6 +673,103 @@ impl TestLab {
     }
 }
 
+/// Fleet-lab helpers both fleet tests use.
+impl TestLab {
+    /// Fetches `/` from `from` to `server` with `n` curls at once, trusting
+    /// `trust`; each must get nginx's index page. Returns their local ports.
+    pub fn concurrent_fetches(
+        &self,
+        from: Ipv4Addr,
+        server: Ipv4Addr,
+        trust: &Path,
+        n: usize,
+        tag: &str,
+    ) -> anyhow::Result<Vec<u16>> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    scope.spawn(move || -> anyhow::Result<u16> {
+                        let out = self.path(&format!("{tag}-{i}.html"));
+                        let c = self.curl(from, server, "/", trust, &out, false)?;
+                        anyhow::ensure!(c.http_code == 200, "{tag} fetch {i}: {c:?}");
+                        anyhow::ensure!(
+                            std::fs::read_to_string(&out)? == "hello from nginx\n",
+                            "{tag} fetch {i}: body"
+                        );
+                        Ok(c.local_port)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a fetch thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Starts `/big.bin` from `from` to `server` at `rate` (curl's
+    /// `--limit-rate`, e.g. `5M`) in the background, into `out`; curl's
+    /// `-w` (`%{http_code} %{local_port}`) goes to `out` + `.w`. Returns
+    /// the PID ([`Lab::wait`] for its end).
+    pub fn slow_download(
+        &self,
+        from: Ipv4Addr,
+        server: Ipv4Addr,
+        trust: &Path,
+        rate: &str,
+        out: &Path,
+    ) -> anyhow::Result<u32> {
+        let resolve = format!("{SERVER_NAME}:443:{server}");
+        let url = format!("https://{SERVER_NAME}/big.bin");
+        let mut cmd = self.lab.command(
+            self.lab.client_ns(),
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "120",
+                "--limit-rate",
+                rate,
+                "--interface",
+                &from.to_string(),
+                "--cacert",
+                &trust.display().to_string(),
+                "--resolve",
+                &resolve,
+                "-o",
+                &out.display().to_string(),
+                "-w",
+                "%{http_code} %{local_port}",
+                "--http1.1",
+                &url,
+            ],
+        );
+        cmd.stdout(std::fs::File::create(out.with_extension("w"))?)
+            .stderr(Stdio::null());
+        self.lab.spawn("slow curl", cmd)
+    }
+}
+
+/// The load balancer's flow from `client` port `port` to `server`:443.
+pub fn lb_flow(
+    s: &LbStats,
+    client: Ipv4Addr,
+    port: u16,
+    server: Ipv4Addr,
+) -> Option<&tlsinspect::demo::lb::FlowStats> {
+    let (c, srv) = (format!("{client}:{port}"), format!("{server}:443"));
+    s.flows.iter().find(|f| f.client == c && f.server == srv)
+}
+
+/// The client port of a flow in the load balancer's stats.
+pub fn lb_client_port(f: &tlsinspect::demo::lb::FlowStats) -> u16 {
+    f.client
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A running load balancer.
 pub struct Lb {
     pub pid: u32,

@@ -106,6 +106,17 @@ fn geneve_filter(port: u16) -> Vec<BpfInsn> {
 
 /// Attaches a classic BPF socket filter (`SO_ATTACH_FILTER`).
 pub(crate) fn attach_classic(s: RawFd, program: &[BpfInsn], what: &str) -> io::Result<()> {
+    set_classic(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, program, what)
+}
+
+/// Sets a socket option whose value is a classic BPF program (`sock_fprog`).
+fn set_classic(
+    s: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    program: &[BpfInsn],
+    what: &str,
+) -> io::Result<()> {
     let mut insns: Vec<libc::sock_filter> = program
         .iter()
         .map(|i| libc::sock_filter {
@@ -120,7 +131,7 @@ pub(crate) fn attach_classic(s: RawFd, program: &[BpfInsn], what: &str) -> io::R
         filter: insns.as_mut_ptr(),
     };
     // The kernel copies the program during the call; `insns` outlives it.
-    setsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, what)
+    setsockopt(s, level, name, &prog, what)
 }
 
 /// The ring layout the kernel fills.
@@ -545,25 +556,11 @@ impl AfPacket {
             return Err(os_err(&ctx("read back fanout id")));
         }
         self.fanout_id = Some((got & 0xffff) as u16);
-        let mut insns: Vec<libc::sock_filter> = program
-            .iter()
-            .map(|i| libc::sock_filter {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect();
-        let prog = libc::sock_fprog {
-            len: insns.len() as u16,
-            filter: insns.as_mut_ptr(),
-        };
-        // The kernel copies the program during the call; `insns` outlives it.
-        setsockopt(
+        set_classic(
             s,
             libc::SOL_PACKET,
             libc::PACKET_FANOUT_DATA,
-            &prog,
+            program,
             &ctx("PACKET_FANOUT_DATA (steering program)"),
         )
     }
