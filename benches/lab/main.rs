@@ -90,20 +90,42 @@ fn ping_once(lab: &Lab) -> anyhow::Result<bool> {
     Ok(p.received == 1)
 }
 
-/// CPU time of all threads of `pid` so far (from schedstat, nanoseconds).
-fn cpu_ns(pid: u32) -> u64 {
+/// CPU time of each thread of `pid` so far (from schedstat): (thread id,
+/// nanoseconds).
+fn thread_cpu_ns(pid: u32) -> Vec<(String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Vec::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns = s.split_whitespace().next()?.parse::<u64>().ok()?;
+            Some((t.file_name().to_string_lossy().into_owned(), ns))
         })
-        .sum()
+        .collect()
+}
+
+/// The CPU time of all threads of a [`thread_cpu_ns`] sample.
+fn total_ns(sample: &[(String, u64)]) -> u64 {
+    sample.iter().map(|t| t.1).sum()
+}
+
+/// Busy share of a core over `wall` seconds between two [`thread_cpu_ns`]
+/// samples: the whole process and its busiest thread.
+fn busy(before: &[(String, u64)], after: &[(String, u64)], wall: f64) -> (f64, f64) {
+    let deltas: Vec<u64> = after
+        .iter()
+        .map(|(tid, ns)| {
+            let was = before.iter().find(|b| &b.0 == tid).map_or(0, |b| b.1);
+            ns.saturating_sub(was)
+        })
+        .collect();
+    let share = |ns: u64| ns as f64 / 1e9 / wall;
+    (
+        share(deltas.iter().sum()),
+        share(deltas.iter().copied().max().unwrap_or(0)),
+    )
 }
 
 /// One run's result.
@@ -121,9 +143,10 @@ struct Run {
     latency_us: Option<(f64, f64)>,
     /// The load balancer's CPU milliseconds per MB (GENEVE runs only).
     lb_ms_per_mb: Option<f64>,
-    /// Busy share of one core during the iperf3 run: appliance, load balancer.
-    app_busy: Option<f64>,
-    lb_busy: Option<f64>,
+    /// Busy share of one core during the iperf3 run, the whole process and
+    /// its busiest thread: appliance, load balancer.
+    app_busy: Option<(f64, f64)>,
+    lb_busy: Option<(f64, f64)>,
     /// Super-frames the load balancer cut into segments.
     lb_super_frames: Option<u64>,
 }
@@ -348,8 +371,8 @@ fn measure(
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     lab.spawn("iperf3 server", cmd)?;
     std::thread::sleep(Duration::from_millis(300));
-    let cpu_before = appliance.map(cpu_ns);
-    let lb_before = lb.as_ref().map(|l| cpu_ns(l.pid));
+    let cpu_before = appliance.map(thread_cpu_ns);
+    let lb_before = lb.as_ref().map(|l| thread_cpu_ns(l.pid));
     let started = Instant::now();
     // Optional profile of the appliance during the measurement.
     let perf = match (appliance, std::env::var_os("LAB_BENCH_PERF")) {
@@ -385,9 +408,15 @@ fn measure(
         )
         .context("running the iperf3 client")?;
     let wall = started.elapsed().as_secs_f64();
-    let lb_cpu = match (&lb, lb_before) {
-        (Some(l), Some(before)) => Some(cpu_ns(l.pid).saturating_sub(before)),
-        _ => None,
+    let (lb_cpu, lb_busy) = match (&lb, lb_before) {
+        (Some(l), Some(before)) => {
+            let after = thread_cpu_ns(l.pid);
+            (
+                Some(total_ns(&after).saturating_sub(total_ns(&before))),
+                Some(busy(&before, &after, wall)),
+            )
+        }
+        _ => (None, None),
     };
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("parsing iperf3 -J output")?;
@@ -404,8 +433,9 @@ fn measure(
     let mut latency_us = None;
     let mut app_busy = None;
     if let (Some(pid), Some(before)) = (appliance, cpu_before) {
-        let cpu = cpu_ns(pid).saturating_sub(before);
-        app_busy = Some(cpu as f64 / 1e9 / wall);
+        let after = thread_cpu_ns(pid);
+        let cpu = total_ns(&after).saturating_sub(total_ns(&before));
+        app_busy = Some(busy(&before, &after, wall));
         if let Ok(m) = lab.exec(
             lab.appliance_ns(),
             "curl",
@@ -463,7 +493,7 @@ fn measure(
         latency_us,
         lb_ms_per_mb: lb_cpu.filter(|_| mb > 0.0).map(|c| c as f64 / 1e6 / mb),
         app_busy,
-        lb_busy: lb_cpu.map(|c| c as f64 / 1e9 / wall),
+        lb_busy,
         lb_super_frames,
     })
 }
@@ -565,9 +595,11 @@ fn iperf3(geneve_only: bool) -> anyhow::Result<()> {
                 }
                 if let (Some(l), Some(a), Some(b)) = (r.lb_ms_per_mb, r.app_busy, r.lb_busy) {
                     cost += &format!(
-                        ", load balancer {l:.2} ms/MB; busy: appliance {:.0}%, load balancer {:.0}% of a core",
-                        a * 100.0,
-                        b * 100.0
+                        ", load balancer {l:.2} ms/MB; busy share of a core (busiest thread): appliance {:.0}% ({:.0}%), load balancer {:.0}% ({:.0}%)",
+                        a.0 * 100.0,
+                        a.1 * 100.0,
+                        b.0 * 100.0,
+                        b.1 * 100.0
                     );
                 }
                 println!(
@@ -697,6 +729,19 @@ fn geneve_table(table: &[(lab::Offloads, Results)]) {
     };
     let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
     let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    // The process's busy share and its busiest thread's, "55% (48%)".
+    let busy = |runs: &[Run], f: fn(&Run) -> Option<(f64, f64)>| {
+        let mut all: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|b| b.0)).collect();
+        let mut one: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|b| b.1)).collect();
+        match all.is_empty() {
+            true => "-".to_owned(),
+            false => format!(
+                "{} ({})",
+                pct(Some(median(&mut all))),
+                pct(Some(median(&mut one)))
+            ),
+        }
+    };
     let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -704,11 +749,14 @@ fn geneve_table(table: &[(lab::Offloads, Results)]) {
     let gbps = |r: &Run| Some(r.gbps);
     let cpu = |r: &Run| r.ms_per_mb;
     let lb_cpu = |r: &Run| r.lb_ms_per_mb;
+    let wakeups = |r: &Run| r.wakeups_per_mb;
     println!("\nOne appliance in geneve mode behind the lab's load balancer against the bridge-mode (af_packet) appliance, same rounds, same offloads, user-space fast path; medians");
-    println!("| offloads | flow | bridge mode | geneve | geneve/bridge | bridge ms/MB | geneve ms/MB | geneve/bridge ms/MB | load balancer ms/MB | appliance busy | load balancer busy | bound by |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| offloads | flow | bridge mode | geneve | geneve/bridge | bridge ms/MB | geneve ms/MB | geneve/bridge ms/MB | load balancer ms/MB | bridge wake-ups/MB | geneve wake-ups/MB | appliance busy (busiest thread) | load balancer busy (busiest thread) | bound by |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut lb_bound = false;
     let mut cut = false;
+    // The largest geneve / bridge-mode ratio of wake-ups per MB.
+    let mut wake_ratio: f64 = 0.0;
     for (o, runs) in table {
         for (flow, bridge, tunnel) in [
             ("fast path", Target::Fast, Target::Geneve),
@@ -720,6 +768,10 @@ fn geneve_table(table: &[(lab::Offloads, Results)]) {
                 continue;
             }
             let (app, lb) = (med(g, cpu), med(g, lb_cpu));
+            let (wb, wg) = (med(b, wakeups), med(g, wakeups));
+            if let Some(r) = div(wg, wb) {
+                wake_ratio = wake_ratio.max(r);
+            }
             // Both run on the same shared cores: the one that spends more
             // CPU per MB takes the larger share of them and sets the rate.
             let bound = match (app, lb) {
@@ -731,7 +783,7 @@ fn geneve_table(table: &[(lab::Offloads, Results)]) {
                 _ => "-".to_owned(),
             };
             println!(
-                "| {} | {flow} | {} Gbit/s | {} Gbit/s | {} | {} | {} | {} | {} | {} | {} | {bound} |",
+                "| {} | {flow} | {} Gbit/s | {} Gbit/s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {bound} |",
                 o.as_str(),
                 fmt(med(b, gbps), 2),
                 fmt(med(g, gbps), 2),
@@ -740,13 +792,18 @@ fn geneve_table(table: &[(lab::Offloads, Results)]) {
                 fmt(app, 2),
                 fmt(div(app, med(b, cpu)), 2),
                 fmt(lb, 2),
-                pct(med(g, |r| r.app_busy)),
-                pct(med(g, |r| r.lb_busy)),
+                fmt(wb, 1),
+                fmt(wg, 1),
+                busy(g, |r| r.app_busy),
+                busy(g, |r| r.lb_busy),
             );
         }
     }
     if lb_bound {
         println!("The lab's user-space load balancer (one UDP datagram per packet, super-frames cut to MTU segments) costs more CPU per MB than the appliance: it bounds the GENEVE throughput, so compare the appliance's CPU per MB, not the Gbit/s.");
+    }
+    if wake_ratio >= 2.0 {
+        println!("The geneve appliance woke up to {wake_ratio:.0}x as often per MB as the bridge-mode one: the load balancer hands it a trickle, so its batches are small and part of its CPU per MB is per-wake-up cost a faster load balancer would spread over more bytes.");
     }
     if cut {
         println!("The load balancer cut super-frames into MTU-sized segments before encapsulating them (offloads on), so the geneve appliance saw 1500-byte packets where the bridge-mode one sees super-frames.");
