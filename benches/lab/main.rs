@@ -19,14 +19,28 @@
 //! appliance's threads, so its appliance CPU per MB is the workers' share
 //! (handshake and teardown) only.
 //!
+//! Two GENEVE rows put one appliance in `mode = "geneve"` behind the lab's
+//! gateway load balancer (`LabMode::Geneve`, DESIGN.md §13) beside the
+//! bridge-mode rows of the same round: the fast path and the passed flow
+//! as above, the same offload setting, `kernel_fast_path = "off"` on both
+//! sides (geneve mode has only the user-space path). The load balancer is a
+//! user-space test helper (one AF_PACKET tap per side, one UDP datagram per
+//! packet), so it is measured too: its CPU per MB, and both processes'
+//! busy share of a core. Where it spends more per MB than the appliance it
+//! bounds the throughput, and the appliance's CPU per MB is the comparison
+//! that means something; the output says which it is.
+//!
 //! `cargo bench --bench lab -- intercept` runs the TLS interception
-//! benchmark instead (appliance against sslsplit, see `intercept.rs`).
+//! benchmark instead (appliance against sslsplit, see `intercept.rs`);
+//! `cargo bench --bench lab -- geneve` runs only the GENEVE rows and the
+//! bridge-mode rows they are compared with.
 //!
 //! Run as root: `cargo bench --bench lab` (env: `LAB_BENCH_SECONDS`, default
 //! 10 per run; `LAB_BENCH_ROUNDS`, default 3, alternating bridge and
 //! appliance so drift on a shared machine hits both alike; `LAB_BENCH_STREAMS`,
 //! default 1; `LAB_BENCH_PERF=FILE`, record a `perf` profile of the
-//! appliance into FILE during its runs). Prints each run, the medians and the ratio appliance / bridge.
+//! appliance into FILE during its runs; `LAB_BENCH_GENEVE`, default 1, 0
+//! leaves the GENEVE rows out). Prints each run, the medians and the ratio appliance / bridge.
 
 mod intercept;
 mod loadgen;
@@ -38,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tlsinspect::demo::lab::{self, Lab, LabMode, LabSpec};
+use tlsinspect::demo::lb_process::LbProcess;
 use tlsinspect::demo::probe::PingResult;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -75,20 +90,42 @@ fn ping_once(lab: &Lab) -> anyhow::Result<bool> {
     Ok(p.received == 1)
 }
 
-/// CPU time of all threads of `pid` so far (from schedstat, nanoseconds).
-fn cpu_ns(pid: u32) -> u64 {
+/// CPU time of each thread of `pid` so far (from schedstat): (thread id,
+/// nanoseconds).
+fn thread_cpu_ns(pid: u32) -> Vec<(String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Vec::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns = s.split_whitespace().next()?.parse::<u64>().ok()?;
+            Some((t.file_name().to_string_lossy().into_owned(), ns))
         })
-        .sum()
+        .collect()
+}
+
+/// The CPU time of all threads of a [`thread_cpu_ns`] sample.
+fn total_ns(sample: &[(String, u64)]) -> u64 {
+    sample.iter().map(|t| t.1).sum()
+}
+
+/// Busy share of a core over `wall` seconds between two [`thread_cpu_ns`]
+/// samples: the whole process and its busiest thread.
+fn busy(before: &[(String, u64)], after: &[(String, u64)], wall: f64) -> (f64, f64) {
+    let deltas: Vec<u64> = after
+        .iter()
+        .map(|(tid, ns)| {
+            let was = before.iter().find(|b| &b.0 == tid).map_or(0, |b| b.1);
+            ns.saturating_sub(was)
+        })
+        .collect();
+    let share = |ns: u64| ns as f64 / 1e9 / wall;
+    (
+        share(deltas.iter().sum()),
+        share(deltas.iter().copied().max().unwrap_or(0)),
+    )
 }
 
 /// One run's result.
@@ -104,6 +141,14 @@ struct Run {
     /// Added latency (first byte in to first byte out) of the intercepted
     /// flows, p50 and p99 upper bucket bounds in µs, both directions.
     latency_us: Option<(f64, f64)>,
+    /// The load balancer's CPU milliseconds per MB (GENEVE runs only).
+    lb_ms_per_mb: Option<f64>,
+    /// Busy share of one core during the iperf3 run, the whole process and
+    /// its busiest thread: appliance, load balancer.
+    app_busy: Option<(f64, f64)>,
+    lb_busy: Option<(f64, f64)>,
+    /// Super-frames the load balancer cut into segments.
+    lb_super_frames: Option<u64>,
 }
 
 /// A counter of the appliance's `total:` line at exit.
@@ -163,6 +208,11 @@ enum Target {
     FastTwoWorkers,
     /// The appliance, the flow in no scope, the kernel fast path.
     Kernel,
+    /// One appliance in geneve mode behind the lab's load balancer, the
+    /// flow in no scope (user-space fast path).
+    Geneve,
+    /// The same, the flow in scope and passed (`non_tls`).
+    GenevePassed,
 }
 
 impl Target {
@@ -174,6 +224,16 @@ impl Target {
             Target::FastTwoStreams => "fast path, 2 streams, 1 worker",
             Target::FastTwoWorkers => "fast path, 2 streams, 2 workers",
             Target::Kernel => "appliance kernel fast path",
+            Target::Geneve => "geneve appliance fast path",
+            Target::GenevePassed => "geneve appliance, passed in-scope",
+        }
+    }
+
+    fn lab_mode(self) -> LabMode {
+        match self {
+            Target::Bridge => LabMode::Bridge,
+            Target::Geneve | Target::GenevePassed => LabMode::Geneve,
+            _ => LabMode::AfPacket,
         }
     }
 }
@@ -186,11 +246,7 @@ fn measure(
     seconds: u64,
     streams: u64,
 ) -> anyhow::Result<Run> {
-    let mode = if target == Target::Bridge {
-        LabMode::Bridge
-    } else {
-        LabMode::AfPacket
-    };
+    let mode = target.lab_mode();
     let lab = Lab::build(LabSpec {
         offloads,
         prefix: lab::unique_prefix(&format!("bench{}", mode.as_str())),
@@ -202,13 +258,16 @@ fn measure(
         eprintln!("note: {n}");
     }
     let mut appliance = None;
-    if mode == LabMode::AfPacket {
+    let mut lb = None;
+    // The fleet's first appliance; the load balancer is given only it.
+    let member = lab.fleet().and_then(|f| f.appliances.first()).cloned();
+    if mode != LabMode::Bridge {
         let pki = tlsinspect::demo::pki::create(&dir.join("pki"), &["www.example.com"])?;
         let (lan, wan) = lab.appliance_ports();
         let config = tlsinspect::demo::render_config(
             tlsinspect::demo::DEMO_CONFIG_TEMPLATE,
             &tlsinspect::demo::ConfigVars {
-                mode: "af_packet",
+                mode: mode.as_str(),
                 lan,
                 wan,
                 log: &dir.join("traffic.jsonl"),
@@ -218,7 +277,7 @@ fn measure(
                 ca_key: &pki.policy_ca_key,
                 // Fast: no scope matches the iperf3 flow. Passed: the
                 // client and iperf3's port are in scope.
-                in_scope: if target == Target::Passed {
+                in_scope: if matches!(target, Target::Passed | Target::GenevePassed) {
                     CLIENT
                 } else {
                     Ipv4Addr::new(192, 0, 2, 99)
@@ -252,25 +311,48 @@ fn measure(
         if !config.contains("kernel_fast_path = ") {
             bail!("the demo config has no control line to put kernel_fast_path before");
         }
+        // Geneve mode (as tests/lab_fleet.rs configures a member): `lan`
+        // only, health checks on its address, no drain at SIGTERM.
+        let config = match &member {
+            Some(m) => config
+                .lines()
+                .filter(|l| !l.starts_with("wan = "))
+                .map(|l| match l.starts_with("control = ") {
+                    true => format!("health = \"{}:8081\"\ndrain_secs = 0\n{l}\n", m.addr),
+                    false => format!("{l}\n"),
+                })
+                .collect(),
+            None => config,
+        };
         let path = dir.join("bench.toml");
         std::fs::write(&path, config)?;
-        let mut cmd = lab.command(
-            lab.appliance_ns(),
-            exe(),
-            &["run", "--config", &path.display().to_string()],
-        );
+        let ns = member
+            .as_ref()
+            .map_or(lab.appliance_ns(), |m| m.ns.as_str());
+        let mut cmd = lab.command(ns, exe(), &["run", "--config", &path.display().to_string()]);
         cmd.stdout(std::fs::File::create(dir.join("appliance.out"))?)
             .stderr(std::fs::File::create(dir.join("appliance.err"))?);
         appliance = Some(lab.spawn("appliance", cmd)?);
+    }
+    if let Some(m) = &member {
+        let l = LbProcess::start(&lab, &exe(), dir, &[m.addr], &[])?;
+        l.wait_healthy(&lab, Duration::from_secs(20))
+            .with_context(|| {
+                let err = std::fs::read_to_string(dir.join("appliance.err")).unwrap_or_default();
+                format!("appliance stderr: {}", err.trim())
+            })?;
+        lb = Some(l);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ping_once(&lab)? {
         if Instant::now() > deadline {
             let err = std::fs::read_to_string(dir.join("appliance.err")).unwrap_or_default();
+            let lb_err = lb.as_ref().map(LbProcess::stderr).unwrap_or_default();
             bail!(
-                "{}: no ping crossed the appliance ns within 20 s; appliance stderr: {}",
+                "{}: no ping crossed the appliance ns within 20 s; appliance stderr: {}; load balancer stderr: {}",
                 mode.as_str(),
-                err.trim()
+                err.trim(),
+                lb_err.trim()
             );
         }
     }
@@ -289,7 +371,9 @@ fn measure(
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     lab.spawn("iperf3 server", cmd)?;
     std::thread::sleep(Duration::from_millis(300));
-    let cpu_before = appliance.map(cpu_ns);
+    let cpu_before = appliance.map(thread_cpu_ns);
+    let lb_before = lb.as_ref().map(|l| thread_cpu_ns(l.pid));
+    let started = Instant::now();
     // Optional profile of the appliance during the measurement.
     let perf = match (appliance, std::env::var_os("LAB_BENCH_PERF")) {
         (Some(pid), Some(out)) => Some(
@@ -323,6 +407,17 @@ fn measure(
             ],
         )
         .context("running the iperf3 client")?;
+    let wall = started.elapsed().as_secs_f64();
+    let (lb_cpu, lb_busy) = match (&lb, lb_before) {
+        (Some(l), Some(before)) => {
+            let after = thread_cpu_ns(l.pid);
+            (
+                Some(total_ns(&after).saturating_sub(total_ns(&before))),
+                Some(busy(&before, &after, wall)),
+            )
+        }
+        _ => (None, None),
+    };
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("parsing iperf3 -J output")?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
@@ -336,8 +431,11 @@ fn measure(
     let (mut ms_per_mb, mut frames_per_mb, mut acks_per_mb, mut wakeups_per_mb) =
         (None, None, None, None);
     let mut latency_us = None;
+    let mut app_busy = None;
     if let (Some(pid), Some(before)) = (appliance, cpu_before) {
-        let cpu = cpu_ns(pid).saturating_sub(before);
+        let after = thread_cpu_ns(pid);
+        let cpu = total_ns(&after).saturating_sub(total_ns(&before));
+        app_busy = Some(busy(&before, &after, wall));
         if let Ok(m) = lab.exec(
             lab.appliance_ns(),
             "curl",
@@ -365,6 +463,27 @@ fn measure(
         }
         eprintln!("appliance report:\n{}", report.trim());
     }
+    let mut lb_super_frames = None;
+    if let Some(l) = &lb {
+        let s = l.stop(&lab)?;
+        lb_super_frames = Some(s.totals.super_frames);
+        let t = &s.totals;
+        eprintln!(
+            "load balancer: captured {} + {}, super-frames {}, delivered {} + {}, send errors {}, tx dropped {}, refused returns {}",
+            t.captured_client,
+            t.captured_server,
+            t.super_frames,
+            t.delivered_client,
+            t.delivered_server,
+            t.send_errors,
+            t.tx_dropped,
+            t.malformed_returns
+                + t.option_mismatches
+                + t.vni_mismatches
+                + t.wrong_source_returns
+                + t.unknown_flow_returns
+        );
+    }
     Ok(Run {
         gbps: bps / 1e9,
         ms_per_mb,
@@ -372,6 +491,10 @@ fn measure(
         acks_per_mb,
         wakeups_per_mb,
         latency_us,
+        lb_ms_per_mb: lb_cpu.filter(|_| mb > 0.0).map(|c| c as f64 / 1e6 / mb),
+        app_busy,
+        lb_busy,
+        lb_super_frames,
     })
 }
 
@@ -394,11 +517,21 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--bench") && args.iter().any(|a| a == "intercept") {
         return intercept::run();
     }
-    iperf3()
+    iperf3(args.iter().any(|a| a == "geneve"))
 }
 
-/// The iperf3 benchmark (fast path against a kernel bridge).
-fn iperf3() -> anyhow::Result<()> {
+/// One offload setting's results: every round's run, per target.
+type Results = Vec<(Target, Vec<Run>)>;
+
+/// The runs of `t` in one offload setting's results (none if it did not run).
+fn runs_of(runs: &[(Target, Vec<Run>)], t: Target) -> &[Run] {
+    runs.iter().find(|r| r.0 == t).map_or(&[], |r| &r.1)
+}
+
+/// The iperf3 benchmark (fast path against a kernel bridge); with
+/// `geneve_only`, the GENEVE rows and the bridge-mode rows they are
+/// compared with.
+fn iperf3(geneve_only: bool) -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // useful either, so only run for real under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -411,21 +544,38 @@ fn iperf3() -> anyhow::Result<()> {
     let seconds = env_u64("LAB_BENCH_SECONDS", 10);
     let rounds = env_u64("LAB_BENCH_ROUNDS", 3);
     let streams = env_u64("LAB_BENCH_STREAMS", 1);
+    let geneve = geneve_only || env_u64("LAB_BENCH_GENEVE", 1) != 0;
     let dir = tempfile::Builder::new()
         .prefix("tlsinspect-bench-")
         .tempdir()?;
-    let targets = [
-        Target::Bridge,
-        Target::Fast,
-        Target::Passed,
-        Target::FastTwoStreams,
-        Target::FastTwoWorkers,
-        Target::Kernel,
-    ];
+    // Each GENEVE row runs right after the bridge-mode row it is compared
+    // with, so the two see the same moment of a shared machine.
+    let targets: Vec<Target> = if geneve_only {
+        vec![
+            Target::Fast,
+            Target::Geneve,
+            Target::Passed,
+            Target::GenevePassed,
+        ]
+    } else {
+        let mut t = vec![Target::Bridge, Target::Fast];
+        t.extend(geneve.then_some(Target::Geneve));
+        t.push(Target::Passed);
+        t.extend(geneve.then_some(Target::GenevePassed));
+        t.extend([
+            Target::FastTwoStreams,
+            Target::FastTwoWorkers,
+            Target::Kernel,
+        ]);
+        t
+    };
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average before the run:     {}", load.trim());
+    }
     let mut table = Vec::new();
     for offloads in [lab::Offloads::Off, lab::Offloads::On] {
         // Per target, every round's run.
-        let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+        let mut runs: Results = targets.iter().map(|&t| (t, Vec::new())).collect();
         for round in 1..=rounds {
             for (i, &t) in targets.iter().enumerate() {
                 let n = match t {
@@ -443,13 +593,22 @@ fn iperf3() -> anyhow::Result<()> {
                 if let Some((p50, p99)) = r.latency_us {
                     cost += &format!(", added latency p50 <= {p50:.0} us, p99 <= {p99:.0} us");
                 }
+                if let (Some(l), Some(a), Some(b)) = (r.lb_ms_per_mb, r.app_busy, r.lb_busy) {
+                    cost += &format!(
+                        ", load balancer {l:.2} ms/MB; busy share of a core (busiest thread): appliance {:.0}% ({:.0}%), load balancer {:.0}% ({:.0}%)",
+                        a.0 * 100.0,
+                        a.1 * 100.0,
+                        b.0 * 100.0,
+                        b.1 * 100.0
+                    );
+                }
                 println!(
                     "{}, round {round}: {:32} {:6.2} Gbit/s{cost}",
                     offloads.as_str(),
                     t.name(),
                     r.gbps
                 );
-                runs[i].push(r);
+                runs[i].1.push(r);
             }
         }
         table.push((offloads, runs));
@@ -467,11 +626,16 @@ fn iperf3() -> anyhow::Result<()> {
     let cpu = |r: &Run| r.ms_per_mb;
     let frames = |r: &Run| r.frames_per_mb;
     println!("\niperf3 TCP, {streams} stream(s), {seconds} s x {rounds} rounds, 1 appliance worker; medians");
-    println!("| offloads | kernel bridge | fast path | ratio (target >= 0.9) | passed in-scope | passed CPU/MB vs fast (target <= 1.2) | fast ms/MB | passed ms/MB | fast frames/MB | passed frames/MB | passed leg ACKs/MB | passed wake-ups/MB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (o, runs) in &table {
-        let (b, f, p) = (&runs[0], &runs[1], &runs[2]);
-        println!(
+    if targets.contains(&Target::Bridge) {
+        println!("| offloads | kernel bridge | fast path | ratio (target >= 0.9) | passed in-scope | passed CPU/MB vs fast (target <= 1.2) | fast ms/MB | passed ms/MB | fast frames/MB | passed frames/MB | passed leg ACKs/MB | passed wake-ups/MB |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (o, runs) in &table {
+            let (b, f, p) = (
+                runs_of(runs, Target::Bridge),
+                runs_of(runs, Target::Fast),
+                runs_of(runs, Target::Passed),
+            );
+            println!(
             "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} | {} | {} |",
             o.as_str(),
             fmt(med(b, gbps), 2),
@@ -486,46 +650,63 @@ fn iperf3() -> anyhow::Result<()> {
             fmt(med(p, |r| r.acks_per_mb), 1),
             fmt(med(p, |r| r.wakeups_per_mb), 1),
         );
+        }
     }
-    println!("\nTwo workers against one, fast path, 2 iperf3 streams (target: CPU/MB within 10 %)");
-    println!("| offloads | 1 worker | 2 workers | 1 worker ms/MB | 2 workers ms/MB | ratio |");
-    println!("|---|---|---|---|---|---|");
-    for (o, runs) in &table {
-        let (one, two) = (&runs[3], &runs[4]);
+    if targets.contains(&Target::FastTwoWorkers) {
         println!(
-            "| {} | {} Gbit/s | {} Gbit/s | {} | {} | {} |",
-            o.as_str(),
-            fmt(med(one, gbps), 2),
-            fmt(med(two, gbps), 2),
-            fmt(med(one, cpu), 2),
-            fmt(med(two, cpu), 2),
-            fmt(div(med(two, cpu), med(one, cpu)), 2),
+            "\nTwo workers against one, fast path, 2 iperf3 streams (target: CPU/MB within 10 %)"
         );
+        println!("| offloads | 1 worker | 2 workers | 1 worker ms/MB | 2 workers ms/MB | ratio |");
+        println!("|---|---|---|---|---|---|");
+        for (o, runs) in &table {
+            let (one, two) = (
+                runs_of(runs, Target::FastTwoStreams),
+                runs_of(runs, Target::FastTwoWorkers),
+            );
+            println!(
+                "| {} | {} Gbit/s | {} Gbit/s | {} | {} | {} |",
+                o.as_str(),
+                fmt(med(one, gbps), 2),
+                fmt(med(two, gbps), 2),
+                fmt(med(one, cpu), 2),
+                fmt(med(two, cpu), 2),
+                fmt(div(med(two, cpu), med(one, cpu)), 2),
+            );
+        }
     }
-    println!(
-        "\nKernel fast path (tc-BPF) beside the user-space fast path and the bridge, 1 stream"
-    );
-    println!("| offloads | kernel bridge | kernel fast path | ratio (target >= 0.9) | user-space fast path | ratio | kernel fast ms/MB | kernel fast frames/MB | fast ms/MB | fast frames/MB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (o, runs) in &table {
-        let (b, f, k) = (&runs[0], &runs[1], &runs[5]);
+    if targets.contains(&Target::Kernel) {
         println!(
-            "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} |",
-            o.as_str(),
-            fmt(med(b, gbps), 2),
-            fmt(med(k, gbps), 2),
-            fmt(div(med(k, gbps), med(b, gbps)), 2),
-            fmt(med(f, gbps), 2),
-            fmt(div(med(f, gbps), med(b, gbps)), 2),
-            fmt(med(k, cpu), 3),
-            fmt(med(k, frames), 1),
-            fmt(med(f, cpu), 2),
-            fmt(med(f, frames), 0),
+            "\nKernel fast path (tc-BPF) beside the user-space fast path and the bridge, 1 stream"
         );
+        println!("| offloads | kernel bridge | kernel fast path | ratio (target >= 0.9) | user-space fast path | ratio | kernel fast ms/MB | kernel fast frames/MB | fast ms/MB | fast frames/MB |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (o, runs) in &table {
+            let (b, f, k) = (
+                runs_of(runs, Target::Bridge),
+                runs_of(runs, Target::Fast),
+                runs_of(runs, Target::Kernel),
+            );
+            println!(
+                "| {} | {} Gbit/s | {} Gbit/s | {} | {} Gbit/s | {} | {} | {} | {} | {} |",
+                o.as_str(),
+                fmt(med(b, gbps), 2),
+                fmt(med(k, gbps), 2),
+                fmt(div(med(k, gbps), med(b, gbps)), 2),
+                fmt(med(f, gbps), 2),
+                fmt(div(med(f, gbps), med(b, gbps)), 2),
+                fmt(med(k, cpu), 3),
+                fmt(med(k, frames), 1),
+                fmt(med(f, cpu), 2),
+                fmt(med(f, frames), 0),
+            );
+        }
+    }
+    if geneve {
+        geneve_table(&table);
     }
     println!("\nAdded latency of the passed in-scope flows (histogram bucket bounds, all rounds' medians)");
     for (o, runs) in &table {
-        let p = &runs[2];
+        let p = runs_of(runs, Target::Passed);
         println!(
             "{}: p50 <= {} us, p99 <= {} us",
             o.as_str(),
@@ -537,4 +718,94 @@ fn iperf3() -> anyhow::Result<()> {
         println!("load average after the run:      {}", load.trim());
     }
     Ok(())
+}
+
+/// The GENEVE rows beside the bridge-mode rows of the same rounds, with
+/// the load balancer's share and which of the two bounds the throughput.
+fn geneve_table(table: &[(lab::Offloads, Results)]) {
+    let med = |runs: &[Run], f: fn(&Run) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(&mut v))
+    };
+    let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    // The process's busy share and its busiest thread's, "55% (48%)".
+    let busy = |runs: &[Run], f: fn(&Run) -> Option<(f64, f64)>| {
+        let mut all: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|b| b.0)).collect();
+        let mut one: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|b| b.1)).collect();
+        match all.is_empty() {
+            true => "-".to_owned(),
+            false => format!(
+                "{} ({})",
+                pct(Some(median(&mut all))),
+                pct(Some(median(&mut one)))
+            ),
+        }
+    };
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let gbps = |r: &Run| Some(r.gbps);
+    let cpu = |r: &Run| r.ms_per_mb;
+    let lb_cpu = |r: &Run| r.lb_ms_per_mb;
+    let wakeups = |r: &Run| r.wakeups_per_mb;
+    println!("\nOne appliance in geneve mode behind the lab's load balancer against the bridge-mode (af_packet) appliance, same rounds, same offloads, user-space fast path; medians");
+    println!("| offloads | flow | bridge mode | geneve | geneve/bridge | bridge ms/MB | geneve ms/MB | geneve/bridge ms/MB | load balancer ms/MB | bridge wake-ups/MB | geneve wake-ups/MB | appliance busy (busiest thread) | load balancer busy (busiest thread) | bound by |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut lb_bound = false;
+    let mut cut = false;
+    // The largest geneve / bridge-mode ratio of wake-ups per MB.
+    let mut wake_ratio: f64 = 0.0;
+    for (o, runs) in table {
+        for (flow, bridge, tunnel) in [
+            ("fast path", Target::Fast, Target::Geneve),
+            ("passed in-scope", Target::Passed, Target::GenevePassed),
+        ] {
+            let (b, g) = (runs_of(runs, bridge), runs_of(runs, tunnel));
+            cut |= g.iter().any(|r| r.lb_super_frames > Some(0));
+            if g.is_empty() {
+                continue;
+            }
+            let (app, lb) = (med(g, cpu), med(g, lb_cpu));
+            let (wb, wg) = (med(b, wakeups), med(g, wakeups));
+            if let Some(r) = div(wg, wb) {
+                wake_ratio = wake_ratio.max(r);
+            }
+            // Both run on the same shared cores: the one that spends more
+            // CPU per MB takes the larger share of them and sets the rate.
+            let bound = match (app, lb) {
+                (Some(a), Some(l)) if l > a => {
+                    lb_bound = true;
+                    format!("load balancer ({:.1}x the appliance's CPU/MB)", l / a)
+                }
+                (Some(_), Some(_)) => "appliance".to_owned(),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "| {} | {flow} | {} Gbit/s | {} Gbit/s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {bound} |",
+                o.as_str(),
+                fmt(med(b, gbps), 2),
+                fmt(med(g, gbps), 2),
+                fmt(div(med(g, gbps), med(b, gbps)), 2),
+                fmt(med(b, cpu), 2),
+                fmt(app, 2),
+                fmt(div(app, med(b, cpu)), 2),
+                fmt(lb, 2),
+                fmt(wb, 1),
+                fmt(wg, 1),
+                busy(g, |r| r.app_busy),
+                busy(g, |r| r.lb_busy),
+            );
+        }
+    }
+    if lb_bound {
+        println!("The lab's user-space load balancer (one UDP datagram per packet, super-frames cut to MTU segments) costs more CPU per MB than the appliance: it bounds the GENEVE throughput, so compare the appliance's CPU per MB, not the Gbit/s.");
+    }
+    if wake_ratio >= 2.0 {
+        println!("The geneve appliance woke up to {wake_ratio:.0}x as often per MB as the bridge-mode one: the load balancer hands it a trickle, so its batches are small and part of its CPU per MB is per-wake-up cost a faster load balancer would spread over more bytes.");
+    }
+    if cut {
+        println!("The load balancer cut super-frames into MTU-sized segments before encapsulating them (offloads on), so the geneve appliance saw 1500-byte packets where the bridge-mode one sees super-frames.");
+    }
 }

@@ -11,6 +11,7 @@
 pub mod geneve;
 pub mod lab;
 pub mod lb;
+pub mod lb_process;
 pub mod pki;
 pub mod probe;
 pub mod storm;
