@@ -22,6 +22,8 @@ pub use tlsinspect::demo::geneve::MalformedResult;
 pub use tlsinspect::demo::lab::Fleet;
 pub use tlsinspect::demo::lab::{Lab, LabMode, LabSpec};
 pub use tlsinspect::demo::lb::LbStats;
+/// A running load balancer (the one the benchmark starts too).
+pub use tlsinspect::demo::lb_process::LbProcess as Lb;
 pub use tlsinspect::demo::pki::{self, LabPki};
 pub use tlsinspect::demo::probe::{self, PingResult, UdpResult};
 
@@ -483,75 +485,13 @@ impl TestLab {
             .context("not a fleet lab (build it with LabMode::Geneve)")
     }
 
-    /// The MAC address of `dev` in `ns`.
-    pub fn mac(&self, ns: &str, dev: &str) -> anyhow::Result<String> {
-        let o = self
-            .lab
-            .exec(ns, "cat", &[&format!("/sys/class/net/{dev}/address")])?;
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    }
-
     /// Starts the load balancer (`lab-helper lb`) in the lb ns, sending to
     /// every appliance of the fleet, with `extra` arguments (e.g.
     /// `["--vni", "7"]`), and waits for its first stats file. Appliances
     /// start unhealthy: see [`TestLab::wait_lb`] to wait for their checks.
     pub fn start_lb(&self, extra: &[&str]) -> anyhow::Result<Lb> {
-        let fleet = self.fleet()?;
-        let client_mac = self.mac(self.lab.client_ns(), "c0")?;
-        let server_mac = self.mac(self.lab.server_ns(), "s0")?;
-        let stats = self.path("lb-stats.json");
-        let stop_file = self.path("lb.stop");
-        let err = self.path("lb.err");
-        let local = tlsinspect::demo::lab::FLEET_LB_ADDR.to_string();
-        let stats_s = stats.display().to_string();
-        let stop_s = stop_file.display().to_string();
-        let mut args = vec![
-            "lab-helper",
-            "lb",
-            "--client-mac",
-            &client_mac,
-            "--server-mac",
-            &server_mac,
-            "--local",
-            &local,
-            "--stats",
-            &stats_s,
-            "--stop-file",
-            &stop_s,
-        ];
-        let addrs: Vec<String> = fleet
-            .appliances
-            .iter()
-            .map(|m| m.addr.to_string())
-            .collect();
-        for a in &addrs {
-            args.extend_from_slice(&["--appliance", a]);
-        }
-        args.extend_from_slice(extra);
-        let mut cmd = self.lab.command(&fleet.lb_ns, exe(), &args);
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err)?);
-        let pid = self.lab.spawn("load balancer", cmd)?;
-        let lb = Lb {
-            pid,
-            stats,
-            stop_file,
-            err,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lb.stats().is_err() {
-            if !self.lab.is_running(pid) {
-                bail!("the load balancer exited during start-up: {}", lb.stderr());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the load balancer wrote no stats within 10 s: {}",
-                    lb.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(lb)
+        let addrs: Vec<Ipv4Addr> = self.fleet()?.appliances.iter().map(|m| m.addr).collect();
+        Lb::start(&self.lab, &exe(), self.dir.path(), &addrs, extra)
     }
 
     /// Waits up to `timeout` for the load balancer's stats to satisfy `pred`
@@ -590,15 +530,7 @@ impl TestLab {
 
     /// Stops the load balancer with SIGTERM and returns its final stats.
     pub fn stop_lb(&self, lb: &Lb) -> anyhow::Result<LbStats> {
-        let status = self.lab.stop(lb.pid, "TERM", Duration::from_secs(10))?;
-        if !status.success() {
-            bail!("the load balancer exited with {status}: {}", lb.stderr());
-        }
-        let s = lb.stats()?;
-        if !s.final_write {
-            bail!("the load balancer did not write its stats at exit");
-        }
-        Ok(s)
+        lb.stop(&self.lab)
     }
 
     /// Starts the stand-in appliance (`lab-helper geneve-reflect`) in
@@ -768,28 +700,6 @@ pub fn lb_client_port(f: &tlsinspect::demo::lb::FlowStats) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
-}
-
-/// A running load balancer.
-pub struct Lb {
-    pub pid: u32,
-    /// Its stats JSON (see `tlsinspect::demo::lb::LbStats`).
-    pub stats: PathBuf,
-    /// Creating this file stops it, as SIGTERM does.
-    pub stop_file: PathBuf,
-    err: PathBuf,
-}
-
-impl Lb {
-    /// Its latest stats.
-    pub fn stats(&self) -> anyhow::Result<LbStats> {
-        tlsinspect::demo::lb::read_stats(&self.stats)
-    }
-
-    /// What it wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
 }
 
 /// A running stand-in appliance.
