@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod dispatch;
 pub mod fault;
 pub mod flow;
 pub mod frame;
@@ -20,7 +21,6 @@ pub mod intercept;
 pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;
-pub mod path;
 pub mod pipeline;
 pub mod stats;
 pub mod steer;

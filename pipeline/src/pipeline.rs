@@ -20,13 +20,13 @@ use mio::{Poll, Waker};
 
 use crate::api::FlowLog;
 use crate::classify::ScopeTable;
+use crate::dispatch::{Clock, Dispatcher};
 use crate::fault::{FaultPlan, FaultyDevice};
 use crate::intercept::InterceptCtx;
 use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
 use crate::io::tun::Tun;
 use crate::io::Device;
 use crate::kernel_fast_path::{Attached, KernelFastPath};
-use crate::path::{Clock, Dispatcher};
 use crate::stats::{Counters, SharedCounters, Stats};
 use crate::steer::fanout_program;
 use crate::worker::{Handoff, Interrupts, Peer, Worker, HANDOFF_QUEUE, WAKE};
@@ -211,7 +211,7 @@ impl Pipeline {
     ///
     /// Each new in-scope flow takes the context `intercept` holds at its SYN
     /// (store a new one on reload); without it in-scope flows are only
-    /// tracked and forwarded (see [`crate::path`]).
+    /// tracked and forwarded (see [`crate::dispatch`]).
     pub fn start_intercepting(
         cfg: PipelineConfig,
         ring: RingConfig,
@@ -566,7 +566,7 @@ impl Drop for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::tests::MemLog;
+    use crate::dispatch::tests::MemLog;
 
     fn cfg(mode: DeviceMode, cpus: Vec<usize>) -> PipelineConfig {
         PipelineConfig {

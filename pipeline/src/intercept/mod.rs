@@ -21,7 +21,7 @@
 //!    settings) it is born with: a reload that swaps the worker's context
 //!    never changes the decision of an existing flow.
 //! 2. Every IP packet of the connection: [`handle_packet`](InterceptedFlow::handle_packet)`(side, packet, now)`
-//!    (`Side::Client` for packets from the client, `Side::Server` for
+//!    (`Leg::Client` for packets from the client, `Leg::Server` for
 //!    packets from the server).
 //! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
 //!    until `None`, sending each packet toward its side (re-applying that
@@ -77,7 +77,7 @@ use crate::api::{
 };
 use crate::classify::ScopeMatch;
 use crate::tcp::{
-    FlowConfig, FlowError, FlowEvent, Release, Side, StreamError, TcpFacts, TransparentFlow,
+    FlowConfig, FlowError, FlowEvent, Leg, Release, StreamError, TcpFacts, TransparentFlow,
 };
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
@@ -204,7 +204,7 @@ impl Pending {
     }
 
     /// Pushes what fits into `side`'s send buffer; returns whether any moved.
-    fn flush(&mut self, tcp: &mut TransparentFlow, side: Side) -> bool {
+    fn flush(&mut self, tcp: &mut TransparentFlow, side: Leg) -> bool {
         if self.is_empty() {
             return false;
         }
@@ -296,7 +296,7 @@ impl std::fmt::Debug for InterceptedFlow {
 /// `Ok(0)` when nothing is buffered; the errors of [`TransparentFlow::recv`].
 fn recv_in_place(
     tcp: &mut TransparentFlow,
-    side: Side,
+    side: Leg,
     mut f: impl FnMut(&[u8]),
 ) -> Result<usize, StreamError> {
     tcp.with_socket(side, |s| {
@@ -329,7 +329,7 @@ fn recv_in_place(
 /// it wrote into the slice it was given. Returns the total.
 fn send_in_place(
     tcp: &mut TransparentFlow,
-    side: Side,
+    side: Leg,
     mut fill: impl FnMut(&mut [u8]) -> usize,
 ) -> usize {
     tcp.with_socket(side, |s| {
@@ -490,7 +490,7 @@ impl InterceptedFlow {
     }
 
     /// Processes one IP packet that arrived from `from`.
-    pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+    pub fn handle_packet(&mut self, from: Leg, packet: &[u8], now: Instant) {
         self.handle_packet_checked(from, packet, false, now);
     }
 
@@ -498,7 +498,7 @@ impl InterceptedFlow {
     /// TCP checksum when `checksum_trusted` (see [`crate::io::Offload`]).
     pub fn handle_packet_checked(
         &mut self,
-        from: Side,
+        from: Leg,
         packet: &[u8],
         checksum_trusted: bool,
         now: Instant,
@@ -535,7 +535,7 @@ impl InterceptedFlow {
     }
 
     /// The next IP packet to send and the side it goes to; call until `None`.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Side, Vec<u8>)> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Leg, Vec<u8>)> {
         let mut buf = Vec::new();
         let side = self.poll_transmit_into(now, &mut buf)?;
         Some((side, buf))
@@ -543,7 +543,7 @@ impl InterceptedFlow {
 
     /// Like [`poll_transmit`](Self::poll_transmit), writing into `buf`
     /// (replaced) so a worker can reuse one buffer.
-    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Leg> {
         self.poll_transmit_offload(now, buf).map(|(side, _)| side)
     }
 
@@ -554,7 +554,7 @@ impl InterceptedFlow {
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
-    ) -> Option<(Side, crate::io::Offload)> {
+    ) -> Option<(Leg, crate::io::Offload)> {
         if std::mem::take(&mut self.fed) {
             self.drive(now);
         }
@@ -574,8 +574,8 @@ impl InterceptedFlow {
     /// connection that no longer exists; [`finish`](Self::finish) then
     /// writes the record as usual.
     pub fn abort(&mut self) {
-        self.tcp.abort(Side::Client);
-        self.tcp.abort(Side::Server);
+        self.tcp.abort(Leg::Client);
+        self.tcp.abort(Leg::Server);
     }
 
     /// Whether the flow is passed and only relays its legs' bytes, with
@@ -593,7 +593,7 @@ impl InterceptedFlow {
     /// [`TransparentFlow::release`] for `trigger`. The caller then drops
     /// the flow (after taking its record with [`finish`](Self::finish))
     /// and forwards its packets, the trigger first, rewritten.
-    pub fn release(&self, trigger: Option<(Side, &TcpFacts)>, now: Instant) -> Option<Release> {
+    pub fn release(&self, trigger: Option<(Leg, &TcpFacts)>, now: Instant) -> Option<Release> {
         if !self.is_releasable() {
             return None;
         }
@@ -671,7 +671,7 @@ impl InterceptedFlow {
                     if self.decision.is_some() {
                         // The fresh server leg of a replay never answered:
                         // the client must not wait forever on a dead leg.
-                        self.tcp.abort(Side::Client);
+                        self.tcp.abort(Leg::Client);
                         self.error = Some("server leg: the reconnection timed out".into());
                         self.mode = Mode::Done;
                     }
@@ -714,18 +714,18 @@ impl InterceptedFlow {
         if self.hello_deadline.is_none() {
             return false; // legs not up yet
         }
-        let queued = self.tcp.recv_queue(Side::Client);
+        let queued = self.tcp.recv_queue(Leg::Client);
         // A server that speaks first (SMTP, SSH, ...) is not TLS.
-        let server_spoke = self.tcp.recv_queue(Side::Server) > 0;
+        let server_spoke = self.tcp.recv_queue(Leg::Server) > 0;
         let mut buf = vec![0u8; queued.min(MAX_HELLO_BYTES)];
-        let (n, client_done) = match self.tcp.peek(Side::Client, &mut buf) {
+        let (n, client_done) = match self.tcp.peek(Leg::Client, &mut buf) {
             Ok(n) => (n, false),
             Err(StreamError::Finished(_)) => (0, true),
             Err(StreamError::NotConnected(_)) => return false,
             Err(StreamError::Closed(_)) => (0, true),
         };
         let server_done = matches!(
-            self.tcp.peek(Side::Server, &mut []),
+            self.tcp.peek(Leg::Server, &mut []),
             Err(StreamError::Finished(_) | StreamError::Closed(_))
         );
         let parsed = if n == 0 {
@@ -818,8 +818,8 @@ impl InterceptedFlow {
             return;
         };
         // Consume what was peeked: from now on the TLS machine owns the bytes.
-        let mut bytes = vec![0u8; self.tcp.recv_queue(Side::Client)];
-        let n = self.tcp.recv(Side::Client, &mut bytes).unwrap_or(0);
+        let mut bytes = vec![0u8; self.tcp.recv_queue(Leg::Client)];
+        let n = self.tcp.recv(Leg::Client, &mut bytes).unwrap_or(0);
         bytes.truncate(n);
         self.bytes_toserver += n as u64;
         let params = InterceptParams {
@@ -854,30 +854,30 @@ impl InterceptedFlow {
 
     /// Pass: flush the replay (if any) first, then splice both ways.
     fn pump_pass(&mut self) -> bool {
-        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
+        let mut progress = self.to_server.flush(&mut self.tcp, Leg::Server);
         if self.to_server.is_empty() && !self.client_eof {
-            match self.tcp.splice(Side::Client) {
+            match self.tcp.splice(Leg::Client) {
                 Ok(n) => {
                     progress |= n > 0;
                     self.bytes_toserver += n as u64;
                 }
                 Err(StreamError::Finished(_)) => {
                     self.client_eof = true;
-                    self.tcp.close(Side::Server);
+                    self.tcp.close(Leg::Server);
                     progress = true;
                 }
                 Err(_) => {}
             }
         }
         if !self.server_eof {
-            match self.tcp.splice(Side::Server) {
+            match self.tcp.splice(Leg::Server) {
                 Ok(n) => {
                     progress |= n > 0;
                     self.bytes_toclient += n as u64;
                 }
                 Err(StreamError::Finished(_)) => {
                     self.server_eof = true;
-                    self.tcp.close(Side::Client);
+                    self.tcp.close(Leg::Client);
                     progress = true;
                 }
                 Err(_) => {}
@@ -890,7 +890,7 @@ impl InterceptedFlow {
     /// discard whatever the peers still send.
     fn pump_out(&mut self) -> bool {
         let mut progress = false;
-        for side in [Side::Client, Side::Server] {
+        for side in [Leg::Client, Leg::Server] {
             if recv_in_place(&mut self.tcp, side, |_| {}).is_ok_and(|n| n > 0) {
                 progress = true;
             }
@@ -901,16 +901,16 @@ impl InterceptedFlow {
 
     /// Whether bytes for `side` wait to be queued on its leg: in the
     /// [`Pending`] queue or, while inspecting, in the TLS machine.
-    fn unsent(&self, side: Side) -> bool {
+    fn unsent(&self, side: Leg) -> bool {
         let pending = match side {
-            Side::Server => &self.to_server,
-            Side::Client => &self.to_client,
+            Leg::Server => &self.to_server,
+            Leg::Client => &self.to_client,
         };
         !pending.is_empty()
             || match &self.mode {
                 Mode::Inspect(ic) => match side {
-                    Side::Server => ic.wants_write_to_server(),
-                    Side::Client => ic.wants_write_to_client(),
+                    Leg::Server => ic.wants_write_to_server(),
+                    Leg::Client => ic.wants_write_to_client(),
                 },
                 _ => false,
             }
@@ -921,23 +921,23 @@ impl InterceptedFlow {
     /// While inspecting, the TLS machine writes its records straight into
     /// the legs' send rings once the [`Pending`] queue ahead of them is empty.
     fn flush_and_after(&mut self) -> bool {
-        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
-        progress |= self.to_client.flush(&mut self.tcp, Side::Client);
+        let mut progress = self.to_server.flush(&mut self.tcp, Leg::Server);
+        progress |= self.to_client.flush(&mut self.tcp, Leg::Client);
         if let Mode::Inspect(ic) = &mut self.mode {
             if self.to_server.is_empty() && ic.wants_write_to_server() {
                 progress |=
-                    send_in_place(&mut self.tcp, Side::Server, |b| ic.write_to_server(b)) > 0;
+                    send_in_place(&mut self.tcp, Leg::Server, |b| ic.write_to_server(b)) > 0;
             }
             if self.to_client.is_empty() && ic.wants_write_to_client() {
                 progress |=
-                    send_in_place(&mut self.tcp, Side::Client, |b| ic.write_to_client(b)) > 0;
+                    send_in_place(&mut self.tcp, Leg::Client, |b| ic.write_to_client(b)) > 0;
             }
         }
-        for side in [Side::Server, Side::Client] {
+        for side in [Leg::Server, Leg::Client] {
             let unsent = self.unsent(side);
             let after = match side {
-                Side::Server => &mut self.after_server,
-                Side::Client => &mut self.after_client,
+                Leg::Server => &mut self.after_server,
+                Leg::Client => &mut self.after_client,
             };
             if unsent || *after == After::Nothing {
                 continue;
@@ -972,13 +972,13 @@ impl InterceptedFlow {
     fn feed_intercept(&mut self) -> bool {
         let mut progress = false;
         // Read a leg only while the opposite queue is drained (backpressure).
-        let read_client = !self.client_eof && !self.unsent(Side::Server);
-        let read_server = !self.server_eof && !self.unsent(Side::Client);
+        let read_client = !self.client_eof && !self.unsent(Leg::Server);
+        let read_server = !self.server_eof && !self.unsent(Leg::Client);
         let Mode::Inspect(ic) = &mut self.mode else {
             return false;
         };
         if read_client {
-            match recv_in_place(&mut self.tcp, Side::Client, |b| ic.handle_client_bytes(b)) {
+            match recv_in_place(&mut self.tcp, Leg::Client, |b| ic.handle_client_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toserver += n as u64;
@@ -993,7 +993,7 @@ impl InterceptedFlow {
             }
         }
         if read_server {
-            match recv_in_place(&mut self.tcp, Side::Server, |b| ic.handle_server_bytes(b)) {
+            match recv_in_place(&mut self.tcp, Leg::Server, |b| ic.handle_server_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toclient += n as u64;

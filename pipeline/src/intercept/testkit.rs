@@ -33,7 +33,7 @@ use crate::api::{
 use crate::classify::ScopeMatch;
 use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::tcp::queue_dev::QueueDev;
-use crate::tcp::{FlowConfig, Side};
+use crate::tcp::{FlowConfig, Leg};
 use crate::tls::bypass::{BypassCache, BypassConfig};
 use crate::tls::decision::TlsPolicy;
 use crate::tls::intercept::{InvalidCertPolicy, UpstreamTls};
@@ -802,12 +802,12 @@ impl Net {
             self.server.poll(t);
             let started = Instant::now();
             for p in std::mem::take(&mut self.client.dev.tx) {
-                self.flow.handle_packet(Side::Client, &p, self.now);
+                self.flow.handle_packet(Leg::Client, &p, self.now);
                 self.packets += 1;
                 progress = true;
             }
             for p in std::mem::take(&mut self.server.dev.tx) {
-                self.flow.handle_packet(Side::Server, &p, self.now);
+                self.flow.handle_packet(Leg::Server, &p, self.now);
                 self.packets += 1;
                 progress = true;
             }
@@ -815,8 +815,8 @@ impl Net {
                 progress = true;
                 self.packets += 1;
                 match side {
-                    Side::Client => self.client.dev.rx.push_back(p),
-                    Side::Server => self.server.dev.rx.push_back(p),
+                    Leg::Client => self.client.dev.rx.push_back(p),
+                    Leg::Server => self.server.dev.rx.push_back(p),
                 }
             }
             self.flow_time += started.elapsed();
