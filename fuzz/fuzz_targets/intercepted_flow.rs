@@ -1,4 +1,4 @@
-//! Fuzzes `InterceptedFlow::handle_packet` with hostile packets in every
+//! Fuzzes `Connection::handle_packet` with hostile packets in every
 //! phase of an intercepted connection.
 //!
 //! Each input is a scenario (an `arbitrary` structure): the policy, the
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
-pub use tlsinspect_pipeline::{api, classify, intercept, tls};
+pub use tlsinspect_pipeline::{api, classify, conn, tls};
 
 #[path = "../../pipeline/src/tcp/queue_dev.rs"]
 pub mod queue_dev;
@@ -54,16 +54,16 @@ pub mod tcp {
 }
 
 #[allow(unused_imports)]
-#[path = "../../pipeline/src/intercept/testkit.rs"]
+#[path = "../../pipeline/src/conn/testkit.rs"]
 mod testkit;
 
-use intercept::{reason, InterceptCtx};
+use conn::{reason, ConnCtx};
 use tcp::segment::{self, Segment};
 use tcp::{FlowConfig, Leg};
 use testkit::{smol, BlockInspector, ClientApp, Lab, MemLog, Net, PassInspector, ServerApp};
 use tls::bypass::{BypassCache, BypassConfig};
 use tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
-use tls::intercept::{InvalidCertPolicy, UpstreamTls};
+use tls::pair::{InvalidCertPolicy, UpstreamTls};
 use tlsinspect_pipeline::io::Offload;
 
 /// The captured ClientHellos (the same files as `../shared/testdata/client-hellos`).
@@ -699,7 +699,7 @@ fn scenario(input: &Input, lab: &Lab) {
     };
     let mut policies = HashMap::new();
     policies.insert(Arc::<str>::from("pol-1"), Arc::new(policy(&input.policy)));
-    let ctx = Arc::new(InterceptCtx {
+    let ctx = Arc::new(ConnCtx {
         minter: lab.minter.clone(),
         inspector,
         log: Arc::new(MemLog::default()),
@@ -711,7 +711,7 @@ fn scenario(input: &Input, lab: &Lab) {
         policies,
         flow_ids: lab.flow_ids.clone(),
         tcp,
-        hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+        hello_timeout: ConnCtx::DEFAULT_HELLO_TIMEOUT,
     });
     let (client_app, up) = match &input.client {
         Client::Tls {

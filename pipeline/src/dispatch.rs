@@ -9,7 +9,7 @@
 //! What happens to a SYN: a TCP SYN (without ACK) arriving from the LAN side
 //! is looked up in the current scope table. With an interception context
 //! ([`Dispatcher::with_intercept`], what the appliance always sets), a match
-//! starts an [`InterceptedFlow`] from the SYN, which is NOT forwarded: the
+//! starts an [`Connection`] from the SYN, which is NOT forwarded: the
 //! flow terminates TCP on both legs itself. Every later packet of the flow,
 //! in either direction, is fed to it and never forwarded; what the flow
 //! sends goes into the dispatcher's outbox, which the worker drains into the
@@ -37,10 +37,10 @@ use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
+use crate::conn::{ConnCtx, Connection};
 use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::framing::{Framing, Received};
-use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::kernel_fast_path::KernelFastPath;
 use crate::latency::Latency;
@@ -125,7 +125,7 @@ impl Clock {
 
 /// An intercepted flow and what the worker needs to send its packets.
 struct Held {
-    flow: InterceptedFlow,
+    flow: Connection,
     /// What goes in front of its packets toward each side.
     framing: Framing,
     born: Instant,
@@ -235,7 +235,7 @@ pub struct Dispatcher {
     clock: Clock,
     max_flows: usize,
     idle: Duration,
-    intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    intercept: Option<Arc<ArcSwap<ConnCtx>>>,
     /// This worker's share of `max_intercept_memory`, in bytes.
     memory_budget: usize,
     /// This worker's share of `max_half_open`.
@@ -326,13 +326,13 @@ impl Dispatcher {
     /// Intercepts in-scope flows with the context `ctx` holds at each SYN.
     ///
     /// A reload stores a new context; flows keep the one they were born with.
-    pub fn with_intercept(mut self, ctx: Arc<ArcSwap<InterceptCtx>>) -> Dispatcher {
+    pub fn with_intercept(mut self, ctx: Arc<ArcSwap<ConnCtx>>) -> Dispatcher {
         self.intercept = Some(ctx);
         self
     }
 
     /// Bounds what the intercepted flows may hold: `memory` bytes (see
-    /// [`InterceptCtx::flow_memory`]) and `half_open` flows whose handshake
+    /// [`ConnCtx::flow_memory`]) and `half_open` flows whose handshake
     /// has not completed. Beyond either, a new in-scope connection follows
     /// its policy's `on_overload`.
     pub fn with_limits(mut self, memory: usize, half_open: usize) -> Dispatcher {
@@ -1015,7 +1015,7 @@ impl Dispatcher {
                 return self.overload(&ctx, &m, raw, Framing::of(framing), now);
             }
             let framing = Framing::of(framing);
-            let flow = InterceptedFlow::new(
+            let flow = Connection::new(
                 ctx,
                 &m,
                 raw,
@@ -1084,7 +1084,7 @@ impl Dispatcher {
     /// fast path) or refused with a reset to the client ("block").
     fn overload(
         &mut self,
-        ctx: &InterceptCtx,
+        ctx: &ConnCtx,
         m: &ScopeMatch,
         syn: &[u8],
         framing: Framing,
@@ -1118,7 +1118,7 @@ impl Dispatcher {
             } else {
                 FlowAction::Pass
             },
-            reason: crate::intercept::reason::OVERLOAD.to_owned(),
+            reason: crate::conn::reason::OVERLOAD.to_owned(),
             tls: None,
             bytes_toserver: 0,
             bytes_toclient: 0,
@@ -1832,7 +1832,7 @@ pub(crate) mod tests {
         idle: Duration,
         policy: crate::tls::decision::TlsPolicy,
     ) -> (Dispatcher, Arc<MemLog>, Instant) {
-        use crate::intercept::testkit;
+        use crate::conn::testkit;
         let kit = testkit::Lab::new();
         let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
         let log = Arc::new(MemLog::default());

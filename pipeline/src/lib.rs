@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod conn;
 pub mod dispatch;
 pub mod fault;
 pub mod flow;
@@ -17,7 +18,6 @@ pub mod frame;
 pub mod framing;
 pub mod geneve;
 pub mod gso;
-pub mod intercept;
 pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;

@@ -1,9 +1,9 @@
 //! The per-connection driver of an in-scope TCP connection, sans-IO.
 //!
-//! An [`InterceptedFlow`] glues the parts of DESIGN.md §1 and §4 together for
+//! An [`Connection`] glues the parts of DESIGN.md §1 and §4 together for
 //! one connection: the transparent TCP splice ([`TransparentFlow`]), the
 //! ClientHello peek, the decision table, the two-leg TLS state machine
-//! ([`Intercept`]) and the traffic-log record. A worker owns one per
+//! ([`TlsPair`]) and the traffic-log record. A worker owns one per
 //! intercepted connection and only moves IP packets and time in and out; all
 //! protocol work happens here, so the whole path — a real rustls client, the
 //! appliance, a real rustls server, each on its own TCP stack — can be tested
@@ -16,23 +16,23 @@
 //!
 //! # Call order
 //!
-//! 1. An in-scope client SYN: [`InterceptedFlow::new`]`(ctx, scope, syn, syn_checksum_trusted, seed, now, wall)`.
+//! 1. An in-scope client SYN: [`Connection::new`]`(ctx, scope, syn, syn_checksum_trusted, seed, now, wall)`.
 //!    The flow captures the context (and with it the policy's decision
 //!    settings) it is born with: a reload that swaps the worker's context
 //!    never changes the decision of an existing flow.
-//! 2. Every IP packet of the connection: [`handle_packet`](InterceptedFlow::handle_packet)`(side, packet, now)`
+//! 2. Every IP packet of the connection: [`handle_packet`](Connection::handle_packet)`(side, packet, now)`
 //!    (`Leg::Client` for packets from the client, `Leg::Server` for
 //!    packets from the server).
-//! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
+//! 3. After 1, 2 or 4: [`poll_transmit`](Connection::poll_transmit)`(now)`
 //!    until `None`, sending each packet toward its side (re-applying that
 //!    side's L2 header). The work the packets of 2 made possible happens
 //!    there, so a worker feeds a whole receive batch through 2 first and
 //!    then calls 3 once: the flow reads its legs once per batch.
-//! 4. When the instant of [`poll_timeout`](InterceptedFlow::poll_timeout) has
-//!    passed: [`handle_timeout`](InterceptedFlow::handle_timeout)`(now)`, then 3.
-//! 5. Once [`is_finished`](InterceptedFlow::is_finished) (or when the worker
+//! 4. When the instant of [`poll_timeout`](Connection::poll_timeout) has
+//!    passed: [`handle_timeout`](Connection::handle_timeout)`(now)`, then 3.
+//! 5. Once [`is_finished`](Connection::is_finished) (or when the worker
 //!    gives up on the flow: idle timeout, shutdown),
-//!    [`finish`](InterceptedFlow::finish)`(now)` and write the record with
+//!    [`finish`](Connection::finish)`(now)` and write the record with
 //!    `ctx.log.record(&rec)`. Alerts of the inspection engines are written to
 //!    `ctx.log.alert` as they happen, from inside 2 and 4.
 //!
@@ -40,14 +40,14 @@
 //!
 //! `Peeking` (both TCP legs up, the client's first bytes peeked, not consumed,
 //! until the parser answers, the hello cap is reached, the server speaks
-//! first or [`InterceptCtx::hello_timeout`] passes) → the decision of
+//! first or [`ConnCtx::hello_timeout`] passes) → the decision of
 //! DESIGN.md §4, taken once, then one of:
 //!
 //! * pass: the legs are spliced; the bytes already peeked (the ClientHello)
 //!   were never consumed, so they are relayed unchanged like the rest;
 //! * block: a TLS `access_denied` alert then FIN to the client for a TLS
 //!   hello, an RST for non-TLS bytes; the server leg is closed;
-//! * inspect: ciphertext of each leg goes through [`Intercept`], read where
+//! * inspect: ciphertext of each leg goes through [`TlsPair`], read where
 //!   it lies in the leg's receive ring; the records it produces are written
 //!   straight into the opposite leg's send ring and wait in rustls while that
 //!   ring is full, and a leg is read only while nothing waits for the
@@ -82,9 +82,7 @@ use crate::tcp::{
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
 use crate::tls::decision::{self, Action, Decision, TlsPolicy};
-use crate::tls::intercept::{
-    self as tls_intercept, Event, Intercept, InterceptParams, UpstreamTls,
-};
+use crate::tls::pair::{self as tls_intercept, Event, TlsPair, TlsPairParams, UpstreamTls};
 
 /// Reasons logged for outcomes after (or instead of) the §4 decision.
 ///
@@ -124,7 +122,7 @@ pub mod reason {
 ///
 /// Built by the control plane from the configuration and swapped whole on
 /// reload; each flow keeps the `Arc` it was born with.
-pub struct InterceptCtx {
+pub struct ConnCtx {
     /// Forges the chains shown to clients.
     pub minter: Arc<dyn CertMinter>,
     /// Creates the plaintext inspector of each inspected flow.
@@ -146,11 +144,11 @@ pub struct InterceptCtx {
     pub hello_timeout: Duration,
 }
 
-impl InterceptCtx {
-    /// Default for [`InterceptCtx::hello_timeout`].
+impl ConnCtx {
+    /// Default for [`ConnCtx::hello_timeout`].
     pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
     /// Charged per flow for its two TLS sessions and the engines' state
-    /// beyond the TCP buffers (see [`InterceptCtx::flow_memory`]).
+    /// beyond the TCP buffers (see [`ConnCtx::flow_memory`]).
     pub const SESSION_ALLOWANCE: usize = 96 * 1024;
 
     /// What one intercepted flow is charged against the memory budget
@@ -164,9 +162,9 @@ impl InterceptCtx {
     }
 }
 
-impl std::fmt::Debug for InterceptCtx {
+impl std::fmt::Debug for ConnCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptCtx")
+        f.debug_struct("ConnCtx")
             .field("policies", &self.policies.keys().collect::<Vec<_>>())
             .field("tcp", &self.tcp)
             .field("hello_timeout", &self.hello_timeout)
@@ -230,7 +228,7 @@ enum Mode {
     /// Refusing: queued output for the client, then close.
     Block,
     /// Terminating TLS on both legs.
-    Inspect(Box<Intercept>),
+    Inspect(Box<TlsPair>),
     /// Nothing more to relay; waiting for the legs to close.
     Done,
 }
@@ -244,8 +242,8 @@ enum After {
 }
 
 /// The driver of one in-scope connection. See the [module docs](self).
-pub struct InterceptedFlow {
-    ctx: Arc<InterceptCtx>,
+pub struct Connection {
+    ctx: Arc<ConnCtx>,
     policy: Arc<TlsPolicy>,
     tcp: TransparentFlow,
     mode: Mode,
@@ -278,9 +276,9 @@ pub struct InterceptedFlow {
     fed: bool,
 }
 
-impl std::fmt::Debug for InterceptedFlow {
+impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptedFlow")
+        f.debug_struct("Connection")
             .field("flow_id", &self.meta.flow_id)
             .field("tcp", &self.tcp)
             .field("decision", &self.decision)
@@ -348,21 +346,21 @@ fn send_in_place(
     .unwrap_or(0)
 }
 
-impl InterceptedFlow {
+impl Connection {
     /// Starts a flow from the client's opening SYN selected by `scope`.
     ///
     /// `seed` must be random per flow (TCP initial sequence numbers); `wall`
     /// is the wall-clock time at `now`. Nothing is sent to the client yet:
     /// the first `poll_transmit` yields the SYN toward the server.
     pub fn new(
-        ctx: Arc<InterceptCtx>,
+        ctx: Arc<ConnCtx>,
         scope: &ScopeMatch,
         syn: &[u8],
         syn_checksum_trusted: bool,
         seed: u64,
         now: Instant,
         wall: SystemTime,
-    ) -> Result<InterceptedFlow, StartError> {
+    ) -> Result<Connection, StartError> {
         let policy = ctx
             .policies
             .get(&scope.policy_id)
@@ -380,7 +378,7 @@ impl InterceptedFlow {
             alpn: None,
             tunnel: None,
         };
-        Ok(InterceptedFlow {
+        Ok(Connection {
             ctx,
             policy,
             tcp,
@@ -413,7 +411,7 @@ impl InterceptedFlow {
 
     /// Marks the flow as seen through `tunnel` (its records and alerts say
     /// so); called before its first packet is handled.
-    pub fn seen_through(mut self, tunnel: Option<crate::api::TunnelInfo>) -> InterceptedFlow {
+    pub fn seen_through(mut self, tunnel: Option<crate::api::TunnelInfo>) -> Connection {
         self.meta.tunnel = tunnel;
         self
     }
@@ -822,7 +820,7 @@ impl InterceptedFlow {
         let n = self.tcp.recv(Leg::Client, &mut bytes).unwrap_or(0);
         bytes.truncate(n);
         self.bytes_toserver += n as u64;
-        let params = InterceptParams {
+        let params = TlsPairParams {
             upstream: self.ctx.upstream.clone(),
             minter: self.ctx.minter.clone(),
             inspector: self.ctx.inspector.clone(),
@@ -830,7 +828,7 @@ impl InterceptedFlow {
             tls13,
             now: self.wall(now),
         };
-        match Intercept::new(params, hello, &bytes) {
+        match TlsPair::new(params, hello, &bytes) {
             Ok(ic) => {
                 self.mode = Mode::Inspect(Box::new(ic));
                 self.drain_intercept(now);
