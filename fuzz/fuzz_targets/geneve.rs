@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::api::{Alert, FlowLog, FlowMeta, FlowRecord};
 use tlsinspect_pipeline::geneve::{self, Encap};
 use tlsinspect_pipeline::io::Offload;
-use tlsinspect_pipeline::path::{Clock, Dispatcher};
+use tlsinspect_pipeline::dispatch::{Clock, Dispatcher};
 use tlsinspect_pipeline::{ScopeSpec, ScopeTable};
 
 #[derive(Default)]

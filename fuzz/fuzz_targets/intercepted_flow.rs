@@ -1,4 +1,4 @@
-//! Fuzzes `InterceptedFlow::handle_packet` with hostile packets in every
+//! Fuzzes `Connection::handle_packet` with hostile packets in every
 //! phase of an intercepted connection.
 //!
 //! Each input is a scenario (an `arbitrary` structure): the policy, the
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
-pub use tlsinspect_pipeline::{api, classify, intercept, tls};
+pub use tlsinspect_pipeline::{api, classify, conn, tls};
 
 #[path = "../../pipeline/src/tcp/queue_dev.rs"]
 pub mod queue_dev;
@@ -54,16 +54,16 @@ pub mod tcp {
 }
 
 #[allow(unused_imports)]
-#[path = "../../pipeline/src/intercept/testkit.rs"]
+#[path = "../../pipeline/src/conn/testkit.rs"]
 mod testkit;
 
-use intercept::{reason, InterceptCtx};
+use conn::{reason, ConnCtx};
 use tcp::segment::{self, Segment};
-use tcp::{FlowConfig, Side};
+use tcp::{FlowConfig, Leg};
 use testkit::{smol, BlockInspector, ClientApp, Lab, MemLog, Net, PassInspector, ServerApp};
 use tls::bypass::{BypassCache, BypassConfig};
 use tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
-use tls::intercept::{InvalidCertPolicy, UpstreamTls};
+use tls::pair::{InvalidCertPolicy, UpstreamTls};
 use tlsinspect_pipeline::io::Offload;
 
 /// The captured ClientHellos (the same files as `../shared/testdata/client-hellos`).
@@ -155,10 +155,10 @@ enum Peer {
 }
 
 impl Peer {
-    fn side(self) -> Side {
+    fn side(self) -> Leg {
         match self {
-            Peer::Client => Side::Client,
-            Peer::Server => Side::Server,
+            Peer::Client => Leg::Client,
+            Peer::Server => Leg::Server,
         }
     }
 }
@@ -225,10 +225,10 @@ enum Tuple {
     OtherAddress,
 }
 
-fn idx(side: Side) -> usize {
+fn idx(side: Leg) -> usize {
     match side {
-        Side::Client => 0,
-        Side::Server => 1,
+        Leg::Client => 0,
+        Leg::Server => 1,
     }
 }
 
@@ -309,12 +309,12 @@ impl Harness {
     }
 
     /// Hands one packet from `side` to the flow, as the worker would.
-    fn deliver(&mut self, side: Side, packet: &[u8], trusted: bool) {
+    fn deliver(&mut self, side: Leg, packet: &[u8], trusted: bool) {
         if self.end.is_some() {
             return;
         }
         let seg = segment::parse_with(packet, !trusted).ok();
-        if let (Side::Client, Some(s)) = (side, &seg) {
+        if let (Leg::Client, Some(s)) = (side, &seg) {
             if s.is_opening_syn()
                 && self
                     .net
@@ -381,13 +381,13 @@ impl Harness {
 
     /// A packet the flow sends toward `side` must be well-formed and, but
     /// for an RST answering a stray packet, on the flow's own addresses.
-    fn check_sent(&self, side: Side, p: &[u8]) -> Segment {
+    fn check_sent(&self, side: Leg, p: &[u8]) -> Segment {
         let seg = segment::parse(p)
             .unwrap_or_else(|e| panic!("the flow sent a malformed packet toward {side:?}: {e}"));
         if !seg.rst {
             let (src, dst) = match side {
-                Side::Client => (self.server, self.client),
-                Side::Server => (self.client, self.server),
+                Leg::Client => (self.server, self.client),
+                Leg::Server => (self.client, self.server),
             };
             assert_eq!((seg.src, seg.dst), (src, dst), "packet toward {side:?}");
         }
@@ -406,7 +406,7 @@ impl Harness {
         self.net.server.poll(t);
         let from_client = std::mem::take(&mut self.net.client.dev.tx);
         let from_server = std::mem::take(&mut self.net.server.dev.tx);
-        for (side, batch) in [(Side::Client, from_client), (Side::Server, from_server)] {
+        for (side, batch) in [(Leg::Client, from_client), (Leg::Server, from_server)] {
             for p in self.faults(batch, fault, true) {
                 progress = true;
                 if let Ok(s) = segment::parse(&p) {
@@ -493,8 +493,8 @@ impl Harness {
                 tuple,
             } => {
                 let (mut src, dst) = match side {
-                    Side::Client => (self.client, self.server),
-                    Side::Server => (self.server, self.client),
+                    Leg::Client => (self.client, self.server),
+                    Leg::Server => (self.server, self.client),
                 };
                 match tuple {
                     Tuple::Flow => {}
@@ -699,7 +699,7 @@ fn scenario(input: &Input, lab: &Lab) {
     };
     let mut policies = HashMap::new();
     policies.insert(Arc::<str>::from("pol-1"), Arc::new(policy(&input.policy)));
-    let ctx = Arc::new(InterceptCtx {
+    let ctx = Arc::new(ConnCtx {
         minter: lab.minter.clone(),
         inspector,
         log: Arc::new(MemLog::default()),
@@ -711,7 +711,7 @@ fn scenario(input: &Input, lab: &Lab) {
         policies,
         flow_ids: lab.flow_ids.clone(),
         tcp,
-        hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+        hello_timeout: ConnCtx::DEFAULT_HELLO_TIMEOUT,
     });
     let (client_app, up) = match &input.client {
         Client::Tls {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::tcp::segment::{self, Segment};
-use tlsinspect_pipeline::tcp::{self, FlowConfig, Side, TransparentFlow};
+use tlsinspect_pipeline::tcp::{self, FlowConfig, Leg, TransparentFlow};
 
 /// The SYN a client in 192.0.2.0/24 sends to a server in 203.0.113.0/24,
 /// with MSS, window scale, SACK-permitted and timestamps options.
@@ -69,8 +69,8 @@ fuzz_target!(|data: &[u8]| {
     let cfg = FlowConfig::default();
     let mut flow = TransparentFlow::from_syn(client_syn(), &cfg, 7, now).expect("valid SYN");
     while flow.poll_transmit(now).is_some() {}
-    flow.handle_packet(Side::Server, data, now);
-    flow.handle_packet(Side::Client, data, now);
+    flow.handle_packet(Leg::Server, data, now);
+    flow.handle_packet(Leg::Client, data, now);
     while let Some(t) = flow.poll_transmit(now) {
         let seg = segment::parse(&t.packet).unwrap_or_else(|e| {
             panic!(
@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
                 t.side, t.packet
             )
         });
-        if t.side == Side::Client && !seg.rst {
+        if t.side == Leg::Client && !seg.rst {
             assert_eq!(seg.src, flow.server_addr());
         }
     }

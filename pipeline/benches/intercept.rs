@@ -1,6 +1,6 @@
-//! Inspected TLS through [`InterceptedFlow`], in memory, on one core.
+//! Inspected TLS through [`Connection`], in memory, on one core.
 //!
-//! Each connection runs the whole lab of `src/intercept/testkit.rs`: a
+//! Each connection runs the whole lab of `src/conn/testkit.rs`: a
 //! smoltcp client host with a rustls client, the flow (both TCP legs, both
 //! TLS legs, a pass-through inspector), a smoltcp server host with a rustls
 //! server (ECDSA P-256 certificates everywhere; the forged chain comes from
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-pub use tlsinspect_pipeline::{api, classify, intercept, tls};
+pub use tlsinspect_pipeline::{api, classify, conn, tls};
 
 #[path = "../src/tcp/queue_dev.rs"]
 pub mod queue_dev;
@@ -30,7 +30,7 @@ pub mod tcp {
 }
 
 #[allow(unused_imports)]
-#[path = "../src/intercept/testkit.rs"]
+#[path = "../src/conn/testkit.rs"]
 mod testkit;
 
 use testkit::{ClientApp, Lab, ServerApp};
@@ -52,12 +52,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// One inspected TLS 1.3 connection moving `up`/`down` bytes; returns the
 /// real time spent inside the flow.
-fn connection(
-    lab: &Lab,
-    ctx: &std::sync::Arc<intercept::InterceptCtx>,
-    up: usize,
-    down: usize,
-) -> Duration {
+fn connection(lab: &Lab, ctx: &std::sync::Arc<conn::ConnCtx>, up: usize, down: usize) -> Duration {
     let mut net = lab.net(
         ctx.clone(),
         ClientApp::Tls {

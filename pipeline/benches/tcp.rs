@@ -15,7 +15,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
-use tlsinspect_pipeline::tcp::{FlowConfig, Phase, Side, StreamError, TransparentFlow};
+use tlsinspect_pipeline::tcp::{FlowConfig, Leg, Phase, StreamError, TransparentFlow};
 
 #[path = "../src/tcp/queue_dev.rs"]
 mod queue_dev;
@@ -139,7 +139,7 @@ impl Net {
         let now = self.now;
         for p in &from_client {
             match self.flow.as_mut() {
-                Some(f) => f.handle_packet(Side::Client, p, now),
+                Some(f) => f.handle_packet(Leg::Client, p, now),
                 None => self.flow = Some(TransparentFlow::from_syn(p, &self.cfg, 42, now).unwrap()),
             }
         }
@@ -147,12 +147,12 @@ impl Net {
         let mut to_server = Vec::new();
         if let Some(f) = self.flow.as_mut() {
             for p in &from_server {
-                f.handle_packet(Side::Server, p, now);
+                f.handle_packet(Leg::Server, p, now);
             }
             f.handle_timeout(now);
             loop {
                 if f.phase() == Phase::Established {
-                    for from in [Side::Server, Side::Client] {
+                    for from in [Leg::Server, Leg::Client] {
                         if let Err(StreamError::Finished(s)) = f.splice(from) {
                             f.close(s.other());
                         }
@@ -163,8 +163,8 @@ impl Net {
                 while let Some(side) = f.poll_transmit_into(now, &mut buf) {
                     sent = true;
                     match side {
-                        Side::Client => to_client.push(std::mem::take(&mut buf)),
-                        Side::Server => to_server.push(std::mem::take(&mut buf)),
+                        Leg::Client => to_client.push(std::mem::take(&mut buf)),
+                        Leg::Server => to_server.push(std::mem::take(&mut buf)),
                     }
                 }
                 while f.poll_event().is_some() {}

@@ -12,8 +12,8 @@
 //!   through the load balancer, until then the SYN's.
 
 use crate::api::TunnelInfo;
+use crate::dispatch::Port;
 use crate::geneve::{Encap, Tunnel};
-use crate::path::Side;
 
 /// What a received packet came with, borrowed from its frame.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,7 @@ impl Framing {
     }
 
     /// Bytes put in front of a packet toward `side`.
-    pub fn header_len(&self, side: Side) -> usize {
+    pub fn header_len(&self, side: Port) -> usize {
         match self {
             Framing::Ip => 0,
             Framing::Ethernet(_) => 14,
@@ -99,8 +99,8 @@ impl Framing {
                 to_client,
                 ..
             } => match side {
-                Side::Wan => to_server.len(),
-                Side::Lan => to_client.as_ref().unwrap_or(to_server).len(),
+                Port::Wan => to_server.len(),
+                Port::Lan => to_client.as_ref().unwrap_or(to_server).len(),
             },
         }
     }
@@ -114,15 +114,15 @@ impl Framing {
     }
 
     /// Appends `packet` framed toward `side` to `out`.
-    pub fn write(&self, side: Side, packet: &[u8], out: &mut Vec<u8>) {
+    pub fn write(&self, side: Port, packet: &[u8], out: &mut Vec<u8>) {
         match self {
             Framing::Ip => out.extend_from_slice(packet),
             Framing::Ethernet(m) => {
                 match side {
                     // Toward the server: as the client's SYN frame was addressed.
-                    Side::Wan => out.extend_from_slice(m),
+                    Port::Wan => out.extend_from_slice(m),
                     // Toward the client: from the gateway's MAC to the client's.
-                    Side::Lan => {
+                    Port::Lan => {
                         out.extend_from_slice(&m[6..12]);
                         out.extend_from_slice(&m[0..6]);
                     }
@@ -141,8 +141,8 @@ impl Framing {
                 ..
             } => {
                 let e = match side {
-                    Side::Wan => to_server,
-                    Side::Lan => to_client.as_ref().unwrap_or(to_server),
+                    Port::Wan => to_server,
+                    Port::Lan => to_client.as_ref().unwrap_or(to_server),
                 };
                 e.write(packet, out);
             }

@@ -10,17 +10,17 @@
 
 pub mod api;
 pub mod classify;
+pub mod conn;
+pub mod dispatch;
 pub mod fault;
 pub mod flow;
 pub mod frame;
 pub mod framing;
 pub mod geneve;
 pub mod gso;
-pub mod intercept;
 pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;
-pub mod path;
 pub mod pipeline;
 pub mod stats;
 pub mod steer;

@@ -16,9 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::classify::{ScopeSpec, ScopeTable};
+use crate::dispatch::tests::MemLog;
 use crate::io::afpacket::{RingConfig, RingVersion};
 use crate::io::enter_netns;
-use crate::path::tests::MemLog;
 use crate::pipeline::{DeviceMode, Pipeline, PipelineConfig};
 
 fn sh(args: &[&str]) {

@@ -20,13 +20,13 @@ use mio::{Poll, Waker};
 
 use crate::api::FlowLog;
 use crate::classify::ScopeTable;
+use crate::conn::ConnCtx;
+use crate::dispatch::{Clock, Dispatcher};
 use crate::fault::{FaultPlan, FaultyDevice};
-use crate::intercept::InterceptCtx;
 use crate::io::afpacket::{AfPacket, Fanout, RingConfig};
 use crate::io::tun::Tun;
 use crate::io::Device;
 use crate::kernel_fast_path::{Attached, KernelFastPath};
-use crate::path::{Clock, Dispatcher};
 use crate::stats::{Counters, SharedCounters, Stats};
 use crate::steer::fanout_program;
 use crate::worker::{Handoff, Interrupts, Peer, Worker, HANDOFF_QUEUE, WAKE};
@@ -70,7 +70,7 @@ pub struct PipelineConfig {
     /// Faults to inject into the devices (labs and benches; none by default).
     pub faults: FaultPlan,
     /// Bytes all intercepted flows together may hold (split evenly over
-    /// the workers; see [`InterceptCtx::flow_memory`]).
+    /// the workers; see [`ConnCtx::flow_memory`]).
     pub max_intercept_memory: usize,
     /// Intercepted flows with an incomplete handshake, all workers together.
     pub max_half_open: usize,
@@ -211,13 +211,13 @@ impl Pipeline {
     ///
     /// Each new in-scope flow takes the context `intercept` holds at its SYN
     /// (store a new one on reload); without it in-scope flows are only
-    /// tracked and forwarded (see [`crate::path`]).
+    /// tracked and forwarded (see [`crate::dispatch`]).
     pub fn start_intercepting(
         cfg: PipelineConfig,
         ring: RingConfig,
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
-        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+        intercept: Option<Arc<ArcSwap<ConnCtx>>>,
     ) -> Result<Pipeline, PipelineError> {
         check_cpus(&cfg.cpus)?;
         let n = cfg.cpus.len();
@@ -345,7 +345,7 @@ impl Pipeline {
         devs: Vec<(D, D)>,
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
-        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+        intercept: Option<Arc<ArcSwap<ConnCtx>>>,
         kernel: Option<Attached>,
     ) -> Result<Pipeline, PipelineError> {
         let plan = cfg.faults;
@@ -372,7 +372,7 @@ impl Pipeline {
         devs: Vec<(D, D)>,
         scopes: Arc<ScopeTable>,
         log: Arc<dyn FlowLog>,
-        intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+        intercept: Option<Arc<ArcSwap<ConnCtx>>>,
         kernel: Option<Attached>,
     ) -> Result<Pipeline, PipelineError> {
         let n = devs.len();
@@ -566,7 +566,7 @@ impl Drop for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::tests::MemLog;
+    use crate::dispatch::tests::MemLog;
 
     fn cfg(mode: DeviceMode, cpus: Vec<usize>) -> PipelineConfig {
         PipelineConfig {

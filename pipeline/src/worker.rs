@@ -25,10 +25,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::dispatch::{Dispatcher, Path, Port};
 use crate::frame::{parse_ethernet, parse_ip, Transport};
 use crate::geneve::{self, GeneveError};
 use crate::io::{Device, Medium, Offload, RxMeta};
-use crate::path::{Dispatcher, Path, Side};
 use crate::stats::SharedCounters;
 use crate::steer::{packet_hash, worker_of};
 use crate::tcp::Rewrite;
@@ -61,7 +61,7 @@ impl Interrupts {
 }
 
 /// A packet moved to the worker that owns its flow, with its offload state.
-pub(crate) type Handoff = (Side, Vec<u8>, Offload);
+pub(crate) type Handoff = (Port, Vec<u8>, Offload);
 
 /// A peer worker's handoff queue and wake-up handle.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ impl Ctx<'_> {
     /// Decides one frame's path and forwards it to `out`, or hands it to its owner.
     fn handle<D: Device>(
         &mut self,
-        side: Side,
+        side: Port,
         frame: &mut [u8],
         meta: RxMeta,
         out: &mut D,
@@ -175,7 +175,7 @@ impl Ctx<'_> {
     /// Hands a copy of `frame` to worker `owner` unless that is this one
     /// (`None`): `Some(true)` when queued, `Some(false)` (counted) when the
     /// owner's queue is full.
-    fn hand_over(&mut self, owner: usize, side: Side, frame: &[u8], meta: RxMeta) -> Option<bool> {
+    fn hand_over(&mut self, owner: usize, side: Port, frame: &[u8], meta: RxMeta) -> Option<bool> {
         if owner == self.index {
             return None;
         }
@@ -200,7 +200,7 @@ impl Ctx<'_> {
     /// balancer with the outer addresses swapped (in place, in the ring).
     fn handle_geneve<D: Device>(
         &mut self,
-        side: Side,
+        side: Port,
         frame: &mut [u8],
         meta: RxMeta,
         out: &mut D,
@@ -356,17 +356,17 @@ impl<D: Device> Worker<D> {
             let wan = &mut self.wan;
             let from_lan = self
                 .lan
-                .recv(BUDGET, |f, m| ctx.handle(Side::Lan, f, m, wan, false));
+                .recv(BUDGET, |f, m| ctx.handle(Port::Lan, f, m, wan, false));
             let lan = &mut self.lan;
             let from_wan = self
                 .wan
-                .recv(BUDGET, |f, m| ctx.handle(Side::Wan, f, m, lan, false));
+                .recv(BUDGET, |f, m| ctx.handle(Port::Wan, f, m, lan, false));
             let mut handed = 0;
             while let Ok((side, mut pkt, offload)) = self.handoff_rx.try_recv() {
                 ctx.dispatcher.counters.handoff_in += 1;
                 let out = match side {
-                    Side::Lan => &mut self.wan,
-                    Side::Wan => &mut self.lan,
+                    Port::Lan => &mut self.wan,
+                    Port::Wan => &mut self.lan,
                 };
                 let meta = RxMeta {
                     vlan: None,
@@ -484,8 +484,8 @@ impl<D: Device> Worker<D> {
         let mut first_error = None;
         self.dispatcher.drain_tx(|side, frame, offload| {
             let dev = match side {
-                Side::Lan => &mut *lan,
-                Side::Wan => &mut *wan,
+                Port::Lan => &mut *lan,
+                Port::Wan => &mut *wan,
             };
             match dev.send(frame, offload) {
                 Ok(()) => sent += 1,

@@ -16,7 +16,7 @@ use rustls_pki_types::CertificateDer;
 use tlsinspect_pipeline::classify::ScopeTable;
 use tlsinspect_pipeline::tls::bypass::BypassConfig;
 use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
-use tlsinspect_pipeline::tls::intercept::{InvalidCertPolicy, UpstreamTls};
+use tlsinspect_pipeline::tls::pair::{InvalidCertPolicy, UpstreamTls};
 
 use crate::config::{self, Config, Policy, Roots};
 use crate::inspect::{self, AppControl, AppTable, Engines, LoadReport, Ruleset, Vars, WebFilter};

@@ -8,7 +8,7 @@
 //! therefore builds a complete [`build::Built`] first (CAs included) and only
 //! then swaps it in; any error leaves the running state untouched. What a
 //! new intercepted flow is born with (minter, engines, upstream trust,
-//! per-policy settings) is one `InterceptCtx` behind an `ArcSwap`: a reload
+//! per-policy settings) is one `ConnCtx` behind an `ArcSwap`: a reload
 //! stores a new one built from its own objects, and a flow already running
 //! keeps the context, CA and rules it was created with until it ends.
 //!
@@ -28,7 +28,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tlsinspect_pipeline::intercept::InterceptCtx;
+use tlsinspect_pipeline::conn::ConnCtx;
 use tlsinspect_pipeline::io::afpacket::RingConfig;
 use tlsinspect_pipeline::tcp::FlowConfig;
 use tlsinspect_pipeline::tls::bypass::BypassCache;
@@ -77,7 +77,7 @@ pub struct Appliance {
     /// `[capture]`, started once (restart-only): it wraps every reload's engines.
     capture: Option<Arc<Capture>>,
     /// What the workers give each new intercepted flow; replaced on reload.
-    intercept: Arc<ArcSwap<InterceptCtx>>,
+    intercept: Arc<ArcSwap<ConnCtx>>,
     flow_ids: Arc<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -140,7 +140,7 @@ impl Appliance {
             Some(c) => Some(Capture::start(c).context("starting [capture]")?),
             None => None,
         };
-        let ctx = InterceptCtx {
+        let ctx = ConnCtx {
             minter: minter.clone(),
             inspector: inspector_of(&engines, capture.as_ref()),
             log: log.clone(),
@@ -149,7 +149,7 @@ impl Appliance {
             policies: tls_policies,
             flow_ids: flow_ids.clone(),
             tcp: flow_config(&cfg),
-            hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+            hello_timeout: ConnCtx::DEFAULT_HELLO_TIMEOUT,
         };
         let intercept = Arc::new(ArcSwap::from_pointee(ctx));
         let pipeline = if dataplane {
@@ -225,7 +225,7 @@ impl Appliance {
 
     /// The context the data plane gives each new intercepted flow: the
     /// minter, engines and settings of the configuration loaded last.
-    pub fn intercept_ctx(&self) -> Arc<InterceptCtx> {
+    pub fn intercept_ctx(&self) -> Arc<ConnCtx> {
         self.intercept.load_full()
     }
 
@@ -253,7 +253,7 @@ impl Appliance {
         // a flow selected by a new scope finds its policy's CA and settings.
         // Flows born earlier hold the previous context, CA and rules.
         let minter = Arc::new(built.minter.continuing(&cur.minter));
-        self.intercept.store(Arc::new(InterceptCtx {
+        self.intercept.store(Arc::new(ConnCtx {
             minter: minter.clone(),
             inspector: inspector_of(&built.engines, self.capture.as_ref()),
             log: self.log.clone(),
@@ -263,7 +263,7 @@ impl Appliance {
             flow_ids: self.flow_ids.clone(),
             // Restart-only: the legs keep the buffers the workers started with.
             tcp: flow_config(&self.boot),
-            hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+            hello_timeout: ConnCtx::DEFAULT_HELLO_TIMEOUT,
         }));
         if let Some(p) = &self.pipeline {
             p.set_scopes(built.scopes.clone());

@@ -492,9 +492,9 @@ fn a_refused_program_reports_the_verifier_log() {
 #[test]
 fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
     use crate::classify::{ScopeSpec, ScopeTable};
+    use crate::dispatch::{Clock, Dispatcher, FastKind, Path, Port};
     use crate::frame::{parse_ethernet, tests as ft};
     use crate::io::RxMeta;
-    use crate::path::{Clock, Dispatcher, FastKind, Path, Side};
     use arc_swap::ArcSwap;
     use std::time::{Instant, SystemTime};
 
@@ -508,7 +508,7 @@ fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
         destination_ports: vec![(443, 443)],
     }]);
     let t0 = Instant::now();
-    let log = Arc::new(crate::path::tests::MemLog::default());
+    let log = Arc::new(crate::dispatch::tests::MemLog::default());
     let mut d = Dispatcher::new(
         0,
         100,
@@ -518,7 +518,7 @@ fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
         Clock::new(t0, SystemTime::UNIX_EPOCH),
     )
     .with_kernel_fast_path(KernelFastPath::new(map.clone(), 100, IDLE));
-    let mut feed = |side: Side,
+    let mut feed = |side: Port,
                     src: [u8; 4],
                     sport: u16,
                     dst: [u8; 4],
@@ -539,38 +539,38 @@ fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
         TcpFlags::ACK,
         TcpFlags::FIN | TcpFlags::ACK,
     );
-    assert_eq!(feed(Side::Lan, out, 40000, server, 443, syn, 100, 0), fast);
+    assert_eq!(feed(Port::Lan, out, 40000, server, 443, syn, 100, 0), fast);
     assert_eq!(map.len(), 0);
     assert_eq!(
-        feed(Side::Wan, server, 443, out, 40000, syn_ack, 7000, 101),
+        feed(Port::Wan, server, 443, out, 40000, syn_ack, 7000, 101),
         fast
     );
     assert_eq!(map.len(), 2);
     assert_eq!(
-        feed(Side::Lan, out, 40000, server, 443, ack, 101, 7001),
+        feed(Port::Lan, out, 40000, server, 443, ack, 101, 7001),
         fast
     );
     assert_eq!(
-        feed(Side::Lan, out, 40000, server, 443, fin, 101, 7001),
+        feed(Port::Lan, out, 40000, server, 443, fin, 101, 7001),
         fast
     );
     assert_eq!(
-        feed(Side::Wan, server, 443, out, 40000, fin, 7001, 102),
+        feed(Port::Wan, server, 443, out, 40000, fin, 7001, 102),
         fast
     );
     assert_eq!(map.len(), 0);
     // In scope: tracked by the flow table, never listed.
     assert_eq!(
-        feed(Side::Lan, inside, 40001, server, 443, syn, 100, 0),
+        feed(Port::Lan, inside, 40001, server, 443, syn, 100, 0),
         Path::InScope
     );
     assert_eq!(
-        feed(Side::Wan, server, 443, inside, 40001, syn_ack, 7000, 101),
+        feed(Port::Wan, server, 443, inside, 40001, syn_ack, 7000, 101),
         Path::InScope
     );
     // Opened from the WAN side: not ours to list.
-    assert_eq!(feed(Side::Wan, server, 5000, out, 22, syn, 1, 0), fast);
-    assert_eq!(feed(Side::Lan, out, 22, server, 5000, syn_ack, 9, 2), fast);
+    assert_eq!(feed(Port::Wan, server, 5000, out, 22, syn, 1, 0), fast);
+    assert_eq!(feed(Port::Lan, out, 22, server, 5000, syn_ack, 9, 2), fast);
     assert_eq!(map.len(), 0);
     assert_eq!(d.counters.kernel_flows_listed, 1);
     assert_eq!(d.counters.kernel_flows_ended, 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use smoltcp::socket::tcp::{RecvError, State};
 use smoltcp::time::Instant as SmolInstant;
 
-use super::leg::{Leg, LegParams};
+use super::leg::{Endpoint, LegParams};
 use super::release::{Release, Rewrite, TcpFacts, ACK, RST, SYN};
 use super::segment::{self, PacketError, Segment};
 use crate::io::Offload;
@@ -19,28 +19,28 @@ use crate::io::Offload;
 /// appliance impersonates the server); `Server` is the leg between the
 /// appliance and the real server (where it impersonates the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
+pub enum Leg {
     /// The client-facing leg.
     Client,
     /// The server-facing leg.
     Server,
 }
 
-impl Side {
+impl Leg {
     /// The other leg.
-    pub fn other(self) -> Side {
+    pub fn other(self) -> Leg {
         match self {
-            Side::Client => Side::Server,
-            Side::Server => Side::Client,
+            Leg::Client => Leg::Server,
+            Leg::Server => Leg::Client,
         }
     }
 }
 
-impl fmt::Display for Side {
+impl fmt::Display for Leg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Side::Client => "client",
-            Side::Server => "server",
+            Leg::Client => "client",
+            Leg::Server => "server",
         })
     }
 }
@@ -130,10 +130,10 @@ pub enum FlowEvent {
     /// The peer of this leg finished sending (FIN); buffered data is still
     /// readable. The owner usually answers with `close(side.other())` once
     /// it has forwarded everything.
-    Finished(Side),
+    Finished(Leg),
     /// The peer of this leg reset the connection. The owner usually answers
     /// with `abort(side.other())`.
-    Reset(Side),
+    Reset(Leg),
     /// Both legs are closed; the flow can be dropped once `poll_transmit`
     /// returns `None`.
     Closed,
@@ -143,7 +143,7 @@ pub enum FlowEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// The side the packet goes to (the client or the server).
-    pub side: Side,
+    pub side: Leg,
     /// The complete IP packet (IPv4 or IPv6 header, TCP header, payload).
     pub packet: Vec<u8>,
 }
@@ -175,13 +175,13 @@ pub enum FlowError {
 pub enum StreamError {
     /// The leg is not established yet.
     #[error("{0} leg: not connected yet")]
-    NotConnected(Side),
+    NotConnected(Leg),
     /// The peer finished sending and every byte has been read.
     #[error("{0} leg: peer finished sending")]
-    Finished(Side),
+    Finished(Leg),
     /// The leg is closed for this operation (reset, aborted, or our half closed).
     #[error("{0} leg: stream closed")]
-    Closed(Side),
+    Closed(Leg),
 }
 
 /// Per-leg bookkeeping for turning socket states into events.
@@ -305,15 +305,15 @@ pub struct TransparentFlow {
     seed: u64,
     /// MSS to announce in the server leg's SYN (the client's), if it had one.
     mirrored_mss: Option<u16>,
-    server_leg: Leg,
+    server_leg: Endpoint,
     /// A fresh server leg is connecting (see `reconnect_server`).
     server_reconnecting: bool,
-    client_leg: Option<Leg>,
+    client_leg: Option<Endpoint>,
     server_track: Track,
     client_track: Track,
     out: VecDeque<Transmit>,
     events: VecDeque<FlowEvent>,
-    next_egress: Side,
+    next_egress: Leg,
     /// When bytes first arrived from each leg's peer ([`side_index`]).
     first_rx: [Option<SmolInstant>; 2],
     /// When bytes were first queued toward each leg's peer.
@@ -325,10 +325,10 @@ pub struct TransparentFlow {
 }
 
 /// Index of a leg in per-leg arrays.
-fn side_index(side: Side) -> usize {
+fn side_index(side: Leg) -> usize {
     match side {
-        Side::Client => 0,
-        Side::Server => 1,
+        Leg::Client => 0,
+        Leg::Server => 1,
     }
 }
 
@@ -399,7 +399,7 @@ impl TransparentFlow {
         let link_mss = u16::try_from(cfg.mtu.saturating_sub(headers)).unwrap_or(u16::MAX);
         let mirrored_mss = syn.mss.map(|m| m.max(MIN_MIRRORED_MSS).min(link_mss));
         let t0 = SmolInstant::ZERO;
-        let mut server_leg = Leg::new(
+        let mut server_leg = Endpoint::new(
             &LegParams {
                 local_ip: syn.src.ip(),
                 mtu: cfg.mtu,
@@ -436,7 +436,7 @@ impl TransparentFlow {
             client_track: Track::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
-            next_egress: Side::Server,
+            next_egress: Leg::Server,
             first_rx: [None; 2],
             first_tx: [None; 2],
             wire: [Wire::default(); 2],
@@ -511,7 +511,7 @@ impl TransparentFlow {
     ///
     /// Packets are not required to belong to the flow; ones that don't are
     /// answered the way a host would (an RST from the address they were sent to).
-    pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+    pub fn handle_packet(&mut self, from: Leg, packet: &[u8], now: Instant) {
         self.handle_packet_checked(from, packet, false, now);
     }
 
@@ -521,7 +521,7 @@ impl TransparentFlow {
     /// transmitter: see [`crate::io::Offload`]).
     pub fn handle_packet_checked(
         &mut self,
-        from: Side,
+        from: Leg,
         packet: &[u8],
         checksum_trusted: bool,
         now: Instant,
@@ -530,7 +530,7 @@ impl TransparentFlow {
         self.last_now = t;
         self.check_deadlines(t);
         match (from, self.phase) {
-            (Side::Client, Phase::Connecting) => {
+            (Leg::Client, Phase::Connecting) => {
                 // Only the SYN exists on this leg yet: a retransmission is
                 // absorbed, a new attempt (another ISN) replaces the held one.
                 if let Ok(seg) = segment::parse_with(packet, !checksum_trusted) {
@@ -546,13 +546,13 @@ impl TransparentFlow {
                 }
                 return;
             }
-            (Side::Client, Phase::Refused) => {
+            (Leg::Client, Phase::Refused) => {
                 // A host with a closed port answers every SYN, including a
                 // retransmission after our first RST was lost.
                 if let Ok(seg) = segment::parse_with(packet, !checksum_trusted) {
                     if seg.is_opening_syn() && seg.src == self.client && seg.dst == self.server {
                         self.out.push_back(Transmit {
-                            side: Side::Client,
+                            side: Leg::Client,
                             packet: segment::refusal_rst(&seg),
                         });
                     }
@@ -563,14 +563,14 @@ impl TransparentFlow {
             _ => {}
         }
         if let Some(f) = TcpFacts::parse(packet) {
-            if from == Side::Server && f.has(SYN) {
+            if from == Leg::Server && f.has(SYN) {
                 self.server_mss = f.mss;
             }
             self.wire[side_index(from)].on_ingress(&f);
         }
         let mut reply = Vec::new();
         let replied = match from {
-            Side::Server if self.phase == Phase::Connecting || self.server_reconnecting => {
+            Leg::Server if self.phase == Phase::Connecting || self.server_reconnecting => {
                 // The SYN-ACK: adjust its MSS for smoltcp (see `peer_mss_for_smoltcp`).
                 let mut synack = packet.to_vec();
                 let link = self.link_mss();
@@ -578,10 +578,10 @@ impl TransparentFlow {
                 self.server_leg
                     .ingress(&synack, checksum_trusted, t, &mut reply)
             }
-            Side::Server => self
+            Leg::Server => self
                 .server_leg
                 .ingress(packet, checksum_trusted, t, &mut reply),
-            Side::Client => match self.client_leg.as_mut() {
+            Leg::Client => match self.client_leg.as_mut() {
                 Some(leg) => leg.ingress(packet, checksum_trusted, t, &mut reply),
                 None => false,
             },
@@ -641,7 +641,7 @@ impl TransparentFlow {
     ///
     /// With [`FlowConfig::offload`] on, the packets' checksums are partial:
     /// use [`poll_transmit_offload`](Self::poll_transmit_offload) instead.
-    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Leg> {
         self.poll_transmit_offload(now, buf).map(|(side, _)| side)
     }
 
@@ -651,7 +651,7 @@ impl TransparentFlow {
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
-    ) -> Option<(Side, Offload)> {
+    ) -> Option<(Leg, Offload)> {
         let t = self.smol(now);
         self.last_now = t;
         self.check_deadlines(t);
@@ -665,7 +665,7 @@ impl TransparentFlow {
         let order = [self.next_egress, self.next_egress.other()];
         for side in order {
             let sent = match side {
-                Side::Server => {
+                Leg::Server => {
                     let sent = self.server_leg.egress(t, buf);
                     if sent.is_some()
                         && (self.phase == Phase::Connecting || self.server_reconnecting)
@@ -682,7 +682,7 @@ impl TransparentFlow {
                         sent
                     }
                 }
-                Side::Client => match self.client_leg.as_mut() {
+                Leg::Client => match self.client_leg.as_mut() {
                     Some(leg) => leg.egress(t, buf).map(|o| {
                         if self.phase == Phase::Accepting && self.clamp_synack_mss(buf) {
                             Offload::default()
@@ -798,7 +798,7 @@ impl TransparentFlow {
                     self.held_syn = Vec::new();
                     self.server_track.closed = true;
                     self.out.push_back(Transmit {
-                        side: Side::Client,
+                        side: Leg::Client,
                         packet: segment::refusal_rst(&self.syn),
                     });
                     self.events.push_back(FlowEvent::Refused);
@@ -806,7 +806,7 @@ impl TransparentFlow {
                 _ => {}
             },
             Phase::Accepting => {
-                let client_state = self.client_leg.as_ref().map(Leg::state);
+                let client_state = self.client_leg.as_ref().map(Endpoint::state);
                 let server_state = self.server_leg.state();
                 if matches!(client_state, Some(State::Established | State::CloseWait)) {
                     self.phase = Phase::Established;
@@ -825,7 +825,7 @@ impl TransparentFlow {
                         leg.socket().abort();
                     }
                     self.deadline = None;
-                    self.events.push_back(FlowEvent::Reset(Side::Client));
+                    self.events.push_back(FlowEvent::Reset(Leg::Client));
                 } else if server_state == State::Closed && !self.server_track.aborted {
                     // The server went away before the client finished its handshake.
                     self.client_track.aborted = true;
@@ -843,9 +843,12 @@ impl TransparentFlow {
             Phase::Accepting | Phase::Established | Phase::Closed
         ) {
             let s = self.server_leg.state();
-            track(&mut self.server_track, s, Side::Server, &mut self.events);
-            let c = self.client_leg.as_ref().map_or(State::Closed, Leg::state);
-            track(&mut self.client_track, c, Side::Client, &mut self.events);
+            track(&mut self.server_track, s, Leg::Server, &mut self.events);
+            let c = self
+                .client_leg
+                .as_ref()
+                .map_or(State::Closed, Endpoint::state);
+            track(&mut self.client_track, c, Leg::Client, &mut self.events);
             let done = |s: State| matches!(s, State::Closed | State::TimeWait);
             if self.phase != Phase::Closed && done(s) && done(c) {
                 self.phase = Phase::Closed;
@@ -867,7 +870,7 @@ impl TransparentFlow {
 
     /// Hands the held SYN to a fresh client leg listening as the server.
     fn accept_client(&mut self, t: SmolInstant) {
-        let mut leg = Leg::new(
+        let mut leg = Endpoint::new(
             &LegParams {
                 local_ip: self.server.ip(),
                 mtu: self.cfg.mtu,
@@ -890,11 +893,11 @@ impl TransparentFlow {
             });
             // The client leg uses timestamps only if the server leg does,
             // so that a released connection's legs agree (see `release`).
-            let server_ts = self.wire[side_index(Side::Server)].peer_ts;
+            let server_ts = self.wire[side_index(Leg::Server)].peer_ts;
             if self.syn.timestamps && !server_ts {
                 segment::strip_syn_timestamps(&mut self.held_syn);
             }
-            let c = &mut self.wire[side_index(Side::Client)];
+            let c = &mut self.wire[side_index(Leg::Client)];
             c.peer_isn = Some(self.syn.seq);
             c.peer_wscale = self.syn.window_scale;
             c.peer_ts = self.syn.timestamps && server_ts;
@@ -904,10 +907,10 @@ impl TransparentFlow {
             if leg.ingress(&self.held_syn, true, t, &mut reply) {
                 self.clamp_synack_mss(&mut reply);
                 if let Some(f) = TcpFacts::parse(&reply).filter(|f| f.has(SYN)) {
-                    self.wire[side_index(Side::Client)].on_egress(&f);
+                    self.wire[side_index(Leg::Client)].on_egress(&f);
                 }
                 self.out.push_back(Transmit {
-                    side: Side::Client,
+                    side: Leg::Client,
                     packet: reply,
                 });
             }
@@ -917,10 +920,10 @@ impl TransparentFlow {
         self.client_leg = Some(leg);
     }
 
-    fn leg_mut(&mut self, side: Side) -> Result<&mut Leg, StreamError> {
+    fn leg_mut(&mut self, side: Leg) -> Result<&mut Endpoint, StreamError> {
         match side {
-            Side::Server => Ok(&mut self.server_leg),
-            Side::Client => self
+            Leg::Server => Ok(&mut self.server_leg),
+            Leg::Client => self
                 .client_leg
                 .as_mut()
                 .ok_or(StreamError::NotConnected(side)),
@@ -928,7 +931,7 @@ impl TransparentFlow {
     }
 
     /// Reads bytes the peer of `side` sent. `Ok(0)`: nothing buffered right now.
-    pub fn recv(&mut self, side: Side, buf: &mut [u8]) -> Result<usize, StreamError> {
+    pub fn recv(&mut self, side: Leg, buf: &mut [u8]) -> Result<usize, StreamError> {
         let socket = self.leg_mut(side)?.socket();
         match socket.recv_slice(buf) {
             Ok(n) => {
@@ -942,7 +945,7 @@ impl TransparentFlow {
 
     /// Copies buffered bytes of `side` into `buf` without consuming them
     /// (for peeking at a ClientHello). Returns how many were copied.
-    pub fn peek(&mut self, side: Side, buf: &mut [u8]) -> Result<usize, StreamError> {
+    pub fn peek(&mut self, side: Leg, buf: &mut [u8]) -> Result<usize, StreamError> {
         let socket = self.leg_mut(side)?.socket();
         match socket.peek_slice(buf) {
             Ok(n) => Ok(n),
@@ -952,7 +955,7 @@ impl TransparentFlow {
     }
 
     /// Queues bytes to send to the peer of `side`; returns how many fit.
-    pub fn send(&mut self, side: Side, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn send(&mut self, side: Leg, data: &[u8]) -> Result<usize, StreamError> {
         self.with_socket(side, |s| s.send_slice(data).map_err(|_| s.state()))?
             .map_err(|state| match state {
                 State::SynSent | State::SynReceived | State::Listen => {
@@ -967,14 +970,14 @@ impl TransparentFlow {
     ///
     /// `Err(Finished(from))` once the peer of `from` finished and everything
     /// was moved: the owner then closes the other leg.
-    pub fn splice(&mut self, from: Side) -> Result<usize, StreamError> {
+    pub fn splice(&mut self, from: Leg) -> Result<usize, StreamError> {
         let client = self
             .client_leg
             .as_mut()
-            .ok_or(StreamError::NotConnected(Side::Client))?;
+            .ok_or(StreamError::NotConnected(Leg::Client))?;
         let (src, dst) = match from {
-            Side::Client => (client, &mut self.server_leg),
-            Side::Server => (&mut self.server_leg, client),
+            Leg::Client => (client, &mut self.server_leg),
+            Leg::Server => (&mut self.server_leg, client),
         };
         let dst = dst.socket();
         if !dst.may_send() {
@@ -1032,7 +1035,7 @@ impl TransparentFlow {
     /// on it (the caller forwards it rewritten), which is how a flow whose
     /// server answers the ClientHello at once is released on that answer.
     /// A trigger with SYN or RST never releases.
-    pub fn release(&self, trigger: Option<(Side, &TcpFacts)>, now: Instant) -> Option<Release> {
+    pub fn release(&self, trigger: Option<(Leg, &TcpFacts)>, now: Instant) -> Option<Release> {
         if self.phase != Phase::Established || self.server_reconnecting {
             return None;
         }
@@ -1040,7 +1043,7 @@ impl TransparentFlow {
             return None;
         }
         let client_leg = self.client_leg.as_ref()?;
-        for (side, leg) in [(Side::Client, client_leg), (Side::Server, &self.server_leg)] {
+        for (side, leg) in [(Leg::Client, client_leg), (Leg::Server, &self.server_leg)] {
             let sock = leg.socket_ref();
             if sock.state() != State::Established || sock.recv_queue() != 0 {
                 return None;
@@ -1065,7 +1068,7 @@ impl TransparentFlow {
         let ack = s.rcv_nxt()?.wrapping_sub(c.snd_nxt()?);
         let ts = if c.timestamps() {
             // The trigger carries its sender's latest TSval.
-            let latest = |side: Side, w: &Wire| match trigger {
+            let latest = |side: Leg, w: &Wire| match trigger {
                 Some((from, f)) if from == side => f.ts.map(|t| t.0).or(w.peer_tsval),
                 _ => w.peer_tsval,
             };
@@ -1075,10 +1078,10 @@ impl TransparentFlow {
             let d1 = self
                 .server_leg
                 .tsval_at(t)
-                .wrapping_sub(latest(Side::Client, &c)?);
+                .wrapping_sub(latest(Leg::Client, &c)?);
             let d2 = client_leg
                 .tsval_at(t)
-                .wrapping_sub(latest(Side::Server, &s)?);
+                .wrapping_sub(latest(Leg::Server, &s)?);
             Some((d1, d2))
         } else {
             None
@@ -1111,13 +1114,13 @@ impl TransparentFlow {
     }
 
     /// Bytes buffered for reading on `side`.
-    pub fn recv_queue(&self, side: Side) -> usize {
+    pub fn recv_queue(&self, side: Leg) -> usize {
         self.leg_ref(side)
             .map_or(0, |l| l.socket_ref().recv_queue())
     }
 
     /// Free space in `side`'s send buffer.
-    pub fn send_space(&self, side: Side) -> usize {
+    pub fn send_space(&self, side: Leg) -> usize {
         self.leg_ref(side).map_or(0, |l| {
             let s = l.socket_ref();
             if s.may_send() {
@@ -1129,15 +1132,15 @@ impl TransparentFlow {
     }
 
     /// Bytes queued on `side` not yet acknowledged by its peer.
-    pub fn send_queue(&self, side: Side) -> usize {
+    pub fn send_queue(&self, side: Leg) -> usize {
         self.leg_ref(side)
             .map_or(0, |l| l.socket_ref().send_queue())
     }
 
-    fn leg_ref(&self, side: Side) -> Option<&Leg> {
+    fn leg_ref(&self, side: Leg) -> Option<&Endpoint> {
         match side {
-            Side::Server => Some(&self.server_leg),
-            Side::Client => self.client_leg.as_ref(),
+            Leg::Server => Some(&self.server_leg),
+            Leg::Client => self.client_leg.as_ref(),
         }
     }
 
@@ -1149,12 +1152,12 @@ impl TransparentFlow {
     /// certificate, or speaks only versions we cannot terminate): the old
     /// server connection is reset (so the server forgets the 4-tuple before
     /// the new SYN), its unread bytes are discarded, and the owner replays the
-    /// client's original ClientHello with `send(Side::Server, ..)` once
+    /// client's original ClientHello with `send(Leg::Server, ..)` once
     /// `FlowEvent::ServerConnected` arrives. A refusal then shows up as
-    /// `Reset(Side::Server)`, silence as `ConnectTimedOut`.
+    /// `Reset(Leg::Server)`, silence as `ConnectTimedOut`.
     pub fn reconnect_server(&mut self, now: Instant) -> Result<(), StreamError> {
         if self.phase != Phase::Established || self.server_reconnecting {
-            return Err(StreamError::NotConnected(Side::Server));
+            return Err(StreamError::NotConnected(Leg::Server));
         }
         let t = self.smol(now);
         self.last_now = t;
@@ -1162,13 +1165,13 @@ impl TransparentFlow {
         let mut rst = Vec::new();
         if self.server_leg.egress(t, &mut rst).is_some() {
             self.out.push_back(Transmit {
-                side: Side::Server,
+                side: Leg::Server,
                 packet: rst,
             });
         }
         // A new seed gives the new connection a new ISN.
         self.seed = self.seed.rotate_left(13) ^ 0xd1b5_4a32_d192_ed03;
-        let mut leg = Leg::new(
+        let mut leg = Endpoint::new(
             &LegParams {
                 local_ip: self.client.ip(),
                 mtu: self.cfg.mtu,
@@ -1181,10 +1184,10 @@ impl TransparentFlow {
             t,
         );
         if !leg.connect(self.client, self.server) {
-            return Err(StreamError::Closed(Side::Server));
+            return Err(StreamError::Closed(Leg::Server));
         }
         self.server_leg = leg;
-        self.wire[side_index(Side::Server)] = Wire::default();
+        self.wire[side_index(Leg::Server)] = Wire::default();
         self.server_track = Track {
             prev: State::SynSent,
             ..Track::new()
@@ -1195,7 +1198,7 @@ impl TransparentFlow {
     }
 
     /// Half-closes `side`: a FIN follows the data already queued.
-    pub fn close(&mut self, side: Side) {
+    pub fn close(&mut self, side: Leg) {
         if let Ok(leg) = self.leg_mut(side) {
             leg.socket().close();
         }
@@ -1204,10 +1207,10 @@ impl TransparentFlow {
     }
 
     /// Resets `side` at once (one RST goes out on the next `poll_transmit`).
-    pub fn abort(&mut self, side: Side) {
+    pub fn abort(&mut self, side: Leg) {
         match side {
-            Side::Server => self.server_track.aborted = true,
-            Side::Client => self.client_track.aborted = true,
+            Leg::Server => self.server_track.aborted = true,
+            Leg::Client => self.client_track.aborted = true,
         }
         if let Ok(leg) = self.leg_mut(side) {
             leg.socket().abort();
@@ -1218,22 +1221,22 @@ impl TransparentFlow {
 
     /// Client-leg shorthand for [`recv`](Self::recv).
     pub fn client_recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
-        self.recv(Side::Client, buf)
+        self.recv(Leg::Client, buf)
     }
 
     /// Client-leg shorthand for [`send`](Self::send).
     pub fn client_send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
-        self.send(Side::Client, data)
+        self.send(Leg::Client, data)
     }
 
     /// Server-leg shorthand for [`recv`](Self::recv).
     pub fn server_recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
-        self.recv(Side::Server, buf)
+        self.recv(Leg::Server, buf)
     }
 
     /// Server-leg shorthand for [`send`](Self::send).
     pub fn server_send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
-        self.send(Side::Server, data)
+        self.send(Leg::Server, data)
     }
 
     /// Bytes of memory this flow holds: its own struct, the sockets' slots
@@ -1241,7 +1244,7 @@ impl TransparentFlow {
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.server_leg.heap_bytes()
-            + self.client_leg.as_ref().map_or(0, Leg::heap_bytes)
+            + self.client_leg.as_ref().map_or(0, Endpoint::heap_bytes)
             + self.held_syn.capacity()
             + self.out.capacity() * std::mem::size_of::<Transmit>()
             + self.out.iter().map(|t| t.packet.capacity()).sum::<usize>()
@@ -1255,7 +1258,7 @@ impl TransparentFlow {
     /// of [`send`](Self::send) do.
     pub(crate) fn with_socket<R>(
         &mut self,
-        side: Side,
+        side: Leg,
         f: impl FnOnce(&mut smoltcp::socket::tcp::Socket<'static>) -> R,
     ) -> Result<R, StreamError> {
         let now = self.last_now;
@@ -1300,7 +1303,7 @@ fn smol_duration(d: Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn recv_state_error(state: State, side: Side) -> StreamError {
+fn recv_state_error(state: State, side: Leg) -> StreamError {
     match state {
         State::SynSent | State::SynReceived | State::Listen => StreamError::NotConnected(side),
         _ => StreamError::Closed(side),
@@ -1308,7 +1311,7 @@ fn recv_state_error(state: State, side: Side) -> StreamError {
 }
 
 /// Emits `Finished`/`Reset` for one leg when its socket state says so.
-fn track(tr: &mut Track, state: State, side: Side, events: &mut VecDeque<FlowEvent>) {
+fn track(tr: &mut Track, state: State, side: Leg, events: &mut VecDeque<FlowEvent>) {
     let prev = tr.prev;
     tr.prev = state;
     if !tr.fin

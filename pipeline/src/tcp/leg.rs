@@ -143,7 +143,7 @@ impl Device for OneShot<'_> {
 }
 
 /// One TCP endpoint impersonating `local`, in its own tiny interface.
-pub(crate) struct Leg {
+pub(crate) struct Endpoint {
     iface: Interface,
     sockets: SocketSet<'static>,
     handle: SocketHandle,
@@ -168,9 +168,9 @@ pub(crate) struct LegParams {
     pub partial_csum: bool,
 }
 
-impl Leg {
+impl Endpoint {
     /// Creates the interface and its single, still closed, socket.
-    pub(crate) fn new(p: &LegParams, now: SmolInstant) -> Leg {
+    pub(crate) fn new(p: &LegParams, now: SmolInstant) -> Endpoint {
         let mut scratch = Vec::new();
         let mut dev = OneShot {
             rx: None,
@@ -210,7 +210,7 @@ impl Leg {
         }
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
-        Leg {
+        Endpoint {
             iface,
             sockets,
             handle,

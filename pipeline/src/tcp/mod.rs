@@ -29,7 +29,7 @@
 //! 3. When the instant from [`poll_timeout`](TransparentFlow::poll_timeout)
 //!    has passed: [`handle_timeout`](TransparentFlow::handle_timeout)`(now)`.
 //! 4. Stream work, once [`FlowEvent::Connected`] was seen: `recv`/`peek`/`send`/
-//!    [`splice`](TransparentFlow::splice)/`close`/`abort` on either [`Side`].
+//!    [`splice`](TransparentFlow::splice)/`close`/`abort` on either [`Leg`].
 //! 5. [`poll_transmit`](TransparentFlow::poll_transmit)`(now)` until `None`,
 //!    writing each packet toward its [`Transmit::side`] (re-applying that
 //!    side's L2 header).
@@ -63,7 +63,7 @@ pub mod segment;
 
 pub use checksum::fill_checksums;
 pub use flow::{
-    FlowConfig, FlowError, FlowEvent, Phase, Side, StreamError, Transmit, TransparentFlow,
+    FlowConfig, FlowError, FlowEvent, Leg, Phase, StreamError, Transmit, TransparentFlow,
 };
 pub use release::{Release, Rewrite, TcpFacts};
 pub use segment::{PacketError, Segment};

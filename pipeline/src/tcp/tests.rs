@@ -234,7 +234,7 @@ impl Net {
                 continue;
             }
             match self.flow.as_mut() {
-                Some(f) => f.handle_packet(Side::Client, &p, self.now),
+                Some(f) => f.handle_packet(Leg::Client, &p, self.now),
                 None => {
                     self.flow = Some(
                         TransparentFlow::from_syn(&p, &self.cfg, 0x1234_5678_9abc_def0, self.now)
@@ -250,7 +250,7 @@ impl Net {
                 continue;
             }
             if let Some(f) = self.flow.as_mut() {
-                f.handle_packet(Side::Server, &p, self.now);
+                f.handle_packet(Leg::Server, &p, self.now);
             }
         }
         if self.flow.is_some() {
@@ -266,7 +266,7 @@ impl Net {
         flow.handle_timeout(now);
         loop {
             if self.relay && flow.phase() == Phase::Established || flow.phase() == Phase::Closed {
-                for from in [Side::Client, Side::Server] {
+                for from in [Leg::Client, Leg::Server] {
                     if !self.relay {
                         break;
                     }
@@ -284,13 +284,13 @@ impl Net {
                 sent = true;
                 moved = true;
                 let wire = match tx.side {
-                    Side::Client => Wire::FlowToClient,
-                    Side::Server => Wire::FlowToServer,
+                    Leg::Client => Wire::FlowToClient,
+                    Leg::Server => Wire::FlowToServer,
                 };
                 if self.carry(wire, &tx.packet) {
                     match tx.side {
-                        Side::Client => self.client.dev.rx.push_back(tx.packet),
-                        Side::Server => self.server.dev.rx.push_back(tx.packet),
+                        Leg::Client => self.client.dev.rx.push_back(tx.packet),
+                        Leg::Server => self.server.dev.rx.push_back(tx.packet),
                     }
                 }
             }
@@ -533,9 +533,9 @@ fn server_rst_refuses_client_at_once() {
     assert!(flow.is_finished());
     // A retransmitted SYN (our RST lost) is refused again.
     let syn_packet = craft_syn(&net.a, syn.seq);
-    flow.handle_packet(Side::Client, &syn_packet, net.now);
+    flow.handle_packet(Leg::Client, &syn_packet, net.now);
     let tx = flow.poll_transmit(net.now).unwrap();
-    assert_eq!(tx.side, Side::Client);
+    assert_eq!(tx.side, Leg::Client);
     let rst = segment::parse(&tx.packet).unwrap();
     assert!(rst.rst && rst.src == net.a.server && rst.dst == net.a.client);
 }
@@ -576,15 +576,15 @@ fn fin_propagates_both_ways() {
         !n.server.socket().may_recv() && n.up_recv.len() == n.up.len()
     });
     assert!(ok, "server saw the client's FIN after the request");
-    assert!(net.events.contains(&FlowEvent::Finished(Side::Client)));
-    assert!(!net.events.contains(&FlowEvent::Finished(Side::Server)));
+    assert!(net.events.contains(&FlowEvent::Finished(Leg::Client)));
+    assert!(!net.events.contains(&FlowEvent::Finished(Leg::Server)));
     net.server_close_after_send = true;
     let ok = net.run_until(Duration::from_secs(20), |n| {
         !n.client.socket().may_recv() && n.flow.as_ref().unwrap().is_finished()
     });
     assert!(ok, "client saw the response and the server's FIN");
     assert_eq!(net.down_recv, net.down);
-    assert!(net.events.contains(&FlowEvent::Finished(Side::Server)));
+    assert!(net.events.contains(&FlowEvent::Finished(Leg::Server)));
     assert!(net.events.contains(&FlowEvent::Closed));
     assert!(!net.events.iter().any(|e| matches!(e, FlowEvent::Reset(_))));
 }
@@ -601,8 +601,8 @@ fn server_reset_after_connect_resets_client() {
         n.client.socket().state() == State::Closed
     });
     assert!(ok, "client was reset");
-    assert!(net.events.contains(&FlowEvent::Reset(Side::Server)));
-    assert!(!net.events.contains(&FlowEvent::Reset(Side::Client)));
+    assert!(net.events.contains(&FlowEvent::Reset(Leg::Server)));
+    assert!(!net.events.contains(&FlowEvent::Reset(Leg::Client)));
     let rst = net
         .log
         .iter()
@@ -619,15 +619,15 @@ fn retransmitted_client_syn_is_absorbed_until_server_answers() {
     let t0 = Instant::now();
     let mut flow = TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, t0).unwrap();
     let out = flow.poll_transmit(t0).unwrap();
-    assert_eq!(out.side, Side::Server);
+    assert_eq!(out.side, Leg::Server);
     let s = segment::parse(&out.packet).unwrap();
     assert!(s.is_opening_syn() && s.src == a.client && s.dst == a.server);
     assert!(flow.poll_transmit(t0).is_none());
     for i in 1..4 {
-        flow.handle_packet(Side::Client, &syn, t0 + Duration::from_secs(i));
+        flow.handle_packet(Leg::Client, &syn, t0 + Duration::from_secs(i));
         // Only the server leg's own retransmissions may come out, never toward the client.
         while let Some(tx) = flow.poll_transmit(t0 + Duration::from_secs(i)) {
-            assert_eq!(tx.side, Side::Server);
+            assert_eq!(tx.side, Leg::Server);
         }
     }
     assert_eq!(flow.phase(), Phase::Connecting);
@@ -669,8 +669,8 @@ fn from_syn_rejects_non_syn_and_garbage_at_every_prefix() {
         let _ = segment::parse(&junk);
         let mut flow =
             TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, Instant::now()).unwrap();
-        flow.handle_packet(Side::Server, &junk, Instant::now());
-        flow.handle_packet(Side::Client, &junk, Instant::now());
+        flow.handle_packet(Leg::Server, &junk, Instant::now());
+        flow.handle_packet(Leg::Client, &junk, Instant::now());
     }
 }
 
@@ -741,11 +741,11 @@ fn reconnect_server_replays_on_a_fresh_server_connection() {
     assert!(net.run_until(Duration::from_secs(5), |n| n
         .flow
         .as_ref()
-        .is_some_and(|f| f.recv_queue(Side::Client) == 7)));
+        .is_some_and(|f| f.recv_queue(Leg::Client) == 7)));
     let mut hello = [0u8; 7];
     let flow = net.flow.as_mut().unwrap();
-    assert_eq!(flow.peek(Side::Client, &mut hello), Ok(7));
-    assert_eq!(flow.send(Side::Server, b"first-leg"), Ok(9));
+    assert_eq!(flow.peek(Leg::Client, &mut hello), Ok(7));
+    assert_eq!(flow.send(Leg::Server, b"first-leg"), Ok(9));
     assert!(net.run_until(Duration::from_secs(5), |n| n.up_recv == b"first-leg"));
     let first_syn = net.log[net.first(Wire::FlowToServer, |s| s.syn).unwrap()].1;
 
@@ -767,7 +767,7 @@ fn reconnect_server_replays_on_a_fresh_server_connection() {
         .events
         .contains(&FlowEvent::ServerConnected)));
     let flow = net.flow.as_mut().unwrap();
-    assert_eq!(flow.send(Side::Server, &hello), Ok(7));
+    assert_eq!(flow.send(Leg::Server, &hello), Ok(7));
     assert!(net.run_until(Duration::from_secs(5), |n| n.up_recv == b"HELLO-1"));
     let syns: Vec<Segment> = net
         .log
@@ -852,7 +852,7 @@ fn non_tcp_packets_are_dropped_unanswered() {
     let mut flow = TransparentFlow::from_syn(&syn, &net.cfg, 1, net.now).unwrap();
     while flow.poll_transmit(net.now).is_some() {}
     for p in stray_packets(net.a.server, net.a.client) {
-        flow.handle_packet(Side::Server, &p, net.now);
+        flow.handle_packet(Leg::Server, &p, net.now);
         assert!(flow.poll_transmit(net.now).is_none(), "answered {p:02x?}");
     }
     // ...and on both legs once established.
@@ -864,8 +864,8 @@ fn non_tcp_packets_are_dropped_unanswered() {
     let flow = net.flow.as_mut().unwrap();
     while flow.poll_transmit(now).is_some() {}
     for (side, from, to) in [
-        (Side::Client, net.a.client, net.a.server),
-        (Side::Server, net.a.server, net.a.client),
+        (Leg::Client, net.a.client, net.a.server),
+        (Leg::Server, net.a.server, net.a.client),
     ] {
         for p in stray_packets(from, to) {
             flow.handle_packet(side, &p, now);

@@ -1,6 +1,6 @@
 //! The two-leg TLS state machine of an inspected connection.
 //!
-//! [`Intercept`] sits between the client's TCP leg and the server's TCP leg
+//! [`TlsPair`] sits between the client's TCP leg and the server's TCP leg
 //! and speaks TLS on both: a rustls client toward the server and, once the
 //! server has shown its certificate, a rustls server toward the client with a
 //! chain forged by the [`CertMinter`]. Plaintext in between flows through a
@@ -9,26 +9,26 @@
 //! It is sans-IO in the quinn style: no sockets, no clock, no threads. Bytes
 //! and end-of-stream from the legs go in through `handle_*`; bytes to send
 //! and events come out through `poll_*`. The wall-clock time used to check
-//! certificate validity is passed to [`Intercept::new`].
+//! certificate validity is passed to [`TlsPair::new`].
 //!
 //! # Call order
 //!
 //! 1. The worker peeks the ClientHello ([`crate::tls::client_hello::parse`]),
 //!    takes the [`crate::tls::decision::decide`] for it and, for
-//!    `Action::Inspect`, connects the server leg and calls [`Intercept::new`]
+//!    `Action::Inspect`, connects the server leg and calls [`TlsPair::new`]
 //!    with every byte the client has sent so far. Nothing has been sent to
 //!    the client yet.
 //! 2. After `new` and after every `handle_*` call, drain in this order:
-//!    [`Intercept::poll_event`] until `None`, then
-//!    [`Intercept::poll_to_server`] and [`Intercept::poll_to_client`], and
+//!    [`TlsPair::poll_event`] until `None`, then
+//!    [`TlsPair::poll_to_server`] and [`TlsPair::poll_to_client`], and
 //!    write what they return to the respective TCP leg; or, without that
-//!    copy, let [`Intercept::write_to_server`] / [`Intercept::write_to_client`]
+//!    copy, let [`TlsPair::write_to_server`] / [`TlsPair::write_to_client`]
 //!    fill the free space of the leg's send buffer, and leave the rest in
-//!    rustls ([`Intercept::wants_write_to_server`] says whether any is left).
-//! 3. Feed bytes from the server with [`Intercept::handle_server_bytes`] and
-//!    from the client with [`Intercept::handle_client_bytes`]; a FIN from a
-//!    leg with [`Intercept::handle_server_eof`] /
-//!    [`Intercept::handle_client_eof`].
+//!    rustls ([`TlsPair::wants_write_to_server`] says whether any is left).
+//! 3. Feed bytes from the server with [`TlsPair::handle_server_bytes`] and
+//!    from the client with [`TlsPair::handle_client_bytes`]; a FIN from a
+//!    leg with [`TlsPair::handle_server_eof`] /
+//!    [`TlsPair::handle_client_eof`].
 //! 4. Events tell the worker what to do with the TCP legs:
 //!    * [`Event::Established`]: both handshakes done, relaying.
 //!    * [`Event::BypassAndReplay`]: the server cannot be intercepted. Put the
@@ -100,7 +100,7 @@ pub const MAX_EARLY_SERVER_BYTES: usize = 256 * 1024;
 /// Why an interception failed, and on which leg.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum InterceptError {
+pub enum TlsPairError {
     /// TLS failure on the leg toward the server.
     #[error("server leg: {0}")]
     ServerLeg(TlsError),
@@ -162,7 +162,7 @@ pub enum Event {
     /// The inspector asked for both legs to be reset.
     Reset,
     /// The interception failed; reset both legs.
-    Failed(InterceptError),
+    Failed(TlsPairError),
 }
 
 /// Shared per-appliance settings of the server leg, built once from config.
@@ -180,7 +180,7 @@ impl UpstreamTls {
     pub fn new(
         roots: Arc<RootCertStore>,
         invalid_certificate: InvalidCertPolicy,
-    ) -> Result<UpstreamTls, InterceptError> {
+    ) -> Result<UpstreamTls, TlsPairError> {
         Self::with_crls(roots, Vec::new(), invalid_certificate)
     }
 
@@ -193,7 +193,7 @@ impl UpstreamTls {
         roots: Arc<RootCertStore>,
         crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
         invalid_certificate: InvalidCertPolicy,
-    ) -> Result<UpstreamTls, InterceptError> {
+    ) -> Result<UpstreamTls, TlsPairError> {
         let provider = Arc::new(provider());
         let mut builder = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
         if !crls.is_empty() {
@@ -201,7 +201,7 @@ impl UpstreamTls {
         }
         let verifier = builder
             .build()
-            .map_err(|e| InterceptError::Config(TlsError::General(e.to_string())))?;
+            .map_err(|e| TlsPairError::Config(TlsError::General(e.to_string())))?;
         Ok(UpstreamTls {
             provider,
             verifier,
@@ -369,8 +369,8 @@ enum Phase {
     Done,
 }
 
-/// Everything [`Intercept::new`] needs besides the hello.
-pub struct InterceptParams {
+/// Everything [`TlsPair::new`] needs besides the hello.
+pub struct TlsPairParams {
     /// Server-leg settings shared by all connections.
     pub upstream: UpstreamTls,
     /// Forges the chain shown to the client.
@@ -386,7 +386,7 @@ pub struct InterceptParams {
 }
 
 /// The two-leg TLS state machine of one inspected connection.
-pub struct Intercept {
+pub struct TlsPair {
     phase: Phase,
     provider: Arc<CryptoProvider>,
     time: Arc<FixedTime>,
@@ -423,9 +423,9 @@ pub struct Intercept {
     keylog: Option<Arc<dyn rustls::KeyLog>>,
 }
 
-impl std::fmt::Debug for Intercept {
+impl std::fmt::Debug for TlsPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Intercept")
+        f.debug_struct("TlsPair")
             .field("phase", &self.phase)
             .field("flow_id", &self.meta.flow_id)
             .field("info", &self.info)
@@ -446,18 +446,18 @@ const PINNING_ALERTS: &[AlertDescription] = &[
     AlertDescription::CertificateRevoked,
 ];
 
-impl Intercept {
+impl TlsPair {
     /// Starts the server leg for a hello the decision chose to inspect.
     ///
     /// `client_bytes` is everything the client has sent so far; it starts
     /// with the complete ClientHello `hello` was parsed from. The server
-    /// leg's ClientHello is ready in [`Intercept::poll_to_server`] at once.
+    /// leg's ClientHello is ready in [`TlsPair::poll_to_server`] at once.
     pub fn new(
-        params: InterceptParams,
+        params: TlsPairParams,
         hello: &ClientHello,
         client_bytes: &[u8],
-    ) -> Result<Intercept, InterceptError> {
-        let InterceptParams {
+    ) -> Result<TlsPair, TlsPairError> {
+        let TlsPairParams {
             upstream,
             minter,
             inspector,
@@ -477,7 +477,7 @@ impl Intercept {
         let client_auth = Arc::new(ClientAuthRecorder::default());
         let mut cfg = ClientConfig::builder_with_details(upstream.provider.clone(), time.clone())
             .with_protocol_versions(versions)
-            .map_err(InterceptError::Config)?
+            .map_err(TlsPairError::Config)?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(client_auth.clone());
@@ -491,12 +491,12 @@ impl Intercept {
         cfg.resumption = Resumption::disabled();
         let name = match &hello.sni {
             Some(s) => ServerName::try_from(s.clone())
-                .map_err(|e| InterceptError::Config(TlsError::General(e.to_string())))?,
+                .map_err(|e| TlsPairError::Config(TlsError::General(e.to_string())))?,
             // An IP address name makes rustls send no SNI, as the client did.
             None => ServerName::from(meta.dest.ip()),
         };
         let mut server =
-            ClientConnection::new(Arc::new(cfg), name).map_err(InterceptError::ServerLeg)?;
+            ClientConnection::new(Arc::new(cfg), name).map_err(TlsPairError::ServerLeg)?;
         server.set_buffer_limit(None);
         let info = TlsInfo {
             sni: hello.sni.clone(),
@@ -505,7 +505,7 @@ impl Intercept {
         };
         let mut held = Vec::with_capacity(client_bytes.len());
         held.extend_from_slice(client_bytes);
-        Ok(Intercept {
+        Ok(TlsPair {
             phase: Phase::ServerHandshake,
             provider: upstream.provider.clone(),
             time,
@@ -651,7 +651,7 @@ impl Intercept {
                     // tickets) waits, bounded, so rustls' plaintext buffer
                     // cannot overflow while nobody reads it.
                     if self.server_held.len() + data.len() > MAX_EARLY_SERVER_BYTES {
-                        return self.fail(InterceptError::ServerOverrun);
+                        return self.fail(TlsPairError::ServerOverrun);
                     }
                     return self.server_held.extend_from_slice(data);
                 }
@@ -689,7 +689,7 @@ impl Intercept {
             Phase::ServerHandshake if self.client_auth.requested.load(Ordering::Relaxed) => {
                 self.bypass(BypassReason::ClientAuth)
             }
-            Phase::ServerHandshake => self.fail(InterceptError::ServerClosed),
+            Phase::ServerHandshake => self.fail(TlsPairError::ServerClosed),
             Phase::Relay => {
                 self.server_progress();
                 self.server_eof();
@@ -704,7 +704,7 @@ impl Intercept {
             Phase::Done => {}
             Phase::ServerHandshake => {
                 if self.held.len() + data.len() > MAX_EARLY_CLIENT_BYTES {
-                    return self.fail(InterceptError::ClientOverrun);
+                    return self.fail(TlsPairError::ClientOverrun);
                 }
                 self.held.extend_from_slice(data);
             }
@@ -730,8 +730,8 @@ impl Intercept {
     pub fn handle_client_eof(&mut self) {
         match self.phase {
             Phase::Done => {}
-            Phase::ServerHandshake => self.fail(InterceptError::ClientClosed),
-            Phase::ClientHandshake => self.client_rejected(None, InterceptError::ClientClosed),
+            Phase::ServerHandshake => self.fail(TlsPairError::ClientClosed),
+            Phase::ClientHandshake => self.client_rejected(None, TlsPairError::ClientClosed),
             Phase::Relay => {
                 if let Some(c) = self.client.as_mut() {
                     let _ = c.read_tls(&mut &[][..]);
@@ -745,7 +745,7 @@ impl Intercept {
         }
     }
 
-    fn fail(&mut self, e: InterceptError) {
+    fn fail(&mut self, e: TlsPairError) {
         self.phase = Phase::Done;
         self.events.push_back(Event::Failed(e));
     }
@@ -760,7 +760,7 @@ impl Intercept {
 
     fn server_failed(&mut self, e: TlsError) {
         if self.phase != Phase::ServerHandshake {
-            return self.fail(InterceptError::ServerLeg(e));
+            return self.fail(TlsPairError::ServerLeg(e));
         }
         if self.client_auth.requested.load(Ordering::Relaxed) {
             return self.bypass(BypassReason::ClientAuth);
@@ -793,7 +793,7 @@ impl Intercept {
             TlsError::AlertReceived(AlertDescription::CertificateRequired) => {
                 self.bypass(BypassReason::ClientAuth)
             }
-            _ => self.fail(InterceptError::ServerLeg(e)),
+            _ => self.fail(TlsPairError::ServerLeg(e)),
         }
     }
 
@@ -802,16 +802,16 @@ impl Intercept {
             if let TlsError::AlertReceived(a) = &e {
                 if PINNING_ALERTS.contains(a) {
                     let a = *a;
-                    return self.client_rejected(Some(a), InterceptError::ClientLeg(e));
+                    return self.client_rejected(Some(a), TlsPairError::ClientLeg(e));
                 }
             }
         }
-        self.fail(InterceptError::ClientLeg(e))
+        self.fail(TlsPairError::ClientLeg(e))
     }
 
     /// The client refused our chain: pinning when the upstream verified,
     /// the intended outcome of forging with the untrusted issuer otherwise.
-    fn client_rejected(&mut self, alert: Option<AlertDescription>, e: InterceptError) {
+    fn client_rejected(&mut self, alert: Option<AlertDescription>, e: TlsPairError) {
         let verified = self.info.upstream_cert.as_ref().is_some_and(|c| c.verified);
         self.phase = Phase::Done;
         self.events.push_back(if verified {
@@ -882,7 +882,7 @@ impl Intercept {
             .and_then(|c| c.first())
             .map(|c| c.clone().into_owned())
         else {
-            return self.fail(InterceptError::ServerLeg(TlsError::NoCertificatesPresented));
+            return self.fail(TlsPairError::ServerLeg(TlsError::NoCertificatesPresented));
         };
         let verified = self.info.upstream_cert.as_ref().is_some_and(|c| c.verified);
         let req = MintRequest {
@@ -897,14 +897,14 @@ impl Intercept {
             Err(e) => {
                 self.raw_to_client
                     .extend_from_slice(&alert_record(AlertDescription::InternalError));
-                return self.fail(InterceptError::Mint(e));
+                return self.fail(TlsPairError::Mint(e));
             }
         };
         let cfg = match ServerConfig::builder_with_details(self.provider.clone(), self.time.clone())
             .with_protocol_versions(self.versions)
         {
             Ok(b) => b,
-            Err(e) => return self.fail(InterceptError::Config(e)),
+            Err(e) => return self.fail(TlsPairError::Config(e)),
         };
         let mut cfg = cfg
             .with_no_client_auth()
@@ -930,18 +930,18 @@ impl Intercept {
         let mut rd = hello;
         let accepted = loop {
             if let Err(e) = acceptor.read_tls(&mut rd) {
-                return self.fail(InterceptError::ClientLeg(TlsError::General(e.to_string())));
+                return self.fail(TlsPairError::ClientLeg(TlsError::General(e.to_string())));
             }
             match acceptor.accept() {
                 Ok(Some(a)) => break a,
                 Ok(None) if rd.is_empty() => {
                     let e = TlsError::General("ClientHello incomplete for the acceptor".into());
-                    return self.fail(InterceptError::ClientLeg(e));
+                    return self.fail(TlsPairError::ClientLeg(e));
                 }
                 Ok(None) => {}
                 Err((e, mut alert)) => {
                     let _ = alert.write_all(&mut self.raw_to_client);
-                    return self.fail(InterceptError::ClientLeg(e));
+                    return self.fail(TlsPairError::ClientLeg(e));
                 }
             }
         };
@@ -949,7 +949,7 @@ impl Intercept {
             Ok(c) => c,
             Err((e, mut alert)) => {
                 let _ = alert.write_all(&mut self.raw_to_client);
-                return self.fail(InterceptError::ClientLeg(e));
+                return self.fail(TlsPairError::ClientLeg(e));
             }
         };
         conn.set_buffer_limit(None);
@@ -1190,5 +1190,5 @@ fn describe_cert(der: &CertificateDer<'_>) -> UpstreamCertInfo {
 }
 
 #[cfg(test)]
-#[path = "intercept_tests.rs"]
+#[path = "pair_tests.rs"]
 mod tests;

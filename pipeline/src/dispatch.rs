@@ -9,7 +9,7 @@
 //! What happens to a SYN: a TCP SYN (without ACK) arriving from the LAN side
 //! is looked up in the current scope table. With an interception context
 //! ([`Dispatcher::with_intercept`], what the appliance always sets), a match
-//! starts an [`InterceptedFlow`] from the SYN, which is NOT forwarded: the
+//! starts an [`Connection`] from the SYN, which is NOT forwarded: the
 //! flow terminates TCP on both legs itself. Every later packet of the flow,
 //! in either direction, is fed to it and never forwarded; what the flow
 //! sends goes into the dispatcher's outbox, which the worker drains into the
@@ -37,15 +37,15 @@ use arc_swap::ArcSwap;
 
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
+use crate::conn::{ConnCtx, Connection};
 use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::framing::{Framing, Received};
-use crate::intercept::{InterceptCtx, InterceptedFlow};
 use crate::io::{Offload, RxMeta};
 use crate::kernel_fast_path::KernelFastPath;
 use crate::latency::Latency;
 use crate::stats::Counters;
-use crate::tcp::{Release, Rewrite, Side as Leg, TcpFacts};
+use crate::tcp::{Leg, Release, Rewrite, TcpFacts};
 use crate::tls::decision::PassOrBlock;
 
 /// The reason logged for in-scope flows tracked without an interception context.
@@ -53,19 +53,19 @@ pub const REASON_NOT_INTERCEPTING: &str = "not_intercepting_yet";
 
 /// Which NIC (or TUN) a frame arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
+pub enum Port {
     /// Toward the client hosts.
     Lan,
     /// Toward the gateway / servers.
     Wan,
 }
 
-impl Side {
+impl Port {
     /// The side a frame from this side is forwarded to.
-    pub fn other(self) -> Side {
+    pub fn other(self) -> Port {
         match self {
-            Side::Lan => Side::Wan,
-            Side::Wan => Side::Lan,
+            Port::Lan => Port::Wan,
+            Port::Wan => Port::Lan,
         }
     }
 }
@@ -125,7 +125,7 @@ impl Clock {
 
 /// An intercepted flow and what the worker needs to send its packets.
 struct Held {
-    flow: InterceptedFlow,
+    flow: Connection,
     /// What goes in front of its packets toward each side.
     framing: Framing,
     born: Instant,
@@ -190,10 +190,10 @@ impl Outbox {
     /// Appends `packet` for `side` in its flow's `framing`; `offload`
     /// describes the bare IP packet. Returns whether it was merged into the
     /// previous frame instead.
-    fn push(&mut self, side: Side, framing: &Framing, packet: &[u8], offload: Offload) -> bool {
+    fn push(&mut self, side: Port, framing: &Framing, packet: &[u8], offload: Offload) -> bool {
         let q = match side {
-            Side::Lan => &mut self.lan,
-            Side::Wan => &mut self.wan,
+            Port::Lan => &mut self.lan,
+            Port::Wan => &mut self.wan,
         };
         let l2 = framing.header_len(side);
         if let Some(last) = q.frames.last_mut().filter(|_| !framing.tunnelled()) {
@@ -235,7 +235,7 @@ pub struct Dispatcher {
     clock: Clock,
     max_flows: usize,
     idle: Duration,
-    intercept: Option<Arc<ArcSwap<InterceptCtx>>>,
+    intercept: Option<Arc<ArcSwap<ConnCtx>>>,
     /// This worker's share of `max_intercept_memory`, in bytes.
     memory_budget: usize,
     /// This worker's share of `max_half_open`.
@@ -326,13 +326,13 @@ impl Dispatcher {
     /// Intercepts in-scope flows with the context `ctx` holds at each SYN.
     ///
     /// A reload stores a new context; flows keep the one they were born with.
-    pub fn with_intercept(mut self, ctx: Arc<ArcSwap<InterceptCtx>>) -> Dispatcher {
+    pub fn with_intercept(mut self, ctx: Arc<ArcSwap<ConnCtx>>) -> Dispatcher {
         self.intercept = Some(ctx);
         self
     }
 
     /// Bounds what the intercepted flows may hold: `memory` bytes (see
-    /// [`InterceptCtx::flow_memory`]) and `half_open` flows whose handshake
+    /// [`ConnCtx::flow_memory`]) and `half_open` flows whose handshake
     /// has not completed. Beyond either, a new in-scope connection follows
     /// its policy's `on_overload`.
     pub fn with_limits(mut self, memory: usize, half_open: usize) -> Dispatcher {
@@ -352,11 +352,11 @@ impl Dispatcher {
     /// Hands every frame the intercepted flows produced to `send`, in order, and empties the outbox.
     ///
     /// On AF_PACKET the frames carry their Ethernet header; on TUN they are bare IP packets.
-    pub fn drain_tx(&mut self, mut send: impl FnMut(Side, &[u8], &Offload)) {
+    pub fn drain_tx(&mut self, mut send: impl FnMut(Port, &[u8], &Offload)) {
         self.service_pending();
         for (side, q) in [
-            (Side::Lan, &mut self.outbox.lan),
-            (Side::Wan, &mut self.outbox.wan),
+            (Port::Lan, &mut self.outbox.lan),
+            (Port::Wan, &mut self.outbox.wan),
         ] {
             for (start, len, offload) in &q.frames {
                 send(side, &q.buf[*start..*start + *len], offload);
@@ -429,8 +429,8 @@ impl Dispatcher {
         };
         while let Some((leg, offload)) = h.flow.poll_transmit_offload(now, &mut self.scratch) {
             let side = match leg {
-                Leg::Client => Side::Lan,
-                Leg::Server => Side::Wan,
+                Leg::Client => Port::Lan,
+                Leg::Server => Port::Wan,
             };
             if crate::tcp::release::is_pure_ack(&self.scratch) {
                 self.counters.intercept_tx_acks += 1;
@@ -472,8 +472,8 @@ impl Dispatcher {
         h.flow.abort();
         while let Some((leg, offload)) = h.flow.poll_transmit_offload(now, &mut self.scratch) {
             let side = match leg {
-                Leg::Client => Side::Lan,
-                Leg::Server => Side::Wan,
+                Leg::Client => Port::Lan,
+                Leg::Server => Port::Wan,
             };
             if self.outbox.push(side, &h.framing, &self.scratch, offload) {
                 self.counters.intercept_tx_coalesced += 1;
@@ -649,13 +649,13 @@ impl Dispatcher {
             |s: &crate::flow::StreamBytes, rw: &Rewrite| s.next().map(|n| n.wrapping_add(rw.seq));
         for (side, src, dst, seq) in [
             (
-                Side::Lan,
+                Port::Lan,
                 server,
                 client,
                 expects(&flow.toclient, &rel.rewrite.to_client),
             ),
             (
-                Side::Wan,
+                Port::Wan,
                 client,
                 server,
                 expects(&flow.toserver, &rel.rewrite.to_server),
@@ -705,7 +705,7 @@ impl Dispatcher {
     /// `frame` is the whole frame `parsed` was parsed from.
     pub fn on_ethernet(
         &mut self,
-        side: Side,
+        side: Port,
         frame: &[u8],
         parsed: Result<EthView<'_>, FrameError>,
         meta: RxMeta,
@@ -753,7 +753,7 @@ impl Dispatcher {
     /// `packet` is the whole packet `parsed` was parsed from.
     pub fn on_ip(
         &mut self,
-        side: Side,
+        side: Port,
         packet: &[u8],
         parsed: Result<IpView<'_>, FrameError>,
         meta: RxMeta,
@@ -803,8 +803,8 @@ impl Dispatcher {
             Err(e) => Path::Malformed(e),
             Ok(ip) => {
                 let side = match ip.transport {
-                    Transport::Tcp(tcp) if tcp.flags.is_initial_syn() => Side::Lan,
-                    _ => Side::Wan,
+                    Transport::Tcp(tcp) if tcp.flags.is_initial_syn() => Port::Lan,
+                    _ => Port::Wan,
                 };
                 let link = Link {
                     framing: Received::Geneve(frame, t),
@@ -850,7 +850,7 @@ impl Dispatcher {
 
     fn ip_path(
         &mut self,
-        side: Side,
+        side: Port,
         ip: &IpView<'_>,
         raw: &[u8],
         link: Link<'_>,
@@ -874,7 +874,7 @@ impl Dispatcher {
     /// A TCP segment: part of a tracked flow, the SYN of a new in-scope flow, or fast path.
     fn on_tcp(
         &mut self,
-        side: Side,
+        side: Port,
         ip: &IpView<'_>,
         tcp: &TcpView<'_>,
         raw: &[u8],
@@ -960,7 +960,7 @@ impl Dispatcher {
             // A client's new connection on the ports of a released flow
             // (ended, or given up on by the client): the old entry goes.
             Some(_)
-                if side == Side::Lan
+                if side == Port::Lan
                     && tcp.flags.is_initial_syn()
                     && (offload.checksum_trusted()
                         || crate::tcp::checksum::tcp_checksum_ok(raw)) =>
@@ -993,7 +993,7 @@ impl Dispatcher {
         }
         self.kernel_segment(key, ip, tcp);
         // Only a client's opening SYN from the LAN side can start a flow.
-        if side != Side::Lan || !tcp.flags.is_initial_syn() {
+        if side != Port::Lan || !tcp.flags.is_initial_syn() {
             return Path::Fast(FastKind::Tcp);
         }
         let scopes = self.scopes.load();
@@ -1015,7 +1015,7 @@ impl Dispatcher {
                 return self.overload(&ctx, &m, raw, Framing::of(framing), now);
             }
             let framing = Framing::of(framing);
-            let flow = InterceptedFlow::new(
+            let flow = Connection::new(
                 ctx,
                 &m,
                 raw,
@@ -1084,7 +1084,7 @@ impl Dispatcher {
     /// fast path) or refused with a reset to the client ("block").
     fn overload(
         &mut self,
-        ctx: &InterceptCtx,
+        ctx: &ConnCtx,
         m: &ScopeMatch,
         syn: &[u8],
         framing: Framing,
@@ -1118,7 +1118,7 @@ impl Dispatcher {
             } else {
                 FlowAction::Pass
             },
-            reason: crate::intercept::reason::OVERLOAD.to_owned(),
+            reason: crate::conn::reason::OVERLOAD.to_owned(),
             tls: None,
             bytes_toserver: 0,
             bytes_toclient: 0,
@@ -1130,7 +1130,7 @@ impl Dispatcher {
         }
         let rst = crate::tcp::segment::refusal_rst(&seg);
         self.outbox
-            .push(Side::Lan, &framing, &rst, Offload::default());
+            .push(Port::Lan, &framing, &rst, Offload::default());
         self.counters.intercept_tx_packets += 1;
         Path::Intercepted
     }
@@ -1398,7 +1398,7 @@ pub(crate) mod tests {
 
     fn tcp(
         r: &mut Rig,
-        side: Side,
+        side: Port,
         from_client: bool,
         cport: u16,
         flags: u8,
@@ -1433,17 +1433,17 @@ pub(crate) mod tests {
     fn in_scope_flow_is_tracked_and_logged_once_at_fin() {
         let mut r = rig(100);
         assert_eq!(
-            tcp(&mut r, Side::Lan, true, 40000, SYN, b"", 0),
+            tcp(&mut r, Port::Lan, true, 40000, SYN, b"", 0),
             Path::InScope
         );
         assert_eq!(
-            tcp(&mut r, Side::Wan, false, 40000, SYNACK, b"", 1),
+            tcp(&mut r, Port::Wan, false, 40000, SYNACK, b"", 1),
             Path::InScope
         );
         assert_eq!(
             tcp(
                 &mut r,
-                Side::Lan,
+                Port::Lan,
                 true,
                 40000,
                 ACK,
@@ -1453,11 +1453,11 @@ pub(crate) mod tests {
             Path::InScope
         );
         assert_eq!(
-            tcp(&mut r, Side::Wan, false, 40000, ACK, &[7u8; 1000], 3),
+            tcp(&mut r, Port::Wan, false, 40000, ACK, &[7u8; 1000], 3),
             Path::InScope
         );
         assert_eq!(
-            tcp(&mut r, Side::Wan, false, 40000, FINACK, b"", 4),
+            tcp(&mut r, Port::Wan, false, 40000, FINACK, b"", 4),
             Path::InScope
         );
         assert!(
@@ -1465,12 +1465,12 @@ pub(crate) mod tests {
             "no record before the flow ends"
         );
         assert_eq!(
-            tcp(&mut r, Side::Lan, true, 40000, FINACK, b"", 1204),
+            tcp(&mut r, Port::Lan, true, 40000, FINACK, b"", 1204),
             Path::InScope
         );
         // The last ACK is no longer tracked.
         assert_eq!(
-            tcp(&mut r, Side::Wan, false, 40000, ACK, b"", 1205),
+            tcp(&mut r, Port::Wan, false, 40000, ACK, b"", 1205),
             Path::Fast(FastKind::Tcp)
         );
         let recs = r.log.0.lock().unwrap();
@@ -1499,17 +1499,17 @@ pub(crate) mod tests {
         let pkt = ft::ipv4_tcp(C, 40000, S, 80, SYN, b"");
         let f = ft::ether(0x0800, &[], &pkt);
         assert_eq!(
-            r.d.on_ethernet(Side::Lan, &f, parse_ethernet(&f), RxMeta::default(), r.t0),
+            r.d.on_ethernet(Port::Lan, &f, parse_ethernet(&f), RxMeta::default(), r.t0),
             Path::Fast(FastKind::Tcp)
         );
         // A SYN entering from the WAN side is never a client of ours.
         assert_eq!(
-            tcp(&mut r, Side::Wan, true, 40001, SYN, b"", 0),
+            tcp(&mut r, Port::Wan, true, 40001, SYN, b"", 0),
             Path::Fast(FastKind::Tcp)
         );
         // Mid-stream traffic of a flow we never saw open.
         assert_eq!(
-            tcp(&mut r, Side::Lan, true, 40002, ACK, b"x", 0),
+            tcp(&mut r, Port::Lan, true, 40002, ACK, b"x", 0),
             Path::Fast(FastKind::Tcp)
         );
         assert_eq!(r.d.counters.flows_started, 0);
@@ -1518,16 +1518,16 @@ pub(crate) mod tests {
     #[test]
     fn rst_ends_the_flow() {
         let mut r = rig(100);
-        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
-        tcp(&mut r, Side::Wan, false, 1, TcpFlags::RST | ACK, b"", 5);
+        tcp(&mut r, Port::Lan, true, 1, SYN, b"", 0);
+        tcp(&mut r, Port::Wan, false, 1, TcpFlags::RST | ACK, b"", 5);
         assert_eq!(r.log.0.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn idle_timeout_and_shutdown_write_records() {
         let mut r = rig(100);
-        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
-        tcp(&mut r, Side::Lan, true, 2, SYN, b"", 20_000);
+        tcp(&mut r, Port::Lan, true, 1, SYN, b"", 0);
+        tcp(&mut r, Port::Lan, true, 2, SYN, b"", 20_000);
         r.d.expire(r.t0 + Duration::from_secs(31));
         assert_eq!(
             r.log.0.lock().unwrap().len(),
@@ -1545,7 +1545,7 @@ pub(crate) mod tests {
     fn overflow_is_counted_and_forwarded() {
         let mut r = rig(2);
         for port in 1..=5 {
-            let p = tcp(&mut r, Side::Lan, true, port, SYN, b"", 0);
+            let p = tcp(&mut r, Port::Lan, true, port, SYN, b"", 0);
             assert_eq!(
                 p,
                 if port <= 2 {
@@ -1562,16 +1562,16 @@ pub(crate) mod tests {
     #[test]
     fn reload_affects_only_new_flows() {
         let mut r = rig(100);
-        tcp(&mut r, Side::Lan, true, 1, SYN, b"", 0);
+        tcp(&mut r, Port::Lan, true, 1, SYN, b"", 0);
         // Reload: port 443 no longer in scope.
         r.table.store(scopes(8443));
         assert_eq!(
-            tcp(&mut r, Side::Lan, true, 1, ACK, b"data", 1),
+            tcp(&mut r, Port::Lan, true, 1, ACK, b"data", 1),
             Path::InScope,
             "existing flow keeps its match"
         );
         assert_eq!(
-            tcp(&mut r, Side::Lan, true, 2, SYN, b"", 2),
+            tcp(&mut r, Port::Lan, true, 2, SYN, b"", 2),
             Path::Fast(FastKind::Tcp),
             "new flow sees the reload"
         );
@@ -1618,7 +1618,7 @@ pub(crate) mod tests {
         buf
     }
 
-    fn drain(d: &mut Dispatcher) -> Vec<(Side, Vec<u8>)> {
+    fn drain(d: &mut Dispatcher) -> Vec<(Port, Vec<u8>)> {
         let mut v = Vec::new();
         d.drain_tx(|side, f, _| v.push((side, f.to_vec())));
         v
@@ -1650,12 +1650,12 @@ pub(crate) mod tests {
         // with the SYN frame's Ethernet header.
         let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        let p = feed(&mut d, Side::Lan, &frame, t0);
+        let p = feed(&mut d, Port::Lan, &frame, t0);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
         assert_eq!(out.len(), 1, "{out:?}");
         let (side, ours) = &out[0];
-        assert_eq!(*side, Side::Wan);
+        assert_eq!(*side, Port::Wan);
         assert_eq!(&ours[..14], &frame[..14], "WAN header as the client's SYN");
         assert_eq!(&ours[14 + 12..14 + 20], &syn[12..20], "client's addresses");
         let (flags, our_isn) = tcp_of(ours);
@@ -1667,9 +1667,9 @@ pub(crate) mod tests {
         assert_eq!(d.active_flows(), 1);
 
         // The client retransmits its SYN: still consumed, never forwarded.
-        let p = feed(&mut d, Side::Lan, &frame, t0);
+        let p = feed(&mut d, Port::Lan, &frame, t0);
         assert_eq!(p, Path::Intercepted);
-        assert!(drain(&mut d).iter().all(|(s, _)| *s == Side::Wan));
+        assert!(drain(&mut d).iter().all(|(s, _)| *s == Port::Wan));
 
         // The server answers: the client gets its SYN-ACK toward the LAN,
         // with the MACs swapped.
@@ -1684,10 +1684,10 @@ pub(crate) mod tests {
         back[..6].copy_from_slice(&frame[6..12]);
         back[6..12].copy_from_slice(&frame[..6]);
         let ms = Duration::from_millis(1);
-        let p = feed(&mut d, Side::Wan, &back, t0 + ms);
+        let p = feed(&mut d, Port::Wan, &back, t0 + ms);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
-        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Side::Lan).collect();
+        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Port::Lan).collect();
         assert_eq!(to_client.len(), 1, "{out:?}");
         let f = &to_client[0].1;
         assert_eq!(&f[..6], &frame[6..12], "to the client's MAC");
@@ -1747,7 +1747,7 @@ pub(crate) mod tests {
         );
         let out = drain(&mut d);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(out[0].0, Side::Wan);
+        assert_eq!(out[0].0, Port::Wan);
         assert_eq!(&out[0].1[30..34], &lb.octets(), "to the load balancer");
         let (back, bt) = at_lb(&out[0].1);
         assert_eq!(
@@ -1776,7 +1776,7 @@ pub(crate) mod tests {
             Path::Intercepted
         );
         let out = drain(&mut d);
-        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Side::Lan).collect();
+        let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Port::Lan).collect();
         assert_eq!(to_client.len(), 1, "{out:?}");
         let (back, bt) = at_lb(&to_client[0].1);
         assert_eq!(&back[bt.udp + 8..bt.inner], &f2[t2.udp + 8..t2.inner]);
@@ -1832,7 +1832,7 @@ pub(crate) mod tests {
         idle: Duration,
         policy: crate::tls::decision::TlsPolicy,
     ) -> (Dispatcher, Arc<MemLog>, Instant) {
-        use crate::intercept::testkit;
+        use crate::conn::testkit;
         let kit = testkit::Lab::new();
         let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
         let log = Arc::new(MemLog::default());
@@ -1858,7 +1858,7 @@ pub(crate) mod tests {
     }
 
     /// Feeds one Ethernet frame from `side`.
-    fn feed(d: &mut Dispatcher, side: Side, frame: &[u8], now: Instant) -> Path {
+    fn feed(d: &mut Dispatcher, side: Port, frame: &[u8], now: Instant) -> Path {
         d.on_ethernet(side, frame, parse_ethernet(frame), RxMeta::default(), now)
     }
 
@@ -1868,9 +1868,9 @@ pub(crate) mod tests {
         use smoltcp::wire::TcpControl;
         let syn = crafted((C, port), (S, 443), TcpControl::Syn, isn, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        assert_eq!(feed(d, Side::Lan, &frame, now), Path::Intercepted);
+        assert_eq!(feed(d, Port::Lan, &frame, now), Path::Intercepted);
         let out = drain(d);
-        let (_, ours) = out.iter().find(|(s, _)| *s == Side::Wan).expect("our SYN");
+        let (_, ours) = out.iter().find(|(s, _)| *s == Port::Wan).expect("our SYN");
         let our_isn = tcp_of(ours).1;
         let synack = crafted(
             (S, 443),
@@ -1880,11 +1880,11 @@ pub(crate) mod tests {
             Some(our_isn.wrapping_add(1)),
         );
         let back = ft::ether(0x0800, &[], &synack);
-        feed(d, Side::Wan, &back, now);
+        feed(d, Port::Wan, &back, now);
         let out = drain(d);
         let (_, f) = out
             .iter()
-            .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
+            .find(|(s, f)| *s == Port::Lan && tcp_of(f).0 & 0x12 == 0x12)
             .expect("the client's SYN-ACK");
         tcp_of(f).1
     }
@@ -1910,7 +1910,7 @@ pub(crate) mod tests {
 
     /// Feeds a frame that must take the released path; returns it as the
     /// worker forwards it (rewritten in place).
-    fn released(d: &mut Dispatcher, side: Side, frame: &[u8], now: Instant) -> Vec<u8> {
+    fn released(d: &mut Dispatcher, side: Port, frame: &[u8], now: Instant) -> Vec<u8> {
         let Path::Released(rw) = feed(d, side, frame, now) else {
             panic!("not released");
         };
@@ -1925,9 +1925,9 @@ pub(crate) mod tests {
         let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let port = 40300;
         let syn = crafted((C, port), (S, 443), TcpControl::Syn, 5000, None);
-        feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn), t0);
+        feed(&mut d, Port::Lan, &ft::ether(0x0800, &[], &syn), t0);
         let ours = drain(&mut d);
-        let our_isn = tcp_of(&ours.iter().find(|(s, _)| *s == Side::Wan).unwrap().1).1;
+        let our_isn = tcp_of(&ours.iter().find(|(s, _)| *s == Port::Wan).unwrap().1).1;
         let synack = crafted(
             (S, 443),
             (C, port),
@@ -1935,22 +1935,22 @@ pub(crate) mod tests {
             90_000,
             Some(our_isn + 1),
         );
-        feed(&mut d, Side::Wan, &ft::ether(0x0800, &[], &synack), t0);
+        feed(&mut d, Port::Wan, &ft::ether(0x0800, &[], &synack), t0);
         let out = drain(&mut d);
         let (_, f) = out
             .iter()
-            .find(|(s, f)| *s == Side::Lan && tcp_of(f).0 & 0x12 == 0x12)
+            .find(|(s, f)| *s == Port::Lan && tcp_of(f).0 & 0x12 == 0x12)
             .expect("the client's SYN-ACK");
         let client_isn = tcp_of(f).1;
         // The client's first bytes are not TLS: passed (non_tls).
         let req = b"GET / HTTP/1.0\r\n\r\n";
         let (psh_ack, fin_ack) = (0x18, 0x11);
         let c1 = segment_frame((C, port), (S, 443), psh_ack, 5001, client_isn + 1, req);
-        assert_eq!(feed(&mut d, Side::Lan, &c1, t0), Path::Intercepted);
+        assert_eq!(feed(&mut d, Port::Lan, &c1, t0), Path::Intercepted);
         let out = drain(&mut d);
         let (_, sent) = out
             .iter()
-            .find(|(s, f)| *s == Side::Wan && f.len() > 54)
+            .find(|(s, f)| *s == Port::Wan && f.len() > 54)
             .expect("the request on the server leg");
         assert_eq!(tcp_of(sent).1, our_isn + 1);
         assert!(sent.ends_with(req));
@@ -1963,7 +1963,7 @@ pub(crate) mod tests {
         let resp = b"HTTP/1.0 200 OK\r\n\r\nhi";
         let ack_req = our_isn + 1 + req.len() as u32;
         let s1 = segment_frame((S, 443), (C, port), psh_ack, 90_001, ack_req, resp);
-        let fwd = released(&mut d, Side::Wan, &s1, t0);
+        let fwd = released(&mut d, Port::Wan, &s1, t0);
         assert_eq!(d.counters.intercept_released, 1);
         assert_eq!(&fwd[..12], &s1[..12], "the frame keeps its link header");
         let seg = crate::tcp::segment::parse(&fwd[14..]).expect("a valid checksum");
@@ -1979,7 +1979,7 @@ pub(crate) mod tests {
             client_isn + 1 + resp.len() as u32,
             b"",
         );
-        let fwd = released(&mut d, Side::Lan, &c2, t0);
+        let fwd = released(&mut d, Port::Lan, &c2, t0);
         let seg = crate::tcp::segment::parse(&fwd[14..]).unwrap();
         assert_eq!(seg.seq, ack_req);
         assert_eq!(seg.ack, Some(90_001 + resp.len() as u32));
@@ -1994,7 +1994,7 @@ pub(crate) mod tests {
             ack_req + 1,
             b"",
         );
-        released(&mut d, Side::Wan, &s2, t0);
+        released(&mut d, Port::Wan, &s2, t0);
         {
             let recs = log.0.lock().unwrap();
             assert_eq!(recs.len(), 1);
@@ -2014,11 +2014,11 @@ pub(crate) mod tests {
             client_isn + 2 + resp.len() as u32,
             b"",
         );
-        released(&mut d, Side::Lan, &last, t0);
+        released(&mut d, Port::Lan, &last, t0);
         // A new connection on the same ports is a new intercepted flow.
         let syn2 = crafted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
         assert_eq!(
-            feed(&mut d, Side::Lan, &ft::ether(0x0800, &[], &syn2), t0),
+            feed(&mut d, Port::Lan, &ft::ether(0x0800, &[], &syn2), t0),
             Path::Intercepted
         );
         assert_eq!(
@@ -2042,11 +2042,11 @@ pub(crate) mod tests {
         // stack answers our SYN-ACK with an RST.
         let rst = crafted((C, 40100), (S, 443), TcpControl::Rst, 5001, None);
         let frame = ft::ether(0x0800, &[], &rst);
-        feed(&mut d, Side::Lan, &frame, t0);
+        feed(&mut d, Port::Lan, &frame, t0);
         let out = drain(&mut d);
         assert!(
             out.iter()
-                .any(|(s, f)| *s == Side::Wan && tcp_of(f).0 & 0x04 != 0),
+                .any(|(s, f)| *s == Port::Wan && tcp_of(f).0 & 0x04 != 0),
             "the server leg is reset: {out:?}"
         );
         assert_eq!(
@@ -2070,7 +2070,7 @@ pub(crate) mod tests {
         // A retransmission of the same SYN stays with the flow.
         let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 5000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        feed(&mut d, Side::Lan, &frame, t0 + ms);
+        feed(&mut d, Port::Lan, &frame, t0 + ms);
         drain(&mut d);
         assert_eq!(d.counters.intercept_superseded, 0);
         assert!(log.0.lock().unwrap().is_empty());
@@ -2078,12 +2078,12 @@ pub(crate) mod tests {
         // the old one is logged and a new SYN leaves toward the server.
         let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 777_000, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        let p = feed(&mut d, Side::Lan, &frame, t0 + 2 * ms);
+        let p = feed(&mut d, Port::Lan, &frame, t0 + 2 * ms);
         assert_eq!(p, Path::Intercepted);
         let out = drain(&mut d);
         assert!(
             out.iter()
-                .any(|(s, f)| *s == Side::Wan && tcp_of(f).0 & 0x12 == 0x02),
+                .any(|(s, f)| *s == Port::Wan && tcp_of(f).0 & 0x12 == 0x02),
             "a fresh SYN to the server: {out:?}"
         );
         assert_eq!(d.counters.intercept_superseded, 1);
@@ -2104,7 +2104,7 @@ pub(crate) mod tests {
         v7[..4].copy_from_slice(&[0x75, 0, 0, 40]);
         let bad = ft::ether(0x0800, &[], &v7);
         for f in [&short, &bad] {
-            d.on_ethernet(Side::Lan, f, parse_ethernet(f), RxMeta::default(), t0);
+            d.on_ethernet(Port::Lan, f, parse_ethernet(f), RxMeta::default(), t0);
         }
         let c = d.counters;
         assert_eq!(c.malformed, 2);
@@ -2123,7 +2123,7 @@ pub(crate) mod tests {
         let ms = Duration::from_millis(1);
         let syn = crafted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
         let frame = ft::ether(0x0800, &[], &syn);
-        feed(&mut d, Side::Lan, &frame, t0);
+        feed(&mut d, Port::Lan, &frame, t0);
         drain(&mut d);
         // Another policy, or a request older than the flow: untouched.
         d.interrupt(&["pol-2".into()], t0 + ms, t0 + ms);
@@ -2137,7 +2137,7 @@ pub(crate) mod tests {
         let out = drain(&mut d);
         assert!(
             out.iter()
-                .any(|(side, f)| *side == Side::Lan && tcp_of(f).0 & 0x04 != 0),
+                .any(|(side, f)| *side == Port::Lan && tcp_of(f).0 & 0x04 != 0),
             "an RST to the client: {out:?}"
         );
         assert_eq!(log.0.lock().unwrap().len(), 1);
@@ -2157,12 +2157,12 @@ pub(crate) mod tests {
         let mut d = d.with_limits(usize::MAX, 2);
         for port in [41000, 41001] {
             assert_eq!(
-                feed(&mut d, Side::Lan, &syn_frame(port), t0),
+                feed(&mut d, Port::Lan, &syn_frame(port), t0),
                 Path::Intercepted
             );
         }
         assert_eq!(
-            feed(&mut d, Side::Lan, &syn_frame(41002), t0),
+            feed(&mut d, Port::Lan, &syn_frame(41002), t0),
             Path::Fast(FastKind::Tcp)
         );
         assert_eq!(d.counters.intercept_overload, 1);
@@ -2183,7 +2183,7 @@ pub(crate) mod tests {
         d.expire(t0 + Duration::from_secs(1));
         assert_eq!(d.counters.intercept_half_open, 2);
         assert_eq!(
-            feed(&mut d, Side::Lan, &syn_frame(41003), t0),
+            feed(&mut d, Port::Lan, &syn_frame(41003), t0),
             Path::Fast(FastKind::Tcp)
         );
 
@@ -2196,12 +2196,12 @@ pub(crate) mod tests {
         let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), policy);
         let mut d = d.with_limits(1, usize::MAX);
         assert_eq!(
-            feed(&mut d, Side::Lan, &syn_frame(42000), t0),
+            feed(&mut d, Port::Lan, &syn_frame(42000), t0),
             Path::Intercepted
         );
         let out = drain(&mut d);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(out[0].0, Side::Lan);
+        assert_eq!(out[0].0, Port::Lan);
         assert_ne!(tcp_of(&out[0].1).0 & 0x04, 0, "a RST toward the client");
         assert_eq!(d.counters.intercepted_started, 0);
         let recs = log.0.lock().unwrap();
@@ -2219,7 +2219,7 @@ pub(crate) mod tests {
         let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let syn = crafted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
         assert_eq!(
-            d.on_ip(Side::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),
+            d.on_ip(Port::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),
             Path::Intercepted
         );
         let first = drain(&mut d);
@@ -2243,7 +2243,7 @@ pub(crate) mod tests {
         let mut r = rig(100);
         let s = ft::samples();
         let now = r.t0;
-        let mut path = |f: &[u8], meta| r.d.on_ethernet(Side::Lan, f, parse_ethernet(f), meta, now);
+        let mut path = |f: &[u8], meta| r.d.on_ethernet(Port::Lan, f, parse_ethernet(f), meta, now);
         assert_eq!(path(&s[6], RxMeta::default()), Path::Fast(FastKind::Arp));
         assert_eq!(path(&s[4], RxMeta::default()), Path::Fast(FastKind::Udp));
         assert_eq!(
@@ -2287,7 +2287,7 @@ pub(crate) mod tests {
         // TUN packets go through the same decision.
         let pkt = ft::ipv4_tcp(C, 7, S, 443, SYN, b"");
         assert_eq!(
-            r.d.on_ip(Side::Lan, &pkt, parse_ip(&pkt), RxMeta::default(), now),
+            r.d.on_ip(Port::Lan, &pkt, parse_ip(&pkt), RxMeta::default(), now),
             Path::InScope
         );
     }

@@ -1,5 +1,5 @@
 //! In-memory tests of the two-leg state machine: a real rustls client and a
-//! real rustls server with [`Intercept`] between them, byte buffers as wire.
+//! real rustls server with [`TlsPair`] between them, byte buffers as wire.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -213,8 +213,8 @@ impl Lab {
         }
     }
 
-    fn params(&self, invalid: InvalidCertPolicy, tls13: bool) -> InterceptParams {
-        InterceptParams {
+    fn params(&self, invalid: InvalidCertPolicy, tls13: bool) -> TlsPairParams {
+        TlsPairParams {
             upstream: UpstreamTls::new(roots(&[&self.origin_ca]), invalid).unwrap(),
             minter: self.minter.clone(),
             inspector: Arc::new(PassInspector(self.seen.clone())),
@@ -267,8 +267,8 @@ impl Lab {
 struct Wire {
     client: Connection,
     server: Connection,
-    mitm: Option<Intercept>,
-    params: Option<InterceptParams>,
+    mitm: Option<TlsPair>,
+    params: Option<TlsPairParams>,
     held: Vec<u8>,
     chunk: usize,
     /// Take the appliance's output with `write_to_*` into slots of this
@@ -362,7 +362,7 @@ impl Wire {
     fn new(
         client: ClientConfig,
         server: ServerConfig,
-        params: InterceptParams,
+        params: TlsPairParams,
         chunk: usize,
     ) -> Wire {
         let name = ServerName::try_from("origin.test").unwrap();
@@ -405,7 +405,7 @@ impl Wire {
             if self.mitm.is_none() {
                 if let Ok(Some(h)) = client_hello::parse(&self.held) {
                     let params = self.params.take().unwrap();
-                    self.mitm = Some(Intercept::new(params, &h, &self.held).unwrap());
+                    self.mitm = Some(TlsPair::new(params, &h, &self.held).unwrap());
                     self.held.clear();
                     progress = true;
                 }
@@ -474,7 +474,7 @@ impl Wire {
         panic!("the wire never settled");
     }
 
-    fn mitm(&self) -> &Intercept {
+    fn mitm(&self) -> &TlsPair {
         self.mitm.as_ref().unwrap()
     }
 
@@ -692,7 +692,7 @@ fn wrong_name_untrusted_forges_with_the_untrusted_issuer() {
     );
     // Not pinning: the rejection of an untrusted forgery is expected.
     assert!(!w.has(|e| matches!(e, Event::ClientRejected { .. })));
-    assert!(w.has(|e| matches!(e, Event::Failed(InterceptError::ClientLeg(_)))));
+    assert!(w.has(|e| matches!(e, Event::Failed(TlsPairError::ClientLeg(_)))));
 }
 
 /// An origin whose leaf (serial 4242) the origin CA's CRL lists, or not.
@@ -924,7 +924,7 @@ fn client_closing_right_after_our_flight_is_reported() {
     // Drive by hand: hello in, server leg up, flight out, then a FIN.
     let hello = drain(&mut fresh.client);
     let h = client_hello::parse(&hello).unwrap().unwrap();
-    let mut m = Intercept::new(fresh.params.take().unwrap(), &h, &hello).unwrap();
+    let mut m = TlsPair::new(fresh.params.take().unwrap(), &h, &hello).unwrap();
     for _ in 0..10 {
         let mut to_s = Vec::new();
         m.poll_to_server(&mut to_s);
@@ -1041,7 +1041,7 @@ fn captured_hellos_get_our_server_hello() {
         let mut srv: Connection = ServerConnection::new(Arc::new(server)).unwrap().into();
         let tls13 = h.offers_tls13();
         let mut m =
-            Intercept::new(lab.params(InvalidCertPolicy::Untrusted, tls13), &h, bytes).unwrap();
+            TlsPair::new(lab.params(InvalidCertPolicy::Untrusted, tls13), &h, bytes).unwrap();
         let mut err = None;
         for _ in 0..10 {
             let mut to_s = Vec::new();

@@ -1,4 +1,4 @@
-//! End-to-end tests of [`InterceptedFlow`] in memory: a smoltcp client host
+//! End-to-end tests of [`Connection`] in memory: a smoltcp client host
 //! with a real rustls client, a smoltcp server host with a real rustls
 //! server, the flow between them exchanging IP packets, virtual time.
 
@@ -429,7 +429,7 @@ fn unknown_policy_is_refused_at_start() {
         policy_id: "nope".into(),
         scope_id: "s".into(),
     };
-    let r = super::InterceptedFlow::new(
+    let r = super::Connection::new(
         ctx,
         &scope,
         &[0u8; 40],

@@ -1,9 +1,9 @@
 //! The per-connection driver of an in-scope TCP connection, sans-IO.
 //!
-//! An [`InterceptedFlow`] glues the parts of DESIGN.md §1 and §4 together for
+//! An [`Connection`] glues the parts of DESIGN.md §1 and §4 together for
 //! one connection: the transparent TCP splice ([`TransparentFlow`]), the
 //! ClientHello peek, the decision table, the two-leg TLS state machine
-//! ([`Intercept`]) and the traffic-log record. A worker owns one per
+//! ([`TlsPair`]) and the traffic-log record. A worker owns one per
 //! intercepted connection and only moves IP packets and time in and out; all
 //! protocol work happens here, so the whole path — a real rustls client, the
 //! appliance, a real rustls server, each on its own TCP stack — can be tested
@@ -16,23 +16,23 @@
 //!
 //! # Call order
 //!
-//! 1. An in-scope client SYN: [`InterceptedFlow::new`]`(ctx, scope, syn, syn_checksum_trusted, seed, now, wall)`.
+//! 1. An in-scope client SYN: [`Connection::new`]`(ctx, scope, syn, syn_checksum_trusted, seed, now, wall)`.
 //!    The flow captures the context (and with it the policy's decision
 //!    settings) it is born with: a reload that swaps the worker's context
 //!    never changes the decision of an existing flow.
-//! 2. Every IP packet of the connection: [`handle_packet`](InterceptedFlow::handle_packet)`(side, packet, now)`
-//!    (`Side::Client` for packets from the client, `Side::Server` for
+//! 2. Every IP packet of the connection: [`handle_packet`](Connection::handle_packet)`(side, packet, now)`
+//!    (`Leg::Client` for packets from the client, `Leg::Server` for
 //!    packets from the server).
-//! 3. After 1, 2 or 4: [`poll_transmit`](InterceptedFlow::poll_transmit)`(now)`
+//! 3. After 1, 2 or 4: [`poll_transmit`](Connection::poll_transmit)`(now)`
 //!    until `None`, sending each packet toward its side (re-applying that
 //!    side's L2 header). The work the packets of 2 made possible happens
 //!    there, so a worker feeds a whole receive batch through 2 first and
 //!    then calls 3 once: the flow reads its legs once per batch.
-//! 4. When the instant of [`poll_timeout`](InterceptedFlow::poll_timeout) has
-//!    passed: [`handle_timeout`](InterceptedFlow::handle_timeout)`(now)`, then 3.
-//! 5. Once [`is_finished`](InterceptedFlow::is_finished) (or when the worker
+//! 4. When the instant of [`poll_timeout`](Connection::poll_timeout) has
+//!    passed: [`handle_timeout`](Connection::handle_timeout)`(now)`, then 3.
+//! 5. Once [`is_finished`](Connection::is_finished) (or when the worker
 //!    gives up on the flow: idle timeout, shutdown),
-//!    [`finish`](InterceptedFlow::finish)`(now)` and write the record with
+//!    [`finish`](Connection::finish)`(now)` and write the record with
 //!    `ctx.log.record(&rec)`. Alerts of the inspection engines are written to
 //!    `ctx.log.alert` as they happen, from inside 2 and 4.
 //!
@@ -40,14 +40,14 @@
 //!
 //! `Peeking` (both TCP legs up, the client's first bytes peeked, not consumed,
 //! until the parser answers, the hello cap is reached, the server speaks
-//! first or [`InterceptCtx::hello_timeout`] passes) → the decision of
+//! first or [`ConnCtx::hello_timeout`] passes) → the decision of
 //! DESIGN.md §4, taken once, then one of:
 //!
 //! * pass: the legs are spliced; the bytes already peeked (the ClientHello)
 //!   were never consumed, so they are relayed unchanged like the rest;
 //! * block: a TLS `access_denied` alert then FIN to the client for a TLS
 //!   hello, an RST for non-TLS bytes; the server leg is closed;
-//! * inspect: ciphertext of each leg goes through [`Intercept`], read where
+//! * inspect: ciphertext of each leg goes through [`TlsPair`], read where
 //!   it lies in the leg's receive ring; the records it produces are written
 //!   straight into the opposite leg's send ring and wait in rustls while that
 //!   ring is full, and a leg is read only while nothing waits for the
@@ -77,14 +77,12 @@ use crate::api::{
 };
 use crate::classify::ScopeMatch;
 use crate::tcp::{
-    FlowConfig, FlowError, FlowEvent, Release, Side, StreamError, TcpFacts, TransparentFlow,
+    FlowConfig, FlowError, FlowEvent, Leg, Release, StreamError, TcpFacts, TransparentFlow,
 };
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
 use crate::tls::decision::{self, Action, Decision, TlsPolicy};
-use crate::tls::intercept::{
-    self as tls_intercept, Event, Intercept, InterceptParams, UpstreamTls,
-};
+use crate::tls::pair::{self as tls_intercept, Event, TlsPair, TlsPairParams, UpstreamTls};
 
 /// Reasons logged for outcomes after (or instead of) the §4 decision.
 ///
@@ -124,7 +122,7 @@ pub mod reason {
 ///
 /// Built by the control plane from the configuration and swapped whole on
 /// reload; each flow keeps the `Arc` it was born with.
-pub struct InterceptCtx {
+pub struct ConnCtx {
     /// Forges the chains shown to clients.
     pub minter: Arc<dyn CertMinter>,
     /// Creates the plaintext inspector of each inspected flow.
@@ -146,11 +144,11 @@ pub struct InterceptCtx {
     pub hello_timeout: Duration,
 }
 
-impl InterceptCtx {
-    /// Default for [`InterceptCtx::hello_timeout`].
+impl ConnCtx {
+    /// Default for [`ConnCtx::hello_timeout`].
     pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
     /// Charged per flow for its two TLS sessions and the engines' state
-    /// beyond the TCP buffers (see [`InterceptCtx::flow_memory`]).
+    /// beyond the TCP buffers (see [`ConnCtx::flow_memory`]).
     pub const SESSION_ALLOWANCE: usize = 96 * 1024;
 
     /// What one intercepted flow is charged against the memory budget
@@ -164,9 +162,9 @@ impl InterceptCtx {
     }
 }
 
-impl std::fmt::Debug for InterceptCtx {
+impl std::fmt::Debug for ConnCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptCtx")
+        f.debug_struct("ConnCtx")
             .field("policies", &self.policies.keys().collect::<Vec<_>>())
             .field("tcp", &self.tcp)
             .field("hello_timeout", &self.hello_timeout)
@@ -204,7 +202,7 @@ impl Pending {
     }
 
     /// Pushes what fits into `side`'s send buffer; returns whether any moved.
-    fn flush(&mut self, tcp: &mut TransparentFlow, side: Side) -> bool {
+    fn flush(&mut self, tcp: &mut TransparentFlow, side: Leg) -> bool {
         if self.is_empty() {
             return false;
         }
@@ -230,7 +228,7 @@ enum Mode {
     /// Refusing: queued output for the client, then close.
     Block,
     /// Terminating TLS on both legs.
-    Inspect(Box<Intercept>),
+    Inspect(Box<TlsPair>),
     /// Nothing more to relay; waiting for the legs to close.
     Done,
 }
@@ -244,8 +242,8 @@ enum After {
 }
 
 /// The driver of one in-scope connection. See the [module docs](self).
-pub struct InterceptedFlow {
-    ctx: Arc<InterceptCtx>,
+pub struct Connection {
+    ctx: Arc<ConnCtx>,
     policy: Arc<TlsPolicy>,
     tcp: TransparentFlow,
     mode: Mode,
@@ -278,9 +276,9 @@ pub struct InterceptedFlow {
     fed: bool,
 }
 
-impl std::fmt::Debug for InterceptedFlow {
+impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterceptedFlow")
+        f.debug_struct("Connection")
             .field("flow_id", &self.meta.flow_id)
             .field("tcp", &self.tcp)
             .field("decision", &self.decision)
@@ -296,7 +294,7 @@ impl std::fmt::Debug for InterceptedFlow {
 /// `Ok(0)` when nothing is buffered; the errors of [`TransparentFlow::recv`].
 fn recv_in_place(
     tcp: &mut TransparentFlow,
-    side: Side,
+    side: Leg,
     mut f: impl FnMut(&[u8]),
 ) -> Result<usize, StreamError> {
     tcp.with_socket(side, |s| {
@@ -329,7 +327,7 @@ fn recv_in_place(
 /// it wrote into the slice it was given. Returns the total.
 fn send_in_place(
     tcp: &mut TransparentFlow,
-    side: Side,
+    side: Leg,
     mut fill: impl FnMut(&mut [u8]) -> usize,
 ) -> usize {
     tcp.with_socket(side, |s| {
@@ -348,21 +346,21 @@ fn send_in_place(
     .unwrap_or(0)
 }
 
-impl InterceptedFlow {
+impl Connection {
     /// Starts a flow from the client's opening SYN selected by `scope`.
     ///
     /// `seed` must be random per flow (TCP initial sequence numbers); `wall`
     /// is the wall-clock time at `now`. Nothing is sent to the client yet:
     /// the first `poll_transmit` yields the SYN toward the server.
     pub fn new(
-        ctx: Arc<InterceptCtx>,
+        ctx: Arc<ConnCtx>,
         scope: &ScopeMatch,
         syn: &[u8],
         syn_checksum_trusted: bool,
         seed: u64,
         now: Instant,
         wall: SystemTime,
-    ) -> Result<InterceptedFlow, StartError> {
+    ) -> Result<Connection, StartError> {
         let policy = ctx
             .policies
             .get(&scope.policy_id)
@@ -380,7 +378,7 @@ impl InterceptedFlow {
             alpn: None,
             tunnel: None,
         };
-        Ok(InterceptedFlow {
+        Ok(Connection {
             ctx,
             policy,
             tcp,
@@ -413,7 +411,7 @@ impl InterceptedFlow {
 
     /// Marks the flow as seen through `tunnel` (its records and alerts say
     /// so); called before its first packet is handled.
-    pub fn seen_through(mut self, tunnel: Option<crate::api::TunnelInfo>) -> InterceptedFlow {
+    pub fn seen_through(mut self, tunnel: Option<crate::api::TunnelInfo>) -> Connection {
         self.meta.tunnel = tunnel;
         self
     }
@@ -490,7 +488,7 @@ impl InterceptedFlow {
     }
 
     /// Processes one IP packet that arrived from `from`.
-    pub fn handle_packet(&mut self, from: Side, packet: &[u8], now: Instant) {
+    pub fn handle_packet(&mut self, from: Leg, packet: &[u8], now: Instant) {
         self.handle_packet_checked(from, packet, false, now);
     }
 
@@ -498,7 +496,7 @@ impl InterceptedFlow {
     /// TCP checksum when `checksum_trusted` (see [`crate::io::Offload`]).
     pub fn handle_packet_checked(
         &mut self,
-        from: Side,
+        from: Leg,
         packet: &[u8],
         checksum_trusted: bool,
         now: Instant,
@@ -535,7 +533,7 @@ impl InterceptedFlow {
     }
 
     /// The next IP packet to send and the side it goes to; call until `None`.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Side, Vec<u8>)> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Leg, Vec<u8>)> {
         let mut buf = Vec::new();
         let side = self.poll_transmit_into(now, &mut buf)?;
         Some((side, buf))
@@ -543,7 +541,7 @@ impl InterceptedFlow {
 
     /// Like [`poll_transmit`](Self::poll_transmit), writing into `buf`
     /// (replaced) so a worker can reuse one buffer.
-    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Side> {
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Leg> {
         self.poll_transmit_offload(now, buf).map(|(side, _)| side)
     }
 
@@ -554,7 +552,7 @@ impl InterceptedFlow {
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
-    ) -> Option<(Side, crate::io::Offload)> {
+    ) -> Option<(Leg, crate::io::Offload)> {
         if std::mem::take(&mut self.fed) {
             self.drive(now);
         }
@@ -574,8 +572,8 @@ impl InterceptedFlow {
     /// connection that no longer exists; [`finish`](Self::finish) then
     /// writes the record as usual.
     pub fn abort(&mut self) {
-        self.tcp.abort(Side::Client);
-        self.tcp.abort(Side::Server);
+        self.tcp.abort(Leg::Client);
+        self.tcp.abort(Leg::Server);
     }
 
     /// Whether the flow is passed and only relays its legs' bytes, with
@@ -593,7 +591,7 @@ impl InterceptedFlow {
     /// [`TransparentFlow::release`] for `trigger`. The caller then drops
     /// the flow (after taking its record with [`finish`](Self::finish))
     /// and forwards its packets, the trigger first, rewritten.
-    pub fn release(&self, trigger: Option<(Side, &TcpFacts)>, now: Instant) -> Option<Release> {
+    pub fn release(&self, trigger: Option<(Leg, &TcpFacts)>, now: Instant) -> Option<Release> {
         if !self.is_releasable() {
             return None;
         }
@@ -671,7 +669,7 @@ impl InterceptedFlow {
                     if self.decision.is_some() {
                         // The fresh server leg of a replay never answered:
                         // the client must not wait forever on a dead leg.
-                        self.tcp.abort(Side::Client);
+                        self.tcp.abort(Leg::Client);
                         self.error = Some("server leg: the reconnection timed out".into());
                         self.mode = Mode::Done;
                     }
@@ -714,18 +712,18 @@ impl InterceptedFlow {
         if self.hello_deadline.is_none() {
             return false; // legs not up yet
         }
-        let queued = self.tcp.recv_queue(Side::Client);
+        let queued = self.tcp.recv_queue(Leg::Client);
         // A server that speaks first (SMTP, SSH, ...) is not TLS.
-        let server_spoke = self.tcp.recv_queue(Side::Server) > 0;
+        let server_spoke = self.tcp.recv_queue(Leg::Server) > 0;
         let mut buf = vec![0u8; queued.min(MAX_HELLO_BYTES)];
-        let (n, client_done) = match self.tcp.peek(Side::Client, &mut buf) {
+        let (n, client_done) = match self.tcp.peek(Leg::Client, &mut buf) {
             Ok(n) => (n, false),
             Err(StreamError::Finished(_)) => (0, true),
             Err(StreamError::NotConnected(_)) => return false,
             Err(StreamError::Closed(_)) => (0, true),
         };
         let server_done = matches!(
-            self.tcp.peek(Side::Server, &mut []),
+            self.tcp.peek(Leg::Server, &mut []),
             Err(StreamError::Finished(_) | StreamError::Closed(_))
         );
         let parsed = if n == 0 {
@@ -818,11 +816,11 @@ impl InterceptedFlow {
             return;
         };
         // Consume what was peeked: from now on the TLS machine owns the bytes.
-        let mut bytes = vec![0u8; self.tcp.recv_queue(Side::Client)];
-        let n = self.tcp.recv(Side::Client, &mut bytes).unwrap_or(0);
+        let mut bytes = vec![0u8; self.tcp.recv_queue(Leg::Client)];
+        let n = self.tcp.recv(Leg::Client, &mut bytes).unwrap_or(0);
         bytes.truncate(n);
         self.bytes_toserver += n as u64;
-        let params = InterceptParams {
+        let params = TlsPairParams {
             upstream: self.ctx.upstream.clone(),
             minter: self.ctx.minter.clone(),
             inspector: self.ctx.inspector.clone(),
@@ -830,7 +828,7 @@ impl InterceptedFlow {
             tls13,
             now: self.wall(now),
         };
-        match Intercept::new(params, hello, &bytes) {
+        match TlsPair::new(params, hello, &bytes) {
             Ok(ic) => {
                 self.mode = Mode::Inspect(Box::new(ic));
                 self.drain_intercept(now);
@@ -854,30 +852,30 @@ impl InterceptedFlow {
 
     /// Pass: flush the replay (if any) first, then splice both ways.
     fn pump_pass(&mut self) -> bool {
-        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
+        let mut progress = self.to_server.flush(&mut self.tcp, Leg::Server);
         if self.to_server.is_empty() && !self.client_eof {
-            match self.tcp.splice(Side::Client) {
+            match self.tcp.splice(Leg::Client) {
                 Ok(n) => {
                     progress |= n > 0;
                     self.bytes_toserver += n as u64;
                 }
                 Err(StreamError::Finished(_)) => {
                     self.client_eof = true;
-                    self.tcp.close(Side::Server);
+                    self.tcp.close(Leg::Server);
                     progress = true;
                 }
                 Err(_) => {}
             }
         }
         if !self.server_eof {
-            match self.tcp.splice(Side::Server) {
+            match self.tcp.splice(Leg::Server) {
                 Ok(n) => {
                     progress |= n > 0;
                     self.bytes_toclient += n as u64;
                 }
                 Err(StreamError::Finished(_)) => {
                     self.server_eof = true;
-                    self.tcp.close(Side::Client);
+                    self.tcp.close(Leg::Client);
                     progress = true;
                 }
                 Err(_) => {}
@@ -890,7 +888,7 @@ impl InterceptedFlow {
     /// discard whatever the peers still send.
     fn pump_out(&mut self) -> bool {
         let mut progress = false;
-        for side in [Side::Client, Side::Server] {
+        for side in [Leg::Client, Leg::Server] {
             if recv_in_place(&mut self.tcp, side, |_| {}).is_ok_and(|n| n > 0) {
                 progress = true;
             }
@@ -901,16 +899,16 @@ impl InterceptedFlow {
 
     /// Whether bytes for `side` wait to be queued on its leg: in the
     /// [`Pending`] queue or, while inspecting, in the TLS machine.
-    fn unsent(&self, side: Side) -> bool {
+    fn unsent(&self, side: Leg) -> bool {
         let pending = match side {
-            Side::Server => &self.to_server,
-            Side::Client => &self.to_client,
+            Leg::Server => &self.to_server,
+            Leg::Client => &self.to_client,
         };
         !pending.is_empty()
             || match &self.mode {
                 Mode::Inspect(ic) => match side {
-                    Side::Server => ic.wants_write_to_server(),
-                    Side::Client => ic.wants_write_to_client(),
+                    Leg::Server => ic.wants_write_to_server(),
+                    Leg::Client => ic.wants_write_to_client(),
                 },
                 _ => false,
             }
@@ -921,23 +919,23 @@ impl InterceptedFlow {
     /// While inspecting, the TLS machine writes its records straight into
     /// the legs' send rings once the [`Pending`] queue ahead of them is empty.
     fn flush_and_after(&mut self) -> bool {
-        let mut progress = self.to_server.flush(&mut self.tcp, Side::Server);
-        progress |= self.to_client.flush(&mut self.tcp, Side::Client);
+        let mut progress = self.to_server.flush(&mut self.tcp, Leg::Server);
+        progress |= self.to_client.flush(&mut self.tcp, Leg::Client);
         if let Mode::Inspect(ic) = &mut self.mode {
             if self.to_server.is_empty() && ic.wants_write_to_server() {
                 progress |=
-                    send_in_place(&mut self.tcp, Side::Server, |b| ic.write_to_server(b)) > 0;
+                    send_in_place(&mut self.tcp, Leg::Server, |b| ic.write_to_server(b)) > 0;
             }
             if self.to_client.is_empty() && ic.wants_write_to_client() {
                 progress |=
-                    send_in_place(&mut self.tcp, Side::Client, |b| ic.write_to_client(b)) > 0;
+                    send_in_place(&mut self.tcp, Leg::Client, |b| ic.write_to_client(b)) > 0;
             }
         }
-        for side in [Side::Server, Side::Client] {
+        for side in [Leg::Server, Leg::Client] {
             let unsent = self.unsent(side);
             let after = match side {
-                Side::Server => &mut self.after_server,
-                Side::Client => &mut self.after_client,
+                Leg::Server => &mut self.after_server,
+                Leg::Client => &mut self.after_client,
             };
             if unsent || *after == After::Nothing {
                 continue;
@@ -972,13 +970,13 @@ impl InterceptedFlow {
     fn feed_intercept(&mut self) -> bool {
         let mut progress = false;
         // Read a leg only while the opposite queue is drained (backpressure).
-        let read_client = !self.client_eof && !self.unsent(Side::Server);
-        let read_server = !self.server_eof && !self.unsent(Side::Client);
+        let read_client = !self.client_eof && !self.unsent(Leg::Server);
+        let read_server = !self.server_eof && !self.unsent(Leg::Client);
         let Mode::Inspect(ic) = &mut self.mode else {
             return false;
         };
         if read_client {
-            match recv_in_place(&mut self.tcp, Side::Client, |b| ic.handle_client_bytes(b)) {
+            match recv_in_place(&mut self.tcp, Leg::Client, |b| ic.handle_client_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toserver += n as u64;
@@ -993,7 +991,7 @@ impl InterceptedFlow {
             }
         }
         if read_server {
-            match recv_in_place(&mut self.tcp, Side::Server, |b| ic.handle_server_bytes(b)) {
+            match recv_in_place(&mut self.tcp, Leg::Server, |b| ic.handle_server_bytes(b)) {
                 Ok(0) => {}
                 Ok(n) => {
                     self.bytes_toclient += n as u64;

@@ -1,4 +1,4 @@
-//! In-memory lab for [`InterceptedFlow`]: a client host and a server host,
+//! In-memory lab for [`Connection`]: a client host and a server host,
 //! each a smoltcp stack with real rustls connections (or raw bytes), with the
 //! flow between them, in virtual time.
 //!
@@ -20,7 +20,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, Connection as TlsConn, RootCertStore, ServerConfig};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
@@ -31,12 +31,12 @@ use crate::api::{
     InspectReport, Inspector, MintError, MintRequest,
 };
 use crate::classify::ScopeMatch;
-use crate::intercept::{InterceptCtx, InterceptedFlow};
+use crate::conn::{ConnCtx, Connection};
 use crate::tcp::queue_dev::QueueDev;
-use crate::tcp::{FlowConfig, Side};
+use crate::tcp::{FlowConfig, Leg};
 use crate::tls::bypass::{BypassCache, BypassConfig};
 use crate::tls::decision::TlsPolicy;
-use crate::tls::intercept::{InvalidCertPolicy, UpstreamTls};
+use crate::tls::pair::{InvalidCertPolicy, UpstreamTls};
 
 // ------------------------------------------------------------------ PKI
 
@@ -279,7 +279,7 @@ impl FlowLog for MemLog {
 pub struct App {
     handle: SocketHandle,
     /// TLS, or raw bytes when `None`.
-    pub tls: Option<Connection>,
+    pub tls: Option<TlsConn>,
     server_cfg: Option<Arc<ServerConfig>>,
     /// Plaintext to send.
     pub out: Vec<u8>,
@@ -338,7 +338,7 @@ impl Host {
         s
     }
 
-    fn app(handle: SocketHandle, tls: Option<Connection>, out: Vec<u8>, expect: usize) -> App {
+    fn app(handle: SocketHandle, tls: Option<TlsConn>, out: Vec<u8>, expect: usize) -> App {
         App {
             handle,
             tls,
@@ -509,7 +509,7 @@ impl Host {
     }
 }
 
-fn read_plain(c: &mut Connection, into: &mut Vec<u8>, eof: &mut bool) {
+fn read_plain(c: &mut TlsConn, into: &mut Vec<u8>, eof: &mut bool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match c.reader().read(&mut buf) {
@@ -597,7 +597,7 @@ pub struct Net {
     pub now: Instant,
     pub client: Host,
     pub server: Host,
-    pub flow: InterceptedFlow,
+    pub flow: Connection,
     pub packets: usize,
     /// Real (not virtual) time spent inside the flow's methods.
     pub flow_time: Duration,
@@ -626,10 +626,10 @@ impl Lab {
     }
 
     /// A context with one policy `pol-1` using `policy`.
-    pub fn ctx(&self, policy: TlsPolicy, inspector: Arc<dyn Inspector>) -> Arc<InterceptCtx> {
+    pub fn ctx(&self, policy: TlsPolicy, inspector: Arc<dyn Inspector>) -> Arc<ConnCtx> {
         let mut policies = HashMap::new();
         policies.insert(Arc::<str>::from("pol-1"), Arc::new(policy));
-        Arc::new(InterceptCtx {
+        Arc::new(ConnCtx {
             minter: self.minter.clone(),
             inspector,
             log: self.log.clone(),
@@ -639,7 +639,7 @@ impl Lab {
             policies,
             flow_ids: self.flow_ids.clone(),
             tcp: FlowConfig::default(),
-            hello_timeout: InterceptCtx::DEFAULT_HELLO_TIMEOUT,
+            hello_timeout: ConnCtx::DEFAULT_HELLO_TIMEOUT,
         })
     }
 
@@ -681,7 +681,7 @@ impl Lab {
     /// between them, created from the client's SYN.
     pub fn net(
         &self,
-        ctx: Arc<InterceptCtx>,
+        ctx: Arc<ConnCtx>,
         client_app: ClientApp,
         server_app: ServerApp,
         up: Vec<u8>,
@@ -750,7 +750,7 @@ impl Lab {
                 };
                 c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
                 let name = ServerName::try_from(SNI).unwrap();
-                Some(Connection::from(
+                Some(TlsConn::from(
                     rustls::ClientConnection::new(Arc::new(c), name).unwrap(),
                 ))
             }
@@ -769,9 +769,8 @@ impl Lab {
             policy_id: Arc::from("pol-1"),
             scope_id: Arc::from("scope-a"),
         };
-        let flow =
-            InterceptedFlow::new(ctx, &scope, &syn, false, 0x1234_5678, t0, SystemTime::now())
-                .expect("flow from SYN");
+        let flow = Connection::new(ctx, &scope, &syn, false, 0x1234_5678, t0, SystemTime::now())
+            .expect("flow from SYN");
         Net {
             t0,
             now: t0,
@@ -802,12 +801,12 @@ impl Net {
             self.server.poll(t);
             let started = Instant::now();
             for p in std::mem::take(&mut self.client.dev.tx) {
-                self.flow.handle_packet(Side::Client, &p, self.now);
+                self.flow.handle_packet(Leg::Client, &p, self.now);
                 self.packets += 1;
                 progress = true;
             }
             for p in std::mem::take(&mut self.server.dev.tx) {
-                self.flow.handle_packet(Side::Server, &p, self.now);
+                self.flow.handle_packet(Leg::Server, &p, self.now);
                 self.packets += 1;
                 progress = true;
             }
@@ -815,8 +814,8 @@ impl Net {
                 progress = true;
                 self.packets += 1;
                 match side {
-                    Side::Client => self.client.dev.rx.push_back(p),
-                    Side::Server => self.server.dev.rx.push_back(p),
+                    Leg::Client => self.client.dev.rx.push_back(p),
+                    Leg::Server => self.server.dev.rx.push_back(p),
                 }
             }
             self.flow_time += started.elapsed();
