@@ -1,5 +1,6 @@
-//! The running appliance: a validated config turned into what the data plane
-//! runs on, the pipeline started, reloads applied.
+//! A validated config turned into what the data plane runs on: its scope
+//! table, its pipeline settings, the restart-only settings a reload cannot
+//! change. Starting and reloading live in [`crate::appliance`].
 //!
 //! The config types and the pipeline's types are kept apart on purpose (the
 //! pipeline knows nothing of TOML, policies or CAs); this module is the one

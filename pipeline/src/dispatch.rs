@@ -87,7 +87,7 @@ pub enum FastKind {
     Other,
 }
 
-/// The path a frame took. Every path forwards the frame unchanged for now.
+/// The path a frame took, and so what the worker does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     /// Forwarded untracked.

@@ -21,7 +21,7 @@ pub mod gso;
 pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;
-pub mod pipeline;
+pub mod run;
 pub mod stats;
 pub mod steer;
 pub mod tcp;
@@ -33,5 +33,5 @@ mod netns_tests;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};
-pub use pipeline::{DeviceMode, KernelFastPathMode, Pipeline, PipelineConfig, PipelineError};
+pub use run::{DeviceMode, KernelFastPathMode, Pipeline, PipelineConfig, PipelineError};
 pub use stats::{Counters, Stats};

@@ -19,7 +19,7 @@ use crate::classify::{ScopeSpec, ScopeTable};
 use crate::dispatch::tests::MemLog;
 use crate::io::afpacket::{RingConfig, RingVersion};
 use crate::io::enter_netns;
-use crate::pipeline::{DeviceMode, Pipeline, PipelineConfig};
+use crate::run::{DeviceMode, Pipeline, PipelineConfig};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])

@@ -5,7 +5,10 @@
 //! batches: receive up to a budget from a side, decide each frame's path
 //! with the sans-IO [`Dispatcher`], queue it on the other side, flush once
 //! per batch. It reads the clock once per batch and waits on `mio` only when
-//! both sides are drained. Nothing on this path takes a lock or allocates.
+//! both sides are drained. Forwarding takes no lock and allocates nothing;
+//! what does is off that path: a frame handed to another worker is copied
+//! into the handoff queue, and a flow's latency goes into the worker's own
+//! histograms behind a mutex that only a metrics scrape also takes.
 //!
 //! Flow ownership: with AF_PACKET the fanout program already steers both
 //! directions to the owner (frames arriving elsewhere are counted as
