@@ -1,7 +1,7 @@
 //! The transparent TCP splice in memory: bulk throughput and flow setup cost.
 //!
 //! Two plain smoltcp hosts (client, server) exchange IP packets through a
-//! `TransparentFlow` in virtual time. `iter_custom` times only the calls into
+//! `Splice` in virtual time. `iter_custom` times only the calls into
 //! the flow, so the numbers are the splice's own cost (both legs: ingress,
 //! egress, checksums, the relay copy); the hosts' work is excluded.
 //! `bulk_e2e` times the whole loop, hosts included, for comparison.
@@ -15,7 +15,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
-use tlsinspect_pipeline::tcp::{FlowConfig, Leg, Phase, StreamError, TransparentFlow};
+use tlsinspect_pipeline::tcp::{FlowConfig, Leg, Phase, Splice, StreamError};
 
 #[path = "../src/tcp/queue_dev.rs"]
 mod queue_dev;
@@ -63,7 +63,7 @@ struct Net {
     now: Instant,
     client: Host,
     server: Host,
-    flow: Option<TransparentFlow>,
+    flow: Option<Splice>,
     cfg: FlowConfig,
     /// Time spent inside the flow's methods.
     flow_time: Duration,
@@ -140,7 +140,7 @@ impl Net {
         for p in &from_client {
             match self.flow.as_mut() {
                 Some(f) => f.handle_packet(Leg::Client, p, now),
-                None => self.flow = Some(TransparentFlow::from_syn(p, &self.cfg, 42, now).unwrap()),
+                None => self.flow = Some(Splice::from_syn(p, &self.cfg, 42, now).unwrap()),
             }
         }
         let mut to_client = Vec::new();
@@ -262,7 +262,7 @@ fn report_memory(n: usize, buf: usize, chunk: &[u8]) {
         flows.push(net.flow.take().unwrap());
     }
     let after = rss_bytes();
-    let accounted: usize = flows.iter().map(TransparentFlow::memory_bytes).sum();
+    let accounted: usize = flows.iter().map(Splice::memory_bytes).sum();
     println!(
         "memory, {n} idle flows, buffers {buf} B: RSS +{} B/flow, memory_bytes() {} B/flow",
         (after.saturating_sub(before)) / n,

@@ -38,7 +38,7 @@ use arc_swap::ArcSwap;
 use crate::api::{FlowAction, FlowLog, FlowMeta, FlowRecord};
 use crate::classify::{ScopeMatch, ScopeTable};
 use crate::conn::{ConnCtx, Connection};
-use crate::flow::{Flow, FlowKey, FlowTable, Released, Segment, PROTO_TCP};
+use crate::flow::{Flow, FlowKey, FlowTable, Released, SegmentHead, PROTO_TCP};
 use crate::frame::{EthView, FrameError, IpView, Payload, TcpView, Transport};
 use crate::framing::{Framing, Received};
 use crate::io::{Offload, RxMeta};
@@ -579,7 +579,7 @@ impl Dispatcher {
         &mut self,
         key: FlowKey,
         from_client: bool,
-        seg: Segment,
+        seg: SegmentHead,
         raw: &[u8],
         trusted: bool,
         now: Instant,
@@ -883,7 +883,7 @@ impl Dispatcher {
     ) -> Path {
         let Link { framing, offload } = link;
         let key = FlowKey::new(PROTO_TCP, ip.src, tcp.src_port, ip.dst, tcp.dst_port);
-        let seg = Segment {
+        let seg = SegmentHead {
             seq: tcp.seq,
             len: tcp.payload.len(),
             flags: tcp.flags,

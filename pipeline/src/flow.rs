@@ -24,7 +24,7 @@ use crate::tcp::Release;
 
 /// What the flow table needs of a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub struct SegmentHead {
     /// Sequence number.
     pub seq: u32,
     /// Payload length.
@@ -226,7 +226,7 @@ impl Flow {
     }
 
     /// Accounts one TCP segment and its flags; returns whether the flow is now finished.
-    pub fn on_segment(&mut self, from_client: bool, seg: Segment, now: Instant) -> bool {
+    pub fn on_segment(&mut self, from_client: bool, seg: SegmentHead, now: Instant) -> bool {
         self.last_seen = now;
         self.frames += 1;
         let (fin, rst) = (seg.flags.fin(), seg.flags.rst());
@@ -549,8 +549,8 @@ mod tests {
         assert!(g.on_segment(false, seg(5, 0, 0x14), t0), "RST ends a flow");
     }
 
-    fn seg(seq: u32, len: usize, flags: u8) -> Segment {
-        Segment {
+    fn seg(seq: u32, len: usize, flags: u8) -> SegmentHead {
+        SegmentHead {
             seq,
             len,
             flags: TcpFlags(flags),

@@ -1,7 +1,7 @@
 //! The per-connection driver of an in-scope TCP connection, sans-IO.
 //!
 //! An [`Connection`] glues the parts of DESIGN.md §1 and §4 together for
-//! one connection: the transparent TCP splice ([`TransparentFlow`]), the
+//! one connection: the transparent TCP splice ([`Splice`]), the
 //! ClientHello peek, the decision table, the two-leg TLS state machine
 //! ([`TlsPair`]) and the traffic-log record. A worker owns one per
 //! intercepted connection and only moves IP packets and time in and out; all
@@ -54,7 +54,7 @@
 //!   opposite one (backpressure);
 //! * an mTLS or unsupported server found while inspecting: the pair goes into
 //!   the bypass cache, the server leg is replaced by a fresh TCP connection
-//!   from the client's address ([`TransparentFlow::reconnect_server`]), every
+//!   from the client's address ([`Splice::reconnect_server`]), every
 //!   byte the client sent so far is replayed on it and the flow is spliced.
 
 #[cfg(test)]
@@ -76,9 +76,7 @@ use crate::api::{
     TlsInfo,
 };
 use crate::classify::ScopeMatch;
-use crate::tcp::{
-    FlowConfig, FlowError, FlowEvent, Leg, Release, StreamError, TcpFacts, TransparentFlow,
-};
+use crate::tcp::{FlowConfig, FlowError, FlowEvent, Leg, Release, Splice, StreamError, TcpFacts};
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
 use crate::tls::decision::{self, Action, Decision, TlsPolicy};
@@ -202,7 +200,7 @@ impl Pending {
     }
 
     /// Pushes what fits into `side`'s send buffer; returns whether any moved.
-    fn flush(&mut self, tcp: &mut TransparentFlow, side: Leg) -> bool {
+    fn flush(&mut self, tcp: &mut Splice, side: Leg) -> bool {
         if self.is_empty() {
             return false;
         }
@@ -245,7 +243,7 @@ enum After {
 pub struct Connection {
     ctx: Arc<ConnCtx>,
     policy: Arc<TlsPolicy>,
-    tcp: TransparentFlow,
+    tcp: Splice,
     mode: Mode,
     meta: FlowMeta,
     born: Instant,
@@ -291,9 +289,9 @@ impl std::fmt::Debug for Connection {
 /// receive ring (at most two contiguous runs), and consumes it: the inspected
 /// path reads TLS without copying it out first.
 ///
-/// `Ok(0)` when nothing is buffered; the errors of [`TransparentFlow::recv`].
+/// `Ok(0)` when nothing is buffered; the errors of [`Splice::recv`].
 fn recv_in_place(
-    tcp: &mut TransparentFlow,
+    tcp: &mut Splice,
     side: Leg,
     mut f: impl FnMut(&[u8]),
 ) -> Result<usize, StreamError> {
@@ -325,11 +323,7 @@ fn recv_in_place(
 /// Lets `fill` write into the free space of `side`'s send ring (at most two
 /// contiguous runs) and queues what it wrote; `fill` returns how many bytes
 /// it wrote into the slice it was given. Returns the total.
-fn send_in_place(
-    tcp: &mut TransparentFlow,
-    side: Leg,
-    mut fill: impl FnMut(&mut [u8]) -> usize,
-) -> usize {
+fn send_in_place(tcp: &mut Splice, side: Leg, mut fill: impl FnMut(&mut [u8]) -> usize) -> usize {
     tcp.with_socket(side, |s| {
         let mut total = 0;
         for _ in 0..2 {
@@ -366,8 +360,7 @@ impl Connection {
             .get(&scope.policy_id)
             .cloned()
             .ok_or_else(|| StartError::UnknownPolicy(scope.policy_id.clone()))?;
-        let tcp =
-            TransparentFlow::from_syn_checked(syn, syn_checksum_trusted, &ctx.tcp, seed, now)?;
+        let tcp = Splice::from_syn_checked(syn, syn_checksum_trusted, &ctx.tcp, seed, now)?;
         let meta = FlowMeta {
             flow_id: ctx.flow_ids.fetch_add(1, Ordering::Relaxed),
             src: tcp.client_addr(),
@@ -437,7 +430,7 @@ impl Connection {
     }
 
     /// Whether a new opening SYN replaces this flow
-    /// (see [`TransparentFlow::superseded_by_syn`]).
+    /// (see [`Splice::superseded_by_syn`]).
     pub fn superseded_by_syn(&self, src: std::net::IpAddr, port: u16, seq: u32) -> bool {
         self.tcp.superseded_by_syn(src, port, seq)
     }
@@ -588,7 +581,7 @@ impl Connection {
 
     /// Whether a passed flow can be released from its TCP legs now, and
     /// how its later packets are rewritten; see
-    /// [`TransparentFlow::release`] for `trigger`. The caller then drops
+    /// [`Splice::release`] for `trigger`. The caller then drops
     /// the flow (after taking its record with [`finish`](Self::finish))
     /// and forwards its packets, the trigger first, rewritten.
     pub fn release(&self, trigger: Option<(Leg, &TcpFacts)>, now: Instant) -> Option<Release> {

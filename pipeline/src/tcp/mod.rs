@@ -1,6 +1,6 @@
 //! Transparent TCP termination of intercepted connections, sans-IO.
 //!
-//! A [`TransparentFlow`] splices one intercepted connection into two TCP
+//! A [`Splice`] splices one intercepted connection into two TCP
 //! legs, each a smoltcp socket in its own tiny `Medium::Ip` interface with
 //! AnyIP on (a shared `SocketSet` would cost O(sockets) per packet):
 //!
@@ -24,19 +24,19 @@
 //! # Call order
 //!
 //! 1. On a client SYN selected for interception:
-//!    [`TransparentFlow::from_syn`]`(packet, &cfg, random_seed, now)`.
-//! 2. For every IP packet of the flow: [`handle_packet`](TransparentFlow::handle_packet)`(from, packet, now)`.
-//! 3. When the instant from [`poll_timeout`](TransparentFlow::poll_timeout)
-//!    has passed: [`handle_timeout`](TransparentFlow::handle_timeout)`(now)`.
+//!    [`Splice::from_syn`]`(packet, &cfg, random_seed, now)`.
+//! 2. For every IP packet of the flow: [`handle_packet`](Splice::handle_packet)`(from, packet, now)`.
+//! 3. When the instant from [`poll_timeout`](Splice::poll_timeout)
+//!    has passed: [`handle_timeout`](Splice::handle_timeout)`(now)`.
 //! 4. Stream work, once [`FlowEvent::Connected`] was seen: `recv`/`peek`/`send`/
-//!    [`splice`](TransparentFlow::splice)/`close`/`abort` on either [`Leg`].
-//! 5. [`poll_transmit`](TransparentFlow::poll_transmit)`(now)` until `None`,
+//!    [`splice`](Splice::splice)/`close`/`abort` on either [`Leg`].
+//! 5. [`poll_transmit`](Splice::poll_transmit)`(now)` until `None`,
 //!    writing each packet toward its [`Transmit::side`] (re-applying that
 //!    side's L2 header).
-//! 6. [`poll_event`](TransparentFlow::poll_event) until `None`, reacting to
+//! 6. [`poll_event`](Splice::poll_event) until `None`, reacting to
 //!    `Finished`/`Reset` (half-close / abort the other leg, then back to 4).
 //! 7. Re-arm the timer with `poll_timeout()`; drop the flow when
-//!    [`is_finished`](TransparentFlow::is_finished).
+//!    [`is_finished`](Splice::is_finished).
 //!
 //! Steps 4–6 may repeat; anything that changes a socket (a packet, a read
 //! that opens the window, a write, a close) must be followed by step 5.
@@ -45,7 +45,7 @@
 //!
 //! smoltcp buffers are fixed-size rings allocated up front, so a flow holds
 //! `2 × (rx_buffer + tx_buffer)` bytes plus about 3 KiB of interface and
-//! socket state (see [`TransparentFlow::memory_bytes`]); the client leg's
+//! socket state (see [`Splice::memory_bytes`]); the client leg's
 //! half is only allocated once the server answered, so a SYN toward a silent
 //! host costs one leg. The rx buffer is also the largest window a leg
 //! advertises, so it bounds throughput at window/RTT. Measured with 10,000
@@ -56,17 +56,15 @@
 //! throughput raise `tcp_buffer_bytes`.
 
 pub(crate) mod checksum;
-mod flow;
 mod leg;
 pub mod release;
 pub mod segment;
+mod splice;
 
 pub use checksum::fill_checksums;
-pub use flow::{
-    FlowConfig, FlowError, FlowEvent, Leg, Phase, StreamError, Transmit, TransparentFlow,
-};
 pub use release::{Release, Rewrite, TcpFacts};
 pub use segment::{PacketError, Segment};
+pub use splice::{FlowConfig, FlowError, FlowEvent, Leg, Phase, Splice, StreamError, Transmit};
 
 #[cfg(test)]
 pub(crate) mod queue_dev;

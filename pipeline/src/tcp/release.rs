@@ -17,7 +17,7 @@
 //! buffer size, and a peer's clock is its own), so every packet would be
 //! touched anyway, and one constant-offset rewrite does all of it.
 //!
-//! [`TransparentFlow::release`](super::TransparentFlow::release) says when
+//! [`Splice::release`](super::Splice::release) says when
 //! a splice may be released and computes the [`Release`]; the dispatcher
 //! applies it to every later packet with [`Release::apply`].
 

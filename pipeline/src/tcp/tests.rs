@@ -1,5 +1,5 @@
 //! In-memory pair tests: a smoltcp "client host" and "server host" exchange IP
-//! packets through a [`TransparentFlow`], in virtual time.
+//! packets through a [`Splice`], in virtual time.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ struct Net {
     client: Host,
     server: Host,
     cfg: FlowConfig,
-    flow: Option<TransparentFlow>,
+    flow: Option<Splice>,
     /// Every packet that crossed a wire, in order (dropped ones included).
     log: Vec<(Wire, Segment)>,
     counts: [usize; 4],
@@ -237,7 +237,7 @@ impl Net {
                 Some(f) => f.handle_packet(Leg::Client, &p, self.now),
                 None => {
                     self.flow = Some(
-                        TransparentFlow::from_syn(&p, &self.cfg, 0x1234_5678_9abc_def0, self.now)
+                        Splice::from_syn(&p, &self.cfg, 0x1234_5678_9abc_def0, self.now)
                             .expect("first client packet is a SYN"),
                     )
                 }
@@ -617,7 +617,7 @@ fn retransmitted_client_syn_is_absorbed_until_server_answers() {
     let a = v4();
     let syn = craft_syn(&a, 1000);
     let t0 = Instant::now();
-    let mut flow = TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, t0).unwrap();
+    let mut flow = Splice::from_syn(&syn, &FlowConfig::default(), 1, t0).unwrap();
     let out = flow.poll_transmit(t0).unwrap();
     assert_eq!(out.side, Leg::Server);
     let s = segment::parse(&out.packet).unwrap();
@@ -638,21 +638,18 @@ fn from_syn_rejects_non_syn_and_garbage_at_every_prefix() {
     let a = v4();
     let syn = craft_syn(&a, 5);
     for n in 0..syn.len() {
-        assert!(
-            TransparentFlow::from_syn(&syn[..n], &FlowConfig::default(), 1, Instant::now())
-                .is_err()
-        );
+        assert!(Splice::from_syn(&syn[..n], &FlowConfig::default(), 1, Instant::now()).is_err());
     }
-    assert!(TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, Instant::now()).is_ok());
+    assert!(Splice::from_syn(&syn, &FlowConfig::default(), 1, Instant::now()).is_ok());
     let mut corrupt = syn.clone();
     *corrupt.last_mut().unwrap() ^= 0xff;
     assert_eq!(
-        TransparentFlow::from_syn(&corrupt, &FlowConfig::default(), 1, Instant::now()).unwrap_err(),
+        Splice::from_syn(&corrupt, &FlowConfig::default(), 1, Instant::now()).unwrap_err(),
         FlowError::Packet(PacketError::Tcp)
     );
     let rst = segment::refusal_rst(&segment::parse(&syn).unwrap());
     assert_eq!(
-        TransparentFlow::from_syn(&rst, &FlowConfig::default(), 1, Instant::now()).unwrap_err(),
+        Splice::from_syn(&rst, &FlowConfig::default(), 1, Instant::now()).unwrap_err(),
         FlowError::NotSyn
     );
     // Random junk never panics.
@@ -667,8 +664,7 @@ fn from_syn_rejects_non_syn_and_garbage_at_every_prefix() {
             })
             .collect();
         let _ = segment::parse(&junk);
-        let mut flow =
-            TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, Instant::now()).unwrap();
+        let mut flow = Splice::from_syn(&syn, &FlowConfig::default(), 1, Instant::now()).unwrap();
         flow.handle_packet(Leg::Server, &junk, Instant::now());
         flow.handle_packet(Leg::Client, &junk, Instant::now());
     }
@@ -849,7 +845,7 @@ fn non_tcp_packets_are_dropped_unanswered() {
     // While the server leg connects (the client leg does not exist yet)...
     net.client.poll(net.smol());
     let syn = net.client.dev.tx.remove(0);
-    let mut flow = TransparentFlow::from_syn(&syn, &net.cfg, 1, net.now).unwrap();
+    let mut flow = Splice::from_syn(&syn, &net.cfg, 1, net.now).unwrap();
     while flow.poll_transmit(net.now).is_some() {}
     for p in stray_packets(net.a.server, net.a.client) {
         flow.handle_packet(Leg::Server, &p, net.now);
@@ -896,7 +892,7 @@ fn syn_to_or_from_a_non_unicast_address_is_refused() {
         let syn = craft_syn(&a, 1);
         assert!(
             matches!(
-                TransparentFlow::from_syn(&syn, &FlowConfig::default(), 1, t0),
+                Splice::from_syn(&syn, &FlowConfig::default(), 1, t0),
                 Err(FlowError::Unaddressable { .. })
             ),
             "{client} -> {server}"
@@ -920,8 +916,6 @@ fn ipv4_header_shorter_than_20_bytes_is_malformed() {
     assert_eq!(segment::parse(&short), Err(PacketError::Ip));
     for ihl in 0..5 {
         short[0] = 0x40 | ihl;
-        assert!(
-            TransparentFlow::from_syn(&short, &FlowConfig::default(), 1, Instant::now()).is_err()
-        );
+        assert!(Splice::from_syn(&short, &FlowConfig::default(), 1, Instant::now()).is_err());
     }
 }

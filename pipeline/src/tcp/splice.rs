@@ -62,7 +62,7 @@ pub struct FlowConfig {
     pub accept_timeout: Duration,
     /// The devices complete TCP checksums ([`Offload::NEEDS_CSUM`]): the
     /// legs leave them partial instead of summing every byte they send.
-    /// Use [`TransparentFlow::poll_transmit_offload`] then.
+    /// Use [`Splice::poll_transmit_offload`] then.
     pub offload: bool,
 }
 
@@ -204,7 +204,7 @@ impl Track {
     }
 }
 
-/// What one leg's segments said on the wire, for [`TransparentFlow::release`].
+/// What one leg's segments said on the wire, for [`Splice::release`].
 ///
 /// "Local" is the appliance's end of the leg, "peer" the real host's.
 #[derive(Debug, Clone, Copy, Default)]
@@ -288,7 +288,7 @@ impl Wire {
 /// the client's address; the client's SYN is held and answered only once the
 /// server has answered (or refused). After that the owner moves bytes between
 /// the two legs' streams. See the [module docs](super) for the call order.
-pub struct TransparentFlow {
+pub struct Splice {
     cfg: FlowConfig,
     client: SocketAddr,
     server: SocketAddr,
@@ -332,9 +332,9 @@ fn side_index(side: Leg) -> usize {
     }
 }
 
-impl fmt::Debug for TransparentFlow {
+impl fmt::Debug for Splice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TransparentFlow")
+        f.debug_struct("Splice")
             .field("client", &self.client)
             .field("server", &self.server)
             .field("phase", &self.phase)
@@ -348,7 +348,7 @@ const IPV6_TCP_HEADERS: usize = 40 + 20;
 /// cannot make the server send us a flood of tiny segments.
 const MIN_MIRRORED_MSS: u16 = 536;
 
-impl TransparentFlow {
+impl Splice {
     /// Starts a splice from the client's opening SYN.
     ///
     /// `seed` must be random per flow: it seeds the initial sequence numbers
@@ -359,7 +359,7 @@ impl TransparentFlow {
         cfg: &FlowConfig,
         seed: u64,
         now: Instant,
-    ) -> Result<TransparentFlow, FlowError> {
+    ) -> Result<Splice, FlowError> {
         Self::from_syn_checked(packet, false, cfg, seed, now)
     }
 
@@ -371,7 +371,7 @@ impl TransparentFlow {
         cfg: &FlowConfig,
         seed: u64,
         now: Instant,
-    ) -> Result<TransparentFlow, FlowError> {
+    ) -> Result<Splice, FlowError> {
         let syn = segment::parse_with(packet, !checksum_trusted)?;
         if !syn.is_opening_syn() {
             return Err(FlowError::NotSyn);
@@ -417,7 +417,7 @@ impl TransparentFlow {
                 dst: syn.dst,
             });
         }
-        Ok(TransparentFlow {
+        Ok(Splice {
             cfg: *cfg,
             client: syn.src,
             server: syn.dst,
