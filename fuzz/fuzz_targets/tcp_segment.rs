@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::tcp::segment::{self, Segment};
-use tlsinspect_pipeline::tcp::{self, FlowConfig, Leg, TransparentFlow};
+use tlsinspect_pipeline::tcp::{self, FlowConfig, Leg, Splice};
 
 /// The SYN a client in 192.0.2.0/24 sends to a server in 203.0.113.0/24,
 /// with MSS, window scale, SACK-permitted and timestamps options.
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     // and a client packet is read as a possible new SYN.
     let now = Instant::now();
     let cfg = FlowConfig::default();
-    let mut flow = TransparentFlow::from_syn(client_syn(), &cfg, 7, now).expect("valid SYN");
+    let mut flow = Splice::from_syn(client_syn(), &cfg, 7, now).expect("valid SYN");
     while flow.poll_transmit(now).is_some() {}
     flow.handle_packet(Leg::Server, data, now);
     flow.handle_packet(Leg::Client, data, now);
@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // A SYN the splice accepts as its client's is a segment the parser reads.
-    if let Ok(seg) = TransparentFlow::from_syn(data, &cfg, 7, now).map(|f| *f.client_syn()) {
+    if let Ok(seg) = Splice::from_syn(data, &cfg, 7, now).map(|f| *f.client_syn()) {
         assert!(seg.is_opening_syn());
         assert_eq!(Some(seg), verified.ok());
     }
