@@ -14,7 +14,8 @@ use ipnet::IpNet;
 
 use super::rule::{
     Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowOpts, Group,
-    Item, Pcre, PortSet, Proto, Rule, Threshold, ThresholdKind, TlsVersions, Track, XBit,
+    Item, Pcre, PortSet, Proto, Regex, Rule, Threshold, ThresholdKind, TlsVersions, Track, XBit,
+    BACKTRACK_LIMIT,
 };
 
 /// Why a rule could not be used.
@@ -503,22 +504,9 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<(Buffer, bool)>), RuleError> {
     if anchored {
         src.push_str("\\A");
     }
-    src.push_str(&format!("(?:{pat})"));
-    let re = regex::bytes::RegexBuilder::new(&src)
-        .unicode(false)
-        .size_limit(2 << 20)
-        .dfa_size_limit(2 << 20)
-        .build()
-        .map_err(|e| {
-            let first = e.to_string();
-            let line = first
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("error:"))
-                .unwrap_or("cannot compile")
-                .to_string();
-            RuleError::Unsupported(format!("pcre /{pat}/ ({line})"))
-        })?;
+    src.push_str(&format!("(?:{})", pcre_escapes(pat)));
+    let re = compile_pcre(&src)
+        .map_err(|line| RuleError::Unsupported(format!("pcre /{pat}/ ({line})")))?;
     Ok((
         Pcre {
             re,
@@ -529,6 +517,132 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<(Buffer, bool)>), RuleError> {
         },
         buffer,
     ))
+}
+
+/// Rewrites the PCRE syntax the regex crates read differently.
+///
+/// - In PCRE a backslash before any ASCII character that is not a letter or
+///   digit makes it literal (`\>`, `\/`, `\"`, `\ `); the regex crates
+///   accept only their own metacharacters escaped, and read `\<` and `\>`
+///   as word boundaries. Other punctuation becomes `\xHH`, which they read
+///   as that byte, inside a class or out.
+/// - Outside a class, a `{` that does not open a quantifier (`{n}`,
+///   `{n,}`, `{n,m}`, `{,m}`) is a literal `{` in PCRE; it is escaped.
+///   `{,m}` is `{0,m}`, as PCRE2 reads it since 10.43.
+fn pcre_escapes(pat: &str) -> String {
+    // The regex crate's escapable metacharacters (regex-syntax
+    // `is_meta_character`), which keep their escape.
+    const META: &str = "\\.+*?()|[]{}^$#&-~";
+    let mut out = String::with_capacity(pat.len());
+    let chars: Vec<char> = pat.chars().collect();
+    // Inside `[...]`; `class_start` is where its first member may be (a
+    // `]` there is literal).
+    let mut in_class = false;
+    let mut class_start = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some(&n) if n.is_ascii() && !n.is_ascii_alphanumeric() && !META.contains(n) => {
+                        out.push_str(&format!("\\x{:02X}", n as u32));
+                    }
+                    Some(&n) => {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                    None => out.push('\\'),
+                }
+                i += 2;
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class_start = i;
+                continue;
+            }
+            ']' if in_class && i != class_start => in_class = false,
+            '{' if !in_class => {
+                let close = chars[i + 1..].iter().position(|&c| c == '}');
+                let quant = close.and_then(|n| {
+                    let body: String = chars[i + 1..i + 1 + n].iter().collect();
+                    let (lo, hi) = match body.split_once(',') {
+                        Some((lo, hi)) => (lo, Some(hi)),
+                        None => (body.as_str(), None),
+                    };
+                    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                    match hi {
+                        None if digits(lo) => Some(format!("{{{lo}}}")),
+                        Some(hi) if digits(lo) && (hi.is_empty() || digits(hi)) => {
+                            Some(format!("{{{lo},{hi}}}"))
+                        }
+                        Some(hi) if lo.is_empty() && digits(hi) => Some(format!("{{0,{hi}}}")),
+                        _ => None,
+                    }
+                    .map(|q| (q, n))
+                });
+                match quant {
+                    Some((q, n)) => {
+                        out.push_str(&q);
+                        i += n + 2;
+                    }
+                    None => {
+                        out.push_str("\\{");
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// Compiles a pcre's expression (flags already inline): on the regex
+/// crate's automata where it can be expressed, else — look-around,
+/// backreferences — on fancy-regex in byte mode. `Err` is the line of the
+/// error to report.
+fn compile_pcre(src: &str) -> Result<Regex, String> {
+    let err = match regex::bytes::RegexBuilder::new(src)
+        .unicode(false)
+        .size_limit(2 << 20)
+        .dfa_size_limit(2 << 20)
+        .build()
+    {
+        Ok(re) => return Ok(Regex::Automata(re)),
+        Err(e) => e.to_string(),
+    };
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("cannot compile")
+        .to_string();
+    // Only what the automata lack goes to the backtracker: `(?P=name)` is
+    // an "unrecognized flag" to the regex crate.
+    let backtracking = ["look-around", "backreference", "unrecognized flag"]
+        .iter()
+        .any(|w| line.contains(w));
+    if !backtracking {
+        return Err(line);
+    }
+    fancy_regex::RegexBuilder::new(src)
+        .bytes_mode(fancy_regex::BytesMode::Ascii)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .delegate_size_limit(2 << 20)
+        .build()
+        .map(|re| Regex::Backtracking(Box::new(re)))
+        .map_err(|e| format!("error: {e}"))
 }
 
 /// A sticky buffer keyword: the buffer, and whether a `flow:to_client` rule
@@ -1651,11 +1765,86 @@ mod tests {
             parse(r#"alert tcp any any -> any any (pcre:"/a/T"; sid:5;)"#),
             Err(RuleError::Unsupported(k)) if k.contains("pcre flag `T`")
         ));
+        assert!(parse(r#"alert tcp any any -> any any (content:"a"; luhn; sid:6;)"#).is_err());
+    }
+
+    fn pcre_of(rule: &str) -> Pcre {
+        let r = parse(rule).unwrap();
+        let Item::Pcre(p) = &r.groups[0].items[0] else {
+            panic!("{rule}: no pcre first")
+        };
+        p.clone()
+    }
+
+    #[test]
+    fn pcre_look_around_and_backreferences_use_the_backtracker() {
+        let plain = pcre_of(r#"alert tcp any any -> any any (pcre:"/a+b/"; sid:1;)"#);
+        assert!(matches!(plain.re, Regex::Automata(_)));
+        for (pcre, yes, no) in [
+            (r"/(?<=a)b/", &b"ab"[..], &b"cb"[..]),
+            (
+                r"/CN=(?:[^\r\n]+?\.)?evil\.run(?!\.)/",
+                b"CN=x.evil.run",
+                b"CN=x.evil.run.ok",
+            ),
+            (
+                r"/(?P<h>[a-f0-9]{4})\/(?P=h)/",
+                b"/beef/beef",
+                b"/beef/cafe",
+            ),
+            (
+                r"/^((?!<\/script>).)+?powershell/s",
+                b"<script>powershell",
+                b"</script>powershell",
+            ),
+            // Byte mode: `.` is any byte but newline, classes are ASCII.
+            (r"/(?<!\w)\xe9./", b"\xe9\xff", b"a\xe9\xff"),
+            (r"/(?<!\w)\xe9./", b"\xb5\xe9\xff", b"\xe9\n"),
+        ] {
+            let p = pcre_of(&format!(
+                "alert tcp any any -> any any (pcre:\"{pcre}\"; sid:2;)"
+            ));
+            assert!(matches!(p.re, Regex::Backtracking(_)), "{pcre}");
+            assert!(p.re.is_match(yes), "{pcre} on {yes:?}");
+            assert!(!p.re.is_match(no), "{pcre} on {no:?}");
+        }
+        // What neither engine compiles still reports the pcre.
         assert!(matches!(
-            parse(r#"alert tcp any any -> any any (pcre:"/(?<=a)b/"; sid:5;)"#),
+            parse(r#"alert tcp any any -> any any (pcre:"/a{2,1}/"; sid:5;)"#),
             Err(RuleError::Unsupported(k)) if k.starts_with("pcre")
         ));
-        assert!(parse(r#"alert tcp any any -> any any (content:"a"; luhn; sid:6;)"#).is_err());
+        // A backreference-heavy pattern on a long input stops at the
+        // backtrack limit: no match, no hang.
+        let p =
+            pcre_of(r#"alert tcp any any -> any any (pcre:"/^(?P<a>(a|aa)+)+(?P=a)b/"; sid:6;)"#);
+        assert!(!p.re.is_match(&[b'a'; 4096]));
+    }
+
+    #[test]
+    fn pcre_punctuation_escapes_are_literals_as_in_pcre() {
+        // `\>` is `>` in PCRE (a word boundary in the regex crate), inside a
+        // class or out; `\/`, `\"` and `\ ` are literals too.
+        let p = pcre_of(
+            r#"alert tcp any any -> any any (pcre:"/^\s+?[^\s\>]+?\s+?SYSTEM\s/"; sid:3;)"#,
+        );
+        assert!(p.re.is_match(b" <!DOCTYPE SYSTEM "));
+        assert!(!p.re.is_match(b" a>b SYSTEM "));
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/a\>b\/c\ d/"; sid:4;)"#);
+        assert!(p.re.is_match(b"a>b/c d"));
+        assert!(!p.re.is_match(b"ab/c d"));
+        assert_eq!(pcre_escapes(r"\\\.\>\d\x41\]"), r"\\\.\x3E\d\x41\]");
+        // A `{` that opens no quantifier is literal; `{,m}` is `{0,m}`.
+        assert_eq!(
+            pcre_escapes(r"\${\s*?%{a{2}b{2,}c{2,3}d{,4}[{,}]{x}"),
+            r"\$\{\s*?%\{a{2}b{2,}c{2,3}d{0,4}[{,}]\{x}"
+        );
+        assert_eq!(pcre_escapes(r"[]{]{1}[^]{]{"), r"[]{]{1}[^]{]\{");
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/try\s*?{}\s*?catch/"; sid:5;)"#);
+        assert!(p.re.is_match(b"try {} catch"));
+        assert!(!p.re.is_match(b"try catch"));
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/^[^\x3c]{,3}\x27/"; sid:6;)"#);
+        assert!(p.re.is_match(b"ab'"));
+        assert!(!p.re.is_match(b"abcd'"));
     }
 
     #[test]

@@ -254,11 +254,78 @@ impl Content {
     }
 }
 
+/// Steps fancy-regex may backtrack per search before giving up (no match),
+/// as Suricata's PCRE `match-limit` bounds a search: untrusted bytes must
+/// not buy unbounded CPU.
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// A byte range of a match: start, end.
+pub type Span = (usize, usize);
+
+/// A compiled `pcre` expression.
+///
+/// Most expressions compile to the regex crate's automata, which run in
+/// time linear in the input. The few that need backtracking — look-around
+/// and backreferences, which the automata cannot express — run on
+/// fancy-regex in byte mode (ASCII classes, `.` any byte but newline, as
+/// PCRE without its UTF flag), bounded by [`BACKTRACK_LIMIT`].
+#[derive(Debug, Clone)]
+pub enum Regex {
+    /// Linear-time automata.
+    Automata(regex::bytes::Regex),
+    /// Look-around or backreferences.
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+impl Regex {
+    /// The first match starting at or after `at` (`^` still means the start
+    /// of `hay`): its byte range.
+    pub fn find_at(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
+        match self {
+            Regex::Automata(re) => re.find_at(hay, at).map(|m| (m.start(), m.end())),
+            // An exceeded backtrack limit is no match, as in Suricata.
+            Regex::Backtracking(re) => re
+                .find_from_pos(hay, at)
+                .ok()
+                .flatten()
+                .map(|m| (m.start(), m.end())),
+        }
+    }
+
+    /// Whether the expression matches anywhere in `hay`.
+    pub fn is_match(&self, hay: &[u8]) -> bool {
+        self.find_at(hay, 0).is_some()
+    }
+
+    /// The first match at or after `at` and its first capture group (when
+    /// the expression has one and it took part).
+    pub fn captures_at(&self, hay: &[u8], at: usize) -> Option<(Span, Option<Span>)> {
+        match self {
+            Regex::Automata(re) => {
+                let c = re.captures_at(hay, at)?;
+                let whole = c.get(0)?;
+                Some((
+                    (whole.start(), whole.end()),
+                    c.get(1).map(|g| (g.start(), g.end())),
+                ))
+            }
+            Regex::Backtracking(re) => {
+                let c = re.captures_from_pos(hay, at).ok()??;
+                let whole = c.get(0)?;
+                Some((
+                    (whole.start(), whole.end()),
+                    c.get(1).map(|g| (g.start(), g.end())),
+                ))
+            }
+        }
+    }
+}
+
 /// One `pcre` keyword.
 #[derive(Debug, Clone)]
 pub struct Pcre {
     /// The compiled expression.
-    pub re: regex::bytes::Regex,
+    pub re: Regex,
     /// `pcre:!"..."`.
     pub negated: bool,
     /// `R`: search from the end of the previous match.
