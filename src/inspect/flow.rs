@@ -176,7 +176,22 @@ pub(crate) fn head_buffers(
             out.push((side(Buffer::HeaderRaw), raw[after..].to_vec()));
         }
     }
+    // The raw content of a rule beside its HTTP buffers: the message's
+    // bytes as received, as Suricata matches such content on the stream;
+    // the body joins them when the rules run on it. An HTTP/2 message has
+    // no bytes of its own on the stream (frames, HPACK), so none.
+    if want(Buffer::Raw) {
+        if let Some(raw) = raw {
+            out.push((Buffer::Raw, raw.to_vec()));
+        }
+    }
     out
+}
+
+/// The raw head among a message's extra buffers, joined with `body`.
+fn raw_with_body(extra: &[(Buffer, Vec<u8>)], body: &[u8]) -> Option<Vec<u8>> {
+    let (_, head) = extra.iter().find(|(b, _)| *b == Buffer::Raw)?;
+    Some([head.as_slice(), body].concat())
 }
 
 /// State shared by the protocol handlers of one flow.
@@ -436,10 +451,15 @@ impl Core {
         if self.ips_passed || self.shared.ips.phase_empty(Phase::Request) {
             return IpsOutcome::Continue;
         }
+        let body = body.filter(|b| !b.is_empty());
+        let raw = body.and_then(|b| raw_with_body(&txn.req_extra, b));
         let mut bufs = Buffers::default();
         Self::request_buffers(txn, &mut bufs);
-        if let Some(b) = body.filter(|b| !b.is_empty()) {
+        if let Some(b) = body {
             bufs.set(Buffer::RequestBody, b);
+        }
+        if let Some(r) = &raw {
+            bufs.set(Buffer::Raw, r);
         }
         self.run(Phase::Request, &bufs, true, None)
     }
@@ -467,13 +487,12 @@ impl Core {
                 let (o, scan) = {
                     let mut bufs = Buffers::default();
                     Self::response_buffers(txn, &status, &mut bufs);
-                    // At the head: decide once whether the body needs holding.
-                    let scan = ips.could_need(
-                        Phase::Response,
-                        Buffer::ResponseBody,
-                        &bufs,
-                        &mut self.scratch,
-                    );
+                    // At the head: decide once whether the body needs holding
+                    // (for the body rules, or for raw content beside HTTP
+                    // buffers, which the body extends).
+                    let scan = [Buffer::ResponseBody, Buffer::Raw]
+                        .into_iter()
+                        .any(|b| ips.could_need(Phase::Response, b, &bufs, &mut self.scratch));
                     (
                         self.run(Phase::Response, &bufs, false, Some(&mut sids)),
                         scan,
@@ -510,10 +529,14 @@ impl Core {
         let body = std::mem::take(&mut txn.resp_body);
         let mut sids = std::mem::take(&mut txn.resp_sids);
         let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
+        let raw = raw_with_body(&txn.resp_extra, &body);
         let o = {
             let mut bufs = Buffers::default();
             Self::response_buffers(txn, &status, &mut bufs);
             bufs.set(Buffer::ResponseBody, &body);
+            if let Some(r) = &raw {
+                bufs.set(Buffer::Raw, r);
+            }
             self.run(Phase::Response, &bufs, false, Some(&mut sids))
         };
         txn.resp_sids = sids;
@@ -522,6 +545,8 @@ impl Core {
 
     fn response_buffers<'a>(txn: &'a Txn, status: &'a str, bufs: &mut Buffers<'a>) {
         Self::request_buffers(txn, bufs);
+        // Raw content in the response phase means the response's bytes.
+        bufs.unset(Buffer::Raw);
         if txn.status.is_some() {
             bufs.set(Buffer::StatCode, status.as_bytes());
         }

@@ -33,6 +33,11 @@ impl<'a> Buffers<'a> {
         self.slots[b as usize] = Some(data);
     }
 
+    /// Removes buffer `b` (rules on it then cannot match).
+    pub fn unset(&mut self, b: Buffer) {
+        self.slots[b as usize] = None;
+    }
+
     /// Gets buffer `b` (for [`Buffer::Certs`], the leaf).
     pub fn get(&self, b: Buffer) -> Option<&'a [u8]> {
         if b == Buffer::Certs {

@@ -584,7 +584,9 @@ fn phase_of(r: &Rule) -> Phase {
         } else {
             Phase::TlsHello
         }
-    } else if r.uses_raw() {
+    } else if r.uses_raw() && !r.uses_http() {
+        // Raw content beside HTTP buffers is matched with them, on the raw
+        // bytes of the message (see `inspect::flow`).
         Phase::Raw
     } else if r.uses_response() {
         Phase::Response

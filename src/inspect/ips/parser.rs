@@ -1612,11 +1612,6 @@ fn check_buffers(rule: &mut Rule, groups: &[Group]) -> Result<(), RuleError> {
     if rule.tls_version.is_some() {
         return invalid("tls.version outside a tls rule");
     }
-    if raw && groups.len() > 1 {
-        return Err(RuleError::Unsupported(
-            "raw stream content mixed with http buffers".into(),
-        ));
-    }
     let req = uses(&|b| b != Buffer::Raw && !b.is_response());
     let resp = uses(&|b| b.is_response());
     if req && rule.flow.to_client && !resp {
@@ -1733,13 +1728,15 @@ mod tests {
         let r = parse(r#"alert tcp any any -> any any (http.uri; pkt_data; content:"|de ad be ef|"; sid:24;)"#).unwrap();
         assert_eq!(r.groups[0].buffer, Buffer::Raw);
         assert_eq!(content(&r, 0, 0).pattern, [0xde, 0xad, 0xbe, 0xef]);
-        // A raw content mixed with HTTP buffers is refused as a whole.
-        assert!(matches!(
-            parse(
-                r#"alert http any any -> any any (http.uri; content:"a"; pkt_data; content:"b"; sid:21;)"#
-            ),
-            Err(RuleError::Unsupported(_))
-        ));
+        // A raw content beside HTTP buffers is matched with them (on the
+        // message's bytes); the groups keep their buffers.
+        let r = parse(
+            r#"alert http any any -> any any (http.uri; content:"a"; pkt_data; content:"b"; sid:21;)"#,
+        )
+        .unwrap();
+        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
+        assert_eq!(bufs, [Buffer::Uri, Buffer::Raw]);
+        assert!(r.uses_raw() && r.uses_http());
         assert!(matches!(
             parse(
                 r#"alert http any any -> any any (flow:to_server; http.stat_code; content:"200"; sid:22;)"#

@@ -688,6 +688,14 @@ impl Rule {
         self.groups.iter().any(|g| g.buffer == Buffer::Raw)
     }
 
+    /// Whether the rule inspects an HTTP buffer (a request's or a
+    /// response's, not the raw stream).
+    pub fn uses_http(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.buffer != Buffer::Raw && !g.buffer.is_tls())
+    }
+
     /// Whether the rule is evaluated on the TLS handshake.
     pub fn uses_tls(&self) -> bool {
         self.proto == Proto::Tls || self.groups.iter().any(|g| g.buffer.is_tls())
