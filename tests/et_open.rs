@@ -45,7 +45,8 @@ fn at_least_90_percent_of_each_protocol_loads() {
         assert_eq!(loaded + rep.skipped.len(), total);
         // Keywords supported since: none of their rules is skipped.
         // pcre look-around and backreferences (fancy-regex), PCRE's escaped
-        // punctuation and its literal `{`; raw content beside HTTP buffers.
+        // punctuation and its literal `{`; raw content beside HTTP buffers;
+        // flowint.
         for kw in [
             "base64_decode",
             "base64_data",
@@ -55,6 +56,7 @@ fn at_least_90_percent_of_each_protocol_loads() {
             "invalid escape sequence",
             "repetition",
             "raw stream content mixed with http buffers",
+            "flowint",
         ] {
             assert!(
                 !rep.skipped.iter().any(|s| s.error.to_string().contains(kw)),

@@ -13,9 +13,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 
 use super::rule::{
-    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowOpts, Group,
-    Item, Pcre, PortSet, Proto, Regex, Rule, Threshold, ThresholdKind, TlsVersions, Track, XBit,
-    BACKTRACK_LIMIT,
+    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowInt, FlowOpts,
+    Group, IntOp, IntValue, Item, Pcre, PortSet, Proto, Regex, Rule, Threshold, ThresholdKind,
+    TlsVersions, Track, XBit, BACKTRACK_LIMIT,
 };
 
 /// Why a rule could not be used.
@@ -950,6 +950,57 @@ fn parse_flowbits(v: Option<&str>, rule: &mut Rule) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// `flowint:name,op[,value]`: `=`, `+`, `-` change the integer when the
+/// rule matches; `<`, `<=`, `>`, `>=`, `==`, `!=`, `isset`, `notset`
+/// (`isnotset`) are conditions. The operand is a number or another
+/// flowint's name.
+fn parse_flowint(v: Option<&str>) -> Result<FlowInt, RuleError> {
+    let bad = || invalid(format!("bad `flowint` value `{}`", v.unwrap_or("")));
+    let p = parts(v);
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if p.len() < 2 || !name_ok(p[0]) {
+        return bad();
+    }
+    let op = match p[1] {
+        "=" => IntOp::Set,
+        "+" => IntOp::Add,
+        "-" => IntOp::Sub,
+        "<" => IntOp::Lt,
+        "<=" => IntOp::Le,
+        ">" => IntOp::Gt,
+        ">=" => IntOp::Ge,
+        "==" => IntOp::Eq,
+        "!=" => IntOp::Ne,
+        "isset" => IntOp::IsSet,
+        "notset" | "isnotset" => IntOp::NotSet,
+        _ => return bad(),
+    };
+    let value = match (op, p.get(2)) {
+        (IntOp::IsSet | IntOp::NotSet, None) => None,
+        (IntOp::IsSet | IntOp::NotSet, Some(_)) => return bad(),
+        (_, Some(v)) if p.len() == 3 => Some(match v.parse::<u32>() {
+            Ok(n) => IntValue::Number(n),
+            Err(_)
+                if name_ok(v) && (v.as_bytes()[0].is_ascii_alphabetic() || v.starts_with('_')) =>
+            {
+                IntValue::Var(v.to_string())
+            }
+            Err(_) => return bad(),
+        }),
+        _ => return bad(),
+    };
+    Ok(FlowInt {
+        name: p[0].to_string(),
+        op,
+        value,
+        ids: Vec::new(),
+    })
+}
+
 fn parse_track(kw: &str, s: &str) -> Result<Track, RuleError> {
     Ok(match s {
         "ip_src" | "by_src" => Track::Src,
@@ -1209,6 +1260,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         groups: Vec::new(),
         flowbits: Vec::new(),
         xbits: Vec::new(),
+        flowints: Vec::new(),
         threshold: None,
         noalert: false,
         tls_version: None,
@@ -1464,6 +1516,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
             }
             "flowbits" => parse_flowbits(v, &mut rule)?,
             "xbits" => rule.xbits.push(parse_xbits(v)?),
+            "flowint" => rule.flowints.push(parse_flowint(v)?),
             "noalert" => rule.noalert = true,
             "threshold" | "detection_filter" => {
                 if rule.threshold.is_some() {
@@ -1848,8 +1901,8 @@ mod tests {
     fn unsupported_keywords_are_named_with_sid() {
         for (kw, rule) in [
             (
-                "flowint",
-                r#"alert tcp any any -> any any (content:"a"; flowint:x,+,1; sid:10;)"#,
+                "tag",
+                r#"alert tcp any any -> any any (content:"a"; tag:session,5,packets; sid:10;)"#,
             ),
             (
                 "byte_jump:dce",
@@ -1894,6 +1947,39 @@ mod tests {
             (t.kind, t.track, t.count, t.seconds),
             (ThresholdKind::Both, Track::Dst, 5, 60)
         );
+        let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; flowint: ET.dl.count, +, 1; flowint:a,>=,b; flowint:a,notset; sid:4;)"#).unwrap();
+        let f: Vec<(&str, IntOp, Option<IntValue>)> = r
+            .flowints
+            .iter()
+            .map(|f| (f.name.as_str(), f.op, f.value.clone()))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                ("ET.dl.count", IntOp::Add, Some(IntValue::Number(1))),
+                ("a", IntOp::Ge, Some(IntValue::Var("b".into()))),
+                ("a", IntOp::NotSet, None),
+            ]
+        );
+        for bad in [
+            "a,+",
+            "a,isset,1",
+            "a,~,1",
+            ",+,1",
+            "a,+,1,2",
+            "a,+,-1",
+            "a,+,1x",
+        ] {
+            assert!(
+                matches!(
+                    parse(&format!(
+                        r#"alert tcp any any -> any any (content:"a"; flowint:{bad}; sid:9;)"#
+                    )),
+                    Err(RuleError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
         let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; detection_filter:track by_src, count 3, seconds 10; sid:2;)"#).unwrap();
         assert_eq!(r.threshold.unwrap().kind, ThresholdKind::DetectionFilter);
         let r = parse(r#"alert tls any any -> any any (flow:to_server; tls.version:1.3; tls.sni; content:"x"; sid:3;)"#).unwrap();

@@ -510,6 +510,64 @@ pub struct FlowBit {
     pub ids: Vec<u32>,
 }
 
+/// What a `flowint` does with the flow's integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOp {
+    /// `=`: set it.
+    Set,
+    /// `+`: add (an unset integer starts at the operand).
+    Add,
+    /// `-`: subtract (only from a set integer).
+    Sub,
+    /// `<`, `<=`, `>`, `>=`, `==`, `!=`: compare (an unset integer never
+    /// compares true).
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `isset`.
+    IsSet,
+    /// `notset` / `isnotset`.
+    NotSet,
+}
+
+impl IntOp {
+    /// Whether the operation is a condition (evaluated before the match).
+    pub fn is_check(self) -> bool {
+        !matches!(self, IntOp::Set | IntOp::Add | IntOp::Sub)
+    }
+}
+
+/// The operand of a `flowint`: a number or another flowint of the flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntValue {
+    /// A literal.
+    Number(u32),
+    /// Another flowint's name (its interned id in [`FlowInt::ids`]).
+    Var(String),
+}
+
+/// One `flowint` keyword (Suricata's flow integers, `u32` as there):
+/// names are interned into `ids` at compile time.
+#[derive(Debug, Clone)]
+pub struct FlowInt {
+    /// The integer's name.
+    pub name: String,
+    /// The operation.
+    pub op: IntOp,
+    /// The operand (none for `isset`/`notset`).
+    pub value: Option<IntValue>,
+    /// Interned ids: of `name`, then of the operand when it is a name.
+    pub ids: Vec<u32>,
+}
+
 /// Whose address an `xbits` bit or a threshold counter is kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Track {
@@ -665,6 +723,8 @@ pub struct Rule {
     pub flowbits: Vec<FlowBit>,
     /// `xbits`, in rule order.
     pub xbits: Vec<XBit>,
+    /// `flowint`, in rule order.
+    pub flowints: Vec<FlowInt>,
     /// `threshold` or `detection_filter`.
     pub threshold: Option<Threshold>,
     /// `noalert` (also `flowbits:noalert`): match for side effects only.
