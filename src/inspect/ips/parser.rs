@@ -1530,8 +1530,11 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                     match part.trim() {
                         "to_server" | "from_client" => rule.flow.to_server = true,
                         "to_client" | "from_server" => rule.flow.to_client = true,
-                        // Only established TCP streams are ever inspected.
-                        "established" | "stateless" => {}
+                        // Only established TCP streams are ever inspected,
+                        // and only their reassembled bytes (`only_stream`
+                        // holds by construction; `no_stream`, single
+                        // packets, cannot).
+                        "established" | "stateless" | "only_stream" => {}
                         other => return Err(RuleError::Unsupported(format!("flow:{other}"))),
                     }
                 }
@@ -1917,8 +1920,8 @@ mod tests {
                 r#"alert udp any any -> any any (content:"a"; sid:10;)"#,
             ),
             (
-                "flow:only_stream",
-                r#"alert tcp any any -> any any (content:"a"; flow:only_stream; sid:10;)"#,
+                "flow:no_stream",
+                r#"alert tcp any any -> any any (content:"a"; flow:no_stream; sid:10;)"#,
             ),
             (
                 "tls buffers mixed with http buffers",
@@ -1982,6 +1985,8 @@ mod tests {
         }
         let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; detection_filter:track by_src, count 3, seconds 10; sid:2;)"#).unwrap();
         assert_eq!(r.threshold.unwrap().kind, ThresholdKind::DetectionFilter);
+        let r = parse(r#"alert http any any -> any any (flow:established,to_server,only_stream; http.uri; content:"/a"; sid:5;)"#).unwrap();
+        assert!(r.flow.to_server && !r.flow.to_client);
         let r = parse(r#"alert tls any any -> any any (flow:to_server; tls.version:1.3; tls.sni; content:"x"; sid:3;)"#).unwrap();
         assert_eq!(r.tls_version.unwrap().versions, [0x0304]);
         assert_eq!(r.proto, Proto::Tls);
