@@ -551,6 +551,14 @@ fn pcre_escapes(pat: &str) -> String {
                     Some(&n) => {
                         out.push('\\');
                         out.push(n);
+                        // `\x{e9}`, `\p{L}`, `\k{name}`: the braces are the
+                        // escape's, not a quantifier.
+                        if "xpPkgo".contains(n) && chars.get(i + 2) == Some(&'{') {
+                            if let Some(n) = chars[i + 2..].iter().position(|&c| c == '}') {
+                                out.extend(&chars[i + 2..=i + 2 + n]);
+                                i += n + 1;
+                            }
+                        }
                     }
                     None => out.push('\\'),
                 }
@@ -1892,6 +1900,7 @@ mod tests {
             r"\$\{\s*?%\{a{2}b{2,}c{2,3}d{0,4}[{,}]\{x}"
         );
         assert_eq!(pcre_escapes(r"[]{]{1}[^]{]{"), r"[]{]{1}[^]{]\{");
+        assert_eq!(pcre_escapes(r"\x{e9}\p{L}{2}"), r"\x{e9}\p{L}{2}");
         let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/try\s*?{}\s*?catch/"; sid:5;)"#);
         assert!(p.re.is_match(b"try {} catch"));
         assert!(!p.re.is_match(b"try catch"));
