@@ -46,7 +46,7 @@ fn at_least_90_percent_of_each_protocol_loads() {
         // Keywords supported since: none of their rules is skipped.
         // pcre look-around and backreferences (fancy-regex), PCRE's escaped
         // punctuation and its literal `{`; raw content beside HTTP buffers;
-        // flowint; flow:only_stream.
+        // flowint; flow:only_stream; app-layer-event (the one ET uses).
         for kw in [
             "base64_decode",
             "base64_data",
@@ -58,6 +58,7 @@ fn at_least_90_percent_of_each_protocol_loads() {
             "raw stream content mixed with http buffers",
             "flowint",
             "only_stream",
+            "app-layer-event",
         ] {
             assert!(
                 !rep.skipped.iter().any(|s| s.error.to_string().contains(kw)),

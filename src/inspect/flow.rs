@@ -18,7 +18,7 @@ use super::appid::RequestFacts;
 use super::http1::{self, Event, Expect, Side};
 use super::http2;
 use super::ips::{
-    Action, Activity, Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Ruleset, Scratch,
+    app_event, Action, Activity, Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Ruleset, Scratch,
 };
 use super::text::html_escape;
 use super::webfilter::Verdict;
@@ -51,6 +51,8 @@ pub(crate) struct Txn {
     pub resp_header_buf: Vec<u8>,
     /// The request's other head buffers some rule wants (cookie, start, ...).
     pub req_extra: Vec<(Buffer, Vec<u8>)>,
+    /// The `app-layer-event` bits the request raised.
+    pub req_events: u32,
     /// The response's other head buffers some rule wants.
     pub resp_extra: Vec<(Buffer, Vec<u8>)>,
     /// The response body held for `file.data` rules (up to the limit).
@@ -176,16 +178,34 @@ pub(crate) fn head_buffers(
             out.push((side(Buffer::HeaderRaw), raw[after..].to_vec()));
         }
     }
-    // The raw content of a rule beside its HTTP buffers: the message's
-    // bytes as received, as Suricata matches such content on the stream;
-    // the body joins them when the rules run on it. An HTTP/2 message has
-    // no bytes of its own on the stream (frames, HPACK), so none.
+    // The raw content of a rule beside its HTTP buffers: the message's head
+    // as received, as Suricata matches such content on the stream; the held
+    // body (de-chunked: chunk-size lines are not in it) joins it when the
+    // rules run on it. An HTTP/2 message has no bytes of its own on the
+    // stream (frames, HPACK), so none.
     if want(Buffer::Raw) {
         if let Some(raw) = raw {
             out.push((Buffer::Raw, raw.to_vec()));
         }
     }
     out
+}
+
+/// The `app-layer-event` bits of an HTTP/1 request head: a
+/// `Transfer-Encoding` none of whose codings is `chunked` is libhtp's
+/// `invalid_transfer_encoding_value_in_request`.
+fn request_events(headers: &[(String, Vec<u8>)]) -> u32 {
+    let mut events = 0;
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case("transfer-encoding")
+            && !v
+                .split(|&b| b == b',')
+                .any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            events |= app_event::HTTP_INVALID_TE_REQUEST;
+        }
+    }
+    events
 }
 
 /// The raw head among a message's extra buffers, joined with `body`.
@@ -342,12 +362,19 @@ impl Core {
             headers,
             raw_head,
         );
+        // libhtp's events exist for HTTP/1 (raw_head), not for HTTP/2.
+        let req_events = if raw_head.is_some() {
+            request_events(headers)
+        } else {
+            0
+        };
         Txn {
             method: method.to_string(),
             host: host.to_string(),
             target: target.to_vec(),
             header_buf: header_lines(headers),
             req_extra,
+            req_events,
             uri,
             ua,
             app,
@@ -444,6 +471,7 @@ impl Core {
         for (b, v) in &txn.req_extra {
             bufs.set(*b, v);
         }
+        bufs.set_events(txn.req_events);
     }
 
     /// Runs the request-phase IPS rules on a request (and its held body).

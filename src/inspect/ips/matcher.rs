@@ -16,6 +16,8 @@ pub struct Buffers<'a> {
     slots: [Option<&'a [u8]>; BUFFERS],
     /// `tls.certs`: each certificate of the chain, leaf first.
     certs: &'a [&'a [u8]],
+    /// The [`app_event`](super::rule::app_event) bits the message raised.
+    events: u32,
 }
 
 impl Default for Buffers<'_> {
@@ -23,6 +25,7 @@ impl Default for Buffers<'_> {
         Buffers {
             slots: [None; BUFFERS],
             certs: &[],
+            events: 0,
         }
     }
 }
@@ -31,6 +34,11 @@ impl<'a> Buffers<'a> {
     /// Sets buffer `b`.
     pub fn set(&mut self, b: Buffer, data: &'a [u8]) {
         self.slots[b as usize] = Some(data);
+    }
+
+    /// Records the app-layer events the message raised.
+    pub fn set_events(&mut self, events: u32) {
+        self.events = events;
     }
 
     /// Removes buffer `b` (rules on it then cannot match).
@@ -70,9 +78,11 @@ const PCRE_TRIES: usize = 64;
 
 /// Whether every buffer group of `rule` matches.
 pub fn rule_matches(rule: &Rule, bufs: &Buffers<'_>) -> bool {
-    rule.groups
-        .iter()
-        .all(|g| bufs.each(g.buffer).any(|data| group_matches(g, data)))
+    bufs.events & rule.app_events == rule.app_events
+        && rule
+            .groups
+            .iter()
+            .all(|g| bufs.each(g.buffer).any(|data| group_matches(g, data)))
 }
 
 fn group_matches(g: &Group, data: &[u8]) -> bool {

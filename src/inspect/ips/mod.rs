@@ -28,7 +28,7 @@ pub use matcher::{luhn_valid, Buffers};
 pub use parser::{parse_rule, RuleError, Vars};
 pub use prefilter::Scratch;
 pub use prefilter::MATCHER;
-pub use rule::{Action, Buffer, Proto, Rule};
+pub use rule::{app_event, Action, Buffer, Proto, Rule};
 pub use state::{Clock, FlowBits, HostState};
 
 /// Whether drop/reject rules act or only alert.
@@ -656,7 +656,7 @@ fn phase_of(r: &Rule) -> Phase {
         } else {
             Phase::TlsHello
         }
-    } else if r.uses_raw() && !r.uses_http() {
+    } else if r.uses_raw() && !r.uses_http() && r.app_events == 0 {
         // Raw content beside HTTP buffers is matched with them, on the raw
         // bytes of the message (see `inspect::flow`).
         Phase::Raw

@@ -1272,6 +1272,7 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         threshold: None,
         noalert: false,
         tls_version: None,
+        app_events: 0,
         fast_pattern: None,
         origin: origin.to_string(),
     };
@@ -1525,6 +1526,13 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
             "flowbits" => parse_flowbits(v, &mut rule)?,
             "xbits" => rule.xbits.push(parse_xbits(v)?),
             "flowint" => rule.flowints.push(parse_flowint(v)?),
+            "app-layer-event" => {
+                let name = v.unwrap_or("").trim();
+                match super::rule::app_event::by_name(name) {
+                    Some(bit) => rule.app_events |= bit,
+                    None => return Err(RuleError::Unsupported(format!("app-layer-event:{name}"))),
+                }
+            }
             "noalert" => rule.noalert = true,
             "threshold" | "detection_filter" => {
                 if rule.threshold.is_some() {
@@ -1994,6 +2002,15 @@ mod tests {
         }
         let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; detection_filter:track by_src, count 3, seconds 10; sid:2;)"#).unwrap();
         assert_eq!(r.threshold.unwrap().kind, ThresholdKind::DetectionFilter);
+        let r = parse(r#"alert http any any -> any any (app-layer-event:http.invalid_transfer_encoding_value_in_request; content:"x"; sid:6;)"#).unwrap();
+        assert_eq!(
+            r.app_events,
+            super::super::rule::app_event::HTTP_INVALID_TE_REQUEST
+        );
+        assert!(matches!(
+            parse(r#"alert http any any -> any any (app-layer-event:http.gap; content:"x"; sid:7;)"#),
+            Err(RuleError::Unsupported(k)) if k == "app-layer-event:http.gap"
+        ));
         let r = parse(r#"alert http any any -> any any (flow:established,to_server,only_stream; http.uri; content:"/a"; sid:5;)"#).unwrap();
         assert!(r.flow.to_server && !r.flow.to_client);
         let r = parse(r#"alert tls any any -> any any (flow:to_server; tls.version:1.3; tls.sni; content:"x"; sid:3;)"#).unwrap();

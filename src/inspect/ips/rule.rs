@@ -510,6 +510,23 @@ pub struct FlowBit {
     pub ids: Vec<u32>,
 }
 
+/// Protocol anomalies the HTTP parser raises, as `app-layer-event` names
+/// them (bits of [`Rule::app_events`] and of the inspected message).
+pub mod app_event {
+    /// `http.invalid_transfer_encoding_value_in_request`: the request has a
+    /// `Transfer-Encoding` field none of whose codings is `chunked`, as
+    /// libhtp (Suricata's HTTP/1 parser) flags it.
+    pub const HTTP_INVALID_TE_REQUEST: u32 = 1;
+
+    /// The bit of an event name, if this engine raises that event.
+    pub fn by_name(name: &str) -> Option<u32> {
+        match name {
+            "http.invalid_transfer_encoding_value_in_request" => Some(HTTP_INVALID_TE_REQUEST),
+            _ => None,
+        }
+    }
+}
+
 /// What a `flowint` does with the flow's integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntOp {
@@ -731,6 +748,8 @@ pub struct Rule {
     pub noalert: bool,
     /// `tls.version` / `ssl_version`.
     pub tls_version: Option<TlsVersions>,
+    /// `app-layer-event`: the [`app_event`] bits that must all be raised.
+    pub app_events: u32,
     /// The literal the prefilter keys on, and its buffer.
     pub fast_pattern: Option<(Buffer, Vec<u8>)>,
     /// Where the rule was defined, `file:line`.
