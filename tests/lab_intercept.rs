@@ -19,7 +19,7 @@
 mod lab;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lab::{LabMode, TestLab};
 use serde_json::Value;
@@ -134,23 +134,27 @@ fn start_mtls_origin(t: &TestLab) -> anyhow::Result<(String, String)> {
     Ok((cert, key))
 }
 
-fn find(records: &[Value], port: u16, server: Ipv4Addr) -> Option<&Value> {
-    find_event(records, "flow", port, server)
+/// The flow record of the connection from IN_SCOPE:`port` to `server`
+/// begun at or after `since`: a client port the kernel reused for another
+/// connection cannot match in its place.
+fn find(
+    records: &[Value],
+    port: u16,
+    server: (Ipv4Addr, u16),
+    since: SystemTime,
+) -> Option<&Value> {
+    lab::connection_record(records, (IN_SCOPE, port), server, since)
 }
 
-/// The `event` record (flow, tls) of the connection from IN_SCOPE:`port`.
+/// The `event` record (tls) of that connection, by its flow id.
 fn find_event<'r>(
     records: &'r [Value],
     event: &str,
     port: u16,
-    server: Ipv4Addr,
+    server: (Ipv4Addr, u16),
+    since: SystemTime,
 ) -> Option<&'r Value> {
-    records.iter().find(|r| {
-        r["event_type"] == event
-            && r["src_ip"] == IN_SCOPE.to_string()
-            && r["src_port"] == port
-            && r["dest_ip"] == server.to_string()
-    })
+    lab::event_of(records, event, find(records, port, server, since)?)
 }
 
 fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
@@ -181,6 +185,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     let mut inspected = Vec::new();
     for http2 in [false, true] {
         let out = t.path(&format!("index-{http2}.html"));
+        let since = SystemTime::now();
         let c = t.curl(IN_SCOPE, SERVER_A, "/index.html", policy_ca, &out, http2)?;
         assert_eq!(c.http_code, 200, "{mode:?}: {c:?}\n{}", app.stderr());
         assert_eq!(c.ssl_verify_result, 0, "{mode:?}: {c:?}");
@@ -191,7 +196,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
         );
         assert_eq!(c.http_version, if http2 { "2" } else { "1.1" }, "{c:?}");
         assert_eq!(std::fs::read_to_string(&out)?, "hello from nginx\n");
-        inspected.push((c.local_port, SERVER_A));
+        inspected.push((c.local_port, SERVER_A, since));
     }
     // The same client trusting only the origin root refuses our chain.
     let refused = t.curl(
@@ -220,6 +225,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     // A 50 MB download through the inspection, byte-identical.
     let big = t.path("big.bin");
     let started = Instant::now();
+    let since = SystemTime::now();
     let c = t.curl(IN_SCOPE, SERVER_B, "/big.bin", policy_ca, &big, false)?;
     let took = started.elapsed();
     assert_eq!(c.http_code, 200, "{mode:?}: {c:?}");
@@ -232,7 +238,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     );
     std::fs::remove_file(&big)?;
     eprintln!("{mode:?}: 50 MB inspected download took {took:?}");
-    inspected.push((c.local_port, SERVER_B));
+    inspected.push((c.local_port, SERVER_B, since));
 
     // 40 connections, 20 at a time, all inspected and all answered.
     let url = format!("https://{}/index.html", lab::SERVER_NAME);
@@ -262,7 +268,9 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     for _ in 0..40 {
         args.extend(["-o", "/dev/null", &url]);
     }
+    let parallel_since = SystemTime::now();
     let o = t.lab.exec(t.lab.client_ns(), "curl", &args)?;
+    let parallel_until = SystemTime::now();
     let w = String::from_utf8_lossy(&o.stdout).into_owned();
     let ports: std::collections::HashSet<&str> =
         w.lines().filter_map(|l| l.strip_prefix("200 ")).collect();
@@ -316,6 +324,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
 
     // Plain HTTP on the in-scope port: non_tls = "passthrough" relays it
     // unchanged, so nginx itself answers (400: plain HTTP to an HTTPS port).
+    let plain_since = SystemTime::now();
     let o = t.lab.exec(
         t.lab.client_ns(),
         "curl",
@@ -373,6 +382,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     )?;
     let mut mtls_ports = Vec::new();
     for _ in 0..2 {
+        let since = SystemTime::now();
         let o = t.lab.exec(
             t.lab.client_ns(),
             "curl",
@@ -407,7 +417,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
             verbose.contains(lab::pki::ORIGIN_ROOT_CN),
             "{mode:?}: mTLS client should see the origin chain: {verbose}"
         );
-        mtls_ports.push(it.next().unwrap_or_default().parse::<u16>()?);
+        mtls_ports.push((it.next().unwrap_or_default().parse::<u16>()?, since));
     }
 
     // (d) Reload with tls13 = "passthrough": a NEW connection is passed and
@@ -425,6 +435,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let pass_since = SystemTime::now();
     let c = t.curl(
         IN_SCOPE,
         SERVER_A,
@@ -508,8 +519,8 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     );
 
     // (c) The inspected records.
-    for (port, server) in &inspected {
-        let r = find(&records, *port, *server).unwrap_or_else(|| {
+    for (port, server, since) in &inspected {
+        let r = find(&records, *port, (*server, 443), *since).unwrap_or_else(|| {
             panic!("{mode:?}: no record for port {port} -> {server} in {records:#?}\n{counters}")
         });
         assert_eq!(r["tlsinspect"]["action"], "inspected", "{r:#}");
@@ -517,7 +528,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
         assert_eq!(r["tlsinspect"]["scope_id"], "sc-https", "{r:#}");
         assert_eq!(r["dest_port"], 443, "{r:#}");
         assert_eq!(r["tls"]["sni"], lab::SERVER_NAME, "{r:#}");
-        let tls = find_event(&records, "tls", *port, *server)
+        let tls = find_event(&records, "tls", *port, (*server, 443), *since)
             .unwrap_or_else(|| panic!("{mode:?}: no tls record for port {port}"));
         assert_eq!(tls["tlsinspect"]["upstream"]["verified"], true, "{tls:#}");
         assert!(
@@ -544,10 +555,12 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
                 && r["tlsinspect"]["action"] == "inspected"
                 && r["src_ip"] == IN_SCOPE.to_string()
                 && ports.contains(r["src_port"].to_string().as_str())
+                && r["dest_ip"] == SERVER_A.to_string()
+                && lab::flow_start(r).is_some_and(|s| s >= parallel_since && s <= parallel_until)
         })
         .count();
     assert_eq!(parallel, 40, "{mode:?}: records of the parallel requests");
-    let r = find(&records, pass_port, SERVER_A)
+    let r = find(&records, pass_port, (SERVER_A, 443), pass_since)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the passed flow in {records:#?}"));
     assert_eq!(
         (&r["tlsinspect"]["action"], &r["tlsinspect"]["reason"]),
@@ -561,7 +574,7 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
             .any(|r| r["src_ip"] == OUT_OF_SCOPE.to_string() && r["src_port"] == oos_port),
         "{mode:?}: the out-of-scope flow was logged"
     );
-    let r = find(&records, plain_port, SERVER_A)
+    let r = find(&records, plain_port, (SERVER_A, 443), plain_since)
         .unwrap_or_else(|| panic!("{mode:?}: no record of the plain HTTP flow in {records:#?}"));
     assert_eq!(
         (&r["tlsinspect"]["action"], &r["tlsinspect"]["reason"]),
@@ -576,7 +589,10 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     assert_eq!(r["tlsinspect"]["upstream"]["verified"], false, "{r:#}");
     let reasons: Vec<&Value> = mtls_ports
         .iter()
-        .map(|p| &find(&records, *p, SERVER_A).expect("mTLS record")["tlsinspect"]["reason"])
+        .map(|(p, since)| {
+            &find(&records, *p, (SERVER_A, MTLS_PORT), *since).expect("mTLS record")["tlsinspect"]
+                ["reason"]
+        })
         .collect();
     assert_eq!(
         reasons,

@@ -6,7 +6,10 @@
 //! response body, an `endswith` SNI rule on a TLS 1.3 flow the appliance
 //! passes (excluded by `exclude_sni`), a `flowbits` pair (a silent setter on
 //! the request, the alert on its response) and a `threshold` limit (three
-//! matching requests, one alert) — each alert with its sid, policy and scope.
+//! matching requests, one alert), a `flowint` count over the requests of one
+//! connection, a `pcre` look-ahead on a response body and raw content beside
+//! HTTP buffers (the request as sent) — each alert with its sid, policy and
+//! scope.
 
 mod lab;
 
@@ -26,6 +29,10 @@ alert tls $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB SNI endswith"; flow:estab
 alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB flowbits setter"; flow:established,to_server; http.method; content:"GET"; http.uri; content:"/api/flag"; bsize:9; flowbits:set,lab.flag; flowbits:noalert; sid:9100003; rev:1;)
 alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"LAB flowbits checker"; flow:established,to_client; flowbits:isset,lab.flag; http.stat_code; content:"200"; file.data; content:"api ok"; sid:9100004; rev:1;)
 alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB threshold limit"; flow:established,to_server; http.uri; content:"/api/probe"; startswith; threshold:type limit, track by_src, count 1, seconds 300; sid:9100005; rev:1;)
+alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB flowint counter"; flow:established,to_server; http.uri; content:"/api/probe"; startswith; flowint:lab.probes,+,1; flowbits:noalert; sid:9100006; rev:1;)
+alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB flowint third probe"; flow:established,to_server; http.uri; content:"/api/probe"; startswith; flowint:lab.probes,==,3; sid:9100007; rev:1;)
+alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"LAB pcre look-ahead"; flow:established,to_client; file.data; content:"hello from"; pcre:"/^hello from (?!apache)nginx(?=\n)/"; sid:9100008; rev:1;)
+alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB raw beside http"; flow:established,to_server; content:"GET /api/raw1 HTTP/1.1|0d 0a|"; startswith; http.method; content:"GET"; http.uri; content:"/api/raw"; sid:9100009; rev:1;)
 "#;
 
 fn sid(a: &Value) -> Option<u64> {
@@ -116,6 +123,35 @@ fn rule_families(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     // A second connection without the setter: the checker stays silent.
     let o = curl(&t, lab::SERVER_NAME, &["/api/other"], false)?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "200\n", "{o:?}");
+    // HTTP/1.1 requests, whose bytes as sent the raw content sees: one
+    // matches, the other's request line differs.
+    for path in ["/api/raw1", "/api/raw2"] {
+        let o = t
+            .lab
+            .command(
+                t.lab.client_ns(),
+                "curl",
+                &[
+                    "-sS",
+                    "--http1.1",
+                    "--max-time",
+                    "10",
+                    "--interface",
+                    &CLIENT.to_string(),
+                    "--resolve",
+                    &format!("{}:443:{SERVER}", lab::SERVER_NAME),
+                    "--cacert",
+                    &t.pki.policy_ca_cert.display().to_string(),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}\\n",
+                    &format!("https://{}{path}", lab::SERVER_NAME),
+                ],
+            )
+            .output()?;
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "200\n", "{o:?}");
+    }
     // The passed flow: curl's hello offers TLS 1.3 (Debian's nginx 1.22
     // then settles on 1.2), and nginx's own certificate reaches curl.
     let o = curl(&t, PASSED_NAME, &["/index.html"], true)?;
@@ -177,6 +213,26 @@ fn rule_families(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         of(9100005).len(),
         1,
         "{mode:?}: threshold limit 1 of 3: {alerts:#?}"
+    );
+    assert!(
+        of(9100006).is_empty(),
+        "noalert counter logged: {alerts:#?}"
+    );
+    assert_eq!(
+        of(9100007).len(),
+        1,
+        "{mode:?}: flowint reaches 3 on the third probe only: {alerts:#?}"
+    );
+    assert_eq!(
+        of(9100008).len(),
+        1,
+        "{mode:?}: pcre look-ahead on index.html's body: {alerts:#?}"
+    );
+    // Once: /api/raw2 matches the http buffers but not the raw request line.
+    assert_eq!(
+        of(9100009).len(),
+        1,
+        "{mode:?}: raw content beside http buffers: {alerts:#?}"
     );
     Ok(())
 }

@@ -56,9 +56,35 @@ struct Knobs {
     core: usize,
     tls12: bool,
     only: Option<String>,
-    /// Run the appliance with the default IPS rules (prevent mode).
-    rules: bool,
+    /// The appliance's IPS rules; [`Rules::EtOpen`] compares it without
+    /// rules and with the ET Open set instead of against sslsplit.
+    rules: Rules,
+    /// Rounds of the rules comparison (columns alternate within a round).
+    rounds: u64,
 }
+
+/// Which IPS rules the appliance runs (`LAB_BENCH_RULES`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rules {
+    /// No `[ips]` section.
+    None,
+    /// `1`: the shipped `configs/rules/default.rules`, prevent mode.
+    Default,
+    /// `et`: the ET Open HTTP and TLS fixture set, prevent mode.
+    EtOpen,
+}
+
+/// The ET Open rule files the rules comparison loads.
+const ET_OPEN_RULES: [&str; 2] = [
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/et-open/et-open-http.rules"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/et-open/et-open-tls.rules"
+    ),
+];
 
 impl Knobs {
     fn from_env() -> Knobs {
@@ -71,7 +97,12 @@ impl Knobs {
             core: env_u64("LAB_BENCH_CORE", 0) as usize,
             tls12: std::env::var("LAB_BENCH_TLS").is_ok_and(|v| v == "1.2"),
             only: std::env::var("LAB_BENCH_ONLY").ok(),
-            rules: std::env::var("LAB_BENCH_RULES").is_ok_and(|v| v == "1"),
+            rules: match std::env::var("LAB_BENCH_RULES").as_deref() {
+                Ok("1") => Rules::Default,
+                Ok("et") => Rules::EtOpen,
+                _ => Rules::None,
+            },
+            rounds: env_u64("LAB_BENCH_ROUNDS", 1).max(1),
         }
     }
 
@@ -93,14 +124,15 @@ impl Knobs {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Sslsplit,
-    Appliance,
+    Appliance(Rules),
 }
 
 impl Engine {
     fn name(self) -> &'static str {
         match self {
             Engine::Sslsplit => "sslsplit",
-            Engine::Appliance => "appliance",
+            Engine::Appliance(Rules::EtOpen) => "appliance-et",
+            Engine::Appliance(_) => "appliance",
         }
     }
 }
@@ -132,6 +164,40 @@ struct Column {
     idle_secs: Option<f64>,
     rss_base_kib: Option<u64>,
     rss_idle_kib: Option<u64>,
+    /// The appliance's own log line of its rule load: rules loaded,
+    /// skipped, milliseconds, prefilter.
+    rule_load: Option<RuleLoad>,
+    /// IPS alerts raised over the run (`tlsinspect_ips_alerts`, all sids).
+    alerts: Option<u64>,
+}
+
+/// What the appliance logged when it loaded its rules.
+#[derive(Clone, Debug)]
+struct RuleLoad {
+    loaded: u64,
+    skipped: u64,
+    ms: f64,
+    prefilter: String,
+}
+
+impl RuleLoad {
+    /// Parses `ips: N rules loaded, M skipped, from F file(s) in X ms
+    /// (prefilter P)` out of the appliance's stderr.
+    fn from_log(log: &str) -> Option<RuleLoad> {
+        let l = log
+            .lines()
+            .find_map(|l| l.split_once("ips: ").map(|(_, r)| r))?;
+        let (loaded, rest) = l.split_once(" rules loaded, ")?;
+        let (skipped, rest) = rest.split_once(" skipped, ")?;
+        let (_, rest) = rest.split_once(" in ")?;
+        let (ms, rest) = rest.split_once(" ms (prefilter ")?;
+        Some(RuleLoad {
+            loaded: loaded.trim().parse().ok()?,
+            skipped: skipped.trim().parse().ok()?,
+            ms: ms.trim().parse().ok()?,
+            prefilter: rest.trim_end_matches(')').to_owned(),
+        })
+    }
 }
 
 impl Column {
@@ -356,7 +422,7 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
         prefix: lab::unique_prefix(&format!("ssl{}", engine.name())),
         mode: match engine {
             Engine::Sslsplit => LabMode::Bridge,
-            Engine::Appliance => LabMode::AfPacket,
+            Engine::Appliance(_) => LabMode::AfPacket,
         },
         clients: vec![CLIENT],
         servers: vec![SERVER],
@@ -416,7 +482,7 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
             let pid = lab.spawn("sslsplit", cmd)?;
             (pid, format!("{SSLSPLIT_ADDR}:{SSLSPLIT_PORT}"))
         }
-        Engine::Appliance => {
+        Engine::Appliance(rules) => {
             let (lan, wan) = lab.appliance_ports();
             let config = tlsinspect::demo::render_config(
                 tlsinspect::demo::DEMO_CONFIG_TEMPLATE,
@@ -446,13 +512,22 @@ fn start(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<
                 ),
                 Err(_) => config,
             };
-            let config = if k.rules {
-                format!(
-                    "{config}\n[ips]\nrules = [\"{}\"]\nmode = \"prevent\"\n",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/configs/rules/default.rules")
-                )
-            } else {
+            let files: &[&str] = match rules {
+                Rules::None => &[],
+                Rules::Default => &[concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/configs/rules/default.rules"
+                )],
+                Rules::EtOpen => &ET_OPEN_RULES,
+            };
+            let config = if files.is_empty() {
                 config
+            } else {
+                let list: Vec<String> = files.iter().map(|f| format!("{f:?}")).collect();
+                format!(
+                    "{config}\n[ips]\nrules = [{}]\nmode = \"prevent\"\n",
+                    list.join(", ")
+                )
             };
             let path = dir.join("bench.toml");
             std::fs::write(&path, config)?;
@@ -602,7 +677,10 @@ impl Drop for HoldGuard {
 fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Result<Column> {
     let s = start(engine, pki, dir, k)?;
     let tck = clk_tck();
-    let mut col = Column::default();
+    let mut col = Column {
+        rule_load: RuleLoad::from_log(&s.stderr()),
+        ..Column::default()
+    };
     let secs = k.seconds.to_string();
 
     // (a) new connections per second.
@@ -639,7 +717,7 @@ fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Resul
     // (b) bulk.
     // Optional profile of the appliance during the bulk downloads.
     let perf = match (engine, std::env::var_os("LAB_BENCH_PERF")) {
-        (Engine::Appliance, Some(out)) => Some(
+        (Engine::Appliance(_), Some(out)) => Some(
             std::process::Command::new("perf")
                 .args(["record", "-F", "999", "-g", "-p", &s.pid.to_string(), "-o"])
                 .arg(&out)
@@ -700,7 +778,7 @@ fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Resul
         let url = format!("https://{SNI}/");
         let connect_to = match engine {
             Engine::Sslsplit => format!("--connect-to={SSLSPLIT_ADDR}:{SSLSPLIT_PORT}"),
-            Engine::Appliance => format!("--connect-to={SERVER}:443"),
+            Engine::Appliance(_) => format!("--connect-to={SERVER}:443"),
         };
         let c0 = cpu_s(s.pid, tck);
         let out = s.lab.exec(
@@ -741,7 +819,7 @@ fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Resul
             engine.name()
         );
     }
-    if engine == Engine::Appliance {
+    if let Engine::Appliance(rules) = engine {
         if let Ok(m) = s.lab.exec(
             s.lab.appliance_ns(),
             "curl",
@@ -754,6 +832,14 @@ fn measure(engine: Engine, pki: &LabPki, dir: &Path, k: &Knobs) -> anyhow::Resul
                 super::quantile(&m, name, 0.99),
             ) {
                 col.latency_us = Some((a * 1e6, b * 1e6));
+            }
+            if rules != Rules::None {
+                col.alerts = Some(
+                    m.lines()
+                        .filter(|l| l.starts_with("tlsinspect_ips_alerts"))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                        .sum(),
+                );
             }
         }
     }
@@ -874,9 +960,12 @@ pub fn run() -> anyhow::Result<()> {
         .tempdir()?;
     let pki = pki::create(&dir.path().join("pki"), &[SNI, &SERVER.to_string()])?;
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if k.rules == Rules::EtOpen {
+        return run_rules(&k, &pki, dir.path(), &load_before);
+    }
 
     let mut cols = Vec::new();
-    for engine in [Engine::Sslsplit, Engine::Appliance] {
+    for engine in [Engine::Sslsplit, Engine::Appliance(k.rules)] {
         if k.only.as_deref().is_some_and(|o| o != engine.name()) {
             cols.push(Column::default());
             continue;
@@ -1069,6 +1158,275 @@ pub fn run() -> anyhow::Result<()> {
         println!(
             "\nNOTE: the appliance column measured a relay, not interception: its numbers are not comparable yet."
         );
+    }
+    println!("\nload average before: {}", load_before.trim());
+    println!("load average after:  {}", load_after.trim());
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// One column from its rounds: the medians of the rate, bulk and h2load
+/// figures, everything else from the last round, certificates and errors
+/// of all rounds.
+fn combine(mut runs: Vec<Column>) -> Column {
+    let pick = |f: fn(&Column) -> Option<f64>, runs: &[Column]| {
+        median(runs.iter().filter_map(f).collect())
+    };
+    let conns_per_s = pick(|c| c.conns_per_s, &runs);
+    let cpu_us_per_conn = pick(|c| c.cpu_us_per_conn, &runs);
+    let rate_util = pick(|c| c.rate_util, &runs);
+    let bulk_mb_per_s = pick(|c| c.bulk_mb_per_s, &runs);
+    let cpu_ms_per_mb = pick(|c| c.cpu_ms_per_mb, &runs);
+    let bulk_util = pick(|c| c.bulk_util, &runs);
+    let h2load_req_per_s = pick(|c| c.h2load_req_per_s, &runs);
+    let h2load_cpu_us_per_req = pick(|c| c.h2load_cpu_us_per_req, &runs);
+    let load_ms = pick(|c| c.rule_load.as_ref().map(|l| l.ms), &runs);
+    let Some(mut out) = runs.pop() else {
+        return Column::default();
+    };
+    for r in runs {
+        for (k, v) in r.issuers {
+            *out.issuers.entry(k).or_default() += v;
+        }
+        for (k, v) in r.suites {
+            *out.suites.entry(k).or_default() += v;
+        }
+        out.errors.extend(r.errors);
+        out.bulk_mismatch += r.bulk_mismatch;
+        out.alerts = match (out.alerts, r.alerts) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+    if let (Some(l), Some(ms)) = (out.rule_load.as_mut(), load_ms) {
+        l.ms = ms;
+    }
+    Column {
+        conns_per_s,
+        cpu_us_per_conn,
+        rate_util,
+        bulk_mb_per_s,
+        cpu_ms_per_mb,
+        bulk_util,
+        h2load_req_per_s,
+        h2load_cpu_us_per_req,
+        ..out
+    }
+}
+
+/// A table row: name, the figure of a column, decimals, target.
+type Row = (
+    &'static str,
+    fn(&Column) -> Option<f64>,
+    usize,
+    &'static str,
+);
+
+fn print_row(name: &str, a: String, b: String, r: String, t: &str) {
+    println!("{name:<30} {a:>14} {b:>14} {r:>12}   {t}");
+}
+
+/// The rules comparison (`LAB_BENCH_RULES=et`): the appliance without IPS
+/// rules and with the full ET Open HTTP + TLS set, each in a fresh lab,
+/// alternating for LAB_BENCH_ROUNDS rounds; medians and their ratios.
+fn run_rules(k: &Knobs, pki: &LabPki, dir: &Path, load_before: &str) -> anyhow::Result<()> {
+    let engines = [
+        Engine::Appliance(Rules::None),
+        Engine::Appliance(Rules::EtOpen),
+    ];
+    let mut runs: [Vec<Column>; 2] = Default::default();
+    for round in 0..k.rounds {
+        for (i, engine) in engines.into_iter().enumerate() {
+            let d = dir.join(format!("round{round}"));
+            runs[i].push(match measure(engine, pki, &d, k) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{} (round {round}): {e:#}", engine.name());
+                    Column {
+                        errors: vec![format!("round {round}: {e:#}")],
+                        ..Column::default()
+                    }
+                }
+            });
+        }
+    }
+    let per_round: Vec<(Option<f64>, Option<f64>)> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(n, e)| {
+            (
+                e.cpu_us_per_conn.zip(n.cpu_us_per_conn).map(|(e, n)| e / n),
+                e.cpu_ms_per_mb.zip(n.cpu_ms_per_mb).map(|(e, n)| e / n),
+            )
+        })
+        .collect();
+    let [none, et] = runs;
+    let (n, e) = (combine(none), combine(et));
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    println!(
+        "\nIPS rules: the appliance without rules and with the ET Open HTTP + TLS set, pinned to core {} (taskset), client and nginx origin on cores {}",
+        k.core,
+        k.peer_cores()
+    );
+    println!(
+        "{} round(s), medians; rate: {} s, {} concurrent clients, full handshakes, GET / (17 B); bulk: {} conn(s) of keep-alive GET /bulk.bin ({} MiB) for {} s; idle: up to {} connections\n",
+        k.rounds, k.seconds, k.concurrency, k.bulk_conns, k.bulk_mb, k.seconds, k.idle
+    );
+    print_row(
+        "",
+        "no rules".into(),
+        "ET Open".into(),
+        "ET/none".into(),
+        "target",
+    );
+    let rows: [Row; 10] = [
+        ("new conns/s", |c| c.conns_per_s, 0, ""),
+        (
+            "CPU per conn (µs)",
+            |c| c.cpu_us_per_conn,
+            0,
+            "ratio <= 1.20",
+        ),
+        (
+            "  = conns/s per full core",
+            |c| c.cpu_us_per_conn.map(|v| 1e6 / v),
+            0,
+            "",
+        ),
+        (
+            "  interceptor core busy (%)",
+            |c| c.rate_util.map(|u| u * 100.0),
+            0,
+            "",
+        ),
+        ("bulk MB/s", |c| c.bulk_mb_per_s, 0, ""),
+        ("CPU per MB (ms)", |c| c.cpu_ms_per_mb, 3, "ratio <= 1.50"),
+        (
+            "  = MB/s per full core",
+            |c| c.cpu_ms_per_mb.map(|v| 1e3 / v),
+            0,
+            "",
+        ),
+        (
+            "  interceptor core busy (%)",
+            |c| c.bulk_util.map(|u| u * 100.0),
+            0,
+            "",
+        ),
+        ("h2load req/s (HTTP/1.1)", |c| c.h2load_req_per_s, 0, ""),
+        ("  CPU per request (µs)", |c| c.h2load_cpu_us_per_req, 1, ""),
+    ];
+    for (name, f, prec, target) in rows {
+        print_row(
+            name,
+            fmt(f(&n), prec),
+            fmt(f(&e), prec),
+            ratio(f(&e), f(&n)),
+            target,
+        );
+    }
+    let lat = |c: &Column| {
+        c.latency_us
+            .map_or("-".into(), |(p50, p99)| format!("{p50:.0}/{p99:.0}"))
+    };
+    print_row(
+        "added latency p50/p99 (µs)",
+        lat(&n),
+        lat(&e),
+        String::new(),
+        "histogram bucket bounds",
+    );
+    let frames = |c: &Column, i: usize| c.bulk_frames_per_mb.map(|f| f[i]);
+    for (i, name) in [
+        "  frames/MB to client",
+        "  frames/MB from client",
+        "  frames/MB to server",
+        "  frames/MB from server",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        print_row(
+            name,
+            fmt(frames(&n, i), 0),
+            fmt(frames(&e, i), 0),
+            ratio(frames(&e, i), frames(&n, i)),
+            "",
+        );
+    }
+    print_row(
+        "RSS per idle conn (KiB)",
+        fmt(kib_per_conn(&n), 1),
+        fmt(kib_per_conn(&e), 1),
+        ratio(kib_per_conn(&e), kib_per_conn(&n)),
+        "",
+    );
+    let load = e.rule_load.clone();
+    print_row(
+        "rules loaded / skipped",
+        "-".into(),
+        load.as_ref()
+            .map_or("-".into(), |l| format!("{}/{}", l.loaded, l.skipped)),
+        String::new(),
+        "",
+    );
+    print_row(
+        "rule load time (ms)",
+        "-".into(),
+        fmt(load.as_ref().map(|l| l.ms), 1),
+        String::new(),
+        "< 2000 (appliance's own log line)",
+    );
+    print_row(
+        "prefilter",
+        "-".into(),
+        load.as_ref().map_or("-".into(), |l| l.prefilter.clone()),
+        String::new(),
+        "",
+    );
+    print_row(
+        "IPS alerts raised",
+        "-".into(),
+        e.alerts.map_or("-".into(), |a| a.to_string()),
+        String::new(),
+        "",
+    );
+    if per_round.len() > 1 {
+        for (i, (c, b)) in per_round.iter().enumerate() {
+            println!(
+                "round {i}: ET/none CPU per conn {}, CPU per MB {}",
+                c.map_or("-".into(), |v| format!("{v:.2}")),
+                b.map_or("-".into(), |v| format!("{v:.2}"))
+            );
+        }
+    }
+    println!();
+    for (name, c) in [("no rules", &n), ("ET Open", &e)] {
+        println!("{name}: {}", c.verdict());
+        for (i, n) in &c.issuers {
+            println!("  issuer seen: {i}  ({n} sampled connections)");
+        }
+        for (v, n) in &c.suites {
+            println!("  negotiated:  {v}  ({n})");
+        }
+        if c.bulk_mismatch > 0 {
+            println!("  BULK CONTENT MISMATCH in {} download(s)", c.bulk_mismatch);
+        }
+        for e in &c.errors {
+            println!("  error: {e}");
+        }
+    }
+    if e.rule_load.is_none() {
+        println!("\nNOTE: no rule-load line in the ET column's appliance log: its rules may not have loaded.");
     }
     println!("\nload average before: {}", load_before.trim());
     println!("load average after:  {}", load_after.trim());

@@ -18,7 +18,7 @@ use super::appid::RequestFacts;
 use super::http1::{self, Event, Expect, Side};
 use super::http2;
 use super::ips::{
-    Action, Activity, Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Ruleset, Scratch,
+    app_event, Action, Activity, Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Ruleset, Scratch,
 };
 use super::text::html_escape;
 use super::webfilter::Verdict;
@@ -51,6 +51,8 @@ pub(crate) struct Txn {
     pub resp_header_buf: Vec<u8>,
     /// The request's other head buffers some rule wants (cookie, start, ...).
     pub req_extra: Vec<(Buffer, Vec<u8>)>,
+    /// The `app-layer-event` bits the request raised.
+    pub req_events: u32,
     /// The response's other head buffers some rule wants.
     pub resp_extra: Vec<(Buffer, Vec<u8>)>,
     /// The response body held for `file.data` rules (up to the limit).
@@ -176,7 +178,40 @@ pub(crate) fn head_buffers(
             out.push((side(Buffer::HeaderRaw), raw[after..].to_vec()));
         }
     }
+    // The raw content of a rule beside its HTTP buffers: the message's head
+    // as received, as Suricata matches such content on the stream; the held
+    // body (de-chunked: chunk-size lines are not in it) joins it when the
+    // rules run on it. An HTTP/2 message has no bytes of its own on the
+    // stream (frames, HPACK), so none.
+    if want(Buffer::Raw) {
+        if let Some(raw) = raw {
+            out.push((Buffer::Raw, raw.to_vec()));
+        }
+    }
     out
+}
+
+/// The `app-layer-event` bits of an HTTP/1 request head: a
+/// `Transfer-Encoding` none of whose codings is `chunked` is libhtp's
+/// `invalid_transfer_encoding_value_in_request`.
+fn request_events(headers: &[(String, Vec<u8>)]) -> u32 {
+    let mut events = 0;
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case("transfer-encoding")
+            && !v
+                .split(|&b| b == b',')
+                .any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            events |= app_event::HTTP_INVALID_TE_REQUEST;
+        }
+    }
+    events
+}
+
+/// The raw head among a message's extra buffers, joined with `body`.
+fn raw_with_body(extra: &[(Buffer, Vec<u8>)], body: &[u8]) -> Option<Vec<u8>> {
+    let (_, head) = extra.iter().find(|(b, _)| *b == Buffer::Raw)?;
+    Some([head.as_slice(), body].concat())
 }
 
 /// State shared by the protocol handlers of one flow.
@@ -327,12 +362,19 @@ impl Core {
             headers,
             raw_head,
         );
+        // libhtp's events exist for HTTP/1 (raw_head), not for HTTP/2.
+        let req_events = if raw_head.is_some() {
+            request_events(headers)
+        } else {
+            0
+        };
         Txn {
             method: method.to_string(),
             host: host.to_string(),
             target: target.to_vec(),
             header_buf: header_lines(headers),
             req_extra,
+            req_events,
             uri,
             ua,
             app,
@@ -429,6 +471,7 @@ impl Core {
         for (b, v) in &txn.req_extra {
             bufs.set(*b, v);
         }
+        bufs.set_events(txn.req_events);
     }
 
     /// Runs the request-phase IPS rules on a request (and its held body).
@@ -436,10 +479,15 @@ impl Core {
         if self.ips_passed || self.shared.ips.phase_empty(Phase::Request) {
             return IpsOutcome::Continue;
         }
+        let body = body.filter(|b| !b.is_empty());
+        let raw = body.and_then(|b| raw_with_body(&txn.req_extra, b));
         let mut bufs = Buffers::default();
         Self::request_buffers(txn, &mut bufs);
-        if let Some(b) = body.filter(|b| !b.is_empty()) {
+        if let Some(b) = body {
             bufs.set(Buffer::RequestBody, b);
+        }
+        if let Some(r) = &raw {
+            bufs.set(Buffer::Raw, r);
         }
         self.run(Phase::Request, &bufs, true, None)
     }
@@ -467,13 +515,12 @@ impl Core {
                 let (o, scan) = {
                     let mut bufs = Buffers::default();
                     Self::response_buffers(txn, &status, &mut bufs);
-                    // At the head: decide once whether the body needs holding.
-                    let scan = ips.could_need(
-                        Phase::Response,
-                        Buffer::ResponseBody,
-                        &bufs,
-                        &mut self.scratch,
-                    );
+                    // At the head: decide once whether the body needs holding
+                    // (for the body rules, or for raw content beside HTTP
+                    // buffers, which the body extends).
+                    let scan = [Buffer::ResponseBody, Buffer::Raw]
+                        .into_iter()
+                        .any(|b| ips.could_need(Phase::Response, b, &bufs, &mut self.scratch));
                     (
                         self.run(Phase::Response, &bufs, false, Some(&mut sids)),
                         scan,
@@ -510,10 +557,14 @@ impl Core {
         let body = std::mem::take(&mut txn.resp_body);
         let mut sids = std::mem::take(&mut txn.resp_sids);
         let status = txn.status.map(|s| format!("{s:03}")).unwrap_or_default();
+        let raw = raw_with_body(&txn.resp_extra, &body);
         let o = {
             let mut bufs = Buffers::default();
             Self::response_buffers(txn, &status, &mut bufs);
             bufs.set(Buffer::ResponseBody, &body);
+            if let Some(r) = &raw {
+                bufs.set(Buffer::Raw, r);
+            }
             self.run(Phase::Response, &bufs, false, Some(&mut sids))
         };
         txn.resp_sids = sids;
@@ -522,6 +573,8 @@ impl Core {
 
     fn response_buffers<'a>(txn: &'a Txn, status: &'a str, bufs: &mut Buffers<'a>) {
         Self::request_buffers(txn, bufs);
+        // Raw content in the response phase means the response's bytes.
+        bufs.unset(Buffer::Raw);
         if txn.status.is_some() {
             bufs.set(Buffer::StatCode, status.as_bytes());
         }

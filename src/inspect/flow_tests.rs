@@ -582,3 +582,84 @@ fn raw_rules_stop_at_the_stream_depth() {
         assert_eq!(o.alerts.iter().any(|a| a.sid == 6000030), fires, "at {at}");
     }
 }
+
+#[test]
+fn raw_content_beside_http_buffers_matches_the_message_as_received() {
+    // ET's shape: stream content spanning the end of the head and the
+    // start of the body, beside http.method/http.uri; and a response rule
+    // with raw content beside http.stat_code.
+    let e = engines(
+        Mode::Detect,
+        r#"alert http any any -> any any (msg:"c99 post"; flow:established,to_server; content:"|0d 0a 0d 0a|act="; fast_pattern; http.method; content:"POST"; http.uri; content:"/shell.php"; sid:6000040; rev:1;)
+alert http any any -> any any (msg:"raw resp"; flow:established,to_client; content:"X-Kit|3a 20|"; content:"kitbody"; distance:0; http.stat_code; content:"200"; sid:6000041; rev:1;)"#,
+    );
+    let post = |uri: &str, body: &str| {
+        format!(
+            "POST {uri} HTTP/1.1\r\nHost: a.example\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let resp = b"HTTP/1.1 200 OK\r\nX-Kit: 1\r\nContent-Length: 7\r\n\r\nkitbody";
+    let sids = |o: &Outcome| {
+        let mut v: Vec<u64> = o.alerts.iter().map(|a| a.sid).collect();
+        v.sort();
+        v
+    };
+    let o = check_all_splits(&e, None, &[c(&post("/shell.php", "act=ls")), s(resp)]);
+    assert_eq!(sids(&o), [6000040, 6000041], "{:?}", o.alerts);
+    // The raw content must be there, and the http buffers must agree.
+    let o = check_all_splits(&e, None, &[c(&post("/shell.php", "cmd=ls")), s(resp)]);
+    assert_eq!(sids(&o), [6000041]);
+    let o = check_all_splits(&e, None, &[c(&post("/other.php", "act=ls")), s(resp)]);
+    assert_eq!(sids(&o), [6000041]);
+    let o = check_all_splits(
+        &e,
+        None,
+        &[
+            c(&post("/shell.php", "act=ls")),
+            s(b"HTTP/1.1 404 Not Found\r\nX-Kit: 1\r\nContent-Length: 7\r\n\r\nkitbody"),
+        ],
+    );
+    assert_eq!(sids(&o), [6000040]);
+}
+
+#[test]
+fn app_layer_event_invalid_transfer_encoding_in_request() {
+    // ET's CVE-2023-46747 shape: the event, then raw content of the
+    // request as sent (head and body).
+    let e = engines(
+        Mode::Detect,
+        r#"alert http any any -> any any (msg:"bad te smuggling"; flow:established,to_server; app-layer-event:http.invalid_transfer_encoding_value_in_request; content:"|0d 0a 00 08|HTTP"; content:"/tmui/"; distance:0; sid:6000050; rev:1;)"#,
+    );
+    let req = |te: &str, body: &[u8]| {
+        let mut r = format!(
+            "POST /tmui/login.jsp HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: {te}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let body = b"\x00\x08HTTP/1.1\x00\x12/tmui/Control/form\x00";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let fired = |te: &str, body: &[u8]| {
+        let o = check_all_splits(&e, None, &[c(&req(te, body)), s(resp)]);
+        o.alerts.iter().any(|a| a.sid == 6000050)
+    };
+    assert!(fired("xchunked", body));
+    assert!(fired("gzip", body));
+    // No event: chunked is among the codings (framing as chunked is then
+    // another matter); and the raw content must still be there.
+    let chunked = b"1f\r\n\x00\x08HTTP/1.1\x00\x12/tmui/Control/form\x00\r\n0\r\n\r\n";
+    let chunked_req = [
+        &b"POST /tmui/login.jsp HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+            [..],
+        &chunked[..],
+    ]
+    .concat();
+    let o = check_all_splits(&e, None, &[c(&chunked_req), s(resp)]);
+    assert_eq!(o.to_server, chunked_req, "the chunked request went through");
+    assert!(!o.alerts.iter().any(|a| a.sid == 6000050), "{:?}", o.alerts);
+    assert!(!fired("xchunked", b"no ajp here"));
+}

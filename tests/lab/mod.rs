@@ -826,3 +826,43 @@ pub fn assert_inspected_flow(records: &[Value], port: u16) -> &Value {
     assert_eq!(rec["tlsinspect"]["scope_id"], "sc-https", "{rec}");
     rec
 }
+
+/// When the flow of `record` began (`flow.start` of a flow record).
+pub fn flow_start(record: &Value) -> Option<std::time::SystemTime> {
+    tlsinspect::log::record::parse_timestamp(record["flow"]["start"].as_str()?)
+}
+
+/// The `flow` record of the connection `client` -> `server` that began at
+/// or after `since`, the earliest such.
+///
+/// Unlike [`flow_record`] it cannot match an earlier connection that had
+/// the same client port (the kernel reuses ports), and it matches the
+/// server's address and port too. Take `since` just before starting the
+/// connection.
+pub fn connection_record(
+    records: &[Value],
+    client: (Ipv4Addr, u16),
+    server: (Ipv4Addr, u16),
+    since: std::time::SystemTime,
+) -> Option<&Value> {
+    records
+        .iter()
+        .filter(|r| {
+            r["event_type"] == "flow"
+                && r["src_ip"] == client.0.to_string()
+                && r["src_port"] == client.1
+                && r["dest_ip"] == server.0.to_string()
+                && r["dest_port"] == server.1
+        })
+        .filter_map(|r| Some((flow_start(r)?, r)))
+        .filter(|(start, _)| *start >= since)
+        .min_by_key(|(start, _)| *start)
+        .map(|(_, r)| r)
+}
+
+/// The `event` record (tls, http, ...) of the same flow as `flow`, by flow id.
+pub fn event_of<'r>(records: &'r [Value], event: &str, flow: &Value) -> Option<&'r Value> {
+    records
+        .iter()
+        .find(|r| r["event_type"] == event && r["flow_id"] == flow["flow_id"])
+}

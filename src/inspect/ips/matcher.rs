@@ -16,6 +16,8 @@ pub struct Buffers<'a> {
     slots: [Option<&'a [u8]>; BUFFERS],
     /// `tls.certs`: each certificate of the chain, leaf first.
     certs: &'a [&'a [u8]],
+    /// The [`app_event`](super::rule::app_event) bits the message raised.
+    events: u32,
 }
 
 impl Default for Buffers<'_> {
@@ -23,6 +25,7 @@ impl Default for Buffers<'_> {
         Buffers {
             slots: [None; BUFFERS],
             certs: &[],
+            events: 0,
         }
     }
 }
@@ -31,6 +34,16 @@ impl<'a> Buffers<'a> {
     /// Sets buffer `b`.
     pub fn set(&mut self, b: Buffer, data: &'a [u8]) {
         self.slots[b as usize] = Some(data);
+    }
+
+    /// Records the app-layer events the message raised.
+    pub fn set_events(&mut self, events: u32) {
+        self.events = events;
+    }
+
+    /// Removes buffer `b` (rules on it then cannot match).
+    pub fn unset(&mut self, b: Buffer) {
+        self.slots[b as usize] = None;
     }
 
     /// Gets buffer `b` (for [`Buffer::Certs`], the leaf).
@@ -65,9 +78,11 @@ const PCRE_TRIES: usize = 64;
 
 /// Whether every buffer group of `rule` matches.
 pub fn rule_matches(rule: &Rule, bufs: &Buffers<'_>) -> bool {
-    rule.groups
-        .iter()
-        .all(|g| bufs.each(g.buffer).any(|data| group_matches(g, data)))
+    bufs.events & rule.app_events == rule.app_events
+        && rule
+            .groups
+            .iter()
+            .all(|g| bufs.each(g.buffer).any(|data| group_matches(g, data)))
 }
 
 fn group_matches(g: &Group, data: &[u8]) -> bool {
@@ -371,7 +386,7 @@ fn pcre_step(
     };
     let hay = &data[from..];
     if p.negated {
-        return p.re.find(hay).is_none() && step(items, i + 1, data, prev_end, budget);
+        return !p.re.is_match(hay) && step(items, i + 1, data, prev_end, budget);
     }
     let mut at = 0;
     for _ in 0..PCRE_TRIES {
@@ -379,19 +394,16 @@ fn pcre_step(
             return false;
         }
         let (m_start, m_end, digits_ok) = if p.luhn {
-            let Some(caps) = p.re.captures_at(hay, at) else {
+            let Some((whole, group)) = p.re.captures_at(hay, at) else {
                 return false;
             };
-            let Some(whole) = caps.get(0) else {
-                return false;
-            };
-            let subject = caps.get(1).unwrap_or(whole);
-            (whole.start(), whole.end(), luhn_valid(subject.as_bytes()))
+            let (s, e) = group.unwrap_or(whole);
+            (whole.0, whole.1, luhn_valid(&hay[s..e]))
         } else {
-            let Some(m) = p.re.find_at(hay, at) else {
+            let Some((s, e)) = p.re.find_at(hay, at) else {
                 return false;
             };
-            (m.start(), m.end(), true)
+            (s, e, true)
         };
         if digits_ok {
             if step(items, i + 1, data, from + m_end, budget) {
@@ -510,6 +522,24 @@ mod tests {
         assert!(!raw(card, b"card=4111 1111 1111 1112;"));
         // A failing number first does not hide a valid one later.
         assert!(raw(card, b"1234567812345678 and 5500-0000-0000-0004"));
+    }
+
+    #[test]
+    fn pcre_look_around_and_backreferences_in_rules() {
+        // A relative look-ahead: after the content, a name not followed by
+        // another label.
+        let tail = r#"content:"CN="; pcre:"/^(?:[^\r\n]+?\.)?evil\.run(?!\.)/R";"#;
+        assert!(raw(tail, b"subject CN=a.evil.run"));
+        assert!(!raw(tail, b"subject CN=a.evil.run.example"));
+        // A backreference, negated.
+        let echo = r#"content:"id="; pcre:!"/id=(?P<v>\w+)&back=(?P=v)/";"#;
+        assert!(raw(echo, b"id=ab&back=cd"));
+        assert!(!raw(echo, b"id=ab&back=ab"));
+        // Luhn on the first group of a backtracking expression.
+        let card = r#"pcre:"/(?<![0-9])(\d{16})(?![0-9])/"; luhn;"#;
+        assert!(raw(card, b"x4111111111111111y"));
+        assert!(!raw(card, b"x41111111111111111y"));
+        assert!(!raw(card, b"x4111111111111112y"));
     }
 
     #[test]

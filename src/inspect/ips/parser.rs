@@ -13,8 +13,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 
 use super::rule::{
-    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowOpts, Group,
-    Item, Pcre, PortSet, Proto, Rule, Threshold, ThresholdKind, TlsVersions, Track, XBit,
+    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowInt, FlowOpts,
+    Group, IntOp, IntValue, Item, Pcre, PortSet, Proto, Regex, Rule, Threshold, ThresholdKind,
+    TlsVersions, Track, XBit, BACKTRACK_LIMIT,
 };
 
 /// Why a rule could not be used.
@@ -503,22 +504,9 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<(Buffer, bool)>), RuleError> {
     if anchored {
         src.push_str("\\A");
     }
-    src.push_str(&format!("(?:{pat})"));
-    let re = regex::bytes::RegexBuilder::new(&src)
-        .unicode(false)
-        .size_limit(2 << 20)
-        .dfa_size_limit(2 << 20)
-        .build()
-        .map_err(|e| {
-            let first = e.to_string();
-            let line = first
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("error:"))
-                .unwrap_or("cannot compile")
-                .to_string();
-            RuleError::Unsupported(format!("pcre /{pat}/ ({line})"))
-        })?;
+    src.push_str(&format!("(?:{})", pcre_escapes(pat)));
+    let re = compile_pcre(&src)
+        .map_err(|line| RuleError::Unsupported(format!("pcre /{pat}/ ({line})")))?;
     Ok((
         Pcre {
             re,
@@ -529,6 +517,140 @@ fn parse_pcre(v: &str) -> Result<(Pcre, Option<(Buffer, bool)>), RuleError> {
         },
         buffer,
     ))
+}
+
+/// Rewrites the PCRE syntax the regex crates read differently.
+///
+/// - In PCRE a backslash before any ASCII character that is not a letter or
+///   digit makes it literal (`\>`, `\/`, `\"`, `\ `); the regex crates
+///   accept only their own metacharacters escaped, and read `\<` and `\>`
+///   as word boundaries. Other punctuation becomes `\xHH`, which they read
+///   as that byte, inside a class or out.
+/// - Outside a class, a `{` that does not open a quantifier (`{n}`,
+///   `{n,}`, `{n,m}`, `{,m}`) is a literal `{` in PCRE; it is escaped.
+///   `{,m}` is `{0,m}`, as PCRE2 reads it since 10.43.
+fn pcre_escapes(pat: &str) -> String {
+    // The regex crate's escapable metacharacters (regex-syntax
+    // `is_meta_character`), which keep their escape.
+    const META: &str = "\\.+*?()|[]{}^$#&-~";
+    let mut out = String::with_capacity(pat.len());
+    let chars: Vec<char> = pat.chars().collect();
+    // Inside `[...]`; `class_start` is where its first member may be (a
+    // `]` there is literal).
+    let mut in_class = false;
+    let mut class_start = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some(&n) if n.is_ascii() && !n.is_ascii_alphanumeric() && !META.contains(n) => {
+                        out.push_str(&format!("\\x{:02X}", n as u32));
+                    }
+                    Some(&n) => {
+                        out.push('\\');
+                        out.push(n);
+                        // `\x{e9}`, `\p{L}`, `\k{name}`: the braces are the
+                        // escape's, not a quantifier.
+                        if "xpPkgo".contains(n) && chars.get(i + 2) == Some(&'{') {
+                            if let Some(n) = chars[i + 2..].iter().position(|&c| c == '}') {
+                                out.extend(&chars[i + 2..=i + 2 + n]);
+                                i += n + 1;
+                            }
+                        }
+                    }
+                    None => out.push('\\'),
+                }
+                i += 2;
+                continue;
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class_start = i;
+                continue;
+            }
+            ']' if in_class && i != class_start => in_class = false,
+            '{' if !in_class => {
+                let close = chars[i + 1..].iter().position(|&c| c == '}');
+                let quant = close.and_then(|n| {
+                    let body: String = chars[i + 1..i + 1 + n].iter().collect();
+                    let (lo, hi) = match body.split_once(',') {
+                        Some((lo, hi)) => (lo, Some(hi)),
+                        None => (body.as_str(), None),
+                    };
+                    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                    match hi {
+                        None if digits(lo) => Some(format!("{{{lo}}}")),
+                        Some(hi) if digits(lo) && (hi.is_empty() || digits(hi)) => {
+                            Some(format!("{{{lo},{hi}}}"))
+                        }
+                        Some(hi) if lo.is_empty() && digits(hi) => Some(format!("{{0,{hi}}}")),
+                        _ => None,
+                    }
+                    .map(|q| (q, n))
+                });
+                match quant {
+                    Some((q, n)) => {
+                        out.push_str(&q);
+                        i += n + 2;
+                    }
+                    None => {
+                        out.push_str("\\{");
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// Compiles a pcre's expression (flags already inline): on the regex
+/// crate's automata where it can be expressed, else — look-around,
+/// backreferences — on fancy-regex in byte mode. `Err` is the line of the
+/// error to report.
+fn compile_pcre(src: &str) -> Result<Regex, String> {
+    let err = match regex::bytes::RegexBuilder::new(src)
+        .unicode(false)
+        .size_limit(2 << 20)
+        .dfa_size_limit(2 << 20)
+        .build()
+    {
+        Ok(re) => return Ok(Regex::Automata(re)),
+        Err(e) => e.to_string(),
+    };
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("cannot compile")
+        .to_string();
+    // Only what the automata lack goes to the backtracker: `(?P=name)` is
+    // an "unrecognized flag" to the regex crate.
+    let backtracking = ["look-around", "backreference", "unrecognized flag"]
+        .iter()
+        .any(|w| line.contains(w));
+    if !backtracking {
+        return Err(line);
+    }
+    fancy_regex::RegexBuilder::new(src)
+        .bytes_mode(fancy_regex::BytesMode::Ascii)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .delegate_size_limit(2 << 20)
+        .build()
+        .map(|re| Regex::Backtracking(Box::new(re)))
+        .map_err(|e| format!("error: {e}"))
 }
 
 /// A sticky buffer keyword: the buffer, and whether a `flow:to_client` rule
@@ -836,6 +958,57 @@ fn parse_flowbits(v: Option<&str>, rule: &mut Rule) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// `flowint:name,op[,value]`: `=`, `+`, `-` change the integer when the
+/// rule matches; `<`, `<=`, `>`, `>=`, `==`, `!=`, `isset`, `notset`
+/// (`isnotset`) are conditions. The operand is a number or another
+/// flowint's name.
+fn parse_flowint(v: Option<&str>) -> Result<FlowInt, RuleError> {
+    let bad = || invalid(format!("bad `flowint` value `{}`", v.unwrap_or("")));
+    let p = parts(v);
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if p.len() < 2 || !name_ok(p[0]) {
+        return bad();
+    }
+    let op = match p[1] {
+        "=" => IntOp::Set,
+        "+" => IntOp::Add,
+        "-" => IntOp::Sub,
+        "<" => IntOp::Lt,
+        "<=" => IntOp::Le,
+        ">" => IntOp::Gt,
+        ">=" => IntOp::Ge,
+        "==" => IntOp::Eq,
+        "!=" => IntOp::Ne,
+        "isset" => IntOp::IsSet,
+        "notset" | "isnotset" => IntOp::NotSet,
+        _ => return bad(),
+    };
+    let value = match (op, p.get(2)) {
+        (IntOp::IsSet | IntOp::NotSet, None) => None,
+        (IntOp::IsSet | IntOp::NotSet, Some(_)) => return bad(),
+        (_, Some(v)) if p.len() == 3 => Some(match v.parse::<u32>() {
+            Ok(n) => IntValue::Number(n),
+            Err(_)
+                if name_ok(v) && (v.as_bytes()[0].is_ascii_alphabetic() || v.starts_with('_')) =>
+            {
+                IntValue::Var(v.to_string())
+            }
+            Err(_) => return bad(),
+        }),
+        _ => return bad(),
+    };
+    Ok(FlowInt {
+        name: p[0].to_string(),
+        op,
+        value,
+        ids: Vec::new(),
+    })
+}
+
 fn parse_track(kw: &str, s: &str) -> Result<Track, RuleError> {
     Ok(match s {
         "ip_src" | "by_src" => Track::Src,
@@ -1095,9 +1268,11 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         groups: Vec::new(),
         flowbits: Vec::new(),
         xbits: Vec::new(),
+        flowints: Vec::new(),
         threshold: None,
         noalert: false,
         tls_version: None,
+        app_events: 0,
         fast_pattern: None,
         origin: origin.to_string(),
     };
@@ -1350,6 +1525,14 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
             }
             "flowbits" => parse_flowbits(v, &mut rule)?,
             "xbits" => rule.xbits.push(parse_xbits(v)?),
+            "flowint" => rule.flowints.push(parse_flowint(v)?),
+            "app-layer-event" => {
+                let name = v.unwrap_or("").trim();
+                match super::rule::app_event::by_name(name) {
+                    Some(bit) => rule.app_events |= bit,
+                    None => return Err(RuleError::Unsupported(format!("app-layer-event:{name}"))),
+                }
+            }
             "noalert" => rule.noalert = true,
             "threshold" | "detection_filter" => {
                 if rule.threshold.is_some() {
@@ -1363,8 +1546,11 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                     match part.trim() {
                         "to_server" | "from_client" => rule.flow.to_server = true,
                         "to_client" | "from_server" => rule.flow.to_client = true,
-                        // Only established TCP streams are ever inspected.
-                        "established" | "stateless" => {}
+                        // Only established TCP streams are ever inspected,
+                        // and only their reassembled bytes (`only_stream`
+                        // holds by construction; `no_stream`, single
+                        // packets, cannot).
+                        "established" | "stateless" | "only_stream" => {}
                         other => return Err(RuleError::Unsupported(format!("flow:{other}"))),
                     }
                 }
@@ -1498,11 +1684,6 @@ fn check_buffers(rule: &mut Rule, groups: &[Group]) -> Result<(), RuleError> {
     if rule.tls_version.is_some() {
         return invalid("tls.version outside a tls rule");
     }
-    if raw && groups.len() > 1 {
-        return Err(RuleError::Unsupported(
-            "raw stream content mixed with http buffers".into(),
-        ));
-    }
     let req = uses(&|b| b != Buffer::Raw && !b.is_response());
     let resp = uses(&|b| b.is_response());
     if req && rule.flow.to_client && !resp {
@@ -1619,13 +1800,15 @@ mod tests {
         let r = parse(r#"alert tcp any any -> any any (http.uri; pkt_data; content:"|de ad be ef|"; sid:24;)"#).unwrap();
         assert_eq!(r.groups[0].buffer, Buffer::Raw);
         assert_eq!(content(&r, 0, 0).pattern, [0xde, 0xad, 0xbe, 0xef]);
-        // A raw content mixed with HTTP buffers is refused as a whole.
-        assert!(matches!(
-            parse(
-                r#"alert http any any -> any any (http.uri; content:"a"; pkt_data; content:"b"; sid:21;)"#
-            ),
-            Err(RuleError::Unsupported(_))
-        ));
+        // A raw content beside HTTP buffers is matched with them (on the
+        // message's bytes); the groups keep their buffers.
+        let r = parse(
+            r#"alert http any any -> any any (http.uri; content:"a"; pkt_data; content:"b"; sid:21;)"#,
+        )
+        .unwrap();
+        let bufs: Vec<Buffer> = r.groups.iter().map(|g| g.buffer).collect();
+        assert_eq!(bufs, [Buffer::Uri, Buffer::Raw]);
+        assert!(r.uses_raw() && r.uses_http());
         assert!(matches!(
             parse(
                 r#"alert http any any -> any any (flow:to_server; http.stat_code; content:"200"; sid:22;)"#
@@ -1651,19 +1834,95 @@ mod tests {
             parse(r#"alert tcp any any -> any any (pcre:"/a/T"; sid:5;)"#),
             Err(RuleError::Unsupported(k)) if k.contains("pcre flag `T`")
         ));
+        assert!(parse(r#"alert tcp any any -> any any (content:"a"; luhn; sid:6;)"#).is_err());
+    }
+
+    fn pcre_of(rule: &str) -> Pcre {
+        let r = parse(rule).unwrap();
+        let Item::Pcre(p) = &r.groups[0].items[0] else {
+            panic!("{rule}: no pcre first")
+        };
+        p.clone()
+    }
+
+    #[test]
+    fn pcre_look_around_and_backreferences_use_the_backtracker() {
+        let plain = pcre_of(r#"alert tcp any any -> any any (pcre:"/a+b/"; sid:1;)"#);
+        assert!(matches!(plain.re, Regex::Automata(_)));
+        for (pcre, yes, no) in [
+            (r"/(?<=a)b/", &b"ab"[..], &b"cb"[..]),
+            (
+                r"/CN=(?:[^\r\n]+?\.)?evil\.run(?!\.)/",
+                b"CN=x.evil.run",
+                b"CN=x.evil.run.ok",
+            ),
+            (
+                r"/(?P<h>[a-f0-9]{4})\/(?P=h)/",
+                b"/beef/beef",
+                b"/beef/cafe",
+            ),
+            (
+                r"/^((?!<\/script>).)+?powershell/s",
+                b"<script>powershell",
+                b"</script>powershell",
+            ),
+            // Byte mode: `.` is any byte but newline, classes are ASCII.
+            (r"/(?<!\w)\xe9./", b"\xe9\xff", b"a\xe9\xff"),
+            (r"/(?<!\w)\xe9./", b"\xb5\xe9\xff", b"\xe9\n"),
+        ] {
+            let p = pcre_of(&format!(
+                "alert tcp any any -> any any (pcre:\"{pcre}\"; sid:2;)"
+            ));
+            assert!(matches!(p.re, Regex::Backtracking(_)), "{pcre}");
+            assert!(p.re.is_match(yes), "{pcre} on {yes:?}");
+            assert!(!p.re.is_match(no), "{pcre} on {no:?}");
+        }
+        // What neither engine compiles still reports the pcre.
         assert!(matches!(
-            parse(r#"alert tcp any any -> any any (pcre:"/(?<=a)b/"; sid:5;)"#),
+            parse(r#"alert tcp any any -> any any (pcre:"/a{2,1}/"; sid:5;)"#),
             Err(RuleError::Unsupported(k)) if k.starts_with("pcre")
         ));
-        assert!(parse(r#"alert tcp any any -> any any (content:"a"; luhn; sid:6;)"#).is_err());
+        // A backreference-heavy pattern on a long input stops at the
+        // backtrack limit: no match, no hang.
+        let p =
+            pcre_of(r#"alert tcp any any -> any any (pcre:"/^(?P<a>(a|aa)+)+(?P=a)b/"; sid:6;)"#);
+        assert!(!p.re.is_match(&[b'a'; 4096]));
+    }
+
+    #[test]
+    fn pcre_punctuation_escapes_are_literals_as_in_pcre() {
+        // `\>` is `>` in PCRE (a word boundary in the regex crate), inside a
+        // class or out; `\/`, `\"` and `\ ` are literals too.
+        let p = pcre_of(
+            r#"alert tcp any any -> any any (pcre:"/^\s+?[^\s\>]+?\s+?SYSTEM\s/"; sid:3;)"#,
+        );
+        assert!(p.re.is_match(b" <!DOCTYPE SYSTEM "));
+        assert!(!p.re.is_match(b" a>b SYSTEM "));
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/a\>b\/c\ d/"; sid:4;)"#);
+        assert!(p.re.is_match(b"a>b/c d"));
+        assert!(!p.re.is_match(b"ab/c d"));
+        assert_eq!(pcre_escapes(r"\\\.\>\d\x41\]"), r"\\\.\x3E\d\x41\]");
+        // A `{` that opens no quantifier is literal; `{,m}` is `{0,m}`.
+        assert_eq!(
+            pcre_escapes(r"\${\s*?%{a{2}b{2,}c{2,3}d{,4}[{,}]{x}"),
+            r"\$\{\s*?%\{a{2}b{2,}c{2,3}d{0,4}[{,}]\{x}"
+        );
+        assert_eq!(pcre_escapes(r"[]{]{1}[^]{]{"), r"[]{]{1}[^]{]\{");
+        assert_eq!(pcre_escapes(r"\x{e9}\p{L}{2}"), r"\x{e9}\p{L}{2}");
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/try\s*?{}\s*?catch/"; sid:5;)"#);
+        assert!(p.re.is_match(b"try {} catch"));
+        assert!(!p.re.is_match(b"try catch"));
+        let p = pcre_of(r#"alert tcp any any -> any any (pcre:"/^[^\x3c]{,3}\x27/"; sid:6;)"#);
+        assert!(p.re.is_match(b"ab'"));
+        assert!(!p.re.is_match(b"abcd'"));
     }
 
     #[test]
     fn unsupported_keywords_are_named_with_sid() {
         for (kw, rule) in [
             (
-                "flowint",
-                r#"alert tcp any any -> any any (content:"a"; flowint:x,+,1; sid:10;)"#,
+                "tag",
+                r#"alert tcp any any -> any any (content:"a"; tag:session,5,packets; sid:10;)"#,
             ),
             (
                 "byte_jump:dce",
@@ -1678,8 +1937,8 @@ mod tests {
                 r#"alert udp any any -> any any (content:"a"; sid:10;)"#,
             ),
             (
-                "flow:only_stream",
-                r#"alert tcp any any -> any any (content:"a"; flow:only_stream; sid:10;)"#,
+                "flow:no_stream",
+                r#"alert tcp any any -> any any (content:"a"; flow:no_stream; sid:10;)"#,
             ),
             (
                 "tls buffers mixed with http buffers",
@@ -1708,8 +1967,52 @@ mod tests {
             (t.kind, t.track, t.count, t.seconds),
             (ThresholdKind::Both, Track::Dst, 5, 60)
         );
+        let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; flowint: ET.dl.count, +, 1; flowint:a,>=,b; flowint:a,notset; sid:4;)"#).unwrap();
+        let f: Vec<(&str, IntOp, Option<IntValue>)> = r
+            .flowints
+            .iter()
+            .map(|f| (f.name.as_str(), f.op, f.value.clone()))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                ("ET.dl.count", IntOp::Add, Some(IntValue::Number(1))),
+                ("a", IntOp::Ge, Some(IntValue::Var("b".into()))),
+                ("a", IntOp::NotSet, None),
+            ]
+        );
+        for bad in [
+            "a,+",
+            "a,isset,1",
+            "a,~,1",
+            ",+,1",
+            "a,+,1,2",
+            "a,+,-1",
+            "a,+,1x",
+        ] {
+            assert!(
+                matches!(
+                    parse(&format!(
+                        r#"alert tcp any any -> any any (content:"a"; flowint:{bad}; sid:9;)"#
+                    )),
+                    Err(RuleError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
         let r = parse(r#"alert http any any -> any any (http.uri; content:"/a"; detection_filter:track by_src, count 3, seconds 10; sid:2;)"#).unwrap();
         assert_eq!(r.threshold.unwrap().kind, ThresholdKind::DetectionFilter);
+        let r = parse(r#"alert http any any -> any any (app-layer-event:http.invalid_transfer_encoding_value_in_request; content:"x"; sid:6;)"#).unwrap();
+        assert_eq!(
+            r.app_events,
+            super::super::rule::app_event::HTTP_INVALID_TE_REQUEST
+        );
+        assert!(matches!(
+            parse(r#"alert http any any -> any any (app-layer-event:http.gap; content:"x"; sid:7;)"#),
+            Err(RuleError::Unsupported(k)) if k == "app-layer-event:http.gap"
+        ));
+        let r = parse(r#"alert http any any -> any any (flow:established,to_server,only_stream; http.uri; content:"/a"; sid:5;)"#).unwrap();
+        assert!(r.flow.to_server && !r.flow.to_client);
         let r = parse(r#"alert tls any any -> any any (flow:to_server; tls.version:1.3; tls.sni; content:"x"; sid:3;)"#).unwrap();
         assert_eq!(r.tls_version.unwrap().versions, [0x0304]);
         assert_eq!(r.proto, Proto::Tls);

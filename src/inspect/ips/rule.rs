@@ -254,11 +254,78 @@ impl Content {
     }
 }
 
+/// Steps fancy-regex may backtrack per search before giving up (no match),
+/// as Suricata's PCRE `match-limit` bounds a search: untrusted bytes must
+/// not buy unbounded CPU.
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// A byte range of a match: start, end.
+pub type Span = (usize, usize);
+
+/// A compiled `pcre` expression.
+///
+/// Most expressions compile to the regex crate's automata, which run in
+/// time linear in the input. The few that need backtracking — look-around
+/// and backreferences, which the automata cannot express — run on
+/// fancy-regex in byte mode (ASCII classes, `.` any byte but newline, as
+/// PCRE without its UTF flag), bounded by [`BACKTRACK_LIMIT`].
+#[derive(Debug, Clone)]
+pub enum Regex {
+    /// Linear-time automata.
+    Automata(regex::bytes::Regex),
+    /// Look-around or backreferences.
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+impl Regex {
+    /// The first match starting at or after `at` (`^` still means the start
+    /// of `hay`): its byte range.
+    pub fn find_at(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
+        match self {
+            Regex::Automata(re) => re.find_at(hay, at).map(|m| (m.start(), m.end())),
+            // An exceeded backtrack limit is no match, as in Suricata.
+            Regex::Backtracking(re) => re
+                .find_from_pos(hay, at)
+                .ok()
+                .flatten()
+                .map(|m| (m.start(), m.end())),
+        }
+    }
+
+    /// Whether the expression matches anywhere in `hay`.
+    pub fn is_match(&self, hay: &[u8]) -> bool {
+        self.find_at(hay, 0).is_some()
+    }
+
+    /// The first match at or after `at` and its first capture group (when
+    /// the expression has one and it took part).
+    pub fn captures_at(&self, hay: &[u8], at: usize) -> Option<(Span, Option<Span>)> {
+        match self {
+            Regex::Automata(re) => {
+                let c = re.captures_at(hay, at)?;
+                let whole = c.get(0)?;
+                Some((
+                    (whole.start(), whole.end()),
+                    c.get(1).map(|g| (g.start(), g.end())),
+                ))
+            }
+            Regex::Backtracking(re) => {
+                let c = re.captures_from_pos(hay, at).ok()??;
+                let whole = c.get(0)?;
+                Some((
+                    (whole.start(), whole.end()),
+                    c.get(1).map(|g| (g.start(), g.end())),
+                ))
+            }
+        }
+    }
+}
+
 /// One `pcre` keyword.
 #[derive(Debug, Clone)]
 pub struct Pcre {
     /// The compiled expression.
-    pub re: regex::bytes::Regex,
+    pub re: Regex,
     /// `pcre:!"..."`.
     pub negated: bool,
     /// `R`: search from the end of the previous match.
@@ -443,6 +510,81 @@ pub struct FlowBit {
     pub ids: Vec<u32>,
 }
 
+/// Protocol anomalies the HTTP parser raises, as `app-layer-event` names
+/// them (bits of [`Rule::app_events`] and of the inspected message).
+pub mod app_event {
+    /// `http.invalid_transfer_encoding_value_in_request`: the request has a
+    /// `Transfer-Encoding` field none of whose codings is `chunked`, as
+    /// libhtp (Suricata's HTTP/1 parser) flags it.
+    pub const HTTP_INVALID_TE_REQUEST: u32 = 1;
+
+    /// The bit of an event name, if this engine raises that event.
+    pub fn by_name(name: &str) -> Option<u32> {
+        match name {
+            "http.invalid_transfer_encoding_value_in_request" => Some(HTTP_INVALID_TE_REQUEST),
+            _ => None,
+        }
+    }
+}
+
+/// What a `flowint` does with the flow's integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOp {
+    /// `=`: set it.
+    Set,
+    /// `+`: add (an unset integer starts at the operand).
+    Add,
+    /// `-`: subtract (only from a set integer).
+    Sub,
+    /// `<`, `<=`, `>`, `>=`, `==`, `!=`: compare (an unset integer never
+    /// compares true).
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `isset`.
+    IsSet,
+    /// `notset` / `isnotset`.
+    NotSet,
+}
+
+impl IntOp {
+    /// Whether the operation is a condition (evaluated before the match).
+    pub fn is_check(self) -> bool {
+        !matches!(self, IntOp::Set | IntOp::Add | IntOp::Sub)
+    }
+}
+
+/// The operand of a `flowint`: a number or another flowint of the flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntValue {
+    /// A literal.
+    Number(u32),
+    /// Another flowint's name (its interned id in [`FlowInt::ids`]).
+    Var(String),
+}
+
+/// One `flowint` keyword (Suricata's flow integers, `u32` as there):
+/// names are interned into `ids` at compile time.
+#[derive(Debug, Clone)]
+pub struct FlowInt {
+    /// The integer's name.
+    pub name: String,
+    /// The operation.
+    pub op: IntOp,
+    /// The operand (none for `isset`/`notset`).
+    pub value: Option<IntValue>,
+    /// Interned ids: of `name`, then of the operand when it is a name.
+    pub ids: Vec<u32>,
+}
+
 /// Whose address an `xbits` bit or a threshold counter is kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Track {
@@ -598,12 +740,16 @@ pub struct Rule {
     pub flowbits: Vec<FlowBit>,
     /// `xbits`, in rule order.
     pub xbits: Vec<XBit>,
+    /// `flowint`, in rule order.
+    pub flowints: Vec<FlowInt>,
     /// `threshold` or `detection_filter`.
     pub threshold: Option<Threshold>,
     /// `noalert` (also `flowbits:noalert`): match for side effects only.
     pub noalert: bool,
     /// `tls.version` / `ssl_version`.
     pub tls_version: Option<TlsVersions>,
+    /// `app-layer-event`: the [`app_event`] bits that must all be raised.
+    pub app_events: u32,
     /// The literal the prefilter keys on, and its buffer.
     pub fast_pattern: Option<(Buffer, Vec<u8>)>,
     /// Where the rule was defined, `file:line`.
@@ -619,6 +765,14 @@ impl Rule {
     /// Whether the rule inspects the raw stream.
     pub fn uses_raw(&self) -> bool {
         self.groups.iter().any(|g| g.buffer == Buffer::Raw)
+    }
+
+    /// Whether the rule inspects an HTTP buffer (a request's or a
+    /// response's, not the raw stream).
+    pub fn uses_http(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.buffer != Buffer::Raw && !g.buffer.is_tls())
     }
 
     /// Whether the rule is evaluated on the TLS handshake.

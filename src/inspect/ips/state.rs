@@ -29,10 +29,12 @@ pub fn monotonic() -> Clock {
     Arc::new(move || t0.elapsed().as_millis() as u64)
 }
 
-/// The flowbits of one flow, by interned id.
+/// The flowbits and flowints of one flow, by interned id.
 #[derive(Debug, Clone, Default)]
 pub struct FlowBits {
     words: Vec<u64>,
+    /// `flowint` values; `None`: not set. As many as the rule set names.
+    ints: Vec<Option<u32>>,
 }
 
 impl FlowBits {
@@ -54,6 +56,20 @@ impl FlowBits {
             BitCmd::Toggle => self.words[w] ^= 1 << b,
             BitCmd::IsSet | BitCmd::IsNotSet => {}
         }
+    }
+
+    /// The value of flowint `id`, if set.
+    pub fn int(&self, id: u32) -> Option<u32> {
+        self.ints.get(id as usize).copied().flatten()
+    }
+
+    /// Sets flowint `id` to `v`.
+    pub fn set_int(&mut self, id: u32, v: u32) {
+        let i = id as usize;
+        if self.ints.len() <= i {
+            self.ints.resize(i + 1, None);
+        }
+        self.ints[i] = Some(v);
     }
 }
 
