@@ -6,11 +6,7 @@ use std::time::SystemTime;
 use crate::pki;
 
 /// Runs `tlsinspect ca trial`.
-pub fn trial(out: &std::path::Path, key: super::CaKeyArg) -> anyhow::Result<ExitCode> {
-    let kind = match key {
-        super::CaKeyArg::EcdsaP256 => pki::KeyKind::EcdsaP256,
-        super::CaKeyArg::Rsa2048 => pki::KeyKind::Rsa2048,
-    };
+pub fn trial(out: &std::path::Path, kind: pki::KeyKind) -> anyhow::Result<ExitCode> {
     let (cert, key) = pki::trial::create(out, kind, SystemTime::now())?;
     println!("created a trial CA unique to this install:");
     println!("  certificate: {}", cert.display());

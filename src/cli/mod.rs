@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 pub mod ca;
 pub mod console;
@@ -74,17 +74,6 @@ pub enum Command {
     },
 }
 
-/// Key type for `ca trial`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CaKeyArg {
-    /// ECDSA over P-256.
-    #[value(name = "ecdsa-p256")]
-    EcdsaP256,
-    /// RSA, 2048-bit modulus.
-    #[value(name = "rsa-2048")]
-    Rsa2048,
-}
-
 /// `tlsinspect ca ...`
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -95,7 +84,7 @@ pub enum CaCommand {
         out: PathBuf,
         /// Key type of the CA.
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
-        key: CaKeyArg,
+        key: crate::pki::KeyKind,
     },
     /// Print a certificate (PEM or DER).
     Show {

@@ -7,7 +7,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair};
 
 use super::der::{self, oid, tag};
 use super::keys::CaSigner;
-use super::trial::KeyKind;
+use super::keys::KeyKind;
 use super::PkiError;
 
 /// A fresh random serial: 16 bytes, positive, never starting with a zero

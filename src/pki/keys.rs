@@ -20,6 +20,18 @@ use x509_parser::der_parser::asn1_rs::{Any, Class, FromDer, Tag};
 use super::der;
 use super::PkiError;
 
+/// Key type of a CA that tlsinspect generates (`ca trial`, the console's
+/// trial CA, the throw-away CA of a test mint), as `ca trial --key` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum KeyKind {
+    /// ECDSA over P-256 (the default).
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    /// RSA with a 2048-bit modulus, for clients that lack ECDSA.
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+}
+
 /// The public-key algorithm of a key or certificate, as far as policy cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeyAlg {

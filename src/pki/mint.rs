@@ -25,7 +25,7 @@ use super::ca::PolicyCa;
 use super::cache::ClockCache;
 use super::der::{self, oid, tag};
 use super::issue::{self, CertSpec};
-use super::trial::KeyKind;
+use super::keys::KeyKind;
 use super::PkiError;
 
 /// Subject of the untrusted issuer; the OU says why a client sees it.

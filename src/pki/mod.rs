@@ -21,8 +21,8 @@ pub mod trial;
 use std::path::PathBuf;
 
 pub use ca::{CaSummary, PolicyCa};
+pub use keys::KeyKind;
 pub use mint::{MintStats, Minter};
-pub use trial::KeyKind;
 
 /// Why a CA could not be loaded, created or exported.
 ///

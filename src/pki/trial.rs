@@ -15,16 +15,8 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use super::der::{self, oid};
 use super::issue;
+use super::keys::KeyKind;
 use super::{unix_secs, PkiError};
-
-/// Key type of a CA that tlsinspect generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyKind {
-    /// ECDSA over P-256 (the default).
-    EcdsaP256,
-    /// RSA with a 2048-bit modulus, for clients that lack ECDSA.
-    Rsa2048,
-}
 
 /// File name of the trial CA certificate inside `--out`.
 pub const CERT_FILE: &str = "ca.crt";
