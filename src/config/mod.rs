@@ -25,6 +25,7 @@ pub use crate::log::output::{OutputKind, OutputSpec};
 mod build;
 mod error;
 mod lint;
+mod walk;
 
 /// The keys of a `[[policy]]` table (the console's list is checked against it).
 #[cfg(test)]
