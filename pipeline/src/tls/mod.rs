@@ -11,4 +11,5 @@ pub mod bypass;
 pub mod client_hello;
 pub mod decision;
 pub mod pair;
+mod rustls_parts;
 pub use client_hello::{ClientHello, Incomplete};

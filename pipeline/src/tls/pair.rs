@@ -53,21 +53,17 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
+use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::{Acceptor, NoServerSessionStorage, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls::time_provider::TimeProvider;
+use rustls::server::{Acceptor, NoServerSessionStorage};
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
-    Error as TlsError, RootCertStore, ServerConfig, ServerConnection, SignatureScheme,
-    SupportedProtocolVersion,
+    AlertDescription, ClientConfig, ClientConnection, Error as TlsError, ServerConfig,
+    ServerConnection, SupportedProtocolVersion,
 };
 
 use crate::api::{
@@ -76,6 +72,8 @@ use crate::api::{
 };
 use crate::tls::bypass::BypassReason;
 use crate::tls::client_hello::{version_name, ClientHello};
+pub use crate::tls::rustls_parts::UpstreamTls;
+use crate::tls::rustls_parts::{ClientAuthRecorder, FixedCert, FixedTime, RecordingVerifier};
 
 /// What to do when the upstream certificate does not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,196 +163,11 @@ pub enum Event {
     Failed(TlsPairError),
 }
 
-/// Shared per-appliance settings of the server leg, built once from config.
-#[derive(Debug, Clone)]
-pub struct UpstreamTls {
-    provider: Arc<CryptoProvider>,
-    verifier: Arc<WebPkiServerVerifier>,
-    invalid_certificate: InvalidCertPolicy,
-    /// Per-policy TLS secret logs (NSS key log format), both legs.
-    keylogs: std::collections::HashMap<Arc<str>, Arc<dyn rustls::KeyLog>>,
-}
-
-impl UpstreamTls {
-    /// Creates the settings from the trusted roots and the invalid-certificate policy.
-    pub fn new(
-        roots: Arc<RootCertStore>,
-        invalid_certificate: InvalidCertPolicy,
-    ) -> Result<UpstreamTls, TlsPairError> {
-        Self::with_crls(roots, Vec::new(), invalid_certificate)
-    }
-
-    /// Like [`new`](Self::new), also checking upstream chains against `crls`
-    /// (`[upstream] crls`): a certificate a CRL revokes fails verification
-    /// as any other invalid certificate does. Certificates whose issuer has
-    /// no CRL here are not judged on revocation (rustls' "unknown status
-    /// allowed"), as a browser without that CRL would not.
-    pub fn with_crls(
-        roots: Arc<RootCertStore>,
-        crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
-        invalid_certificate: InvalidCertPolicy,
-    ) -> Result<UpstreamTls, TlsPairError> {
-        let provider = Arc::new(provider());
-        let mut builder = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
-        if !crls.is_empty() {
-            builder = builder.with_crls(crls).allow_unknown_revocation_status();
-        }
-        let verifier = builder
-            .build()
-            .map_err(|e| TlsPairError::Config(TlsError::General(e.to_string())))?;
-        Ok(UpstreamTls {
-            provider,
-            verifier,
-            invalid_certificate,
-            keylogs: Default::default(),
-        })
-    }
-
-    /// Logs the TLS secrets of both legs of `policy_id`'s inspected
-    /// connections to `keylog` (what SSLKEYLOGFILE holds), so that a capture
-    /// of either leg can be decrypted.
-    pub fn with_keylog(mut self, policy_id: Arc<str>, keylog: Arc<dyn rustls::KeyLog>) -> Self {
-        self.keylogs.insert(policy_id, keylog);
-        self
-    }
-
-    /// The crypto provider used on both legs (AES-GCM first).
-    pub fn provider(&self) -> &Arc<CryptoProvider> {
-        &self.provider
-    }
-}
-
-/// The aws-lc-rs provider with AES-128-GCM, then AES-256-GCM, then the rest.
-///
-/// AES-GCM is what the CPU accelerates; ChaCha20 stays available for
-/// clients and servers that offer nothing else.
-fn provider() -> CryptoProvider {
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    p.cipher_suites.sort_by_key(|s| {
-        let name = s.suite().as_str().unwrap_or("");
-        if name.contains("AES_128_GCM") {
-            0
-        } else if name.contains("AES_256_GCM") {
-            1
-        } else {
-            2
-        }
-    });
-    p
-}
-
 /// A queued fatal alert record, for refusing a client before any handshake.
 ///
 /// Also what the worker sends for `Action::Block` of a TLS hello.
 pub fn alert_record(desc: AlertDescription) -> [u8; 7] {
     [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(desc)]
-}
-
-/// The time rustls checks certificates against: the `now` passed in.
-#[derive(Debug)]
-struct FixedTime(UnixTime);
-
-impl TimeProvider for FixedTime {
-    fn current_time(&self) -> Option<UnixTime> {
-        Some(self.0)
-    }
-}
-
-/// Wraps webpki verification, recording the outcome instead of aborting.
-///
-/// Under `untrusted` a failure is recorded and the handshake continues, so
-/// the minter can forge with the untrusted issuer; under `block` it aborts.
-#[derive(Debug)]
-struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    block: bool,
-    /// Without SNI the client never named the server, so only the chain is
-    /// judged here; the forged leaf carries the upstream names and the
-    /// client's own name check fails or passes as it would without us.
-    ignore_name: bool,
-    outcome: Mutex<Option<Result<(), TlsError>>>,
-}
-
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        let mut res = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map(|_| ());
-        if self.ignore_name {
-            if let Err(TlsError::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) = res
-            {
-                res = Ok(());
-            }
-        }
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(res.clone());
-        match res {
-            Err(e) if self.block => Err(e),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// A client-certificate resolver that only notes that one was requested.
-#[derive(Debug, Default)]
-struct ClientAuthRecorder {
-    requested: AtomicBool,
-}
-
-impl ResolvesClientCert for ClientAuthRecorder {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        self.requested.store(true, Ordering::Relaxed);
-        None
-    }
-
-    fn has_certs(&self) -> bool {
-        false
-    }
-}
-
-/// Serves the one forged chain of this connection.
-#[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
