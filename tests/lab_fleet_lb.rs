@@ -104,10 +104,13 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
 
     // 40 concurrent connections land on both appliances.
     let ports = t.concurrent_fetches(CLIENT, SERVER, &t.pki.origin_root, 40, "spread")?;
+    // Every curl is done, but the stats file is written every 500 ms: wait
+    // for a snapshot with both directions of every flow returned.
     let s = t.wait_lb(&lb, Duration::from_secs(3), |s| {
-        ports
-            .iter()
-            .all(|&p| lab::lb_flow(s, CLIENT, p, SERVER).is_some())
+        ports.iter().all(|&p| {
+            lab::lb_flow(s, CLIENT, p, SERVER)
+                .is_some_and(|f| f.returned_to_client > 0 && f.returned_to_server > 0)
+        })
     })?;
     let mut per_appliance = BTreeMap::new();
     for &p in &ports {
