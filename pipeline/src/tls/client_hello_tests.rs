@@ -135,6 +135,11 @@ fn captured_hellos_give_the_readme_fields() {
     }
     // Extension order is the wire order: curl sends server_name first.
     let curl = parse(CURL).unwrap().unwrap();
+    // ec_point_formats as sent (checked against an independent parse of
+    // the captures): OpenSSL offers all three formats, browsers only
+    // uncompressed.
+    assert_eq!(curl.ec_point_formats, [0, 1, 2]);
+    assert_eq!(parse(CHROMIUM).unwrap().unwrap().ec_point_formats, [0]);
     assert_eq!(curl.extensions[0], ext::SERVER_NAME);
     assert!(curl.offers_tls13() && curl.offers_version(TLS10));
     let c12 = parse(CURL_TLS12).unwrap().unwrap();
