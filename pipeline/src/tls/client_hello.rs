@@ -468,12 +468,15 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, PeekError> {
                 hello.supported_groups = u16_vec16(data, "supported_groups")?;
             }
             ext::EC_POINT_FORMATS => {
+                // Only fingerprinted (JA3): a malformed list leaves it
+                // empty rather than refusing a hello the decision accepted
+                // before the list was read.
                 let mut d = Reader::new(data);
-                let list = d.vec8("ec_point_formats")?;
-                if !d.is_empty() || list.is_empty() {
-                    return Err(PeekError::Malformed("ec_point_formats length"));
+                if let Ok(list) = d.vec8("ec_point_formats") {
+                    if d.is_empty() {
+                        hello.ec_point_formats = list.to_vec();
+                    }
                 }
-                hello.ec_point_formats = list.to_vec();
             }
             ext::ECH => hello.ech = true,
             _ => {}

@@ -300,6 +300,18 @@ fn synthetic_hellos() {
     assert_eq!(h.highest_version(), TLS12);
     assert!(h.ja4.starts_with("t12d0101"), "{}", h.ja4);
 
+    // ec_point_formats is read for JA3; a malformed one is ignored, as
+    // before it was read.
+    let pf = parse(&build(&[(11, vec![0x02, 0x00, 0x01])]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pf.ec_point_formats, [0, 1]);
+    for bad in [vec![0x05, 0x00], vec![0x01, 0x00, 0x01], vec![]] {
+        let h = parse(&build(&[(11, bad.clone())])).unwrap().unwrap();
+        assert!(h.ec_point_formats.is_empty(), "{bad:?}");
+        assert_eq!(h.extensions, [11]);
+    }
+
     // Hostile: duplicate extension, invalid names, lying inner lengths.
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
