@@ -86,6 +86,9 @@ fn eval_raw(set: &Ruleset, bufs: &Buffers<'_>, scratch: &mut Scratch, hits: &mut
         src: "192.0.2.10".parse().unwrap(),
         dst: "203.0.113.5".parse().unwrap(),
         tls_version: None,
+        ssl_state: None,
+        stream_bytes: None,
+        chunk_len: None,
     };
     set.eval(Phase::Raw, bufs, &|_| true, scratch, &mut ctx, hits);
 }
@@ -518,6 +521,7 @@ impl EtWork {
                 extensions: vec![0, 10, 11, 13, 16, 43, 45, 51],
                 signature_algorithms: vec![0x0403, 0x0804, 0x0401],
                 supported_groups: vec![0x001d, 0x0017],
+                ec_point_formats: vec![0],
                 ech: false,
                 ja4: "t13d0508h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
             },

@@ -8,8 +8,9 @@
 //! the request, the alert on its response) and a `threshold` limit (three
 //! matching requests, one alert), a `flowint` count over the requests of one
 //! connection, a `pcre` look-ahead on a response body and raw content beside
-//! HTTP buffers (the request as sent) — each alert with its sid, policy and
-//! scope.
+//! HTTP buffers (the request as sent), a `ja3.hash` rule naming the JA3 of
+//! curl's own ClientHello (captured in the lab first) and one naming another
+//! — each alert with its sid, policy and scope.
 
 mod lab;
 
@@ -79,14 +80,78 @@ fn curl(
     Ok(t.lab.command(t.lab.client_ns(), "curl", &args).output()?)
 }
 
+/// curl's ClientHello to `host`, as a local listener in the client's
+/// namespace receives it (curl gives up waiting for a ServerHello).
+fn capture_curl_hello(t: &TestLab, host: &str) -> anyhow::Result<Vec<u8>> {
+    let ns = t.lab.client_ns();
+    let up = t
+        .lab
+        .command(ns, "ip", &["link", "set", "lo", "up"])
+        .status()?;
+    anyhow::ensure!(up.success(), "lo up in {ns}");
+    let file = t.path("curl-hello.bin");
+    let listener = t.lab.command(
+        ns,
+        "socat",
+        &[
+            "-u",
+            "TCP-LISTEN:4443,bind=127.0.0.1,reuseaddr",
+            &format!("CREATE:{}", file.display()),
+        ],
+    );
+    t.lab.spawn("hello capture", listener)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = t
+            .lab
+            .command(
+                ns,
+                "curl",
+                &[
+                    "-sS",
+                    "-k",
+                    "--max-time",
+                    "2",
+                    "--resolve",
+                    &format!("{host}:4443:127.0.0.1"),
+                    &format!("https://{host}:4443/"),
+                ],
+            )
+            .output()?;
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        if !bytes.is_empty() || std::time::Instant::now() > deadline {
+            return Ok(bytes);
+        }
+    }
+}
+
 fn rule_families(mode: LabMode, tag: &str) -> anyhow::Result<()> {
     if lab::skip_without_root() {
         return Ok(());
     }
     let t = TestLab::build_with_names(tag, mode, &[CLIENT, PROBE], &[SERVER], &[PASSED_NAME])?;
     let _nginx = t.start_nginx()?;
+    // The JA3 of this lab's curl, from its hello as captured: the rule
+    // must fire on curl's connections; one naming the JA3 with another
+    // TLS version must not.
+    let hello_bytes = capture_curl_hello(&t, lab::SERVER_NAME)?;
+    let hello = tlsinspect_pipeline::tls::client_hello::parse(&hello_bytes)
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow::anyhow!("no ClientHello captured: {hello_bytes:?}"))?;
+    let ja3 = tlsinspect::inspect::ips::tls::ja3_string(&hello);
+    let hash = tlsinspect::inspect::ips::tls::ja3_hash(&ja3);
+    let (_, rest) = ja3.split_once(',').unwrap();
+    let other = tlsinspect::inspect::ips::tls::ja3_hash(&format!("770,{rest}"));
     let rules = t.path("lab.rules");
-    std::fs::write(&rules, RULES)?;
+    std::fs::write(
+        &rules,
+        format!(
+            r#"{RULES}alert tls $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB ja3 of curl"; flow:established,to_server; ja3.hash; content:"{hash}"; sid:9100010; rev:1;)
+alert tls $HOME_NET any -> $EXTERNAL_NET any (msg:"LAB ja3 of another client"; flow:established,to_server; ja3.hash; content:"{other}"; sid:9100011; rev:1;)
+"#
+        ),
+    )?;
     let (config, log) = t.write_config(CLIENT)?;
     let mut text = std::fs::read_to_string(&config)?;
     assert!(text.contains("exclude_sni = []"), "demo config changed");
@@ -228,6 +293,15 @@ fn rule_families(mode: LabMode, tag: &str) -> anyhow::Result<()> {
         1,
         "{mode:?}: pcre look-ahead on index.html's body: {alerts:#?}"
     );
+    // Every curl connection above is a fresh process with the options that
+    // shape the hello as in the capture (ALPN values and the SNI name are
+    // not part of JA3).
+    let ja3_alerts = of(9100010);
+    assert!(
+        !ja3_alerts.is_empty(),
+        "{mode:?}: ja3.hash {hash} of curl ({ja3}): {alerts:#?}"
+    );
+    assert!(of(9100011).is_empty(), "{mode:?}: other ja3: {alerts:#?}");
     // Once: /api/raw2 matches the http buffers but not the raw request line.
     assert_eq!(
         of(9100009).len(),

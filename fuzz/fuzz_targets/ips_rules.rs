@@ -27,6 +27,11 @@ fuzz_target!(|data: &[u8]| {
         src: "192.0.2.1".parse().unwrap(),
         dst: "203.0.113.1".parse().unwrap(),
         tls_version: Some(0x0304),
+        // The hello step's state and this input's size as the stream's, so
+        // ssl_state, stream_size and dsize rules are evaluated too.
+        ssl_state: Some(1),
+        stream_bytes: Some((data.len() as u64, data.len() as u64)),
+        chunk_len: Some(data.len()),
     };
     for phase in [
         Phase::Request,

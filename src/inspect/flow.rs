@@ -232,6 +232,11 @@ pub(crate) struct Core {
     /// Whether any raw-stream rule applies to [to server, to client].
     raw_active: [bool; 2],
     pub is_http: bool,
+    /// Stream bytes the client and the server have sent so far
+    /// (`stream_size`).
+    stream_bytes: [u64; 2],
+    /// Size of the chunk a raw-stream step inspects (`dsize`).
+    chunk_len: Option<usize>,
 }
 
 fn header_lines(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -292,6 +297,8 @@ impl Core {
             client: client.0,
             server: server.0,
             is_http: false,
+            stream_bytes: [0, 0],
+            chunk_len: None,
         }
     }
 
@@ -584,17 +591,26 @@ impl Core {
         }
     }
 
-    /// Runs the raw-stream rules over `window` (tail of the previous chunk + this one).
-    pub fn ips_raw(&mut self, to_server: bool, window: &[u8]) -> IpsOutcome {
+    /// Runs the raw-stream rules over `window` (tail of the previous chunk
+    /// + this one, whose size `dsize` compares with: `chunk`).
+    pub fn ips_raw(&mut self, to_server: bool, window: &[u8], chunk: usize) -> IpsOutcome {
         if self.ips_passed {
             return IpsOutcome::Continue;
         }
         let mut bufs = Buffers::default();
         bufs.set(Buffer::Raw, window);
         let mut sids = std::mem::take(&mut self.raw_sids);
+        self.chunk_len = Some(chunk);
         let o = self.run(Phase::Raw, &bufs, to_server, Some(&mut sids));
+        self.chunk_len = None;
         self.raw_sids = sids;
         o
+    }
+
+    /// Counts stream bytes of one direction for `stream_size`.
+    pub fn count_stream(&mut self, to_server: bool, n: usize) {
+        let i = usize::from(!to_server);
+        self.stream_bytes[i] = self.stream_bytes[i].saturating_add(n as u64);
     }
 
     /// Whether raw-stream rules could apply to this direction at all.
@@ -637,6 +653,9 @@ impl Core {
             src,
             dst,
             tls_version: None,
+            ssl_state: None,
+            stream_bytes: Some((self.stream_bytes[0], self.stream_bytes[1])),
+            chunk_len: self.chunk_len,
         };
         ips.eval(
             phase,
@@ -773,6 +792,10 @@ impl Flow {
 
     /// Scans raw bytes; false when the flow must be reset.
     fn raw_scan(&mut self, dir: Direction, data: &[u8], out: &mut Emit) -> bool {
+        // Every byte passes here once (held detection bytes only when
+        // they are replayed), in stream order.
+        self.core
+            .count_stream(dir == Direction::ToServer, data.len());
         if !self.core.raw_wanted(dir == Direction::ToServer) || data.is_empty() {
             return true;
         }
@@ -786,7 +809,7 @@ impl Flow {
         let data = &data[..take];
         let mut window = std::mem::take(&mut self.raw_tail[i]);
         window.extend_from_slice(data);
-        let o = self.core.ips_raw(dir == Direction::ToServer, &window);
+        let o = self.core.ips_raw(dir == Direction::ToServer, &window, take);
         let keep = self.core.shared.limits.stream_overlap.min(window.len());
         window.drain(..window.len() - keep);
         self.raw_tail[i] = window;

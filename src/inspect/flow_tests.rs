@@ -663,3 +663,30 @@ fn app_layer_event_invalid_transfer_encoding_in_request() {
     assert!(!o.alerts.iter().any(|a| a.sid == 6000050), "{:?}", o.alerts);
     assert!(!fired("xchunked", b"no ajp here"));
 }
+
+#[test]
+fn stream_size_counts_the_flow_and_dsize_the_chunk() {
+    let e = engines(
+        Mode::Detect,
+        r#"alert tcp any any -> any any (msg:"late cmd"; flow:to_server; content:"CMD"; stream_size:server,>,10; sid:6000050; rev:1;)
+alert tcp any any -> any any (msg:"short ping"; flow:to_server; dsize:<8; content:"PING"; sid:6000051; rev:1;)"#,
+    );
+    let fired = |o: &Outcome, sid: u64| o.alerts.iter().any(|a| a.sid == sid);
+    // The server has sent 14 bytes before the command: more than 10.
+    let o = drive(
+        &e,
+        None,
+        &[c(b"\x00hi"), s(b"\x05server bytes!"), c(b"CMD")],
+        &whole,
+    );
+    assert!(fired(&o, 6000050));
+    // Only 5: the same command does not fire.
+    let o = drive(&e, None, &[c(b"\x00hi"), s(b"\x05abcd"), c(b"CMD")], &whole);
+    assert!(!fired(&o, 6000050));
+    // dsize is the size of the chunk inspected: a 4-byte chunk, not a
+    // 20-byte one, whatever came before it.
+    let o = drive(&e, None, &[c(b"\x00hello there"), c(b"PING")], &whole);
+    assert!(fired(&o, 6000051));
+    let o = drive(&e, None, &[c(b"\x00hi"), c(b"PING and more bytes")], &whole);
+    assert!(!fired(&o, 6000051));
+}

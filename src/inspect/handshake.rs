@@ -5,9 +5,11 @@
 //! decision (for passed and blocked flows too), and with the upstream chain
 //! once the server leg of an inspected flow has it. The first call runs the
 //! `tls` rules to the server that look only at the hello (`tls.sni`,
-//! `ja4.hash`, `tls.version`, raw hello bytes); the second the rules that
-//! need the certificate or are to the client, with the hello's buffers
-//! available too, so a rule fires at most once per connection.
+//! `ja4.hash`, `ja3.hash`, `ja3.string`, `tls.version`, raw hello bytes,
+//! `ssl_state:client_hello`); the second the rules that
+//! need the certificate, are to the client or hold at `ssl_state:server_hello`
+//! (the certificate comes in the server's hello flight), with the hello's
+//! buffers available too, so a rule fires at most once per connection.
 //!
 //! These verdicts are logged, never enforced: the decision is the data
 //! plane's, and a `drop` TLS rule is recorded as an alert.
@@ -15,7 +17,8 @@
 use tlsinspect_pipeline::api::{Alert, FlowMeta, TlsHandshake};
 
 use super::flow::verdicts;
-use super::ips::tls::CertBuffers;
+use super::ips::rule::ssl_state;
+use super::ips::tls::{ja3_hash, ja3_string, CertBuffers};
 use super::ips::{Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Proto, Scratch};
 use super::Shared;
 
@@ -35,6 +38,13 @@ pub(crate) fn on_tls(shared: &Shared, meta: &FlowMeta, hs: &TlsHandshake<'_>) ->
     }
     if !hs.hello.ja4.is_empty() {
         bufs.set(Buffer::Ja4, hs.hello.ja4.as_bytes());
+    }
+    let wants_ja3 = ips.wants(phase, Buffer::Ja3String) || ips.wants(phase, Buffer::Ja3Hash);
+    let ja3 = wants_ja3.then(|| ja3_string(hs.hello));
+    let ja3h = ja3.as_deref().map(ja3_hash);
+    if let (Some(s), Some(h)) = (&ja3, &ja3h) {
+        bufs.set(Buffer::Ja3String, s.as_bytes());
+        bufs.set(Buffer::Ja3Hash, h.as_bytes());
     }
     if !hs.hello_bytes.is_empty() {
         bufs.set(Buffer::Raw, hs.hello_bytes);
@@ -82,6 +92,13 @@ pub(crate) fn on_tls(shared: &Shared, meta: &FlowMeta, hs: &TlsHandshake<'_>) ->
         src,
         dst,
         tls_version: Some(hs.hello.highest_version()),
+        ssl_state: Some(if to_server {
+            ssl_state::CLIENT_HELLO
+        } else {
+            ssl_state::SERVER_HELLO
+        }),
+        stream_bytes: None,
+        chunk_len: None,
     };
     let mut hits = Vec::new();
     ips.eval(
@@ -134,6 +151,7 @@ mod tests {
             extensions: vec![0, 43],
             signature_algorithms: vec![0x0403],
             supported_groups: vec![0x001d],
+            ec_point_formats: vec![0],
             ech: false,
             ja4: "t13d0102h2_aaaaaaaaaaaa_bbbbbbbbbbbb".into(),
         }
@@ -228,5 +246,41 @@ alert tls any any -> any any (msg:"ja4"; flow:to_server; ja4.hash; content:"t13d
             counts.contains(&(7000001, 1)) && counts.contains(&(7000006, 3)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn ja3_and_ssl_state_rules_at_their_steps() {
+        let h = hello("www.bad.example");
+        // The hash the rule names is the one of this hello, derived here.
+        let hash = crate::inspect::ips::tls::ja3_hash(&crate::inspect::ips::tls::ja3_string(&h));
+        let rules = format!(
+            r#"alert tls any any -> any any (msg:"ja3"; flow:to_server; ja3.hash; content:"{hash}"; sid:7100001; rev:1;)
+alert tls any any -> any any (msg:"ja3 other"; flow:to_server; ja3_hash; content:"00000000000000000000000000000000"; sid:7100002; rev:1;)
+alert tls any any -> any any (msg:"ja3 string"; ja3.string; content:"771,4865,0-43,29,0"; startswith; sid:7100003; rev:1;)
+alert tls any any -> any any (msg:"at hello"; ssl_state:client_hello; tls.sni; content:"bad"; sid:7100004; rev:1;)
+alert tls any any -> any any (msg:"at server hello"; ssl_state:server_hello; tls.sni; content:"bad"; sid:7100005; rev:1;)
+alert tls any any -> any any (msg:"not at hello"; ssl_state:!client_hello; tls.sni; content:"bad"; sid:7100006; rev:1;)"#
+        );
+        let e = engines(&rules);
+        let m = meta(None);
+        let at_hello = e.on_tls(
+            &m,
+            &TlsHandshake {
+                hello: &h,
+                hello_bytes: &[],
+                upstream_chain: None,
+            },
+        );
+        assert_eq!(sids(&at_hello), [7100001, 7100003, 7100004]);
+        let c = chain();
+        let at_cert = e.on_tls(
+            &m,
+            &TlsHandshake {
+                hello: &h,
+                hello_bytes: &[],
+                upstream_chain: Some(&c),
+            },
+        );
+        assert_eq!(sids(&at_cert), [7100005, 7100006]);
     }
 }

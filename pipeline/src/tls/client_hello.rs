@@ -47,6 +47,8 @@ pub mod ext {
     pub const SERVER_NAME: u16 = 0x0000;
     /// supported_groups (RFC 8422 / 8446).
     pub const SUPPORTED_GROUPS: u16 = 0x000a;
+    /// ec_point_formats (RFC 8422).
+    pub const EC_POINT_FORMATS: u16 = 0x000b;
     /// signature_algorithms (RFC 8446).
     pub const SIGNATURE_ALGORITHMS: u16 = 0x000d;
     /// application_layer_protocol_negotiation (RFC 7301).
@@ -118,6 +120,8 @@ pub struct ClientHello {
     pub signature_algorithms: Vec<u16>,
     /// supported_groups in offer order.
     pub supported_groups: Vec<u16>,
+    /// ec_point_formats in offer order (JA3 fingerprints them).
+    pub ec_point_formats: Vec<u8>,
     /// Whether an encrypted_client_hello extension (0xfe0d) is present.
     pub ech: bool,
     /// JA4 fingerprint (FoxIO JA4 TLS client, TCP).
@@ -424,6 +428,7 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, PeekError> {
         extensions: Vec::new(),
         signature_algorithms: Vec::new(),
         supported_groups: Vec::new(),
+        ec_point_formats: Vec::new(),
         ech: false,
         ja4: String::new(),
     };
@@ -461,6 +466,17 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, PeekError> {
             }
             ext::SUPPORTED_GROUPS => {
                 hello.supported_groups = u16_vec16(data, "supported_groups")?;
+            }
+            ext::EC_POINT_FORMATS => {
+                // Only fingerprinted (JA3): a malformed list leaves it
+                // empty rather than refusing a hello the decision accepted
+                // before the list was read.
+                let mut d = Reader::new(data);
+                if let Ok(list) = d.vec8("ec_point_formats") {
+                    if d.is_empty() {
+                        hello.ec_point_formats = list.to_vec();
+                    }
+                }
             }
             ext::ECH => hello.ech = true,
             _ => {}

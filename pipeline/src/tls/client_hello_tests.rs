@@ -135,6 +135,11 @@ fn captured_hellos_give_the_readme_fields() {
     }
     // Extension order is the wire order: curl sends server_name first.
     let curl = parse(CURL).unwrap().unwrap();
+    // ec_point_formats as sent (checked against an independent parse of
+    // the captures): OpenSSL offers all three formats, browsers only
+    // uncompressed.
+    assert_eq!(curl.ec_point_formats, [0, 1, 2]);
+    assert_eq!(parse(CHROMIUM).unwrap().unwrap().ec_point_formats, [0]);
     assert_eq!(curl.extensions[0], ext::SERVER_NAME);
     assert!(curl.offers_tls13() && curl.offers_version(TLS10));
     let c12 = parse(CURL_TLS12).unwrap().unwrap();
@@ -294,6 +299,18 @@ fn synthetic_hellos() {
     assert_eq!(h.leaf_key_type(), LeafKeyType::Rsa2048); // no signature_algorithms
     assert_eq!(h.highest_version(), TLS12);
     assert!(h.ja4.starts_with("t12d0101"), "{}", h.ja4);
+
+    // ec_point_formats is read for JA3; a malformed one is ignored, as
+    // before it was read.
+    let pf = parse(&build(&[(11, vec![0x02, 0x00, 0x01])]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pf.ec_point_formats, [0, 1]);
+    for bad in [vec![0x05, 0x00], vec![0x01, 0x00, 0x01], vec![]] {
+        let h = parse(&build(&[(11, bad.clone())])).unwrap().unwrap();
+        assert!(h.ec_point_formats.is_empty(), "{bad:?}");
+        assert_eq!(h.extensions, [11]);
+    }
 
     // Hostile: duplicate extension, invalid names, lying inner lengths.
     let cases: Vec<(Vec<u8>, &str)> = vec![

@@ -8,7 +8,9 @@
 
 use aho_corasick::Input;
 
-use super::rule::{Buffer, ByteOp, ByteRead, Content, Group, Item, Pcre, Rule, BUFFERS};
+use super::rule::{
+    Buffer, ByteOp, ByteRead, Content, Group, Item, Pcre, Rule, VarValues, BUFFERS, MAX_VARS,
+};
 
 /// The buffers available to one inspection step; `None` = not present.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +96,8 @@ fn group_matches(g: &Group, data: &[u8]) -> bool {
         data
     };
     let mut budget = STEP_BUDGET;
-    sizes_ok(&g.items, data) && step(&g.items, 0, data, 0, &mut budget)
+    let mut vars = [0; MAX_VARS];
+    sizes_ok(&g.items, data) && step(&g.items, 0, data, 0, &mut budget, &mut vars)
 }
 
 /// Size conditions do not depend on the match position.
@@ -131,20 +134,34 @@ pub fn base64_decode(input: &[u8]) -> Vec<u8> {
     ENGINE.decode(&input[..n]).unwrap_or_default()
 }
 
-fn window(c: &Content, prev_end: usize, len: usize) -> (usize, usize) {
+/// The value of a position: its `byte_extract` variable's, else its own.
+fn resolve(own: Option<usize>, var: Option<u8>, vars: &VarValues) -> Option<usize> {
+    match var {
+        Some(v) => Some(usize::try_from(vars[usize::from(v)]).unwrap_or(usize::MAX)),
+        None => own,
+    }
+}
+
+fn window(c: &Content, prev_end: usize, len: usize, vars: &VarValues) -> (usize, usize) {
     if c.relative() {
-        let base = prev_end as i64 + c.distance.unwrap_or(0);
+        let distance = match c.vars.distance {
+            Some(v) => i64::try_from(vars[usize::from(v)]).unwrap_or(i64::MAX),
+            None => c.distance.unwrap_or(0),
+        };
+        let base = (prev_end as i64).saturating_add(distance);
         let start = base.max(0) as usize;
-        let end = match c.within {
-            Some(w) => (base + w as i64).max(0) as usize,
+        let end = match resolve(c.within, c.vars.within, vars) {
+            Some(w) => base
+                .saturating_add(i64::try_from(w).unwrap_or(i64::MAX))
+                .max(0) as usize,
             None => len,
         };
         (start.min(len), end.min(len))
     } else if c.startswith {
         (0, c.pattern.len().min(len))
     } else {
-        let start = c.offset.unwrap_or(0);
-        let end = match c.depth {
+        let start = resolve(c.offset, c.vars.offset, vars).unwrap_or(0);
+        let end = match resolve(c.depth, c.vars.depth, vars) {
             Some(d) => start.saturating_add(d),
             None => len,
         };
@@ -166,7 +183,11 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
         Some(Item::Content(c)) => c.relative() && (c.within.is_some() || c.negated),
         Some(Item::Pcre(p)) => p.relative,
         Some(Item::IsDataAt { relative, .. }) => *relative,
-        Some(Item::ByteTest { read, .. } | Item::ByteJump { read, .. }) => read.relative,
+        Some(
+            Item::ByteTest { read, .. }
+            | Item::ByteJump { read, .. }
+            | Item::ByteExtract { read, .. },
+        ) => read.relative,
         Some(Item::Base64 { relative, .. }) => *relative,
         Some(Item::Size(_)) => retry_useful(items, next + 1),
     }
@@ -174,9 +195,18 @@ fn retry_useful(items: &[Item], next: usize) -> bool {
 
 /// Reads the number a `byte_test`/`byte_jump` looks at; `None` when the
 /// bytes are out of the buffer or are not digits.
-fn read_number(r: &ByteRead, data: &[u8], prev_end: usize) -> Option<(u64, usize)> {
+fn read_number(
+    r: &ByteRead,
+    data: &[u8],
+    prev_end: usize,
+    vars: &VarValues,
+) -> Option<(u64, usize)> {
     let base = if r.relative { prev_end as i64 } else { 0 };
-    let start = usize::try_from(base.checked_add(r.offset)?).ok()?;
+    let offset = match r.offset_var {
+        Some(v) => i64::try_from(vars[usize::from(v)]).ok()?,
+        None => r.offset,
+    };
+    let start = usize::try_from(base.checked_add(offset)?).ok()?;
     let (start, end) = if r.nbytes == 0 {
         // A string number of any length (Suricata's strtoull without a
         // length): leading white space, then the digits there are.
@@ -233,7 +263,17 @@ fn read_number(r: &ByteRead, data: &[u8], prev_end: usize) -> Option<(u64, usize
     Some((v, end))
 }
 
-fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32) -> bool {
+/// Matches `items[i..]` from `prev_end`; `vars` holds the values the
+/// `byte_extract`s on the current path read (each later item only reads
+/// those set before it, so backtracking may overwrite them).
+fn step(
+    items: &[Item],
+    i: usize,
+    data: &[u8],
+    prev_end: usize,
+    budget: &mut u32,
+    vars: &mut VarValues,
+) -> bool {
     let Some(item) = items.get(i) else {
         return true;
     };
@@ -242,9 +282,9 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
     }
     *budget -= 1;
     match item {
-        Item::Content(c) => content_step(c, items, i, data, prev_end, budget),
-        Item::Pcre(p) => pcre_step(p, items, i, data, prev_end, budget),
-        Item::Size(_) => step(items, i + 1, data, prev_end, budget),
+        Item::Content(c) => content_step(c, items, i, data, prev_end, budget, vars),
+        Item::Pcre(p) => pcre_step(p, items, i, data, prev_end, budget, vars),
+        Item::Size(_) => step(items, i + 1, data, prev_end, budget, vars),
         Item::Base64 {
             bytes,
             offset,
@@ -263,14 +303,16 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
             let decoded = base64_decode(&data[start..end]);
             !decoded.is_empty()
                 && sizes_ok(decoded_items, &decoded)
-                && step(decoded_items, 0, &decoded, 0, budget)
-                && step(items, i + 1, data, prev_end, budget)
+                && step(decoded_items, 0, &decoded, 0, budget, &mut [0; MAX_VARS])
+                && step(items, i + 1, data, prev_end, budget, vars)
         }
         Item::IsDataAt {
             n,
             relative,
             negated,
+            n_var,
         } => {
+            let n = &resolve(Some(*n), *n_var, vars).unwrap_or(0);
             // As Suricata: absolute data at `n` exists when n < length;
             // relative when the previous match end + n <= length.
             let present = if *relative {
@@ -278,16 +320,21 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
             } else {
                 *n < data.len()
             };
-            present != *negated && step(items, i + 1, data, prev_end, budget)
+            present != *negated && step(items, i + 1, data, prev_end, budget, vars)
         }
         Item::ByteTest {
             read,
             op,
             negated,
             value,
+            value_var,
         } => {
-            let Some((v, _)) = read_number(read, data, prev_end) else {
+            let Some((v, _)) = read_number(read, data, prev_end, vars) else {
                 return false;
+            };
+            let value = &match value_var {
+                Some(x) => vars[usize::from(*x)],
+                None => *value,
             };
             let ok = match op {
                 ByteOp::Lt => v < *value,
@@ -298,7 +345,26 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
                 ByteOp::And => v & *value != 0,
                 ByteOp::Xor => v ^ *value != 0,
             };
-            ok != *negated && step(items, i + 1, data, prev_end, budget)
+            ok != *negated && step(items, i + 1, data, prev_end, budget, vars)
+        }
+        Item::ByteExtract {
+            read,
+            multiplier,
+            align,
+            var,
+        } => {
+            // As Suricata: the value times the multiplier, rounded up to
+            // the alignment; the match position moves past the bytes read.
+            let Some((v, end)) = read_number(read, data, prev_end, vars) else {
+                return false;
+            };
+            let mut v = v.saturating_mul(*multiplier);
+            if *align > 0 {
+                let a = u64::from(*align);
+                v = v.saturating_add((a - v % a) % a);
+            }
+            vars[usize::from(*var)] = v;
+            step(items, i + 1, data, end, budget, vars)
         }
         Item::ByteJump {
             read,
@@ -307,7 +373,7 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
             align,
             from_beginning,
         } => {
-            let Some((v, end)) = read_number(read, data, prev_end) else {
+            let Some((v, end)) = read_number(read, data, prev_end, vars) else {
                 return false;
             };
             let mut jump = v.saturating_mul(*multiplier);
@@ -317,7 +383,7 @@ fn step(items: &[Item], i: usize, data: &[u8], prev_end: usize, budget: &mut u32
             let from = if *from_beginning { 0 } else { end as u64 };
             let to = (from.saturating_add(jump) as i64).saturating_add(*post_offset);
             match usize::try_from(to) {
-                Ok(to) if to <= data.len() => step(items, i + 1, data, to, budget),
+                Ok(to) if to <= data.len() => step(items, i + 1, data, to, budget, vars),
                 _ => false,
             }
         }
@@ -331,13 +397,14 @@ fn content_step(
     data: &[u8],
     prev_end: usize,
     budget: &mut u32,
+    vars: &mut VarValues,
 ) -> bool {
-    let (start, end) = window(c, prev_end, data.len());
+    let (start, end) = window(c, prev_end, data.len(), vars);
     let Some(searcher) = c.searcher.as_ref() else {
         return false;
     };
     if end < start || end - start < c.pattern.len() {
-        return c.negated && step(items, i + 1, data, prev_end, budget);
+        return c.negated && step(items, i + 1, data, prev_end, budget, vars);
     }
     if c.endswith {
         // The only candidate ends at the end of the buffer.
@@ -348,18 +415,18 @@ fn content_step(
                 .find(Input::new(data).span(at..data.len()))
                 .is_some();
         return if c.negated {
-            !found && step(items, i + 1, data, prev_end, budget)
+            !found && step(items, i + 1, data, prev_end, budget, vars)
         } else {
-            found && step(items, i + 1, data, data.len(), budget)
+            found && step(items, i + 1, data, data.len(), budget, vars)
         };
     }
     let input = Input::new(data).span(start..end);
     if c.negated {
-        return searcher.find(input).is_none() && step(items, i + 1, data, prev_end, budget);
+        return searcher.find(input).is_none() && step(items, i + 1, data, prev_end, budget, vars);
     }
     let retry = retry_useful(items, i + 1);
     for m in searcher.find_overlapping_iter(input) {
-        if step(items, i + 1, data, m.end(), budget) {
+        if step(items, i + 1, data, m.end(), budget, vars) {
             return true;
         }
         if *budget == 0 || !retry {
@@ -376,6 +443,7 @@ fn pcre_step(
     data: &[u8],
     prev_end: usize,
     budget: &mut u32,
+    vars: &mut VarValues,
 ) -> bool {
     // A relative pcre sees the buffer from the previous match on, so `^`
     // anchors there, as in Suricata.
@@ -386,7 +454,7 @@ fn pcre_step(
     };
     let hay = &data[from..];
     if p.negated {
-        return !p.re.is_match(hay) && step(items, i + 1, data, prev_end, budget);
+        return !p.re.is_match(hay) && step(items, i + 1, data, prev_end, budget, vars);
     }
     let mut at = 0;
     for _ in 0..PCRE_TRIES {
@@ -406,7 +474,7 @@ fn pcre_step(
             (s, e, true)
         };
         if digits_ok {
-            if step(items, i + 1, data, from + m_end, budget) {
+            if step(items, i + 1, data, from + m_end, budget, vars) {
                 return true;
             }
             if !retry_useful(items, i + 1) {
@@ -886,5 +954,93 @@ mod tests {
                 "{opts}"
             );
         }
+    }
+
+    #[test]
+    fn ja3_buffers() {
+        let r = r#"alert tls any any -> any any (ja3.hash; content:"e7d705a3286e19ea42f587b344ee6865"; sid:1;)"#;
+        assert!(m(r, Buffer::Ja3Hash, b"e7d705a3286e19ea42f587b344ee6865"));
+        assert!(!m(r, Buffer::Ja3Hash, b"2c2fd40b0c825611677aeb4c6fee8701"));
+        // The hash is not the string: a rule on one never sees the other.
+        assert!(!m(
+            r,
+            Buffer::Ja3String,
+            b"e7d705a3286e19ea42f587b344ee6865"
+        ));
+        let r = r#"alert tls any any -> any any (ja3_string; content:"771,"; startswith; content:",29-23,"; sid:1;)"#;
+        assert!(m(r, Buffer::Ja3String, b"771,4865,0-10,29-23,0"));
+        assert!(!m(r, Buffer::Ja3String, b"769,4865,0-10,23,0"));
+    }
+
+    #[test]
+    fn byte_extract_feeds_later_keywords() {
+        // A length byte, then that many bytes, then "Z".
+        let o =
+            r#"content:"L"; byte_extract:1,0,len,relative; content:"Z"; distance:len; within:1;"#;
+        assert!(raw(o, b"L\x03abcZ"));
+        assert!(!raw(o, b"L\x02abcZ"));
+        // A decimal string, compared with the same number further on.
+        let o = r#"content:"n="; byte_extract:2,0,n,relative,string,dec; content:";"; within:1; byte_test:2,=,n,0,relative,string,dec;"#;
+        assert!(raw(o, b"n=12;12"));
+        assert!(!raw(o, b"n=12;13"));
+        // multiplier, then align: 1 * 3 rounds up to 4.
+        let o = r#"content:"|01|"; depth:1; byte_extract:1,0,v,multiplier 3,align 4; isdataat:v;"#;
+        assert!(raw(o, b"\x01abcd"));
+        assert!(!raw(o, b"\x01abc"));
+        // depth and offset from variables; little-endian; hex string.
+        let o = r#"byte_extract:1,0,d; content:"x"; depth:d;"#;
+        assert!(raw(o, b"\x04abx"));
+        assert!(!raw(o, b"\x03abx"));
+        let o = r#"byte_extract:2,0,off,little; content:"x"; offset:off; depth:1;"#;
+        assert!(raw(o, b"\x03\x00.x"));
+        assert!(!raw(o, b"\x02\x00.x"));
+        let o = r#"content:"h="; byte_extract:2,0,h,relative,string,hex; byte_jump:1,h,relative; content:"!"; within:1;"#;
+        assert!(raw(o, b"h=0a0123456789\x00!"));
+        assert!(!raw(o, b"h=090123456789\x00!"));
+        // Unreadable bytes: no match.
+        assert!(!raw(
+            r#"content:"n="; byte_extract:2,0,n,relative,string,dec; isdataat:n;"#,
+            b"n=zz"
+        ));
+    }
+
+    #[test]
+    fn byte_extract_errors_are_reported() {
+        let p = |opts: &str| {
+            parse_rule(
+                &format!("alert tcp any any -> any any (content:\"a\"; {opts} sid:1;)"),
+                &Vars::default(),
+                "t:1",
+            )
+            .map_err(|(_, e)| e)
+        };
+        assert!(p("byte_extract:1,0,v,relative; content:\"b\"; distance:v;").is_ok());
+        for (opts, unsupported) in [
+            ("byte_extract:4,0,v,dce; content:\"b\"; distance:v;", true),
+            (
+                "byte_extract:1,0,v,from_end; content:\"b\"; distance:v;",
+                true,
+            ),
+            ("content:\"b\"; distance:v;", false),
+            ("byte_extract:1,0,v; byte_extract:1,1,v;", false),
+            ("byte_extract:1,0,9v;", false),
+            ("byte_extract:1,0;", false),
+            ("byte_extract:9,0,v;", true),
+            ("byte_extract:1,0,v,align 3;", false),
+            ("byte_extract:1,0,v,hex;", false),
+            // Used in another buffer than the one it was read from.
+            (
+                "byte_extract:1,0,v; http.uri; content:\"b\"; offset:v;",
+                false,
+            ),
+        ] {
+            match p(opts) {
+                Err(RuleError::Unsupported(_)) if unsupported => {}
+                Err(RuleError::Invalid(_)) if !unsupported => {}
+                other => panic!("{opts}: {other:?}"),
+            }
+        }
+        let many: String = (0..9).map(|i| format!("byte_extract:1,0,v{i};")).collect();
+        assert!(matches!(p(&many), Err(RuleError::Invalid(_))));
     }
 }

@@ -155,6 +155,15 @@ pub struct EvalCtx<'a> {
     /// The TLS version `tls.version` compares against (the highest the
     /// ClientHello offers), in TLS steps.
     pub tls_version: Option<u16>,
+    /// The [`rule::ssl_state`] bit of the TLS step (`ssl_state` rules
+    /// match only in TLS steps).
+    pub ssl_state: Option<u8>,
+    /// Stream bytes the client and the server have sent so far, this
+    /// step's included (`stream_size`); `None` in TLS steps.
+    pub stream_bytes: Option<(u64, u64)>,
+    /// Size of the chunk of stream data this step inspects (`dsize`);
+    /// only raw-stream steps have one.
+    pub chunk_len: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -441,9 +450,27 @@ impl Ruleset {
             (Some(_), None) => false,
         };
         let ints_ok = r.flowints.iter().all(|f| flowint_holds(f, ctx.bits));
+        let ssl_ok = match (r.ssl_state, ctx.ssl_state) {
+            (None, _) => true,
+            (Some(s), Some(cur)) => s.holds(cur),
+            (Some(_), None) => false,
+        };
+        let stream_ok = match (r.stream_size, ctx.stream_bytes) {
+            (None, _) => true,
+            (Some(s), Some((client, server))) => s.holds(client, server),
+            (Some(_), None) => false,
+        };
+        let dsize_ok = match (r.dsize, ctx.chunk_len) {
+            (None, _) => true,
+            (Some(c), Some(n)) => c.holds(n as u64),
+            (Some(_), None) => false,
+        };
         bits_ok
             && ints_ok
             && version_ok
+            && ssl_ok
+            && stream_ok
+            && dsize_ok
             && r.xbits.iter().enumerate().all(|(i, x)| {
                 let xid = self.xbit_ids[id as usize][i];
                 match x.cmd {
@@ -781,6 +808,9 @@ alert http any any -> any any (msg:"d"; http.uri; content:"/x"; sid:4;)"#,
             src: "192.0.2.1".parse().unwrap(),
             dst: "203.0.113.1".parse().unwrap(),
             tls_version: None,
+            ssl_state: None,
+            stream_bytes: None,
+            chunk_len: None,
         };
         set.eval(
             Phase::Raw,
@@ -823,6 +853,9 @@ alert tcp any any -> any any (content:"fresh"; flowint:dl, notset; sid:7;)"#,
                 src: "192.0.2.1".parse().unwrap(),
                 dst: "203.0.113.1".parse().unwrap(),
                 tls_version: None,
+                ssl_state: None,
+                stream_bytes: None,
+                chunk_len: None,
             };
             let mut hits = Vec::new();
             set.eval(

@@ -13,9 +13,10 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 
 use super::rule::{
-    Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowInt, FlowOpts,
-    Group, IntOp, IntValue, Item, Pcre, PortSet, Proto, Regex, Rule, Threshold, ThresholdKind,
-    TlsVersions, Track, XBit, BACKTRACK_LIMIT,
+    ssl_state, Action, AddrSet, BitCmd, Buffer, ByteOp, ByteRead, Cmp, Content, FlowBit, FlowInt,
+    FlowOpts, Group, IntOp, IntValue, Item, Pcre, PortSet, PosVars, Proto, Regex, Rule, SslState,
+    StreamSide, StreamSize, Threshold, ThresholdKind, TlsVersions, Track, XBit, BACKTRACK_LIMIT,
+    MAX_VARS,
 };
 
 /// Why a rule could not be used.
@@ -689,6 +690,8 @@ fn sticky(keyword: &str) -> Option<(Buffer, bool)> {
         "http.location" => (Buffer::Location, false),
         "tls.sni" | "tls_sni" => (Buffer::Sni, false),
         "ja4.hash" => (Buffer::Ja4, false),
+        "ja3.hash" | "ja3_hash" => (Buffer::Ja3Hash, false),
+        "ja3.string" | "ja3_string" => (Buffer::Ja3String, false),
         "tls.cert_subject" | "tls_cert_subject" => (Buffer::CertSubject, false),
         "tls.cert_issuer" | "tls_cert_issuer" => (Buffer::CertIssuer, false),
         "tls.cert_serial" | "tls_cert_serial" => (Buffer::CertSerial, false),
@@ -783,15 +786,18 @@ fn byte_read(
     nbytes: &str,
     offset: &str,
     flags: &[&str],
+    names: &[String],
 ) -> Result<(ByteRead, Vec<String>), RuleError> {
     let nbytes = unum(kw, nbytes)? as usize;
+    let (offset, offset_var) = int_or_var(kw, offset, names)?;
     let mut read = ByteRead {
         nbytes,
         relative: false,
-        offset: inum(kw, offset)?,
+        offset,
         little: false,
         string_base: None,
         bitmask: None,
+        offset_var,
     };
     let mut string = false;
     let mut rest = Vec::new();
@@ -827,7 +833,138 @@ fn byte_read(
     Ok((read, rest))
 }
 
-fn parse_byte_test(v: Option<&str>) -> Result<Item, RuleError> {
+/// A number, or the name of a `byte_extract` variable defined earlier in
+/// the rule (its slot; the number is then 0).
+fn int_or_var(kw: &str, s: &str, names: &[String]) -> Result<(i64, Option<u8>), RuleError> {
+    let s = s.trim();
+    match names.iter().position(|n| n == s) {
+        Some(slot) => Ok((0, Some(slot as u8))),
+        None if s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') => invalid(format!(
+            "`{kw}` names `{s}`, which no earlier byte_extract defines"
+        )),
+        None => Ok((inum(kw, s)?, None)),
+    }
+}
+
+/// [`int_or_var`] for positions that cannot be negative.
+fn uint_or_var(kw: &str, s: &str, names: &[String]) -> Result<(u64, Option<u8>), RuleError> {
+    let s = s.trim();
+    if s.starts_with('-') {
+        return invalid(format!("`{kw}` value `{s}` is negative"));
+    }
+    let (n, var) = int_or_var(kw, s, names)?;
+    Ok((n as u64, var))
+}
+
+/// `byte_extract:<bytes>,<offset>,<name>[,relative][,multiplier N]
+/// [,big|little][,string[,hex|dec|oct]][,align 2|4][,bitmask X]`.
+fn parse_byte_extract(v: Option<&str>, names: &mut Vec<String>) -> Result<Item, RuleError> {
+    let p = parts(v);
+    if p.len() < 3 {
+        return invalid("`byte_extract` needs bytes, offset and a variable name");
+    }
+    let name = p[2];
+    let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !name_ok {
+        return invalid(format!("bad `byte_extract` variable name `{name}`"));
+    }
+    if names.iter().any(|n| n == name) {
+        return invalid(format!("`byte_extract` variable `{name}` defined twice"));
+    }
+    if names.len() >= MAX_VARS {
+        return invalid(format!("more than {MAX_VARS} byte_extract variables"));
+    }
+    if p[1].trim().starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return invalid("`byte_extract` offset must be a number");
+    }
+    let (read, rest) = byte_read("byte_extract", p[0], p[1], &p[3..], names)?;
+    let (mut multiplier, mut align) = (1u64, 0u8);
+    for f in rest {
+        if let Some(m) = f.strip_prefix("multiplier") {
+            multiplier = unum("byte_extract", m)?;
+            if multiplier == 0 {
+                return invalid("`byte_extract` multiplier 0");
+            }
+        } else if let Some(a) = f.strip_prefix("align") {
+            align = match unum("byte_extract", a)? {
+                2 => 2,
+                4 => 4,
+                other => return invalid(format!("`byte_extract` align {other} (2 or 4)")),
+            };
+        } else {
+            return Err(RuleError::Unsupported(format!("byte_extract:{f}")));
+        }
+    }
+    names.push(name.to_string());
+    Ok(Item::ByteExtract {
+        read,
+        multiplier,
+        align,
+        var: (names.len() - 1) as u8,
+    })
+}
+
+/// `ssl_state:a|b|!c`: client_hello and server_hello, the handshake steps
+/// the engines see; `client_keyx`, `server_keyx` and `unknown` are never
+/// seen (the appliance gets the hello and the upstream certificate, not the
+/// key exchange), so a rule naming them is unsupported.
+fn parse_ssl_state(v: Option<&str>) -> Result<SslState, RuleError> {
+    let v = v.unwrap_or("").trim();
+    if v.is_empty() {
+        return invalid("`ssl_state` needs a state");
+    }
+    let (mut flags, mut mask) = (0u8, 0u8);
+    for part in v.split('|') {
+        let part = part.trim();
+        let (neg, name) = match part.strip_prefix('!') {
+            Some(n) => (true, n.trim()),
+            None => (false, part),
+        };
+        let bit = match name {
+            "client_hello" => ssl_state::CLIENT_HELLO,
+            "server_hello" => ssl_state::SERVER_HELLO,
+            "client_keyx" | "server_keyx" | "unknown" => {
+                return Err(RuleError::Unsupported(format!("ssl_state:{name}")))
+            }
+            other => return invalid(format!("bad `ssl_state` state `{other}`")),
+        };
+        flags |= bit;
+        if neg {
+            mask |= bit;
+        }
+    }
+    Ok(SslState { flags, mask })
+}
+
+/// `stream_size:<server|client|both|either>,<op>,<n>` with op one of
+/// `>`, `<`, `=`, `!=`, `>=`, `<=`.
+fn parse_stream_size(v: Option<&str>) -> Result<StreamSize, RuleError> {
+    let p = parts(v);
+    if p.len() != 3 {
+        return invalid("`stream_size` needs side, operator and number");
+    }
+    let side = match p[0] {
+        "server" => StreamSide::Server,
+        "client" => StreamSide::Client,
+        "both" => StreamSide::Both,
+        "either" => StreamSide::Either,
+        other => return invalid(format!("bad `stream_size` side `{other}`")),
+    };
+    let n = unum("stream_size", p[2])?;
+    let cmp = match p[1] {
+        ">" => Cmp::Gt(n),
+        "<" => Cmp::Lt(n),
+        "=" => Cmp::Eq(n),
+        "!=" => Cmp::Ne(n),
+        ">=" => Cmp::Ge(n),
+        "<=" => Cmp::Le(n),
+        other => return invalid(format!("bad `stream_size` operator `{other}`")),
+    };
+    Ok(StreamSize { side, cmp })
+}
+
+fn parse_byte_test(v: Option<&str>, names: &[String]) -> Result<Item, RuleError> {
     let p = parts(v);
     if p.len() < 4 {
         return invalid("`byte_test` needs bytes, operator, value and offset");
@@ -848,8 +985,8 @@ fn parse_byte_test(v: Option<&str>) -> Result<Item, RuleError> {
         "^" => ByteOp::Xor,
         other => return invalid(format!("bad `byte_test` operator `{other}`")),
     };
-    let value = unum("byte_test", p[2])?;
-    let (read, rest) = byte_read("byte_test", p[0], p[3], &p[4..])?;
+    let (value, value_var) = uint_or_var("byte_test", p[2], names)?;
+    let (read, rest) = byte_read("byte_test", p[0], p[3], &p[4..], names)?;
     if let Some(f) = rest.first() {
         return Err(RuleError::Unsupported(format!("byte_test:{f}")));
     }
@@ -858,15 +995,16 @@ fn parse_byte_test(v: Option<&str>) -> Result<Item, RuleError> {
         op,
         negated,
         value,
+        value_var,
     })
 }
 
-fn parse_byte_jump(v: Option<&str>) -> Result<Item, RuleError> {
+fn parse_byte_jump(v: Option<&str>, names: &[String]) -> Result<Item, RuleError> {
     let p = parts(v);
     if p.len() < 2 {
         return invalid("`byte_jump` needs bytes and offset");
     }
-    let (read, rest) = byte_read("byte_jump", p[0], p[1], &p[2..])?;
+    let (read, rest) = byte_read("byte_jump", p[0], p[1], &p[2..], names)?;
     let (mut multiplier, mut post_offset) = (1u64, 0i64);
     let (mut align, mut from_beginning) = (false, false);
     for f in rest {
@@ -892,13 +1030,14 @@ fn parse_byte_jump(v: Option<&str>) -> Result<Item, RuleError> {
     })
 }
 
-fn parse_isdataat(v: Option<&str>) -> Result<Item, RuleError> {
+fn parse_isdataat(v: Option<&str>, names: &[String]) -> Result<Item, RuleError> {
     let p = parts(v);
     let (negated, n) = match p[0].strip_prefix('!') {
         Some(r) => (true, r),
         None => (false, p[0]),
     };
-    let n = unum("isdataat", n)? as usize;
+    let (n, n_var) = uint_or_var("isdataat", n, names)?;
+    let n = n as usize;
     let mut relative = false;
     for f in &p[1..] {
         match *f {
@@ -911,6 +1050,7 @@ fn parse_isdataat(v: Option<&str>) -> Result<Item, RuleError> {
         n,
         relative,
         negated,
+        n_var,
     })
 }
 
@@ -1273,11 +1413,16 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         noalert: false,
         tls_version: None,
         app_events: 0,
+        ssl_state: None,
+        dsize: None,
+        stream_size: None,
         fast_pattern: None,
         origin: origin.to_string(),
     };
     let mut have_sid = false;
     let mut items: Vec<Parsed> = Vec::new();
+    // `byte_extract` variable names; a variable's slot is its index.
+    let mut names: Vec<String> = Vec::new();
     let mut cur = Cursor {
         buffer: Buffer::Raw,
         dual: false,
@@ -1372,27 +1517,40 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                         endswith: false,
                         fast_pattern: false,
                         searcher: None,
+                        vars: PosVars::default(),
                     }),
                 );
             }
             "nocase" => last_content(&mut items, &kw)?.nocase = true,
             "depth" => {
-                let n: usize = num("depth", v)?;
+                let (n, var) = uint_or_var("depth", v.unwrap_or(""), &names)?;
                 let c = last_content(&mut items, &kw)?;
-                if n < c.pattern.len() {
+                if var.is_none() && (n as usize) < c.pattern.len() {
                     return invalid(format!("depth {n} is shorter than its content"));
                 }
-                c.depth = Some(n);
+                c.depth = Some(n as usize);
+                c.vars.depth = var;
             }
-            "offset" => last_content(&mut items, &kw)?.offset = Some(num("offset", v)?),
-            "distance" => last_content(&mut items, &kw)?.distance = Some(num("distance", v)?),
-            "within" => {
-                let n: usize = num("within", v)?;
+            "offset" => {
+                let (n, var) = uint_or_var("offset", v.unwrap_or(""), &names)?;
                 let c = last_content(&mut items, &kw)?;
-                if n < c.pattern.len() {
+                c.offset = Some(n as usize);
+                c.vars.offset = var;
+            }
+            "distance" => {
+                let (n, var) = int_or_var("distance", v.unwrap_or(""), &names)?;
+                let c = last_content(&mut items, &kw)?;
+                c.distance = Some(n);
+                c.vars.distance = var;
+            }
+            "within" => {
+                let (n, var) = uint_or_var("within", v.unwrap_or(""), &names)?;
+                let c = last_content(&mut items, &kw)?;
+                if var.is_none() && (n as usize) < c.pattern.len() {
                     return invalid(format!("within {n} is shorter than its content"));
                 }
-                c.within = Some(n);
+                c.within = Some(n as usize);
+                c.vars.within = var;
             }
             "startswith" => {
                 let c = last_content(&mut items, &kw)?;
@@ -1465,22 +1623,25 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                 );
             }
             "isdataat" => {
-                let it = parse_isdataat(v)?;
+                let it = parse_isdataat(v, &names)?;
                 let at = match it {
                     Item::IsDataAt { relative: true, .. } => prev_cursor(&items, cur),
                     _ => cur,
                 };
                 push(&mut items, at, it);
             }
-            "byte_test" | "byte_jump" => {
-                let it = if kw == "byte_test" {
-                    parse_byte_test(v)?
-                } else {
-                    parse_byte_jump(v)?
+            "byte_test" | "byte_jump" | "byte_extract" => {
+                if kw == "byte_extract" && cur.b64 {
+                    return Err(RuleError::Unsupported("byte_extract in base64_data".into()));
+                }
+                let it = match kw.as_str() {
+                    "byte_test" => parse_byte_test(v, &names)?,
+                    "byte_jump" => parse_byte_jump(v, &names)?,
+                    _ => parse_byte_extract(v, &mut names)?,
                 };
                 let relative = matches!(
                     &it,
-                    Item::ByteTest { read, .. } | Item::ByteJump { read, .. } if read.relative
+                    Item::ByteTest { read, .. } | Item::ByteJump { read, .. } | Item::ByteExtract { read, .. } if read.relative
                 );
                 let at = if relative {
                     prev_cursor(&items, cur)
@@ -1541,6 +1702,24 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
                 rule.threshold = Some(parse_threshold(&kw, v)?);
             }
             "tls.version" | "ssl_version" => rule.tls_version = Some(tls_version(&kw, v)?),
+            "ssl_state" => {
+                if rule.ssl_state.is_some() {
+                    return Err(RuleError::Unsupported("ssl_state twice".into()));
+                }
+                rule.ssl_state = Some(parse_ssl_state(v)?);
+            }
+            "dsize" => {
+                if rule.dsize.is_some() {
+                    return invalid("more than one dsize");
+                }
+                rule.dsize = Some(parse_cmp("dsize", v.unwrap_or(""))?);
+            }
+            "stream_size" => {
+                if rule.stream_size.is_some() {
+                    return invalid("more than one stream_size");
+                }
+                rule.stream_size = Some(parse_stream_size(v)?);
+            }
             "flow" => {
                 for part in v.unwrap_or("").split(',') {
                     match part.trim() {
@@ -1593,6 +1772,9 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
         }
     }
     check_buffers(&mut rule, &groups)?;
+    for g in &groups {
+        check_vars(&g.items)?;
+    }
     // Fast pattern: the flagged content, else the longest positive one.
     let mut best: Option<(&Group, &Content)> = None;
     for g in &groups {
@@ -1649,12 +1831,78 @@ fn parse_rule_inner(line: &str, vars: &Vars, origin: &str) -> Result<Rule, RuleE
     Ok(rule)
 }
 
+/// Checks that every `byte_extract` variable is used after its definition
+/// in the same buffer, as Suricata requires: the value is a position in
+/// that buffer.
+fn check_vars(items: &[Item]) -> Result<(), RuleError> {
+    let mut defined = 0u32;
+    let check = |defined: u32, var: Option<u8>| match var {
+        Some(v) if defined & (1 << v) == 0 => {
+            invalid("a byte_extract variable is used outside the buffer it was extracted from")
+        }
+        _ => Ok(()),
+    };
+    for it in items {
+        match it {
+            Item::ByteExtract { var, .. } => defined |= 1 << var,
+            Item::Content(c) => {
+                for v in [c.vars.offset, c.vars.depth, c.vars.distance, c.vars.within] {
+                    check(defined, v)?;
+                }
+            }
+            Item::IsDataAt { n_var, .. } => check(defined, *n_var)?,
+            Item::ByteTest {
+                read, value_var, ..
+            } => {
+                check(defined, read.offset_var)?;
+                check(defined, *value_var)?;
+            }
+            Item::ByteJump { read, .. } => check(defined, read.offset_var)?,
+            Item::Base64 { data, .. } => check_vars(data)?,
+            Item::Pcre(_) | Item::Size(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Refuses buffer combinations no inspection step provides.
 fn check_buffers(rule: &mut Rule, groups: &[Group]) -> Result<(), RuleError> {
     let uses = |f: &dyn Fn(Buffer) -> bool| groups.iter().any(|g| f(g.buffer));
     let raw = uses(&|b| b == Buffer::Raw);
     let tls = uses(&|b| b.is_tls());
     let http = uses(&|b| b != Buffer::Raw && !b.is_tls());
+    if let Some(s) = rule.ssl_state {
+        // ssl_state needs the TLS parser's state, as in Suricata.
+        if rule.proto == Proto::Http || http {
+            return invalid("ssl_state in an http rule can never match");
+        }
+        rule.proto = Proto::Tls;
+        let at_hello = s.holds(ssl_state::CLIENT_HELLO);
+        let at_server = s.holds(ssl_state::SERVER_HELLO);
+        if !at_hello && !at_server {
+            return invalid("ssl_state holds at no step the engines see");
+        }
+        if !at_server && (rule.flow.to_client || uses(&|b| b.is_cert())) {
+            return invalid("ssl_state:client_hello with the server's data can never match");
+        }
+    }
+    if rule.stream_size.is_some() && (tls || rule.proto == Proto::Tls) {
+        // The handshake steps run before the pipeline counts stream bytes.
+        return Err(RuleError::Unsupported("stream_size in a tls rule".into()));
+    }
+    // dsize is the size of the chunk of stream data inspected, which only
+    // raw-stream rules see: HTTP buffers are built from many chunks, TLS
+    // buffers from the handshake.
+    let dsize_refused = || {
+        Err(RuleError::Unsupported(
+            "dsize outside a raw-stream rule".into(),
+        ))
+    };
+    let cert_step = rule.flow.to_client
+        || uses(&|b| b.is_cert())
+        || rule
+            .ssl_state
+            .is_some_and(|s| s.holds(ssl_state::SERVER_HELLO) && !s.holds(ssl_state::CLIENT_HELLO));
     if tls || rule.proto == Proto::Tls {
         if http {
             return Err(RuleError::Unsupported(
@@ -1665,24 +1913,30 @@ fn check_buffers(rule: &mut Rule, groups: &[Group]) -> Result<(), RuleError> {
             return invalid("tls buffers in an http rule can never match");
         }
         rule.proto = Proto::Tls;
-        if raw && (rule.flow.to_client || uses(&|b| b.is_cert())) {
+        if raw && cert_step {
             // The appliance sees the ClientHello's bytes, not the server's
             // handshake records (encrypted from TLS 1.3 on).
             return Err(RuleError::Unsupported(
                 "raw tls content from the server".into(),
             ));
         }
-        if rule.tls_version.is_some() && (rule.flow.to_client || uses(&|b| b.is_cert())) {
+        if rule.dsize.is_some() {
+            return dsize_refused();
+        }
+        if rule.tls_version.is_some() && cert_step {
             return Err(RuleError::Unsupported("tls.version of the server".into()));
         }
-        if uses(&|b| b == Buffer::Sni || b == Buffer::Ja4 || b == Buffer::Raw) && rule.bidirectional
-        {
+        let hello_only = |b: Buffer| b.is_tls() && !b.is_cert() || b == Buffer::Raw;
+        if uses(&hello_only) && rule.bidirectional {
             return Err(RuleError::Unsupported("bidirectional tls rule".into()));
         }
         return Ok(());
     }
     if rule.tls_version.is_some() {
         return invalid("tls.version outside a tls rule");
+    }
+    if rule.dsize.is_some() && (rule.proto == Proto::Http || http) {
+        return dsize_refused();
     }
     let req = uses(&|b| b != Buffer::Raw && !b.is_response());
     let resp = uses(&|b| b.is_response());
@@ -2061,5 +2315,128 @@ mod tests {
                 "{rule:?}"
             );
         }
+    }
+
+    #[test]
+    fn ssl_state_picks_the_step_and_refuses_steps_never_seen() {
+        use crate::inspect::ips::rule::ssl_state::{CLIENT_HELLO, SERVER_HELLO};
+        let p = |opts: &str| parse(&format!("alert tls any any -> any any ({opts} sid:1;)"));
+        let r = p(r#"ssl_state:client_hello; tls.sni; content:"a";"#).unwrap();
+        let s = r.ssl_state.unwrap();
+        assert!(s.holds(CLIENT_HELLO) && !s.holds(SERVER_HELLO));
+        assert!(!r.uses_cert());
+        let r = p(r#"ssl_state:server_hello; tls.sni; content:"a";"#).unwrap();
+        assert!(
+            r.uses_cert(),
+            "the server's hello comes with the certificate"
+        );
+        let r = p(r#"ssl_state:!client_hello; tls.sni; content:"a";"#).unwrap();
+        assert!(r.uses_cert());
+        let r = p(r#"ssl_state:client_hello|server_hello; tls.sni; content:"a";"#).unwrap();
+        let s = r.ssl_state.unwrap();
+        assert!(s.holds(CLIENT_HELLO) && s.holds(SERVER_HELLO));
+        // A tcp rule with ssl_state is a tls rule, as in Suricata.
+        let r = parse(r#"alert tcp any any -> any any (ssl_state:client_hello; content:"|16 03|"; depth:2; sid:2;)"#).unwrap();
+        assert_eq!(r.proto, Proto::Tls);
+        for (opts, unsupported) in [
+            (r#"ssl_state:client_keyx; tls.sni; content:"a";"#, true),
+            (
+                r#"ssl_state:server_hello|unknown; tls.sni; content:"a";"#,
+                true,
+            ),
+            (r#"ssl_state:hello; tls.sni; content:"a";"#, false),
+            (
+                r#"ssl_state:client_hello; tls.cert_subject; content:"a";"#,
+                false,
+            ),
+            (r#"ssl_state:server_hello; content:"|16|";"#, true),
+        ] {
+            match p(opts) {
+                Err(RuleError::Unsupported(_)) if unsupported => {}
+                Err(RuleError::Invalid(_)) if !unsupported => {}
+                other => panic!("{opts}: {other:?}"),
+            }
+        }
+        let http = parse(
+            r#"alert http any any -> any any (ssl_state:client_hello; http.uri; content:"a"; sid:3;)"#,
+        );
+        assert!(matches!(http, Err(RuleError::Invalid(_))));
+    }
+
+    #[test]
+    fn stream_size_and_dsize_parse_where_they_have_a_meaning() {
+        use crate::inspect::ips::rule::StreamSide;
+        let r = parse(r#"alert tcp any any -> any any (content:"a"; stream_size:either,>=,100; dsize:<10; sid:1;)"#).unwrap();
+        let ss = r.stream_size.unwrap();
+        assert_eq!((ss.side, ss.cmp), (StreamSide::Either, Cmp::Ge(100)));
+        assert!(ss.holds(5, 100) && !ss.holds(99, 5));
+        assert_eq!(r.dsize, Some(Cmp::Lt(10)));
+        let both = parse(r#"alert http any any -> any any (http.uri; content:"a"; stream_size:both,<,50; sid:1;)"#).unwrap();
+        assert!(
+            both.stream_size.unwrap().holds(49, 49) && !both.stream_size.unwrap().holds(49, 50)
+        );
+        for (rule, unsupported) in [
+            (
+                r#"alert http any any -> any any (http.uri; content:"a"; dsize:>5; sid:1;)"#,
+                true,
+            ),
+            (
+                r#"alert tls any any -> any any (tls.sni; content:"a"; dsize:>5; sid:1;)"#,
+                true,
+            ),
+            (
+                r#"alert tls any any -> any any (tls.sni; content:"a"; stream_size:client,>,5; sid:1;)"#,
+                true,
+            ),
+            (
+                r#"alert tcp any any -> any any (content:"a"; stream_size:middle,>,5; sid:1;)"#,
+                false,
+            ),
+            (
+                r#"alert tcp any any -> any any (content:"a"; stream_size:client,~,5; sid:1;)"#,
+                false,
+            ),
+            (
+                r#"alert tcp any any -> any any (content:"a"; stream_size:client,>; sid:1;)"#,
+                false,
+            ),
+            (
+                r#"alert tcp any any -> any any (content:"a"; dsize:x; sid:1;)"#,
+                false,
+            ),
+        ] {
+            match parse(rule) {
+                Err(RuleError::Unsupported(_)) if unsupported => {}
+                Err(RuleError::Invalid(_)) if !unsupported => {}
+                other => panic!("{rule}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ja3_keywords_are_sticky_buffers() {
+        for kw in ["ja3.hash", "ja3_hash"] {
+            let r = parse(&format!(r#"alert tls any any -> any any ({kw}; content:"e7d705a3286e19ea42f587b344ee6865"; sid:1;)"#)).unwrap();
+            assert_eq!(r.groups[0].buffer, Buffer::Ja3Hash, "{kw}");
+            assert_eq!(r.proto, Proto::Tls);
+            assert!(!r.uses_cert());
+        }
+        for kw in ["ja3.string", "ja3_string"] {
+            let r = parse(&format!(
+                r#"alert tcp any any -> any any ({kw}; content:"771,"; sid:1;)"#
+            ))
+            .unwrap();
+            assert_eq!(r.groups[0].buffer, Buffer::Ja3String, "{kw}");
+            assert_eq!(r.proto, Proto::Tls);
+        }
+        assert!(matches!(
+            parse(r#"alert tls any any <> any any (ja3.hash; content:"a"; sid:1;)"#),
+            Err(RuleError::Unsupported(_))
+        ));
+        // ja3s is the server's hello, which the engines do not get.
+        assert_eq!(
+            parse(r#"alert tls any any -> any any (ja3s.hash; content:"a"; sid:1;)"#).unwrap_err(),
+            RuleError::Unsupported("ja3s.hash".into())
+        );
     }
 }

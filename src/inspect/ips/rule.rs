@@ -122,6 +122,10 @@ pub enum Buffer {
     Sni,
     /// `ja4.hash`: the ClientHello's JA4 fingerprint.
     Ja4,
+    /// `ja3.hash`: lower-case hex MD5 of the ClientHello's JA3 string.
+    Ja3Hash,
+    /// `ja3.string`: the ClientHello's JA3 string.
+    Ja3String,
     /// `tls.cert_subject`: the upstream leaf's subject, `CN=.., O=..`.
     CertSubject,
     /// `tls.cert_issuer`: the upstream leaf's issuer.
@@ -135,7 +139,7 @@ pub enum Buffer {
 }
 
 /// Number of [`Buffer`] kinds.
-pub const BUFFERS: usize = 44;
+pub const BUFFERS: usize = 46;
 
 impl Buffer {
     /// All buffers, in index order.
@@ -179,6 +183,8 @@ impl Buffer {
         Buffer::RespConnection,
         Buffer::Sni,
         Buffer::Ja4,
+        Buffer::Ja3Hash,
+        Buffer::Ja3String,
         Buffer::CertSubject,
         Buffer::CertIssuer,
         Buffer::CertSerial,
@@ -245,6 +251,28 @@ pub struct Content {
     pub fast_pattern: bool,
     /// Searcher for this literal, built once at load.
     pub searcher: Option<AhoCorasick>,
+    /// Positions taken from `byte_extract` variables at match time.
+    pub vars: PosVars,
+}
+
+/// Most `byte_extract` variables one rule may define.
+pub const MAX_VARS: usize = 8;
+
+/// The values of a rule's `byte_extract` variables during one match.
+pub type VarValues = [u64; MAX_VARS];
+
+/// Which of a content's positions name a `byte_extract` variable (its
+/// slot); the field itself then holds a placeholder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PosVars {
+    /// `offset:<var>`.
+    pub offset: Option<u8>,
+    /// `depth:<var>`.
+    pub depth: Option<u8>,
+    /// `distance:<var>`.
+    pub distance: Option<u8>,
+    /// `within:<var>`.
+    pub within: Option<u8>,
 }
 
 impl Content {
@@ -386,6 +414,8 @@ pub struct ByteRead {
     pub string_base: Option<u32>,
     /// `bitmask`.
     pub bitmask: Option<u64>,
+    /// The offset is this `byte_extract` variable's value (`offset` unused).
+    pub offset_var: Option<u8>,
 }
 
 /// The operator of a `byte_test`.
@@ -422,6 +452,8 @@ pub enum Item {
         relative: bool,
         /// `isdataat:!`.
         negated: bool,
+        /// `n` is this `byte_extract` variable's value.
+        n_var: Option<u8>,
     },
     /// `bsize` / `urilen`: the buffer's length.
     Size(Cmp),
@@ -435,6 +467,20 @@ pub enum Item {
         negated: bool,
         /// The value compared against.
         value: u64,
+        /// `value` is this `byte_extract` variable's value.
+        value_var: Option<u8>,
+    },
+    /// `byte_extract`: reads a number into a variable of the rule and
+    /// moves the match position past the bytes read.
+    ByteExtract {
+        /// How to read the number.
+        read: ByteRead,
+        /// `multiplier`.
+        multiplier: u64,
+        /// `align 2|4`: round the value up to a multiple (0: none).
+        align: u8,
+        /// The variable's slot.
+        var: u8,
     },
     /// `byte_jump`: moves the match position by the number read.
     ByteJump {
@@ -644,6 +690,65 @@ pub struct TlsVersions {
     pub versions: Vec<u16>,
 }
 
+/// The handshake steps `ssl_state` names, as bits of its flags.
+pub mod ssl_state {
+    /// `client_hello`: the ClientHello step.
+    pub const CLIENT_HELLO: u8 = 1;
+    /// `server_hello`: the server's hello flight (the certificate step).
+    pub const SERVER_HELLO: u8 = 2;
+}
+
+/// `ssl_state`: which handshake steps match, as Suricata evaluates it on
+/// the state of the message just parsed: `(flags & current) ^ mask != 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SslState {
+    /// The states named.
+    pub flags: u8,
+    /// The states named with `!`.
+    pub mask: u8,
+}
+
+impl SslState {
+    /// Whether the condition holds at the step whose state is `current`.
+    pub fn holds(self, current: u8) -> bool {
+        (self.flags & current) ^ self.mask != 0
+    }
+}
+
+/// Whose bytes `stream_size` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSide {
+    /// `server`: bytes the server sent.
+    Server,
+    /// `client`: bytes the client sent.
+    Client,
+    /// `both`: each side's count satisfies the comparison.
+    Both,
+    /// `either`: one side's count does.
+    Either,
+}
+
+/// `stream_size:<side>,<op>,<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSize {
+    /// Whose bytes.
+    pub side: StreamSide,
+    /// The comparison.
+    pub cmp: Cmp,
+}
+
+impl StreamSize {
+    /// Whether the counts (client's, server's) satisfy the condition.
+    pub fn holds(self, client: u64, server: u64) -> bool {
+        match self.side {
+            StreamSide::Server => self.cmp.holds(server),
+            StreamSide::Client => self.cmp.holds(client),
+            StreamSide::Both => self.cmp.holds(client) && self.cmp.holds(server),
+            StreamSide::Either => self.cmp.holds(client) || self.cmp.holds(server),
+        }
+    }
+}
+
 /// A set of addresses: `any` when `include` is empty, minus `exclude`.
 #[derive(Debug, Clone, Default)]
 pub struct AddrSet {
@@ -750,6 +855,12 @@ pub struct Rule {
     pub tls_version: Option<TlsVersions>,
     /// `app-layer-event`: the [`app_event`] bits that must all be raised.
     pub app_events: u32,
+    /// `ssl_state`.
+    pub ssl_state: Option<SslState>,
+    /// `dsize`: the size of the chunk of stream data inspected.
+    pub dsize: Option<Cmp>,
+    /// `stream_size`.
+    pub stream_size: Option<StreamSize>,
     /// The literal the prefilter keys on, and its buffer.
     pub fast_pattern: Option<(Buffer, Vec<u8>)>,
     /// Where the rule was defined, `file:line`.
@@ -780,9 +891,14 @@ impl Rule {
         self.proto == Proto::Tls || self.groups.iter().any(|g| g.buffer.is_tls())
     }
 
-    /// Whether the rule needs the upstream certificate (or is to the client).
+    /// Whether the rule needs the upstream certificate (or is to the
+    /// client, or its `ssl_state` holds only at the server's hello).
     pub fn uses_cert(&self) -> bool {
-        self.flow.to_client || self.groups.iter().any(|g| g.buffer.is_cert())
+        self.flow.to_client
+            || self.groups.iter().any(|g| g.buffer.is_cert())
+            || self.ssl_state.is_some_and(|s| {
+                s.holds(ssl_state::SERVER_HELLO) && !s.holds(ssl_state::CLIENT_HELLO)
+            })
     }
 
     /// Whether the header and `flow` let the rule see data from `from` to `to`.
