@@ -13,7 +13,7 @@
 
 mod lab;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -287,29 +287,13 @@ fn fleet(tag: &str) -> anyhow::Result<()> {
     let slow_out = t.path("slow.bin");
     let slow_w = slow_out.with_extension("w");
     let slow = t.slow_download(CLIENT, SERVER, &t.pki.policy_ca_cert, "6M", &slow_out)?;
-    let known: BTreeSet<u16> = ports
+    let known: Vec<u16> = ports
         .iter()
         .chain(&again)
         .copied()
         .chain([c.local_port, passed_port])
         .collect();
-    let is_slow = |f: &tlsinspect::demo::lb::FlowStats| {
-        f.server == format!("{SERVER}:443")
-            && f.client
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-                .is_some_and(|p| !known.contains(&p))
-            && f.to_client > 1000
-    };
-    let s = t.wait_lb(&lb, Duration::from_secs(10), |s| {
-        s.flows.iter().any(is_slow)
-    })?;
-    let slow_flow = s
-        .flows
-        .iter()
-        .find(|f| is_slow(f))
-        .expect("waited for above");
+    let slow_flow = t.wait_download(&lb, SERVER, &known)?;
     let draining = slow_flow.appliance;
     let other = 1 - draining;
     t.lab.signal(apps[draining].pid, "TERM")?;

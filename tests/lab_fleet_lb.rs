@@ -13,12 +13,11 @@
 
 mod lab;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use lab::{LbStats, Offloads, TestLab};
-use tlsinspect::demo::lb::FlowStats;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -138,17 +137,9 @@ fn fleet_lb(offloads: Offloads, tag: &str) -> anyhow::Result<()> {
     let slow_out = t.path("slow.bin");
     let slow_w = slow_out.with_extension("w");
     let slow = t.slow_download(CLIENT, SERVER, &t.pki.origin_root, "5M", &slow_out)?;
-    let known: HashSet<u16> = ports.iter().copied().chain([c.local_port]).collect();
-    let is_slow = |f: &FlowStats| !known.contains(&lab::lb_client_port(f)) && f.to_client > 1000;
-    let s = t.wait_lb(&lb, Duration::from_secs(10), |s| {
-        s.flows.iter().any(is_slow)
-    })?;
-    let slow_flow = s
-        .flows
-        .iter()
-        .find(|f| is_slow(f))
-        .expect("waited for above");
-    let slow_port = lab::lb_client_port(slow_flow);
+    let known: Vec<u16> = ports.iter().copied().chain([c.local_port]).collect();
+    let slow_flow = t.wait_download(&lb, SERVER, &known)?;
+    let slow_port = lab::lb_client_port(&slow_flow);
     let draining = slow_flow.appliance;
     let other = 1 - draining;
     std::fs::write(&reflectors[draining].drain_file, "draining\n")?;

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(&swapped[t.udp..], &data[t.udp..]);
 
     // The stored header around another packet (the inner one, cut short).
-    let e = Encap::of(&swapped, &t).expect("header");
+    let e = Encap::of(data, &t).expect("header");
     let inner = &data[t.inner..];
     let packet = &inner[..inner.len().min(1 + inner.len() / 2)];
     let mut out = Vec::new();
@@ -68,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         Arc::new(Sink::default()),
         Clock::new(now, SystemTime::UNIX_EPOCH),
     );
-    d.on_geneve(&swapped, t, Offload::default(), now);
+    let parsed = tlsinspect_pipeline::frame::parse_ip(&data[t.inner..]);
+    d.on_geneve(data, t, parsed, Offload::default(), now);
     d.finish(now);
 });

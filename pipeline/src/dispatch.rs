@@ -780,9 +780,10 @@ impl Dispatcher {
     }
 
     /// Decides the path of a GENEVE frame (`mode = "geneve"`): `frame` is
-    /// the whole frame, already swapped back toward its load balancer (see
-    /// [`crate::geneve::swap_outer`]), `t` where its parts are, `offload`
-    /// the checksum state of the inner packet.
+    /// the whole frame as received, `t` where its parts are, `parsed` its
+    /// inner packet (`frame[t.inner..]`) parsed, `offload` the checksum
+    /// state of the inner packet. A frame the worker forwards it swaps back
+    /// toward its load balancer ([`crate::geneve::swap_outer`]) afterwards.
     ///
     /// Both directions arrive on one interface, so the side is the
     /// packet's role: a TCP SYN without ACK comes from the client ("LAN"),
@@ -791,6 +792,7 @@ impl Dispatcher {
         &mut self,
         frame: &[u8],
         t: crate::geneve::Tunnel,
+        parsed: Result<IpView<'_>, FrameError>,
         offload: Offload,
         now: Instant,
     ) -> Path {
@@ -799,7 +801,7 @@ impl Dispatcher {
         self.counters.rx_bytes += wire_len as u64;
         self.counters.geneve_frames += 1;
         let inner = frame.get(t.inner..).unwrap_or_default();
-        let path = match crate::frame::parse_ip(inner) {
+        let path = match parsed {
             Err(e) => Path::Malformed(e),
             Ok(ip) => {
                 let side = match ip.transport {
@@ -1722,10 +1724,13 @@ pub(crate) mod tests {
         let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), pass_all());
         let lb = std::net::Ipv4Addr::new(198, 51, 100, 129);
         let received = |inner: &[u8], cookie: [u8; 4]| {
-            let mut f = frame_with(inner, 77, cookie);
+            let f = frame_with(inner, 77, cookie);
             let t = geneve::parse(&f).unwrap();
-            geneve::swap_outer(&mut f);
             (f, t)
+        };
+        let feed = |d: &mut Dispatcher, f: &[u8], t: geneve::Tunnel, now: Instant| {
+            let parsed = crate::frame::parse_ip(&f[t.inner..]);
+            d.on_geneve(f, t, parsed, Offload::default(), now)
         };
         // What the load balancer gets back, parsed as it would: from the appliance.
         let at_lb = |f: &[u8]| {
@@ -1741,10 +1746,7 @@ pub(crate) mod tests {
         // server goes back to the load balancer in the SYN's encapsulation.
         let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
         let (f, t) = received(&syn, [1, 1, 1, 1]);
-        assert_eq!(
-            d.on_geneve(&f, t, Offload::default(), t0),
-            Path::Intercepted
-        );
+        assert_eq!(feed(&mut d, &f, t, t0), Path::Intercepted);
         let out = drain(&mut d);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].0, Port::Wan);
@@ -1771,10 +1773,7 @@ pub(crate) mod tests {
         );
         let (f2, t2) = received(&synack, [2, 2, 2, 2]);
         let ms = Duration::from_millis(1);
-        assert_eq!(
-            d.on_geneve(&f2, t2, Offload::default(), t0 + ms),
-            Path::Intercepted
-        );
+        assert_eq!(feed(&mut d, &f2, t2, t0 + ms), Path::Intercepted);
         let out = drain(&mut d);
         let to_client: Vec<_> = out.iter().filter(|(s, _)| *s == Port::Lan).collect();
         assert_eq!(to_client.len(), 1, "{out:?}");
@@ -1792,15 +1791,9 @@ pub(crate) mod tests {
         let udp_len = (udp.len() - 20) as u16;
         udp[24..26].copy_from_slice(&udp_len.to_be_bytes());
         let (f3, t3) = received(&udp, [3; 4]);
-        assert_eq!(
-            d.on_geneve(&f3, t3, Offload::default(), t0),
-            Path::Fast(FastKind::Udp)
-        );
+        assert_eq!(feed(&mut d, &f3, t3, t0), Path::Fast(FastKind::Udp));
         let (f4, t4) = received(&syn[..10], [3; 4]);
-        assert!(matches!(
-            d.on_geneve(&f4, t4, Offload::default(), t0),
-            Path::Malformed(_)
-        ));
+        assert!(matches!(feed(&mut d, &f4, t4, t0), Path::Malformed(_)));
         assert_eq!(d.counters.geneve_frames, 4);
 
         // The record says which tunnel the flow came through.

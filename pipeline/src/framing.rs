@@ -7,7 +7,7 @@
 //! - AF_PACKET: the Ethernet header of the client's SYN, as it was toward the
 //!   server and with its MACs swapped toward the client.
 //! - GENEVE: the load balancer's encapsulation of the client's SYN (outer
-//!   addresses already swapped, so it returns to the load balancer) toward
+//!   addresses swapped, so it returns to the load balancer) toward
 //!   the server; toward the client that of the first packet the server sent
 //!   through the load balancer, until then the SYN's.
 
@@ -22,7 +22,7 @@ pub enum Received<'a> {
     Ip,
     /// An Ethernet frame's MACs (destination, source).
     Ethernet([u8; 12]),
-    /// A GENEVE frame, already swapped back toward its load balancer: its
+    /// A GENEVE frame as received from its load balancer: its
     /// encapsulation and where the parts are.
     Geneve(&'a [u8], Tunnel),
 }
@@ -94,14 +94,24 @@ impl Framing {
         match self {
             Framing::Ip => 0,
             Framing::Ethernet(_) => 14,
-            Framing::Geneve {
-                to_server,
-                to_client,
-                ..
-            } => match side {
-                Port::Wan => to_server.len(),
-                Port::Lan => to_client.as_ref().unwrap_or(to_server).len(),
-            },
+            Framing::Geneve { .. } => self.encap(side).map_or(0, Encap::len),
+        }
+    }
+
+    /// The encapsulation toward `side` (GENEVE only): the server's own
+    /// toward the client once it is known, the client SYN's otherwise.
+    fn encap(&self, side: Port) -> Option<&Encap> {
+        match (self, side) {
+            (Framing::Geneve { to_server, .. }, Port::Wan) => Some(to_server),
+            (
+                Framing::Geneve {
+                    to_server,
+                    to_client,
+                    ..
+                },
+                Port::Lan,
+            ) => Some(to_client.as_ref().unwrap_or(to_server)),
+            _ => None,
         }
     }
 
@@ -135,16 +145,10 @@ impl Framing {
                 out.extend_from_slice(&ethertype.to_be_bytes());
                 out.extend_from_slice(packet);
             }
-            Framing::Geneve {
-                to_server,
-                to_client,
-                ..
-            } => {
-                let e = match side {
-                    Port::Wan => to_server,
-                    Port::Lan => to_client.as_ref().unwrap_or(to_server),
-                };
-                e.write(packet, out);
+            Framing::Geneve { .. } => {
+                if let Some(e) = self.encap(side) {
+                    e.write(packet, out);
+                }
             }
         }
     }

@@ -228,8 +228,8 @@ pub fn inner_changed(frame: &mut [u8], t: &Tunnel, partial_at_udp: bool) {
 }
 
 /// The stored encapsulation of one direction of a flow: the header of a
-/// frame received from the load balancer, already swapped (so it addresses
-/// the load balancer), to put in front of the packets the appliance makes.
+/// frame received from the load balancer, swapped (so it addresses the load
+/// balancer), to put in front of the packets the appliance makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encap {
     header: Box<[u8]>,
@@ -237,12 +237,11 @@ pub struct Encap {
 }
 
 impl Encap {
-    /// The header of a swapped frame whose tunnel is `t`.
-    pub fn of(swapped: &[u8], t: &Tunnel) -> Option<Encap> {
-        Some(Encap {
-            header: swapped.get(..t.inner)?.into(),
-            udp: t.udp,
-        })
+    /// The header of the received frame `frame` whose tunnel is `t`, swapped.
+    pub fn of(frame: &[u8], t: &Tunnel) -> Option<Encap> {
+        let mut header: Box<[u8]> = frame.get(..t.inner)?.into();
+        swap_outer(&mut header);
+        Some(Encap { header, udp: t.udp })
     }
 
     /// Bytes before the inner packet.
@@ -372,7 +371,7 @@ pub(crate) mod tests {
         let mut s = f.clone();
         swap_outer(&mut s);
         let t = parse(&f).unwrap();
-        let e = Encap::of(&s, &t).unwrap();
+        let e = Encap::of(&f, &t).unwrap();
         let mut pkt = inner_v4();
         pkt.extend_from_slice(&[0xaa; 100]);
         pkt[2..4].copy_from_slice(&140u16.to_be_bytes());

@@ -215,18 +215,6 @@ impl Ctx<'_> {
             Ok(_) => return self.dispatcher.counters.geneve_refused(GeneveError::Outer),
             Err(e) => return self.dispatcher.counters.geneve_refused(e),
         };
-        if !handed && self.workers > 1 {
-            // The load balancer's outer header says nothing about the flow:
-            // the owner is the inner packet's, as in TUN mode.
-            if let Ok(ip) = parse_ip(&frame[t.inner..]) {
-                let owner = worker_of(packet_hash(&ip, &frame[t.inner..]), self.workers);
-                // Handled here when the owner's queue is full, rather than lost.
-                if self.hand_over(owner, side, frame, meta) == Some(true) {
-                    return;
-                }
-            }
-        }
-        geneve::swap_outer(frame);
         let o = meta.offload;
         let partial = o.flags & Offload::NEEDS_CSUM != 0;
         let inner_partial = partial && usize::from(o.csum_start) >= t.inner;
@@ -240,15 +228,29 @@ impl Ctx<'_> {
         } else {
             Offload::default()
         };
-        let mut meta = meta;
-        match self.dispatcher.on_geneve(frame, t, inner, self.now) {
-            Path::Intercepted => return,
-            Path::Released(rw) => {
-                rw.apply(&mut frame[t.inner..], inner_partial);
-                let at_udp = partial && usize::from(o.csum_start) == t.udp;
-                geneve::inner_changed(frame, &t, at_udp);
+        let parsed = parse_ip(&frame[t.inner..]);
+        if !handed && self.workers > 1 {
+            // The load balancer's outer header says nothing about the flow:
+            // the owner is the inner packet's, as in TUN mode.
+            if let Ok(ip) = &parsed {
+                let owner = worker_of(packet_hash(ip, &frame[t.inner..]), self.workers);
+                // Handled here when the owner's queue is full, rather than lost.
+                if self.hand_over(owner, side, frame, meta) == Some(true) {
+                    return;
+                }
             }
-            _ => {}
+        }
+        let path = self.dispatcher.on_geneve(frame, t, parsed, inner, self.now);
+        if path == Path::Intercepted {
+            return;
+        }
+        // Everything else goes back to the load balancer it came from.
+        geneve::swap_outer(frame);
+        let mut meta = meta;
+        if let Path::Released(rw) = path {
+            rw.apply(&mut frame[t.inner..], inner_partial);
+            let at_udp = partial && usize::from(o.csum_start) == t.udp;
+            geneve::inner_changed(frame, &t, at_udp);
         }
         if inner_partial {
             // Nobody past us completes it (see `geneve::complete_checksum`).

@@ -518,6 +518,29 @@ impl TestLab {
         }
     }
 
+    /// Waits up to 10 s for a download under way: a flow to `server`:443
+    /// whose client port is none of `known` and that has sent the client
+    /// more than 1,000 packets. Returns it.
+    pub fn wait_download(
+        &self,
+        lb: &Lb,
+        server: Ipv4Addr,
+        known: &[u16],
+    ) -> anyhow::Result<tlsinspect::demo::lb::FlowStats> {
+        let srv = format!("{server}:443");
+        let is_new = |f: &&tlsinspect::demo::lb::FlowStats| {
+            f.server == srv && !known.contains(&lb_client_port(f)) && f.to_client > 1000
+        };
+        let s = self.wait_lb(lb, Duration::from_secs(10), |s| {
+            s.flows.iter().any(|f| is_new(&f))
+        })?;
+        Ok(s.flows
+            .iter()
+            .find(is_new)
+            .cloned()
+            .expect("waited for above"))
+    }
+
     /// Waits until the appliances' health states are `healthy` (in order).
     pub fn wait_health(&self, lb: &Lb, healthy: &[bool]) -> anyhow::Result<LbStats> {
         self.wait_lb(lb, Duration::from_secs(10), |s| {
