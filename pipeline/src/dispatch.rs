@@ -30,6 +30,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -416,14 +417,25 @@ impl Dispatcher {
                 continue;
             }
             h.armed = None;
-            h.flow.handle_timeout(now);
+            if catch_unwind(AssertUnwindSafe(|| h.flow.handle_timeout(now))).is_err() {
+                self.fail_held(t.key, now);
+                continue;
+            }
             self.service(t.key, now);
         }
         self.due = due;
     }
 
-    /// Sends what an intercepted flow produced, ends it if finished, re-arms its timer.
+    /// Sends what an intercepted flow produced, ends it if finished, re-arms
+    /// its timer. A panic in the flow's code ends that flow alone
+    /// ([`fail_held`](Self::fail_held)).
     fn service(&mut self, key: FlowKey, now: Instant) {
+        if catch_unwind(AssertUnwindSafe(|| self.service_flow(key, now))).is_err() {
+            self.fail_held(key, now);
+        }
+    }
+
+    fn service_flow(&mut self, key: FlowKey, now: Instant) {
         let Some(h) = self.held.get_mut(&key) else {
             return;
         };
@@ -464,6 +476,40 @@ impl Dispatcher {
                 h.armed = Some(d);
                 self.timers.push(Timer { at: d, key });
             }
+        }
+    }
+
+    /// Ends an intercepted flow whose handling panicked (a bug in a TCP
+    /// stack, TLS or an engine), so that one flow's bug never stops the
+    /// worker's others: both legs are reset and the flow is logged with
+    /// reason `internal_error`; the panic message went to stderr.
+    fn fail_held(&mut self, key: FlowKey, now: Instant) {
+        self.counters.intercept_panics += 1;
+        let Some(mut h) = self.take_held(&key) else {
+            return;
+        };
+        let (id, client, server) = (
+            h.flow.meta().flow_id,
+            h.flow.client_addr(),
+            h.flow.server_addr(),
+        );
+        log::error!(
+            "worker {}: flow {id} ({client} -> {server}) panicked; it is reset and logged with reason internal_error, the other flows go on",
+            self.worker
+        );
+        let ended = catch_unwind(AssertUnwindSafe(|| {
+            h.flow.fail();
+            self.abort_intercepted(h, now);
+        }));
+        if ended.is_err() {
+            log::error!(
+                "worker {}: flow {id} panicked again while being reset; its record is lost",
+                self.worker
+            );
+            self.legs_freed += 1;
+            self.counters.flows_ended += 1;
+            self.counters.intercepted_ended += 1;
+            self.counters.flows_active = (self.flows.len() + self.held.len()) as u64;
         }
     }
 
@@ -692,7 +738,16 @@ impl Dispatcher {
         if let Ok(mut l) = self.latency.lock() {
             l.record(&timings);
         }
-        let rec = h.flow.finish(now);
+        let rec = match catch_unwind(AssertUnwindSafe(|| h.flow.finish(now))) {
+            Ok(rec) => rec,
+            Err(_) => {
+                // An engine's end-of-flow work panicked: the record is
+                // written without it.
+                self.counters.intercept_panics += 1;
+                h.flow.fail();
+                h.flow.finish(now)
+            }
+        };
         self.log.record(&rec);
         self.legs_freed += 1;
         self.counters.flows_ended += 1;
@@ -926,8 +981,13 @@ impl Dispatcher {
                 // A packet that acknowledges all a passed flow's leg sent
                 // releases the flow and is the first to cross rewritten.
                 if self.release && h.flow.is_releasable() {
-                    let rel =
-                        TcpFacts::parse(raw).and_then(|f| h.flow.release(Some((from, &f)), now));
+                    let rel = catch_unwind(AssertUnwindSafe(|| {
+                        TcpFacts::parse(raw).and_then(|f| h.flow.release(Some((from, &f)), now))
+                    }));
+                    let Ok(rel) = rel else {
+                        self.fail_held(key, now);
+                        return Path::Intercepted;
+                    };
                     if let Some(rel) = rel {
                         if let Some(h) = self.take_held(&key) {
                             self.release_flow(key, h, rel, now);
@@ -944,7 +1004,13 @@ impl Dispatcher {
                         );
                     }
                 }
-                h.flow.handle_packet_checked(from, raw, true, now);
+                let fed = catch_unwind(AssertUnwindSafe(|| {
+                    h.flow.handle_packet_checked(from, raw, true, now)
+                }));
+                if fed.is_err() {
+                    self.fail_held(key, now);
+                    return Path::Intercepted;
+                }
                 self.last_now = now;
                 if !h.pending {
                     h.pending = true;
@@ -1017,16 +1083,24 @@ impl Dispatcher {
                 return self.overload(&ctx, &m, raw, Framing::of(framing), now);
             }
             let framing = Framing::of(framing);
-            let flow = Connection::new(
-                ctx,
-                &m,
-                raw,
-                offload.checksum_trusted(),
-                random_seed(),
-                now,
-                self.clock.system(now),
-            )
-            .map(|f| f.seen_through(framing.tunnel()));
+            let born = catch_unwind(AssertUnwindSafe(|| {
+                Connection::new(
+                    ctx,
+                    &m,
+                    raw,
+                    offload.checksum_trusted(),
+                    random_seed(),
+                    now,
+                    self.clock.system(now),
+                )
+            }));
+            let Ok(flow) = born else {
+                // Nothing was created: the SYN crosses untracked, as on a start error.
+                self.counters.intercept_panics += 1;
+                self.counters.intercept_start_errors += 1;
+                return Path::Fast(FastKind::Tcp);
+            };
+            let flow = flow.map(|f| f.seen_through(framing.tunnel()));
             return match flow {
                 Ok(flow) => {
                     let flow_id = flow.meta().flow_id;
@@ -1825,9 +1899,21 @@ pub(crate) mod tests {
         idle: Duration,
         policy: crate::tls::decision::TlsPolicy,
     ) -> (Dispatcher, Arc<MemLog>, Instant) {
-        use crate::conn::testkit;
-        let kit = testkit::Lab::new();
-        let ctx = Arc::new(ArcSwap::new(kit.ctx(policy, kit.pass_inspector())));
+        let kit = crate::conn::testkit::Lab::new();
+        let ctx = kit.ctx(policy, kit.pass_inspector());
+        dispatcher_for(worker, idle, ctx, SystemTime::UNIX_EPOCH)
+    }
+
+    /// Worker `worker`'s dispatcher intercepting 192.0.2.10 →
+    /// 203.0.113.0/24:443 (`pol-1`/`sc-1`) with `ctx`, logging to memory,
+    /// its wall clock starting at `wall`.
+    fn dispatcher_for(
+        worker: usize,
+        idle: Duration,
+        ctx: Arc<ConnCtx>,
+        wall: SystemTime,
+    ) -> (Dispatcher, Arc<MemLog>, Instant) {
+        let ctx = Arc::new(ArcSwap::new(ctx));
         let log = Arc::new(MemLog::default());
         let table = Arc::new(ArcSwap::new(Arc::new(ScopeTable::compile(&[ScopeSpec {
             policy_id: "pol-1".into(),
@@ -1838,15 +1924,8 @@ pub(crate) mod tests {
             destination_ports: vec![(443, 443)],
         }]))));
         let t0 = Instant::now();
-        let d = Dispatcher::new(
-            worker,
-            100,
-            idle,
-            table,
-            log.clone(),
-            Clock::new(t0, SystemTime::UNIX_EPOCH),
-        )
-        .with_intercept(ctx);
+        let d = Dispatcher::new(worker, 100, idle, table, log.clone(), Clock::new(t0, wall))
+            .with_intercept(ctx);
         (d, log, t0)
     }
 
@@ -2203,6 +2282,104 @@ pub(crate) mod tests {
             (recs[0].action, recs[0].reason.as_str()),
             (FlowAction::Blocked, "overload")
         );
+    }
+
+    /// Moves packets (TUN framing) between the hosts and the dispatcher,
+    /// timers in virtual time, until nothing moves or 60 s passed; returns
+    /// the time reached. The hosts' clock starts at `t0`.
+    fn exchange(
+        d: &mut Dispatcher,
+        client: &mut crate::conn::testkit::Host,
+        server: &mut crate::conn::testkit::Host,
+        t0: Instant,
+        start: Instant,
+    ) -> Instant {
+        let mut now = start;
+        while now < start + Duration::from_secs(60) {
+            let t = crate::conn::testkit::smol(t0, now);
+            let mut moved = client.apps_step() | server.apps_step();
+            client.poll(t);
+            server.poll(t);
+            for (host, port) in [(&mut *client, Port::Lan), (&mut *server, Port::Wan)] {
+                for p in std::mem::take(&mut host.dev.tx) {
+                    d.on_ip(port, &p, parse_ip(&p), RxMeta::default(), now);
+                    moved = true;
+                }
+            }
+            d.service_pending();
+            d.drain_tx(|port, p, _| {
+                moved = true;
+                match port {
+                    Port::Lan => client.dev.rx.push_back(p.to_vec()),
+                    Port::Wan => server.dev.rx.push_back(p.to_vec()),
+                }
+            });
+            if moved {
+                continue;
+            }
+            let mut next = d.next_timer();
+            for host in [&mut *client, &mut *server] {
+                if let Some(at) = host.poll_at(t) {
+                    let at = t0 + Duration::from_micros(at.total_micros() as u64);
+                    next = Some(next.map_or(at, |n: Instant| n.min(at)));
+                }
+            }
+            let Some(next) = next else { break };
+            now = next.max(now + Duration::from_micros(1));
+            d.run_timers(now);
+        }
+        now
+    }
+
+    /// A panic in one flow's handling (here an engine's) resets that flow
+    /// alone and logs it with reason `internal_error`; the worker goes on
+    /// and the next connection is inspected end to end.
+    #[test]
+    fn a_flow_that_panics_is_reset_and_logged_and_the_worker_goes_on() {
+        use crate::conn::testkit::{self, ClientApp, ServerApp};
+        let kit = testkit::Lab::new();
+        let ctx = kit.ctx(testkit::inspect_all(), Arc::new(testkit::PanicInspector));
+        let (mut d, log, t0) = dispatcher_for(0, Duration::from_secs(300), ctx, SystemTime::now());
+        let client = || ClientApp::Tls {
+            trust_policy_ca: true,
+            tls12_only: false,
+            client_auth: false,
+        };
+        let origin = || ServerApp::Tls {
+            tls12_only: false,
+            require_client_auth: false,
+        };
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+
+        let request = b"GET /panic HTTP/1.1\r\n\r\n".to_vec();
+        let (mut c, mut s) = kit.hosts(client(), origin(), request, answer.clone());
+        let now = exchange(&mut d, &mut c, &mut s, t0, t0);
+        assert!(c.apps[0].reset, "the client's connection was reset");
+        assert!(c.apps[0].got.is_empty());
+        assert!(
+            s.apps.iter().all(|a| a.got.is_empty()),
+            "nothing reached the origin"
+        );
+        assert_eq!(d.counters.intercept_panics, 1);
+        assert_eq!(d.active_flows(), 0);
+        {
+            let recs = log.0.lock().unwrap();
+            assert_eq!(recs.len(), 1, "{recs:?}");
+            assert_eq!(recs[0].reason, "internal_error");
+            assert_eq!(recs[0].meta.policy_id.as_ref(), "pol-1");
+        }
+
+        let request = b"GET /fine HTTP/1.1\r\n\r\n".to_vec();
+        let (mut c, mut s) = kit.hosts(client(), origin(), request.clone(), answer.clone());
+        let now = exchange(&mut d, &mut c, &mut s, t0, now);
+        assert_eq!(c.apps[0].got, answer, "the next connection is served");
+        assert!(!c.apps[0].reset);
+        assert!(s.apps.iter().any(|a| a.got == request));
+        let chain = c.peer_chain(0);
+        assert_eq!(testkit::issuer_cn(&chain[0]), "Test Policy CA", "inspected");
+        d.finish(now);
+        assert_eq!(d.counters.intercept_panics, 1);
+        assert_eq!(log.0.lock().unwrap().len(), 2);
     }
 
     #[test]

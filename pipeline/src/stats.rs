@@ -129,6 +129,9 @@ counters! {
     intercepted_ended,
     /// In-scope SYNs the interception driver refused (forwarded untracked).
     intercept_start_errors,
+    /// Intercepted flows reset because the code handling them panicked (a
+    /// bug below us: a TCP stack, TLS or an engine); other flows go on.
+    intercept_panics,
     /// IP packets the intercepted flows' TCP legs sent.
     intercept_tx_packets,
     /// Intercepted flows reset because their policy was disabled with `on_disable = "interrupt"`.

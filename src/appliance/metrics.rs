@@ -120,6 +120,11 @@ pub fn pipeline_samples(stats: &Stats) -> Vec<Sample> {
             t.intercept_start_errors,
         ),
         Sample::counter(
+            "intercept_panics",
+            "Intercepted flows reset because the code handling them panicked (logged with reason internal_error); the other flows went on.",
+            t.intercept_panics,
+        ),
+        Sample::counter(
             "intercept_overload",
             "In-scope connections beyond max_intercept_memory or max_half_open (passed or refused by on_overload).",
             t.intercept_overload,

@@ -330,6 +330,11 @@ impl Appliance {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether a worker of the data plane has stopped.
+    pub fn workers_stopped(&self) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| !p.workers_running())
+    }
+
     /// Answers a health check: whether the workers run and the appliance
     /// is not draining (counted for the metrics).
     pub fn health_check(&self) -> bool {

@@ -1,9 +1,11 @@
 //! `tlsinspect run`: the appliance process.
 //!
 //! Signals are registered before anything starts, so a SIGTERM that arrives
-//! during start-up still ends in a clean shutdown. The main thread only
-//! waits for signals; the workers, the control socket and the metrics
-//! endpoint run on their own threads. In GENEVE mode the first SIGTERM
+//! during start-up still ends in a clean shutdown. The main thread waits
+//! for signals and watches the workers: one that stops (a device error, a
+//! panic outside any single flow) ends the process with exit status 1, for
+//! the service manager to restart it. The workers, the control socket and
+//! the metrics endpoint run on their own threads. In GENEVE mode the first SIGTERM
 //! drains (DESIGN.md §13): health checks answer 503 for `drain_secs` while
 //! the flows the load balancer still sends are carried, then it stops.
 
@@ -87,25 +89,23 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     let drains = cfg_drain(&app);
     let mut drain_until: Option<std::time::Instant> = None;
+    let mut worker_stopped = false;
     loop {
-        let sig = match drain_until {
-            None => match signals.forever().next() {
-                Some(sig) => sig,
-                None => break,
-            },
-            Some(until) => {
-                if std::time::Instant::now() >= until {
-                    log::info!("drained: shutting down");
-                    break;
-                }
-                match signals.pending().next() {
-                    Some(sig) => sig,
-                    None => {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        continue;
-                    }
-                }
+        let Some(sig) = signals.pending().next() else {
+            if drain_until.is_some_and(|until| std::time::Instant::now() >= until) {
+                log::info!("drained: shutting down");
+                break;
             }
+            if app.workers_stopped() {
+                // A worker that stopped (device error, or a panic outside
+                // any one flow) leaves its share of the traffic unserved:
+                // exit non-zero so the service manager starts us afresh.
+                log::error!("a worker stopped (see above): shutting down with exit status 1");
+                worker_stopped = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
         };
         match sig {
             SIGTERM if drain_until.is_none() && drains.is_some() => {
@@ -177,5 +177,9 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     if let Some(c) = capture {
         println!("{}", c.report());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if worker_stopped {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

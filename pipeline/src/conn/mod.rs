@@ -114,6 +114,9 @@ pub mod reason {
     /// An inspection engine reset the connection (an IPS `drop`): the flow
     /// is logged as blocked so `tlsinspect logs --action blocked` finds it.
     pub const IPS: &str = "ips";
+    /// The code handling the flow panicked (a bug in a TCP stack, TLS or an
+    /// engine): the worker reset both legs and went on with the other flows.
+    pub const INTERNAL_ERROR: &str = "internal_error";
 }
 
 /// Shared per-worker settings and services of intercepted flows.
@@ -567,6 +570,17 @@ impl Connection {
     pub fn abort(&mut self) {
         self.tcp.abort(Leg::Client);
         self.tcp.abort(Leg::Server);
+    }
+
+    /// Marks a connection whose handling panicked: its TLS and engine
+    /// state is dropped unread and its record says `internal_error`. The
+    /// worker then [`abort`](Self::abort)s it like any flow it gives up on.
+    pub fn fail(&mut self) {
+        self.mode = Mode::Done;
+        self.hello_deadline = None;
+        self.reason = Some(reason::INTERNAL_ERROR);
+        self.action.get_or_insert(FlowAction::Pass);
+        self.error = Some("the flow's handling panicked".into());
     }
 
     /// Whether the flow is passed and only relays its legs' bytes, with

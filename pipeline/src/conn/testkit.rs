@@ -204,6 +204,49 @@ impl FlowInspector for PassFlow {
     }
 }
 
+/// Panics on the first request bytes containing `panic`; relays the rest.
+pub struct PanicInspector;
+struct PanicFlow;
+
+impl Inspector for PanicInspector {
+    fn new_flow(&self, _meta: &FlowMeta) -> Box<dyn FlowInspector> {
+        Box::new(PanicFlow)
+    }
+}
+
+impl FlowInspector for PanicFlow {
+    fn on_data(&mut self, dir: Direction, data: &[u8], out: &mut Emit) {
+        if dir == Direction::ToServer && data.windows(5).any(|w| w == b"panic") {
+            panic!("test: an engine bug on this flow");
+        }
+        match dir {
+            Direction::ToServer => out.to_server.extend_from_slice(data),
+            Direction::ToClient => out.to_client.extend_from_slice(data),
+        }
+    }
+    fn on_eof(&mut self, _dir: Direction, _out: &mut Emit) {}
+    fn take_alerts(&mut self) -> Vec<Alert> {
+        Vec::new()
+    }
+    fn finish(&mut self) -> InspectReport {
+        InspectReport::default()
+    }
+}
+
+/// A policy inspecting every TLS hello (legacy versions blocked).
+pub fn inspect_all() -> TlsPolicy {
+    use crate::tls::decision::{PassOrBlock, PassOrInspect};
+    TlsPolicy {
+        non_tls: PassOrBlock::Pass,
+        ech: PassOrInspect::Inspect,
+        exclude_sni: vec![],
+        legacy_tls: PassOrBlock::Block,
+        tls13: PassOrInspect::Inspect,
+        no_sni: PassOrInspect::Inspect,
+        on_overload: PassOrBlock::Pass,
+    }
+}
+
 pub const BLOCK_PAGE: &[u8] =
     b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\nConnection: close\r\n\r\nblocked";
 
@@ -687,9 +730,40 @@ impl Lab {
         up: Vec<u8>,
         down: Vec<u8>,
     ) -> Net {
+        let (mut client, server) = self.hosts(client_app, server_app, up, down);
+        let t0 = Instant::now();
+        // The client's SYN starts the flow.
+        client.poll(SmolInstant::ZERO);
+        let syn = client.dev.tx.remove(0);
+        let scope = ScopeMatch {
+            policy_id: Arc::from("pol-1"),
+            scope_id: Arc::from("scope-a"),
+        };
+        let flow = Connection::new(ctx, &scope, &syn, false, 0x1234_5678, t0, SystemTime::now())
+            .expect("flow from SYN");
+        Net {
+            t0,
+            now: t0,
+            client,
+            server,
+            flow,
+            packets: 0,
+            flow_time: Duration::ZERO,
+        }
+    }
+
+    /// The client host ([`CLIENT`], its application connecting to
+    /// [`SERVER`] and sending `up`) and the server host (listening, answering
+    /// `down`), not polled yet.
+    pub fn hosts(
+        &self,
+        client_app: ClientApp,
+        server_app: ServerApp,
+        up: Vec<u8>,
+        down: Vec<u8>,
+    ) -> (Host, Host) {
         let client_addr: SocketAddr = CLIENT.parse().unwrap();
         let server_addr: SocketAddr = SERVER.parse().unwrap();
-        let t0 = Instant::now();
         let mut client = Host::new(client_addr.ip(), "192.0.2.1".parse().unwrap(), 11);
         let mut server = Host::new(server_addr.ip(), "203.0.113.1".parse().unwrap(), 12);
         let (up_len, down_len) = (up.len(), down.len());
@@ -761,25 +835,7 @@ impl Lab {
         s.connect(cx, server_addr, client_addr).unwrap();
         let h = client.sockets.add(s);
         client.apps.push(Host::app(h, tls, up, down_len));
-
-        // The client's SYN starts the flow.
-        client.poll(SmolInstant::ZERO);
-        let syn = client.dev.tx.remove(0);
-        let scope = ScopeMatch {
-            policy_id: Arc::from("pol-1"),
-            scope_id: Arc::from("scope-a"),
-        };
-        let flow = Connection::new(ctx, &scope, &syn, false, 0x1234_5678, t0, SystemTime::now())
-            .expect("flow from SYN");
-        Net {
-            t0,
-            now: t0,
-            client,
-            server,
-            flow,
-            packets: 0,
-            flow_time: Duration::ZERO,
-        }
+        (client, server)
     }
 }
 

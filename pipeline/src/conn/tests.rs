@@ -11,18 +11,6 @@ use crate::tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn inspect_all() -> TlsPolicy {
-    TlsPolicy {
-        non_tls: PassOrBlock::Pass,
-        ech: PassOrInspect::Inspect,
-        exclude_sni: vec![],
-        legacy_tls: PassOrBlock::Block,
-        tls13: PassOrInspect::Inspect,
-        no_sni: PassOrInspect::Inspect,
-        on_overload: crate::tls::decision::PassOrBlock::Pass,
-    }
-}
-
 fn tls_client(trust_policy_ca: bool, tls12_only: bool) -> ClientApp {
     ClientApp::Tls {
         trust_policy_ca,

@@ -458,6 +458,12 @@ fn bulk(a: Addrs, client_ts: bool) {
     let ok = net.run_until(Duration::from_secs(600), |n| {
         n.up_recv.len() == LEN && n.down_recv.len() == LEN
     });
+    if !ok {
+        for (w, seg) in net.log.iter().rev().take(40).rev() {
+            eprintln!("{w:?} {seg:?}");
+        }
+        eprintln!("{}", net.log.len());
+    }
     assert!(
         ok,
         "transfer incomplete: up {} down {} (t={:?})",
