@@ -1,6 +1,6 @@
 //! Inspected TLS through [`Connection`], in memory, on one core.
 //!
-//! Each connection runs the whole lab of `src/conn/testkit.rs`: a
+//! Each connection runs the whole lab of `src/testkit/lab.rs`: a
 //! smoltcp client host with a rustls client, the flow (both TCP legs, both
 //! TLS legs, a pass-through inspector), a smoltcp server host with a rustls
 //! server (ECDSA P-256 certificates everywhere; the forged chain comes from
@@ -30,23 +30,10 @@ pub mod tcp {
 }
 
 #[allow(unused_imports)]
-#[path = "../src/conn/testkit.rs"]
+#[path = "../src/testkit/lab.rs"]
 mod testkit;
 
-use testkit::{ClientApp, Lab, ServerApp};
-use tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
-
-fn inspect_all() -> TlsPolicy {
-    TlsPolicy {
-        non_tls: PassOrBlock::Pass,
-        ech: PassOrInspect::Inspect,
-        exclude_sni: vec![],
-        legacy_tls: PassOrBlock::Block,
-        tls13: PassOrInspect::Inspect,
-        no_sni: PassOrInspect::Inspect,
-        on_overload: tlsinspect_pipeline::tls::decision::PassOrBlock::Pass,
-    }
-}
+use testkit::{inspect_all, ClientApp, Lab, ServerApp};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

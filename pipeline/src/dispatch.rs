@@ -1410,24 +1410,12 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Mutex;
 
     use super::*;
-    use crate::api::Alert;
     use crate::classify::ScopeSpec;
-    use crate::frame::tests as ft;
     use crate::frame::{parse_ethernet, parse_ip, TcpFlags};
-
-    /// A `FlowLog` that keeps records in memory.
-    #[derive(Default)]
-    pub(crate) struct MemLog(pub Mutex<Vec<FlowRecord>>);
-
-    impl FlowLog for MemLog {
-        fn record(&self, rec: &FlowRecord) {
-            self.0.lock().unwrap().push(rec.clone());
-        }
-        fn alert(&self, _: &FlowMeta, _: &Alert, _: SystemTime) {}
-    }
+    use crate::testkit::packets as ft;
+    use crate::testkit::MemLog;
 
     fn scopes(dport: u16) -> Arc<ScopeTable> {
         Arc::new(ScopeTable::compile(&[ScopeSpec {
@@ -1537,7 +1525,7 @@ pub(crate) mod tests {
             Path::InScope
         );
         assert!(
-            r.log.0.lock().unwrap().is_empty(),
+            r.log.records.lock().unwrap().is_empty(),
             "no record before the flow ends"
         );
         assert_eq!(
@@ -1549,7 +1537,7 @@ pub(crate) mod tests {
             tcp(&mut r, Port::Wan, false, 40000, ACK, b"", 1205),
             Path::Fast(FastKind::Tcp)
         );
-        let recs = r.log.0.lock().unwrap();
+        let recs = r.log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         let rec = &recs[0];
         assert_eq!((&*rec.meta.policy_id, &*rec.meta.scope_id), ("corp", "web"));
@@ -1596,7 +1584,7 @@ pub(crate) mod tests {
         let mut r = rig(100);
         tcp(&mut r, Port::Lan, true, 1, SYN, b"", 0);
         tcp(&mut r, Port::Wan, false, 1, TcpFlags::RST | ACK, b"", 5);
-        assert_eq!(r.log.0.lock().unwrap().len(), 1);
+        assert_eq!(r.log.records.lock().unwrap().len(), 1);
     }
 
     #[test]
@@ -1606,12 +1594,12 @@ pub(crate) mod tests {
         tcp(&mut r, Port::Lan, true, 2, SYN, b"", 20_000);
         r.d.expire(r.t0 + Duration::from_secs(31));
         assert_eq!(
-            r.log.0.lock().unwrap().len(),
+            r.log.records.lock().unwrap().len(),
             1,
             "only the first flow was idle 30 s"
         );
         r.d.finish(r.t0 + Duration::from_secs(32));
-        let recs = r.log.0.lock().unwrap();
+        let recs = r.log.records.lock().unwrap();
         assert_eq!(recs.len(), 2);
         assert!(recs.iter().all(|r| r.reason == REASON_NOT_INTERCEPTING));
         assert_eq!(r.d.active_flows(), 0);
@@ -1652,46 +1640,9 @@ pub(crate) mod tests {
             "new flow sees the reload"
         );
         r.d.finish(r.t0);
-        let recs = r.log.0.lock().unwrap();
+        let recs = r.log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(&*recs[0].meta.scope_id, "web");
-    }
-
-    /// A checksummed TCP segment (smoltcp emits it), as the kernel would send.
-    fn crafted(
-        src: ([u8; 4], u16),
-        dst: ([u8; 4], u16),
-        control: smoltcp::wire::TcpControl,
-        seq: u32,
-        ack: Option<u32>,
-    ) -> Vec<u8> {
-        use smoltcp::phy::ChecksumCapabilities;
-        use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, TcpPacket, TcpRepr, TcpSeqNumber};
-        let (s, d): (IpAddress, IpAddress) = (
-            std::net::Ipv4Addr::from(src.0).into(),
-            std::net::Ipv4Addr::from(dst.0).into(),
-        );
-        let tcp = TcpRepr {
-            src_port: src.1,
-            dst_port: dst.1,
-            control,
-            seq_number: TcpSeqNumber(seq as i32),
-            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-            window_len: 64240,
-            window_scale: Some(7),
-            max_seg_size: Some(1460),
-            sack_permitted: false,
-            sack_ranges: [None, None, None],
-            timestamp: None,
-            payload: &[],
-        };
-        let ip = IpRepr::new(s, d, IpProtocol::Tcp, tcp.buffer_len(), 64);
-        let caps = ChecksumCapabilities::default();
-        let mut buf = vec![0u8; ip.buffer_len()];
-        ip.emit(&mut buf[..], &caps);
-        let hl = ip.header_len();
-        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[hl..]), &s, &d, &caps);
-        buf
     }
 
     fn drain(d: &mut Dispatcher) -> Vec<(Port, Vec<u8>)> {
@@ -1724,7 +1675,7 @@ pub(crate) mod tests {
 
         // The client's SYN: consumed, and our own SYN leaves toward the WAN
         // with the SYN frame's Ethernet header.
-        let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
+        let syn = ft::emitted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
         let frame = ft::ether(0x0800, &[], &syn);
         let p = feed(&mut d, Port::Lan, &frame, t0);
         assert_eq!(p, Path::Intercepted);
@@ -1749,7 +1700,7 @@ pub(crate) mod tests {
 
         // The server answers: the client gets its SYN-ACK toward the LAN,
         // with the MACs swapped.
-        let synack = crafted(
+        let synack = ft::emitted(
             (S, 443),
             (C, 40000),
             TcpControl::Syn,
@@ -1775,11 +1726,11 @@ pub(crate) mod tests {
         assert!(d.next_timer().is_some_and(|t| t > t0 + ms));
         let c = d.counters;
         assert_eq!((c.intercepted_started, c.fast_tcp), (1, 0));
-        assert!(log.0.lock().unwrap().is_empty());
+        assert!(log.records.lock().unwrap().is_empty());
 
         // Shutdown writes the flow's record with its policy and scope.
         d.finish(t0 + 2 * ms);
-        let recs = log.0.lock().unwrap();
+        let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(
             (&*recs[0].meta.policy_id, &*recs[0].meta.scope_id),
@@ -1818,7 +1769,7 @@ pub(crate) mod tests {
 
         // The client's SYN, through the tunnel: consumed; our SYN toward the
         // server goes back to the load balancer in the SYN's encapsulation.
-        let syn = crafted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
+        let syn = ft::emitted((C, 40000), (S, 443), TcpControl::Syn, 7000, None);
         let (f, t) = received(&syn, [1, 1, 1, 1]);
         assert_eq!(feed(&mut d, &f, t, t0), Path::Intercepted);
         let out = drain(&mut d);
@@ -1838,7 +1789,7 @@ pub(crate) mod tests {
 
         // The server answers with its own flow cookie: the client's SYN-ACK
         // leaves in the encapsulation of the server's direction.
-        let synack = crafted(
+        let synack = ft::emitted(
             (S, 443),
             (C, 40000),
             TcpControl::Syn,
@@ -1872,7 +1823,7 @@ pub(crate) mod tests {
 
         // The record says which tunnel the flow came through.
         d.finish(t0 + 2 * ms);
-        let recs = log.0.lock().unwrap();
+        let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         let tunnel = recs[0].meta.tunnel.expect("tunnel");
         assert_eq!((tunnel.vni, tunnel.peer), (77, std::net::IpAddr::V4(lb)));
@@ -1899,7 +1850,7 @@ pub(crate) mod tests {
         idle: Duration,
         policy: crate::tls::decision::TlsPolicy,
     ) -> (Dispatcher, Arc<MemLog>, Instant) {
-        let kit = crate::conn::testkit::Lab::new();
+        let kit = crate::testkit::Lab::new();
         let ctx = kit.ctx(policy, kit.pass_inspector());
         dispatcher_for(worker, idle, ctx, SystemTime::UNIX_EPOCH)
     }
@@ -1938,13 +1889,13 @@ pub(crate) mod tests {
     /// the client leg's SYN-ACK sequence number.
     fn to_accepting(d: &mut Dispatcher, port: u16, isn: u32, now: Instant) -> u32 {
         use smoltcp::wire::TcpControl;
-        let syn = crafted((C, port), (S, 443), TcpControl::Syn, isn, None);
+        let syn = ft::emitted((C, port), (S, 443), TcpControl::Syn, isn, None);
         let frame = ft::ether(0x0800, &[], &syn);
         assert_eq!(feed(d, Port::Lan, &frame, now), Path::Intercepted);
         let out = drain(d);
         let (_, ours) = out.iter().find(|(s, _)| *s == Port::Wan).expect("our SYN");
         let our_isn = tcp_of(ours).1;
-        let synack = crafted(
+        let synack = ft::emitted(
             (S, 443),
             (C, port),
             TcpControl::Syn,
@@ -1971,7 +1922,7 @@ pub(crate) mod tests {
         ack: u32,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut p = crafted(src, dst, smoltcp::wire::TcpControl::None, seq, Some(ack));
+        let mut p = ft::emitted(src, dst, smoltcp::wire::TcpControl::None, seq, Some(ack));
         p.extend_from_slice(payload);
         let total = p.len() as u16;
         p[2..4].copy_from_slice(&total.to_be_bytes());
@@ -1996,11 +1947,11 @@ pub(crate) mod tests {
         use smoltcp::wire::TcpControl;
         let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let port = 40300;
-        let syn = crafted((C, port), (S, 443), TcpControl::Syn, 5000, None);
+        let syn = ft::emitted((C, port), (S, 443), TcpControl::Syn, 5000, None);
         feed(&mut d, Port::Lan, &ft::ether(0x0800, &[], &syn), t0);
         let ours = drain(&mut d);
         let our_isn = tcp_of(&ours.iter().find(|(s, _)| *s == Port::Wan).unwrap().1).1;
-        let synack = crafted(
+        let synack = ft::emitted(
             (S, 443),
             (C, port),
             TcpControl::Syn,
@@ -2055,7 +2006,7 @@ pub(crate) mod tests {
         let seg = crate::tcp::segment::parse(&fwd[14..]).unwrap();
         assert_eq!(seg.seq, ack_req);
         assert_eq!(seg.ack, Some(90_001 + resp.len() as u32));
-        assert!(log.0.lock().unwrap().is_empty());
+        assert!(log.records.lock().unwrap().is_empty());
         // The server's FIN ends it: logged with every byte, then the entry
         // lingers for the last ACK.
         let s2 = segment_frame(
@@ -2068,7 +2019,7 @@ pub(crate) mod tests {
         );
         released(&mut d, Port::Wan, &s2, t0);
         {
-            let recs = log.0.lock().unwrap();
+            let recs = log.records.lock().unwrap();
             assert_eq!(recs.len(), 1);
             assert_eq!(
                 (recs[0].action, recs[0].reason.as_str()),
@@ -2088,13 +2039,13 @@ pub(crate) mod tests {
         );
         released(&mut d, Port::Lan, &last, t0);
         // A new connection on the same ports is a new intercepted flow.
-        let syn2 = crafted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
+        let syn2 = ft::emitted((C, port), (S, 443), TcpControl::Syn, 777_000, None);
         assert_eq!(
             feed(&mut d, Port::Lan, &ft::ether(0x0800, &[], &syn2), t0),
             Path::Intercepted
         );
         assert_eq!(
-            log.0.lock().unwrap().len(),
+            log.records.lock().unwrap().len(),
             1,
             "the ended flow is not logged twice"
         );
@@ -2112,7 +2063,7 @@ pub(crate) mod tests {
         assert_eq!(d.counters.intercept_half_open, 1);
         // The client never opened this connection (a spoofed SYN): its
         // stack answers our SYN-ACK with an RST.
-        let rst = crafted((C, 40100), (S, 443), TcpControl::Rst, 5001, None);
+        let rst = ft::emitted((C, 40100), (S, 443), TcpControl::Rst, 5001, None);
         let frame = ft::ether(0x0800, &[], &rst);
         feed(&mut d, Port::Lan, &frame, t0);
         let out = drain(&mut d);
@@ -2128,7 +2079,7 @@ pub(crate) mod tests {
         );
         d.expire(t0);
         assert_eq!(d.counters.intercept_half_open, 0);
-        let recs = log.0.lock().unwrap();
+        let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].reason, "reset");
     }
@@ -2140,15 +2091,15 @@ pub(crate) mod tests {
         to_accepting(&mut d, 40200, 5000, t0);
         let ms = Duration::from_millis(1);
         // A retransmission of the same SYN stays with the flow.
-        let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 5000, None);
+        let syn = ft::emitted((C, 40200), (S, 443), TcpControl::Syn, 5000, None);
         let frame = ft::ether(0x0800, &[], &syn);
         feed(&mut d, Port::Lan, &frame, t0 + ms);
         drain(&mut d);
         assert_eq!(d.counters.intercept_superseded, 0);
-        assert!(log.0.lock().unwrap().is_empty());
+        assert!(log.records.lock().unwrap().is_empty());
         // A new attempt (another ISN) on the same ports starts a new flow:
         // the old one is logged and a new SYN leaves toward the server.
-        let syn = crafted((C, 40200), (S, 443), TcpControl::Syn, 777_000, None);
+        let syn = ft::emitted((C, 40200), (S, 443), TcpControl::Syn, 777_000, None);
         let frame = ft::ether(0x0800, &[], &syn);
         let p = feed(&mut d, Port::Lan, &frame, t0 + 2 * ms);
         assert_eq!(p, Path::Intercepted);
@@ -2161,7 +2112,7 @@ pub(crate) mod tests {
         assert_eq!(d.counters.intercept_superseded, 1);
         assert_eq!(d.counters.intercepted_started, 2);
         assert_eq!(d.active_flows(), 1);
-        let recs = log.0.lock().unwrap();
+        let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].reason, "client_timeout");
     }
@@ -2193,7 +2144,7 @@ pub(crate) mod tests {
 
         let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
         let ms = Duration::from_millis(1);
-        let syn = crafted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
+        let syn = ft::emitted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
         let frame = ft::ether(0x0800, &[], &syn);
         feed(&mut d, Port::Lan, &frame, t0);
         drain(&mut d);
@@ -2212,7 +2163,7 @@ pub(crate) mod tests {
                 .any(|(side, f)| *side == Port::Lan && tcp_of(f).0 & 0x04 != 0),
             "an RST to the client: {out:?}"
         );
-        assert_eq!(log.0.lock().unwrap().len(), 1);
+        assert_eq!(log.records.lock().unwrap().len(), 1);
         assert_eq!(d.counters.intercept_interrupted, 1);
     }
 
@@ -2221,7 +2172,7 @@ pub(crate) mod tests {
         use crate::tls::decision::TlsPolicy;
         use smoltcp::wire::TcpControl;
         let syn_frame = |port: u16| {
-            let syn = crafted((C, port), (S, 443), TcpControl::Syn, 7, None);
+            let syn = ft::emitted((C, port), (S, 443), TcpControl::Syn, 7, None);
             ft::ether(0x0800, &[], &syn)
         };
         // Half-open cap of 2: the third SYN is passed, untouched.
@@ -2239,7 +2190,7 @@ pub(crate) mod tests {
         );
         assert_eq!(d.counters.intercept_overload, 1);
         {
-            let recs = log.0.lock().unwrap();
+            let recs = log.records.lock().unwrap();
             let rec = recs.last().expect("the overloaded SYN is logged");
             assert_eq!(
                 (rec.action, rec.reason.as_str()),
@@ -2276,7 +2227,7 @@ pub(crate) mod tests {
         assert_eq!(out[0].0, Port::Lan);
         assert_ne!(tcp_of(&out[0].1).0 & 0x04, 0, "a RST toward the client");
         assert_eq!(d.counters.intercepted_started, 0);
-        let recs = log.0.lock().unwrap();
+        let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(
             (recs[0].action, recs[0].reason.as_str()),
@@ -2289,14 +2240,14 @@ pub(crate) mod tests {
     /// the time reached. The hosts' clock starts at `t0`.
     fn exchange(
         d: &mut Dispatcher,
-        client: &mut crate::conn::testkit::Host,
-        server: &mut crate::conn::testkit::Host,
+        client: &mut crate::testkit::Host,
+        server: &mut crate::testkit::Host,
         t0: Instant,
         start: Instant,
     ) -> Instant {
         let mut now = start;
         while now < start + Duration::from_secs(60) {
-            let t = crate::conn::testkit::smol(t0, now);
+            let t = crate::testkit::smol(t0, now);
             let mut moved = client.apps_step() | server.apps_step();
             client.poll(t);
             server.poll(t);
@@ -2336,7 +2287,7 @@ pub(crate) mod tests {
     /// and the next connection is inspected end to end.
     #[test]
     fn a_flow_that_panics_is_reset_and_logged_and_the_worker_goes_on() {
-        use crate::conn::testkit::{self, ClientApp, ServerApp};
+        use crate::testkit::{self, ClientApp, ServerApp};
         let kit = testkit::Lab::new();
         let ctx = kit.ctx(testkit::inspect_all(), Arc::new(testkit::PanicInspector));
         let (mut d, log, t0) = dispatcher_for(0, Duration::from_secs(300), ctx, SystemTime::now());
@@ -2363,7 +2314,7 @@ pub(crate) mod tests {
         assert_eq!(d.counters.intercept_panics, 1);
         assert_eq!(d.active_flows(), 0);
         {
-            let recs = log.0.lock().unwrap();
+            let recs = log.records.lock().unwrap();
             assert_eq!(recs.len(), 1, "{recs:?}");
             assert_eq!(recs[0].reason, "internal_error");
             assert_eq!(recs[0].meta.policy_id.as_ref(), "pol-1");
@@ -2379,7 +2330,7 @@ pub(crate) mod tests {
         assert_eq!(testkit::issuer_cn(&chain[0]), "Test Policy CA", "inspected");
         d.finish(now);
         assert_eq!(d.counters.intercept_panics, 1);
-        assert_eq!(log.0.lock().unwrap().len(), 2);
+        assert_eq!(log.records.lock().unwrap().len(), 2);
     }
 
     #[test]
@@ -2387,7 +2338,7 @@ pub(crate) mod tests {
         use smoltcp::wire::TcpControl;
 
         let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
-        let syn = crafted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
+        let syn = ft::emitted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
         assert_eq!(
             d.on_ip(Port::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),
             Path::Intercepted

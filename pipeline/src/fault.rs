@@ -481,18 +481,9 @@ mod tests {
 
     /// An IPv4/TCP packet whose payload is `n` as 4 bytes, checksums filled.
     fn packet(n: u32) -> Vec<u8> {
-        let mut p = vec![0u8; 44];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&44u16.to_be_bytes());
-        p[8] = 64;
-        p[9] = 6;
-        p[12..16].copy_from_slice(&[192, 0, 2, 10]);
-        p[16..20].copy_from_slice(&[203, 0, 113, 10]);
-        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&443u16.to_be_bytes());
-        p[32] = 5 << 4;
-        p[33] = 0x18;
-        p[40..44].copy_from_slice(&n.to_be_bytes());
+        let (c, s) = (([192, 0, 2, 10], 40000), ([203, 0, 113, 10], 443));
+        let mut p =
+            crate::testkit::packets::ipv4_tcp_full(c, s, 0x18, (0, 0), 0, &[], &n.to_be_bytes());
         crate::tcp::fill_checksums(&mut p);
         p
     }

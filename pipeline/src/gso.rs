@@ -230,8 +230,8 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::tests as ft;
     use crate::tcp::checksum::tcp_checksum_ok;
+    use crate::testkit::packets as ft;
 
     fn seg(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
         ft::ipv4_tcp_seq(

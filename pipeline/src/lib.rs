@@ -30,6 +30,8 @@ mod worker;
 
 #[cfg(test)]
 mod netns_tests;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};

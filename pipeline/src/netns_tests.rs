@@ -16,10 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::classify::{ScopeSpec, ScopeTable};
-use crate::dispatch::tests::MemLog;
 use crate::io::afpacket::{RingConfig, RingVersion};
 use crate::io::enter_netns;
 use crate::run::{DeviceMode, Pipeline, PipelineConfig};
+use crate::testkit::MemLog;
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -432,7 +432,7 @@ fn af_packet_bridge_is_symmetric_and_forwards_everything() {
     );
     let stats = p.shutdown();
     let t = stats.total;
-    let recs = log.0.lock().unwrap();
+    let recs = log.records.lock().unwrap();
     assert_eq!(
         recs.len(),
         40,
@@ -520,7 +520,7 @@ fn tun_mode_keeps_flows_on_their_owner() {
     );
     let stats = p.shutdown();
     let t = stats.total;
-    let recs = log.0.lock().unwrap();
+    let recs = log.records.lock().unwrap();
     assert_eq!(recs.len(), 40);
     for (port, len) in expected {
         let r = recs

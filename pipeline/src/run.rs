@@ -566,7 +566,7 @@ impl Drop for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::tests::MemLog;
+    use crate::testkit::MemLog;
 
     fn cfg(mode: DeviceMode, cpus: Vec<usize>) -> PipelineConfig {
         PipelineConfig {

@@ -239,7 +239,8 @@ pub fn fanout_program() -> Vec<BpfInsn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{parse_ip, tests as ft};
+    use crate::frame::parse_ip;
+    use crate::testkit::packets as ft;
 
     /// Runs the subset of classic BPF the program uses, like the kernel does
     /// for a packet whose data starts at the network header. An out-of-bounds

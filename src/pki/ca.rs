@@ -101,13 +101,7 @@ fn check_cert_key(link: &Link<'_>) -> Result<String, PkiError> {
         )));
     }
     let spki = link.x509.public_key();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
-    match keys::classify(&spki.algorithm.algorithm.to_id_string(), curve.as_deref()) {
+    match keys::classify_spki(spki) {
         KeyAlg::Refused(name) => Err(refuse(format!("{name} public key"))),
         KeyAlg::EcP256 => Ok("ECDSA P-256".into()),
         KeyAlg::Rsa => match spki.parsed() {
@@ -201,12 +195,7 @@ pub(crate) enum SigCheck {
 /// Verifies that `issuer`'s key signed `child`.
 pub(crate) fn signed_by(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> SigCheck {
     let spki = issuer.public_key();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
+    let curve = keys::spki_curve(spki);
     let sig_oid = child.signature_algorithm.algorithm.to_id_string();
     let p256 = curve.as_deref() == Some("1.2.840.10045.3.1.7");
     let p384 = curve.as_deref() == Some("1.3.132.0.34");

@@ -58,6 +58,23 @@ fn curve_name(oid: &str) -> String {
     }
 }
 
+/// The named curve of a certificate's EC public key (its OID, dotted), if any.
+pub(crate) fn spki_curve(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string())
+}
+
+/// Classifies a certificate's public key (algorithm and curve).
+pub(crate) fn classify_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyAlg {
+    classify(
+        &spki.algorithm.algorithm.to_id_string(),
+        spki_curve(spki).as_deref(),
+    )
+}
+
 /// Classifies an AlgorithmIdentifier (algorithm OID and, for EC, the curve OID).
 pub(crate) fn classify(alg_oid: &str, curve_oid: Option<&str>) -> KeyAlg {
     match alg_oid {

@@ -53,13 +53,7 @@ pub fn describe_file(path: &Path, now: SystemTime) -> Result<String, PkiError> {
             let _ = writeln!(out, "Certificate {} of {total}", i + 1);
         }
         let spki = x.public_key();
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string());
-        let key = match keys::classify(&spki.algorithm.algorithm.to_id_string(), curve.as_deref()) {
+        let key = match keys::classify_spki(spki) {
             KeyAlg::EcP256 => "ECDSA P-256".to_string(),
             KeyAlg::Rsa => match spki.parsed() {
                 Ok(PublicKey::RSA(r)) => format!("RSA {}", r.key_size()),

@@ -58,8 +58,6 @@
 //!   byte the client sent so far is replayed on it and the flow is spliced.
 
 #[cfg(test)]
-pub(crate) mod testkit;
-#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::testkit::*;
 use crate::api::FlowAction;
+use crate::testkit::*;
 use crate::tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -368,7 +368,7 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::tests as ft;
+    use crate::testkit::packets as ft;
 
     fn frame(macs: &[u8; 12], seq: u32, len: usize) -> Vec<u8> {
         let ip = ft::ipv4_tcp_seq(

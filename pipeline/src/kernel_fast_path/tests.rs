@@ -493,8 +493,9 @@ fn a_refused_program_reports_the_verifier_log() {
 fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
     use crate::classify::{ScopeSpec, ScopeTable};
     use crate::dispatch::{Clock, Dispatcher, FastKind, Path, Port};
-    use crate::frame::{parse_ethernet, tests as ft};
+    use crate::frame::parse_ethernet;
     use crate::io::RxMeta;
+    use crate::testkit::packets as ft;
     use arc_swap::ArcSwap;
     use std::time::{Instant, SystemTime};
 
@@ -508,7 +509,7 @@ fn the_dispatcher_lists_out_of_scope_lan_connections_only() {
         destination_ports: vec![(443, 443)],
     }]);
     let t0 = Instant::now();
-    let log = Arc::new(crate::dispatch::tests::MemLog::default());
+    let log = Arc::new(crate::testkit::MemLog::default());
     let mut d = Dispatcher::new(
         0,
         100,

@@ -269,29 +269,12 @@ pub struct Release {
 mod tests {
     use super::*;
     use crate::tcp::checksum::{fill_tcp_checksum, fill_tcp_pseudo, tcp_checksum_ok};
+    use crate::testkit::packets::ipv4_tcp_full;
 
     /// An IPv4 TCP packet with the given options area and payload, checksum complete.
     fn packet(seq: u32, ack: u32, flags: u8, window: u16, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-        assert_eq!(opts.len() % 4, 0);
-        let tcp_len = 20 + opts.len() + payload.len();
-        let total = 20 + tcp_len;
-        let mut p = vec![0u8; total];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[8] = 64;
-        p[9] = 6;
-        p[12..16].copy_from_slice(&[192, 0, 2, 10]);
-        p[16..20].copy_from_slice(&[203, 0, 113, 10]);
-        let t = &mut p[20..];
-        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        t[2..4].copy_from_slice(&443u16.to_be_bytes());
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[12] = (((20 + opts.len()) / 4) as u8) << 4;
-        t[13] = flags;
-        t[14..16].copy_from_slice(&window.to_be_bytes());
-        t[20..20 + opts.len()].copy_from_slice(opts);
-        t[20 + opts.len()..].copy_from_slice(payload);
+        let (c, s) = (([192, 0, 2, 10], 40000), ([203, 0, 113, 10], 443));
+        let mut p = ipv4_tcp_full(c, s, flags, (seq, ack), window, opts, payload);
         fill_tcp_checksum(&mut p);
         p
     }

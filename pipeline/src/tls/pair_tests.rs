@@ -6,191 +6,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, Connection, ServerConfig};
 
 use super::*;
 use crate::api::{Alert, InspectReport};
+use crate::testkit::{issuer_cn, pattern, roots, Ca, PassInspector, Seen, TestMinter};
 use crate::tls::client_hello;
-
-/// A CA made with rcgen.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    /// Issues a leaf for `names` with the given EKU.
-    fn leaf(
-        &self,
-        names: &[&str],
-        eku: ExtendedKeyUsagePurpose,
-    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        p.distinguished_name.push(DnType::CommonName, names[0]);
-        p.extended_key_usages = vec![eku];
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (cert.der().clone(), der)
-    }
-}
-
-impl Ca {
-    /// A CRL of this CA revoking `serials`.
-    fn crl(&self, serials: &[u64]) -> rustls::pki_types::CertificateRevocationListDer<'static> {
-        let now = time::OffsetDateTime::now_utc();
-        let p = rcgen::CertificateRevocationListParams {
-            this_update: now - time::Duration::hours(1),
-            next_update: now + time::Duration::days(7),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from(*s),
-                    revocation_time: now - time::Duration::minutes(5),
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        };
-        p.signed_by(&self.cert, &self.key).unwrap().der().clone()
-    }
-}
-
-fn roots(cas: &[&Ca]) -> Arc<RootCertStore> {
-    let mut r = RootCertStore::empty();
-    for ca in cas {
-        r.add(ca.der()).unwrap();
-    }
-    Arc::new(r)
-}
-
-/// One request the test minter served.
-struct Minted {
-    sni: Option<String>,
-    verified: bool,
-    key_type: LeafKeyType,
-    upstream_subject: String,
-}
-
-/// A minter signing with the policy CA, or the untrusted CA for unverified upstreams.
-struct TestMinter {
-    policy: Ca,
-    untrusted: Ca,
-    requests: Mutex<Vec<Minted>>,
-}
-
-impl CertMinter for TestMinter {
-    fn mint(&self, req: &MintRequest<'_>) -> Result<Arc<CertifiedKey>, MintError> {
-        let (_, up) = x509_parser::parse_x509_certificate(req.upstream_leaf)
-            .map_err(|e| MintError::BadUpstreamCertificate(e.to_string()))?;
-        self.requests.lock().unwrap().push(Minted {
-            sni: req.sni.map(str::to_string),
-            verified: req.upstream_verified,
-            key_type: req.key_type,
-            upstream_subject: up.subject().to_string(),
-        });
-        let ca = if req.upstream_verified {
-            &self.policy
-        } else {
-            &self.untrusted
-        };
-        // As the real minter: the upstream's DNS names, plus the SNI.
-        let mut names: Vec<String> = up
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(sni) = req.sni {
-            if !names.iter().any(|n| n == sni) {
-                names.push(sni.to_string());
-            }
-        }
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (cert, key) = ca.leaf(&names, ExtendedKeyUsagePurpose::ServerAuth);
-        let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-            .map_err(|e| MintError::Internal(e.to_string()))?;
-        Ok(Arc::new(CertifiedKey::new(vec![cert], key)))
-    }
-}
-
-/// What the pass-through inspector saw.
-#[derive(Default)]
-struct Seen {
-    to_server: Vec<u8>,
-    to_client: Vec<u8>,
-    eof: Vec<Direction>,
-    meta: Option<FlowMeta>,
-}
-
-struct PassInspector(Arc<Mutex<Seen>>);
-struct PassFlow(Arc<Mutex<Seen>>);
-
-impl Inspector for PassInspector {
-    fn new_flow(&self, meta: &FlowMeta) -> Box<dyn FlowInspector> {
-        self.0.lock().unwrap().meta = Some(meta.clone());
-        Box::new(PassFlow(self.0.clone()))
-    }
-}
-
-impl FlowInspector for PassFlow {
-    fn on_data(&mut self, dir: Direction, data: &[u8], out: &mut Emit) {
-        let mut s = self.0.lock().unwrap();
-        match dir {
-            Direction::ToServer => {
-                s.to_server.extend_from_slice(data);
-                out.to_server.extend_from_slice(data);
-            }
-            Direction::ToClient => {
-                s.to_client.extend_from_slice(data);
-                out.to_client.extend_from_slice(data);
-            }
-        }
-    }
-    fn on_eof(&mut self, dir: Direction, _out: &mut Emit) {
-        self.0.lock().unwrap().eof.push(dir);
-    }
-    fn take_alerts(&mut self) -> Vec<Alert> {
-        Vec::new()
-    }
-    fn finish(&mut self) -> InspectReport {
-        InspectReport::default()
-    }
-}
 
 const DEST: ([u8; 4], u16) = ([203, 0, 113, 10], 443);
 
@@ -205,11 +29,7 @@ impl Lab {
     fn new() -> Lab {
         Lab {
             origin_ca: Ca::new("Origin Root CA"),
-            minter: Arc::new(TestMinter {
-                policy: Ca::new("Policy CA"),
-                untrusted: Ca::new("Untrusted Issuer"),
-                requests: Mutex::new(Vec::new()),
-            }),
+            minter: Arc::new(TestMinter::new()),
             seen: Arc::new(Mutex::new(Seen::default())),
         }
     }
@@ -484,23 +304,6 @@ impl Wire {
     }
 }
 
-fn pseudo_random(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn issuer_cn(der: &[u8]) -> String {
-    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
-    c.issuer().to_string()
-}
-
 /// Runs a full inspected connection and checks what a user would see.
 fn end_to_end(tls13: bool, chunk: usize, up: usize, down: usize) {
     end_to_end_through(tls13, chunk, up, down, None)
@@ -536,7 +339,7 @@ fn end_to_end_through(tls13: bool, chunk: usize, up: usize, down: usize, window:
     // The client saw a chain issued by the policy CA, and h2 was mirrored.
     let peer = w.client.peer_certificates().unwrap();
     assert_eq!(peer.len(), 1, "leaf only, never the root");
-    assert_eq!(issuer_cn(&peer[0]), "CN=Policy CA");
+    assert_eq!(issuer_cn(&peer[0]), "Test Policy CA");
     assert_eq!(w.client.alpn_protocol(), Some(&b"h2"[..]));
     assert_eq!(w.server.alpn_protocol(), Some(&b"h2"[..]));
     let want = if tls13 {
@@ -548,8 +351,8 @@ fn end_to_end_through(tls13: bool, chunk: usize, up: usize, down: usize, window:
     assert_eq!(w.server.protocol_version(), Some(want));
 
     // Plaintext both ways, byte-identical.
-    let req = pseudo_random(up, 1);
-    let resp = pseudo_random(down, 2);
+    let req = pattern(up, 1);
+    let resp = pattern(down, 2);
     w.client.writer().write_all(&req).unwrap();
     w.pump();
     w.server.writer().write_all(&resp).unwrap();
@@ -845,7 +648,7 @@ fn server_requiring_client_auth_is_bypassed_and_replayed() {
         let peer = w.client.peer_certificates().unwrap();
         assert_eq!(
             issuer_cn(&peer[0]),
-            "CN=Origin Root CA",
+            "Origin Root CA",
             "the real certificate"
         );
         assert!(
@@ -977,7 +780,7 @@ fn no_sni_is_inspected_with_the_upstream_names() {
     assert!(info.upstream_cert.as_ref().unwrap().verified);
     assert_eq!(
         issuer_cn(&w.client.peer_certificates().unwrap()[0]),
-        "CN=Policy CA"
+        "Test Policy CA"
     );
 }
 

@@ -1,10 +1,11 @@
-//! In-memory lab for [`Connection`]: a client host and a server host,
-//! each a smoltcp stack with real rustls connections (or raw bytes), with the
-//! flow between them, in virtual time.
+//! The in-memory lab: a test PKI and a caching minter, inspectors, a log
+//! sink, and a client host and a server host, each a smoltcp stack with
+//! real rustls connections (or raw bytes), with a [`Connection`] (or the
+//! test's dispatcher) between them, in virtual time.
 //!
 //! Shared by the unit tests and `benches/intercept.rs` (included there with
 //! `#[path]`), so it names items only through `crate::{api, classify,
-//! intercept, tcp, tls}`, which the bench re-exports at its root.
+//! conn, tcp, tls}`, which the bench re-exports at its root.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -76,6 +77,28 @@ impl Ca {
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         (cert.der().clone(), der)
     }
+
+    /// A CRL of this CA revoking `serials`.
+    pub fn crl(&self, serials: &[u64]) -> rustls::pki_types::CertificateRevocationListDer<'static> {
+        let now = time::OffsetDateTime::now_utc();
+        let p = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        p.signed_by(&self.cert, &self.key).unwrap().der().clone()
+    }
 }
 
 pub fn roots(cas: &[&Ca]) -> Arc<RootCertStore> {
@@ -89,13 +112,23 @@ pub fn roots(cas: &[&Ca]) -> Arc<RootCertStore> {
 /// Forged chains by (upstream leaf DER, verified).
 type MintCache = HashMap<(Vec<u8>, bool), Arc<CertifiedKey>>;
 
+/// One request the test minter served.
+pub struct Minted {
+    pub sni: Option<String>,
+    pub verified: bool,
+    pub key_type: crate::api::LeafKeyType,
+    pub upstream_subject: String,
+}
+
 /// A minter signing with the policy CA (or the untrusted CA for unverified
-/// upstreams), caching per upstream leaf as the real minter does.
+/// upstreams), caching per upstream leaf as the real minter does; every
+/// request is recorded.
 pub struct TestMinter {
     pub policy: Ca,
     pub untrusted: Ca,
     cache: Mutex<MintCache>,
     pub minted: AtomicU64,
+    pub requests: Mutex<Vec<Minted>>,
 }
 
 impl TestMinter {
@@ -105,18 +138,25 @@ impl TestMinter {
             untrusted: Ca::new("Untrusted Issuer"),
             cache: Mutex::new(HashMap::new()),
             minted: AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl CertMinter for TestMinter {
     fn mint(&self, req: &MintRequest<'_>) -> Result<Arc<CertifiedKey>, MintError> {
+        let (_, up) = x509_parser::parse_x509_certificate(req.upstream_leaf)
+            .map_err(|e| MintError::BadUpstreamCertificate(e.to_string()))?;
+        self.requests.lock().unwrap().push(Minted {
+            sni: req.sni.map(str::to_string),
+            verified: req.upstream_verified,
+            key_type: req.key_type,
+            upstream_subject: up.subject().to_string(),
+        });
         let key = (req.upstream_leaf.to_vec(), req.upstream_verified);
         if let Some(c) = self.cache.lock().unwrap().get(&key) {
             return Ok(c.clone());
         }
-        let (_, up) = x509_parser::parse_x509_certificate(req.upstream_leaf)
-            .map_err(|e| MintError::BadUpstreamCertificate(e.to_string()))?;
         let mut names: Vec<String> = up
             .subject_alternative_name()
             .ok()
@@ -166,6 +206,8 @@ pub struct Seen {
     pub to_client: u64,
     pub flows: u64,
     pub meta: Option<FlowMeta>,
+    /// The directions whose end of stream the inspector saw, in order.
+    pub eof: Vec<Direction>,
 }
 
 /// Relays everything unchanged, counting it.
@@ -195,7 +237,9 @@ impl FlowInspector for PassFlow {
             }
         }
     }
-    fn on_eof(&mut self, _dir: Direction, _out: &mut Emit) {}
+    fn on_eof(&mut self, dir: Direction, _out: &mut Emit) {
+        self.0.lock().unwrap().eof.push(dir);
+    }
     fn take_alerts(&mut self) -> Vec<Alert> {
         Vec::new()
     }
@@ -297,7 +341,7 @@ impl FlowInspector for BlockFlow {
     }
 }
 
-/// A log keeping alerts in memory (records are returned by `finish`).
+/// A log keeping records and alerts in memory.
 #[derive(Default)]
 pub struct MemLog {
     pub alerts: Mutex<Vec<(u64, Alert)>>,
