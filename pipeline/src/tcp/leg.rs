@@ -19,6 +19,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::checksum::{fill_tcp_checksum, fill_tcp_pseudo, tcp_checksum_ok, tcp_span};
+use super::release::{TcpFacts, ACK, FIN, RST, SYN};
 use crate::io::Offload;
 
 thread_local! {
@@ -152,6 +153,85 @@ pub(crate) struct Endpoint {
     partial_csum: bool,
     /// Offset added to the flow clock for TCP timestamps (random per leg).
     ts_offset: u32,
+    window: WindowEdge,
+}
+
+/// The right edge of the receive window a leg last advertised.
+///
+/// smoltcp 0.12 accepts bytes beyond it (up to its buffer's capacity), and
+/// its next ACK then panics on a sequence-number underflow
+/// (`last_scaled_window`). A peer can send such bytes legitimately: each
+/// ACK floors the free space to the window shift, so the edge moves left by
+/// up to 2^shift - 1 bytes from one ACK to the next while the peer may
+/// still fill the window it was told before. Bytes beyond the edge are
+/// trimmed before smoltcp sees them, as RFC 9293 (3.10.7.4) has a receiver
+/// do; the peer retransmits them once the window opens. (smoltcp 0.13+
+/// trims itself, but its RFC 6298 minimum RTO of one second, without SACK
+/// recovery, collapses transfers on lossy paths: the lab's 5 % loss test.)
+#[derive(Default)]
+struct WindowEdge {
+    /// Sequence number just past the last advertised window.
+    edge: Option<u32>,
+    /// The window scale this leg offered in its SYN or SYN-ACK.
+    ours: Option<u8>,
+    /// Whether the peer's SYN offered window scaling too.
+    peer_scales: bool,
+}
+
+impl WindowEdge {
+    /// Learns from a segment the leg sent.
+    fn sent(&mut self, packet: &[u8]) {
+        let Some(f) = TcpFacts::parse(packet) else {
+            return;
+        };
+        if f.flags & RST != 0 {
+            return;
+        }
+        if f.flags & SYN != 0 {
+            self.ours = f.wscale;
+        }
+        if f.flags & ACK != 0 {
+            // RFC 7323: the window of a SYN is never scaled.
+            let shift = match (f.flags & SYN, self.ours, self.peer_scales) {
+                (0, Some(s), true) => s,
+                _ => 0,
+            };
+            self.edge = Some(f.ack.wrapping_add(u32::from(f.window) << shift));
+        }
+    }
+
+    /// How many payload bytes of a received segment fit before the edge;
+    /// `None` when all of it does (or nothing was advertised yet).
+    fn fits(&mut self, packet: &[u8]) -> Option<(TcpFacts, u32)> {
+        let f = TcpFacts::parse(packet)?;
+        if f.flags & SYN != 0 {
+            self.peer_scales = f.wscale.is_some();
+            return None;
+        }
+        let edge = self.edge?;
+        let end = f.seq.wrapping_add(f.payload_len);
+        if f.payload_len == 0 || edge.wrapping_sub(end) as i32 >= 0 {
+            return None;
+        }
+        let room = edge.wrapping_sub(f.seq) as i32;
+        Some((f, room.clamp(0, f.payload_len as i32) as u32))
+    }
+}
+
+/// `packet` with its TCP payload cut to its first `keep` bytes (and no
+/// FIN), lengths and checksums made right.
+fn trimmed(packet: &[u8], facts: &TcpFacts, keep: u32) -> Option<Vec<u8>> {
+    let (off, len, _) = tcp_span(packet)?;
+    let header = len - facts.payload_len as usize;
+    let mut p = packet.get(..off + header + keep as usize)?.to_vec();
+    let total = p.len();
+    match p[0] >> 4 {
+        4 => p[2..4].copy_from_slice(&u16::try_from(total).ok()?.to_be_bytes()),
+        _ => p[4..6].copy_from_slice(&u16::try_from(total - 40).ok()?.to_be_bytes()),
+    }
+    p[off + 13] &= !FIN;
+    super::fill_checksums(&mut p);
+    Some(p)
 }
 
 /// How a leg's socket is set up.
@@ -217,6 +297,7 @@ impl Endpoint {
             mtu: p.mtu,
             partial_csum: p.partial_csum,
             ts_offset: (p.seed >> 32) as u32,
+            window: WindowEdge::default(),
         }
     }
 
@@ -276,6 +357,14 @@ impl Endpoint {
             // A corrupted segment is dropped, as a host would; the peer retransmits.
             return false;
         }
+        let cut = match self.window.fits(packet) {
+            Some((facts, keep)) => match trimmed(packet, &facts, keep) {
+                Some(p) => Some(p),
+                None => return false,
+            },
+            None => None,
+        };
+        let packet = cut.as_deref().unwrap_or(packet);
         self.set_clock(now);
         let mut dev = OneShot {
             rx: Some(packet),
@@ -287,7 +376,11 @@ impl Endpoint {
         };
         self.iface
             .poll_ingress_single(now, &mut dev, &mut self.sockets);
-        dev.tx_used
+        let replied = dev.tx_used;
+        if replied {
+            self.window.sent(reply);
+        }
+        replied
     }
 
     /// Lets smoltcp send at most one packet (data, ACK, retransmission, FIN,
@@ -305,6 +398,7 @@ impl Endpoint {
         if !dev.tx_used {
             return None;
         }
+        self.window.sent(out);
         Some(match (self.partial_csum, tcp_span(out)) {
             (true, Some((off, _, _))) => Offload {
                 flags: Offload::NEEDS_CSUM,
@@ -327,5 +421,116 @@ impl Endpoint {
         std::mem::size_of::<smoltcp::iface::SocketStorage<'static>>()
             + s.recv_capacity()
             + s.send_capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::release::TcpFacts;
+    use crate::testkit::packets::ipv4_tcp_full;
+
+    const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
+    const LOCAL: ([u8; 4], u16) = ([203, 0, 113, 10], 443);
+
+    fn from_peer(flags: u8, seq: u32, ack: u32, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut p = ipv4_tcp_full(PEER, LOCAL, flags, (seq, ack), 65535, opts, payload);
+        crate::tcp::fill_checksums(&mut p);
+        p
+    }
+
+    /// A peer that fills the window it was told, after the leg's next ACK
+    /// moved the edge left (the free space floored to the window shift),
+    /// gets the bytes beyond the edge trimmed, not accepted: smoltcp 0.12
+    /// took them and its next ACK panicked (CI's stalled 50 MB download).
+    #[test]
+    fn bytes_beyond_the_advertised_window_are_trimmed() {
+        let t0 = SmolInstant::ZERO;
+        // 160 KiB of receive buffer: window shift 2.
+        let mut leg = Endpoint::new(
+            &LegParams {
+                local_ip: IpAddr::from(LOCAL.0),
+                mtu: 1500,
+                rx_buffer: 160 * 1024,
+                tx_buffer: 16 * 1024,
+                timestamps: false,
+                seed: 7,
+                partial_csum: false,
+            },
+            t0,
+        );
+        assert!(leg.listen(SocketAddr::from(LOCAL)));
+        let mut reply = Vec::new();
+        // SYN: MSS 1460, window scale 7.
+        let syn = from_peer(SYN, 1000, 0, &[2, 4, 5, 180, 1, 3, 3, 7], b"");
+        leg.ingress(&syn, false, t0, &mut reply);
+        let mut out = Vec::new();
+        let synack = if reply.is_empty() {
+            leg.egress(t0, &mut out).expect("SYN-ACK");
+            TcpFacts::parse(&out).unwrap()
+        } else {
+            TcpFacts::parse(&reply).unwrap()
+        };
+        assert_eq!(synack.wscale, Some(2));
+        let isn = synack.seq.wrapping_add(1);
+        reply.clear();
+        leg.ingress(&from_peer(ACK, 1001, isn, &[], b""), false, t0, &mut reply);
+        assert_eq!(leg.state(), State::Established);
+        // The peer fills the window in 60,001-byte segments (as a GRO
+        // super-frame would carry them), the application reading nothing;
+        // the leg's ACKs advertise the free space floored to 4 bytes.
+        let mut seq = 1001u32;
+        let mut queued = 0usize;
+        let mut now = t0;
+        let mut edge;
+        loop {
+            let mut ack = None;
+            for _ in 0..4 {
+                now += smoltcp::time::Duration::from_millis(50);
+                out.clear();
+                if leg.egress(now, &mut out).is_some() {
+                    ack = TcpFacts::parse(&out).filter(|f| f.payload_len == 0).or(ack);
+                }
+            }
+            if let Some(a) = ack {
+                assert_eq!(a.ack, seq);
+                edge = a.ack.wrapping_add(u32::from(a.window) << 2);
+            } else {
+                edge = seq.wrapping_add(u32::from(synack.window));
+            }
+            if edge - seq <= 60_001 {
+                break;
+            }
+            let chunk = vec![b'a'; 60_001];
+            reply.clear();
+            leg.ingress(
+                &from_peer(ACK, seq, isn, &[], &chunk),
+                false,
+                now,
+                &mut reply,
+            );
+            seq += chunk.len() as u32;
+            queued += chunk.len();
+        }
+        // The peer sends up to 3 bytes past that edge, in one segment.
+        let big = vec![b'b'; (edge - seq) as usize + 3];
+        reply.clear();
+        leg.ingress(&from_peer(ACK, seq, isn, &[], &big), false, now, &mut reply);
+        let mut acked = seq;
+        for _ in 0..4 {
+            now += smoltcp::time::Duration::from_millis(50);
+            out.clear();
+            if leg.egress(now, &mut out).is_some() {
+                acked = TcpFacts::parse(&out).unwrap().ack;
+            }
+        }
+        assert_eq!(
+            acked, edge,
+            "the bytes up to the edge are taken, not one more"
+        );
+        assert_eq!(
+            leg.socket_ref().recv_queue(),
+            queued + (edge - seq) as usize
+        );
     }
 }
