@@ -54,7 +54,7 @@ pub mod tcp {
 }
 
 #[allow(unused_imports)]
-#[path = "../../pipeline/src/conn/testkit.rs"]
+#[path = "../../pipeline/src/testkit/lab.rs"]
 mod testkit;
 
 use conn::{reason, ConnCtx};
