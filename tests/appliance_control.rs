@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use tlsinspect::appliance::{Appliance, Services};
 use tlsinspect::control::socket::{request, Request};
 use tlsinspect_pipeline::api::{FlowAction, FlowMeta, FlowRecord};
+use tlsinspect_pipeline::reason::Reason;
 
 fn conf(dir: &Path) -> String {
     format!(
@@ -230,7 +231,7 @@ fn reload_policy_disable_refused_reload_and_metrics() {
         },
         proto: "TCP",
         action: FlowAction::Pass,
-        reason: "tls13".into(),
+        reason: Reason::Tls13,
         tls: None,
         bytes_toserver: 517,
         bytes_toclient: 4000,

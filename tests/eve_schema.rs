@@ -12,6 +12,7 @@ use tlsinspect::log::record::{self, StatsSnapshot};
 use tlsinspect_pipeline::api::{
     Alert, FlowAction, FlowMeta, FlowRecord, HttpTxn, InspectReport, TlsInfo, UpstreamCertInfo,
 };
+use tlsinspect_pipeline::reason::Reason;
 
 fn meta(alpn: Option<&[u8]>) -> FlowMeta {
     FlowMeta {
@@ -31,22 +32,27 @@ fn every_event_type_is_valid_eve() {
     let now = SystemTime::now();
     let mut records = Vec::new();
     for (action, reason, alpn, inspected) in [
-        (FlowAction::Inspected, "inspected", Some(&b"h2"[..]), true),
         (
             FlowAction::Inspected,
-            "inspected",
+            Reason::Inspected,
+            Some(&b"h2"[..]),
+            true,
+        ),
+        (
+            FlowAction::Inspected,
+            Reason::Inspected,
             Some(&b"http/1.1"[..]),
             true,
         ),
-        (FlowAction::Pass, "tls13", None, false),
-        (FlowAction::Blocked, "non_tls", None, false),
+        (FlowAction::Pass, Reason::Tls13, None, false),
+        (FlowAction::Blocked, Reason::NonTls, None, false),
     ] {
         let rec = FlowRecord {
             timestamp: now,
             meta: meta(alpn),
             proto: "TCP",
             action,
-            reason: reason.into(),
+            reason,
             tls: (action != FlowAction::Blocked).then(|| TlsInfo {
                 sni: Some("www.example.com".into()),
                 version: Some("TLS 1.3".into()),

@@ -57,7 +57,7 @@ pub mod tcp {
 #[path = "../../pipeline/src/testkit/lab.rs"]
 mod testkit;
 
-use conn::{reason, ConnCtx};
+use conn::ConnCtx;
 use tcp::segment::{self, Segment};
 use tcp::{FlowConfig, Leg};
 use testkit::{smol, BlockInspector, ClientApp, Lab, MemLog, Net, PassInspector, ServerApp};
@@ -65,6 +65,7 @@ use tls::bypass::{BypassCache, BypassConfig};
 use tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
 use tls::pair::{InvalidCertPolicy, UpstreamTls};
 use tlsinspect_pipeline::io::Offload;
+use tlsinspect_pipeline::reason::Reason;
 
 /// The captured ClientHellos (the same files as `../shared/testdata/client-hellos`).
 const HELLOS: [&[u8]; 7] = [
@@ -793,21 +794,21 @@ fn scenario(input: &Input, lab: &Lab) {
         h.end
     );
     let undecided = [
-        reason::UNDECIDED,
-        reason::SERVER_REFUSED,
-        reason::SERVER_TIMEOUT,
-        reason::CLIENT_TIMEOUT,
-        reason::RESET,
+        Reason::Undecided,
+        Reason::ServerRefused,
+        Reason::ServerTimeout,
+        Reason::ClientTimeout,
+        Reason::Reset,
     ];
     match decision {
         None => assert!(
-            undecided.contains(&rec.reason.as_str()),
+            undecided.contains(&rec.reason),
             "undecided flow logged as {:?}",
             rec.reason
         ),
         Some(_) => assert_ne!(
             rec.reason,
-            reason::UNDECIDED,
+            Reason::Undecided,
             "decided flow logged undecided"
         ),
     }
@@ -839,7 +840,7 @@ fn scenario(input: &Input, lab: &Lab) {
     {
         assert_eq!(h.end, Some(End::Finished), "benign connection did not end");
         assert!(
-            ["inspected", "tls13", "excluded"].contains(&rec.reason.as_str()),
+            [Reason::Inspected, Reason::Tls13, Reason::Excluded].contains(&rec.reason),
             "benign connection logged {:?}",
             rec.reason
         );
@@ -863,7 +864,7 @@ fn scenario(input: &Input, lab: &Lab) {
             "trace: client={client} server={server}{} action={:?} reason={} end={:?} toserver={} toclient={} ops={}",
             if input.silent_server { "(silent)" } else { "" },
             rec.action,
-            rec.reason,
+            rec.reason.as_str(),
             h.end,
             rec.bytes_toserver,
             rec.bytes_toclient,

@@ -55,7 +55,7 @@ fn connection(lab: &Lab, ctx: &std::sync::Arc<conn::ConnCtx>, up: usize, down: u
         vec![0x42; down],
     );
     let rec = net.run_and_finish(LIMIT);
-    assert_eq!(rec.reason, "inspected");
+    assert_eq!(rec.reason.as_str(), "inspected");
     assert_eq!(net.client_app().got.len(), down, "download complete");
     black_box(rec);
     net.flow_time

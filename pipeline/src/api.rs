@@ -13,6 +13,8 @@ use std::time::SystemTime;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
+use crate::reason::Reason;
+
 /// Which key type the forged leaf must carry.
 ///
 /// ECDSA P-256 is the default; RSA-2048 is used only when the ClientHello
@@ -288,8 +290,8 @@ pub struct FlowRecord {
     pub proto: &'static str,
     /// What was done.
     pub action: FlowAction,
-    /// Which decision rule decided (DESIGN.md §4), e.g. `inspected`, `tls13`.
-    pub reason: String,
+    /// Which decision rule decided (DESIGN.md §4), or what ended the flow.
+    pub reason: Reason,
     /// TLS details, when the flow carried TLS.
     pub tls: Option<TlsInfo>,
     /// Bytes from client to server.

@@ -45,12 +45,10 @@ use crate::framing::{Framing, Received};
 use crate::io::{Offload, RxMeta};
 use crate::kernel_fast_path::KernelFastPath;
 use crate::latency::Latency;
+use crate::reason::Reason;
 use crate::stats::Counters;
 use crate::tcp::{Leg, Release, Rewrite, TcpFacts};
 use crate::tls::decision::PassOrBlock;
-
-/// The reason logged for in-scope flows tracked without an interception context.
-pub const REASON_NOT_INTERCEPTING: &str = "not_intercepting_yet";
 
 /// Which NIC (or TUN) a frame arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1194,7 +1192,7 @@ impl Dispatcher {
             } else {
                 FlowAction::Pass
             },
-            reason: crate::conn::reason::OVERLOAD.to_owned(),
+            reason: Reason::Overload,
             tls: None,
             bytes_toserver: 0,
             bytes_toclient: 0,
@@ -1378,7 +1376,7 @@ impl Dispatcher {
             },
             proto: "TCP",
             action: FlowAction::Pass,
-            reason: REASON_NOT_INTERCEPTING.to_owned(),
+            reason: Reason::NotInterceptingYet,
             tls: None,
             bytes_toserver: flow.bytes_toserver(),
             bytes_toclient: flow.bytes_toclient(),
@@ -1542,7 +1540,7 @@ pub(crate) mod tests {
         let rec = &recs[0];
         assert_eq!((&*rec.meta.policy_id, &*rec.meta.scope_id), ("corp", "web"));
         assert_eq!(rec.action, FlowAction::Pass);
-        assert_eq!(rec.reason, "not_intercepting_yet");
+        assert_eq!(rec.reason.as_str(), "not_intercepting_yet");
         assert_eq!(rec.meta.src, "192.0.2.10:40000".parse().unwrap());
         assert_eq!(rec.meta.dest, "203.0.113.5:443".parse().unwrap());
         assert_eq!((rec.bytes_toserver, rec.bytes_toclient), (18, 1000));
@@ -1601,7 +1599,7 @@ pub(crate) mod tests {
         r.d.finish(r.t0 + Duration::from_secs(32));
         let recs = r.log.records.lock().unwrap();
         assert_eq!(recs.len(), 2);
-        assert!(recs.iter().all(|r| r.reason == REASON_NOT_INTERCEPTING));
+        assert!(recs.iter().all(|r| r.reason == Reason::NotInterceptingYet));
         assert_eq!(r.d.active_flows(), 0);
     }
 
@@ -2081,7 +2079,7 @@ pub(crate) mod tests {
         assert_eq!(d.counters.intercept_half_open, 0);
         let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].reason, "reset");
+        assert_eq!(recs[0].reason.as_str(), "reset");
     }
 
     #[test]
@@ -2114,7 +2112,7 @@ pub(crate) mod tests {
         assert_eq!(d.active_flows(), 1);
         let recs = log.records.lock().unwrap();
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].reason, "client_timeout");
+        assert_eq!(recs[0].reason.as_str(), "client_timeout");
     }
 
     #[test]
@@ -2316,7 +2314,7 @@ pub(crate) mod tests {
         {
             let recs = log.records.lock().unwrap();
             assert_eq!(recs.len(), 1, "{recs:?}");
-            assert_eq!(recs[0].reason, "internal_error");
+            assert_eq!(recs[0].reason.as_str(), "internal_error");
             assert_eq!(recs[0].meta.policy_id.as_ref(), "pol-1");
         }
 

@@ -21,6 +21,7 @@ pub mod gso;
 pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;
+pub mod reason;
 pub mod run;
 pub mod stats;
 pub mod steer;

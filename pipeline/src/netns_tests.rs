@@ -444,7 +444,7 @@ fn af_packet_bridge_is_symmetric_and_forwards_everything() {
             .find(|r| r.meta.src.port() == port)
             .expect("record for every flow");
         assert_eq!((&*r.meta.policy_id, &*r.meta.scope_id), ("corp", "web"));
-        assert_eq!(r.reason, "not_intercepting_yet");
+        assert_eq!(r.reason.as_str(), "not_intercepting_yet");
         assert_eq!(r.meta.dest, "203.0.113.10:8443".parse().unwrap());
         assert_eq!(
             (r.bytes_toserver, r.bytes_toclient),

@@ -14,7 +14,7 @@ use tlsinspect_pipeline::api::{Alert, FlowLog, FlowMeta, FlowRecord};
 use crate::log::EveLog;
 
 /// Key of a flow count: policy, scope, action, reason.
-pub type FlowKey = (Arc<str>, Arc<str>, &'static str, String);
+pub type FlowKey = (Arc<str>, Arc<str>, &'static str, &'static str);
 
 /// Key of an alert count: policy, scope, engine, alert action.
 pub type AlertKey = (Arc<str>, Arc<str>, &'static str, String);
@@ -110,7 +110,7 @@ impl FlowLog for CountingLog {
                     rec.meta.policy_id.clone(),
                     rec.meta.scope_id.clone(),
                     rec.action.as_str(),
-                    rec.reason.clone(),
+                    rec.reason.as_str(),
                 ),
                 overflow,
             );

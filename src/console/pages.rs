@@ -16,6 +16,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tlsinspect_pipeline::reason::Reason;
 
 use super::api::{self, Overview, PolicyView};
 use super::auth::Session;
@@ -1228,21 +1229,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-const REASONS: &[&str] = &[
-    "inspected",
-    "tls13",
-    "ech",
-    "excluded",
-    "bypass_cache",
-    "legacy_tls",
-    "no_sni",
-    "non_tls",
-    "ips",
-    "webfilter",
-    "appcontrol",
-    "overload",
-];
-
 /// `GET /logs`.
 pub async fn logs(Ax(state): St, headers: HeaderMap, Query(p): Query<LogParams>) -> R {
     let s = page_session(&state, &headers)?;
@@ -1269,7 +1255,7 @@ pub async fn logs(Ax(state): St, headers: HeaderMap, Query(p): Query<LogParams>)
                 div.field { label for="action" { "Action" }
                     select #action name="action" { option value="" { "any" } @for a in ["inspected", "pass", "blocked"] { option value=(a) selected[p.action.as_deref() == Some(a)] { (a) } } } }
                 div.field { label for="reason" { "Reason" }
-                    select #reason name="reason" { option value="" { "any" } @for a in REASONS { option value=(a) selected[p.reason.as_deref() == Some(*a)] { (a) } } } }
+                    select #reason name="reason" { option value="" { "any" } @for a in Reason::ALL.iter().map(|r| r.as_str()) { option value=(a) selected[p.reason.as_deref() == Some(a)] { (a) } } } }
                 div.field { label for="sni" { "SNI" } input #sni name="sni" placeholder="*.example.com" value=(val(&p.sni)); }
                 div.field { label for="addr" { "Address" } input #addr name="addr" placeholder="client or server IP" value=(val(&p.addr)); }
             }

@@ -148,7 +148,7 @@ pub fn tls_json(rec: &FlowRecord, tls: &TlsInfo) -> Value {
     obj.insert("tls".into(), Value::Object(t));
 
     ext.insert("action".into(), json!(rec.action.as_str()));
-    ext.insert("reason".into(), json!(rec.reason));
+    ext.insert("reason".into(), json!(rec.reason.as_str()));
     let mut client = Map::new();
     insert_some(
         &mut client,
@@ -227,7 +227,7 @@ pub fn flow_json(rec: &FlowRecord) -> Value {
         obj.insert("tls".into(), json!({ "sni": sni }));
     }
     ext.insert("action".into(), json!(rec.action.as_str()));
-    ext.insert("reason".into(), json!(rec.reason));
+    ext.insert("reason".into(), json!(rec.reason.as_str()));
     ext.insert("duration_ms".into(), json!(rec.duration_ms));
     if let Some(app) = rec.inspection.as_ref().and_then(|r| r.app.as_ref()) {
         let action = rec
@@ -350,6 +350,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
     use tlsinspect_pipeline::api::{InspectReport, UpstreamCertInfo};
+    use tlsinspect_pipeline::reason::Reason;
 
     fn meta() -> FlowMeta {
         FlowMeta {
@@ -370,7 +371,7 @@ mod tests {
             meta: meta(),
             proto: "TCP",
             action: FlowAction::Inspected,
-            reason: "inspected".into(),
+            reason: Reason::Inspected,
             tls: Some(TlsInfo {
                 sni: Some("www.example.com".into()),
                 version: Some("TLS 1.3".into()),

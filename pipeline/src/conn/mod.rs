@@ -74,48 +74,12 @@ use crate::api::{
     TlsInfo,
 };
 use crate::classify::ScopeMatch;
+use crate::reason::Reason;
 use crate::tcp::{FlowConfig, FlowError, FlowEvent, Leg, Release, Splice, StreamError, TcpFacts};
 use crate::tls::bypass::{BypassCache, BypassReason};
 use crate::tls::client_hello::{self, version_name, ClientHello, MAX_HELLO_BYTES};
 use crate::tls::decision::{self, Action, Decision, TlsPolicy};
 use crate::tls::pair::{self as tls_intercept, Event, TlsPair, TlsPairParams, UpstreamTls};
-
-/// Reasons logged for outcomes after (or instead of) the §4 decision.
-///
-/// The decision rows log the exact strings of DESIGN.md §4
-/// ([`Reason::as_str`](crate::tls::decision::Reason::as_str)); these name what happened when the decided path
-/// could not be followed.
-pub mod reason {
-    /// The server asked for a client certificate: bypass-cached, replayed, passed.
-    pub const CLIENT_AUTH: &str = "client_auth";
-    /// The server speaks nothing we can terminate: bypass-cached, replayed, passed.
-    pub const UNSUPPORTED_SERVER: &str = "unsupported_server";
-    /// The upstream certificate did not verify (blocked, or forged untrusted and refused by the client).
-    pub const INVALID_CERTIFICATE: &str = "invalid_certificate";
-    /// The client refused our verified chain (certificate pinning).
-    pub const PINNING: &str = "pinning";
-    /// The TLS interception failed for another reason (see the debug log).
-    pub const TLS_ERROR: &str = "tls_error";
-    /// The server refused the connection (RST) before any decision.
-    pub const SERVER_REFUSED: &str = "server_refused";
-    /// The server never answered the SYN.
-    pub const SERVER_TIMEOUT: &str = "server_timeout";
-    /// The client never completed its TCP handshake.
-    pub const CLIENT_TIMEOUT: &str = "client_timeout";
-    /// A leg was reset before any decision.
-    pub const RESET: &str = "reset";
-    /// The flow ended (idle timeout, shutdown) before any decision.
-    pub const UNDECIDED: &str = "undecided";
-    /// Not intercepted: the memory budget or the half-open cap was reached
-    /// (DESIGN.md §12); passed or refused by the policy's `on_overload`.
-    pub const OVERLOAD: &str = "overload";
-    /// An inspection engine reset the connection (an IPS `drop`): the flow
-    /// is logged as blocked so `tlsinspect logs --action blocked` finds it.
-    pub const IPS: &str = "ips";
-    /// The code handling the flow panicked (a bug in a TCP stack, TLS or an
-    /// engine): the worker reset both legs and went on with the other flows.
-    pub const INTERNAL_ERROR: &str = "internal_error";
-}
 
 /// Shared per-worker settings and services of intercepted flows.
 ///
@@ -256,7 +220,7 @@ pub struct Connection {
     hello: Option<ClientHello>,
     decision: Option<Decision>,
     action: Option<FlowAction>,
-    reason: Option<&'static str>,
+    reason: Option<Reason>,
     tls: Option<TlsInfo>,
     report: Option<InspectReport>,
     to_server: Pending,
@@ -440,17 +404,12 @@ impl Connection {
     /// undecided flow is logged as one whose client never completed its
     /// handshake. Then [`abort`](Self::abort) and [`finish`](Self::finish).
     pub fn supersede(&mut self) {
-        self.end_undecided(reason::CLIENT_TIMEOUT);
+        self.end_undecided(Reason::ClientTimeout);
     }
 
     /// The §4 decision, once taken.
     pub fn decision(&self) -> Option<Decision> {
         self.decision
-    }
-
-    /// The reason the record will carry (so far).
-    pub fn reason(&self) -> Option<&'static str> {
-        self.reason
     }
 
     /// Memory held by the TCP legs (buffers included) and the queued output.
@@ -576,7 +535,7 @@ impl Connection {
     pub fn fail(&mut self) {
         self.mode = Mode::Done;
         self.hello_deadline = None;
-        self.reason = Some(reason::INTERNAL_ERROR);
+        self.reason = Some(Reason::InternalError);
         self.action.get_or_insert(FlowAction::Pass);
         self.error = Some("the flow's handling panicked".into());
     }
@@ -629,7 +588,7 @@ impl Connection {
             meta: self.meta.clone(),
             proto: "TCP",
             action: self.action.unwrap_or(FlowAction::Pass),
-            reason: self.reason.unwrap_or(reason::UNDECIDED).to_string(),
+            reason: self.reason.unwrap_or(Reason::Undecided),
             tls: self.tls.clone(),
             bytes_toserver: self.bytes_toserver,
             bytes_toclient: self.bytes_toclient,
@@ -669,7 +628,7 @@ impl Connection {
                         self.hello_deadline = Some(now + self.ctx.hello_timeout);
                     }
                 }
-                FlowEvent::Refused => self.end_undecided(reason::SERVER_REFUSED),
+                FlowEvent::Refused => self.end_undecided(Reason::ServerRefused),
                 FlowEvent::ConnectTimedOut => {
                     if self.decision.is_some() {
                         // The fresh server leg of a replay never answered:
@@ -678,9 +637,9 @@ impl Connection {
                         self.error = Some("server leg: the reconnection timed out".into());
                         self.mode = Mode::Done;
                     }
-                    self.end_undecided(reason::SERVER_TIMEOUT);
+                    self.end_undecided(Reason::ServerTimeout);
                 }
-                FlowEvent::AcceptTimedOut => self.end_undecided(reason::CLIENT_TIMEOUT),
+                FlowEvent::AcceptTimedOut => self.end_undecided(Reason::ClientTimeout),
                 FlowEvent::Reset(side) => {
                     self.tcp.abort(side.other());
                     if let Mode::Inspect(ic) = &mut self.mode {
@@ -688,7 +647,7 @@ impl Connection {
                         self.meta.alpn = ic.meta().alpn.clone();
                         self.report = ic.finish();
                     }
-                    self.end_undecided(reason::RESET);
+                    self.end_undecided(Reason::Reset);
                     self.mode = Mode::Done;
                     self.hello_deadline = None;
                 }
@@ -701,7 +660,7 @@ impl Connection {
         any
     }
 
-    fn end_undecided(&mut self, why: &'static str) {
+    fn end_undecided(&mut self, why: Reason) {
         if self.reason.is_none() {
             self.reason = Some(why);
             self.action = Some(FlowAction::Pass);
@@ -772,7 +731,7 @@ impl Connection {
             bypass.contains(sni, dest, now)
         });
         self.decision = Some(d);
-        self.reason = Some(d.reason.as_str());
+        self.reason = Some(d.reason);
         if let Some(h) = &hello {
             self.meta.sni = h.sni.as_deref().map(Arc::from);
             self.tls = Some(TlsInfo {
@@ -841,7 +800,7 @@ impl Connection {
             Err(e) => {
                 // Nothing was consumed by a TLS peer yet; refuse cleanly.
                 self.error = Some(e.to_string());
-                self.reason = Some(reason::TLS_ERROR);
+                self.reason = Some(Reason::TlsError);
                 self.action = Some(FlowAction::Blocked);
                 self.to_client
                     .buf
@@ -1067,13 +1026,13 @@ impl Connection {
                     self.ctx
                         .bypass
                         .report_rejection(sni.as_deref(), self.meta.dest, client, now);
-                    self.reason = Some(reason::PINNING);
+                    self.reason = Some(Reason::Pinning);
                     self.error = Some(format!("client rejected our certificate: {alert:?}"));
                     self.after_client = After::Close;
                     self.after_server = After::Close;
                 }
                 Event::Blocked { error } => {
-                    self.reason = Some(reason::INVALID_CERTIFICATE);
+                    self.reason = Some(Reason::InvalidCertificate);
                     self.action = Some(FlowAction::Blocked);
                     self.error = Some(error);
                     self.after_client = After::Close;
@@ -1083,7 +1042,7 @@ impl Connection {
                 Event::CloseClient => self.after_client = After::Close,
                 Event::Finished => {}
                 Event::Reset => {
-                    self.reason = Some(reason::IPS);
+                    self.reason = Some(Reason::Ips);
                     self.action = Some(FlowAction::Blocked);
                     self.after_client = After::Abort;
                     self.after_server = After::Abort;
@@ -1095,9 +1054,9 @@ impl Connection {
                         .as_ref()
                         .is_some_and(|c| !c.verified);
                     self.reason = Some(if unverified {
-                        reason::INVALID_CERTIFICATE
+                        Reason::InvalidCertificate
                     } else {
-                        reason::TLS_ERROR
+                        Reason::TlsError
                     });
                     self.error = Some(e.to_string());
                     self.after_client = After::Abort;
@@ -1130,8 +1089,8 @@ impl Connection {
             self.tls = Some(ic.tls_info().clone());
         }
         self.reason = Some(match why {
-            BypassReason::ClientAuth => reason::CLIENT_AUTH,
-            _ => reason::UNSUPPORTED_SERVER,
+            BypassReason::ClientAuth => Reason::ClientAuth,
+            _ => Reason::UnsupportedServer,
         });
         self.action = Some(FlowAction::Pass);
         // Whatever was meant for the old server leg dies with it.
@@ -1145,7 +1104,7 @@ impl Connection {
             self.mode = Mode::Pass;
         } else {
             self.error = Some("could not reopen the server leg".into());
-            self.reason = Some(reason::TLS_ERROR);
+            self.reason = Some(Reason::TlsError);
             self.after_client = After::Abort;
             self.after_server = After::Abort;
             self.mode = Mode::Done;

@@ -63,7 +63,7 @@ fn inspected(tls12: bool, size: usize) {
     assert!(net.flow.is_finished(), "both legs closed");
 
     assert_eq!(rec.action, FlowAction::Inspected);
-    assert_eq!(rec.reason, "inspected");
+    assert_eq!(rec.reason.as_str(), "inspected");
     assert_eq!(&*rec.meta.policy_id, "pol-1");
     assert_eq!(&*rec.meta.scope_id, "scope-a");
     assert_eq!(rec.meta.src, CLIENT.parse::<SocketAddr>().unwrap());
@@ -129,7 +129,7 @@ fn tls13_passthrough_relays_the_origin_unchanged() {
     let rec = net.run_and_finish(LIMIT);
     assert_passed_unchanged(&net, &up, &down);
     assert_eq!(rec.action, FlowAction::Pass);
-    assert_eq!(rec.reason, "tls13");
+    assert_eq!(rec.reason.as_str(), "tls13");
     assert_eq!(rec.tls.unwrap().sni.as_deref(), Some(SNI));
     assert_eq!(lab.seen.lock().unwrap().flows, 0, "nothing inspected");
     assert!(rec.bytes_toserver > 100_000 && rec.bytes_toclient > 300_000);
@@ -225,7 +225,7 @@ fn server_speaking_first_is_non_tls() {
     net.server.apps[1].expect = 0;
     let rec = net.run_and_finish(LIMIT);
     assert_eq!(net.client_app().got, banner);
-    assert_eq!(rec.reason, "non_tls");
+    assert_eq!(rec.reason.as_str(), "non_tls");
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn server_rst_refuses_the_client_at_once() {
         net.now - started < Duration::from_secs(1),
         "refused quickly"
     );
-    assert_eq!(rec.reason, "server_refused");
+    assert_eq!(rec.reason.as_str(), "server_refused");
     assert!(net.flow.is_finished());
 }
 
@@ -374,7 +374,7 @@ fn client_rejecting_our_certificate_counts_toward_pinning() {
         net.client_app().tls_err.is_some(),
         "client refused our chain"
     );
-    assert_eq!(rec.reason, "pinning");
+    assert_eq!(rec.reason.as_str(), "pinning");
     assert!(net.flow.is_finished());
     let dest: SocketAddr = SERVER.parse().unwrap();
     // pinning_clients = 2 in the lab: one client is not enough.
@@ -510,7 +510,7 @@ fn an_untrusted_upstream_fails_at_the_client_as_without_us() {
     let err = net.client_app().tls_err.clone().expect("client refused");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     assert!(net.server.apps.iter().all(|a| a.got.is_empty()));
-    assert_eq!(rec.reason, "invalid_certificate");
+    assert_eq!(rec.reason.as_str(), "invalid_certificate");
     let up = rec.tls.unwrap().upstream_cert.unwrap();
     assert!(!up.verified);
     assert!(up.issuer.contains("Rogue CA"));

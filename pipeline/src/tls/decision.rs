@@ -11,6 +11,7 @@
 //! `excluded`. The reasons `ech`, `tls13` and `no_sni` therefore always come
 //! with a pass.
 
+use crate::reason::Reason;
 use crate::tls::client_hello::{ClientHello, TLS12};
 
 /// A setting whose choices are relaying untouched or refusing.
@@ -140,43 +141,6 @@ pub enum Action {
         /// Whether TLS 1.3 may be negotiated on the legs (else TLS 1.2 only).
         tls13: bool,
     },
-}
-
-/// Which row of the decision table decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The first bytes are not a TLS ClientHello.
-    NonTls,
-    /// The hello carries ECH and `ech` is pass.
-    Ech,
-    /// The SNI matches `exclude_sni`.
-    Excluded,
-    /// (SNI, destination) is in the learned bypass cache.
-    BypassCache,
-    /// Nothing newer than TLS 1.1 is offered.
-    LegacyTls,
-    /// TLS 1.3 is offered and `tls13` is pass.
-    Tls13,
-    /// No SNI and `no_sni` is pass.
-    NoSni,
-    /// No row objected: inspected.
-    Inspected,
-}
-
-impl Reason {
-    /// The log spelling (DESIGN.md §4).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NonTls => "non_tls",
-            Reason::Ech => "ech",
-            Reason::Excluded => "excluded",
-            Reason::BypassCache => "bypass_cache",
-            Reason::LegacyTls => "legacy_tls",
-            Reason::Tls13 => "tls13",
-            Reason::NoSni => "no_sni",
-            Reason::Inspected => "inspected",
-        }
-    }
 }
 
 /// The outcome of [`decide`].
