@@ -231,6 +231,7 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::frame::tests as ft;
+    use crate::io::TxBatch;
     use crate::tcp::checksum::tcp_checksum_ok;
 
     fn seg(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -346,5 +347,52 @@ mod tests {
             let _ = append(&mut cut, 0, 0, &mut off, &first);
             let _ = segment(&first[..n], &off, 0);
         }
+    }
+
+    fn eth_frame(macs: &[u8; 12], seq: u32, len: usize) -> Vec<u8> {
+        let ip = ft::ipv4_tcp_seq(
+            [192, 0, 2, 10],
+            1,
+            [203, 0, 113, 5],
+            2,
+            0x10,
+            seq,
+            &vec![7; len],
+        );
+        let mut f = macs.to_vec();
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn tx_batch_merges_a_flows_next_segment_only_under_the_same_link_header() {
+        let macs = [1u8; 12];
+        let mut b = TxBatch::new(1 << 16, 4).coalescing(append);
+        let first = eth_frame(&macs, 100, 1000);
+        b.push(&[&Offload::default().to_bytes(), &first]);
+        assert!(b.append_segment(&eth_frame(&macs, 1100, 1000), 14));
+        assert!(b.append_segment(&eth_frame(&macs, 2100, 500), 14));
+        let other = [2u8; 12];
+        assert!(
+            !b.append_segment(&eth_frame(&other, 2600, 500), 14),
+            "other MACs"
+        );
+        let all: Vec<&[u8]> = b.frames().collect();
+        assert_eq!(all.len(), 1);
+        let mut hdr = [0u8; Offload::LEN];
+        hdr.copy_from_slice(&all[0][..Offload::LEN]);
+        let off = Offload::from_bytes(&hdr);
+        assert!(off.is_gso() && off.flags == Offload::NEEDS_CSUM);
+        assert_eq!(
+            (off.gso_size, off.csum_start, off.hdr_len),
+            (1000, 14 + 20, 14 + 40)
+        );
+        assert_eq!(all[0].len(), Offload::LEN + 14 + 40 + 2500);
+        let segs = segment(&all[0][Offload::LEN..], &off, 14);
+        assert_eq!(
+            segs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1054, 1054, 554]
+        );
     }
 }
