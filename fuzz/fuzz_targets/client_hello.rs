@@ -1,5 +1,6 @@
 //! Fuzzes the ClientHello peek parser: any bytes, whole and split in two.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::tls::client_hello;

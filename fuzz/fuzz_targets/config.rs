@@ -1,6 +1,7 @@
 //! Feeds arbitrary text to the configuration parser and validator: any input
 //! must yield a `Config` or a list of errors, never a panic.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 

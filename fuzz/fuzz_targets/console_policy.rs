@@ -3,6 +3,7 @@
 //! a config document and its validation, and to the Log audit query parser:
 //! any input must give a table or problems, never a panic.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::time::SystemTime;

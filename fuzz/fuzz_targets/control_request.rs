@@ -10,6 +10,7 @@
 //! without touching the appliance; a reload of the unchanged file succeeds
 //! and a status lists its one policy.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::io::BufRead;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Fuzzes the frame parsers: Ethernet (with VLAN tags), bare IP, and the
 //! steering hash over whatever parses. Nothing may panic.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::frame::{parse_ethernet, parse_ip};

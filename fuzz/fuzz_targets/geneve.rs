@@ -5,6 +5,7 @@
 //! again with the same VNI and options; and the dispatcher takes every
 //! parsed frame without panicking.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};

@@ -3,6 +3,7 @@
 //! (`gso::segment`) under any offload header. Nothing may panic, and a merge
 //! only ever grows the frame by the segment's payload.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::gso;

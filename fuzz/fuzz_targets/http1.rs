@@ -1,6 +1,7 @@
 //! Fuzzes the HTTP/1.1 framing parser (both sides) and the HTTP/1.1 flow
 //! inspector with arbitrary bytes cut at arbitrary points.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect::inspect::http1::{Limits, Parser, Side};

@@ -1,6 +1,7 @@
 //! Fuzzes the HTTP/2 inspector: arbitrary frames after a valid preface, in
 //! both directions, with the default rules loaded.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, OnceLock};
 

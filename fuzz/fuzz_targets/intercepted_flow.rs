@@ -32,6 +32,7 @@
 //! * without hostile input, faults or time jumps, a TLS client trusting the
 //!   policy CA gets its download byte for byte and the connection ends.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;

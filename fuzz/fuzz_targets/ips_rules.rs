@@ -3,6 +3,7 @@
 //! included) and every phase, with flowbits, xbits and thresholds live, and
 //! checks the Suricata vars of `[ips.address_groups]` on the same text.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect::inspect::ips::{Buffer, Buffers, EvalCtx, FlowBits, Phase, Ruleset, Scratch, Vars};

@@ -2,6 +2,7 @@
 //! server, or anything listening on its port, sends back), syslog target
 //! addresses, and a reply stream consumed reply by reply.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect::log::output::{parse_reply, SyslogTarget};

@@ -1,5 +1,6 @@
 //! Fuzzes CA file parsing: any bytes as a private-key file and as a certificate file.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect::pki::fuzzing;

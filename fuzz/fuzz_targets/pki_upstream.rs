@@ -1,5 +1,6 @@
 //! Fuzzes minting from an upstream certificate: any bytes as the server's leaf.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;

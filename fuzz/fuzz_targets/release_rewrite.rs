@@ -4,6 +4,7 @@
 //! left untouched, the length never changes, and on a packet whose TCP
 //! checksum was right it stays right (the incremental update is exact).
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use tlsinspect_pipeline::tcp::{fill_checksums, Rewrite, TcpFacts};

@@ -10,6 +10,7 @@
 //! checksums of a packet that parses without verification makes it parse
 //! with it, as the same segment.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
 use std::time::Instant;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::io::{Device, Medium, Offload, RxMeta, VlanTag};
+use crate::io::{Device, Injected, Medium, Offload, RxMeta, VlanTag};
 
 /// The faults of one direction of one device, as probabilities per frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,31 +93,6 @@ impl FaultPlan {
         [self.lan_in, self.lan_out, self.wan_in, self.wan_out]
             .iter()
             .all(Faults::is_none)
-    }
-}
-
-/// What a device's middleware injected so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Injected {
-    /// Frames dropped.
-    pub lost: u64,
-    /// Extra copies delivered.
-    pub duplicated: u64,
-    /// Frames held back so that later ones overtook them.
-    pub reordered: u64,
-    /// Frames with a changed byte.
-    pub corrupted: u64,
-}
-
-impl std::ops::Add for Injected {
-    type Output = Injected;
-    fn add(self, o: Injected) -> Injected {
-        Injected {
-            lost: self.lost + o.lost,
-            duplicated: self.duplicated + o.duplicated,
-            reordered: self.reordered + o.reordered,
-            corrupted: self.corrupted + o.corrupted,
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! byte on the wire is untrusted. The worker counts those errors and forwards
 //! the frame unchanged: a bump in the wire must not be the reason a frame it
 //! does not understand disappears.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
 
@@ -204,6 +205,13 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// Writes `bytes` into `buf` at `at`, where they fit.
+pub(crate) fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(d) = buf.get_mut(at..at + bytes.len()) {
+        d.copy_from_slice(bytes);
+    }
+}
+
 /// Parses an Ethernet II frame, its VLAN tags and the IP/transport headers.
 pub fn parse_ethernet(buf: &[u8]) -> Result<EthView<'_>, FrameError> {
     let eth =
@@ -225,7 +233,7 @@ pub fn parse_ethernet(buf: &[u8]) -> Result<EthView<'_>, FrameError> {
         ethertype = inner;
         at += 4;
     }
-    let rest = &buf[at..];
+    let rest = buf.get(at..).ok_or(FrameError::Truncated(Layer::Vlan))?;
     let payload = match EthernetProtocol::from(ethertype) {
         EthernetProtocol::Arp => {
             ArpPacket::new_checked(rest).map_err(|_| FrameError::Truncated(Layer::Arp))?;
@@ -294,9 +302,7 @@ pub fn parse_ipv6(buf: &[u8]) -> Result<IpView<'_>, FrameError> {
             IpProtocol::Ipv6Frag => {
                 let nh = *rest.first().ok_or(FrameError::Truncated(Layer::Ipv6))?;
                 let off_m = be16(rest, 2).ok_or(FrameError::Truncated(Layer::Ipv6))?;
-                if rest.len() < 8 {
-                    return Err(FrameError::Truncated(Layer::Ipv6));
-                }
+                let after = rest.get(8..).ok_or(FrameError::Truncated(Layer::Ipv6))?;
                 // Offset in the top 13 bits, M flag in bit 0: anything but an
                 // atomic fragment is passed on without reading ports.
                 if off_m & 0xfff9 != 0 {
@@ -307,7 +313,7 @@ pub fn parse_ipv6(buf: &[u8]) -> Result<IpView<'_>, FrameError> {
                         transport: Transport::Fragment,
                     });
                 }
-                rest = &rest[8..];
+                rest = after;
                 next = IpProtocol::from(nh);
             }
             _ => break,
@@ -334,7 +340,7 @@ fn parse_transport(proto: IpProtocol, buf: &[u8]) -> Result<Transport<'_>, Frame
                 src_port: tcp.src_port(),
                 dst_port: tcp.dst_port(),
                 // Byte 13 holds CWR..FIN; check_len guaranteed 20 bytes.
-                flags: TcpFlags(buf[13]),
+                flags: TcpFlags(*buf.get(13).ok_or(FrameError::Truncated(Layer::Tcp))?),
                 seq: tcp.seq_number().0 as u32,
                 ack: tcp.ack_number().0 as u32,
                 payload: tcp.payload(),
@@ -354,6 +360,7 @@ fn parse_transport(proto: IpProtocol, buf: &[u8]) -> Result<Transport<'_>, Frame
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
     use crate::testkit::packets::*;

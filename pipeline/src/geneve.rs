@@ -17,8 +17,11 @@
 //! (OAM) packets, an option marked critical (we understand none), inner
 //! protocols other than IPv4 and IPv6, fragmented or IPv6 outer packets
 //! and VLAN-tagged outer frames.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
+
+use crate::frame::put;
 
 /// The UDP port GENEVE is sent to.
 pub const PORT: u16 = 6081;
@@ -126,13 +129,15 @@ pub fn parse(frame: &[u8]) -> Result<Tunnel, GeneveError> {
     if ihl < 20 || total < ihl + 8 || total > ip.len() {
         return Err(Length);
     }
-    let ip = &ip[..total];
+    let ip = ip.get(..total).ok_or(Length)?;
     let udp_len = usize::from(be16(ip, ihl + 4).ok_or(Length)?);
     if udp_len < 8 + FIXED || ihl + udp_len > total {
         return Err(Length);
     }
-    let g = &ip[ihl + 8..ihl + udp_len];
-    let (b0, b1) = (g[0], g[1]);
+    let g = ip.get(ihl + 8..ihl + udp_len).ok_or(Length)?;
+    let Some(&[b0, b1, p0, p1, v0, v1, v2, _]) = g.get(..FIXED) else {
+        return Err(Length);
+    };
     if b0 >> 6 != 0 {
         return Err(Version);
     }
@@ -143,35 +148,37 @@ pub fn parse(frame: &[u8]) -> Result<Tunnel, GeneveError> {
     if b1 & 0x80 != 0 {
         return Err(Control);
     }
-    let mut opts = &g[FIXED..FIXED + opt_len];
+    let mut opts = g.get(FIXED..FIXED + opt_len).ok_or(Length)?;
     while !opts.is_empty() {
-        if opts.len() < 4 {
+        // Class (2 bytes), type (critical bit first), length in 4-byte words.
+        let (Some(&kind), Some(&words)) = (opts.get(2), opts.get(3)) else {
             return Err(Length);
-        }
-        let len = 4 + usize::from(opts[3] & 0x1f) * 4;
-        if len > opts.len() {
-            return Err(Length);
-        }
-        if opts[2] & 0x80 != 0 {
+        };
+        let rest = opts
+            .get(4 + usize::from(words & 0x1f) * 4..)
+            .ok_or(Length)?;
+        if kind & 0x80 != 0 {
             return Err(Critical);
         }
-        opts = &opts[len..];
+        opts = rest;
     }
     // The C bit promises a critical option; we walked them all above.
-    let proto = be16(g, 2).ok_or(Length)?;
-    let inner = &g[FIXED + opt_len..];
+    let proto = u16::from_be_bytes([p0, p1]);
+    let inner = g.get(FIXED + opt_len..).ok_or(Length)?;
     let version = inner.first().map(|b| b >> 4);
     match (proto, version) {
         (PROTO_IPV4, Some(4)) | (PROTO_IPV6, Some(6)) => {}
         (PROTO_IPV4 | PROTO_IPV6, _) => return Err(Length),
         _ => return Err(Protocol),
     }
-    let vni = u32::from_be_bytes([0, g[4], g[5], g[6]]);
+    let Some(&[s0, s1, s2, s3]) = ip.get(12..16) else {
+        return Err(Length);
+    };
     Ok(Tunnel {
         inner: ETH + ihl + 8 + FIXED + opt_len,
         udp: ETH + ihl,
-        vni,
-        peer: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        vni: u32::from_be_bytes([0, v0, v1, v2]),
+        peer: Ipv4Addr::new(s0, s1, s2, s3),
         proto,
     })
 }
@@ -205,14 +212,17 @@ pub fn swap_outer(frame: &mut [u8]) {
 /// balancer would forward the inner packet with a wrong checksum.
 pub fn complete_checksum(buf: &mut [u8], start: usize, offset: usize) {
     let at = start + offset;
-    if at + 2 > buf.len() || start >= buf.len() {
+    let Some(region) = buf
+        .get(start..)
+        .filter(|r| !r.is_empty() && at + 2 <= buf.len())
+    else {
         return;
-    }
-    let c = match !ones(&buf[start..]) {
+    };
+    let c = match !ones(region) {
         0 => 0xffff, // the same value in ones' complement; UDP needs this one
         c => c,
     };
-    buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    put(buf, at, &c.to_be_bytes());
 }
 
 /// Marks the outer UDP checksum of a frame whose inner packet was changed
@@ -261,27 +271,29 @@ impl Encap {
         let start = out.len();
         out.extend_from_slice(&self.header);
         out.extend_from_slice(packet);
-        let f = &mut out[start..];
-        let ip_total = (f.len() - ETH) as u16;
-        let udp_len = (f.len() - self.udp) as u16;
-        f[ETH + 2..ETH + 4].copy_from_slice(&ip_total.to_be_bytes());
-        let ihl = self.udp - ETH;
-        f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-        let sum = ones(&f[ETH..ETH + ihl]);
-        f[ETH + 10..ETH + 12].copy_from_slice(&(!sum).to_be_bytes());
+        let Some(f) = out.get_mut(start..) else {
+            return;
+        };
         let u = self.udp;
-        f[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
-        f[u + 6..u + 8].copy_from_slice(&[0, 0]);
+        let ip_total = (f.len() - ETH) as u16;
+        let udp_len = (f.len() - u) as u16;
+        put(f, ETH + 2, &ip_total.to_be_bytes());
+        put(f, ETH + 10, &[0, 0]);
+        let sum = f.get(ETH..u).map_or(0, ones);
+        put(f, ETH + 10, &(!sum).to_be_bytes());
+        put(f, u + 4, &udp_len.to_be_bytes());
+        put(f, u + 6, &[0, 0]);
         let proto = if packet.first().map(|b| b >> 4) == Some(6) {
             PROTO_IPV6
         } else {
             PROTO_IPV4
         };
-        f[u + 8 + 2..u + 8 + 4].copy_from_slice(&proto.to_be_bytes());
+        put(f, u + 8 + 2, &proto.to_be_bytes());
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
 

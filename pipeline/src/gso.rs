@@ -14,9 +14,11 @@
 //! no flag a GSO frame could not carry on every piece (SYN, RST, URG; a FIN
 //! only on the last). The super-frame's TCP checksum becomes the
 //! pseudo-header sum with `NEEDS_CSUM`, which the transmitter completes.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use smoltcp::wire::Ipv4Packet;
 
+use crate::frame::put;
 use crate::io::Offload;
 use crate::tcp::checksum::{fill_tcp_checksum, fill_tcp_pseudo};
 
@@ -48,9 +50,10 @@ impl Layout {
 }
 
 fn layout(p: &[u8]) -> Option<Layout> {
-    let (v6, ip_hl, len) = match p.first()? >> 4 {
+    let first = *p.first()?;
+    let (v6, ip_hl, len) = match first >> 4 {
         4 => {
-            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let ihl = usize::from(first & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([*p.get(2)?, *p.get(3)?]));
             // No fragments, TCP only.
             let frag = u16::from_be_bytes([*p.get(6)?, *p.get(7)?]) & 0x3fff;
@@ -71,7 +74,7 @@ fn layout(p: &[u8]) -> Option<Layout> {
     if len > p.len() || len < ip_hl + 20 {
         return None;
     }
-    let tcp = &p[ip_hl..];
+    let tcp: &[u8; 20] = p.get(ip_hl..)?.first_chunk()?;
     let tcp_hl = usize::from(tcp[12] >> 4) * 4;
     if tcp_hl < 20 || ip_hl + tcp_hl > len {
         return None;
@@ -89,6 +92,10 @@ fn layout(p: &[u8]) -> Option<Layout> {
 /// Whether the IP headers of two packets of one flow agree but for the
 /// fields each packet has its own of (lengths, id, checksum, flow label).
 fn same_ip(a: &[u8], b: &[u8], v6: bool) -> bool {
+    // Both are whole TCP/IP packets (see `layout`): at least 40 bytes.
+    let (Some(a), Some(b)) = (a.first_chunk::<40>(), b.first_chunk::<40>()) else {
+        return false;
+    };
     if v6 {
         a[0] == b[0] && a[6..40] == b[6..40]
     } else {
@@ -98,11 +105,14 @@ fn same_ip(a: &[u8], b: &[u8], v6: bool) -> bool {
 
 /// Whether the TCP headers agree but for sequence number, checksum and PSH/FIN.
 fn same_tcp(a: &[u8], b: &[u8], hl: usize) -> bool {
-    a[0..4] == b[0..4]
-        && a[8..13] == b[8..13]
-        && (a[13] & !(PSH | FIN)) == (b[13] & !(PSH | FIN))
-        && a[14..16] == b[14..16]
-        && a[20..hl] == b[20..hl]
+    let (Some(fa), Some(fb)) = (a.first_chunk::<20>(), b.first_chunk::<20>()) else {
+        return false;
+    };
+    fa[0..4] == fb[0..4]
+        && fa[8..13] == fb[8..13]
+        && (fa[13] & !(PSH | FIN)) == (fb[13] & !(PSH | FIN))
+        && fa[14..16] == fb[14..16]
+        && a.get(20..hl) == b.get(20..hl)
 }
 
 /// Merges the IP packet `seg` into the one that ends `buf` at `start`
@@ -125,6 +135,13 @@ pub fn append(
     if a.v6 != b.v6 || a.ip_hl != b.ip_hl || a.tcp_hl != b.tcp_hl || head.len() != a.len {
         return false;
     }
+    let (Some(tcp_a), Some(tcp_b), Some(payload)) = (
+        head.get(a.ip_hl..),
+        seg.get(b.ip_hl..),
+        seg.get(b.ip_hl + b.tcp_hl..b.len),
+    ) else {
+        return false;
+    };
     let (pa, pb) = (a.payload(), b.payload());
     // The frame so far: whole segments of `size` bytes each.
     let size = if offload.is_gso() {
@@ -141,18 +158,20 @@ pub fn append(
         || b.seq != a.seq.wrapping_add(pa as u32)
         || a.len + pb > MAX_IP_LEN
         || !same_ip(head, seg, a.v6)
-        || !same_tcp(&head[a.ip_hl..], &seg[b.ip_hl..], a.tcp_hl)
+        || !same_tcp(tcp_a, tcp_b, a.tcp_hl)
     {
         return false;
     }
-    buf.extend_from_slice(&seg[b.ip_hl + b.tcp_hl..b.len]);
-    let p = &mut buf[start + l2..];
-    let len = a.len + pb;
-    set_ip_len(p, a.v6, len);
-    p[a.ip_hl + 13] |= b.flags & (PSH | FIN);
-    // The pseudo-header sum, not complemented: the transmitter adds the
-    // segment's own sum and complements (Linux's CHECKSUM_PARTIAL).
-    fill_tcp_pseudo(p);
+    buf.extend_from_slice(payload);
+    if let Some(p) = buf.get_mut(start + l2..) {
+        set_ip_len(p, a.v6, a.len + pb);
+        if let Some(flags) = p.get_mut(a.ip_hl + 13) {
+            *flags |= b.flags & (PSH | FIN);
+        }
+        // The pseudo-header sum, not complemented: the transmitter adds the
+        // segment's own sum and complements (Linux's CHECKSUM_PARTIAL).
+        fill_tcp_pseudo(p);
+    }
     *offload = Offload {
         flags: Offload::NEEDS_CSUM,
         gso_type: if a.v6 {
@@ -172,9 +191,9 @@ pub fn append(
 /// for IPv4, its header checksum.
 fn set_ip_len(p: &mut [u8], v6: bool, len: usize) {
     if v6 {
-        p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        put(p, 4, &((len - 40) as u16).to_be_bytes());
     } else {
-        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        put(p, 2, &(len as u16).to_be_bytes());
         Ipv4Packet::new_unchecked(&mut *p).fill_checksum();
     }
 }
@@ -196,7 +215,9 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
         a.payload().max(1)
     };
     let hdr = l2 + a.ip_hl + a.tcp_hl;
-    let payload = &frame[hdr..l2 + a.len];
+    let (Some(header), Some(payload)) = (frame.get(..hdr), frame.get(hdr..l2 + a.len)) else {
+        return vec![frame.to_vec()];
+    };
     let mut out = Vec::new();
     let chunks: Vec<&[u8]> = if payload.is_empty() {
         vec![&[][..]]
@@ -206,30 +227,35 @@ pub fn segment(frame: &[u8], offload: &Offload, l2: usize) -> Vec<Vec<u8>> {
     let n = chunks.len();
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut s = Vec::with_capacity(hdr + chunk.len());
-        s.extend_from_slice(&frame[..hdr]);
+        s.extend_from_slice(header);
         s.extend_from_slice(chunk);
-        let p = &mut s[l2..];
-        let len = a.ip_hl + a.tcp_hl + chunk.len();
-        let seq = a.seq.wrapping_add((i * size) as u32);
-        if !a.v6 {
-            let id = u16::from_be_bytes([p[4], p[5]]).wrapping_add(i as u16);
-            p[4..6].copy_from_slice(&id.to_be_bytes());
+        if let Some(p) = s.get_mut(l2..) {
+            let len = a.ip_hl + a.tcp_hl + chunk.len();
+            let seq = a.seq.wrapping_add((i * size) as u32);
+            if !a.v6 {
+                if let Some(&[hi, lo]) = p.get(4..6) {
+                    let id = u16::from_be_bytes([hi, lo]).wrapping_add(i as u16);
+                    put(p, 4, &id.to_be_bytes());
+                }
+            }
+            set_ip_len(p, a.v6, len);
+            let t = a.ip_hl;
+            put(p, t + 4, &seq.to_be_bytes());
+            if let Some(flags) = p.get_mut(t + 13).filter(|_| i + 1 < n) {
+                *flags &= !(PSH | FIN);
+            }
+            fill_tcp_checksum(p);
         }
-        set_ip_len(p, a.v6, len);
-        let t = a.ip_hl;
-        p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
-        if i + 1 < n {
-            p[t + 13] &= !(PSH | FIN);
-        }
-        fill_tcp_checksum(p);
         out.push(s);
     }
     out
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::io::TxBatch;
     use crate::tcp::checksum::tcp_checksum_ok;
     use crate::testkit::packets as ft;
 
@@ -346,5 +372,52 @@ mod tests {
             let _ = append(&mut cut, 0, 0, &mut off, &first);
             let _ = segment(&first[..n], &off, 0);
         }
+    }
+
+    fn eth_frame(macs: &[u8; 12], seq: u32, len: usize) -> Vec<u8> {
+        let ip = ft::ipv4_tcp_seq(
+            [192, 0, 2, 10],
+            1,
+            [203, 0, 113, 5],
+            2,
+            0x10,
+            seq,
+            &vec![7; len],
+        );
+        let mut f = macs.to_vec();
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn tx_batch_merges_a_flows_next_segment_only_under_the_same_link_header() {
+        let macs = [1u8; 12];
+        let mut b = TxBatch::new(1 << 16, 4).coalescing(append);
+        let first = eth_frame(&macs, 100, 1000);
+        b.push(&[&Offload::default().to_bytes(), &first]);
+        assert!(b.append_segment(&eth_frame(&macs, 1100, 1000), 14));
+        assert!(b.append_segment(&eth_frame(&macs, 2100, 500), 14));
+        let other = [2u8; 12];
+        assert!(
+            !b.append_segment(&eth_frame(&other, 2600, 500), 14),
+            "other MACs"
+        );
+        let all: Vec<&[u8]> = b.frames().collect();
+        assert_eq!(all.len(), 1);
+        let mut hdr = [0u8; Offload::LEN];
+        hdr.copy_from_slice(&all[0][..Offload::LEN]);
+        let off = Offload::from_bytes(&hdr);
+        assert!(off.is_gso() && off.flags == Offload::NEEDS_CSUM);
+        assert_eq!(
+            (off.gso_size, off.csum_start, off.hdr_len),
+            (1000, 14 + 20, 14 + 40)
+        );
+        assert_eq!(all[0].len(), Offload::LEN + 14 + 40 + 2500);
+        let segs = segment(&all[0][Offload::LEN..], &off, 14);
+        assert_eq!(
+            segs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1054, 1054, 554]
+        );
     }
 }

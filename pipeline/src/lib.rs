@@ -6,7 +6,7 @@
 //! data plane needs from the control plane — forged certificates, plaintext
 //! inspection, traffic logging — it asks for through the traits in [`api`],
 //! so this crate never learns how policies, CAs or engines are configured.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod classify;
@@ -18,7 +18,6 @@ pub mod frame;
 pub mod framing;
 pub mod geneve;
 pub mod gso;
-pub mod io;
 pub mod kernel_fast_path;
 pub mod latency;
 pub mod reason;
@@ -33,6 +32,9 @@ mod worker;
 mod netns_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
+
+/// The frame devices, in their own crate: the only code that uses `unsafe`.
+pub use tlsinspect_io as io;
 
 pub use api::{CertMinter, FlowLog, Inspector};
 pub use classify::{ScopeMatch, ScopeSpec, ScopeTable};

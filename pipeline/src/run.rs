@@ -234,14 +234,14 @@ impl Pipeline {
                                 (_, None) => Fanout::Create,
                                 (_, Some(id)) => Fanout::Join(id),
                             };
-                            AfPacket::open_filtered(iface, ring, fanout, &program, filter).map_err(
-                                |source| PipelineError::Device {
+                            AfPacket::open_filtered(iface, ring, fanout, &program, filter)
+                                .map(|d| d.coalescing(crate::gso::append))
+                                .map_err(|source| PipelineError::Device {
                                     side,
                                     iface: iface.to_owned(),
                                     worker: w,
                                     source,
-                                },
-                            )
+                                })
                         };
                         let l = open(lan, lan_group, "lan")?;
                         let r = open(wan, wan_group, "wan")?;
@@ -291,12 +291,14 @@ impl Pipeline {
                 let mut devs = Vec::with_capacity(n);
                 for w in 0..n {
                     let open = |iface: &str, side| {
-                        Tun::attach(iface).map_err(|source| PipelineError::Device {
-                            side,
-                            iface: iface.to_owned(),
-                            worker: w,
-                            source,
-                        })
+                        Tun::attach(iface)
+                            .map(|d| d.coalescing(crate::gso::append))
+                            .map_err(|source| PipelineError::Device {
+                                side,
+                                iface: iface.to_owned(),
+                                worker: w,
+                                source,
+                            })
                     };
                     devs.push((open(lan, "lan")?, open(wan, "wan")?));
                 }
@@ -322,9 +324,12 @@ impl Pipeline {
                     };
                     let rx =
                         AfPacket::open_geneve(iface, ring, fanout, &program, crate::geneve::PORT)
+                            .map(|d| d.coalescing(crate::gso::append))
                             .map_err(|e| device(w, e))?;
                     group = rx.fanout_id();
-                    let tx = AfPacket::open_sender(iface).map_err(|e| device(w, e))?;
+                    let tx = AfPacket::open_sender(iface)
+                        .map(|d| d.coalescing(crate::gso::append))
+                        .map_err(|e| device(w, e))?;
                     devs.push((rx, tx));
                 }
                 log::info!(

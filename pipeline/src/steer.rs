@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 
 use crate::frame::{IpView, Transport};
+use crate::io::afpacket::BpfInsn;
 
 /// Multiplier of the final mix (2^32 / golden ratio, odd).
 const MIX: u32 = 0x9e37_79b1;
@@ -65,19 +66,6 @@ pub fn packet_hash(ip: &IpView<'_>, raw: &[u8]) -> u32 {
 pub fn worker_of(hash: u32, workers: usize) -> usize {
     // The kernel's fanout does `hash % num_members` with the program's result.
     (hash % workers.max(1) as u32) as usize
-}
-
-/// One classic BPF instruction (`struct sock_filter`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BpfInsn {
-    /// Opcode.
-    pub code: u16,
-    /// Jump offset if true.
-    pub jt: u8,
-    /// Jump offset if false.
-    pub jf: u8,
-    /// Operand.
-    pub k: u32,
 }
 
 // Classic BPF opcodes used by the program.

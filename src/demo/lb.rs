@@ -754,9 +754,10 @@ impl Shell {
     /// segments with complete checksums, each encapsulated and sent.
     ///
     /// The AF_PACKET device only reads without blocking, and a readiness
-    /// wait on its descriptor would need `unsafe` outside `pipeline/src/io`
-    /// (tokio's `AsyncFd` constructors are `unsafe` now), so an empty ring
-    /// backs off: a few yields, then sleeps doubling from 20 us to 1 ms.
+    /// wait on its descriptor would need `unsafe` outside the
+    /// `tlsinspect-io` crate (tokio's `AsyncFd` constructors are `unsafe`
+    /// now), so an empty ring backs off: a few yields, then sleeps
+    /// doubling from 20 us to 1 ms.
     /// Under load the ring is never empty; idle, it costs ~1,000 wakeups a
     /// second, and the first packet after a pause waits up to 1 ms.
     fn capture_loop(&self, port: &Port) {

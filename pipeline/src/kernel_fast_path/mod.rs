@@ -189,7 +189,7 @@ pub enum InsertError {
 }
 
 /// The kernel map the programs read, as the bookkeeping uses it (the real
-/// one is [`crate::io::bpf::BpfMap`]; tests use an in-memory one).
+/// one is a [`KernelMap`]; tests use an in-memory one).
 pub trait FlowMap: Send + Sync {
     /// Adds or replaces the entry of `key`.
     fn insert(&self, key: &MapKey, value: &MapValue) -> Result<(), InsertError>;
@@ -199,6 +199,32 @@ pub trait FlowMap: Send + Sync {
     fn remove(&self, key: &MapKey);
     /// The programs' clock (`bpf_ktime_get_ns`: CLOCK_MONOTONIC), in nanoseconds.
     fn now_ns(&self) -> u64;
+}
+
+/// The BPF hash map the programs read: [`MapKey`] to [`MapValue`].
+pub type KernelMap = crate::io::bpf::BpfMap<{ MapKey::LEN }, { MapValue::LEN }>;
+
+impl FlowMap for KernelMap {
+    fn insert(&self, key: &MapKey, value: &MapValue) -> Result<(), InsertError> {
+        self.update(&key.0, &value.to_bytes())
+            .map_err(|e| match e.kind() {
+                // E2BIG: the map holds its maximum number of entries.
+                io::ErrorKind::ArgumentListTooLong => InsertError::Full,
+                _ => InsertError::Os(e),
+            })
+    }
+
+    fn get(&self, key: &MapKey) -> Option<MapValue> {
+        self.lookup(&key.0).map(|b| MapValue::from_bytes(&b))
+    }
+
+    fn remove(&self, key: &MapKey) {
+        self.delete(&key.0);
+    }
+
+    fn now_ns(&self) -> u64 {
+        crate::io::bpf::monotonic_ns()
+    }
 }
 
 /// An out-of-scope SYN waiting for its SYN-ACK.
@@ -484,7 +510,7 @@ impl KernelFastPath {
 /// (detached when this is dropped).
 #[derive(Debug)]
 pub struct Attached {
-    map: Arc<crate::io::bpf::BpfMap>,
+    map: Arc<KernelMap>,
     filter: crate::io::bpf::BpfProgram,
     hooks: [TcHook; 2],
     entries: u32,
@@ -557,8 +583,8 @@ impl Attached {
         max_flows: usize,
         via: Via,
     ) -> Result<Attached, AttachError> {
-        use crate::io::bpf::{BpfMap, BpfProgram, ProgramType};
-        use program::{build, Hook};
+        use crate::io::bpf::{BpfProgram, ProgramType};
+        use program::{build, to_bytes, Hook};
         fn at<E: std::error::Error + Send + Sync + 'static>(
             step: impl Into<String>,
         ) -> impl FnOnce(E) -> AttachError {
@@ -571,18 +597,18 @@ impl Attached {
         let lan_idx = crate::io::ifindex(lan).map_err(at(format!("interface {lan}")))?;
         let wan_idx = crate::io::ifindex(wan).map_err(at(format!("interface {wan}")))?;
         let entries = u32::try_from(max_flows.saturating_mul(2)).unwrap_or(u32::MAX);
-        let map = Arc::new(BpfMap::create("tlsi_flows", entries).map_err(at("flow map"))?);
+        let map = Arc::new(KernelMap::create("tlsi_flows", entries).map_err(at("flow map"))?);
         let filter = BpfProgram::load(
             ProgramType::SocketFilter,
             "tlsi_filter",
-            &build(Hook::SocketFilter, map.fd()),
+            &to_bytes(&build(Hook::SocketFilter, map.fd())),
         )
         .map_err(at("socket filter"))?;
         let classifier = |to_ifindex| {
             BpfProgram::load(
                 ProgramType::SchedCls,
                 "tlsi_redirect",
-                &build(Hook::TcIngress { to_ifindex }, map.fd()),
+                &to_bytes(&build(Hook::TcIngress { to_ifindex }, map.fd())),
             )
         };
         let to_wan = classifier(wan_idx).map_err(at("tc classifier"))?;

@@ -335,23 +335,23 @@ fn v6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, next: u8, flag
 /// in the map, and pass everything else.
 #[test]
 fn the_kernel_accepts_the_programs_and_they_pick_the_listed_segments() {
-    use crate::io::bpf::{BpfMap, BpfProgram, ProgramType};
-    use program::{build, Hook};
+    use crate::io::bpf::{BpfProgram, ProgramType};
+    use program::{build, to_bytes, Hook};
     if !crate::io::bpf::is_root() {
         eprintln!("skipped: needs root (bpf(2))");
         return;
     }
-    let map = BpfMap::create("test_flows", 16).expect("map");
+    let map = KernelMap::create("test_flows", 16).expect("map");
     let tc = BpfProgram::load(
         ProgramType::SchedCls,
         "test_tc",
-        &build(Hook::TcIngress { to_ifindex: 1 }, map.fd()),
+        &to_bytes(&build(Hook::TcIngress { to_ifindex: 1 }, map.fd())),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let filter = BpfProgram::load(
         ProgramType::SocketFilter,
         "test_filter",
-        &build(Hook::SocketFilter, map.fd()),
+        &to_bytes(&build(Hook::SocketFilter, map.fd())),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (c, s) = ([192, 0, 2, 20], [203, 0, 113, 10]);
@@ -466,7 +466,7 @@ fn the_kernel_accepts_the_programs_and_they_pick_the_listed_segments() {
 #[test]
 fn a_refused_program_reports_the_verifier_log() {
     use crate::io::bpf::{BpfProgram, ProgramType};
-    use program::{Asm, Reg, Size};
+    use program::{to_bytes, Asm, Reg, Size};
     if !crate::io::bpf::is_root() {
         eprintln!("skipped: needs root (bpf(2))");
         return;
@@ -474,8 +474,12 @@ fn a_refused_program_reports_the_verifier_log() {
     // Reads R0 before anything wrote it.
     let mut a = Asm::new();
     a.load(Size::W, Reg::R0, Reg::R0, 0).exit();
-    let e = BpfProgram::load(ProgramType::SocketFilter, "test_bad", &a.finish().unwrap())
-        .expect_err("the verifier refuses a read through an uninitialized register");
+    let e = BpfProgram::load(
+        ProgramType::SocketFilter,
+        "test_bad",
+        &to_bytes(&a.finish().unwrap()),
+    )
+    .expect_err("the verifier refuses a read through an uninitialized register");
     assert_eq!(e.source.raw_os_error(), Some(libc::EACCES), "{e}");
     assert!(e.log.contains("R0 !read_ok"), "{e}");
     let text = e.to_string();

@@ -2,6 +2,9 @@
 //! one smoltcp emitted, or leaving the pseudo-header sum for a device that
 //! completes it (`NEEDS_CSUM`). One implementation for the TCP legs and the
 //! super-frame code (`crate::gso`).
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+use crate::frame::put;
 
 /// Adds `data` to a one's-complement accumulator, 8 bytes at a time.
 ///
@@ -15,14 +18,14 @@ pub(crate) fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
         let (sum, carry) = acc.overflowing_add(u64::from_be_bytes(w));
         acc = sum + u64::from(carry);
     }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        let (sum, carry) = acc.overflowing_add(u64::from(u16::from_be_bytes([p[0], p[1]])));
-        acc = sum + u64::from(carry);
-    }
-    if let [last] = pairs.remainder() {
-        let (sum, carry) = acc.overflowing_add(u64::from(*last) << 8);
+    for p in chunks.remainder().chunks(2) {
+        // An odd last byte is the high half of a word padded with zero.
+        let word = match *p {
+            [hi, lo] => u16::from_be_bytes([hi, lo]),
+            [hi] => u16::from_be_bytes([hi, 0]),
+            _ => 0,
+        };
+        let (sum, carry) = acc.overflowing_add(u64::from(word));
         acc = sum + u64::from(carry);
     }
     acc
@@ -51,22 +54,23 @@ fn pseudo_sum(addresses: &[u8], proto: u8, len: usize) -> u64 {
 /// `None` for anything that is not plain IPv4/IPv6 + TCP.
 pub(crate) fn tcp_span(packet: &[u8]) -> Option<(usize, usize, u64)> {
     const TCP: u8 = 6;
-    match packet.first()? >> 4 {
+    let first = *packet.first()?;
+    match first >> 4 {
         4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let ihl = usize::from(first & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
             if *packet.get(9)? != TCP || ihl < 20 || total < ihl + 20 || total > packet.len() {
                 return None;
             }
             let len = total - ihl;
-            Some((ihl, len, pseudo_sum(&packet[12..20], TCP, len)))
+            Some((ihl, len, pseudo_sum(packet.get(12..20)?, TCP, len)))
         }
         6 => {
             let len = usize::from(u16::from_be_bytes([*packet.get(4)?, *packet.get(5)?]));
             if *packet.get(6)? != TCP || len < 20 || 40 + len > packet.len() {
                 return None;
             }
-            Some((40, len, pseudo_sum(&packet[8..40], TCP, len)))
+            Some((40, len, pseudo_sum(packet.get(8..40)?, TCP, len)))
         }
         _ => None,
     }
@@ -76,7 +80,9 @@ pub(crate) fn tcp_span(packet: &[u8]) -> Option<(usize, usize, u64)> {
 /// (smoltcp handles or drops them).
 pub(crate) fn tcp_checksum_ok(packet: &[u8]) -> bool {
     match tcp_span(packet) {
-        Some((off, len, pseudo)) => csum_fold(csum_add(pseudo, &packet[off..off + len])) == 0xffff,
+        Some((off, len, pseudo)) => packet
+            .get(off..off + len)
+            .is_some_and(|segment| csum_fold(csum_add(pseudo, segment)) == 0xffff),
         None => true,
     }
 }
@@ -85,18 +91,18 @@ pub(crate) fn tcp_checksum_ok(packet: &[u8]) -> bool {
 /// field, for a device that completes the checksum (`NEEDS_CSUM`).
 pub(crate) fn fill_tcp_pseudo(packet: &mut [u8]) {
     if let Some((off, _, pseudo)) = tcp_span(packet) {
-        let sum = csum_fold(pseudo);
-        packet[off + 16..off + 18].copy_from_slice(&sum.to_be_bytes());
+        put(packet, off + 16, &csum_fold(pseudo).to_be_bytes());
     }
 }
 
 /// Fills in the TCP checksum of a packet smoltcp just emitted (with a zero checksum field).
 pub(crate) fn fill_tcp_checksum(packet: &mut [u8]) {
     if let Some((off, len, pseudo)) = tcp_span(packet) {
-        packet[off + 16] = 0;
-        packet[off + 17] = 0;
-        let sum = !csum_fold(csum_add(pseudo, &packet[off..off + len]));
-        packet[off + 16..off + 18].copy_from_slice(&sum.to_be_bytes());
+        put(packet, off + 16, &[0, 0]);
+        if let Some(segment) = packet.get(off..off + len) {
+            let sum = !csum_fold(csum_add(pseudo, segment));
+            put(packet, off + 16, &sum.to_be_bytes());
+        }
     }
 }
 
@@ -114,6 +120,7 @@ pub fn fill_checksums(packet: &mut [u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::tcp::segment;

@@ -5,6 +5,7 @@
 //! Parsing goes through smoltcp's checked wire views (`new_checked` + `Repr::parse`
 //! with checksum verification), so a truncated or corrupted packet is a typed
 //! error, never a panic.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 
@@ -168,9 +169,10 @@ fn rst(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> 
     let ip = IpRepr::new(s, d, IpProtocol::Tcp, tcp.buffer_len(), 64);
     let caps = ChecksumCapabilities::default();
     let mut buf = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut buf[..], &caps);
-    let hl = ip.header_len();
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[hl..]), &s, &d, &caps);
+    ip.emit(buf.as_mut_slice(), &caps);
+    if let Some(segment) = buf.get_mut(ip.header_len()..) {
+        tcp.emit(&mut TcpPacket::new_unchecked(segment), &s, &d, &caps);
+    }
     buf
 }
 
@@ -188,12 +190,13 @@ pub(crate) fn rewrite_syn_mss(packet: &mut [u8], f: impl FnOnce(u16, bool) -> u1
             }
             timestamps |= kind == 8;
         });
-        let Some(at) = mss_at else {
+        let Some(mss) = mss_at
+            .and_then(|at| opts.get_mut(at..at + 2))
+            .and_then(|b| <&mut [u8; 2]>::try_from(b).ok())
+        else {
             return false;
         };
-        let old = u16::from_be_bytes([opts[at], opts[at + 1]]);
-        let new = f(old, timestamps);
-        opts[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        *mss = f(u16::from_be_bytes(*mss), timestamps).to_be_bytes();
         true
     })
 }
@@ -210,10 +213,10 @@ pub(crate) fn strip_syn_timestamps(packet: &mut [u8]) -> bool {
                 found = Some((at, len));
             }
         });
-        let Some((at, len)) = found else {
+        let Some(option) = found.and_then(|(at, len)| opts.get_mut(at..at + len)) else {
             return false;
         };
-        opts[at..at + len].fill(1);
+        option.fill(1);
         true
     })
 }

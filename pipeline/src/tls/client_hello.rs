@@ -21,6 +21,7 @@
 //! Every length is checked against the bytes that contain it, so hostile
 //! input yields [`PeekError`] rather than a panic; [`peek`] gives the
 //! detailed reason and [`parse`] folds it into `Ok(None)`.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::borrow::Cow;
 use std::fmt;
@@ -237,24 +238,25 @@ fn reassemble(buf: &[u8]) -> Result<(Cow<'_, [u8]>, usize), PeekError> {
     let mut first: &[u8] = &[];
     let mut records = 0usize;
     loop {
-        let rest = &buf[pos..];
-        if rest.len() < RECORD_HEADER {
+        let rest = buf.get(pos..).unwrap_or(&[]);
+        let Some((&[content, _, _, l0, l1], body)) = rest.split_first_chunk::<RECORD_HEADER>()
+        else {
             check_header(rest)?;
             // The partial record cannot complete a hello, but its first body
             // byte may already rule TLS out.
             return Err(PeekError::Incomplete {
                 needed: RECORD_HEADER - rest.len(),
             });
-        }
+        };
         // A non-handshake record in the middle of the hello is a protocol
         // violation; before any record it means "not TLS".
-        if records > 0 && rest[0] != CONTENT_HANDSHAKE {
+        if records > 0 && content != CONTENT_HANDSHAKE {
             return Err(PeekError::Malformed(
                 "non-handshake record inside the ClientHello",
             ));
         }
         check_header(rest)?;
-        let rec_len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        let rec_len = usize::from(u16::from_be_bytes([l0, l1]));
         if rec_len == 0 {
             return Err(PeekError::Malformed("empty handshake record"));
         }
@@ -264,24 +266,22 @@ fn reassemble(buf: &[u8]) -> Result<(Cow<'_, [u8]>, usize), PeekError> {
         if pos + RECORD_HEADER + rec_len > MAX_HELLO_BYTES {
             return Err(PeekError::TooLarge);
         }
-        let avail = &rest[RECORD_HEADER..rest.len().min(RECORD_HEADER + rec_len)];
+        let avail = body.get(..rec_len).unwrap_or(body);
 
         // Look at what is known of the handshake so far (complete records
         // plus the available part of this one) to fail early.
         let known_len = joined.as_ref().map_or(first.len(), Vec::len);
         let mut head = [0u8; HANDSHAKE_HEADER];
         let mut n = 0;
-        for b in joined
-            .as_deref()
-            .unwrap_or(first)
-            .iter()
-            .chain(avail.iter())
-            .take(HANDSHAKE_HEADER)
+        for (h, b) in head
+            .iter_mut()
+            .zip(joined.as_deref().unwrap_or(first).iter().chain(avail))
         {
-            head[n] = *b;
+            *h = *b;
             n += 1;
         }
-        if n >= 1 && head[0] != HANDSHAKE_CLIENT_HELLO {
+        let [kind, l0, l1, l2] = head;
+        if n >= 1 && kind != HANDSHAKE_CLIENT_HELLO {
             return Err(if records == 0 && known_len == 0 {
                 PeekError::NotTls
             } else {
@@ -290,8 +290,7 @@ fn reassemble(buf: &[u8]) -> Result<(Cow<'_, [u8]>, usize), PeekError> {
         }
         let mut msg_total = None;
         if n == HANDSHAKE_HEADER {
-            let body_len =
-                usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
+            let body_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
             let total = HANDSHAKE_HEADER + body_len;
             // Each further record adds at least a header and one byte, so
             // the hello cannot fit when its bytes alone exceed the cap.
@@ -331,7 +330,7 @@ fn reassemble(buf: &[u8]) -> Result<(Cow<'_, [u8]>, usize), PeekError> {
                         v.drain(..HANDSHAKE_HEADER);
                         Cow::Owned(v)
                     }
-                    None => Cow::Borrowed(&first[HANDSHAKE_HEADER..total]),
+                    None => Cow::Borrowed(first.get(HANDSHAKE_HEADER..total).unwrap_or(&[])),
                 };
                 return Ok((body, pos));
             }
@@ -354,21 +353,29 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PeekError> {
-        if self.buf.len() < n {
-            return Err(PeekError::Malformed(what));
-        }
-        let (head, tail) = self.buf.split_at(n);
+        let (head, tail) = self
+            .buf
+            .split_at_checked(n)
+            .ok_or(PeekError::Malformed(what))?;
         self.buf = tail;
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], PeekError> {
+        let (head, tail) = self
+            .buf
+            .split_first_chunk::<N>()
+            .ok_or(PeekError::Malformed(what))?;
+        self.buf = tail;
+        Ok(*head)
+    }
+
     fn u8(&mut self, what: &'static str) -> Result<u8, PeekError> {
-        Ok(self.take(1, what)?[0])
+        Ok(u8::from_be_bytes(self.array(what)?))
     }
 
     fn u16(&mut self, what: &'static str) -> Result<u16, PeekError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.array(what)?))
     }
 
     /// A vector with a one-byte length prefix.
@@ -390,7 +397,8 @@ fn u16_list(b: &[u8], what: &'static str) -> Result<Vec<u16>, PeekError> {
         return Err(PeekError::Malformed(what));
     }
     Ok(b.chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .filter_map(|c| <[u8; 2]>::try_from(c).ok())
+        .map(u16::from_be_bytes)
         .collect())
 }
 
@@ -546,7 +554,10 @@ fn parse_alpn(data: &[u8]) -> Result<Vec<Vec<u8>>, PeekError> {
     Ok(out)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The lower-case hex digit of the low nibble of `n`.
+fn hex_digit(n: u8) -> char {
+    char::from_digit(u32::from(n & 0xf), 16).unwrap_or('0')
+}
 
 /// Appends a lower-case hex rendering of a u16 list joined by commas.
 ///
@@ -558,7 +569,7 @@ fn push_hex_list(s: &mut String, vals: impl Iterator<Item = u16>) {
             s.push(',');
         }
         for shift in [12, 8, 4, 0] {
-            s.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+            s.push(hex_digit((v >> shift) as u8));
         }
     }
 }
@@ -570,9 +581,9 @@ fn hash12(s: &str) -> String {
     }
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
     let mut out = String::with_capacity(12);
-    for b in &d.as_ref()[..6] {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    for b in d.as_ref().iter().take(6) {
+        out.push(hex_digit(b >> 4));
+        out.push(hex_digit(*b));
     }
     out
 }
@@ -604,16 +615,13 @@ fn ja4(h: &ClientHello) -> String {
         .copied()
         .filter(|v| !is_grease(*v))
         .collect();
-    let alpn = match h.alpn.first() {
-        Some(p) => {
-            let (a, b) = (p[0], p[p.len() - 1]);
-            if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() {
-                format!("{}{}", a as char, b as char)
-            } else {
-                let hx = format!("{a:02x}{b:02x}");
-                format!("{}{}", &hx[..1], &hx[3..])
-            }
+    // The first protocol's first and last characters, or else the first
+    // hex digit of the first byte and the last of the last.
+    let alpn = match h.alpn.first().and_then(|p| Some((*p.first()?, *p.last()?))) {
+        Some((a, b)) if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => {
+            format!("{}{}", a as char, b as char)
         }
+        Some((a, b)) => format!("{}{}", hex_digit(a >> 4), hex_digit(b)),
         None => "00".into(),
     };
     let a = format!(
@@ -661,4 +669,5 @@ impl std::error::Error for Incomplete {}
 
 #[cfg(test)]
 #[path = "client_hello_tests.rs"]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests;

@@ -1,6 +1,7 @@
-//! Frame devices. The only module of the workspace that may use `unsafe`:
-//! raw sockets, mmap'ed rings and ioctls live here, each block with a
-//! `// Safety:` comment.
+//! Frame devices: the workspace's only crate that may use `unsafe` (every
+//! other one forbids it). Raw sockets, mmap'ed rings, BPF and ioctls live
+//! here, each block with a `// Safety:` comment; what the frames mean is the
+//! pipeline's business (`tlsinspect-pipeline`), which depends on this crate.
 //!
 //! Every device is driven the same way by a worker: `recv` hands a batch of
 //! frames to a closure as slices borrowed from the device's own memory (an
@@ -170,9 +171,10 @@ pub trait Device: Send {
 
     /// Like [`send`](Device::send), but first tries to merge `frame`, a TCP
     /// segment, into the frame queued last when it continues it (the same
-    /// flow's next segment: see [`crate::gso`]), so a burst leaves as one
-    /// super-frame. Returns whether it was merged. Devices that cannot hold
-    /// a queued frame open just send it.
+    /// flow's next segment, merged by the device's [`Coalesce`]), so a burst
+    /// leaves as one super-frame. Returns whether it was merged. Devices
+    /// that cannot hold a queued frame open, or have no `Coalesce`, just
+    /// send it.
     fn send_segment(&mut self, frame: &[u8], offload: &Offload) -> io::Result<bool> {
         self.send(frame, offload).map(|()| false)
     }
@@ -193,15 +195,40 @@ pub trait Device: Send {
     /// The descriptor to wait on for readability.
     fn fd(&self) -> RawFd;
 
-    /// When a frame the device holds back (see [`crate::fault`]) is due,
+    /// When a frame the device holds back (a fault-injecting middleware) is due,
     /// so the worker wakes up for it without new traffic.
     fn next_due(&self) -> Option<std::time::Instant> {
         None
     }
 
     /// What a fault-injecting middleware did so far (nothing for a real device).
-    fn faults(&self) -> crate::fault::Injected {
-        crate::fault::Injected::default()
+    fn faults(&self) -> Injected {
+        Injected::default()
+    }
+}
+
+/// What a device's middleware injected so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Frames dropped.
+    pub lost: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
+    /// Frames held back so that later ones overtook them.
+    pub reordered: u64,
+    /// Frames with a changed byte.
+    pub corrupted: u64,
+}
+
+impl std::ops::Add for Injected {
+    type Output = Injected;
+    fn add(self, o: Injected) -> Injected {
+        Injected {
+            lost: self.lost + o.lost,
+            duplicated: self.duplicated + o.duplicated,
+            reordered: self.reordered + o.reordered,
+            corrupted: self.corrupted + o.corrupted,
+        }
     }
 }
 
@@ -217,7 +244,7 @@ pub fn udp_sink(port: u16) -> io::Result<std::net::UdpSocket> {
     use std::os::fd::AsRawFd;
     let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
         .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
-    let drop_all = [crate::steer::BpfInsn {
+    let drop_all = [afpacket::BpfInsn {
         code: 0x06, // ret #0
         jt: 0,
         jf: 0,
@@ -263,34 +290,54 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     Ok(idx)
 }
 
+/// Merges the IP packet `seg` into the frame that ends `buf` at `start`
+/// (`buf[start..]`, preceded by `l2` bytes of link header) when it
+/// continues it, updating that frame's `offload`; returns whether it did
+/// (otherwise nothing changed). The pipeline's `gso::append` is one; a
+/// device given one ([`afpacket::AfPacket::coalescing`],
+/// [`tun::Tun::coalescing`]) merges in [`Device::send_segment`].
+pub type Coalesce =
+    fn(buf: &mut Vec<u8>, start: usize, l2: usize, offload: &mut Offload, seg: &[u8]) -> bool;
+
 /// A fixed arena of frames waiting to be transmitted, reused across batches.
 #[derive(Debug)]
-pub(crate) struct TxBatch {
+pub struct TxBatch {
     buf: Vec<u8>,
     frames: Vec<(usize, usize)>,
     max_frames: usize,
+    /// How a segment merges into the last frame; none: it never does.
+    coalesce: Option<Coalesce>,
 }
 
 impl TxBatch {
-    pub(crate) fn new(bytes: usize, max_frames: usize) -> TxBatch {
+    /// An arena of `bytes` bytes for at most `max_frames` frames.
+    pub fn new(bytes: usize, max_frames: usize) -> TxBatch {
         TxBatch {
             buf: Vec::with_capacity(bytes),
             frames: Vec::with_capacity(max_frames),
             max_frames,
+            coalesce: None,
         }
     }
 
+    /// Merges segments with `coalesce` from now on (see [`TxBatch::append_segment`]).
+    pub fn coalescing(mut self, coalesce: Coalesce) -> TxBatch {
+        self.coalesce = Some(coalesce);
+        self
+    }
+
     /// Whether `len` more bytes fit as one more frame.
-    pub(crate) fn fits(&self, len: usize) -> bool {
+    pub fn fits(&self, len: usize) -> bool {
         self.frames.len() < self.max_frames && self.buf.len() + len <= self.buf.capacity()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Appends a frame made of `parts`, concatenated.
-    pub(crate) fn push(&mut self, parts: &[&[u8]]) {
+    pub fn push(&mut self, parts: &[&[u8]]) {
         let start = self.buf.len();
         for p in parts {
             self.buf.extend_from_slice(p);
@@ -298,24 +345,27 @@ impl TxBatch {
         self.frames.push((start, self.buf.len() - start));
     }
 
-    pub(crate) fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+    /// The queued frames, in order.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.frames.iter().map(|&(s, l)| &self.buf[s..s + l])
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Drops every queued frame, keeping the memory.
+    pub fn clear(&mut self) {
         self.buf.clear();
         self.frames.clear();
     }
 
-    pub(crate) fn capacity_bytes(&self) -> usize {
+    /// Bytes the arena holds.
+    pub fn capacity_bytes(&self) -> usize {
         self.buf.capacity()
     }
 
     /// Merges the segment `seg` (a frame with `l2` bytes of link header)
     /// into the last frame, which starts with its offload header, when it
-    /// continues it; see [`crate::gso::append`].
-    pub(crate) fn append_segment(&mut self, seg: &[u8], l2: usize) -> bool {
-        let Some(&(start, len)) = self.frames.last() else {
+    /// continues it and has the same link header; see [`Coalesce`].
+    pub fn append_segment(&mut self, seg: &[u8], l2: usize) -> bool {
+        let (Some(coalesce), Some(&(start, len))) = (self.coalesce, self.frames.last()) else {
             return false;
         };
         let frame = start + Offload::LEN;
@@ -328,7 +378,7 @@ impl TxBatch {
         let mut hdr = [0u8; Offload::LEN];
         hdr.copy_from_slice(&self.buf[start..frame]);
         let mut offload = Offload::from_bytes(&hdr);
-        if !crate::gso::append(&mut self.buf, frame, l2, &mut offload, &seg[l2..]) {
+        if !coalesce(&mut self.buf, frame, l2, &mut offload, &seg[l2..]) {
             return false;
         }
         self.buf[start..frame].copy_from_slice(&offload.to_bytes());
@@ -350,7 +400,7 @@ pub(crate) fn split_macs(frame: &[u8]) -> Option<(&[u8], &[u8])> {
 ///
 /// Devices are bound to the namespace of the thread that opens them, so a
 /// test or the lab can run the appliance inside a namespace by calling this
-/// on a dedicated thread before [`crate::Pipeline::start`]. Other threads of
+/// on a dedicated thread before the pipeline starts. Other threads of
 /// the process stay where they are.
 pub fn enter_netns(name: &str) -> io::Result<()> {
     let path = format!("/var/run/netns/{name}");
@@ -363,57 +413,4 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
         return Err(os_err(&format!("setns into {name}")));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testkit::packets as ft;
-
-    fn frame(macs: &[u8; 12], seq: u32, len: usize) -> Vec<u8> {
-        let ip = ft::ipv4_tcp_seq(
-            [192, 0, 2, 10],
-            1,
-            [203, 0, 113, 5],
-            2,
-            0x10,
-            seq,
-            &vec![7; len],
-        );
-        let mut f = macs.to_vec();
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&ip);
-        f
-    }
-
-    #[test]
-    fn tx_batch_merges_a_flows_next_segment_only_under_the_same_link_header() {
-        let macs = [1u8; 12];
-        let mut b = TxBatch::new(1 << 16, 4);
-        let first = frame(&macs, 100, 1000);
-        b.push(&[&Offload::default().to_bytes(), &first]);
-        assert!(b.append_segment(&frame(&macs, 1100, 1000), 14));
-        assert!(b.append_segment(&frame(&macs, 2100, 500), 14));
-        let other = [2u8; 12];
-        assert!(
-            !b.append_segment(&frame(&other, 2600, 500), 14),
-            "other MACs"
-        );
-        let all: Vec<&[u8]> = b.frames().collect();
-        assert_eq!(all.len(), 1);
-        let mut hdr = [0u8; Offload::LEN];
-        hdr.copy_from_slice(&all[0][..Offload::LEN]);
-        let off = Offload::from_bytes(&hdr);
-        assert!(off.is_gso() && off.flags == Offload::NEEDS_CSUM);
-        assert_eq!(
-            (off.gso_size, off.csum_start, off.hdr_len),
-            (1000, 14 + 20, 14 + 40)
-        );
-        assert_eq!(all[0].len(), Offload::LEN + 14 + 40 + 2500);
-        let segs = crate::gso::segment(&all[0][Offload::LEN..], &off, 14);
-        assert_eq!(
-            segs.iter().map(Vec::len).collect::<Vec<_>>(),
-            [1054, 1054, 554]
-        );
-    }
 }

@@ -17,14 +17,14 @@
 //! The kernel picks the queue a packet is delivered to (its symmetric flow
 //! hash, then the queue that last wrote the flow); the worker checks
 //! ownership with our own hash and hands misdelivered packets over (see
-//! `crate::worker`).
+//! the pipeline's `worker`).
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::{ifindex, os_err, Device, Medium, Offload, RxMeta, TxBatch, VlanTag};
+use super::{ifindex, os_err, Coalesce, Device, Medium, Offload, RxMeta, TxBatch, VlanTag};
 
 /// Largest IP packet a TUN queue delivers, after its offload header.
 const MAX_PACKET: usize = 65536 + Offload::LEN;
@@ -121,6 +121,13 @@ impl Tun {
             tx_dropped: 0,
             held: TxBatch::new(MAX_PACKET, 1),
         })
+    }
+
+    /// Merges a flow's consecutive TCP segments in
+    /// [`Device::send_segment`] with `coalesce` (see [`Coalesce`]).
+    pub fn coalescing(mut self, coalesce: Coalesce) -> Tun {
+        self.held = self.held.coalescing(coalesce);
+        self
     }
 
     /// The interface name.

@@ -1,7 +1,7 @@
 //! The kernel fast path's syscalls: a BPF hash map, program loading (with
 //! the verifier's log on refusal), tc ingress attachment and packet-socket
-//! filters. What the programs do and which flows are listed:
-//! [`crate::kernel_fast_path`].
+//! filters. What the programs do and which flows are listed: the
+//! pipeline's `kernel_fast_path`.
 //!
 //! Attachment is first a tcx link (`BPF_LINK_CREATE` with
 //! `BPF_TCX_INGRESS`, Linux 6.6+): a link is owned by its file descriptor,
@@ -17,8 +17,6 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::os_err;
-use crate::kernel_fast_path::program::Insn;
-use crate::kernel_fast_path::{FlowMap, InsertError, MapKey, MapValue};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
@@ -114,19 +112,20 @@ fn name16(name: &str) -> [u8; 16] {
     b
 }
 
-/// The kernel fast path's flow map: a BPF hash map from [`MapKey`] to [`MapValue`].
+/// A BPF hash map from `K`-byte keys to `V`-byte values (the kernel fast
+/// path's flow map).
 #[derive(Debug)]
-pub struct BpfMap {
+pub struct BpfMap<const K: usize, const V: usize> {
     fd: OwnedFd,
 }
 
-impl BpfMap {
+impl<const K: usize, const V: usize> BpfMap<K, V> {
     /// Creates a map of at most `max_entries` entries (allocated as used).
-    pub fn create(name: &str, max_entries: u32) -> io::Result<BpfMap> {
+    pub fn create(name: &str, max_entries: u32) -> io::Result<BpfMap<K, V>> {
         let mut attr = MapCreateAttr {
             map_type: BPF_MAP_TYPE_HASH,
-            key_size: MapKey::LEN as u32,
-            value_size: MapValue::LEN as u32,
+            key_size: K as u32,
+            value_size: V as u32,
             max_entries,
             map_flags: BPF_F_NO_PREALLOC,
             map_name: name16(name),
@@ -148,47 +147,39 @@ impl BpfMap {
         self.fd.as_raw_fd()
     }
 
-    fn elem(&self, cmd: libc::c_long, key: &MapKey, value: u64, flags: u64) -> libc::c_long {
+    fn elem(&self, cmd: libc::c_long, key: &[u8; K], value: u64, flags: u64) -> libc::c_long {
         let mut attr = MapElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
-            key: key.0.as_ptr() as u64,
+            key: key.as_ptr() as u64,
             value,
             flags,
             ..MapElemAttr::default()
         };
-        // Safety: `key` points at MapKey::LEN live bytes (the map's key
-        // size) and `value`, where the command uses one, at MapValue::LEN
-        // (the caller's buffer), both valid for the call.
+        // Safety: `key` points at K live bytes (the map's key size) and
+        // `value`, where the command uses one, at V (the caller's buffer),
+        // both valid for the call.
         unsafe { bpf(cmd, &mut attr) }
     }
-}
 
-impl FlowMap for BpfMap {
-    fn insert(&self, key: &MapKey, value: &MapValue) -> Result<(), InsertError> {
-        let bytes = value.to_bytes();
-        if self.elem(BPF_MAP_UPDATE_ELEM, key, bytes.as_ptr() as u64, BPF_ANY) == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::E2BIG) => Err(InsertError::Full),
-            _ => Err(InsertError::Os(e)),
+    /// Adds or replaces the entry of `key`; a full map fails with `E2BIG`
+    /// (`ErrorKind::ArgumentListTooLong`).
+    pub fn update(&self, key: &[u8; K], value: &[u8; V]) -> io::Result<()> {
+        match self.elem(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, BPF_ANY) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
         }
     }
 
-    fn get(&self, key: &MapKey) -> Option<MapValue> {
-        let mut bytes = [0u8; MapValue::LEN];
-        (self.elem(BPF_MAP_LOOKUP_ELEM, key, bytes.as_mut_ptr() as u64, 0) == 0)
-            .then(|| MapValue::from_bytes(&bytes))
+    /// The entry of `key`, if any.
+    pub fn lookup(&self, key: &[u8; K]) -> Option<[u8; V]> {
+        let mut value = [0u8; V];
+        (self.elem(BPF_MAP_LOOKUP_ELEM, key, value.as_mut_ptr() as u64, 0) == 0).then_some(value)
     }
 
-    fn remove(&self, key: &MapKey) {
+    /// Deletes the entry of `key`, if any.
+    pub fn delete(&self, key: &[u8; K]) {
         // ENOENT (already gone) is the only expected failure.
         let _ = self.elem(BPF_MAP_DELETE_ELEM, key, 0, 0);
-    }
-
-    fn now_ns(&self) -> u64 {
-        monotonic_ns()
     }
 }
 
@@ -233,10 +224,10 @@ pub struct BpfProgram {
 }
 
 impl BpfProgram {
-    /// Loads `insns` as a GPL program named `name`; on refusal the error
-    /// carries the verifier's log.
-    pub fn load(kind: ProgramType, name: &str, insns: &[Insn]) -> Result<BpfProgram, LoadError> {
-        let bytes = crate::kernel_fast_path::program::to_bytes(insns);
+    /// Loads `insns` (8 bytes per `struct bpf_insn`, in host order) as a
+    /// GPL program named `name`; on refusal the error carries the
+    /// verifier's log.
+    pub fn load(kind: ProgramType, name: &str, insns: &[u8]) -> Result<BpfProgram, LoadError> {
         let license = b"GPL\0";
         let load = |log: Option<&mut Vec<u8>>| {
             let mut attr = ProgLoadAttr {
@@ -244,8 +235,8 @@ impl BpfProgram {
                     ProgramType::SchedCls => BPF_PROG_TYPE_SCHED_CLS,
                     ProgramType::SocketFilter => BPF_PROG_TYPE_SOCKET_FILTER,
                 },
-                insn_cnt: insns.len() as u32,
-                insns: bytes.as_ptr() as u64,
+                insn_cnt: (insns.len() / 8) as u32,
+                insns: insns.as_ptr() as u64,
                 license: license.as_ptr() as u64,
                 prog_name: name16(name),
                 ..ProgLoadAttr::default()
@@ -585,20 +576,19 @@ impl Drop for TcFilter {
 }
 
 /// Whether this process runs as root (the tests that load programs need it).
-#[cfg(test)]
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     // Safety: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-#[cfg(test)]
 impl BpfProgram {
-    /// Runs the program once over `frame` (`BPF_PROG_TEST_RUN`) and returns its result.
+    /// Runs the program once over `frame` (`BPF_PROG_TEST_RUN`) and returns
+    /// its result: how the tests check a program against the kernel.
     ///
     /// A classifier sees `frame` from its Ethernet header on, as at tc
     /// ingress; a socket filter is run from past the first 14 bytes (the
     /// test run pulls an Ethernet header for it), so callers prepend 14.
-    pub(crate) fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
         #[repr(C)]
         #[derive(Default)]
         struct TestRunAttr {

@@ -15,7 +15,7 @@
 //!   batch is the only queue (no measurable change on veth, whose default
 //!   qdisc is `noqueue`; it saves the qdisc lock on real NICs).
 //! - `PACKET_FANOUT_CBPF` spreads frames over the workers' sockets with our
-//!   symmetric hash ([`crate::steer::fanout_program`]), so both directions of
+//!   symmetric hash (the pipeline's `steer::fanout_program`), so both directions of
 //!   a flow reach the same worker; the group's member order is the worker
 //!   order because sockets join in that order.
 //! - `PACKET_IGNORE_OUTGOING` keeps the frames we transmit out of our own
@@ -35,7 +35,7 @@
 //!   kernel or the NIC segments it at the far end), and the intercepted
 //!   flows hand the kernel super-frames of their own. Ring slots are large
 //!   enough for a 64 KiB frame for the same reason.
-//! - With the kernel fast path ([`crate::kernel_fast_path`]) every socket
+//! - With the kernel fast path (the pipeline's `kernel_fast_path`) every socket
 //!   carries its eBPF filter (`SO_ATTACH_BPF`, set first): frames the tc
 //!   program redirects are not copied into the ring. Packet taps run before
 //!   tc ingress, so without the filter the worker would forward a second
@@ -53,8 +53,22 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use super::{ifindex, os_err, split_macs, Device, Medium, Offload, RxMeta, TxBatch, VlanTag};
-use crate::steer::BpfInsn;
+use super::{
+    ifindex, os_err, split_macs, Coalesce, Device, Medium, Offload, RxMeta, TxBatch, VlanTag,
+};
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
 
 const TPACKET_V2: libc::c_int = 1;
 const TPACKET_V3: libc::c_int = 2;
@@ -292,7 +306,7 @@ impl AfPacket {
         ring: RingConfig,
         fanout: Fanout,
         program: &[BpfInsn],
-        filter: Option<&super::bpf::BpfProgram>,
+        filter: Option<&crate::bpf::BpfProgram>,
     ) -> io::Result<AfPacket> {
         Self::open_as(iface, ring, fanout, program, filter, Role::Bridge)
     }
@@ -331,7 +345,7 @@ impl AfPacket {
         ring: RingConfig,
         fanout: Fanout,
         program: &[BpfInsn],
-        filter: Option<&super::bpf::BpfProgram>,
+        filter: Option<&crate::bpf::BpfProgram>,
         role: Role,
     ) -> io::Result<AfPacket> {
         let idx = ifindex(iface)?;
@@ -563,6 +577,13 @@ impl AfPacket {
             program,
             &ctx("PACKET_FANOUT_DATA (steering program)"),
         )
+    }
+
+    /// Merges a flow's consecutive TCP segments in
+    /// [`Device::send_segment`] with `coalesce` (see [`Coalesce`]).
+    pub fn coalescing(mut self, coalesce: Coalesce) -> AfPacket {
+        self.tx = self.tx.coalescing(coalesce);
+        self
     }
 
     /// The fanout group id, for the next worker to join.
