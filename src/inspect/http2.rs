@@ -32,11 +32,12 @@ use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
 use tlsinspect_pipeline::api::{Direction, Emit};
 
-use super::flow::{Core, IpsOutcome, Txn};
 use super::text::normalize_uri;
+use super::verdict::{Core, IpsOutcome, Txn};
 use super::EngineLimits;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The client connection preface (RFC 9113 §3.4).
+pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const PRIORITY: u8 = 2;
