@@ -1,14 +1,15 @@
-//! Small text helpers shared by the engines: globs and URI normalization.
+//! Small text helpers shared by the engines: path globs and URI
+//! normalization.
 //!
 //! Kept separate so the web filter, the app signatures and the IPS agree on
-//! what a "host glob" and a "normalized path" are; the IPS `http.uri` buffer
-//! and the web filter see the same path, so an evasion that fools one fools
-//! neither.
+//! what a "normalized path" is; the IPS `http.uri` buffer and the web filter
+//! see the same path, so an evasion that fools one fools neither. Host names
+//! have their own grammar, `tlsinspect_pipeline::hostglob`.
 
-/// Matches `text` against a glob where `*` is any run of bytes and `?` one byte.
+/// Matches `text` against a glob where `*` is any run of bytes and `?` one
+/// byte: the grammar of URL paths and header values (not of host names).
 ///
-/// `*` crosses `/` and `.` on purpose: `/upload/*` covers the whole subtree
-/// and `*.example.com` every subdomain (but not `example.com` itself).
+/// `*` crosses `/` and `.` on purpose: `/upload/*` covers the whole subtree.
 /// Iterative with one backtrack point, so it is linear-ish and never recurses.
 pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
     let eq = |a: u8, b: u8| {
