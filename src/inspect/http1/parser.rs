@@ -12,6 +12,8 @@
 //! chunk-size lines), bytes after the last event belong to whatever message
 //! is in progress.
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::ops::Range;
 
@@ -228,7 +230,7 @@ impl Parser {
     /// Parses `input`, appending events; an error leaves the parser failed.
     pub fn push(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), Http1Error> {
         let mut pos = 0usize;
-        while pos < input.len() {
+        while let Some(rest @ [first, ..]) = input.get(pos..) {
             match self.state {
                 State::Failed => return Ok(()),
                 State::Tunnel => {
@@ -237,14 +239,15 @@ impl Parser {
                 }
                 State::Head => {
                     // Skip empty lines between pipelined messages (RFC 9112 §2.2).
-                    if self.buf.is_empty() && (input[pos] == b'\r' || input[pos] == b'\n') {
+                    if self.buf.is_empty() && matches!(first, b'\r' | b'\n') {
                         pos += 1;
                         continue;
                     }
                     let start_scan = self.buf.len().saturating_sub(3);
                     let room = self.limits.max_head.saturating_sub(self.buf.len());
-                    let take_max = (input.len() - pos).min(room + 1);
-                    self.buf.extend_from_slice(&input[pos..pos + take_max]);
+                    let take_max = rest.len().min(room + 1);
+                    self.buf
+                        .extend_from_slice(rest.get(..take_max).unwrap_or(rest));
                     match find_head_end(&self.buf, start_scan) {
                         Some(end) => {
                             let surplus = self.buf.len() - end;
@@ -281,13 +284,13 @@ impl Parser {
                     pos = input.len();
                 }
                 State::ChunkSize => {
-                    let nl = input[pos..].iter().position(|&b| b == b'\n');
-                    let take = nl.map_or(input.len() - pos, |i| i + 1);
+                    let nl = rest.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(rest.len(), |i| i + 1);
                     if self.buf.len() + take > 1024 {
                         self.state = State::Failed;
                         return Err(Http1Error::BadChunk);
                     }
-                    self.buf.extend_from_slice(&input[pos..pos + take]);
+                    self.buf.extend_from_slice(rest.get(..take).unwrap_or(rest));
                     pos += take;
                     if nl.is_some() {
                         let size = parse_chunk_size(&self.buf).ok_or(Http1Error::BadChunk);
@@ -315,24 +318,23 @@ impl Parser {
                 }
                 State::ChunkDataEnd => {
                     // CRLF after the chunk data (a bare LF is tolerated).
-                    let b = input[pos];
                     pos += 1;
-                    if b == b'\n' {
+                    if *first == b'\n' {
                         self.state = State::ChunkSize;
-                    } else if b != b'\r' {
+                    } else if *first != b'\r' {
                         self.state = State::Failed;
                         return Err(Http1Error::BadChunk);
                     }
                 }
                 State::Trailers => {
                     // Trailer section: lines until an empty line.
-                    let nl = input[pos..].iter().position(|&b| b == b'\n');
-                    let take = nl.map_or(input.len() - pos, |i| i + 1);
+                    let nl = rest.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(rest.len(), |i| i + 1);
                     if self.buf.len() + take > self.limits.max_head {
                         self.state = State::Failed;
                         return Err(Http1Error::HeadTooLarge(self.limits.max_head));
                     }
-                    self.buf.extend_from_slice(&input[pos..pos + take]);
+                    self.buf.extend_from_slice(rest.get(..take).unwrap_or(rest));
                     pos += take;
                     if nl.is_some() {
                         let line_empty = self.buf == b"\r\n" || self.buf == b"\n";
@@ -489,28 +491,17 @@ fn body_framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, Http1Error> {
 }
 
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
+    (from..buf.len()).find_map(|i| match buf.get(i..)? {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let hex = match line.iter().position(|&b| b == b';') {
-        Some(p) => &line[..p],
-        None => line,
-    };
+    let hex = line.split(|&b| b == b';').next().unwrap_or(line);
     let hex = std::str::from_utf8(hex).ok()?.trim();
     if hex.is_empty() || hex.len() > 15 {
         return None;
@@ -519,6 +510,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
 
