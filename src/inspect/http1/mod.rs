@@ -2,8 +2,8 @@
 //! core has decided it, forwards or answers it with a block page in request
 //! order, and scans responses as they pass.
 //!
-//! The wire framing is [`parser`]'s; the decisions are
-//! [`Core`](super::verdict::Core)'s, shared with HTTP/2.
+//! The wire framing is [`parser`]'s; the decisions are the verdict core's
+//! (`verdict::Core`), shared with HTTP/2.
 
 pub mod parser;
 
