@@ -502,7 +502,11 @@ fn intercept(mode: LabMode, tag: &str, workers: usize) -> anyhow::Result<()> {
     }
     let status = t.lab.stop(slow, "TERM", Duration::from_secs(5))?;
     let err = std::fs::read_to_string(&slow_err).unwrap_or_default();
-    assert_eq!(status.code(), Some(56), "{mode:?}: curl: {err}");
+    // Reset while receiving (56) or while its TLS stack was sending (55).
+    assert!(
+        matches!(status.code(), Some(55 | 56)) && err.contains("Connection reset by peer"),
+        "{mode:?}: curl {status}: {err}"
+    );
     assert!(
         std::fs::metadata(&slow_out)?.len() < 50 << 20,
         "{mode:?}: completed anyway"

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use tlsinspect::inspect::http1::{Limits, Parser, Side};
+use tlsinspect::inspect::http1::parser::{Limits, Parser};
 use tlsinspect::inspect::Engines;
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
 
@@ -13,8 +13,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let at = usize::from(cut).min(rest.len());
-    for side in [Side::Request, Side::Response] {
-        let mut p = Parser::new(side, Limits::default());
+    for direction in [Direction::ToServer, Direction::ToClient] {
+        let mut p = Parser::new(direction, Limits::default());
         let mut ev = Vec::new();
         for piece in [&rest[..at], &rest[at..]] {
             ev.clear();

@@ -10,6 +10,7 @@ use tlsinspect::inspect::{
     AppControl, AppTable, Engines, Mode, Ruleset, Vars, Verdict, WebFilter, WebRule,
 };
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
+use tlsinspect_pipeline::hostglob::HostGlob;
 
 fn engines() -> &'static Engines {
     static E: OnceLock<Engines> = OnceLock::new();
@@ -20,7 +21,7 @@ fn engines() -> &'static Engines {
             AppTable::from_toml(include_str!("../../configs/apps.toml"), "apps.toml").unwrap();
         Engines::new(
             WebFilter::new(vec![WebRule {
-                host: "*".into(),
+                host: HostGlob::new("*").unwrap(),
                 path: "/upload/*".into(),
                 methods: vec![],
                 verdict: Verdict::Deny,

@@ -63,8 +63,9 @@ use tcp::segment::{self, Segment};
 use tcp::{FlowConfig, Leg};
 use testkit::{smol, BlockInspector, ClientApp, Lab, MemLog, Net, PassInspector, ServerApp};
 use tls::bypass::{BypassCache, BypassConfig};
-use tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
+use tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
 use tls::pair::{InvalidCertPolicy, UpstreamTls};
+use tlsinspect_pipeline::hostglob::HostGlob;
 use tlsinspect_pipeline::io::Offload;
 use tlsinspect_pipeline::reason::Reason;
 
@@ -644,9 +645,9 @@ fn craft(
 fn policy(p: &Policy) -> TlsPolicy {
     let exclude = match p.exclude {
         Exclude::Nothing => vec![],
-        Exclude::Origin => vec![SniGlob::new(testkit::SNI).unwrap()],
-        Exclude::Captured => vec![SniGlob::new("*.test").unwrap()],
-        Exclude::Everything => vec![SniGlob::new("*").unwrap()],
+        Exclude::Origin => vec![HostGlob::new(testkit::SNI).unwrap()],
+        Exclude::Captured => vec![HostGlob::new("*.test").unwrap()],
+        Exclude::Everything => vec![HostGlob::new("*").unwrap()],
     };
     let pass_or = |b: bool| {
         if b {

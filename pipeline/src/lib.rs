@@ -18,6 +18,7 @@ pub mod frame;
 pub mod framing;
 pub mod geneve;
 pub mod gso;
+pub mod hostglob;
 pub mod kernel_fast_path;
 pub mod latency;
 pub mod reason;

@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
 use tlsinspect_pipeline::classify::ScopeTable;
 use tlsinspect_pipeline::tls::bypass::BypassConfig;
-use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
+use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
 use tlsinspect_pipeline::tls::pair::{InvalidCertPolicy, UpstreamTls};
 
 use crate::config::{self, Config, Policy, Roots};
@@ -97,7 +97,7 @@ impl Built {
         }
         let mut tls_policies = HashMap::new();
         for p in cfg.policies.iter() {
-            tls_policies.insert(p.id.clone(), Arc::new(tls_policy(p)?));
+            tls_policies.insert(p.id.clone(), Arc::new(tls_policy(p)));
         }
         let (engines, ips_report) = engines(cfg)?;
         warnings.extend(
@@ -176,7 +176,7 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 /// The decision settings of one policy (DESIGN.md §4).
-pub fn tls_policy(p: &Policy) -> anyhow::Result<TlsPolicy> {
+pub fn tls_policy(p: &Policy) -> TlsPolicy {
     let pass_or_block = |v: config::PassOrBlock| match v {
         config::PassOrBlock::Passthrough => PassOrBlock::Pass,
         config::PassOrBlock::Block => PassOrBlock::Block,
@@ -185,24 +185,15 @@ pub fn tls_policy(p: &Policy) -> anyhow::Result<TlsPolicy> {
         config::PassOrInspect::Passthrough => PassOrInspect::Pass,
         config::PassOrInspect::Inspect => PassOrInspect::Inspect,
     };
-    let exclude_sni = p
-        .exclude_sni
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            SniGlob::new(g)
-                .map_err(|e| anyhow::anyhow!("policy {:?}: field exclude_sni[{i}]: {e}", p.id))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(TlsPolicy {
+    TlsPolicy {
         non_tls: pass_or_block(p.non_tls),
         ech: pass_or_inspect(p.ech),
-        exclude_sni,
+        exclude_sni: p.exclude_sni.clone(),
         legacy_tls: pass_or_block(p.legacy_tls),
         tls13: pass_or_inspect(p.tls13),
         no_sni: pass_or_inspect(p.no_sni),
         on_overload: pass_or_block(p.on_overload),
-    })
+    }
 }
 
 /// `[upstream] invalid_certificate`.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tlsinspect_pipeline::api::{Direction, Emit, FlowMeta, Inspector};
-use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect, SniGlob};
+use tlsinspect_pipeline::hostglob::HostGlob;
+use tlsinspect_pipeline::tls::decision::{PassOrBlock, PassOrInspect};
 
 use super::build::{self, Built};
 use super::Appliance;
@@ -81,8 +82,8 @@ no_sni = "inspect""#,
     assert_eq!(
         p.exclude_sni,
         vec![
-            SniGlob::Suffix(".bank.example".into()),
-            SniGlob::Exact("pay.example".into())
+            HostGlob::new("*.bank.example").unwrap(),
+            HostGlob::new("pay.example").unwrap()
         ]
     );
     assert!(p.exclude_sni.iter().any(|g| g.matches("www.bank.example")));
@@ -105,18 +106,26 @@ no_sni = "inspect""#,
 }
 
 #[test]
-fn an_exclude_sni_the_matcher_cannot_honour_is_refused_with_policy_and_index() {
+fn an_exclude_sni_the_host_glob_grammar_refuses_is_refused_with_policy_and_index() {
     let dir = tempfile::tempdir().unwrap();
-    // The config's host-glob syntax allows '*' anywhere; the SNI matcher
-    // only a leading "*.": refusing beats silently never matching.
+    // The config checks exclude_sni with the matcher's own grammar, so a
+    // pattern is either refused when loading or honoured when matching.
+    let path = dir.path().join("t.toml");
+    let text = config_text(r#"exclude_sni = ["ok.example", "*b.example"]"#, "");
+    std::fs::write(&path, &text).unwrap();
+    let e = config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("\"pol-a\""), "{e}");
+    assert!(e.contains("exclude_sni #2"), "{e}");
+    assert!(e.contains("*b.example"), "{e}");
+    // An inner '*' is a glob the matcher honours.
     let cfg = parse(
         dir.path(),
         &config_text(r#"exclude_sni = ["ok.example", "a*b.example"]"#, ""),
     );
-    let e = err_of(Built::from_config(&cfg, SystemTime::now()));
-    assert!(e.contains("\"pol-a\""), "{e}");
-    assert!(e.contains("exclude_sni[1]"), "{e}");
-    assert!(e.contains("a*b.example"), "{e}");
+    let built = Built::from_config(&cfg, SystemTime::now()).unwrap();
+    let p = &built.tls_policies["pol-a"];
+    assert!(p.exclude_sni.iter().any(|g| g.matches("axyb.example")));
+    assert!(!p.exclude_sni.iter().any(|g| g.matches("a.b.example")));
 }
 
 #[test]

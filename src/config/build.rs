@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tlsinspect_pipeline::hostglob::HostGlob;
 use toml::{Table, Value};
 
 use super::error::{thousands, ConfigError, ConfigErrors, ItemRef};
@@ -158,23 +159,8 @@ fn interface_name(s: &str) -> Result<(), String> {
     }
 }
 
-fn host_glob(s: &str) -> Result<String, String> {
-    let lower = s.to_ascii_lowercase();
-    if lower.is_empty() {
-        return Err("is empty; a host name or glob is required".into());
-    }
-    if lower.len() > 253 {
-        return Err(format!("is {} bytes long; the limit is 253", lower.len()));
-    }
-    if let Some(c) = lower
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
-    {
-        return Err(format!(
-            "contains {c:?}; a host glob uses letters, digits, '.', '-', '_' and '*'"
-        ));
-    }
-    Ok(lower)
+fn host_glob(s: &str) -> Result<HostGlob, String> {
+    HostGlob::new(s).map_err(|e| e.to_string())
 }
 
 fn path_glob(s: &str) -> Result<String, String> {
@@ -184,6 +170,26 @@ fn path_glob(s: &str) -> Result<String, String> {
         Err("contains whitespace or a control character".into())
     } else {
         Ok(s.to_string())
+    }
+}
+
+/// A rule's optional glob `key`, checked by `check`; absent means `*`.
+fn glob_key<T>(
+    r: &Tbl<'_>,
+    cx: &mut Cx,
+    key: &str,
+    check: fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    match r.string(cx, key, false) {
+        None if r.t.contains_key(key) => None,
+        None => check("*").ok(),
+        Some(v) => match check(v) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                r.fail(cx, key, format_args!("{} {e}", quote(v)));
+                None
+            }
+        },
     }
 }
 
@@ -1352,21 +1358,8 @@ fn webfilter(cx: &mut Cx, t: &Table) -> Option<Vec<WebFilterRule>> {
     for (index, rt) in w.tables(cx, "rule") {
         let r = Tbl::entry(rt, "webfilter.rule", index);
         r.known(cx, WEBFILTER_RULE_KEYS);
-        let glob = |key: &str, cx: &mut Cx, check: fn(&str) -> Result<String, String>| match r
-            .string(cx, key, false)
-        {
-            None if rt.contains_key(key) => None,
-            None => Some("*".to_string()),
-            Some(v) => match check(v) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    r.fail(cx, key, format_args!("{} {e}", quote(v)));
-                    None
-                }
-            },
-        };
-        let host = glob("host", cx, host_glob);
-        let path = glob("path", cx, path_glob);
+        let host = glob_key(&r, cx, "host", host_glob);
+        let path = glob_key(&r, cx, "path", path_glob);
         let methods = match r.array(cx, "methods", "an array of HTTP methods", false) {
             None if rt.contains_key("methods") => None,
             None => Some(Vec::new()),

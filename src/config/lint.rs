@@ -107,7 +107,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
                 at(p, None)
             ));
         }
-        if p.exclude_sni.iter().any(|g| g == "*") {
+        if p.exclude_sni.iter().any(|g| g.as_str() == "*") {
             w.push(format!(
                 "{}: exclude_sni contains \"*\": no connection with SNI is ever inspected",
                 at(p, None)
@@ -173,7 +173,7 @@ pub(super) fn warnings(c: &Config) -> Vec<String> {
                 "webfilter.rule #{} is never reached: rule #{first} matches every request",
                 i + 1
             ));
-        } else if r.host == "*" && r.path == "*" && r.methods.is_empty() {
+        } else if r.host.as_str() == "*" && r.path == "*" && r.methods.is_empty() {
             catch_all = Some(i + 1);
         }
     }

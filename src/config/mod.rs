@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tlsinspect_pipeline::hostglob::HostGlob;
 
 pub use crate::log::output::{OutputKind, OutputSpec};
 
@@ -329,8 +330,8 @@ pub struct Policy {
     pub non_tls: PassOrBlock,
     /// Hellos carrying an ECH extension.
     pub ech: PassOrInspect,
-    /// SNI globs that are never decrypted, lower-cased.
-    pub exclude_sni: Vec<String>,
+    /// Server names that are never decrypted.
+    pub exclude_sni: Vec<HostGlob>,
     /// Existing inspected flows when the policy is disabled.
     pub on_disable: OnDisable,
     /// New connections beyond `max_intercept_memory` or `max_half_open`:
@@ -501,8 +502,8 @@ pub enum Verdict {
 /// `[[webfilter.rule]]`: host glob + path glob + methods → verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebFilterRule {
-    /// Host glob, lower-cased (`*.example.com`); `*` matches any host.
-    pub host: String,
+    /// Host glob (`*.example.com`); `*` matches any host.
+    pub host: HostGlob,
     /// Path glob (`/upload/*`); `*` matches any path.
     pub path: String,
     /// Methods (upper-case); empty means any method.

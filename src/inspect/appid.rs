@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use tlsinspect_pipeline::hostglob::HostGlob;
 
 use super::text::glob_match;
 use super::webfilter::{host_without_port, path_of, Verdict};
@@ -87,8 +88,8 @@ pub struct Signature {
     pub action: String,
     /// Optional human name, e.g. `git push`.
     pub name: Option<String>,
-    /// Host globs (any may match), case-insensitive, port stripped.
-    pub hosts: Vec<String>,
+    /// Host globs (any may match), matched on the host without port.
+    pub hosts: Vec<HostGlob>,
     /// Methods (empty = any).
     pub methods: Vec<String>,
     /// Glob over the normalized path without query.
@@ -119,10 +120,7 @@ impl Signature {
                 .methods
                 .iter()
                 .any(|m| m.eq_ignore_ascii_case(req.method)))
-            && self
-                .hosts
-                .iter()
-                .any(|h| glob_match(h.as_bytes(), host.as_bytes(), true))
+            && self.hosts.iter().any(|h| h.matches(host))
             && self
                 .path
                 .as_ref()
@@ -176,6 +174,11 @@ impl AppTable {
             if s.hosts.is_empty() {
                 return Err(err("hosts", "at least one host glob is required".into()));
             }
+            let hosts = s
+                .hosts
+                .iter()
+                .map(|h| HostGlob::new(h).map_err(|e| err("hosts", format!("{h:?} {e}"))))
+                .collect::<Result<_, _>>()?;
             let path_regex = match &s.path_regex {
                 Some(r) => Some(
                     regex::bytes::RegexBuilder::new(r)
@@ -189,7 +192,7 @@ impl AppTable {
                 app: s.app,
                 action: s.action,
                 name: s.name,
-                hosts: s.hosts,
+                hosts,
                 methods: s.methods,
                 path: s.path,
                 path_regex,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tlsinspect_pipeline::api::{
     Alert, ConnAction, Direction, Emit, FlowMeta, InspectReport, Inspector,
 };
+use tlsinspect_pipeline::hostglob::HostGlob;
 
 use crate::inspect::{
     AppControl, AppRule, AppTable, Engines, Mode, Ruleset, Vars, Verdict, WebFilter, WebRule,
@@ -45,7 +46,7 @@ pub(crate) fn engines(mode: Mode, extra_rules: &str) -> Engines {
     }
     Engines::new(
         WebFilter::new(vec![WebRule {
-            host: "*.example.com".into(),
+            host: HostGlob::new("*.example.com").unwrap(),
             path: "/upload/*".into(),
             methods: vec!["POST".into(), "PUT".into()],
             verdict: Verdict::Deny,
@@ -479,7 +480,7 @@ fn denied_upgrade_never_tunnels() {
     all.extend_from_slice(b"\x81\x05hello");
     let e2 = Engines::new(
         WebFilter::new(vec![WebRule {
-            host: "*".into(),
+            host: HostGlob::new("*").unwrap(),
             path: "/upload/*".into(),
             methods: vec![],
             verdict: Verdict::Deny,

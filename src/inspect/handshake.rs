@@ -16,10 +16,10 @@
 
 use tlsinspect_pipeline::api::{Alert, FlowMeta, TlsHandshake};
 
-use super::flow::verdicts;
 use super::ips::rule::ssl_state;
 use super::ips::tls::{ja3_hash, ja3_string, CertBuffers};
 use super::ips::{Buffer, Buffers, EvalCtx, FlowBits, Mode, Phase, Proto, Scratch};
+use super::verdict::verdicts;
 use super::Shared;
 
 pub(crate) fn on_tls(shared: &Shared, meta: &FlowMeta, hs: &TlsHandshake<'_>) -> Vec<Alert> {

@@ -25,6 +25,8 @@
 //! Everything else (SETTINGS, PING, WINDOW_UPDATE, responses) is forwarded
 //! byte for byte at frame boundaries.
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -32,11 +34,12 @@ use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
 use tlsinspect_pipeline::api::{Direction, Emit};
 
-use super::flow::{Core, IpsOutcome, Txn};
 use super::text::normalize_uri;
+use super::verdict::{Core, IpsOutcome, Txn};
 use super::EngineLimits;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The client connection preface (RFC 9113 §3.4).
+pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const PRIORITY: u8 = 2;
@@ -77,43 +80,80 @@ enum FrameRef {
     In(Range<usize>),
 }
 
+impl FrameRef {
+    /// The frame, `data` being the input it was cut from.
+    fn frame<'a>(&'a self, data: &'a [u8]) -> Option<Frame<'a>> {
+        Frame::parse(match self {
+            FrameRef::Owned(v) => v,
+            FrameRef::In(r) => data.get(r.clone())?,
+        })
+    }
+}
+
+/// One whole frame: its bytes, header fields and payload.
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    raw: &'a [u8],
+    ty: u8,
+    flags: u8,
+    sid: u32,
+    body: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Reads the 9-byte header of `raw`; `None` if it is shorter.
+    fn parse(raw: &'a [u8]) -> Option<Self> {
+        let [_, _, _, ty, flags, s0, s1, s2, s3, body @ ..] = raw else {
+            return None;
+        };
+        Some(Frame {
+            raw,
+            ty: *ty,
+            flags: *flags,
+            sid: u32::from_be_bytes([*s0, *s1, *s2, *s3]) & 0x7fff_ffff,
+            body,
+        })
+    }
+}
+
 /// Splits a byte stream into whole frames, buffering at most one partial frame.
 #[derive(Debug, Default)]
 struct Framer {
     buf: Vec<u8>,
 }
 
-fn frame_len(h: &[u8]) -> usize {
-    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2])
+/// The payload length of the frame `h` starts with, once its whole 9-byte
+/// header is there.
+fn frame_len(h: &[u8]) -> Option<usize> {
+    let [a, b, c, _, _, _, _, _, _, ..] = h else {
+        return None;
+    };
+    Some((usize::from(*a) << 16) | (usize::from(*b) << 8) | usize::from(*c))
 }
 
 impl Framer {
     fn split(&mut self, data: &[u8], out: &mut Vec<FrameRef>) -> Result<(), String> {
         let mut pos = 0;
         if !self.buf.is_empty() {
-            if self.buf.len() < 9 {
-                let n = (9 - self.buf.len()).min(data.len());
-                self.buf.extend_from_slice(&data[..n]);
-                pos = n;
-                if self.buf.len() < 9 {
-                    return Ok(());
-                }
-            }
-            let len = frame_len(&self.buf);
+            pos = 9usize.saturating_sub(self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(data.get(..pos).unwrap_or(data));
+            let Some(len) = frame_len(&self.buf) else {
+                return Ok(());
+            };
             if len > MAX_FRAME {
                 return Err(format!("frame of {len} bytes exceeds {MAX_FRAME}"));
             }
             let need = 9 + len - self.buf.len();
             let n = need.min(data.len() - pos);
-            self.buf.extend_from_slice(&data[pos..pos + n]);
+            self.buf
+                .extend_from_slice(data.get(pos..pos + n).unwrap_or_default());
             pos += n;
             if self.buf.len() < 9 + len {
                 return Ok(());
             }
             out.push(FrameRef::Owned(std::mem::take(&mut self.buf)));
         }
-        while data.len() - pos >= 9 {
-            let len = frame_len(&data[pos..]);
+        while let Some(len) = data.get(pos..).and_then(frame_len) {
             if len > MAX_FRAME {
                 return Err(format!("frame of {len} bytes exceeds {MAX_FRAME}"));
             }
@@ -123,29 +163,25 @@ impl Framer {
             out.push(FrameRef::In(pos..pos + 9 + len));
             pos += 9 + len;
         }
-        self.buf.extend_from_slice(&data[pos..]);
+        self.buf
+            .extend_from_slice(data.get(pos..).unwrap_or_default());
         Ok(())
     }
 }
 
 /// Payload of a HEADERS or DATA frame without padding and priority fields.
-fn payload(frame: &[u8]) -> Option<&[u8]> {
-    let ty = frame[3];
-    let flags = frame[4];
-    let mut p = &frame[9..];
+fn payload<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
+    let mut p = frame.body;
     let mut pad = 0usize;
-    if (ty == DATA || ty == HEADERS) && flags & PADDED != 0 {
-        pad = usize::from(*p.first()?);
-        p = &p[1..];
+    if (frame.ty == DATA || frame.ty == HEADERS) && frame.flags & PADDED != 0 {
+        let (n, rest) = p.split_first()?;
+        pad = usize::from(*n);
+        p = rest;
     }
-    if ty == HEADERS && flags & PRIORITY_FLAG != 0 {
+    if frame.ty == HEADERS && frame.flags & PRIORITY_FLAG != 0 {
         p = p.get(5..)?;
     }
     p.get(..p.len().checked_sub(pad)?)
-}
-
-fn stream_id(frame: &[u8]) -> u32 {
-    u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,9 +306,9 @@ impl H2 {
             return false;
         }
         if self.preface_left > 0 {
-            let done = PREFACE.len() - self.preface_left;
+            let expected = PREFACE.get(PREFACE.len() - self.preface_left..);
             let n = self.preface_left.min(data.len());
-            if data[..n] != PREFACE[done..done + n] {
+            if !expected.is_some_and(|e| data.iter().zip(e).all(|(a, b)| a == b)) {
                 core.anomaly(
                     "HTTP/2 connection preface is malformed; passing uninspected".into(),
                     "alert",
@@ -281,9 +317,10 @@ impl H2 {
                 out.to_server.extend_from_slice(data);
                 return false;
             }
-            out.to_server.extend_from_slice(&data[..n]);
+            out.to_server
+                .extend_from_slice(data.get(..n).unwrap_or(data));
             self.preface_left -= n;
-            data = &data[n..];
+            data = data.get(n..).unwrap_or_default();
         }
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
@@ -293,9 +330,9 @@ impl H2 {
         }
         let mut reset = false;
         for f in frames.drain(..) {
-            let frame: &[u8] = match &f {
-                FrameRef::Owned(v) => v,
-                FrameRef::In(r) => &data[r.clone()],
+            // The framer cuts whole frames only.
+            let Some(frame) = f.frame(data) else {
+                continue;
             };
             if self.client_frame(core, frame, out) {
                 reset = true;
@@ -309,8 +346,8 @@ impl H2 {
         reset
     }
 
-    fn client_frame(&mut self, core: &mut Core, frame: &[u8], out: &mut Emit) -> bool {
-        let (ty, flags, sid) = (frame[3], frame[4], stream_id(frame));
+    fn client_frame(&mut self, core: &mut Core, frame: Frame<'_>, out: &mut Emit) -> bool {
+        let Frame { ty, flags, sid, .. } = frame;
         if let Some(block) = self.c_block.as_mut() {
             if ty != CONTINUATION || sid != block.stream {
                 core.anomaly(
@@ -319,14 +356,14 @@ impl H2 {
                 );
                 return true;
             }
-            if block.frag.len() + frame.len() - 9 > MAX_HEADER_BLOCK {
+            if block.frag.len() + frame.body.len() > MAX_HEADER_BLOCK {
                 core.anomaly(
                     format!("HTTP/2 request header block exceeds {MAX_HEADER_BLOCK} bytes"),
                     "drop",
                 );
                 return true;
             }
-            block.frag.extend_from_slice(&frame[9..]);
+            block.frag.extend_from_slice(frame.body);
             if flags & END_HEADERS != 0 {
                 return self.client_headers(core, out);
             }
@@ -339,13 +376,13 @@ impl H2 {
         {
             // A late frame (DATA, WINDOW_UPDATE, RST_STREAM) of a denied stream.
             if ty == DATA {
-                self.refund(frame);
+                self.refund(&frame);
             }
             return false;
         }
         match ty {
             HEADERS => {
-                let Some(p) = payload(frame) else {
+                let Some(p) = payload(&frame) else {
                     core.anomaly("HTTP/2 HEADERS frame has bad padding".into(), "drop");
                     return true;
                 };
@@ -361,21 +398,21 @@ impl H2 {
             }
             DATA => {
                 let Some(st) = self.streams.get_mut(&sid) else {
-                    out.to_server.extend_from_slice(frame);
+                    out.to_server.extend_from_slice(frame.raw);
                     return false;
                 };
                 let end = flags & END_STREAM != 0;
                 let mut refund = 0;
                 match st.state {
-                    SState::Forward => out.to_server.extend_from_slice(frame),
+                    SState::Forward => out.to_server.extend_from_slice(frame.raw),
                     SState::Denied => {
-                        refund = frame.len() - 9;
+                        refund = frame.body.len();
                         st.discarded += refund;
                     }
                     SState::Held => {
-                        st.held.push(HeldFrame::Raw(frame.to_vec()));
-                        st.held_bytes += frame.len();
-                        if let Some(p) = payload(frame) {
+                        st.held.push(HeldFrame::Raw(frame.raw.to_vec()));
+                        st.held_bytes += frame.raw.len();
+                        if let Some(p) = payload(&frame) {
                             st.body.extend_from_slice(p);
                         }
                     }
@@ -399,7 +436,7 @@ impl H2 {
                 let limit = self.max_body.min(self.server_initial_window).max(1);
                 let (done, over) = (st.client_done, st.body.len() >= limit);
                 if refund > 0 {
-                    self.refund(frame);
+                    self.refund(&frame);
                 }
                 if let Some(reset) = answer {
                     self.deny_stream(sid, reset, "");
@@ -437,7 +474,7 @@ impl H2 {
                             // The client cancelled a request the server never saw.
                             self.streams.remove(&sid);
                         } else if let Some(s) = self.streams.get_mut(&sid) {
-                            s.held.push(HeldFrame::Raw(frame.to_vec()));
+                            s.held.push(HeldFrame::Raw(frame.raw.to_vec()));
                         }
                     }
                     _ => {
@@ -447,14 +484,14 @@ impl H2 {
                                 s.resp_done = true;
                             }
                         }
-                        out.to_server.extend_from_slice(frame);
+                        out.to_server.extend_from_slice(frame.raw);
                     }
                 }
                 self.reap(sid);
                 false
             }
             _ => {
-                out.to_server.extend_from_slice(frame);
+                out.to_server.extend_from_slice(frame.raw);
                 false
             }
         }
@@ -652,8 +689,8 @@ impl H2 {
     /// frame that the server never sees: the server will never send a
     /// WINDOW_UPDATE for it, and without this every discarded byte would
     /// shrink the client's connection window until the connection stalls.
-    fn refund(&mut self, frame: &[u8]) {
-        let len = frame.len() - 9;
+    fn refund(&mut self, frame: &Frame<'_>) {
+        let len = frame.body.len();
         if len > 0 {
             frame_header(&mut self.inject, 4, WINDOW_UPDATE, 0, 0);
             self.inject.extend_from_slice(&(len as u32).to_be_bytes());
@@ -687,10 +724,11 @@ impl H2 {
                 st.client_done = true;
                 self.deny_stream(sid, sending, "blocked by an intrusion prevention rule");
                 for h in &held {
-                    if let HeldFrame::Raw(f) = h {
-                        if f.get(3) == Some(&DATA) {
-                            self.refund(f);
-                        }
+                    if let Some(f) = match h {
+                        HeldFrame::Raw(f) => Frame::parse(f).filter(|f| f.ty == DATA),
+                        HeldFrame::Headers(..) => None,
+                    } {
+                        self.refund(&f);
                     }
                 }
                 self.reap(sid);
@@ -757,15 +795,15 @@ impl H2 {
         }
         let mut reset = false;
         for f in frames.drain(..) {
-            let frame: &[u8] = match &f {
-                FrameRef::Owned(v) => v,
-                FrameRef::In(r) => &data[r.clone()],
+            // The framer cuts whole frames only.
+            let Some(frame) = f.frame(data) else {
+                continue;
             };
             if self.server_frame(core, frame) {
                 reset = true;
                 break;
             }
-            out.to_client.extend_from_slice(frame);
+            out.to_client.extend_from_slice(frame.raw);
             self.server_started = true;
             self.flush_inject(out);
         }
@@ -778,11 +816,11 @@ impl H2 {
     }
 
     /// Observes one server frame; true when the connection must be reset.
-    fn server_frame(&mut self, core: &mut Core, frame: &[u8]) -> bool {
-        let (ty, flags, sid) = (frame[3], frame[4], stream_id(frame));
+    fn server_frame(&mut self, core: &mut Core, frame: Frame<'_>) -> bool {
+        let Frame { ty, flags, sid, .. } = frame;
         let header_end = match (ty, self.s_block.as_mut()) {
             (CONTINUATION, Some(b)) if b.stream == sid => {
-                if b.frag.len() + frame.len() > MAX_HEADER_BLOCK {
+                if b.frag.len() + frame.raw.len() > MAX_HEADER_BLOCK {
                     core.anomaly(
                         "HTTP/2 response header block too large; passing uninspected".into(),
                         "alert",
@@ -790,11 +828,11 @@ impl H2 {
                     self.s_failed = true;
                     return false;
                 }
-                b.frag.extend_from_slice(&frame[9..]);
+                b.frag.extend_from_slice(frame.body);
                 flags & END_HEADERS != 0
             }
             (HEADERS, None) => {
-                let Some(p) = payload(frame) else {
+                let Some(p) = payload(&frame) else {
                     core.anomaly("HTTP/2 response HEADERS has bad padding".into(), "alert");
                     self.s_failed = true;
                     return false;
@@ -816,7 +854,7 @@ impl H2 {
             }
             (DATA, None) => {
                 let end = flags & END_STREAM != 0;
-                if let (Some(st), Some(p)) = (self.streams.get_mut(&sid), payload(frame)) {
+                if let (Some(st), Some(p)) = (self.streams.get_mut(&sid), payload(&frame)) {
                     if let Some(txn) = st.txn.as_mut() {
                         if !p.is_empty() && core.ips_response(txn, Some(p)) != IpsOutcome::Continue
                         {
@@ -842,9 +880,10 @@ impl H2 {
                 return false;
             }
             (SETTINGS, None) if flags & 0x1 == 0 => {
-                for s in frame[9..].chunks_exact(6) {
-                    let id = u16::from_be_bytes([s[0], s[1]]);
-                    let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]) as usize;
+                let settings = frame.body.chunks_exact(6).map(<[u8; 6]>::try_from);
+                for [i0, i1, v0, v1, v2, v3] in settings.filter_map(Result::ok) {
+                    let id = u16::from_be_bytes([i0, i1]);
+                    let v = u32::from_be_bytes([v0, v1, v2, v3]) as usize;
                     if id == 5 && (16384..=16_777_215).contains(&v) {
                         self.server_max_frame = v;
                     }
@@ -957,5 +996,6 @@ fn emit_headers(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 #[path = "http2_tests.rs"]
 mod tests;

@@ -22,6 +22,7 @@ pub mod http1;
 pub mod http2;
 pub mod ips;
 pub mod text;
+mod verdict;
 pub mod webfilter;
 
 use std::sync::Arc;
@@ -36,7 +37,7 @@ pub use webfilter::{Verdict, WebFilter, WebRule};
 #[derive(Debug, Clone, Copy)]
 pub struct EngineLimits {
     /// HTTP/1.1 head limits.
-    pub http1: http1::Limits,
+    pub http1: http1::parser::Limits,
     /// Request body bytes held for inspection before the request is released;
     /// beyond this the request is decided on what was seen and the rest streams
     /// through uninspected by body rules (as Suricata's request-body-limit).
@@ -64,7 +65,7 @@ pub struct EngineLimits {
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
-            http1: http1::Limits::default(),
+            http1: http1::parser::Limits::default(),
             max_request_body: 256 * 1024,
             stream_overlap: 1024,
             max_response_body: 100 * 1024,

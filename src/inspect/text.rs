@@ -1,14 +1,17 @@
-//! Small text helpers shared by the engines: globs and URI normalization.
+//! Small text helpers shared by the engines: path globs and URI
+//! normalization.
 //!
 //! Kept separate so the web filter, the app signatures and the IPS agree on
-//! what a "host glob" and a "normalized path" are; the IPS `http.uri` buffer
-//! and the web filter see the same path, so an evasion that fools one fools
-//! neither.
+//! what a "normalized path" is; the IPS `http.uri` buffer and the web filter
+//! see the same path, so an evasion that fools one fools neither. Host names
+//! have their own grammar, `tlsinspect_pipeline::hostglob`.
 
-/// Matches `text` against a glob where `*` is any run of bytes and `?` one byte.
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+/// Matches `text` against a glob where `*` is any run of bytes and `?` one
+/// byte: the grammar of URL paths and header values (not of host names).
 ///
-/// `*` crosses `/` and `.` on purpose: `/upload/*` covers the whole subtree
-/// and `*.example.com` every subdomain (but not `example.com` itself).
+/// `*` crosses `/` and `.` on purpose: `/upload/*` covers the whole subtree.
 /// Iterative with one backtrack point, so it is linear-ish and never recurses.
 pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
     let eq = |a: u8, b: u8| {
@@ -20,22 +23,27 @@ pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
     };
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && (pattern[p] == b'?' || eq(pattern[p], text[t])) {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    while let Some(&c) = text.get(t) {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&q) if q == b'?' || eq(q, c) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
         }
     }
-    while p < pattern.len() && pattern[p] == b'*' {
+    while pattern.get(p) == Some(&b'*') {
         p += 1;
     }
     p == pattern.len()
@@ -53,16 +61,17 @@ fn hex_val(b: u8) -> Option<u8> {
 /// Decodes `%XX` escapes; malformed escapes are kept literally (as libhtp does).
 pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    let hex_at = |i: usize| input.get(i).copied().and_then(hex_val);
     let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(h), Some(l)) = (hex_val(input[i + 1]), hex_val(input[i + 2])) {
+    while let Some(&b) = input.get(i) {
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (hex_at(i + 1), hex_at(i + 2)) {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
         }
-        out.push(input[i]);
+        out.push(b);
         i += 1;
     }
     out
@@ -71,8 +80,9 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
 /// Removes `.` and `..` segments (RFC 3986 §5.2.4); `..` never climbs above `/`.
 pub fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
     let mut segs: Vec<&[u8]> = Vec::new();
-    let absolute = path.first() == Some(&b'/');
-    let body = if absolute { &path[1..] } else { path };
+    let body = path.strip_prefix(b"/");
+    let absolute = body.is_some();
+    let body = body.unwrap_or(path);
     let parts: Vec<&[u8]> = body.split(|&b| b == b'/').collect();
     let n = parts.len();
     let mut trailing_slash = false;
@@ -114,16 +124,16 @@ pub fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
 pub fn normalize_uri(target: &[u8]) -> Vec<u8> {
     let mut t = target;
     if let Some(pos) = find(t, b"://") {
-        let rest = &t[pos + 3..];
-        t = match rest.iter().position(|&b| b == b'/' || b == b'?') {
-            Some(p) => &rest[p..],
-            None => b"/",
-        };
+        let rest = t.get(pos + 3..).unwrap_or_default();
+        t = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .and_then(|p| rest.get(p..))
+            .unwrap_or(b"/");
     }
-    let (path, query) = match t.iter().position(|&b| b == b'?') {
-        Some(q) => (&t[..q], Some(&t[q + 1..])),
-        None => (t, None),
-    };
+    let mut parts = t.splitn(2, |&b| b == b'?');
+    let path = parts.next().unwrap_or(t);
+    let query = parts.next();
     let decoded = percent_decode(path);
     let mut out = if decoded.first() == Some(&b'/') {
         remove_dot_segments(&decoded)
@@ -160,6 +170,7 @@ pub fn html_escape(s: &str, out: &mut String) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

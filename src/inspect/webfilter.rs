@@ -1,9 +1,12 @@
-//! Web filter: host glob + path glob + methods -> allow/deny, first match wins.
+//! Web filter: host glob ([`HostGlob`]) + path glob + methods -> allow/deny,
+//! first match wins.
 //!
 //! Rules are plain data handed over by the config loader; the filter keeps
 //! them in file order because operators write exceptions above the general
 //! rule ("allow /upload/public/*" before "deny /upload/*"). No match means
 //! allow.
+
+use tlsinspect_pipeline::hostglob::HostGlob;
 
 use super::text::glob_match;
 
@@ -29,8 +32,8 @@ impl Verdict {
 /// One web filter rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebRule {
-    /// Glob over the host name without port, case-insensitive (`*.example.com`).
-    pub host: String,
+    /// Glob over the host name without port (`*.example.com`).
+    pub host: HostGlob,
     /// Glob over the normalized path without query (`/upload/*`); `*` = any.
     pub path: String,
     /// Methods the rule covers (case-insensitive); empty = every method.
@@ -84,7 +87,7 @@ impl WebFilter {
         self.rules.iter().enumerate().find_map(|(i, r)| {
             let m = (r.methods.is_empty()
                 || r.methods.iter().any(|x| x.eq_ignore_ascii_case(method)))
-                && glob_match(r.host.as_bytes(), host.as_bytes(), true)
+                && r.host.matches(host)
                 && glob_match(r.path.as_bytes(), path, false);
             m.then_some((i, r.verdict))
         })
@@ -97,7 +100,7 @@ mod tests {
 
     fn rule(host: &str, path: &str, methods: &[&str], verdict: Verdict) -> WebRule {
         WebRule {
-            host: host.into(),
+            host: HostGlob::new(host).unwrap(),
             path: path.into(),
             methods: methods.iter().map(|s| s.to_string()).collect(),
             verdict,

@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use wildmatch::WildMatch;
+use tlsinspect_pipeline::hostglob::{HostGlob, HostGlobError};
 
 /// Why a query could not run.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,14 @@ pub enum QueryError {
     /// `--action` is not one of the three actions.
     #[error("--action {0:?} is not one of inspected, pass, blocked")]
     BadAction(String),
+    /// `--sni` is not a host glob.
+    #[error("--sni {value:?} {reason}")]
+    BadSni {
+        /// What was given.
+        value: String,
+        /// Why it is refused.
+        reason: HostGlobError,
+    },
 }
 
 /// Which records to keep. Every set field must match.
@@ -32,8 +40,8 @@ pub struct Filter {
     pub scope: Option<String>,
     /// `inspected`, `pass` or `blocked`.
     pub action: Option<String>,
-    /// Glob on the SNI, case-insensitive (`*.example.com`).
-    pub sni: Option<WildMatch>,
+    /// Glob on the SNI (`*.example.com`).
+    pub sni: Option<HostGlob>,
     /// Only records at or after this instant.
     pub since: Option<SystemTime>,
 }
@@ -68,7 +76,14 @@ impl Filter {
             policy: policy.map(str::to_string),
             scope: scope.map(str::to_string),
             action: action.map(str::to_string),
-            sni: sni.map(|g| WildMatch::new(&g.to_ascii_lowercase())),
+            sni: sni
+                .map(|g| {
+                    HostGlob::new(g).map_err(|reason| QueryError::BadSni {
+                        value: g.to_string(),
+                        reason,
+                    })
+                })
+                .transpose()?,
             since,
         })
     }
@@ -103,10 +118,9 @@ impl Filter {
             let sni = rec
                 .get("tls")
                 .and_then(|t| t.get("sni"))
-                .and_then(Value::as_str)
-                .map(str::to_ascii_lowercase);
+                .and_then(Value::as_str);
             match sni {
-                Some(sni) if glob.matches(&sni) => {}
+                Some(sni) if glob.matches(sni) => {}
                 _ => return false,
             }
         }
@@ -254,5 +268,9 @@ not json at all
         assert!(e.to_string().contains("inspected, pass, blocked"));
         let e = Filter::new(None, None, None, None, Some("yesterday"), at(0, 0)).unwrap_err();
         assert!(e.to_string().contains("--since \"yesterday\""));
+        let e = Filter::new(None, None, None, Some("*bank*"), None, at(0, 0)).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("--sni \"*bank*\" has more than one '*'"));
     }
 }

@@ -156,6 +156,13 @@ fn normalize_sni(sni: &str) -> Option<String> {
 }
 
 /// Whether a (lower-case) dNSName SAN, possibly a wildcard, covers `host`.
+///
+/// Certificate semantics, not the host globs of the policies
+/// (`tlsinspect_pipeline::hostglob`), on purpose: a client checks the forged
+/// leaf by RFC 6125 §6.4.3, where only a whole left-most `*` label is a
+/// wildcard and it covers exactly one label (`*.example.com` covers
+/// `a.example.com`, not `a.b.example.com`); matching more loosely here
+/// would mirror names onto hosts the upstream certificate does not cover.
 fn name_covers(pattern: &str, host: &str) -> bool {
     if pattern == host {
         return true;

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::api::FlowAction;
+use crate::hostglob::HostGlob;
 use crate::testkit::*;
-use crate::tls::decision::{PassOrBlock, PassOrInspect, SniGlob, TlsPolicy};
+use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -139,7 +140,7 @@ fn tls13_passthrough_relays_the_origin_unchanged() {
 fn excluded_sni_passes() {
     let lab = Lab::new();
     let policy = TlsPolicy {
-        exclude_sni: vec![SniGlob::new("*.test").unwrap()],
+        exclude_sni: vec![HostGlob::new("*.test").unwrap()],
         ..inspect_all()
     };
     let ctx = lab.ctx(policy, lab.pass_inspector());

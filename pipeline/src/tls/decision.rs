@@ -11,6 +11,7 @@
 //! `excluded`. The reasons `ech`, `tls13` and `no_sni` therefore always come
 //! with a pass.
 
+use crate::hostglob::HostGlob;
 use crate::reason::Reason;
 use crate::tls::client_hello::{ClientHello, TLS12};
 
@@ -34,81 +35,6 @@ pub enum PassOrInspect {
     Inspect,
 }
 
-/// Why a pattern of `exclude_sni` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("exclude_sni pattern {pattern:?}: {reason}")]
-pub struct GlobError {
-    /// The pattern as written.
-    pub pattern: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
-
-/// One `exclude_sni` pattern: an exact name or `*.suffix`.
-///
-/// `*.bank.example` matches every name below `bank.example` at any depth
-/// (`www.bank.example`, `a.b.bank.example`) but NOT the apex `bank.example`,
-/// as in firewall URL lists and certificate wildcards; list the apex on its
-/// own to exclude it too. A lone `*` matches every name. Matching ignores
-/// case and a trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SniGlob {
-    /// Exactly this name (lower case).
-    Exact(String),
-    /// Any name ending in `.suffix` (stored with its leading dot, lower case).
-    Suffix(String),
-    /// Every name.
-    Any,
-}
-
-impl SniGlob {
-    /// Compiles a pattern, refusing wildcards anywhere but a leading `*.`.
-    pub fn new(pattern: &str) -> Result<SniGlob, GlobError> {
-        let err = |reason| GlobError {
-            pattern: pattern.to_string(),
-            reason,
-        };
-        let p = pattern.trim().to_ascii_lowercase();
-        if p == "*" {
-            return Ok(SniGlob::Any);
-        }
-        let p = p.strip_suffix('.').unwrap_or(&p);
-        let (suffix, name) = match p.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, p),
-        };
-        if name.is_empty() {
-            return Err(err("empty name"));
-        }
-        if name.contains('*') {
-            return Err(err(
-                "'*' is only allowed as a whole leading label, as in *.example.com",
-            ));
-        }
-        if rustls::pki_types::DnsName::try_from(name).is_err() {
-            return Err(err("not a valid DNS name"));
-        }
-        Ok(if suffix {
-            SniGlob::Suffix(format!(".{name}"))
-        } else {
-            SniGlob::Exact(name.to_string())
-        })
-    }
-
-    /// Whether `sni` (already lower case, as the parser gives it) matches.
-    pub fn matches(&self, sni: &str) -> bool {
-        let sni = sni.strip_suffix('.').unwrap_or(sni);
-        match self {
-            SniGlob::Any => true,
-            SniGlob::Exact(n) => sni.eq_ignore_ascii_case(n),
-            SniGlob::Suffix(s) => {
-                sni.len() > s.len()
-                    && sni.as_bytes()[sni.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-            }
-        }
-    }
-}
-
 /// The decision settings of one policy.
 #[derive(Debug, Clone, Default)]
 pub struct TlsPolicy {
@@ -117,7 +43,7 @@ pub struct TlsPolicy {
     /// Hellos carrying an encrypted_client_hello extension.
     pub ech: PassOrInspect,
     /// Server names never decrypted.
-    pub exclude_sni: Vec<SniGlob>,
+    pub exclude_sni: Vec<HostGlob>,
     /// Hellos offering nothing newer than TLS 1.1.
     pub legacy_tls: PassOrBlock,
     /// Hellos offering TLS 1.3.
@@ -231,7 +157,7 @@ mod tests {
         TlsPolicy {
             non_tls: PassOrBlock::Pass,
             ech: PassOrInspect::Inspect,
-            exclude_sni: vec![SniGlob::new("*.bank.example").unwrap()],
+            exclude_sni: vec![HostGlob::new("*.bank.example").unwrap()],
             legacy_tls: PassOrBlock::Block,
             tls13: PassOrInspect::Inspect,
             no_sni: PassOrInspect::Inspect,
@@ -458,29 +384,5 @@ mod tests {
         assert_eq!(decide(Some(&h), &base, |_| false).reason, Reason::LegacyTls);
         // A hello offering 1.3 with highest version 1.3 is not legacy.
         assert_eq!(hello("curl").highest_version(), TLS13);
-    }
-
-    #[test]
-    fn exclude_sni_globs() {
-        let g = SniGlob::new("*.Bank.Example").unwrap();
-        assert!(g.matches("www.bank.example"));
-        assert!(g.matches("a.b.bank.example"));
-        assert!(g.matches("WWW.BANK.EXAMPLE."));
-        assert!(!g.matches("bank.example"), "the apex is not matched");
-        assert!(!g.matches("evilbank.example"));
-        assert!(!g.matches("bank.example.evil"));
-        let e = SniGlob::new("bank.example").unwrap();
-        assert!(e.matches("bank.example") && !e.matches("www.bank.example"));
-        assert!(SniGlob::new("*").unwrap().matches("anything.test"));
-        for bad in [
-            "",
-            "*.",
-            "w*.bank.example",
-            "*.*.example",
-            "bad name",
-            "*bank.example",
-        ] {
-            assert!(SniGlob::new(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -6,6 +6,8 @@
 //! occurrence of the content before it; a step budget bounds the work a
 //! hostile buffer can cause.
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use aho_corasick::Input;
 
 use super::rule::{
@@ -35,7 +37,9 @@ impl Default for Buffers<'_> {
 impl<'a> Buffers<'a> {
     /// Sets buffer `b`.
     pub fn set(&mut self, b: Buffer, data: &'a [u8]) {
-        self.slots[b as usize] = Some(data);
+        if let Some(slot) = self.slots.get_mut(b as usize) {
+            *slot = Some(data);
+        }
     }
 
     /// Records the app-layer events the message raised.
@@ -45,7 +49,9 @@ impl<'a> Buffers<'a> {
 
     /// Removes buffer `b` (rules on it then cannot match).
     pub fn unset(&mut self, b: Buffer) {
-        self.slots[b as usize] = None;
+        if let Some(slot) = self.slots.get_mut(b as usize) {
+            *slot = None;
+        }
     }
 
     /// Gets buffer `b` (for [`Buffer::Certs`], the leaf).
@@ -53,7 +59,7 @@ impl<'a> Buffers<'a> {
         if b == Buffer::Certs {
             return self.certs.first().copied();
         }
-        self.slots[b as usize]
+        self.slots.get(b as usize).copied().flatten()
     }
 
     /// Sets the certificate chain that [`Buffer::Certs`] iterates.
@@ -67,7 +73,7 @@ impl<'a> Buffers<'a> {
         let (one, many): (Option<&'a [u8]>, &'a [&'a [u8]]) = if b == Buffer::Certs {
             (None, self.certs)
         } else {
-            (self.slots[b as usize], &[])
+            (self.slots.get(b as usize).copied().flatten(), &[])
         };
         one.into_iter().chain(many.iter().copied())
     }
@@ -131,13 +137,20 @@ pub fn base64_decode(input: &[u8]) -> Vec<u8> {
     let n = n.min(BASE64_MAX_DECODED / 3 * 4);
     // One sextet alone holds no whole byte.
     let n = if n % 4 == 1 { n - 1 } else { n };
-    ENGINE.decode(&input[..n]).unwrap_or_default()
+    ENGINE
+        .decode(input.get(..n).unwrap_or(input))
+        .unwrap_or_default()
+}
+
+/// The value `byte_extract` stored in variable `v`.
+fn var_value(vars: &VarValues, v: u8) -> u64 {
+    vars.get(usize::from(v)).copied().unwrap_or_default()
 }
 
 /// The value of a position: its `byte_extract` variable's, else its own.
 fn resolve(own: Option<usize>, var: Option<u8>, vars: &VarValues) -> Option<usize> {
     match var {
-        Some(v) => Some(usize::try_from(vars[usize::from(v)]).unwrap_or(usize::MAX)),
+        Some(v) => Some(usize::try_from(var_value(vars, v)).unwrap_or(usize::MAX)),
         None => own,
     }
 }
@@ -145,7 +158,7 @@ fn resolve(own: Option<usize>, var: Option<u8>, vars: &VarValues) -> Option<usiz
 fn window(c: &Content, prev_end: usize, len: usize, vars: &VarValues) -> (usize, usize) {
     if c.relative() {
         let distance = match c.vars.distance {
-            Some(v) => i64::try_from(vars[usize::from(v)]).unwrap_or(i64::MAX),
+            Some(v) => i64::try_from(var_value(vars, v)).unwrap_or(i64::MAX),
             None => c.distance.unwrap_or(0),
         };
         let base = (prev_end as i64).saturating_add(distance);
@@ -203,7 +216,7 @@ fn read_number(
 ) -> Option<(u64, usize)> {
     let base = if r.relative { prev_end as i64 } else { 0 };
     let offset = match r.offset_var {
-        Some(v) => i64::try_from(vars[usize::from(v)]).ok()?,
+        Some(v) => i64::try_from(var_value(vars, v)).ok()?,
         None => r.offset,
     };
     let start = usize::try_from(base.checked_add(offset)?).ok()?;
@@ -216,7 +229,9 @@ fn read_number(
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(rest.len());
         let radix = r.string_base?;
-        let digits = rest[ws..]
+        let digits = rest
+            .get(ws..)
+            .unwrap_or_default()
             .iter()
             .position(|b| !(*b as char).is_digit(radix))
             .unwrap_or(rest.len() - ws);
@@ -232,7 +247,7 @@ fn read_number(
                     .iter()
                     .position(|b| !(*b as char).is_digit(radix))
                     .unwrap_or(bytes.len());
-                &bytes[..n]
+                bytes.get(..n).unwrap_or(bytes)
             };
             if digits.is_empty() {
                 return None;
@@ -300,7 +315,7 @@ fn step(
                 Some(b) => start.saturating_add(*b).min(data.len()),
                 None => data.len(),
             };
-            let decoded = base64_decode(&data[start..end]);
+            let decoded = base64_decode(data.get(start..end).unwrap_or_default());
             !decoded.is_empty()
                 && sizes_ok(decoded_items, &decoded)
                 && step(decoded_items, 0, &decoded, 0, budget, &mut [0; MAX_VARS])
@@ -333,7 +348,7 @@ fn step(
                 return false;
             };
             let value = &match value_var {
-                Some(x) => vars[usize::from(*x)],
+                Some(x) => var_value(vars, *x),
                 None => *value,
             };
             let ok = match op {
@@ -363,7 +378,9 @@ fn step(
                 let a = u64::from(*align);
                 v = v.saturating_add((a - v % a) % a);
             }
-            vars[usize::from(*var)] = v;
+            if let Some(slot) = vars.get_mut(usize::from(*var)) {
+                *slot = v;
+            }
             step(items, i + 1, data, end, budget, vars)
         }
         Item::ByteJump {
@@ -452,7 +469,7 @@ fn pcre_step(
     } else {
         0
     };
-    let hay = &data[from..];
+    let hay = data.get(from..).unwrap_or_default();
     if p.negated {
         return !p.re.is_match(hay) && step(items, i + 1, data, prev_end, budget, vars);
     }
@@ -466,7 +483,11 @@ fn pcre_step(
                 return false;
             };
             let (s, e) = group.unwrap_or(whole);
-            (whole.0, whole.1, luhn_valid(&hay[s..e]))
+            (
+                whole.0,
+                whole.1,
+                luhn_valid(hay.get(s..e).unwrap_or_default()),
+            )
         } else {
             let Some((s, e)) = p.re.find_at(hay, at) else {
                 return false;
@@ -520,6 +541,7 @@ pub fn luhn_valid(s: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::parser::{parse_rule, RuleError, Vars};
     use super::*;

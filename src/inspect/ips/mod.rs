@@ -685,7 +685,7 @@ fn phase_of(r: &Rule) -> Phase {
         }
     } else if r.uses_raw() && !r.uses_http() && r.app_events == 0 {
         // Raw content beside HTTP buffers is matched with them, on the raw
-        // bytes of the message (see `inspect::flow`).
+        // bytes of the message (see `inspect::verdict::head_buffers`).
         Phase::Raw
     } else if r.uses_response() {
         Phase::Response

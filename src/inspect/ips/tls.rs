@@ -8,6 +8,8 @@
 //! by `:`. `ja3.string` / `ja3.hash` are the ClientHello's JA3 fingerprint
 //! as Suricata computes it (see [`ja3_string`]).
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write as _;
 
 use md5::{Digest as _, Md5};
@@ -104,6 +106,7 @@ impl CertBuffers {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

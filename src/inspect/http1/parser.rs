@@ -12,10 +12,14 @@
 //! chunk-size lines), bytes after the last event belong to whatever message
 //! is in progress.
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use super::text::normalize_uri;
+use tlsinspect_pipeline::api::Direction;
+
+use crate::inspect::text::normalize_uri;
 
 /// Caps on what the parser buffers for one message.
 #[derive(Debug, Clone, Copy)]
@@ -140,15 +144,6 @@ impl Event {
     }
 }
 
-/// Which side of the conversation a parser reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// Client to server.
-    Request,
-    /// Server to client.
-    Response,
-}
-
 /// What a response will look like, learned from the request it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -176,7 +171,7 @@ enum State {
 /// Streaming HTTP/1.1 parser for one direction.
 #[derive(Debug)]
 pub struct Parser {
-    side: Side,
+    direction: Direction,
     limits: Limits,
     state: State,
     /// Bytes of an incomplete head, chunk-size line or trailer section.
@@ -188,10 +183,10 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// Creates a parser for `side`.
-    pub fn new(side: Side, limits: Limits) -> Self {
+    /// Creates a parser of the messages sent in `direction`.
+    pub fn new(direction: Direction, limits: Limits) -> Self {
         Parser {
-            side,
+            direction,
             limits,
             state: State::Head,
             buf: Vec::new(),
@@ -235,7 +230,7 @@ impl Parser {
     /// Parses `input`, appending events; an error leaves the parser failed.
     pub fn push(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), Http1Error> {
         let mut pos = 0usize;
-        while pos < input.len() {
+        while let Some(rest @ [first, ..]) = input.get(pos..) {
             match self.state {
                 State::Failed => return Ok(()),
                 State::Tunnel => {
@@ -244,14 +239,15 @@ impl Parser {
                 }
                 State::Head => {
                     // Skip empty lines between pipelined messages (RFC 9112 §2.2).
-                    if self.buf.is_empty() && (input[pos] == b'\r' || input[pos] == b'\n') {
+                    if self.buf.is_empty() && matches!(first, b'\r' | b'\n') {
                         pos += 1;
                         continue;
                     }
                     let start_scan = self.buf.len().saturating_sub(3);
                     let room = self.limits.max_head.saturating_sub(self.buf.len());
-                    let take_max = (input.len() - pos).min(room + 1);
-                    self.buf.extend_from_slice(&input[pos..pos + take_max]);
+                    let take_max = rest.len().min(room + 1);
+                    self.buf
+                        .extend_from_slice(rest.get(..take_max).unwrap_or(rest));
                     match find_head_end(&self.buf, start_scan) {
                         Some(end) => {
                             let surplus = self.buf.len() - end;
@@ -288,13 +284,13 @@ impl Parser {
                     pos = input.len();
                 }
                 State::ChunkSize => {
-                    let nl = input[pos..].iter().position(|&b| b == b'\n');
-                    let take = nl.map_or(input.len() - pos, |i| i + 1);
+                    let nl = rest.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(rest.len(), |i| i + 1);
                     if self.buf.len() + take > 1024 {
                         self.state = State::Failed;
                         return Err(Http1Error::BadChunk);
                     }
-                    self.buf.extend_from_slice(&input[pos..pos + take]);
+                    self.buf.extend_from_slice(rest.get(..take).unwrap_or(rest));
                     pos += take;
                     if nl.is_some() {
                         let size = parse_chunk_size(&self.buf).ok_or(Http1Error::BadChunk);
@@ -322,24 +318,23 @@ impl Parser {
                 }
                 State::ChunkDataEnd => {
                     // CRLF after the chunk data (a bare LF is tolerated).
-                    let b = input[pos];
                     pos += 1;
-                    if b == b'\n' {
+                    if *first == b'\n' {
                         self.state = State::ChunkSize;
-                    } else if b != b'\r' {
+                    } else if *first != b'\r' {
                         self.state = State::Failed;
                         return Err(Http1Error::BadChunk);
                     }
                 }
                 State::Trailers => {
                     // Trailer section: lines until an empty line.
-                    let nl = input[pos..].iter().position(|&b| b == b'\n');
-                    let take = nl.map_or(input.len() - pos, |i| i + 1);
+                    let nl = rest.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(rest.len(), |i| i + 1);
                     if self.buf.len() + take > self.limits.max_head {
                         self.state = State::Failed;
                         return Err(Http1Error::HeadTooLarge(self.limits.max_head));
                     }
-                    self.buf.extend_from_slice(&input[pos..pos + take]);
+                    self.buf.extend_from_slice(rest.get(..take).unwrap_or(rest));
                     pos += take;
                     if nl.is_some() {
                         let line_empty = self.buf == b"\r\n" || self.buf == b"\n";
@@ -370,8 +365,8 @@ impl Parser {
         events: &mut Vec<Event>,
     ) -> Result<(), Http1Error> {
         let mut storage = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        match self.side {
-            Side::Request => {
+        match self.direction {
+            Direction::ToServer => {
                 let mut req = httparse::Request::new(&mut storage);
                 match req.parse(&raw) {
                     Ok(httparse::Status::Complete(_)) => {}
@@ -408,7 +403,7 @@ impl Parser {
                     _ => self.end_message(end, events),
                 }
             }
-            Side::Response => {
+            Direction::ToClient => {
                 let mut resp = httparse::Response::new(&mut storage);
                 match resp.parse(&raw) {
                     Ok(httparse::Status::Complete(_)) => {}
@@ -496,28 +491,17 @@ fn body_framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, Http1Error> {
 }
 
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
+    (from..buf.len()).find_map(|i| match buf.get(i..)? {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let hex = match line.iter().position(|&b| b == b';') {
-        Some(p) => &line[..p],
-        None => line,
-    };
+    let hex = line.split(|&b| b == b';').next().unwrap_or(line);
     let hex = std::str::from_utf8(hex).ok()?.trim();
     if hex.is_empty() || hex.len() > 15 {
         return None;
@@ -526,6 +510,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
 
@@ -551,8 +536,8 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn run(side: Side, chunks: &[&[u8]], expect: &[Expect]) -> Vec<Flat> {
-        let mut p = Parser::new(side, Limits::default());
+    pub(crate) fn run(direction: Direction, chunks: &[&[u8]], expect: &[Expect]) -> Vec<Flat> {
+        let mut p = Parser::new(direction, Limits::default());
         for e in expect {
             p.expect_response(*e);
         }
@@ -586,14 +571,14 @@ pub(crate) mod tests {
     }
 
     /// Checks that every split in two and byte-by-byte feeding give `whole`'s events.
-    pub(crate) fn check_splits(side: Side, input: &[u8], expect: &[Expect]) -> Vec<Flat> {
-        let whole = run(side, &[input], expect);
+    pub(crate) fn check_splits(direction: Direction, input: &[u8], expect: &[Expect]) -> Vec<Flat> {
+        let whole = run(direction, &[input], expect);
         for i in 0..=input.len() {
-            let split = run(side, &[&input[..i], &input[i..]], expect);
+            let split = run(direction, &[&input[..i], &input[i..]], expect);
             assert_eq!(split, whole, "split at {i}");
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(side, &bytes, expect), whole, "byte by byte");
+        assert_eq!(run(direction, &bytes, expect), whole, "byte by byte");
         whole
     }
 
@@ -602,7 +587,7 @@ pub(crate) mod tests {
         let input = b"GET /a/../b%20c?q=1 HTTP/1.1\r\nHost: Example.COM\r\n\r\n\
 POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello\
 PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n";
-        let ev = check_splits(Side::Request, input, &[]);
+        let ev = check_splits(Direction::ToServer, input, &[]);
         assert_eq!(ev.len(), 8, "{ev:?}");
         let Flat::Req(r) = &ev[0] else { panic!() };
         assert_eq!(r.method, "GET");
@@ -622,7 +607,7 @@ HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n\
 HTTP/1.1 204 No Content\r\n\r\n\
 HTTP/1.1 200 OK\r\n\r\nuntil close";
         let ev = check_splits(
-            Side::Response,
+            Direction::ToClient,
             input,
             &[Expect::Normal, Expect::Head, Expect::Normal, Expect::Normal],
         );
@@ -645,37 +630,37 @@ HTTP/1.1 200 OK\r\n\r\nuntil close";
     #[test]
     fn upgrade_switches_both_sides_to_tunnel() {
         let req = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello";
-        let ev = check_splits(Side::Request, req, &[]);
+        let ev = check_splits(Direction::ToServer, req, &[]);
         assert_eq!(ev[2], Flat::Tunnel(b"\x81\x05hello".to_vec()));
         let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
-        let ev = check_splits(Side::Response, resp, &[]);
+        let ev = check_splits(Direction::ToClient, resp, &[]);
         assert_eq!(ev[1], Flat::Tunnel(b"\x81\x02hi".to_vec()));
         let connect = b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01";
-        let ev = check_splits(Side::Response, connect, &[Expect::Connect]);
+        let ev = check_splits(Direction::ToClient, connect, &[Expect::Connect]);
         assert_eq!(ev[2], Flat::Tunnel(b"\x16\x03\x01".to_vec()));
     }
 
     #[test]
     fn errors_are_typed_and_bounded() {
         let big = vec![b'a'; 70 * 1024];
-        let ev = run(Side::Request, &[b"GET / HTTP/1.1\r\nX: ", &big], &[]);
+        let ev = run(Direction::ToServer, &[b"GET / HTTP/1.1\r\nX: ", &big], &[]);
         assert_eq!(
             ev.last(),
             Some(&Flat::Error(Http1Error::HeadTooLarge(64 * 1024)))
         );
         let ev = check_splits(
-            Side::Request,
+            Direction::ToServer,
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             &[],
         );
         assert_eq!(ev, vec![Flat::Error(Http1Error::BadContentLength)]);
         let ev = check_splits(
-            Side::Request,
+            Direction::ToServer,
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             &[],
         );
         assert_eq!(ev.last(), Some(&Flat::Error(Http1Error::BadChunk)));
-        let ev = check_splits(Side::Request, b"\x00\x01 garbage\r\n\r\n", &[]);
+        let ev = check_splits(Direction::ToServer, b"\x00\x01 garbage\r\n\r\n", &[]);
         assert!(matches!(
             ev.last(),
             Some(Flat::Error(Http1Error::BadHead(_)))
@@ -686,7 +671,7 @@ HTTP/1.1 200 OK\r\n\r\nuntil close";
     fn every_prefix_never_panics() {
         let input = b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n";
         for i in 0..=input.len() {
-            run(Side::Request, &[&input[..i]], &[]);
+            run(Direction::ToServer, &[&input[..i]], &[]);
         }
     }
 }
