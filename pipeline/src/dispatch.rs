@@ -1413,7 +1413,7 @@ pub(crate) mod tests {
     use crate::classify::ScopeSpec;
     use crate::frame::{parse_ethernet, parse_ip, TcpFlags};
     use crate::testkit::packets as ft;
-    use crate::testkit::MemLog;
+    use crate::testkit::{self, MemLog};
 
     fn scopes(dport: u16) -> Arc<ScopeTable> {
         Arc::new(ScopeTable::compile(&[ScopeSpec {
@@ -1657,19 +1657,9 @@ pub(crate) mod tests {
 
     #[test]
     fn intercepted_flow_consumes_frames_and_reapplies_l2_per_side() {
-        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
         use smoltcp::wire::TcpControl;
 
-        let policy = TlsPolicy {
-            non_tls: PassOrBlock::Pass,
-            ech: PassOrInspect::Inspect,
-            exclude_sni: vec![],
-            legacy_tls: PassOrBlock::Block,
-            tls13: PassOrInspect::Inspect,
-            no_sni: PassOrInspect::Inspect,
-            on_overload: crate::tls::decision::PassOrBlock::Pass,
-        };
-        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), policy);
+        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), testkit::inspect_all());
 
         // The client's SYN: consumed, and our own SYN leaves toward the WAN
         // with the SYN frame's Ethernet header.
@@ -1744,7 +1734,7 @@ pub(crate) mod tests {
         use crate::geneve::{self, tests::frame_with};
         use smoltcp::wire::TcpControl;
 
-        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), pass_all());
+        let (mut d, log, t0) = intercept_lab(1, Duration::from_secs(30), testkit::pass_all());
         let lb = std::net::Ipv4Addr::new(198, 51, 100, 129);
         let received = |inner: &[u8], cookie: [u8; 4]| {
             let f = frame_with(inner, 77, cookie);
@@ -1825,20 +1815,6 @@ pub(crate) mod tests {
         assert_eq!(recs.len(), 1);
         let tunnel = recs[0].meta.tunnel.expect("tunnel");
         assert_eq!((tunnel.vni, tunnel.peer), (77, std::net::IpAddr::V4(lb)));
-    }
-
-    /// A TLS policy that passes every kind of hello.
-    fn pass_all() -> crate::tls::decision::TlsPolicy {
-        use crate::tls::decision::{PassOrBlock, PassOrInspect, TlsPolicy};
-        TlsPolicy {
-            non_tls: PassOrBlock::Pass,
-            ech: PassOrInspect::Pass,
-            exclude_sni: vec![],
-            legacy_tls: PassOrBlock::Pass,
-            tls13: PassOrInspect::Pass,
-            no_sni: PassOrInspect::Pass,
-            on_overload: crate::tls::decision::PassOrBlock::Pass,
-        }
     }
 
     /// Worker `worker`'s dispatcher intercepting 192.0.2.10 →
@@ -1943,7 +1919,7 @@ pub(crate) mod tests {
     #[test]
     fn a_passed_flow_is_released_and_its_packets_cross_rewritten() {
         use smoltcp::wire::TcpControl;
-        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         let port = 40300;
         let syn = ft::emitted((C, port), (S, 443), TcpControl::Syn, 5000, None);
         feed(&mut d, Port::Lan, &ft::ether(0x0800, &[], &syn), t0);
@@ -2054,7 +2030,7 @@ pub(crate) mod tests {
     #[test]
     fn a_client_reset_ends_a_half_open_flow_at_once() {
         use smoltcp::wire::TcpControl;
-        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         // (A host without the connection answers the SYN-ACK with seq = its ACK.)
         to_accepting(&mut d, 40100, 5000, t0);
         d.expire(t0);
@@ -2085,7 +2061,7 @@ pub(crate) mod tests {
     #[test]
     fn a_new_syn_replaces_a_half_open_flow_on_its_ports() {
         use smoltcp::wire::TcpControl;
-        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         to_accepting(&mut d, 40200, 5000, t0);
         let ms = Duration::from_millis(1);
         // A retransmission of the same SYN stays with the flow.
@@ -2117,7 +2093,7 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_frames_are_counted_by_kind() {
-        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         // An IPv4 header cut short; an impossible IP version.
         let mut short = ft::ether(0x0800, &[], &[0x45, 0, 0, 40]);
         short.truncate(18);
@@ -2140,7 +2116,7 @@ pub(crate) mod tests {
     fn interrupt_resets_only_flows_of_the_policy_born_before() {
         use smoltcp::wire::TcpControl;
 
-        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         let ms = Duration::from_millis(1);
         let syn = ft::emitted((C, 40002), (S, 443), TcpControl::Syn, 1, None);
         let frame = ft::ether(0x0800, &[], &syn);
@@ -2174,7 +2150,7 @@ pub(crate) mod tests {
             ft::ether(0x0800, &[], &syn)
         };
         // Half-open cap of 2: the third SYN is passed, untouched.
-        let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         let mut d = d.with_limits(usize::MAX, 2);
         for port in [41000, 41001] {
             assert_eq!(
@@ -2212,7 +2188,7 @@ pub(crate) mod tests {
         // gets a reset at once and nothing reaches the server.
         let policy = TlsPolicy {
             on_overload: PassOrBlock::Block,
-            ..pass_all()
+            ..testkit::pass_all()
         };
         let (d, log, t0) = intercept_lab(0, Duration::from_secs(300), policy);
         let mut d = d.with_limits(1, usize::MAX);
@@ -2335,7 +2311,7 @@ pub(crate) mod tests {
     fn intercepted_timers_fire_and_tun_packets_carry_no_l2() {
         use smoltcp::wire::TcpControl;
 
-        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), pass_all());
+        let (mut d, _log, t0) = intercept_lab(0, Duration::from_secs(300), testkit::pass_all());
         let syn = ft::emitted((C, 40001), (S, 443), TcpControl::Syn, 1, None);
         assert_eq!(
             d.on_ip(Port::Lan, &syn, parse_ip(&syn), RxMeta::default(), t0),

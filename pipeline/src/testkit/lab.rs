@@ -277,6 +277,20 @@ impl FlowInspector for PanicFlow {
     }
 }
 
+/// A policy passing every kind of hello.
+pub fn pass_all() -> TlsPolicy {
+    use crate::tls::decision::{PassOrBlock, PassOrInspect};
+    TlsPolicy {
+        non_tls: PassOrBlock::Pass,
+        ech: PassOrInspect::Pass,
+        exclude_sni: vec![],
+        legacy_tls: PassOrBlock::Pass,
+        tls13: PassOrInspect::Pass,
+        no_sni: PassOrInspect::Pass,
+        on_overload: PassOrBlock::Pass,
+    }
+}
+
 /// A policy inspecting every TLS hello (legacy versions blocked).
 pub fn inspect_all() -> TlsPolicy {
     use crate::tls::decision::{PassOrBlock, PassOrInspect};
