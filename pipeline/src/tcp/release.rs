@@ -21,6 +21,8 @@
 //! a splice may be released and computes the [`Release`]; the dispatcher
 //! applies it to every later packet with [`Release::apply`].
 
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 
 use super::checksum::{csum_add, csum_fold, tcp_span};
@@ -69,26 +71,22 @@ impl TcpFacts {
     pub fn parse(packet: &[u8]) -> Option<TcpFacts> {
         let (off, len, _) = tcp_span(packet)?;
         let tcp = packet.get(off..off + len)?;
-        let hl = usize::from(tcp[12] >> 4) * 4;
-        if hl < 20 || hl > tcp.len() {
-            return None;
-        }
-        let be32 = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
+        let hl = header_len(tcp)?;
         let mut f = TcpFacts {
-            seq: be32(4),
-            ack: be32(8),
-            flags: tcp[13],
-            window: u16::from_be_bytes([tcp[14], tcp[15]]),
+            seq: be32(tcp, 4)?,
+            ack: be32(tcp, 8)?,
+            flags: *tcp.get(13)?,
+            window: be16(tcp, 14)?,
             payload_len: (len - hl) as u32,
             ..TcpFacts::default()
         };
-        let opts = &tcp[20..hl];
-        for_each_option(opts, |kind, at, len| match (kind, &opts[at..at + len]) {
-            (OPT_MSS, &[a, b]) => f.mss = Some(u16::from_be_bytes([a, b])),
-            (OPT_WSCALE, &[shift]) => f.wscale = Some(shift.min(MAX_WSCALE)),
-            (OPT_TIMESTAMPS, body) if body.len() == 8 => {
-                let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        let opts = tcp.get(20..hl)?;
+        for_each_option(opts, |kind, at, len| match (kind, opts.get(at..at + len)) {
+            (OPT_MSS, Some(&[a, b])) => f.mss = Some(u16::from_be_bytes([a, b])),
+            (OPT_WSCALE, Some(&[shift])) => f.wscale = Some(shift.min(MAX_WSCALE)),
+            (OPT_TIMESTAMPS, Some(&[v0, v1, v2, v3, e0, e1, e2, e3])) => {
+                let v = u32::from_be_bytes([v0, v1, v2, v3]);
+                let e = u32::from_be_bytes([e0, e1, e2, e3]);
                 f.ts = Some((v, e));
             }
             _ => {}
@@ -115,8 +113,38 @@ pub fn is_pure_ack(packet: &[u8]) -> bool {
     let Some((off, len, _)) = tcp_span(packet) else {
         return false;
     };
-    let hl = usize::from(packet[off + 12] >> 4) * 4;
-    packet[off + 13] == ACK && len == hl
+    let Some(tcp) = packet.get(off..off + len) else {
+        return false;
+    };
+    tcp.get(13) == Some(&ACK) && header_len(tcp) == Some(len)
+}
+
+/// The header length of a TCP segment, when it is one (20 to 60 bytes,
+/// within the segment).
+fn header_len(tcp: &[u8]) -> Option<usize> {
+    let hl = usize::from(tcp.get(12)? >> 4) * 4;
+    (hl >= 20 && hl <= tcp.len()).then_some(hl)
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..)?.first_chunk().map(|c| u16::from_be_bytes(*c))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..)?.first_chunk().map(|c| u32::from_be_bytes(*c))
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(c) = b.get_mut(at..).and_then(|s| s.first_chunk_mut()) {
+        *c = v.to_be_bytes();
+    }
+}
+
+/// Adds `delta` to the 32-bit big-endian word at `at`.
+fn add32(b: &mut [u8], at: usize, delta: u32) {
+    if let Some(c) = b.get_mut(at..).and_then(|s| s.first_chunk_mut::<4>()) {
+        *c = u32::from_be_bytes(*c).wrapping_add(delta).to_be_bytes();
+    }
 }
 
 /// Calls `f(kind, start, len)` for the body of every well-formed option of
@@ -183,64 +211,64 @@ impl Rewrite {
         let Some(tcp) = packet.get_mut(off..off + len) else {
             return false;
         };
-        let hl = usize::from(tcp[12] >> 4) * 4;
-        if hl < 20 || hl > tcp.len() {
+        let Some(hl) = header_len(tcp) else {
             return false;
-        }
-        let mut before = [0u8; 60];
-        before[..hl].copy_from_slice(&tcp[..hl]);
-        let add32 = |b: &mut [u8], delta: u32| {
-            let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_add(delta);
-            b[..4].copy_from_slice(&v.to_be_bytes());
         };
-        let flags = tcp[13];
-        add32(&mut tcp[4..8], self.seq);
+        let mut before = [0u8; 60];
+        let (Some(hdr), Some(saved)) = (tcp.get_mut(..hl), before.get_mut(..hl)) else {
+            return false;
+        };
+        saved.copy_from_slice(hdr);
+        let flags = hdr.get(13).copied().unwrap_or_default();
+        add32(hdr, 4, self.seq);
         if flags & ACK != 0 {
-            add32(&mut tcp[8..12], self.ack);
+            add32(hdr, 8, self.ack);
         }
         if flags & SYN == 0 {
             // A SYN's window is never scaled (RFC 7323 §2.2).
-            let w = self.window(u16::from_be_bytes([tcp[14], tcp[15]]));
-            tcp[14..16].copy_from_slice(&w.to_be_bytes());
+            if let Some(w) = be16(hdr, 14) {
+                put16(hdr, 14, self.window(w));
+            }
         }
         // SACK edges and timestamps, at most 8 options (40 bytes of them).
         let mut edits = [(0u8, 0usize, 0usize); 8];
         let mut n = 0;
-        let opts = &mut tcp[20..hl];
-        for_each_option(opts, |kind, at, len| {
-            if n < edits.len() && (kind == OPT_SACK || kind == OPT_TIMESTAMPS) {
-                edits[n] = (kind, at, len);
-                n += 1;
-            }
-        });
-        for &(kind, at, len) in &edits[..n] {
-            let body = &mut opts[at..at + len];
-            match (kind, self.ts) {
-                (OPT_SACK, _) => {
-                    for edge in body.chunks_exact_mut(4) {
-                        add32(edge, self.ack);
+        if let Some(opts) = hdr.get_mut(20..) {
+            for_each_option(opts, |kind, at, len| {
+                if kind == OPT_SACK || kind == OPT_TIMESTAMPS {
+                    if let Some(slot) = edits.get_mut(n) {
+                        *slot = (kind, at, len);
+                        n += 1;
                     }
                 }
-                (_, Some((val, ecr))) if len == 8 => {
-                    add32(&mut body[0..4], val);
-                    add32(&mut body[4..8], ecr);
+            });
+            for &(kind, at, len) in edits.iter().take(n) {
+                let Some(body) = opts.get_mut(at..at + len) else {
+                    continue;
+                };
+                match (kind, self.ts) {
+                    (OPT_SACK, _) => {
+                        for edge in body.chunks_exact_mut(4) {
+                            add32(edge, 0, self.ack);
+                        }
+                    }
+                    (_, Some((val, ecr))) if len == 8 => {
+                        add32(body, 0, val);
+                        add32(body, 4, ecr);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         if !checksum_partial {
             // RFC 1624 eqn. 3 over the whole header, checksum field excluded.
-            before[16] = 0;
-            before[17] = 0;
-            let old = csum_fold(csum_add(0, &before[..hl]));
-            let (c0, c1) = (tcp[16], tcp[17]);
-            tcp[16] = 0;
-            tcp[17] = 0;
-            let new = csum_fold(csum_add(0, &tcp[..hl]));
-            let hc = u16::from_be_bytes([c0, c1]);
+            put16(saved, 16, 0);
+            let old = csum_fold(csum_add(0, saved));
+            let hc = be16(hdr, 16).unwrap_or_default();
+            put16(hdr, 16, 0);
+            let new = csum_fold(csum_add(0, hdr));
             let sum = u64::from(!hc) + u64::from(!old) + u64::from(new);
-            let hc = !csum_fold(sum);
-            tcp[16..18].copy_from_slice(&hc.to_be_bytes());
+            put16(hdr, 16, !csum_fold(sum));
         }
         true
     }
@@ -266,6 +294,7 @@ pub struct Release {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::tcp::checksum::{fill_tcp_checksum, fill_tcp_pseudo, tcp_checksum_ok};
