@@ -1004,6 +1004,9 @@ pub fn run() -> anyhow::Result<()> {
     let row = |name: &str, sv: String, av: String, r: String, t: &str| {
         println!("{name:<30} {sv:>14} {av:>14} {r:>12}   {t}");
     };
+    let num = |name: &str, sv: Option<f64>, av: Option<f64>, digits: usize, t: &str| {
+        row(name, fmt(sv, digits), fmt(av, digits), ratio(av, sv), t);
+    };
     row(
         "",
         "sslsplit".into(),
@@ -1011,18 +1014,12 @@ pub fn run() -> anyhow::Result<()> {
         "app/sslsplit".into(),
         "target",
     );
-    row(
-        "new conns/s",
-        fmt(s.conns_per_s, 0),
-        fmt(a.conns_per_s, 0),
-        ratio(a.conns_per_s, s.conns_per_s),
-        "",
-    );
-    row(
+    num("new conns/s", s.conns_per_s, a.conns_per_s, 0, "");
+    num(
         "CPU per conn (µs)",
-        fmt(s.cpu_us_per_conn, 0),
-        fmt(a.cpu_us_per_conn, 0),
-        ratio(a.cpu_us_per_conn, s.cpu_us_per_conn),
+        s.cpu_us_per_conn,
+        a.cpu_us_per_conn,
+        0,
         "ratio <= 0.50",
     );
     row(
@@ -1042,18 +1039,18 @@ pub fn run() -> anyhow::Result<()> {
         String::new(),
         "",
     );
-    row(
+    num(
         "bulk MB/s",
-        fmt(s.bulk_mb_per_s, 0),
-        fmt(a.bulk_mb_per_s, 0),
-        ratio(a.bulk_mb_per_s, s.bulk_mb_per_s),
+        s.bulk_mb_per_s,
+        a.bulk_mb_per_s,
+        0,
         "appliance >= 500",
     );
-    row(
+    num(
         "CPU per MB (ms)",
-        fmt(s.cpu_ms_per_mb, 3),
-        fmt(a.cpu_ms_per_mb, 3),
-        ratio(a.cpu_ms_per_mb, s.cpu_ms_per_mb),
+        s.cpu_ms_per_mb,
+        a.cpu_ms_per_mb,
+        3,
         "ratio <= 0.33",
     );
     row(
@@ -1073,18 +1070,18 @@ pub fn run() -> anyhow::Result<()> {
         String::new(),
         "",
     );
-    row(
+    num(
         "h2load req/s (HTTP/1.1)",
-        fmt(s.h2load_req_per_s, 0),
-        fmt(a.h2load_req_per_s, 0),
-        ratio(a.h2load_req_per_s, s.h2load_req_per_s),
+        s.h2load_req_per_s,
+        a.h2load_req_per_s,
+        0,
         "",
     );
-    row(
+    num(
         "  CPU per request (µs)",
-        fmt(s.h2load_cpu_us_per_req, 1),
-        fmt(a.h2load_cpu_us_per_req, 1),
-        ratio(a.h2load_cpu_us_per_req, s.h2load_cpu_us_per_req),
+        s.h2load_cpu_us_per_req,
+        a.h2load_cpu_us_per_req,
+        1,
         "",
     );
     row(
