@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use super::segment::{self, PacketError, Segment};
 use super::*;
@@ -700,38 +700,10 @@ fn idle_flow_memory() {
     }
 }
 
-/// A hand-made client SYN (MSS 1460, no other options).
+/// A client SYN as a kernel sends it (MSS 1460, window scale 7, SACK).
 fn craft_syn(a: &Addrs, seq: u32) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpProtocol, IpRepr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-    let src: IpAddress = a.client.ip().into();
-    let dst: IpAddress = a.server.ip().into();
-    let tcp = TcpRepr {
-        src_port: a.client.port(),
-        dst_port: a.server.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: None,
-        window_len: 64240,
-        window_scale: Some(7),
-        max_seg_size: Some(1460),
-        sack_permitted: true,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, tcp.buffer_len(), 64);
-    let caps = ChecksumCapabilities::default();
-    let mut buf = vec![0u8; ip.buffer_len()];
-    ip.emit(&mut buf[..], &caps);
-    let hl = ip.header_len();
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[hl..]),
-        &src,
-        &dst,
-        &caps,
-    );
-    buf
+    let syn = smoltcp::wire::TcpControl::Syn;
+    crate::testkit::packets::emitted_between(a.client, a.server, syn, seq, None, true)
 }
 
 #[test]

@@ -83,22 +83,31 @@ pub fn emitted(
     seq: u32,
     ack: Option<u32>,
 ) -> Vec<u8> {
+    emitted_between(src.into(), dst.into(), control, seq, ack, false)
+}
+
+/// [`emitted`] between any IPv4 or IPv6 addresses, SACK permitted or not.
+pub fn emitted_between(
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    control: smoltcp::wire::TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    sack_permitted: bool,
+) -> Vec<u8> {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, TcpPacket, TcpRepr, TcpSeqNumber};
-    let (s, d): (IpAddress, IpAddress) = (
-        std::net::Ipv4Addr::from(src.0).into(),
-        std::net::Ipv4Addr::from(dst.0).into(),
-    );
+    let (s, d): (IpAddress, IpAddress) = (src.ip().into(), dst.ip().into());
     let tcp = TcpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
+        src_port: src.port(),
+        dst_port: dst.port(),
         control,
         seq_number: TcpSeqNumber(seq as i32),
         ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
         window_len: 64240,
         window_scale: Some(7),
         max_seg_size: Some(1460),
-        sack_permitted: false,
+        sack_permitted,
         sack_ranges: [None, None, None],
         timestamp: None,
         payload: &[],
