@@ -181,14 +181,14 @@ struct WindowEdge {
 impl WindowEdge {
     /// Learns from a segment the leg sent.
     fn sent(&mut self, packet: &[u8]) {
-        let Some(f) = TcpFacts::parse(packet) else {
+        let Some(f) = TcpFacts::parse_header(packet) else {
             return;
         };
         if f.flags & RST != 0 {
             return;
         }
         if f.flags & SYN != 0 {
-            self.ours = f.wscale;
+            self.ours = TcpFacts::parse(packet).and_then(|f| f.wscale);
         }
         if f.flags & ACK != 0 {
             // RFC 7323: the window of a SYN is never scaled.
@@ -203,9 +203,9 @@ impl WindowEdge {
     /// How many payload bytes of a received segment fit before the edge;
     /// `None` when all of it does (or nothing was advertised yet).
     fn fits(&mut self, packet: &[u8]) -> Option<(TcpFacts, u32)> {
-        let f = TcpFacts::parse(packet)?;
+        let f = TcpFacts::parse_header(packet)?;
         if f.flags & SYN != 0 {
-            self.peer_scales = f.wscale.is_some();
+            self.peer_scales = TcpFacts::parse(packet).is_some_and(|f| f.wscale.is_some());
             return None;
         }
         let edge = self.edge?;

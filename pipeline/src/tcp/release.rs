@@ -69,6 +69,16 @@ impl TcpFacts {
     /// Reads the TCP header of a plain IPv4/IPv6 TCP packet; `None` for
     /// anything else or a header that does not fit.
     pub fn parse(packet: &[u8]) -> Option<TcpFacts> {
+        Self::read(packet, true)
+    }
+
+    /// [`parse`](Self::parse) without the options (`mss`, `wscale` and
+    /// `ts` stay `None`): the fixed header, for a per-packet path.
+    pub fn parse_header(packet: &[u8]) -> Option<TcpFacts> {
+        Self::read(packet, false)
+    }
+
+    fn read(packet: &[u8], options: bool) -> Option<TcpFacts> {
         let (off, len, _) = tcp_span(packet)?;
         let tcp = packet.get(off..off + len)?;
         let hl = header_len(tcp)?;
@@ -80,6 +90,9 @@ impl TcpFacts {
             payload_len: (len - hl) as u32,
             ..TcpFacts::default()
         };
+        if !options {
+            return Some(f);
+        }
         let opts = tcp.get(20..hl)?;
         for_each_option(opts, |kind, at, len| match (kind, opts.get(at..at + len)) {
             (OPT_MSS, Some(&[a, b])) => f.mss = Some(u16::from_be_bytes([a, b])),
